@@ -1,0 +1,75 @@
+"""The `zsim` command line: parses arguments, calls the API, prints. No logic lives here.
+
+Each subcommand is a module in :mod:`zsim.commands` with ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Bad input raises
+:class:`~zsim.errors.ZsimInputError` anywhere below; it becomes one line on stderr and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import ZsimInputError
+
+#: Subcommand name -> module under zsim.commands.
+COMMANDS = {
+    "predict": "predict",
+    "schedule": "schedule",
+    "collective": "collective",
+    "topo": "topo",
+    "plan": "plan",
+    "sweep": "sweep",
+    "capacity": "capacity",
+    "report": "report",
+    "calibrate": "calibrate",
+    "validate": "validate",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        sys.stderr.write(f"zsim: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every subcommand that is installed."""
+    parser = _Parser(prog="zsim", description="A digital twin of DeepSpeed ZeRO training.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"zsim.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"zsim.commands.{module_name}":
+                continue  # not built yet
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `zsim` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except ZsimInputError as exc:
+        sys.stderr.write(f"zsim: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("zsim: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

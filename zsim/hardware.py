@@ -1,0 +1,298 @@
+"""Hardware profiles: what a GPU, its links and its host can do, as data.
+
+A profile is a YAML file (``topologies/hardware/<name>.yaml`` or any path). It holds
+datasheet figures and the efficiencies that calibration fits from real runs; it records
+where its numbers came from (``source``). Code never holds hardware constants: everything
+that differs between machines is read from here.
+
+Schema (units in key names)::
+
+    name: h200-sxm
+    version: 1
+    calibrated: false            # true once fitted by `zsim calibrate`
+    source: "..."                # datasheet, notes, or the runs a fit used
+    gpu:
+      name: H200-SXM
+      memory_bytes: 150754820096 # what torch reports as total memory
+      peak_bf16_flops: 989.0e12  # dense tensor-core peak
+      peak_fp32_flops: 67.0e12   # non-tensor-core fp32 (fp32 training without TF32)
+      hbm_bandwidth_GBps: 4800
+    compute:
+      # GEMM efficiency (achieved / peak) against log10(2*m*n*k), piecewise linear.
+      gemm_efficiency: [[6.0, 0.02], [9.0, 0.35], [10.5, 0.70], [12.0, 0.78]]
+      attention_efficiency: 0.45  # flash attention fwd+bwd, fraction of peak
+      memory_bound_efficiency: 0.80  # fraction of HBM bandwidth for elementwise kernels
+      kernel_launch_s: 4.0e-6     # per kernel; small models are launch-bound
+      backward_to_forward_ratio: 2.0
+    links:                        # per link type: achieved fraction of link bandwidth, latency
+      nvlink: {efficiency: 0.80, latency_s: 8.0e-6}
+      pcie:   {efficiency: 0.80, latency_s: 10.0e-6}
+      ib:     {efficiency: 0.90, latency_s: 12.0e-6}
+    host:
+      h2d_bandwidth_GBps: 54      # pinned host-to-device copy, one GPU
+      d2h_bandwidth_GBps: 55
+      cpu_adam_params_per_s: 1.0e9   # DeepSpeedCPUAdam on one node's cores
+    overheads:
+      zero3_module_hook_s: 2.0e-5    # per module per pass: fetch/release bookkeeping
+      step_fixed_s: 2.0e-3           # engine.step() bookkeeping outside the optimizer
+      optimizer_bytes_per_param: 32  # HBM traffic of a fused Adam update per fp32 param
+    memory:
+      allocator_overhead_fraction: 0.02   # caching-allocator rounding seen by max_memory_allocated
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ZsimInputError
+
+#: Folder of the profiles that ship with zsim.
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "topologies" / "hardware"
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """Datasheet figures of one GPU."""
+
+    name: str
+    memory_bytes: int
+    peak_bf16_flops: float
+    peak_fp32_flops: float
+    hbm_bandwidth_GBps: float
+
+
+@dataclass(frozen=True)
+class ComputeProfile:
+    """How efficiently the GPU runs each kind of kernel."""
+
+    gemm_efficiency: tuple[tuple[float, float], ...]
+    attention_efficiency: float
+    memory_bound_efficiency: float
+    kernel_launch_s: float
+    backward_to_forward_ratio: float = 2.0
+
+    def gemm_eff(self, flops: float) -> float:
+        """Achieved fraction of peak for one GEMM of ``flops`` (= 2·m·n·k) operations."""
+        x = math.log10(max(flops, 1.0))
+        xs = [p[0] for p in self.gemm_efficiency]
+        i = bisect.bisect_left(xs, x)
+        if i == 0:
+            return self.gemm_efficiency[0][1]
+        if i == len(xs):
+            return self.gemm_efficiency[-1][1]
+        (x0, y0), (x1, y1) = self.gemm_efficiency[i - 1], self.gemm_efficiency[i]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """Achieved fraction of a link type's bandwidth and its per-hop latency."""
+
+    efficiency: float
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """Host side: pinned copies and the CPU optimizer."""
+
+    h2d_bandwidth_GBps: float
+    d2h_bandwidth_GBps: float
+    cpu_adam_params_per_s: float
+
+
+@dataclass(frozen=True)
+class OverheadProfile:
+    """Framework costs that are neither kernels nor collectives."""
+
+    zero3_module_hook_s: float
+    step_fixed_s: float
+    optimizer_bytes_per_param: float = 32.0
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """Allocator behaviour that max_memory_allocated reflects."""
+
+    allocator_overhead_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """A complete hardware profile; see the module docstring for the YAML schema."""
+
+    name: str
+    version: int
+    calibrated: bool
+    source: str
+    gpu: GpuSpec
+    compute: ComputeProfile
+    links: Mapping[str, LinkProfile]
+    host: HostProfile
+    overheads: OverheadProfile
+    memory: MemoryProfile = field(default_factory=MemoryProfile)
+
+    def link(self, link_type: str) -> LinkProfile:
+        """The profile of ``link_type`` (nvlink, pcie, ib, ...); an error names missing ones."""
+        try:
+            return self.links[link_type]
+        except KeyError:
+            raise ZsimInputError(
+                f"hardware profile {self.name!r} has no link type {link_type!r} "
+                f"(has: {', '.join(sorted(self.links))})"
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as plain data, in the YAML schema (for writing a calibrated profile)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "calibrated": self.calibrated,
+            "source": self.source,
+            "gpu": vars(self.gpu).copy(),
+            "compute": {
+                "gemm_efficiency": [list(p) for p in self.compute.gemm_efficiency],
+                "attention_efficiency": self.compute.attention_efficiency,
+                "memory_bound_efficiency": self.compute.memory_bound_efficiency,
+                "kernel_launch_s": self.compute.kernel_launch_s,
+                "backward_to_forward_ratio": self.compute.backward_to_forward_ratio,
+            },
+            "links": {k: vars(v).copy() for k, v in sorted(self.links.items())},
+            "host": vars(self.host).copy(),
+            "overheads": vars(self.overheads).copy(),
+            "memory": vars(self.memory).copy(),
+        }
+
+
+def _num(data: Mapping[str, Any], key: str, where: str, *, positive: bool = True,
+         allow_zero: bool = False) -> float:
+    """Read a finite number, with an error naming ``where.key`` when it is missing or bad."""
+    if not isinstance(data, Mapping) or key not in data:
+        raise ZsimInputError(f"{where}: missing key {key!r}")
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ZsimInputError(f"{where}.{key}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ZsimInputError(f"{where}.{key}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ZsimInputError(f"{where}.{key}: must be finite, got {value!r}")
+    if positive and (number < 0 or (number == 0 and not allow_zero)):
+        raise ZsimInputError(f"{where}.{key}: must be positive, got {value!r}")
+    return number
+
+
+def _section(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    if not isinstance(value, Mapping):
+        raise ZsimInputError(f"{where}: missing or malformed section {key!r}")
+    return value
+
+
+def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") -> HardwareProfile:
+    """Build a :class:`HardwareProfile` from parsed YAML, checking every field."""
+    if not isinstance(data, Mapping):
+        raise ZsimInputError(f"{where}: expected a mapping at the top level")
+    g = _section(data, "gpu", where)
+    c = _section(data, "compute", where)
+    h = _section(data, "host", where)
+    o = _section(data, "overheads", where)
+    m = data.get("memory", {}) or {}
+    curve = c.get("gemm_efficiency")
+    if not isinstance(curve, list) or len(curve) < 2:
+        raise ZsimInputError(f"{where}: compute.gemm_efficiency needs at least two [log10_flops, eff] points")
+    points = []
+    for i, p in enumerate(curve):
+        if not (isinstance(p, (list, tuple)) and len(p) == 2):
+            raise ZsimInputError(f"{where}: compute.gemm_efficiency[{i}] must be [log10_flops, efficiency]")
+        x = _num({"x": p[0]}, "x", f"{where}.compute.gemm_efficiency[{i}]")
+        y = _num({"y": p[1]}, "y", f"{where}.compute.gemm_efficiency[{i}]")
+        if y > 1.0:
+            raise ZsimInputError(f"{where}: compute.gemm_efficiency[{i}] efficiency {y} exceeds 1")
+        points.append((x, y))
+    if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+        raise ZsimInputError(f"{where}: compute.gemm_efficiency points must be sorted by log10_flops")
+    links_raw = _section(data, "links", where)
+    links = {}
+    for name, lk in sorted(links_raw.items()):
+        lw = f"{where}.links.{name}"
+        links[str(name)] = LinkProfile(
+            efficiency=_num(lk, "efficiency", lw), latency_s=_num(lk, "latency_s", lw, allow_zero=True))
+    return HardwareProfile(
+        name=str(data.get("name", "unnamed")),
+        version=int(_num(data, "version", where)) if "version" in data else 1,
+        calibrated=bool(data.get("calibrated", False)),
+        source=str(data.get("source", "")),
+        gpu=GpuSpec(
+            name=str(g.get("name", "gpu")),
+            memory_bytes=int(_num(g, "memory_bytes", f"{where}.gpu")),
+            peak_bf16_flops=_num(g, "peak_bf16_flops", f"{where}.gpu"),
+            peak_fp32_flops=_num(g, "peak_fp32_flops", f"{where}.gpu"),
+            hbm_bandwidth_GBps=_num(g, "hbm_bandwidth_GBps", f"{where}.gpu"),
+        ),
+        compute=ComputeProfile(
+            gemm_efficiency=tuple(points),
+            attention_efficiency=_num(c, "attention_efficiency", f"{where}.compute"),
+            memory_bound_efficiency=_num(c, "memory_bound_efficiency", f"{where}.compute"),
+            kernel_launch_s=_num(c, "kernel_launch_s", f"{where}.compute", allow_zero=True),
+            backward_to_forward_ratio=_num(c, "backward_to_forward_ratio", f"{where}.compute")
+            if "backward_to_forward_ratio" in c else 2.0,
+        ),
+        links=links,
+        host=HostProfile(
+            h2d_bandwidth_GBps=_num(h, "h2d_bandwidth_GBps", f"{where}.host"),
+            d2h_bandwidth_GBps=_num(h, "d2h_bandwidth_GBps", f"{where}.host"),
+            cpu_adam_params_per_s=_num(h, "cpu_adam_params_per_s", f"{where}.host"),
+        ),
+        overheads=OverheadProfile(
+            zero3_module_hook_s=_num(o, "zero3_module_hook_s", f"{where}.overheads", allow_zero=True),
+            step_fixed_s=_num(o, "step_fixed_s", f"{where}.overheads", allow_zero=True),
+            optimizer_bytes_per_param=_num(o, "optimizer_bytes_per_param", f"{where}.overheads")
+            if "optimizer_bytes_per_param" in o else 32.0,
+        ),
+        memory=MemoryProfile(
+            allocator_overhead_fraction=_num(m, "allocator_overhead_fraction", f"{where}.memory",
+                                             allow_zero=True)
+            if isinstance(m, Mapping) and "allocator_overhead_fraction" in m else 0.0,
+        ),
+    )
+
+
+def load_yaml_file(path: Path, what: str) -> Any:
+    """Parse a YAML file; unreadable or malformed files raise :class:`ZsimInputError`."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ZsimInputError(f"{what} file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZsimInputError(f"cannot read {what} file {path}: {exc.__class__.__name__}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ZsimInputError(f"malformed YAML in {what} file {path}{at}") from None
+
+
+def list_profiles() -> list[str]:
+    """Names of the profiles that ship with zsim."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> HardwareProfile:
+    """Load a shipped profile by name or any profile YAML by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.exists()):
+        path = PROFILE_DIR / f"{text}.yaml"
+        if not path.exists():
+            raise ZsimInputError(
+                f"unknown hardware profile {text!r} (known: {', '.join(list_profiles())})")
+    return profile_from_dict(load_yaml_file(path, "hardware profile"), where=str(path.name))
