@@ -123,9 +123,12 @@ class MemoryProfile:
     allocator_overhead_fraction: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HardwareProfile:
-    """A complete hardware profile; see the module docstring for the YAML schema."""
+    """A complete hardware profile; see the module docstring for the YAML schema.
+
+    Compared and hashed by identity (it holds a mapping), so it can key caches.
+    """
 
     name: str
     version: int

@@ -1,0 +1,67 @@
+"""Argument helpers shared by subcommands (model/topology/config options, number parsing)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+from ..errors import ZsimInputError
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$", re.I)
+_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
+          "T": 1e12, "TB": 1e12, "KI": 2**10, "KIB": 2**10, "MI": 2**20, "MIB": 2**20,
+          "GI": 2**30, "GIB": 2**30, "TI": 2**40, "TIB": 2**40}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (accepts 2e3)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if not math.isfinite(value) or not value.is_integer() or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(value)
+
+
+def byte_size(text: str) -> int:
+    """argparse type: bytes as 1048576, 1e9, 256MiB or 1GB; must be positive."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size like 1e9 or 256MiB, got {text!r}")
+    value = float(m.group(1)) * _UNITS[(m.group(2) or "").upper()]
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1 byte, got {text!r}")
+    return int(value)
+
+
+def add_cluster_args(p: argparse.ArgumentParser, default_topo: str | None = "dgx-a100") -> None:
+    """--topo, --gpus/--nodes, --hardware."""
+    p.add_argument("--topo", default=default_topo, required=default_topo is None,
+                   help="topology name from topologies/ or a YAML path (default: %(default)s)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gpus", type=positive_int, help="first N GPUs of one node")
+    g.add_argument("--nodes", type=positive_int, help="M whole nodes")
+    p.add_argument("--hardware", help="hardware profile name or YAML path (default: the topology's)")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Model and DeepSpeed-config options shared by predict/plan/report."""
+    p.add_argument("--model", default=None,
+                   help="preset name or path to a HF config.json (default: llama-2-7b)")
+    p.add_argument("--stage", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
+    p.add_argument("--micro-batch", type=positive_int, help="micro-batch per GPU")
+    p.add_argument("--grad-accum", type=positive_int, help="gradient accumulation steps")
+    p.add_argument("--seq", type=positive_int, help="sequence length (default 2048)")
+    p.add_argument("--offload-optimizer", choices=["none", "cpu", "nvme"])
+    p.add_argument("--offload-param", choices=["none", "cpu", "nvme"])
+    p.add_argument("--activation-checkpointing", action="store_true", default=None,
+                   help="recompute each decoder layer in backward")
+    p.add_argument("--ds-config", help="DeepSpeed JSON config (\"auto\" values allowed)")
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a ZsimInputError with ``message`` unless ``condition``."""
+    if not condition:
+        raise ZsimInputError(message)

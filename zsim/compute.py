@@ -1,0 +1,59 @@
+"""Compute model: kernels -> seconds on one GPU, from a hardware profile.
+
+GEMMs run at ``peak × gemm_eff(flops)`` (an efficiency curve fitted on real shapes),
+attention at ``peak × attention_efficiency``, memory-bound kernels at
+``HBM bandwidth × memory_bound_efficiency``; each kernel pays one launch.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .hardware import HardwareProfile
+from .workload import Kernel, Workload
+
+
+def peak_flops(hw: HardwareProfile, precision: str) -> float:
+    """Dense peak FLOP/s for the model's precision (fp32 runs without TF32)."""
+    return hw.gpu.peak_fp32_flops if precision == "fp32" else hw.gpu.peak_bf16_flops
+
+
+def kernel_time_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
+    """Seconds one kernel takes."""
+    c = hw.compute
+    if kernel.kind == "gemm":
+        busy = kernel.flops / (peak_flops(hw, precision) * c.gemm_eff(kernel.flops))
+    elif kernel.kind == "attention":
+        busy = kernel.flops / (peak_flops(hw, precision) * c.attention_efficiency)
+    else:
+        busy = kernel.nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * c.memory_bound_efficiency)
+    return busy + c.kernel_launch_s
+
+
+@lru_cache(maxsize=262144)
+def module_time_s(workload: Workload, module: str, pass_: str, hw: HardwareProfile,
+                  precision: str) -> float:
+    """Seconds ``module`` takes in ``pass_`` (cached: the same layer repeats L times)."""
+    key = _shape_key(module)
+    return _module_time_by_shape(workload, key, module, pass_, hw, precision)
+
+
+def _shape_key(module: str) -> str:
+    # Layers share shapes: "model.layers.17.mlp.up_proj" costs what "model.layers.0..." costs.
+    parts = module.split(".")
+    if len(parts) >= 3 and parts[0] == "model" and parts[1] == "layers":
+        parts[2] = "0"
+    return ".".join(parts)
+
+
+@lru_cache(maxsize=65536)
+def _module_time_by_shape(workload: Workload, key: str, module: str, pass_: str,
+                          hw: HardwareProfile, precision: str) -> float:
+    return sum(kernel_time_s(k, hw, precision) for k in workload.kernels(key, pass_))
+
+
+def optimizer_time_s(params: int, hw: HardwareProfile) -> float:
+    """A fused Adam update of ``params`` fp32 values: memory-bound HBM traffic."""
+    nbytes = params * hw.overheads.optimizer_bytes_per_param
+    return nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * hw.compute.memory_bound_efficiency) \
+        + hw.compute.kernel_launch_s

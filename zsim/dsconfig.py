@@ -1,0 +1,474 @@
+"""DeepSpeed configs as users write them -> one typed, fully resolved :class:`RunConfig`.
+
+Accepts the JSON people pass to DeepSpeed (numbers like ``2e8``, ``"auto"`` values as the
+Hugging Face Trainer writes them, deprecated aliases), applies DeepSpeed 0.19.8's defaults
+(runtime/zero/config.py), resolves every ``"auto"`` the way the HF Trainer integration does
+(transformers integrations/deepspeed.py), lets explicit command-line values override, and
+refuses what DeepSpeed itself would refuse (a broken batch identity, offload_param below
+stage 3, unknown zero_optimization keys: DeepSpeed's pydantic models forbid extras).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ZsimInputError
+from .model import ModelSpec
+
+AUTO = "auto"
+
+#: DeepSpeed 0.19.8 defaults of the ZeRO keys zsim models (runtime/zero/config.py:95-377).
+ZERO_DEFAULTS: dict[str, Any] = {
+    "stage": 0,
+    "contiguous_gradients": True,
+    "reduce_scatter": True,
+    "reduce_bucket_size": 500_000_000,
+    "use_multi_rank_bucket_allreduce": True,
+    "allgather_partitions": True,
+    "allgather_bucket_size": 500_000_000,
+    "overlap_comm": None,  # None: True for stage 3, False otherwise (ZC:384-387)
+    "sub_group_size": 1_000_000_000,
+    "stage3_prefetch_bucket_size": 50_000_000,
+    "stage3_param_persistence_threshold": 100_000,
+    "stage3_model_persistence_threshold": sys.maxsize,
+    "stage3_max_live_parameters": 1_000_000_000,
+    "stage3_max_reuse_distance": 1_000_000_000,
+    "round_robin_gradients": False,
+    "zero_hpz_partition_size": 1,
+    "zero_quantized_weights": False,
+    "zero_quantized_gradients": False,
+    "compute_grad_norm": True,
+}
+
+#: Keys DeepSpeed accepts in zero_optimization that do not change what zsim simulates.
+_ZERO_OTHER_KEYS = {
+    "load_from_fp32_weights", "elastic_checkpoint", "offload_param", "offload_optimizer", "zenflow",
+    "cpu_offload_param", "cpu_offload_use_pin_memory", "cpu_offload",
+    "stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save",
+    "stage3_module_granularity_threshold", "module_granularity_threshold",
+    "stage3_use_all_reduce_for_fetch_params", "use_all_reduce_for_fetch_params",
+    "stage3_allgather_sequential", "allgather_sequential", "stage3_gather_fp16_weights_on_model_save",
+    "ignore_unused_parameters", "legacy_stage1", "parameter_alignment",
+    "zero_quantized_nontrainable_weights", "memory_efficient_linear", "pipeline_loading_checkpoint",
+    "override_module_apply", "log_trace_cache_warnings", "enable_sanity_checks",
+    "save_muon_momentum_buffer_in_memory", "leaf_module", "mics_shard_size",
+    "mics_hierarchical_params_gather",
+}
+
+#: Pydantic field names that DeepSpeed also accepts for the stage3_ aliases.
+_ZERO_ALIASES = {
+    "prefetch_bucket_size": "stage3_prefetch_bucket_size",
+    "param_persistence_threshold": "stage3_param_persistence_threshold",
+    "model_persistence_threshold": "stage3_model_persistence_threshold",
+    "max_live_parameters": "stage3_max_live_parameters",
+    "max_reuse_distance": "stage3_max_reuse_distance",
+}
+
+_OFFLOAD_DEVICES = ("none", "cpu", "nvme")
+_PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class ZeroConfig:
+    """The ZeRO settings that change what goes on the wire or into memory (all concrete)."""
+
+    stage: int = 0
+    contiguous_gradients: bool = True
+    reduce_scatter: bool = True
+    reduce_bucket_size: int = 500_000_000
+    use_multi_rank_bucket_allreduce: bool = True
+    allgather_partitions: bool = True
+    allgather_bucket_size: int = 500_000_000
+    overlap_comm: bool = False
+    sub_group_size: int = 1_000_000_000
+    stage3_prefetch_bucket_size: int = 50_000_000
+    stage3_param_persistence_threshold: int = 100_000
+    stage3_model_persistence_threshold: int = sys.maxsize
+    stage3_max_live_parameters: int = 1_000_000_000
+    stage3_max_reuse_distance: int = 1_000_000_000
+    round_robin_gradients: bool = False
+    zero_hpz_partition_size: int = 1
+    zero_quantized_weights: bool = False
+    zero_quantized_gradients: bool = False
+    compute_grad_norm: bool = True
+    offload_optimizer: str = "none"
+    offload_param: str = "none"
+    pin_memory: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about one training run except the model and the hardware.
+
+    ``resolved`` is the DeepSpeed JSON with every "auto" replaced (deepspeed_config_auto.json);
+    ``notes`` says what was resolved or overridden and why.
+    """
+
+    world_size: int
+    micro_batch: int
+    grad_accum: int
+    train_batch: int
+    seq_len: int
+    precision: str
+    comm_dtype_bytes: int
+    zero: ZeroConfig
+    activation_checkpointing: bool
+    gradient_clipping: float
+    resolved: Mapping[str, Any] = field(repr=False)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of one model-precision parameter (2 for bf16/fp16, 4 for fp32)."""
+        return 4 if self.precision == "fp32" else 2
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens in one optimizer step over all ranks: train_batch × seq_len."""
+        return self.train_batch * self.seq_len
+
+
+# ---- reading values -------------------------------------------------------------------------
+
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def _as_int(value: Any, key: str, *, minimum: int = 0) -> int:
+    """An integer from JSON (1, 2e8, 2.0e8, "2e8"); errors name ``key``."""
+    number: Any = value
+    if isinstance(value, bool):
+        raise ZsimInputError(f"ds_config: {key} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ZsimInputError(f"ds_config: {key} must be a number, got {value!r}") from None
+    if not isinstance(number, (int, float)):
+        raise ZsimInputError(f"ds_config: {key} must be a number, got {value!r}")
+    if isinstance(number, float):
+        if not math.isfinite(number) or not number.is_integer():
+            raise ZsimInputError(f"ds_config: {key} must be a whole number, got {value!r}")
+        number = int(number)
+    if number < minimum:
+        raise ZsimInputError(f"ds_config: {key} must be at least {minimum}, got {value!r}")
+    return number
+
+
+def _as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ZsimInputError(f"ds_config: {key} must be true or false, got {value!r}")
+
+
+def _as_float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ZsimInputError(f"ds_config: {key} must be a finite number, got {value!r}")
+    if value < 0:
+        raise ZsimInputError(f"ds_config: {key} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ZsimInputError(f"ds_config: {key} must be an object, got {value!r}")
+    return value
+
+
+def load_ds_config(source: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Read a DeepSpeed config from a path or a dict (a deep copy; never modified in place)."""
+    if source is None:
+        return {}
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    path = Path(source)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ZsimInputError(f"ds_config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ZsimInputError(f"ds_config path is a directory: {path}") from None
+    except UnicodeDecodeError:
+        raise ZsimInputError(f"ds_config file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ZsimInputError(f"cannot read ds_config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ZsimInputError(f"malformed JSON in ds_config {path}: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise ZsimInputError(f"ds_config {path} is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ZsimInputError(f"ds_config {path}: top level must be a JSON object")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ZsimInputError(f"ds_config: {name} is not a valid number")
+
+
+# ---- parsing ZeRO ---------------------------------------------------------------------------
+
+def _offload_device(section: Any, key: str) -> tuple[str, bool]:
+    if section is None:
+        return "none", False
+    if not isinstance(section, Mapping):
+        raise ZsimInputError(f"ds_config: zero_optimization.{key} must be an object, got {section!r}")
+    device = section.get("device", "none")
+    device = "none" if device is None else device
+    if not isinstance(device, str) or device.lower() not in _OFFLOAD_DEVICES:
+        raise ZsimInputError(
+            f"ds_config: zero_optimization.{key}.device must be one of none, cpu, nvme; got {device!r}")
+    pin = section.get("pin_memory", False)
+    return device.lower(), _as_bool(pin, f"zero_optimization.{key}.pin_memory")
+
+
+def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> tuple[dict[str, Any], dict]:
+    """Concrete ZeRO values and the resolved zero_optimization section."""
+    section = dict(_section(raw, "zero_optimization"))
+    for alias, canonical in _ZERO_ALIASES.items():
+        if alias in section:
+            section.setdefault(canonical, section.pop(alias))
+    unknown = sorted(k for k in section if k not in ZERO_DEFAULTS and k not in _ZERO_OTHER_KEYS)
+    if unknown:
+        raise ZsimInputError(f"ds_config: unknown key zero_optimization.{unknown[0]} "
+                             "(DeepSpeed 0.19.8 rejects it)")
+    h = model.hidden_size
+    # HF Trainer's "auto" rules (transformers integrations/deepspeed.py).
+    hf_auto = {
+        "reduce_bucket_size": h * h,
+        "stage3_prefetch_bucket_size": int(0.9 * h * h),
+        "stage3_param_persistence_threshold": 10 * h,
+    }
+    values: dict[str, Any] = {}
+    for key, default in ZERO_DEFAULTS.items():
+        value = section.get(key, default)
+        if _is_auto(value):
+            value = hf_auto.get(key, default)
+            section[key] = value
+            notes.append(f"zero_optimization.{key}: auto -> {value} "
+                         + ("(HF Trainer rule)" if key in hf_auto else "(DeepSpeed default)"))
+        if key == "stage":
+            value = _as_int(value, "zero_optimization.stage")
+            if value > 3:
+                raise ZsimInputError(f"ds_config: zero_optimization.stage must be 0-3, got {value}")
+        elif key == "overlap_comm":
+            value = None if value is None else _as_bool(value, "zero_optimization.overlap_comm")
+        elif isinstance(default, bool):
+            value = _as_bool(value, f"zero_optimization.{key}")
+        else:
+            minimum = 1 if key in ("reduce_bucket_size", "zero_hpz_partition_size") else 0
+            value = _as_int(value, f"zero_optimization.{key}", minimum=minimum)
+        values[key] = value
+    if values["overlap_comm"] is None:
+        values["overlap_comm"] = values["stage"] == 3
+    opt_dev, opt_pin = _offload_device(section.get("offload_optimizer"), "offload_optimizer")
+    par_dev, par_pin = _offload_device(section.get("offload_param"), "offload_param")
+    if section.get("cpu_offload") is True and opt_dev == "none":
+        opt_dev = "cpu"  # deprecated alias (ZC:209)
+    values.update(offload_optimizer=opt_dev, offload_param=par_dev, pin_memory=opt_pin or par_pin)
+    return values, section
+
+
+def _offload_section(device: str) -> dict[str, Any]:
+    return {"device": device, "pin_memory": True}
+
+
+# ---- batch identity -------------------------------------------------------------------------
+
+def resolve_batch(train_batch: int | None, micro: int | None, gas: int | None,
+                  world: int) -> tuple[int, int, int]:
+    """DeepSpeed's batch rules (runtime/config.py:602-652): derive the missing one, check."""
+    if train_batch is not None and micro is not None and gas is not None:
+        pass
+    elif train_batch is not None and micro is not None:
+        gas = max(train_batch // (micro * world), 1)
+    elif train_batch is not None and gas is not None:
+        micro = max(train_batch // (world * gas), 1)
+    elif micro is not None and gas is not None:
+        train_batch = micro * gas * world
+    elif train_batch is not None:
+        gas, micro = 1, max(train_batch // world, 1)
+    elif micro is not None:
+        gas, train_batch = 1, micro * world
+    else:
+        raise ZsimInputError("ds_config: give train_batch_size or train_micro_batch_size_per_gpu")
+    if train_batch != micro * gas * world:
+        raise ZsimInputError(
+            f"batch identity broken: train_batch_size {train_batch} != micro_batch {micro} x "
+            f"grad_accum {gas} x data_parallel {world} = {micro * gas * world} (DeepSpeed rejects this)")
+    return train_batch, micro, gas
+
+
+def _precision(raw: Mapping[str, Any], override: str | None, notes: list[str]) -> str:
+    if override is not None:
+        if override not in _PRECISIONS:
+            raise ZsimInputError(f"precision must be one of {', '.join(_PRECISIONS)}, got {override!r}")
+        return override
+    enabled = {}
+    for key in ("bf16", "fp16"):
+        sec = _section(raw, key)
+        value = sec.get("enabled", False) if sec else False
+        if _is_auto(value):
+            value = key == "bf16"
+            notes.append(f"{key}.enabled: auto -> {str(value).lower()} (bf16 on GPUs that support it)")
+        enabled[key] = _as_bool(value, f"{key}.enabled")
+    if enabled["bf16"] and enabled["fp16"]:
+        raise ZsimInputError("ds_config: bf16 and fp16 are both enabled (DeepSpeed rejects this)")
+    return "bf16" if enabled["bf16"] else "fp16" if enabled["fp16"] else "fp32"
+
+
+def _comm_dtype_bytes(raw: Mapping[str, Any], precision: str) -> int:
+    value = raw.get("communication_data_type")
+    if value is None or _is_auto(value):
+        return 4 if precision == "fp32" else 2
+    table = {"fp32": 4, "float32": 4, "fp16": 2, "float16": 2, "bf16": 2, "bfloat16": 2}
+    if not isinstance(value, str) or value.lower() not in table:
+        raise ZsimInputError(f"ds_config: communication_data_type must be fp32, fp16 or bf16, got {value!r}")
+    return table[value.lower()]
+
+
+def _optional_int(raw: Mapping[str, Any], key: str, override: int | None) -> int | None:
+    if override is not None:
+        if isinstance(override, bool) or not isinstance(override, int) or override < 1:
+            raise ZsimInputError(f"{key} must be a positive integer, got {override!r}")
+        return override
+    value = raw.get(key)
+    if value is None or _is_auto(value):
+        return None
+    return _as_int(value, key, minimum=1)
+
+
+# ---- the one entry point --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values given on the command line; each one wins over the config file."""
+
+    stage: int | None = None
+    micro_batch: int | None = None
+    grad_accum: int | None = None
+    seq_len: int | None = None
+    offload_optimizer: str | None = None
+    offload_param: str | None = None
+    activation_checkpointing: bool | None = None
+    precision: str | None = None
+
+
+#: Defaults when neither the config nor the command line gives a value.
+DEFAULT_MICRO_BATCH = 2
+DEFAULT_SEQ_LEN = 2048
+
+
+def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size: int,
+                     overrides: Overrides = Overrides()) -> RunConfig:
+    """Parse, resolve and check a DeepSpeed config for ``model`` on ``world_size`` ranks."""
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ZsimInputError(f"world size must be a positive integer, got {world_size!r}")
+    raw = load_ds_config(raw)
+    notes: list[str] = []
+    zero_values, zero_section = _parse_zero(raw, model, notes)
+    ov = overrides
+    if ov.stage is not None:
+        if isinstance(ov.stage, bool) or not isinstance(ov.stage, int) or not 0 <= ov.stage <= 3:
+            raise ZsimInputError(f"stage must be 0, 1, 2 or 3, got {ov.stage!r}")
+        if ov.stage != zero_values["stage"] and "stage" in zero_section:
+            notes.append(f"zero_optimization.stage: {zero_values['stage']} -> {ov.stage} (command line)")
+        zero_values["stage"] = ov.stage
+        if "overlap_comm" not in zero_section or _is_auto(zero_section.get("overlap_comm")):
+            zero_values["overlap_comm"] = ov.stage == 3
+    for key in ("offload_optimizer", "offload_param"):
+        value = getattr(ov, key)
+        if value is not None:
+            if value not in _OFFLOAD_DEVICES:
+                raise ZsimInputError(f"--{key.replace('_', '-')} must be none, cpu or nvme, got {value!r}")
+            zero_values[key] = value
+    if zero_values["offload_param"] != "none" and zero_values["stage"] != 3:
+        raise ZsimInputError(f"offload_param requires ZeRO stage 3 (got stage {zero_values['stage']}); "
+                             "DeepSpeed rejects it")
+    if zero_values["offload_optimizer"] != "none" and zero_values["stage"] == 0:
+        raise ZsimInputError("offload_optimizer requires ZeRO stage 1, 2 or 3 (got stage 0)")
+    if zero_values["stage"] == 0:
+        zero_values["overlap_comm"] = False  # stage 0 all-reduces through the engine
+    zero = ZeroConfig(**zero_values)
+
+    precision = _precision(raw, ov.precision, notes)
+    micro = _optional_int(raw, "train_micro_batch_size_per_gpu", ov.micro_batch)
+    gas = _optional_int(raw, "gradient_accumulation_steps", ov.grad_accum)
+    train = _optional_int(raw, "train_batch_size", None)
+    if train is not None and (ov.micro_batch is not None or ov.grad_accum is not None):
+        # A flag wins over the file: the file's train_batch_size is derived anew from it.
+        notes.append(f"train_batch_size: {train} from the file ignored; derived from the command line")
+        train = None
+    if micro is None and train is None:
+        micro = DEFAULT_MICRO_BATCH
+        if _is_auto(raw.get("train_micro_batch_size_per_gpu")):
+            notes.append(f"train_micro_batch_size_per_gpu: auto -> {micro}")
+    if gas is None and train is None:
+        gas = 1
+    train, micro, gas = resolve_batch(train, micro, gas, world_size)
+    if _is_auto(raw.get("train_batch_size")):
+        notes.append(f"train_batch_size: auto -> {train} (= {micro} x {gas} x {world_size})")
+
+    seq = ov.seq_len if ov.seq_len is not None else min(DEFAULT_SEQ_LEN, model.max_position_embeddings)
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ZsimInputError(f"sequence length must be a positive integer, got {seq!r}")
+    clip_raw = raw.get("gradient_clipping", 0.0)
+    clip = 1.0 if _is_auto(clip_raw) else _as_float(clip_raw, "gradient_clipping")
+    ckpt = ov.activation_checkpointing if ov.activation_checkpointing is not None else False
+
+    resolved = _resolved_json(raw, zero_section, zero, precision, train, micro, gas, clip)
+    return RunConfig(world_size=world_size, micro_batch=micro, grad_accum=gas, train_batch=train,
+                     seq_len=seq, precision=precision,
+                     comm_dtype_bytes=_comm_dtype_bytes(raw, precision), zero=zero,
+                     activation_checkpointing=bool(ckpt), gradient_clipping=clip,
+                     resolved=resolved, notes=tuple(notes))
+
+
+def _resolved_json(raw: Mapping[str, Any], zero_section: Mapping[str, Any], zero: ZeroConfig,
+                   precision: str, train: int, micro: int, gas: int, clip: float) -> dict[str, Any]:
+    """The user's config with every "auto" resolved and every zsim decision written in."""
+    out = copy.deepcopy(dict(raw))
+    section = {k: v for k, v in zero_section.items() if not _is_auto(v)}
+    section["stage"] = zero.stage
+    for key in ("reduce_bucket_size", "overlap_comm", "stage3_prefetch_bucket_size",
+                "stage3_param_persistence_threshold"):
+        if key in zero_section or key == "overlap_comm":
+            section[key] = getattr(zero, key)
+    for key in ("offload_optimizer", "offload_param"):
+        device = getattr(zero, key)
+        if device != "none":
+            kept = dict(section.get(key) or {})
+            kept.update({k: v for k, v in _offload_section(device).items() if k not in kept or k == "device"})
+            section[key] = kept
+        else:
+            section.pop(key, None)
+    out["zero_optimization"] = section
+    out["train_batch_size"] = train
+    out["train_micro_batch_size_per_gpu"] = micro
+    out["gradient_accumulation_steps"] = gas
+    out["gradient_clipping"] = clip
+    for key in ("bf16", "fp16"):
+        sec = dict(out.get(key) or {})
+        if sec or precision == key:
+            sec["enabled"] = precision == key
+            out[key] = sec
+    return _drop_autos(out)
+
+
+def _drop_autos(node: Any) -> Any:
+    """Replace any "auto" left in sections zsim does not model by DeepSpeed's behaviour: drop it."""
+    if isinstance(node, dict):
+        return {k: _drop_autos(v) for k, v in node.items() if not _is_auto(v)}
+    if isinstance(node, list):
+        return [_drop_autos(v) for v in node]
+    return node

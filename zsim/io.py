@@ -1,0 +1,58 @@
+"""Atomic file output: a reader sees the old file or the new one, never half of one.
+
+Each writer writes a temporary file in the target's folder, flushes and fsyncs it, then
+renames it over the target (``os.replace`` is atomic on POSIX). An interrupted run leaves
+at most a stray ``.tmp`` file, which is removed on the way out when Python can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    return _atomic(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as deterministic JSON atomically."""
+    return atomic_write_text(path, dumps_json(obj))
+
+
+def atomic_write_with(path: str | Path, writer: Callable[[Any], Any]) -> Path:
+    """Call ``writer(binary_file)`` on a temporary file, then move it into place."""
+    return _atomic(path, writer)
+
+
+def _atomic(path: str | Path, writer: Callable[[Any], Any]) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target

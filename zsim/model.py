@@ -1,0 +1,259 @@
+"""Model specs: the shapes of a decoder-only transformer, from a preset or a HF config.json.
+
+A :class:`ModelSpec` holds shapes only. :meth:`ModelSpec.parameters` lists every parameter
+in ``model.named_parameters()`` order of the Hugging Face implementation (LlamaForCausalLM,
+MistralForCausalLM, Qwen2ForCausalLM), which is the order DeepSpeed flattens and partitions
+them in; the schedule layer derives gradient-hook order and stage-3 module fetches from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ZsimInputError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter tensor.
+
+    ``module`` is the dotted name of the module that owns it (as in HF), ``layer`` the
+    decoder layer index, -1 for the embeddings and ``num_layers`` for the final norm/head.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    module: str
+    layer: int
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shapes of a Llama-family (or GPT-style) decoder-only model.
+
+    ``mlp`` is "swiglu" (gate/up/down, Llama) or "gelu" (fc1/fc2 with biases, GPT-3).
+    ``norm`` is "rmsnorm" (weight only) or "layernorm" (weight and bias).
+    """
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 4096
+    head_dim: int = 0                 # 0: hidden_size // num_heads
+    qkv_bias: bool = False            # Qwen2 has q/k/v biases
+    mlp: str = "swiglu"
+    norm: str = "rmsnorm"
+    learned_positions: bool = False   # GPT-3: a learned position embedding table
+
+    def __post_init__(self) -> None:
+        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                    "intermediate_size", "vocab_size", "max_position_embeddings"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ZsimInputError(f"model {self.name!r}: {key} must be a positive integer, got {value!r}")
+        if self.head_dim == 0:
+            if self.hidden_size % self.num_heads:
+                raise ZsimInputError(
+                    f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by "
+                    f"num_attention_heads {self.num_heads} (give head_dim)")
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+        if self.num_heads % self.num_kv_heads:
+            raise ZsimInputError(
+                f"model {self.name!r}: num_attention_heads {self.num_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_kv_heads}")
+        if self.mlp not in ("swiglu", "gelu"):
+            raise ZsimInputError(f"model {self.name!r}: mlp must be swiglu or gelu, got {self.mlp!r}")
+        if self.norm not in ("rmsnorm", "layernorm"):
+            raise ZsimInputError(f"model {self.name!r}: norm must be rmsnorm or layernorm, got {self.norm!r}")
+
+    # ---- shapes ---------------------------------------------------------------------
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection output (heads × head_dim)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of each of the key and value projections (kv_heads × head_dim)."""
+        return self.num_kv_heads * self.head_dim
+
+    def _norm_params(self, prefix: str, layer: int) -> list[Param]:
+        h = self.hidden_size
+        out = [Param(f"{prefix}.weight", (h,), prefix, layer)]
+        if self.norm == "layernorm":
+            out.append(Param(f"{prefix}.bias", (h,), prefix, layer))
+        return out
+
+    def layer_parameters(self, i: int) -> list[Param]:
+        """Parameters of decoder layer ``i`` in HF registration order."""
+        h, q, kv, inter = self.hidden_size, self.q_dim, self.kv_dim, self.intermediate_size
+        p = f"model.layers.{i}"
+        out: list[Param] = []
+        attn = f"{p}.self_attn"
+        if self.mlp == "gelu":  # GPT-style: norms first, biases everywhere
+            out += self._norm_params(f"{p}.input_layernorm", i)
+        for proj, width in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
+            out.append(Param(f"{attn}.{proj}.weight", (width, h), f"{attn}.{proj}", i))
+            if self.qkv_bias or self.mlp == "gelu":
+                out.append(Param(f"{attn}.{proj}.bias", (width,), f"{attn}.{proj}", i))
+        out.append(Param(f"{attn}.o_proj.weight", (h, q), f"{attn}.o_proj", i))
+        if self.mlp == "gelu":
+            out.append(Param(f"{attn}.o_proj.bias", (h,), f"{attn}.o_proj", i))
+            out += self._norm_params(f"{p}.post_attention_layernorm", i)
+            out.append(Param(f"{p}.mlp.fc1.weight", (inter, h), f"{p}.mlp.fc1", i))
+            out.append(Param(f"{p}.mlp.fc1.bias", (inter,), f"{p}.mlp.fc1", i))
+            out.append(Param(f"{p}.mlp.fc2.weight", (h, inter), f"{p}.mlp.fc2", i))
+            out.append(Param(f"{p}.mlp.fc2.bias", (h,), f"{p}.mlp.fc2", i))
+            return out
+        for proj, shape in (("gate_proj", (inter, h)), ("up_proj", (inter, h)), ("down_proj", (h, inter))):
+            out.append(Param(f"{p}.mlp.{proj}.weight", shape, f"{p}.mlp.{proj}", i))
+        out += self._norm_params(f"{p}.input_layernorm", i)
+        out += self._norm_params(f"{p}.post_attention_layernorm", i)
+        return out
+
+    def parameters(self) -> list[Param]:
+        """Every parameter in ``named_parameters()`` order (tied lm_head listed once)."""
+        out = [Param("model.embed_tokens.weight", (self.vocab_size, self.hidden_size),
+                     "model.embed_tokens", -1)]
+        if self.learned_positions:
+            out.append(Param("model.embed_positions.weight",
+                             (self.max_position_embeddings, self.hidden_size), "model.embed_positions", -1))
+        for i in range(self.num_layers):
+            out += self.layer_parameters(i)
+        out += self._norm_params("model.norm", self.num_layers)
+        if not self.tie_word_embeddings:
+            out.append(Param("lm_head.weight", (self.vocab_size, self.hidden_size), "lm_head", self.num_layers))
+        return out
+
+    def layer_param_count(self) -> int:
+        """Parameters in one decoder layer."""
+        return sum(p.numel for p in self.layer_parameters(0))
+
+    @property
+    def num_parameters(self) -> int:
+        """Total parameter count Ψ (tied embeddings counted once), without building the list."""
+        h, v = self.hidden_size, self.vocab_size
+        norm = h * (2 if self.norm == "layernorm" else 1)
+        total = v * h + self.num_layers * self.layer_param_count() + norm
+        if self.learned_positions:
+            total += self.max_position_embeddings * h
+        if not self.tie_word_embeddings:
+            total += v * h
+        return total
+
+    def largest_parameter_numel(self) -> int:
+        """Elements of the largest single parameter (embeddings or the widest projection)."""
+        return max(p.numel for p in self.parameters()[: 3 + len(self.layer_parameters(0))]
+                   + ([] if self.tie_word_embeddings else [self.parameters()[-1]]))
+
+
+# ---- presets ----------------------------------------------------------------------------
+# Shapes from each model's published config.json.
+PRESETS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, max_position_embeddings=2048),
+        ModelSpec("llama-2-7b", 4096, 32, 32, 32, 11008, 32000),
+        ModelSpec("llama-2-13b", 5120, 40, 40, 40, 13824, 32000),
+        ModelSpec("llama-2-70b", 8192, 80, 64, 8, 28672, 32000),
+        ModelSpec("llama-3-8b", 4096, 32, 32, 8, 14336, 128256, max_position_embeddings=8192),
+        ModelSpec("llama-3-70b", 8192, 80, 64, 8, 28672, 128256, max_position_embeddings=8192),
+        ModelSpec("mistral-7b", 4096, 32, 32, 8, 14336, 32000, max_position_embeddings=32768),
+        ModelSpec("qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, max_position_embeddings=32768,
+                  qkv_bias=True),
+        ModelSpec("qwen2.5-72b", 8192, 80, 64, 8, 29568, 152064, max_position_embeddings=32768,
+                  qkv_bias=True),
+        ModelSpec("gpt3-175b", 12288, 96, 96, 96, 49152, 50257, tie_word_embeddings=True,
+                  max_position_embeddings=2048, mlp="gelu", norm="layernorm", learned_positions=True),
+    )
+}
+
+#: The model `zsim predict` uses when none is given.
+DEFAULT_MODEL = "llama-2-7b"
+
+_HF_KEYS = {
+    "hidden_size": "hidden_size",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_heads",
+    "intermediate_size": "intermediate_size",
+    "vocab_size": "vocab_size",
+}
+
+
+def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+            return int(value)
+        raise ZsimInputError(f"{where}: {key} must be an integer, got {value!r}")
+    if value <= 0:
+        raise ZsimInputError(f"{where}: {key} must be positive, got {value!r}")
+    return value
+
+
+def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec:
+    """A :class:`ModelSpec` from the fields of a Llama/Mistral/Qwen2 ``config.json``."""
+    if not isinstance(cfg, Mapping):
+        raise ZsimInputError(f"{name}: model config must be a JSON object")
+    missing = [k for k in _HF_KEYS if k not in cfg]
+    if missing:
+        raise ZsimInputError(f"{name}: model config is missing {', '.join(missing)}")
+    kwargs: dict[str, Any] = {field: _int_field(cfg, key, name) for key, field in _HF_KEYS.items()}
+    kwargs["num_kv_heads"] = (_int_field(cfg, "num_key_value_heads", name)
+                              if cfg.get("num_key_value_heads") is not None else kwargs["num_heads"])
+    if cfg.get("head_dim") is not None:
+        kwargs["head_dim"] = _int_field(cfg, "head_dim", name)
+    if cfg.get("max_position_embeddings") is not None:
+        kwargs["max_position_embeddings"] = _int_field(cfg, "max_position_embeddings", name)
+    tie = cfg.get("tie_word_embeddings", False)
+    if not isinstance(tie, bool):
+        raise ZsimInputError(f"{name}: tie_word_embeddings must be true or false, got {tie!r}")
+    model_type = cfg.get("model_type", "llama")
+    bias = cfg.get("attention_bias", model_type == "qwen2")
+    if not isinstance(bias, bool):
+        raise ZsimInputError(f"{name}: attention_bias must be true or false, got {bias!r}")
+    return ModelSpec(name=name, tie_word_embeddings=tie, qkv_bias=bias, **kwargs)
+
+
+def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
+    """Resolve a preset name, a path to ``config.json`` or a ready spec."""
+    if model is None:
+        model = DEFAULT_MODEL
+    if isinstance(model, ModelSpec):
+        return model
+    text = str(model)
+    key = text.lower()
+    if key in PRESETS:
+        return PRESETS[key]
+    path = Path(text)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise ZsimInputError(
+            f"unknown model {text!r}: not a preset ({', '.join(sorted(PRESETS))}) and no such file")
+    try:
+        cfg = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZsimInputError(f"malformed JSON in model config {path}: {exc.__class__.__name__}") from None
+    except OSError as exc:
+        raise ZsimInputError(f"cannot read model config {path}: {exc.strerror}") from None
+    return from_hf_config(cfg, name=path.parent.name or path.stem)
+
+
+def scaled(spec: ModelSpec, **changes: Any) -> ModelSpec:
+    """A copy of ``spec`` with some shapes changed (for capacity searches)."""
+    return replace(spec, **changes)

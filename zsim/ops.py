@@ -1,0 +1,114 @@
+"""The interface between the schedule layer and the system layer: a per-rank op list.
+
+The schedule layer (pure data, no time) turns a model, a DeepSpeed config and a world size
+into the ops that ONE representative rank issues during one optimizer step, in program
+order per stream. The system layer (a SimPy simulation) runs them: each stream executes its
+ops in list order; an op also waits for every op in ``deps``. Nothing here knows about time,
+links or hardware; nothing in the system layer knows about ZeRO stages.
+
+Streams (one SimPy process each):
+  - ``compute``: the default CUDA stream (forward/backward kernels, and collectives that
+    DeepSpeed issues on the default stream, which therefore block compute);
+  - ``comm``: DeepSpeed's reduction stream (overlap_comm) and stage-3 all-gather stream;
+  - ``h2d`` / ``d2h``: pinned host<->device copies (offload);
+  - ``cpu``: the host optimizer (DeepSpeedCPUAdam) and other host work.
+
+Kinds:
+  - ``compute``: ``modules`` run their ``pass_`` ("fwd", "bwd" or "recompute");
+  - ``collective``: ``collective`` is the name DeepSpeed's comms logger uses
+    (all_reduce, all_gather_into_tensor, reduce_scatter_tensor, reduce, broadcast);
+    ``message_bytes`` is the size the comms logger records, ``buffer_bytes`` the full buffer
+    as nccl-tests counts it; ``group`` is "world" (the data-parallel group), "intra_node" or
+    "inter_node" (ZeRO++ hpZ);
+  - ``copy``: ``nbytes`` over PCIe in the stream's direction;
+  - ``optimizer``: a fused Adam update of ``params`` fp32 parameters on the GPU;
+  - ``cpu_adam``: a DeepSpeedCPUAdam update of ``params`` parameters on the host;
+  - ``overhead``: fixed host-side time, ``count`` × the named overhead of the hardware profile
+    (e.g. "zero3_module_hook_s").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+STREAMS = ("compute", "comm", "h2d", "d2h", "cpu")
+KINDS = ("compute", "collective", "copy", "optimizer", "cpu_adam", "overhead")
+PASSES = ("fwd", "bwd", "recompute")
+
+#: comms-logger op name -> collective algorithm op (zsim.collectives).
+LOGGER_TO_COLLECTIVE = {
+    "all_reduce": "all_reduce",
+    "all_gather_into_tensor": "all_gather",
+    "all_gather": "all_gather",
+    "reduce_scatter_tensor": "reduce_scatter",
+    "reduce_scatter": "reduce_scatter",
+    "reduce": "reduce",
+    "broadcast": "broadcast",
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation a rank issues. See the module docstring for field meanings."""
+
+    id: int
+    stream: str
+    kind: str
+    name: str
+    deps: tuple[int, ...] = ()
+    micro_step: int = 0
+    phase: str = ""                     # "forward", "backward" or "step": for the breakdown
+    # compute
+    modules: tuple[str, ...] = ()
+    pass_: str = ""
+    # collective
+    collective: str = ""
+    message_bytes: int = 0
+    buffer_bytes: int = 0
+    group: str = "world"
+    # copy / optimizer / cpu_adam / overhead
+    nbytes: int = 0
+    params: int = 0
+    overhead: str = ""
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        # Internal invariants of the schedule layer, not user input: fail loudly.
+        if self.stream not in STREAMS:
+            raise ValueError(f"op {self.name}: unknown stream {self.stream!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"op {self.name}: unknown kind {self.kind!r}")
+        if any(d >= self.id for d in self.deps):
+            raise ValueError(f"op {self.name}: deps must precede the op")
+
+
+@dataclass
+class OpList:
+    """An append-only op list that hands out ids; the schedule layer builds one per step."""
+
+    ops: list[Op] = field(default_factory=list)
+
+    def add(self, **fields) -> int:
+        """Append an op built from ``fields`` and return its id."""
+        op = Op(id=len(self.ops), **fields)
+        self.ops.append(op)
+        return op.id
+
+    def last_on(self, stream: str) -> int | None:
+        """Id of the last op on ``stream`` (None when the stream is empty)."""
+        for op in reversed(self.ops):
+            if op.stream == stream:
+                return op.id
+        return None
+
+
+def collectives_summary(ops: Iterable[Op]) -> dict[str, dict[str, int]]:
+    """``{logger_op: {str(message_bytes): count}}`` as DeepSpeed's comms logger counts them."""
+    counts: Counter[tuple[str, int]] = Counter(
+        (op.collective, op.message_bytes) for op in ops if op.kind == "collective")
+    out: dict[str, dict[str, int]] = {}
+    for (name, size), n in sorted(counts.items()):
+        out.setdefault(name, {})[str(size)] = n
+    return out

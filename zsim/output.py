@@ -1,0 +1,111 @@
+"""The output folder a run writes, predicted or measured, in one shared format.
+
+``training_metrics.csv`` (one row per step, the columns of validation/train.py),
+``training_curves.png``, ``summary.json`` and ``deepspeed_config_auto.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Mapping
+
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+#: Columns shared with validation/train.py's measured runs.
+CSV_FIELDS = ["step", "phase", "step_time_s", "tokens", "tokens_per_s", "loss", "fwd_s", "bwd_s",
+              "opt_s", "peak_allocated_bytes", "peak_reserved_bytes", "step_peak_allocated_bytes",
+              "allocated_bytes", "wall_utc"]
+
+DEFAULT_OUTPUT_DIR = "output/deepspeed_metrics"
+
+
+def _metrics_csv(pred, steps: int) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    tokens = pred.micro_batch * pred.grad_accum * pred.seq_len * pred.world_size
+    for step in range(1, steps + 1):
+        writer.writerow({"step": step, "phase": "predicted", "step_time_s": f"{pred.step_time_s:.6g}",
+                         "tokens": tokens, "tokens_per_s": f"{pred.tokens_per_s:.6g}", "loss": "",
+                         "peak_allocated_bytes": pred.peak_memory_bytes,
+                         "step_peak_allocated_bytes": pred.peak_memory_bytes})
+    return buf.getvalue()
+
+
+def _curves_png(pred) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    tb = {k: v for k, v in pred.time_breakdown.items() if v > 0}
+    ax1.barh(list(tb), list(tb.values()), color="tab:blue")
+    ax1.set_xlabel("seconds per optimizer step")
+    ax1.set_title(f"step {pred.step_time_s:.3f} s (predicted)")
+    mb = {k: v / 2**30 for k, v in pred.memory_breakdown.items() if v > 0}
+    ax2.barh(list(mb), list(mb.values()), color="tab:orange")
+    ax2.axvline(pred.gpu_memory_bytes / 2**30, color="red", linestyle="--", label="GPU memory")
+    ax2.set_xlabel("GiB per GPU")
+    ax2.set_title(f"peak {pred.peak_memory_bytes / 2**30:.1f} GiB ({'fits' if pred.fits else 'does not fit'})")
+    ax2.legend(loc="lower right")
+    fig.suptitle(f"{pred.model} ZeRO-{pred.stage} on {pred.world_size}x {pred.topology}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_prediction_outputs(pred, out_dir: str | Path, steps: int = 10) -> list[Path]:
+    """Write the four files of a predicted run into ``out_dir`` (each atomically)."""
+    out = Path(out_dir)
+    summary: dict[str, Any] = {"status": "ok", "kind": "predicted", **pred.to_dict()}
+    return [
+        atomic_write_text(out / "training_metrics.csv", _metrics_csv(pred, steps)),
+        atomic_write_bytes(out / "training_curves.png", _curves_png(pred)),
+        atomic_write_json(out / "summary.json", summary),
+        atomic_write_json(out / "deepspeed_config_auto.json", dict(pred.ds_config_resolved)),
+    ]
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable GiB/MiB."""
+    if abs(n) >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    return f"{n / 2**20:.1f} MiB"
+
+
+def format_prediction(pred, resolved: Mapping[str, Any] | None = None) -> str:
+    """The human-readable text `zsim predict` prints."""
+    lines = [
+        f"model        {pred.model} ({pred.num_parameters / 1e9:.2f}B params)",
+        f"cluster      {pred.world_size} GPUs = {pred.num_nodes} node(s) x {pred.gpus_per_node} "
+        f"({pred.topology}, hardware {pred.hardware})",
+        f"config       ZeRO-{pred.stage}, {pred.precision}, micro-batch {pred.micro_batch}, "
+        f"grad-accum {pred.grad_accum}, seq {pred.seq_len}, global batch {pred.train_batch}"
+        f" (= {pred.micro_batch} x {pred.grad_accum} x {pred.world_size})",
+        f"             offload optimizer {pred.offload_optimizer}, offload param {pred.offload_param}, "
+        f"activation checkpointing {'on' if pred.activation_checkpointing else 'off'}",
+        "",
+        f"memory/GPU   peak {format_bytes(pred.peak_memory_bytes)} of {format_bytes(pred.gpu_memory_bytes)}"
+        f" -> {'FITS' if pred.fits else 'DOES NOT FIT'} (peak during {pred.memory_peak_phase})",
+    ]
+    for k, v in pred.memory_breakdown.items():
+        lines.append(f"  {k:<22}{format_bytes(v):>14}")
+    lines += [
+        "",
+        f"step time    {pred.step_time_s * 1e3:.1f} ms   tokens/s {pred.tokens_per_s:,.0f}   "
+        f"TFLOP/s/GPU {pred.tflops_per_gpu:.1f}   MFU {pred.mfu * 100:.1f}%",
+    ]
+    for k, v in pred.time_breakdown.items():
+        lines.append(f"  {k:<28}{v * 1e3:>10.2f} ms")
+    lines.append("")
+    lines.append("collectives per optimizer step (op: message bytes x count)")
+    for op, sizes in pred.collectives.items():
+        total = sum(int(b) * c for b, c in sizes.items())
+        lines.append(f"  {op:<26}{sum(sizes.values()):>6} calls  {format_bytes(total):>12} logged")
+    for note in pred.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

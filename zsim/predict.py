@@ -1,0 +1,177 @@
+"""`zsim.predict`: model + topology + DeepSpeed config -> memory, step time, where time goes.
+
+The pipeline, one layer each::
+
+    model spec ──► workload (kernels, activation bytes)
+    ds config  ──► RunConfig ──► schedule (ops of one rank) ──► SimPy system ──► timeline
+    topology   ──► cluster ──► collective costs ────────────────┘
+    hardware profile ──► compute/copy/collective prices
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .compute import peak_flops
+from .dsconfig import Overrides, RunConfig, build_run_config
+from .errors import ZsimInputError
+from .hardware import HardwareProfile, load_profile
+from .memory import MemoryEstimate, MemoryFacts, default_facts, estimate_memory
+from .model import ModelSpec, load_model
+from .system import OpCost, Timeline, simulate
+from .system.costs import HostShare, OpCoster
+from .workload import Workload
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Everything `zsim predict --json` prints (per optimizer step, per GPU where stated)."""
+
+    model: str
+    num_parameters: int
+    topology: str
+    hardware: str
+    world_size: int
+    num_nodes: int
+    gpus_per_node: int
+    stage: int
+    micro_batch: int
+    grad_accum: int
+    train_batch: int
+    seq_len: int
+    precision: str
+    offload_optimizer: str
+    offload_param: str
+    activation_checkpointing: bool
+    step_time_s: float
+    tokens_per_s: float
+    tflops_per_gpu: float
+    mfu: float
+    peak_memory_bytes: int
+    gpu_memory_bytes: int
+    fits: bool
+    memory_breakdown: Mapping[str, int]
+    memory_peak_phase: str
+    model_states_bytes: int
+    exposed_comm_s: float
+    time_breakdown: Mapping[str, float]
+    comm_busy_s: Mapping[str, float]
+    collectives: Mapping[str, Mapping[str, int]]
+    notes: tuple[str, ...] = ()
+    timeline: Timeline | None = field(default=None, repr=False, compare=False)
+    ds_config_resolved: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (no timeline), keys sorted for byte-identical output."""
+        out = asdict(self)
+        out.pop("timeline")
+        out.pop("ds_config_resolved")
+        out["notes"] = list(self.notes)
+        return out
+
+
+def _collective_timer(cluster, hw: HardwareProfile):
+    """Adapter from the collective layer to the system layer's (op, bytes, group) interface."""
+    from .collectives import collective_cost
+
+    def timer(op: str, buffer_bytes: int, group: str) -> tuple[float, str]:
+        cost = collective_cost(cluster, hw, op, int(buffer_bytes), group=group)
+        busy = cost.link_busy_s or {}
+        link = max(sorted(busy), key=lambda k: busy[k]) if busy else "nvlink"
+        return cost.time_s, link
+
+    return timer
+
+
+def _facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
+    f = getattr(schedule, "facts", None)
+    if f is None:
+        return default_facts(run, model.num_parameters, model.layer_param_count())
+    return MemoryFacts(
+        partition_numel=int(f.partition_numel),
+        ipg_buffer_elems=int(f.ipg_buffer_elems),
+        ipg_buffer_count=int(f.ipg_buffer_count),
+        max_gathered_numel=int(getattr(f, "max_gathered_numel", 0)),
+        persistent_numel=int(getattr(f, "persistent_numel", 0)),
+    )
+
+
+def _time_breakdown(t: Timeline, framework_s: float) -> dict[str, float]:
+    """Compute-stream time per category, link types grouped under ``exposed_comm_<link>_s``."""
+    out: dict[str, float] = {}
+    for cat, sec in t.exposed_s.items():
+        kind, _, sub = cat.partition(":")
+        key = {"comm": f"exposed_comm_{sub}_s", "copy": f"exposed_offload_{sub}_s"}.get(kind, f"{cat}_s")
+        out[key] = out.get(key, 0.0) + sec
+    out["framework_s"] = framework_s
+    return dict(sorted(out.items()))
+
+
+def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx-a100", *,
+            gpus: int | None = None, nodes: int | None = None,
+            ds_config: str | Path | Mapping[str, Any] | None = None,
+            hardware: str | Path | HardwareProfile | None = None,
+            stage: int | None = None, micro_batch: int | None = None, grad_accum: int | None = None,
+            seq: int | None = None, offload_optimizer: str | None = None,
+            offload_param: str | None = None, activation_checkpointing: bool | None = None,
+            keep_timeline: bool = False) -> Prediction:
+    """Predict one optimizer step of ``model`` on ``topo`` under a DeepSpeed config.
+
+    ``gpus`` takes the first N GPUs of one node, ``nodes`` M whole nodes (default: one whole
+    node). Explicit arguments override ``ds_config``. A config that does not fit is a result
+    (``fits`` False), not an error; bad input raises :class:`~zsim.errors.ZsimInputError`.
+    """
+    from .network import load_topology
+    from .schedule import build_schedule
+
+    spec = load_model(model)
+    cluster = load_topology(topo).cluster(gpus=gpus, nodes=nodes)
+    hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or cluster.hardware)
+    overrides = Overrides(stage=stage, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq,
+                          offload_optimizer=offload_optimizer, offload_param=offload_param,
+                          activation_checkpointing=activation_checkpointing)
+    run = build_run_config(ds_config, spec, cluster.world_size, overrides)
+    if run.seq_len > spec.max_position_embeddings:
+        run_notes = (f"seq {run.seq_len} exceeds the model's max_position_embeddings "
+                     f"{spec.max_position_embeddings}",)
+    else:
+        run_notes = ()
+    workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
+    schedule = build_schedule(spec, run)
+    memory: MemoryEstimate = estimate_memory(workload, run, _facts(schedule, run, spec),
+                                             hw.memory.allocator_overhead_fraction)
+    coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
+                      HostShare(ranks_per_node=cluster.gpus_per_node))
+    timeline = simulate(schedule.ops, coster)
+    framework_s = hw.overheads.step_fixed_s
+    step_s = timeline.step_time_s + framework_s
+    if step_s <= 0:
+        raise ZsimInputError("prediction produced a zero step time (empty schedule)")
+    tokens_per_gpu = run.micro_batch * run.grad_accum * run.seq_len
+    model_flops = workload.model_flops_per_token() * tokens_per_gpu
+    tflops = model_flops / step_s / 1e12
+    breakdown = _time_breakdown(timeline, framework_s)
+    exposed_comm = sum(v for k, v in breakdown.items() if k.startswith("exposed_comm_"))
+    return Prediction(
+        model=spec.name, num_parameters=spec.num_parameters, topology=cluster.topology,
+        hardware=hw.name, world_size=cluster.world_size, num_nodes=cluster.num_nodes,
+        gpus_per_node=cluster.gpus_per_node, stage=run.zero.stage, micro_batch=run.micro_batch,
+        grad_accum=run.grad_accum, train_batch=run.train_batch, seq_len=run.seq_len,
+        precision=run.precision, offload_optimizer=run.zero.offload_optimizer,
+        offload_param=run.zero.offload_param, activation_checkpointing=run.activation_checkpointing,
+        step_time_s=step_s, tokens_per_s=run.tokens_per_step / step_s, tflops_per_gpu=tflops,
+        mfu=tflops * 1e12 / peak_flops(hw, run.precision),
+        peak_memory_bytes=memory.peak_bytes, gpu_memory_bytes=hw.gpu.memory_bytes,
+        fits=memory.peak_bytes <= hw.gpu.memory_bytes,
+        memory_breakdown=memory.breakdown, memory_peak_phase=memory.peak_phase,
+        model_states_bytes=memory.model_states_bytes, exposed_comm_s=exposed_comm,
+        time_breakdown=breakdown,
+        comm_busy_s={k: v for k, v in timeline.busy_s.items() if k.startswith("comm:")},
+        collectives=schedule.collectives, notes=tuple(run.notes) + run_notes,
+        timeline=timeline if keep_timeline else None, ds_config_resolved=run.resolved,
+    )
+
+
+__all__ = ["Prediction", "predict", "OpCost"]

@@ -1,0 +1,70 @@
+"""Pricing ops: the one place where the system layer meets compute, network and host models.
+
+:class:`OpCoster` maps an :class:`~zsim.ops.Op` to an :class:`~zsim.system.engine.OpCost`.
+Collectives are priced by a ``collective_time`` callable (the collective layer), so the
+engine never knows which network model runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..compute import module_time_s, optimizer_time_s
+from ..hardware import HardwareProfile
+from ..ops import LOGGER_TO_COLLECTIVE, Op
+from ..workload import Workload
+from .engine import OpCost
+
+#: (collective op, full buffer bytes, group) -> (seconds, bottleneck link type)
+CollectiveTimer = Callable[[str, int, str], tuple[float, str]]
+
+
+@dataclass(frozen=True)
+class HostShare:
+    """How a node's ranks share its host: CPU optimizer cores and PCIe to host memory."""
+
+    ranks_per_node: int
+
+
+class OpCoster:
+    """Prices ops for one rank; results are cached per distinct op shape."""
+
+    def __init__(self, workload: Workload, precision: str, hw: HardwareProfile,
+                 collective: CollectiveTimer, host: HostShare):
+        self.workload, self.precision, self.hw = workload, precision, hw
+        self.collective, self.host = collective, host
+        self._cache: dict[tuple, OpCost] = {}
+
+    def __call__(self, op: Op) -> OpCost:
+        key = (op.kind, op.stream, op.modules, op.pass_, op.collective, op.buffer_bytes,
+               op.group, op.nbytes, op.params, op.overhead, op.count)
+        cost = self._cache.get(key)
+        if cost is None:
+            cost = self._cache[key] = self._price(op)
+        return cost
+
+    def _price(self, op: Op) -> OpCost:
+        hw = self.hw
+        if op.kind == "compute":
+            t = sum(module_time_s(self.workload, m, op.pass_, hw, self.precision) for m in op.modules)
+            return OpCost(t, "compute")
+        if op.kind == "collective":
+            t, link = self.collective(LOGGER_TO_COLLECTIVE[op.collective], op.buffer_bytes, op.group)
+            return OpCost(t, f"comm:{link}")
+        if op.kind == "copy":
+            direction = "h2d" if op.stream == "h2d" else "d2h"
+            bw = hw.host.h2d_bandwidth_GBps if direction == "h2d" else hw.host.d2h_bandwidth_GBps
+            return OpCost(op.nbytes / (bw * 1e9), f"copy:{direction}")
+        if op.kind == "optimizer":
+            return OpCost(optimizer_time_s(op.params, hw), "optimizer")
+        if op.kind == "cpu_adam":
+            # A node's ranks share its cores: each rank gets 1/ranks_per_node of the rate.
+            rate = hw.host.cpu_adam_params_per_s / self.host.ranks_per_node
+            return OpCost(op.params / rate, "cpu_optimizer")
+        if op.kind == "overhead":
+            per = getattr(hw.overheads, op.overhead, None)
+            if per is None:
+                raise ValueError(f"op {op.name}: unknown overhead {op.overhead!r}")
+            return OpCost(per * op.count, "overhead")
+        raise ValueError(f"op {op.name}: cannot price kind {op.kind!r}")

@@ -1,0 +1,33 @@
+"""Chrome trace (Perfetto-readable JSON) of one simulated step: one track per stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_json
+from .system import Timeline
+
+#: Track order in the viewer.
+_TRACKS = ("compute", "comm", "h2d", "d2h", "cpu")
+
+
+def trace_events(timeline: Timeline, label: str = "rank 0") -> dict[str, Any]:
+    """The Chrome trace-event object for ``timeline`` (times in microseconds)."""
+    tids = {s: i for i, s in enumerate(_TRACKS)}
+    events: list[dict[str, Any]] = [
+        {"ph": "M", "name": "process_name", "pid": 0, "tid": 0, "args": {"name": f"zsim {label}"}}]
+    for stream, tid in tids.items():
+        events.append({"ph": "M", "name": "thread_name", "pid": 0, "tid": tid, "args": {"name": stream}})
+        events.append({"ph": "M", "name": "thread_sort_index", "pid": 0, "tid": tid,
+                       "args": {"sort_index": tid}})
+    for s in timeline.spans:
+        events.append({"ph": "X", "name": s.name, "cat": s.category, "pid": 0,
+                       "tid": tids.get(s.stream, len(tids)),
+                       "ts": round(s.start_s * 1e6, 3), "dur": round((s.end_s - s.start_s) * 1e6, 3)})
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def write_trace(path: str | Path, timeline: Timeline, label: str = "rank 0") -> Path:
+    """Write the trace of ``timeline`` to ``path`` atomically."""
+    return atomic_write_json(path, trace_events(timeline, label))

@@ -1,0 +1,179 @@
+"""Workload layer: the kernels each module runs, their FLOPs and bytes, and activation memory.
+
+Module names follow Hugging Face (``model.layers.3.self_attn.q_proj``); the schedule layer
+emits compute ops naming them. Shapes in comments use b = micro-batch, s = sequence length,
+t = b·s tokens, h = hidden, q = heads·head_dim, kv = kv_heads·head_dim, I = intermediate,
+V = vocab, p = bytes per 16-bit/32-bit model value.
+
+Nothing here knows about time: :mod:`zsim.compute` turns kernels into seconds with a
+hardware profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .errors import ZsimInputError
+from .model import ModelSpec
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One GPU kernel: a GEMM (m×k by k×n), an attention call, or a memory-bound pass."""
+
+    kind: str              # "gemm" | "attention" | "memory"
+    flops: float = 0.0     # floating-point operations
+    nbytes: float = 0.0    # HBM bytes read + written (memory-bound kernels)
+
+
+def _gemm(m: int, n: int, k: int) -> Kernel:
+    # t×k input times k×n weight: 2·m·n·k FLOPs.
+    return Kernel("gemm", flops=2.0 * m * n * k)
+
+
+def _mem(nbytes: float) -> Kernel:
+    return Kernel("memory", nbytes=float(nbytes))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model at a given micro-batch, sequence length and precision."""
+
+    model: ModelSpec
+    micro_batch: int
+    seq_len: int
+    param_bytes: int = 2
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in one micro-batch on one rank: t = b·s."""
+        return self.micro_batch * self.seq_len
+
+    # ---- kernels ---------------------------------------------------------------------------
+    def kernels(self, module: str, pass_: str) -> tuple[Kernel, ...]:
+        """Kernels that ``module`` runs in ``pass_`` ("fwd", "bwd" or "recompute")."""
+        if pass_ not in ("fwd", "bwd", "recompute"):
+            raise ValueError(f"unknown pass {pass_!r}")
+        return _kernels(self, module, "fwd" if pass_ == "recompute" else pass_)
+
+    def flops(self, module: str, pass_: str) -> float:
+        """FLOPs of ``module`` in ``pass_``."""
+        return sum(k.flops for k in self.kernels(module, pass_))
+
+    def model_flops_per_token(self) -> float:
+        """Forward+backward FLOPs per token of the whole model (no recomputation): for MFU."""
+        total = 0.0
+        for module in self.all_modules():
+            total += self.flops(module, "fwd") + self.flops(module, "bwd")
+        return total / self.tokens
+
+    def all_modules(self) -> list[str]:
+        """Every leaf compute module in forward order."""
+        out = ["model.embed_tokens"]
+        for i in range(self.model.num_layers):
+            out += layer_modules(self.model, i)
+        return out + ["model.norm", "lm_head"]
+
+    # ---- activation memory -------------------------------------------------------------------
+    def layer_activation_bytes(self) -> int:
+        """Bytes one decoder layer keeps for backward, for one micro-batch (no checkpointing).
+
+        Per token, what autograd saves in HF's Llama layer (see _layer_saved_per_token).
+        """
+        return self.tokens * _layer_saved_per_token(self.model, self.param_bytes)
+
+    def checkpoint_bytes(self) -> int:
+        """Bytes a checkpointed layer keeps: its input hidden states, t·h·p."""
+        return self.tokens * self.model.hidden_size * self.param_bytes
+
+    def logits_bytes(self) -> tuple[int, int]:
+        """(kept until backward, extra transient peak) bytes of logits and loss, t·V based.
+
+        HF returns the p-byte logits (kept by the output object), the loss upcasts them to
+        fp32 (4V, transient) and log_softmax saves its fp32 output (4V, kept). Backward adds
+        the fp32 gradient of log_softmax and of its input (2 × 4V, transient).
+        """
+        tv = self.tokens * self.model.vocab_size
+        kept = tv * (self.param_bytes + 4)
+        transient = tv * 8
+        return kept, transient
+
+    def backward_working_bytes(self) -> int:
+        """Transient activation-gradient buffers during one layer's backward.
+
+        Gradients of the residual stream (t·h·p, two alive) and of the MLP intermediates
+        (t·I·p, two alive) at the widest point.
+        """
+        m = self.model
+        return self.tokens * self.param_bytes * (2 * m.hidden_size + 2 * m.intermediate_size)
+
+
+def layer_modules(model: ModelSpec, i: int) -> list[str]:
+    """Leaf compute modules of decoder layer ``i`` in forward order."""
+    p = f"model.layers.{i}"
+    a = f"{p}.self_attn"
+    if model.mlp == "gelu":
+        mlp = [f"{p}.mlp.fc1", f"{p}.mlp", f"{p}.mlp.fc2"]
+    else:
+        mlp = [f"{p}.mlp.gate_proj", f"{p}.mlp.up_proj", f"{p}.mlp", f"{p}.mlp.down_proj"]
+    return ([f"{p}.input_layernorm", f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj", a, f"{a}.o_proj",
+             f"{p}.post_attention_layernorm"] + mlp)
+
+
+def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
+    """Bytes per token that autograd keeps for one decoder layer.
+
+    - each norm: its fp32 upcast of the input (4h) and its p-byte output (p·h);
+    - attention: roped q (p·q), k and v expanded to q heads by repeat_kv (2·p·q when
+      kv < heads, else 2·p·kv), the SDPA output (p·q) and its fp32 logsumexp (4·heads);
+    - SwiGLU MLP: gate, silu(gate), up, and their product (4·p·I); GELU MLP: fc1 output and
+      GELU output (2·p·I).
+    """
+    h = m.hidden_size
+    norms = 2 * (4 + p) * h
+    kv = m.q_dim if m.num_kv_heads < m.num_heads else m.kv_dim
+    attn = p * (m.q_dim + 2 * kv + m.q_dim) + 4 * m.num_heads
+    mlp = (4 if m.mlp == "swiglu" else 2) * p * m.intermediate_size
+    return norms + attn + mlp
+
+
+@lru_cache(maxsize=65536)
+def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
+    m, t, p = w.model, w.tokens, w.param_bytes
+    h, q, kvd, inter, vocab = m.hidden_size, m.q_dim, m.kv_dim, m.intermediate_size, m.vocab_size
+    bwd = pass_ == "bwd"
+    leaf = module.rsplit(".", 1)[-1]
+    if module == "model.embed_tokens":
+        # Gather t rows of h; backward scatters t·h gradient values into the V×h table.
+        return (_mem(t * h * p * (3 if bwd else 1)),)
+    if module in ("model.norm",) or leaf in ("input_layernorm", "post_attention_layernorm"):
+        # RMSNorm: upcast, square-mean, scale, cast: ~6 passes of t·h fp32 values; bwd ~2×.
+        return (_mem(t * h * 4 * (12 if bwd else 6)),)
+    if module == "lm_head":
+        logits = _gemm(t, vocab, h)
+        # Loss: upcast logits (t·V·(p+4)), log_softmax (2·4·t·V), nll; backward mirrors it.
+        loss = _mem(t * vocab * (p + 4 + 8 + (12 if bwd else 0)))
+        return (logits, logits, loss) if bwd else (logits, loss)
+    widths = {"q_proj": (q, h), "k_proj": (kvd, h), "v_proj": (kvd, h), "o_proj": (h, q),
+              "gate_proj": (inter, h), "up_proj": (inter, h), "down_proj": (h, inter),
+              "fc1": (inter, h), "fc2": (h, inter)}
+    if leaf in widths:
+        n, k = widths[leaf]
+        # Forward: one GEMM; backward: data gradient and weight gradient, each 2·t·n·k.
+        return (_gemm(t, n, k), _gemm(t, k, n)) if bwd else (_gemm(t, n, k),)
+    if leaf == "self_attn":
+        # Causal flash attention: QKᵀ and PV over half the s×s square, per head:
+        # fwd 2 GEMMs × 2·s·s·hd / 2 per head per sequence; bwd 5 GEMMs (2.5× fwd).
+        s, b = w.seq_len, w.micro_batch
+        fwd_flops = 2.0 * 2 * b * s * s * q / 2
+        rope = _mem(t * (q + kvd) * p * 3)
+        return (Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0)), rope)
+    if leaf == "mlp":
+        # SwiGLU: silu(gate)·up reads 2·t·I, writes t·I (bwd ~2×); GELU reads/writes t·I.
+        per = (3 if m.mlp == "swiglu" else 2) * t * inter * p
+        return (_mem(per * (2 if bwd else 1)),)
+    if module.startswith("model.layers.") and module.count(".") == 2:
+        i = int(module.split(".")[2])
+        return tuple(k for sub in layer_modules(m, i) for k in _kernels(w, sub, pass_))
+    raise ZsimInputError(f"workload: unknown module {module!r}")
