@@ -25,6 +25,10 @@ from .system.costs import HostShare, OpCoster
 from .workload import Workload
 
 
+#: The DeepSpeed config used when none is given: bf16 mixed precision, clipping 1.0.
+DEFAULT_DS_CONFIG: Mapping[str, Any] = {"bf16": {"enabled": True}, "gradient_clipping": 1.0}
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Everything `zsim predict --json` prints (per optimizer step, per GPU where stated)."""
@@ -132,6 +136,8 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     overrides = Overrides(stage=stage, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq,
                           offload_optimizer=offload_optimizer, offload_param=offload_param,
                           activation_checkpointing=activation_checkpointing)
+    if ds_config is None:
+        ds_config = DEFAULT_DS_CONFIG
     run = build_run_config(ds_config, spec, cluster.world_size, overrides)
     if run.seq_len > spec.max_position_embeddings:
         run_notes = (f"seq {run.seq_len} exceeds the model's max_position_embeddings "

@@ -59,7 +59,8 @@ def _profile_params(name: str) -> LinkParams:
 def link_params(hardware: HardwareProfile) -> LinkParams:
     """The hashable link efficiency/latency table of a hardware profile."""
     return LinkParams(hardware.name, tuple(sorted(
-        (k, v.efficiency, v.latency_s) for k, v in hardware.links.items())))
+        (k, v.efficiency, v.latency_s) for k, v in hardware.links.items())),
+        base_latency_s=hardware.compute.kernel_launch_s)
 
 
 def supported_algorithms(op: str) -> list[str]:

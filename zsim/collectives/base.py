@@ -1,8 +1,11 @@
 """Shared pieces of the collective cost model: ops, group shapes, link parameters, phases.
 
-A collective runs as one or more *phases* one after another. Within a phase every link type
-carries its bytes at once (NCCL pipelines chunks through all hops), so a phase lasts
-``steps * latency + max over link types of (bytes / bandwidth)``; phases add up.
+A collective runs as one or more *phases* one after another (each one NCCL kernel). Within a
+phase every link type carries its bytes at once (NCCL pipelines chunks through all hops), so
+a phase lasts ``base latency + hop latencies + max over link types of (bytes / bandwidth)``;
+phases add up. As in NCCL's own model (src/graph/tuning.cc), the hop latencies are
+``intra-node steps × intra latency + inter-node steps × network latency``; the base latency
+is the hardware profile's ``compute.kernel_launch_s`` (one kernel per phase).
 Bandwidths are per rank and effective: physical bandwidth (topology) × efficiency
 (hardware profile, per link type) × fabric share (uplink contention).
 """
@@ -28,6 +31,7 @@ class LinkParams:
 
     name: str
     params: tuple[tuple[str, float, float], ...]  # (link_type, efficiency, latency_s)
+    base_latency_s: float = 0.0                  # per phase (kernel launch)
 
     def efficiency(self, link_type: str) -> float:
         """Achieved fraction of the physical bandwidth of ``link_type``."""
@@ -87,10 +91,9 @@ class Stream:
 
 @dataclass(frozen=True)
 class Phase:
-    """One stage of an algorithm: ``steps`` latency-bound steps plus pipelined streams."""
+    """One stage of an algorithm (one kernel): its latency plus pipelined streams."""
 
-    steps: int
-    step_latency_s: float
+    latency_s: float
     streams: tuple[Stream, ...]
 
     def busy_s(self) -> dict[str, float]:
@@ -102,8 +105,8 @@ class Phase:
         return busy
 
     def time_s(self) -> float:
-        """Latency of the steps plus the busiest link type's transfer time."""
-        return self.steps * self.step_latency_s + max(self.busy_s().values(), default=0.0)
+        """Latency plus the busiest link type's transfer time."""
+        return self.latency_s + max(self.busy_s().values(), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -205,14 +208,14 @@ def node_crossing_streams(cluster: Cluster, links: LinkParams, node_bytes: float
             Stream("pcie", nbytes, pcie_bw * links.efficiency("pcie")))
 
 
-def step_latency(cluster: Cluster, links: LinkParams, shape: GroupShape) -> float:
-    """Latency of one step: the slowest link type the group's hops use."""
-    lat = []
-    if shape.ranks_per_node > 1:
-        lat.append(links.latency_s(cluster.net.intra_link_type or "nvlink"))
-    if shape.nodes > 1:
-        lat.append(links.latency_s("ib"))
-    return max(lat, default=0.0)
+def hop_latency(cluster: Cluster, links: LinkParams, intra_steps: int, inter_steps: int) -> float:
+    """Base latency plus ``intra_steps`` NVLink/PCIe hops and ``inter_steps`` network hops."""
+    lat = links.base_latency_s
+    if intra_steps:
+        lat += intra_steps * links.latency_s(cluster.net.intra_link_type or "nvlink")
+    if inter_steps:
+        lat += inter_steps * links.latency_s("ib")
+    return lat
 
 
 def log2_ceil(n: int) -> int:

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from ..network.topology import Cluster
 from . import ring
-from .base import GroupShape, LinkParams, Phase
+from .base import GroupShape, LinkParams, Phase, hop_latency
 
 NAME = "hierarchical"
 SUPPORTED_OPS = ("all_gather", "reduce_scatter", "all_reduce", "reduce", "broadcast")
@@ -42,7 +42,7 @@ def _intra(cluster: Cluster, links: LinkParams, g: int, op: str | None,
     if op in ("gather", "scatter"):
         # The root's link carries (g-1)/g of the buffer; one step of latency.
         (ph,) = ring.phases(cluster, links, inner, "all_gather", nbytes)
-        return [replace(ph, steps=1)]
+        return [replace(ph, latency_s=hop_latency(cluster, links, 1, 0))]
     return ring.phases(cluster, links, inner, op, nbytes)
 
 

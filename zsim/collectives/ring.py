@@ -12,8 +12,8 @@ moves S through every rank in n-1 steps.
 from __future__ import annotations
 
 from ..network.topology import Cluster
-from .base import (GroupShape, LinkParams, Phase, intra_stream, node_crossing_streams,
-                   step_latency)
+from .base import (GroupShape, LinkParams, Phase, hop_latency, intra_stream,
+                   node_crossing_streams)
 
 NAME = "ring"
 SUPPORTED_OPS = ("all_gather", "reduce_scatter", "all_reduce", "reduce", "broadcast")
@@ -32,6 +32,7 @@ def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
            nbytes: float) -> list[Phase]:
     """One pipelined phase: every hop of the ring busy at once."""
     sent, steps = volume(op, shape.size, nbytes)
+    _, inter_steps = volume(op, shape.nodes, nbytes) if shape.nodes > 1 else (0.0, 0)
     g = shape.ranks_per_node
     streams = []
     if shape.nodes > 1:
@@ -41,4 +42,5 @@ def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
             streams.append(intra_stream(cluster, links, sent * (g - 1) / g))
     else:
         streams.append(intra_stream(cluster, links, sent))
-    return [Phase(steps, step_latency(cluster, links, shape), tuple(streams))]
+    latency = hop_latency(cluster, links, steps - inter_steps, inter_steps)
+    return [Phase(latency, tuple(streams))]

@@ -10,12 +10,16 @@ here are the halves of it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..network.topology import Cluster
-from .base import (GroupShape, LinkParams, Phase, intra_stream, log2_ceil,
+from .base import (GroupShape, LinkParams, Phase, hop_latency, intra_stream, log2_ceil,
                    node_crossing_streams)
 
 NAME = "tree"
 SUPPORTED_OPS = ("all_reduce", "reduce", "broadcast")
+#: Fraction of the ring's bandwidth a tree achieves, from NCCL's tuning model.
+TREE_BANDWIDTH_FACTOR = 0.9
 
 
 def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
@@ -24,15 +28,12 @@ def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
     passes = 2 if op == "all_reduce" else 1  # reduce up and broadcast down
     g, m = shape.ranks_per_node, shape.nodes
     streams = []
-    steps = 0
-    latency = 0.0
     if g > 1:
-        kind = cluster.net.intra_link_type or "nvlink"
         streams.append(intra_stream(cluster, links, passes * nbytes))
-        steps += passes * (g - 1)
-        latency = links.latency_s(kind)
     if m > 1:
         streams.extend(node_crossing_streams(cluster, links, passes * nbytes, shape))
-        steps += passes * log2_ceil(m)
-        latency = max(latency, links.latency_s("ib"))
-    return [Phase(steps, latency, tuple(streams))]
+    # NCCL's model derates tree bandwidth by 0.9 against the ring (src/graph/tuning.cc,
+    # ncclTopoTuneModel: "if (a == NCCL_ALGO_TREE) busBw = std::min(busBw*.9, ...)").
+    streams = [replace(s, bandwidth_GBps=s.bandwidth_GBps * TREE_BANDWIDTH_FACTOR) for s in streams]
+    latency = hop_latency(cluster, links, passes * (g - 1), passes * log2_ceil(m))
+    return [Phase(latency, tuple(streams))]

@@ -92,7 +92,7 @@ def _rails(g: nx.Graph, gpus: int, nics: int, nic_GBps: float) -> tuple[int, flo
     rail_ib = min(nic_GBps / chosen.count(r) for r in chosen)
     used = sorted(set(chosen))
     owners = [(f"n0/gpu{chosen.index(r)}", f"n0/nic{r}") for r in used]
-    ring_pcie = sum(min(bw, nic_GBps) for bw, _ in flow_bandwidths(h, owners))
+    ring_pcie = sum(bw for bw, _ in flow_bandwidths(h, owners))
     return len(used), len(used) * nic_GBps, ring_pcie, rail_ib, rail_pcie
 
 

@@ -11,7 +11,7 @@ import networkx as nx
 
 from ..errors import ZsimInputError
 from ..hardware import PROFILE_DIR, list_profiles, load_yaml_file
-from .graph import build_graph
+from .graph import add_node_graph, build_graph
 from .spec import FabricSpec, NodeSpec, TopologySpec, parse_topology
 from .summary import NetSummary, summarize
 
@@ -199,15 +199,22 @@ def _resolve_hardware(spec: TopologySpec, file: Path) -> TopologySpec:
 
 
 def _check_connected(spec: TopologySpec, file: Path) -> None:
-    nodes = 2 if spec.fabric is not None and spec.fabric.max_nodes >= 2 else 1
-    g = build_graph(spec.node, spec.fabric, nodes)
-    if nx.is_connected(g):
-        return
-    parts = sorted(nx.connected_components(g), key=len, reverse=True)
-    lost = sorted(parts[1])[0]
-    raise ZsimInputError(
-        f"{file.name}: the topology graph is disconnected: {lost} cannot reach "
-        f"{sorted(parts[0])[0]} (check node.pcie.switches[].cpu and node.nvlink)")
+    """One node must be connected by itself (not only through the network), and so must two."""
+    graphs = [("one node", build_graph(spec.node, None, 1))]
+    if spec.fabric is not None:
+        nics_only = nx.Graph()
+        add_node_graph(nics_only, spec.node, 0, spec.fabric.nics_per_node)
+        graphs = [("one node", nics_only)]
+        if spec.fabric.max_nodes >= 2:
+            graphs.append(("two nodes", build_graph(spec.node, spec.fabric, 2)))
+    for what, g in graphs:
+        if nx.is_connected(g):
+            continue
+        parts = sorted(nx.connected_components(g), key=len, reverse=True)
+        lost = sorted(parts[1])[0]
+        raise ZsimInputError(
+            f"{file.name}: the topology graph of {what} is disconnected: {lost} cannot reach "
+            f"{sorted(parts[0])[0]} (check node.pcie.switches[].cpu and node.nvlink)")
 
 
 def _load(path_text: str) -> Topology:

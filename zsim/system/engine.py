@@ -62,45 +62,91 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
     env = simpy.Environment()
     done = [env.event() for _ in ops]
     costs = [cost(op) for op in ops]
+    start_s = [0.0] * len(ops)
     finish_s = [0.0] * len(ops)
-    spans: list[Span] = []
-    exposed: dict[str, float] = defaultdict(float)
+    prev_on_stream: list[int | None] = [None] * len(ops)
+    waits: list[tuple[int, float, float]] = []   # (op, ready, start) on the critical stream
     by_stream: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
-        by_stream[op.stream].append(op)
+        lst = by_stream[op.stream]
+        prev_on_stream[op.id] = lst[-1].id if lst else None
+        lst.append(op)
 
     def run_stream(stream: str, stream_ops: list[Op]):
         for op in stream_ops:
-            ready_s = env.now
-            pending = [done[d] for d in op.deps if not done[d].processed]
+            ready = env.now
+            pending = [done[d] for d in op.deps if not done[d].triggered]
             if pending:
                 yield env.all_of(pending)
-            if stream == critical_stream and env.now > ready_s:
-                # Charge the wait to whatever the stream waited for last.
-                last = max(op.deps, key=lambda d: finish_s[d])
-                exposed[costs[last].category] += env.now - ready_s
-            c = costs[op.id]
-            start_s = env.now
-            if c.duration_s > 0:
-                yield env.timeout(c.duration_s)
+            start_s[op.id] = env.now
+            if stream == critical_stream and env.now > ready:
+                waits.append((op.id, ready, env.now))
+            if costs[op.id].duration_s > 0:
+                yield env.timeout(costs[op.id].duration_s)
             finish_s[op.id] = env.now
-            spans.append(Span(op.id, stream, op.name, c.category, start_s, env.now))
-            if stream == critical_stream:
-                exposed[c.category] += env.now - start_s
             done[op.id].succeed()
 
     for stream in sorted(by_stream):
         env.process(run_stream(stream, by_stream[stream]))
     env.run()
-    step_s = max(finish_s, default=0.0)
-    critical_end = max((s.end_s for s in spans if s.stream == critical_stream), default=0.0)
-    if step_s > critical_end:
+
+    exposed: dict[str, float] = defaultdict(float)
+    crit = [op.id for op in ops if op.stream == critical_stream]
+    for i in crit:
+        exposed[costs[i].category] += finish_s[i] - start_s[i]
+    blame = _Blame(ops, costs, start_s, finish_s, prev_on_stream, exposed)
+    for op_id, ready, started in waits:
+        blame.charge(_blocker(ops[op_id], finish_s, started), ready, started)
+    step = max(finish_s, default=0.0)
+    critical_end = max((finish_s[i] for i in crit), default=0.0)
+    if step > critical_end:
         # The step ends on another stream (e.g. the all-gather after the optimizer step).
-        last = max(range(len(ops)), key=lambda i: finish_s[i])
-        exposed[costs[last].category] += step_s - critical_end
+        last = max(range(len(ops)), key=lambda i: (finish_s[i], i))
+        blame.charge(last, critical_end, step)
+    spans = [Span(op.id, op.stream, op.name, costs[op.id].category, start_s[op.id], finish_s[op.id])
+             for op in ops]
     busy: dict[str, float] = defaultdict(float)
-    for s in spans:
-        busy[s.category] += s.end_s - s.start_s
-    spans.sort(key=lambda s: (s.start_s, s.op_id))
-    return Timeline(step_time_s=step_s, spans=spans, busy_s=dict(sorted(busy.items())),
+    for sp in spans:
+        busy[sp.category] += sp.end_s - sp.start_s
+    spans.sort(key=lambda sp: (sp.start_s, sp.op_id))
+    return Timeline(step_time_s=step, spans=spans, busy_s=dict(sorted(busy.items())),
                     exposed_s=dict(sorted(exposed.items())))
+
+
+def _blocker(op: Op, finish_s: list[float], started: float) -> int:
+    """The dependency that released ``op`` (the one that finished last)."""
+    return max(op.deps, key=lambda d: (finish_s[d], d))
+
+
+class _Blame:
+    """Charges a wait interval along the chain of ops that caused it (critical-path blame).
+
+    An interval [lo, hi] ending at op X's finish is charged to X's category for the part X
+    ran; the part before X started goes to whatever X itself waited for (its last dependency
+    or the op before it on its stream), and so on back in time.
+    """
+
+    def __init__(self, ops, costs, start_s, finish_s, prev_on_stream, exposed):
+        self.ops, self.costs = ops, costs
+        self.start_s, self.finish_s, self.prev = start_s, finish_s, prev_on_stream
+        self.exposed = exposed
+
+    def charge(self, op_id: int | None, lo: float, hi: float) -> None:
+        while op_id is not None and hi > lo + 1e-15:
+            s = self.start_s[op_id]
+            self.exposed[self.costs[op_id].category] += hi - max(lo, s)
+            hi = s
+            if hi <= lo:
+                return
+            op_id = self._released_by(op_id)
+        if hi > lo + 1e-15:
+            self.exposed["idle"] += hi - lo
+
+    def _released_by(self, op_id: int) -> int | None:
+        # Whichever finished last among the stream predecessor and the dependencies.
+        cands = list(self.ops[op_id].deps)
+        if self.prev[op_id] is not None:
+            cands.append(self.prev[op_id])
+        if not cands:
+            return None
+        return max(cands, key=lambda d: (self.finish_s[d], d))

@@ -1,0 +1,74 @@
+"""Model specs: exact parameter counts against the published models, HF config loading."""
+
+import json
+
+import pytest
+
+from zsim.errors import ZsimInputError
+from zsim.model import PRESETS, from_hf_config, load_model
+
+
+@pytest.mark.parametrize("name, count", [
+    # Counts of the released checkpoints (sum of numel over named_parameters()).
+    ("llama-2-7b", 6_738_415_616),
+    ("llama-3-8b", 8_030_261_248),
+    ("tinyllama-1.1b", 1_100_048_384),
+    ("qwen2.5-7b", 7_615_616_512),
+    ("llama-2-13b", 13_015_864_320),
+    ("llama-2-70b", 68_976_648_192),
+    ("mistral-7b", 7_241_732_096),
+])
+def test_exact_parameter_counts(name, count):
+    spec = PRESETS[name]
+    assert spec.num_parameters == count
+    assert sum(p.numel for p in spec.parameters()) == count
+
+
+def test_gpt3_is_about_175b():
+    # Brown et al. 2020, Table 2.1: 175.0B parameters (their count rounds).
+    assert abs(PRESETS["gpt3-175b"].num_parameters / 175e9 - 1) < 0.01
+
+
+def test_parameter_order_is_hf_named_parameters():
+    names = [p.name for p in load_model("tinyllama-1.1b").parameters()]
+    assert names[0] == "model.embed_tokens.weight"
+    assert names[1:10] == [f"model.layers.0.{n}.weight" for n in (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm")]
+    assert names[-2:] == ["model.norm.weight", "lm_head.weight"]
+
+
+def test_hf_config_file_tied_gqa(tmp_path):
+    cfg = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256,
+           "tie_word_embeddings": True, "max_position_embeddings": 128}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    spec = load_model(str(path))
+    # embed 256*64 + 2 layers * (q 64*64 + k,v 2*32*64 + o 64*64 + mlp 3*64*128 + norms 2*64) + norm 64
+    per_layer = 64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 64 * 128 + 2 * 64
+    assert spec.num_parameters == 256 * 64 + 2 * per_layer + 64
+    assert spec.kv_dim == 32 and spec.head_dim == 16
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"hidden_size": 64}, "missing"),
+    ({"hidden_size": -1, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 8,
+      "vocab_size": 8}, "hidden_size"),
+    ({"hidden_size": 64, "num_hidden_layers": "two", "num_attention_heads": 4,
+      "intermediate_size": 8, "vocab_size": 8}, "num_hidden_layers"),
+    ({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 3,
+      "intermediate_size": 8, "vocab_size": 8}, "num_key_value_heads"),
+])
+def test_bad_hf_configs_name_the_problem(bad, key):
+    with pytest.raises(ZsimInputError, match=key):
+        from_hf_config(bad)
+
+
+def test_unknown_model_and_malformed_file(tmp_path):
+    with pytest.raises(ZsimInputError, match="unknown model"):
+        load_model("llama-9-1t")
+    path = tmp_path / "config.json"
+    path.write_bytes(b"{not json")
+    with pytest.raises(ZsimInputError, match="malformed JSON"):
+        load_model(str(path))

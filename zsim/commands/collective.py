@@ -1,0 +1,54 @@
+"""`zsim collective`: predict one collective's time and nccl-tests algbw/busbw."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..collectives import ALGORITHMS, GROUPS, collective_cost
+from ..hardware import load_profile
+from ..network import load_topology
+from ..network.units import parse_bytes
+
+HELP = "predict one collective (time_s, algbw_GBps, busbw_GBps, as nccl-tests reports them)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `zsim collective`."""
+    parser.add_argument("--op", required=True,
+                        choices=["all_gather", "reduce_scatter", "all_reduce", "reduce", "broadcast"])
+    parser.add_argument("--bytes", required=True, dest="nbytes",
+                        help="full buffer as nccl-tests counts it (1e9, 4096, 256MiB, 1GiB)")
+    parser.add_argument("--topo", required=True, help="topology name or YAML path")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--gpus", type=int, help="the first N GPUs of one node")
+    size.add_argument("--nodes", type=int, help="M whole nodes")
+    parser.add_argument("--algorithm", default="auto", choices=["auto", *ALGORITHMS])
+    parser.add_argument("--group", default="world", choices=list(GROUPS))
+    parser.add_argument("--hardware", help="hardware profile name or YAML path (default: the topology's)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `zsim collective`."""
+    nbytes = parse_bytes(args.nbytes)
+    cluster = load_topology(args.topo).cluster(gpus=args.gpus, nodes=args.nodes)
+    hardware = load_profile(args.hardware or cluster.hardware)
+    cost = collective_cost(cluster, hardware, args.op, nbytes, args.algorithm, args.group)
+    out = {**cost.to_dict(), "topology": cluster.topology, "hardware": hardware.name,
+           "world_size": cluster.world_size, "gpus_per_node": cluster.gpus_per_node,
+           "num_nodes": cluster.num_nodes, "group": args.group}
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    print(f"{args.op} of {nbytes} bytes on {cluster.topology}: {cluster.num_nodes} node(s) x "
+          f"{cluster.gpus_per_node} GPU(s), group {args.group} ({cost.group_size} ranks), "
+          f"hardware {hardware.name}")
+    print(f"  algorithm   {cost.algorithm}")
+    print(f"  time_s      {cost.time_s:.6e}")
+    print(f"  algbw_GBps  {cost.algbw_GBps:.2f}")
+    print(f"  busbw_GBps  {cost.busbw_GBps:.2f}")
+    for kind, busy in sorted(cost.link_busy_s.items()):
+        util = cost.utilisation()[kind]
+        print(f"  {kind:<7} {cost.link_bytes[kind]:.4e} bytes/rank, busy {busy:.4e} s ({util:.0%})")
+    return 0

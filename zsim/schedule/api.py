@@ -1,0 +1,94 @@
+"""The schedule layer's public API: :func:`build_schedule` and :func:`steady_state_collectives`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..dsconfig import Overrides, RunConfig, build_run_config
+from ..model import ModelSpec, load_model
+from ..ops import Op, collectives_summary
+from .order import forward_modules
+from .params import flat_layout
+
+
+@dataclass(frozen=True)
+class ScheduleFacts:
+    """Sizes the memory model needs, from the same arithmetic that produced the ops.
+
+    - ``partition_numel``: padded per-rank numel of the flat fp32 partition (stage 1/2:
+      flat group padded to 2·N, divided by N; stage 3: sum of ceil(numel/N) over params);
+    - ``padded_numel``: stage 1/2 the padded flat 16-bit buffer every rank holds in full;
+      stage 3 the sum of per-parameter padded numels (partition_numel × N);
+    - ``ipg_buffer_elems`` / ``ipg_buffer_count``: the contiguous gradient bucket buffer
+      (reduce_bucket_size elements, two with overlap_comm in stage 1/2; 0 when
+      contiguous_gradients is off or in stage 0);
+    - ``num_buckets``: gradient reductions (buckets) per reducing micro-step;
+    - ``max_gathered_numel``: stage 3, the peak numel of NON-persistent parameters
+      gathered at once during fwd/bwd (from the fetch/release simulation, padded numels);
+    - ``persistent_numel``: stage 3, numel of persistent parameters (held in full);
+    - ``largest_param_numel``: the largest single parameter;
+    - ``num_params``: parameter count Ψ; ``rank``: the rank whose view is modelled (0).
+    """
+
+    partition_numel: int
+    padded_numel: int
+    ipg_buffer_elems: int
+    ipg_buffer_count: int
+    num_buckets: int
+    max_gathered_numel: int
+    persistent_numel: int
+    largest_param_numel: int
+    num_params: int
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Everything rank 0 issues in one steady-state optimizer step (see zsim.ops)."""
+
+    ops: tuple[Op, ...]
+    collectives: dict
+    facts: ScheduleFacts
+
+
+def build_schedule(model: ModelSpec, run: RunConfig) -> Schedule:
+    """The ops of one steady-state optimizer step of ``model`` under ``run``.
+
+    Stage 3 describes a step after the first (trace-recording) one, so prefetch is active.
+    Rank 0 is modelled; every rank issues the same collectives with the same comms-logger
+    sizes (bucket slices differ per rank only in what each keeps, not in what is sent).
+    """
+    modules = forward_modules(model)
+    params = model.parameters()
+    numels = [p.numel for p in params]
+    z = run.zero
+    if z.stage == 3:
+        from .stage3 import emit_stage3
+        em, extra = emit_stage3(model, run, modules, numels)
+        facts = ScheduleFacts(largest_param_numel=max(numels), num_params=sum(numels), **extra)
+    else:
+        from .dense import emit_dense
+        layout = flat_layout(numels, run.world_size)
+        em, nb = emit_dense(model, run, modules, layout)
+        contiguous = z.stage > 0 and z.contiguous_gradients
+        facts = ScheduleFacts(
+            partition_numel=layout.partition_numel if z.stage else sum(numels),
+            padded_numel=layout.padded_numel if z.stage else sum(numels),
+            ipg_buffer_elems=z.reduce_bucket_size if contiguous else 0,
+            ipg_buffer_count=(2 if z.overlap_comm else 1) if contiguous else 0,
+            num_buckets=nb, max_gathered_numel=0, persistent_numel=0,
+            largest_param_numel=max(numels), num_params=sum(numels))
+    ops = tuple(em.ops.ops)
+    return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
+
+
+def steady_state_collectives(model: str | Path | ModelSpec, ds_config: str | Path | Mapping[str, Any] | None,
+                             world_size: int, **overrides: Any) -> dict[str, dict[str, int]]:
+    """``{logger op: {str(message bytes): count}}`` of one steady-state optimizer step, as
+    DeepSpeed's comms logger on rank 0 counts them. ``overrides`` are
+    :class:`zsim.dsconfig.Overrides` fields (micro_batch, grad_accum, stage, ...)."""
+    spec = load_model(model)
+    run = build_run_config(ds_config, spec, world_size, Overrides(**overrides))
+    return build_schedule(spec, run).collectives

@@ -1,0 +1,88 @@
+"""Op emission for stages 0, 1 and 2: forward, backward with bucket reductions, the step.
+
+Stage 0 (engine.py = ENG): no ZeRO optimizer; on the boundary micro-step the engine calls
+``allreduce_gradients()`` WITHOUT a bucket size (ENG:3165, 3603), so the default
+MEMORY_OPT_ALLREDUCE_SIZE = 5e8 elements applies (ENG:151, 3073) — reduce_bucket_size and
+allgather_bucket_size are ignored. ``buffered_allreduce_fallback`` all-reduces the grads in
+``module.parameters()`` order in chunks issued once they exceed 5e8 elements (ENG:3828-3839).
+"""
+
+from __future__ import annotations
+
+from ..dsconfig import RunConfig
+from ..model import ModelSpec
+from .buckets import Bucket, chunk_greedy
+from .emit import Emitter
+from .order import Module, hook_order
+from .params import FlatLayout
+from .passes import backward, forward
+from .stage12 import bucket_collectives, reduces_on, stage12_buckets
+from .step import stage0_step, stage12_step
+
+#: engine.py:151 — the bucket stage 0 really uses (allreduce_gradients' default argument).
+STAGE0_ALLREDUCE_ELEMS = 500_000_000
+
+
+def _issue_bucket(em: Emitter, run: RunConfig, bucket: Bucket, layout: FlatLayout, trigger: int | None,
+                  index: int, last_reduce: list[int]) -> None:
+    """Issue one bucket's collectives. With overlap_comm they go on the reduction stream and
+    the compute stream first waits for the PREVIOUS reduction (S12:1600-1612:
+    ``current_stream().wait_stream(reduction_stream)`` before the new one is queued)."""
+    overlap = run.zero.overlap_comm
+    stream = "comm" if overlap else "compute"
+    if overlap and last_reduce:
+        em.wait_for.append(last_reduce[-1])
+    for name, nbytes in bucket_collectives(bucket, layout, run):
+        last_reduce.append(em.collective(f"grad_bucket_{index}", name, nbytes, stream=stream,
+                                         deps=(trigger,) if overlap else ()))
+
+
+def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: FlatLayout) -> tuple[Emitter, int]:
+    """All ops of one optimizer step for stages 0/1/2; returns (emitter, buckets per micro-step)."""
+    em = Emitter(run.world_size)
+    numels = layout.numels
+    hooks = hook_order(modules)
+    hook_items = [(p, numels[p]) for p, _ in hooks]
+    flat_items = [(p, numels[p]) for p in range(len(numels))]
+    if run.zero.stage == 0:
+        buckets, in_hooks = [], False
+    else:
+        buckets, in_hooks = stage12_buckets(run, hook_items, flat_items)
+    # trigger hook position -> buckets flushed there
+    by_trigger: dict[int, list[int]] = {}
+    for k, b in enumerate(buckets):
+        if b.trigger is not None:
+            by_trigger.setdefault(b.trigger, []).append(k)
+    hooks_at: dict[int, list[int]] = {}
+    for hpos, (_, bpos) in enumerate(hooks):
+        hooks_at.setdefault(bpos, []).append(hpos)
+
+    for micro in range(run.grad_accum):
+        em.micro = micro
+        forward(em, modules)
+        reducing = run.zero.stage > 0 and reduces_on(run, micro)
+        last_reduce: list[int] = []
+
+        def post(pos: int, m: Module, pass_: str) -> None:
+            if pass_ != "bwd" or not (reducing and in_hooks):
+                return
+            for hpos in hooks_at.get(pos, ()):
+                for k in by_trigger.get(hpos, ()):
+                    _issue_bucket(em, run, buckets[k], layout, em.last_compute, k, last_reduce)
+
+        backward(em, modules, run.activation_checkpointing, post=post)
+        if reducing:  # the epilogue flushes what is left (all buckets for stage 1 w/o overlap)
+            for k, b in enumerate(buckets):
+                if b.trigger is None or not in_hooks:
+                    _issue_bucket(em, run, b, layout, em.last_compute, k, last_reduce)
+            if run.zero.overlap_comm and last_reduce:
+                em.wait_for.append(last_reduce[-1])  # epilogue synchronize (S12:1027-1029)
+        if run.zero.stage == 0 and micro == run.grad_accum - 1:
+            sizes = [n for n in numels if n]
+            for chunk in chunk_greedy(sizes, STAGE0_ALLREDUCE_ELEMS):
+                em.collective("allreduce_gradients", "all_reduce", chunk * run.comm_dtype_bytes)
+    if run.zero.stage == 0:
+        stage0_step(em, run, sum(numels))
+    else:
+        stage12_step(em, run, layout.partition_numel, layout.padded_numel)
+    return em, len(buckets)

@@ -1,0 +1,52 @@
+"""A thin op builder over :class:`zsim.ops.OpList` shared by the stage modules.
+
+Keeps the bookkeeping the stages have in common: the current micro-step and phase, and
+``wait_for``: ops the compute stream must wait for before its next op (DeepSpeed's
+``current_stream().wait_stream(reduction_stream)``), attached as deps to the next compute-
+stream op.
+"""
+
+from __future__ import annotations
+
+from ..ops import OpList
+
+
+class Emitter:
+    """Appends ops for one representative rank; see the module docstring."""
+
+    def __init__(self, world_size: int):
+        self.ops = OpList()
+        self.world_size = world_size
+        self.micro = 0
+        self.phase = "forward"
+        self.wait_for: list[int] = []
+        self.last_compute: int | None = None
+
+    def _deps(self, stream: str, deps) -> tuple[int, ...]:
+        out = set(d for d in deps if d is not None)
+        if stream == "compute" and self.wait_for:
+            out.update(self.wait_for)
+            self.wait_for = []
+        return tuple(sorted(out))
+
+    def add(self, stream: str, kind: str, name: str, deps=(), **fields) -> int:
+        """Append one op on ``stream`` in the current micro-step and phase."""
+        op_id = self.ops.add(stream=stream, kind=kind, name=name, deps=self._deps(stream, deps),
+                             micro_step=self.micro, phase=self.phase, **fields)
+        if stream == "compute":
+            self.last_compute = op_id
+        return op_id
+
+    def compute(self, module: str, pass_: str) -> int:
+        """One module's forward, backward or recomputation on the compute stream."""
+        return self.add("compute", "compute", f"{pass_}:{module}", modules=(module,), pass_=pass_)
+
+    def collective(self, name: str, collective: str, message_bytes: int, *, stream: str = "compute",
+                   deps=(), group: str = "world", buffer_bytes: int | None = None) -> int:
+        """A collective as the comms logger records it; ``buffer_bytes`` defaults to the
+        full buffer implied by the op (all_gather_into_tensor: message × group size)."""
+        if buffer_bytes is None:
+            buffer_bytes = message_bytes * (self.world_size if collective == "all_gather_into_tensor"
+                                            else 1)
+        return self.add(stream, "collective", name, deps, collective=collective,
+                        message_bytes=int(message_bytes), buffer_bytes=int(buffer_bytes), group=group)

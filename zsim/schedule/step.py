@@ -1,0 +1,54 @@
+"""The optimizer step of each stage: norm/overflow all_reduces, the update, the re-gather.
+
+Stage 1/2 (stage_1_and_2.py:3013-3170 = S12):
+- overflow check: ``all_reduce(MAX)`` of a 1-byte flag (S12:3237-3246) when
+  check_grad_overflow is on: fp16 always, bf16 by default (bf16.check_grad_overflow, True,
+  runtime/precision_config.py:56), never fp32 (engine.py:2638-2643);
+- the gradient norm: one 4-byte fp32 ``all_reduce(SUM)`` per param group (S12:2689-2693,
+  or S12:1944-1945 with offload), whether or not clipping is on (compute_grad_norm);
+- the local update of the fp32 partition, or with offload_optimizer the fp32 gradient
+  partition to the host, DeepSpeedCPUAdam, the 16-bit partition back to the device;
+- ``all_gather_dp_groups``: with all_gather_into_tensor available, ONE call per param group
+  whatever allgather_bucket_size says (runtime/utils.py:1019-1022); the logger records one
+  rank's partition.
+Stage 3 (stage3.py = S3): see :func:`stage3_step`.
+"""
+
+from __future__ import annotations
+
+from ..dsconfig import RunConfig
+from .emit import Emitter
+
+
+def _check_overflow(run: RunConfig) -> bool:
+    return run.precision in ("fp16", "bf16")
+
+
+def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back: int) -> None:
+    """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded)."""
+    if run.zero.offload_optimizer == "none":
+        em.add("compute", "optimizer", "optimizer_step", params=partition_numel)
+        return
+    d2h = em.add("d2h", "copy", "fp32_grads_to_host", deps=(em.last_compute,), nbytes=4 * partition_numel)
+    adam = em.add("cpu", "cpu_adam", "cpu_adam", deps=(d2h,), params=partition_numel)
+    h2d = em.add("h2d", "copy", "params_to_device", deps=(adam,), nbytes=param_bytes_back * partition_numel)
+    em.wait_for.append(h2d)
+
+
+def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel: int) -> None:
+    """Ops of the stage-1/2 optimizer step (one param group)."""
+    em.phase = "step"
+    pb = run.param_bytes
+    if _check_overflow(run):
+        em.collective("overflow_check", "all_reduce", 1)
+    if run.zero.compute_grad_norm:
+        em.collective("grad_norm", "all_reduce", 4)
+    _update(em, run, partition_numel, pb)
+    em.collective("allgather_params", "all_gather_into_tensor", partition_numel * pb,
+                  buffer_bytes=padded_numel * pb)
+
+
+def stage0_step(em: Emitter, run: RunConfig, numel: int) -> None:
+    """Stage 0: gradients were all-reduced by the engine; the update is local."""
+    em.phase = "step"
+    em.add("compute", "optimizer", "optimizer_step", params=numel)
