@@ -235,3 +235,42 @@ def test_cost_does_not_grow_with_cluster_size():
             collective_cost(c, hw, "all_reduce", 3**13 + i)
         timings.append(time.perf_counter() - t0)
     assert timings[1] < 3 * timings[0] + 0.05
+
+
+def test_all_to_all_feels_oversubscription_even_when_packed(tmp_path):
+    import yaml
+    with open(load_topology("dgx-h100").spec.path) as fh:
+        data = yaml.safe_load(fh)
+    data["name"] = "h100-oversubscribed"
+    data["fabric"]["oversubscription"] = 3.0
+    path = tmp_path / "over.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cluster = load_topology(str(path)).cluster(nodes=256)
+    assert cluster.net.fabric_share == 1.0 and cluster.net.a2a_fabric_share < 0.5
+    base = load_topology("dgx-h100").cluster(nodes=256)
+    slow = collective_cost(cluster, None, "all_to_all", 2**32)
+    fast = collective_cost(base, None, "all_to_all", 2**32)
+    assert slow.algorithm == "direct" and slow.time_s > 2 * fast.time_s
+    # Rings of a packed job do not notice.
+    ring_slow = collective_cost(cluster, None, "all_gather", 2**32).time_s
+    ring_fast = collective_cost(base, None, "all_gather", 2**32).time_s
+    assert ring_slow == pytest.approx(ring_fast)
+
+
+def test_latency_scaling_ring_linear_tree_logarithmic():
+    small = 4096
+    t = {}
+    for nodes in (2, 1024):
+        c = load_topology("dgx-h100").cluster(nodes=nodes)
+        t[nodes] = {a: collective_cost(c, None, "all_reduce", small, a).time_s
+                    for a in ("ring", "tree", "hierarchical")}
+    assert t[1024]["ring"] / t[2]["ring"] > 100      # 2(n-1) steps
+    assert t[1024]["tree"] / t[2]["tree"] < 3        # 2 log2(nodes) network steps
+    assert t[1024]["hierarchical"] < t[1024]["ring"]  # 2(g-1) + 2(m-1) steps
+
+
+def test_hierarchical_loses_to_pipelined_ring_at_large_sizes():
+    c = load_topology("dgx-a100").cluster(nodes=4)
+    ring = collective_cost(c, None, "all_gather", 2**33, "ring").time_s
+    hier = collective_cost(c, None, "all_gather", 2**33, "hierarchical").time_s
+    assert hier > ring

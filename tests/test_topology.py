@@ -158,6 +158,10 @@ def test_user_topology_without_code(tmp_path):
     ({"node__hardware": "tpu-v9"}, "unknown profile 'tpu-v9'"),
     ({"node__gpus_per_node": None}, "missing key 'node.gpus_per_node'"),
     ({"name": None}, "missing key 'name'"),
+    ({"node__pcie__nic_bandwidth_GBps": None}, "missing key 'node.pcie.nic_bandwidth_GBps'"),
+    ({"node__pcie__cpus": 2}, "missing key 'node.pcie.socket_bandwidth_GBps'"),
+    ({"node__pcie__switches": []}, "non-empty list"),
+    ({"fabric__switch_radix": 1}, "at least 2"),
 ])
 def test_validation_errors_name_the_problem(tmp_path, changes, match):
     path = _write(tmp_path, _variant(**changes))
@@ -254,3 +258,12 @@ def test_parse_bytes(text, value):
 def test_parse_bytes_rejects(text):
     with pytest.raises(ZsimInputError):
         parse_bytes(text)
+
+
+def test_gpu_without_pcie_path_to_a_nic_is_an_error(tmp_path):
+    # GPUs 2,3 reach the others only over NVLink; their switch has no CPU and no NIC.
+    data = _variant()
+    data["node"]["pcie"]["switches"] = [{"cpu": 0, "gpus": [0, 1], "nics": [0, 1]},
+                                        {"gpus": [2, 3], "nics": []}]
+    with pytest.raises(ZsimInputError, match="GPU 2 reaches no NIC"):
+        load_topology(_write(tmp_path, data))  # connected, but only through NVLink

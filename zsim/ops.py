@@ -46,6 +46,7 @@ LOGGER_TO_COLLECTIVE = {
     "reduce_scatter": "reduce_scatter",
     "reduce": "reduce",
     "broadcast": "broadcast",
+    "all_to_all_single": "all_to_all",  # ZeRO++ qgZ
 }
 
 

@@ -82,9 +82,7 @@ def _collective_timer(cluster, hw: HardwareProfile):
 
     def timer(op: str, buffer_bytes: int, group: str) -> tuple[float, str]:
         cost = collective_cost(cluster, hw, op, int(buffer_bytes), group=group)
-        busy = cost.link_busy_s or {}
-        link = max(sorted(busy), key=lambda k: busy[k]) if busy else "nvlink"
-        return cost.time_s, link
+        return cost.time_s, cost.bottleneck or "none"
 
     return timer
 

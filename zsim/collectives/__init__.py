@@ -14,12 +14,14 @@ API (what the simulator calls)::
     c.link_busy_s   # {"nvlink": s, ...} seconds each link type is busy; c.utilisation() = busy/time
     c.bottleneck    # the busiest link type ("" when nothing moves)
 
-- ``op``: all_gather, reduce_scatter, all_reduce, reduce, broadcast.
+- ``op``: all_gather, reduce_scatter, all_reduce, reduce, broadcast, all_to_all (ZeRO++ qgZ).
 - ``buffer_bytes``: the FULL buffer as nccl-tests counts it: all_gather's gathered output,
-  reduce_scatter's input, all_reduce/reduce/broadcast's buffer. DeepSpeed's comms logger
-  reports the same sizes for all_gather_into_tensor / reduce_scatter_tensor.
+  reduce_scatter's input, all_reduce/reduce/broadcast's buffer, all_to_all's send buffer of
+  one rank. DeepSpeed's comms logger reports the same sizes for all_gather_into_tensor /
+  reduce_scatter_tensor.
 - ``algorithm``: "auto" (NCCL-like choice: the fastest of ring and tree for all_reduce, ring
-  otherwise), "ring", "tree" (all_reduce/reduce/broadcast only), "hierarchical".
+  for the other ops, direct for all_to_all), "ring", "tree" (all_reduce/reduce/broadcast),
+  "hierarchical" (not all_to_all), "direct" (all_to_all only).
 - ``group``: "world" (all ranks), "intra_node" (the ranks of one node; ZeRO++ hpZ),
   "inter_node" (one rank per node, with every local rank running its own group at the same
   time, as ZeRO++ and hierarchical schemes do).
@@ -28,6 +30,12 @@ API (what the simulator calls)::
 - A group of one rank, or 0 bytes, costs 0 s (algbw = busbw = 0). Bad names or negative
   sizes raise :class:`zsim.errors.ZsimInputError`.
 - Results are cached (lru_cache); the cost does not depend on the node count beyond O(1).
+
+Time model (see :mod:`.base`): each phase (one NCCL kernel) costs the profile's
+``compute.kernel_launch_s`` + (intra-node steps × ``links.<nvlink|pcie>.latency_s``) +
+(network steps × ``links.ib.latency_s``) + the busiest link type's bytes / (physical
+bandwidth from the topology × ``links.<type>.efficiency`` × fabric share). NVLS (NVLink
+SHARP) and CollNet/SHARP in-network reductions are not modelled.
 """
 
 from __future__ import annotations
@@ -38,14 +46,16 @@ from typing import Union
 from ..errors import ZsimInputError
 from ..hardware import HardwareProfile, load_profile
 from ..network.topology import Cluster
-from . import hierarchical, ring, tree
+from . import direct, hierarchical, ring, tree
 from .base import (GROUPS, OPS, CollectiveCost, LinkParams, bus_factor, combine, group_shape,
                    zero_cost)
 
 #: Algorithm name -> module with NAME, SUPPORTED_OPS and phases(cluster, links, shape, op, bytes).
-ALGORITHMS = {m.NAME: m for m in (ring, tree, hierarchical)}
-#: Algorithms "auto" chooses among, as NCCL does (no hierarchical scheme in stock NCCL).
-AUTO_CANDIDATES = ("ring", "tree")
+ALGORITHMS = {m.NAME: m for m in (ring, tree, hierarchical, direct)}
+#: Algorithms "auto" chooses among per op, as NCCL does: its tuner weighs ring against tree
+#: for all_reduce only and runs every other collective as a ring (src/graph/tuning.cc);
+#: stock NCCL has no hierarchical scheme.
+AUTO_CANDIDATES = {"all_reduce": ("ring", "tree"), "all_to_all": ("direct",)}
 
 __all__ = ["collective_cost", "CollectiveCost", "LinkParams", "link_params", "ALGORITHMS",
            "OPS", "GROUPS", "bus_factor", "supported_algorithms"]
@@ -95,7 +105,7 @@ def _cost(cluster: Cluster, links: LinkParams, op: str, buffer_bytes: float, alg
         return zero_cost(name, op, buffer_bytes, shape.size)
     if algorithm == "auto":
         options = [_cost(cluster, links, op, buffer_bytes, a, group)
-                   for a in AUTO_CANDIDATES if op in ALGORITHMS[a].SUPPORTED_OPS]
+                   for a in AUTO_CANDIDATES.get(op, ("ring",))]
         return min(options, key=lambda c: c.time_s)
     phases = ALGORITHMS[algorithm].phases(cluster, links, shape, op, float(buffer_bytes))
     return combine(phases, algorithm, op, buffer_bytes, shape.size)

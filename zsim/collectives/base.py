@@ -20,7 +20,7 @@ from ..errors import ZsimInputError
 from ..network.topology import Cluster
 
 #: Collective operations, named as in torch.distributed / nccl-tests.
-OPS = ("all_gather", "reduce_scatter", "all_reduce", "reduce", "broadcast")
+OPS = ("all_gather", "reduce_scatter", "all_reduce", "reduce", "broadcast", "all_to_all")
 #: Process groups a collective may run on.
 GROUPS = ("world", "intra_node", "inter_node")
 
@@ -146,10 +146,10 @@ class CollectiveCost:
 
 
 def bus_factor(op: str, n: int) -> float:
-    """nccl-tests' busbw/algbw: 2(n-1)/n for all_reduce, (n-1)/n for all_gather/reduce_scatter."""
+    """nccl-tests' busbw/algbw: 2(n-1)/n all_reduce; (n-1)/n all_gather/reduce_scatter/alltoall."""
     if op == "all_reduce":
         return 2.0 * (n - 1) / n
-    if op in ("all_gather", "reduce_scatter"):
+    if op in ("all_gather", "reduce_scatter", "all_to_all"):
         return (n - 1) / n
     return 1.0
 

@@ -9,8 +9,8 @@ among the ranks with the same local index (one group per rail, all at once), on 
 - reduce / broadcast: reduce_scatter (scatter) in the node, reduce (broadcast) across nodes
   on S/g, gather to (all_gather from) the root's node.
 
-This is what hierarchical schemes (ZeRO++ hpZ, 2D/NCCL PAT-like schemes) do; the phases
-do not overlap, so it loses to NCCL's pipelined ring at large sizes but takes fewer
+This is the two-level scheme of hierarchical all-reduce implementations and of ZeRO++'s
+hierarchical partitioning; the phases do not overlap, so it loses to NCCL's pipelined ring at large sizes but takes fewer
 latency steps. With one node or one rank per node it is the ring.
 """
 

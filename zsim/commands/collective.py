@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..collectives import ALGORITHMS, GROUPS, collective_cost
+from ..collectives import ALGORITHMS, GROUPS, OPS, collective_cost
 from ..hardware import load_profile
 from ..network import load_topology
 from ..network.units import parse_bytes
@@ -16,7 +16,7 @@ HELP = "predict one collective (time_s, algbw_GBps, busbw_GBps, as nccl-tests re
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `zsim collective`."""
     parser.add_argument("--op", required=True,
-                        choices=["all_gather", "reduce_scatter", "all_reduce", "reduce", "broadcast"])
+                        choices=list(OPS))
     parser.add_argument("--bytes", required=True, dest="nbytes",
                         help="full buffer as nccl-tests counts it (1e9, 4096, 256MiB, 1GiB)")
     parser.add_argument("--topo", required=True, help="topology name or YAML path")

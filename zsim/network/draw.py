@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import ZsimInputError
+from ..io import atomic_write_with
 from .topology import Topology
 
 #: Most nodes a drawing shows (beyond that it is unreadable).
@@ -39,18 +38,6 @@ def _positions(g) -> dict:
     return pos
 
 
-def _write_figure(fig, output: Path) -> None:
-    # Atomic: render to a temporary file next to the target, then rename.
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=output.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def draw_topology(topo: Topology, output: str | Path, nodes: int = 1) -> Path:
     """Draw ``nodes`` nodes of ``topo`` (and their fabric) to ``output``; returns the path."""
     import matplotlib
@@ -63,8 +50,6 @@ def draw_topology(topo: Topology, output: str | Path, nodes: int = 1) -> Path:
     out = Path(output)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ZsimInputError(f"-o {output}: the image must end in .png, .svg or .pdf")
-    if not out.parent.exists():
-        raise ZsimInputError(f"-o {output}: folder {out.parent} does not exist")
     g = topo.graph(nodes)
     pos = _positions(g)
     fig, ax = plt.subplots(figsize=(max(8, 5 * nodes), 6))
@@ -85,6 +70,7 @@ def draw_topology(topo: Topology, output: str | Path, nodes: int = 1) -> Path:
     ax.set_title(f"{topo.name}: {nodes} node(s) — edge width ~ GB/s per direction")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     ax.axis("off")
-    _write_figure(fig, out)
+    fmt = out.suffix.lower().lstrip(".")
+    atomic_write_with(out, lambda f: fig.savefig(f, format=fmt, dpi=130, bbox_inches="tight"))
     plt.close(fig)
     return out

@@ -232,11 +232,12 @@ def parse_node(data: Mapping, file: str, nics: int) -> NodeSpec:
     return NodeSpec(
         hardware=hw, gpus_per_node=gpus, nvlink_bandwidth_GBps=nv_bw, nvswitches=nvsw,
         pcie_gpu_bandwidth_GBps=_number(pcie, "gpu_bandwidth_GBps", "node.pcie", file),
-        pcie_nic_bandwidth_GBps=_number(pcie, "nic_bandwidth_GBps", "node.pcie", file)
-        if nics else _number(pcie, "nic_bandwidth_GBps", "node.pcie", file, default=1.0),
+        # NIC and socket links are only required where they exist (0 = not present).
+        pcie_nic_bandwidth_GBps=_number(pcie, "nic_bandwidth_GBps", "node.pcie", file,
+                                        default=None if nics else 0.0),
         pcie_uplink_bandwidth_GBps=_number(pcie, "uplink_bandwidth_GBps", "node.pcie", file),
-        socket_bandwidth_GBps=_number(pcie, "socket_bandwidth_GBps", "node.pcie", file)
-        if cpus > 1 else _number(pcie, "socket_bandwidth_GBps", "node.pcie", file, default=1.0),
+        socket_bandwidth_GBps=_number(pcie, "socket_bandwidth_GBps", "node.pcie", file,
+                                      default=None if cpus > 1 else 0.0),
         cpus=cpus, switches=switches)
 
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .graph import build_graph, flow_bandwidths, route, _weight
+from ..errors import ZsimInputError
+
+from .graph import _weight, add_node_graph, flow_bandwidths, route
 from .spec import FabricSpec, TopologySpec
 
 
@@ -33,6 +35,7 @@ class NetSummary:
         rail_pcie_GBps: PCIe bandwidth per GPU to its NIC when every GPU sends at once.
         fabric_share: fraction of NIC bandwidth left to node-crossing rings after
             leaf/spine uplink contention (1 = non-blocking for this job).
+        a2a_fabric_share: the same for all-to-all traffic (every node to every node).
     """
 
     intra_link_type: str
@@ -44,10 +47,14 @@ class NetSummary:
     rail_ib_GBps: float
     rail_pcie_GBps: float
     fabric_share: float
+    a2a_fabric_share: float = 1.0
 
 
 def nearest_nics(g: nx.Graph, gpus: int, nics: int) -> list[int]:
-    """NIC index each GPU uses: the closest by PCIe path, spreading ties over NICs."""
+    """NIC index each GPU uses: the closest by PCIe path, spreading ties over NICs.
+
+    ``g`` is the node graph without NVLink: GPUDirect RDMA goes GPU -> PCIe switch -> NIC.
+    """
     if nics == 0:
         return []
     load = [0] * nics
@@ -55,11 +62,16 @@ def nearest_nics(g: nx.Graph, gpus: int, nics: int) -> list[int]:
     for i in range(gpus):
         costs = []
         for r in range(nics):
-            path = route(g, f"n0/gpu{i}", f"n0/nic{r}")
-            # Skip the NVLink plane: GPUDirect RDMA goes GPU -> PCIe switch -> NIC.
+            try:
+                path = route(g, f"n0/gpu{i}", f"n0/nic{r}")
+            except nx.NetworkXNoPath:
+                continue
             hops = [g[u][v] for u, v in zip(path, path[1:])]
             cost = sum(_weight(None, None, e) for e in hops)
             costs.append((round(cost, 12), load[r], r))
+        if not costs:
+            raise ZsimInputError(f"GPU {i} reaches no NIC over PCIe (GPUDirect RDMA needs a PCIe "
+                                 f"path): check node.pcie.switches")
         r = min(costs)[2]
         load[r] += 1
         chosen.append(r)
@@ -100,40 +112,44 @@ def _share(uplinks: float, flows: float) -> float:
     return 1.0 if flows <= 0 else min(1.0, uplinks / flows)
 
 
-def fabric_share(fabric: FabricSpec | None, num_nodes: int) -> float:
-    """Uplink contention for rings over ``num_nodes`` nodes, closed-form.
+def _levels(fabric: FabricSpec) -> list[tuple[int, int, int]]:
+    """(nodes under one switch group, ports each node has into it, uplinks out of it) per level.
 
-    ``packed``: the job's nodes fill leaves in order, so a ring leaves a leaf once per rail
-    (rail-optimized) or once per NIC of the boundary node (fat-tree). ``scattered``: nodes
-    sit anywhere, so nearly every node's ring neighbour is under another leaf and the
-    leaf's uplinks carry all its nodes' flows: the oversubscription ratio bites.
+    Level 1 is a leaf; at three levels, level 2 is a pod (the leaves under one set of spines).
+    A rail-optimized leaf serves one rail, so each node has one port into it.
+    """
+    rail = fabric.kind == "rail_optimized"
+    per, nics, down, up = (fabric.nodes_per_leaf, fabric.nics_per_node, fabric.leaf_down_ports,
+                           fabric.leaf_up_ports)
+    levels = [(per, 1 if rail else nics, up)]
+    if fabric.levels == 3:
+        pod_nodes = per * (max(1, down // nics) if rail else down)
+        levels.append((pod_nodes, nics, up * up))
+    return levels
+
+
+def fabric_share(fabric: FabricSpec | None, num_nodes: int, pattern: str = "ring") -> float:
+    """Fraction of NIC bandwidth left after leaf/spine uplink contention, closed-form.
+
+    ``pattern="ring"``: rings (and trees) between neighbouring ranks. A ``packed`` job fills
+    leaves in order, so a ring leaves a switch group once per port a node has into it; a
+    ``scattered`` job's ring neighbours are mostly under other leaves, so nearly all of a
+    leaf's flows go up and the oversubscription ratio bites. ``pattern="all_to_all"``: every
+    node talks to every other, so the share of traffic leaving a group is 1 - group/nodes
+    whatever the placement.
     """
     if fabric is None or num_nodes <= 1 or fabric.levels == 1:
         return 1.0
-    per = fabric.nodes_per_leaf
-    rails_per_leaf = 1 if fabric.kind == "rail_optimized" else fabric.nics_per_node
     share = 1.0
-    levels = [(per, fabric.leaf_up_ports)]
-    if fabric.levels == 3:
-        leaves_per_pod = fabric.leaf_down_ports
-        if fabric.kind == "rail_optimized":
-            pod_nodes = per * max(1, leaves_per_pod // fabric.nics_per_node)
-            rails_pod = fabric.nics_per_node
-        else:
-            pod_nodes = per * leaves_per_pod
-            rails_pod = fabric.nics_per_node
-        levels.append((pod_nodes, fabric.leaf_up_ports * fabric.leaf_up_ports))
-    for i, (group, uplinks) in enumerate(levels):
+    for group, ports, uplinks in _levels(fabric):
         if num_nodes <= group:
             continue
-        rails = rails_per_leaf if i == 0 else rails_pod
-        if fabric.placement == "packed":
-            flows = rails
+        if pattern == "all_to_all":
+            flows = group * ports * (1.0 - group / num_nodes)
+        elif fabric.placement == "packed":
+            flows = ports
         else:
-            crossing = 1.0 - (group - 1) / (num_nodes - 1)
-            flows = group * rails * crossing * (1 if i == 0 else 1)
-            if i == 0 and fabric.kind == "rail_optimized":
-                flows = group * crossing
+            flows = group * ports * (1.0 - (group - 1) / (num_nodes - 1))
         share = min(share, _share(uplinks, flows))
     return share
 
@@ -141,15 +157,13 @@ def fabric_share(fabric: FabricSpec | None, num_nodes: int) -> float:
 def summarize(spec: TopologySpec, gpus: int, num_nodes: int) -> NetSummary:
     """The :class:`NetSummary` of ``num_nodes`` nodes using GPUs 0..gpus-1 of each."""
     fabric = spec.fabric
-    g = build_graph(spec.node, None, 1)
-    if fabric is not None:  # NICs are part of the node graph
-        from .graph import add_node_graph
-        g = nx.Graph()
-        add_node_graph(g, spec.node, 0, fabric.nics_per_node)
+    g = nx.Graph()  # one node with its NICs: contention inside a node is the same in every node
+    add_node_graph(g, spec.node, 0, fabric.nics_per_node if fabric else 0)
     kind, intra = _intra(g, gpus)
     nic_GBps = fabric.nic_bandwidth_GBps if fabric else 0.0
     used, ring_ib, ring_pcie, rail_ib, rail_pcie = _rails(
         g, gpus, fabric.nics_per_node if fabric else 0, nic_GBps)
     return NetSummary(intra_link_type=kind, intra_GBps=intra, nics_used=used, nic_GBps=nic_GBps,
                       ring_ib_GBps=ring_ib, ring_pcie_GBps=ring_pcie, rail_ib_GBps=rail_ib,
-                      rail_pcie_GBps=rail_pcie, fabric_share=fabric_share(fabric, num_nodes))
+                      rail_pcie_GBps=rail_pcie, fabric_share=fabric_share(fabric, num_nodes),
+                      a2a_fabric_share=fabric_share(fabric, num_nodes, "all_to_all"))

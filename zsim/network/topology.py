@@ -223,6 +223,8 @@ def _load(path_text: str) -> Topology:
     spec = parse_topology(data, path.name, str(path))
     spec = _resolve_hardware(spec, path)
     _check_connected(spec, path)
+    if spec.fabric is not None:
+        summarize(spec, spec.node.gpus_per_node, 1)  # every GPU must reach a NIC over PCIe
     return Topology(spec)
 
 

@@ -49,6 +49,15 @@ def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel
 
 
 def stage0_step(em: Emitter, run: RunConfig, numel: int) -> None:
-    """Stage 0: gradients were all-reduced by the engine; the update is local."""
+    """Stage 0: gradients were all-reduced by the engine; the update is local.
+
+    In fp32 (no fp16/bf16 wrapper) with gradient_clipping > 0 — DeepSpeed's DEFAULT is 1.0
+    (runtime/constants.py:203) — the engine clips through ``clip_grad_norm_``, which
+    all-reduces a 4-byte norm over the data-parallel group (engine.py:3506-3511,
+    runtime/utils.py:414-418). The bf16 wrapper (DDP_BFLOAT16 -> FP16_Optimizer) issues no
+    collective [E].
+    """
     em.phase = "step"
+    if run.precision == "fp32" and run.gradient_clipping > 0:
+        em.collective("clip_grad_norm", "all_reduce", 4)
     em.add("compute", "optimizer", "optimizer_step", params=numel)

@@ -1,0 +1,114 @@
+"""Collective predictions against public nccl-tests figures.
+
+Each test names its source, the configuration, the published figure and the tolerance. The
+hardware profiles are uncalibrated (datasheet bandwidths × estimated efficiencies), so these
+tests check that the topology + algorithm model lands near reality with no fitting to these
+numbers. bench/README.md ("Collectives vs published figures") tabulates the same comparisons.
+
+nccl-tests conventions: busbw = algbw × 2(n-1)/n for all_reduce, × (n-1)/n for
+all_gather/reduce_scatter; GB/s = 1e9 bytes/s.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from zsim.collectives import collective_cost
+from zsim.network import load_topology
+
+GiB = 2**30
+MiB = 2**20
+
+
+def busbw(topo, op, nbytes, algorithm="auto", **size):
+    """Predicted nccl-tests busbw (GB/s) for one collective."""
+    cluster = topo.cluster(**size) if not isinstance(topo, str) else load_topology(topo).cluster(**size)
+    return collective_cost(cluster, None, op, nbytes, algorithm).busbw_GBps
+
+
+# Source: Azure/AI-benchmarking-guide, Azure_Results/ND_A100_v4_results.md ("NCCL Bandwidth":
+# all_reduce_perf in-place busbw on one ND A100 v4 VM = 8x A100-SXM4-80GB on NVSwitch,
+# NCCL 2.18.5). A100 has no NVLink SHARP, so NCCL runs ring/tree here.
+AZURE_A100_ALLREDUCE = [  # (bytes as the table labels them, busbw GB/s, tolerance)
+    (8 * GiB, 231.58, 0.10),
+    (1 * GiB, 228.10, 0.10),
+    (256 * MiB, 213.87, 0.10),
+    (64 * MiB, 166.63, 0.20),
+    (16 * MiB, 109.22, 0.20),
+]
+
+
+@pytest.mark.parametrize("nbytes,published,tol", AZURE_A100_ALLREDUCE)
+def test_a100_single_node_all_reduce_azure_nd_a100_v4(nbytes, published, tol):
+    assert busbw("dgx-a100", "all_reduce", nbytes, gpus=8) == pytest.approx(published, rel=tol)
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: the uncalibrated profile's NVLink per-step "
+                   "latency (8 us) is Simple-protocol-like; NCCL's LL/LL128 protocols make 1 MiB "
+                   "all-reduces ~2.5x faster. Calibrating latency_s should flip this test.")
+def test_a100_small_all_reduce_latency_azure_nd_a100_v4():
+    # Same source: 1M -> 36.22 GB/s busbw.
+    assert busbw("dgx-a100", "all_reduce", 1 * MiB, gpus=8) == pytest.approx(36.22, rel=0.25)
+
+
+# Source: NVIDIA/nccl-tests issue #212, comment by NCCL maintainer S. Jeaugey (2024-05-06):
+# "With the protocol overhead (~20%) NCCL can get an effective NVLink bandwidth of 370GB/s,
+# which you can observe as BusBw when running non-allreduce operations, or when running with
+# NCCL_ALGO=RING" on 8x H100 (450 GB/s NVLink line rate). Tolerance 10%.
+@pytest.mark.parametrize("op", ["all_gather", "reduce_scatter", "all_reduce"])
+def test_h100_single_node_ring_busbw_nccl_tests_212(op):
+    assert busbw("dgx-h100", op, 8 * GiB, "ring", gpus=8) == pytest.approx(370, rel=0.10)
+
+
+def test_h200_single_node_ring_busbw_nccl_tests_212():
+    # H200 has the same NVLink4/NVSwitch fabric as H100; the same figure applies.
+    assert busbw("hgx-h200", "all_gather", 8 * GiB, "ring", gpus=8) == pytest.approx(370, rel=0.10)
+
+
+# Source: NVIDIA/nccl-tests issue #290, comment by NVIDIA's AddyLaddy (2025-03-03): "For NDR @
+# 400Gbps you should see 46-48GB/s per NIC" (multi-node H100, NCCL_ALGO=RING). Two DGX H100
+# nodes, 8 NICs each: busbw / 8 against the middle of the range, 47 GB/s. Tolerance 10%.
+def test_ndr_per_nic_busbw_nccl_tests_290():
+    per_nic = busbw("dgx-h100", "all_reduce", 8 * GiB, "ring", nodes=2) / 8
+    assert per_nic == pytest.approx(47.0, rel=0.10)
+
+
+# Source: NVIDIA/nccl-tests issue #309 (2025-05-20), quoting NVIDIA's DGX H100 figures:
+# "DGX could get nearly 370 GB/s in a single node, and 380GB/s in a multi-host" all_reduce
+# busbw. Two DGX H100 nodes with NCCL_ALGO=RING-like behaviour (no SHARP). Tolerance 10%.
+def test_dgx_h100_multi_node_all_reduce_nccl_tests_309():
+    assert busbw("dgx-h100", "all_reduce", 8 * GiB, nodes=2) == pytest.approx(380, rel=0.10)
+
+
+# Source: NVIDIA/nccl-tests issue #119 (2022-11-17): 3 servers, each 8x A100-SXM4-40GB with 4x
+# HDR 200 Gb/s NICs; all_reduce_perf -np 24 up to 128 MiB; "peak performance reaches about
+# 96GB/s" (theoretical 100 = 4 x 25 GB/s). The topology is written as a user would: the DGX
+# A100 40GB file with 4 NICs, one per PCIe switch. Tolerance 20%: the uncalibrated profile
+# under-predicts (IB efficiency 0.90 where NCCL reaches ~0.96 of line rate, and ring latency
+# at 24 ranks weighs on 128 MiB).
+def test_a100_4hdr_three_nodes_nccl_tests_119(tmp_path):
+    with open(load_topology("dgx-a100-40gb").spec.path) as fh:
+        data = yaml.safe_load(fh)
+    data["name"] = "a100-40gb-4hdr"
+    data["fabric"]["nics_per_node"] = 4
+    for i, switch in enumerate(data["node"]["pcie"]["switches"]):
+        switch["nics"] = [i]
+    path = tmp_path / "a100-40gb-4hdr.yaml"
+    path.write_text(yaml.safe_dump(data))
+    topo = load_topology(str(path))
+    assert busbw(topo, "all_reduce", 128 * MiB, nodes=3) == pytest.approx(96.0, rel=0.20)
+    # And the ceiling the issue computes (100 GB/s) is never exceeded at any size.
+    assert busbw(topo, "all_reduce", 64 * GiB, nodes=3) < 100.0
+
+
+# Source: NVIDIA/nccl-tests issue #130, comment by S. Jeaugey (2023-02-03): for alltoall "On 2
+# nodes, 50% of the traffic is inter-node so you should see BusBW = 2x network bandwidth per
+# GPU ... it will go down to 1x the network bandwidth per GPU" as nodes grow. With the 46-48
+# GB/s per NDR NIC of issue #290 (one NIC per GPU on DGX H100), 2 nodes should give ~94 GB/s
+# and many nodes ~47 GB/s. Tolerance 15% (the maintainer's "2x" ignores the (n-1)/n factor).
+def test_dgx_h100_all_to_all_scaling_nccl_tests_130():
+    two = busbw("dgx-h100", "all_to_all", 8 * GiB, nodes=2)
+    many = busbw("dgx-h100", "all_to_all", 8 * GiB, nodes=64)
+    assert two == pytest.approx(2 * 47.0, rel=0.15)
+    assert many == pytest.approx(47.0, rel=0.15)

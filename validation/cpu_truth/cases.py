@@ -1,0 +1,93 @@
+"""The CPU schedule-truth cases: tiny Hugging Face models × DeepSpeed configs × world sizes.
+
+Each case is a plain dict (see harness.py). Models are tiny (hidden 64, 2 layers, vocab 256)
+so that reduce_bucket_size / stage-3 thresholds of a few thousand elements split them into
+many buckets and fetches, which is what the cases exercise.
+"""
+
+from __future__ import annotations
+
+import copy
+
+#: GQA (4 heads, 2 KV heads), untied embeddings.
+LLAMA_GQA = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, intermediate_size=128, vocab_size=256,
+                 max_position_embeddings=64, tie_word_embeddings=False)
+#: MHA, tied embeddings.
+LLAMA_MHA_TIED = dict(LLAMA_GQA, num_key_value_heads=4, tie_word_embeddings=True, intermediate_size=96)
+#: Qwen2 (q/k/v biases), GQA, untied; three layers.
+QWEN2 = dict(LLAMA_GQA, model_type="qwen2", num_hidden_layers=3, intermediate_size=160)
+#: Qwen2, tied, MHA.
+QWEN2_TIED = dict(QWEN2, num_key_value_heads=4, tie_word_embeddings=True, num_hidden_layers=2)
+
+MODELS = {"llama-gqa": LLAMA_GQA, "llama-mha-tied": LLAMA_MHA_TIED, "qwen2-gqa": QWEN2,
+          "qwen2-mha-tied": QWEN2_TIED}
+
+
+def ds_config(stage: int, precision: str = "bf16", gas: int = 1, micro: int = 1, **zero) -> dict:
+    """A complete DeepSpeed config with the comms logger on."""
+    cfg = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": gas,
+        "zero_optimization": dict(stage=stage, **zero),
+        "comms_logger": {"enabled": True, "verbose": False, "prof_all": True},
+        "steps_per_print": 10_000,
+        "wall_clock_breakdown": False,
+    }
+    if precision == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    return cfg
+
+
+def case(cid: str, model: str, world: int, stage: int, precision: str = "bf16", gas: int = 1,
+         steps: int = 3, top: dict | None = None, **zero) -> dict:
+    """One case: id, model config, DeepSpeed config (``top``: extra top-level keys), world
+    size, optimizer steps to run."""
+    cfg = ds_config(stage, precision, gas, **zero)
+    cfg.update(top or {})
+    return {"id": cid, "model_name": model, "model": copy.deepcopy(MODELS[model]),
+            "ds_config": cfg, "world_size": world, "steps": steps}
+
+
+CASES: list[dict] = [
+    # ---- stage 2: hook-order buckets every micro-step
+    case("s2-bf16-w4-b1e4", "llama-gqa", 4, 2, reduce_bucket_size=10_000),
+    case("s2-fp32-w3-gas2-b5000-tied", "llama-mha-tied", 3, 2, "fp32", gas=2, reduce_bucket_size=5_000),
+    case("s2-bf16-w4-rs-off-b6000", "qwen2-gqa", 4, 2, reduce_bucket_size=6_000, reduce_scatter=False),
+    case("s2-bf16-w3-multirank-off-b7000", "llama-gqa", 3, 2, reduce_bucket_size=7_000,
+         use_multi_rank_bucket_allreduce=False),
+    case("s2-fp32-w2-gas3-qwen2-b20000", "qwen2-gqa", 2, 2, "fp32", gas=3, reduce_bucket_size=20_000),
+    case("s2-bf16-w4-nocontig-b3000", "qwen2-mha-tied", 4, 2, reduce_bucket_size=3_000,
+         contiguous_gradients=False),
+    # ---- stage 1: flat-order buckets at the boundary only
+    case("s1-bf16-w4-gas2-b8000", "llama-gqa", 4, 1, gas=2, reduce_bucket_size=8_000),
+    case("s1-fp32-w2-default", "llama-mha-tied", 2, 1, "fp32"),
+    case("s1-bf16-w4-overlap-b9000-qwen2", "qwen2-gqa", 4, 1, reduce_bucket_size=9_000, overlap_comm=True),
+    case("s1-bf16-w3-multirank-off-gas2-b4000", "qwen2-mha-tied", 3, 1, gas=2, reduce_bucket_size=4_000,
+         use_multi_rank_bucket_allreduce=False),
+    # ---- stage 0: the engine's all-reduce
+    case("s0-bf16-w2", "llama-gqa", 2, 0),
+    # gradient_clipping given explicitly: DeepSpeed's default is 1.0 (runtime/constants.py:203)
+    case("s0-fp32-w3-gas2-clip", "llama-mha-tied", 3, 0, "fp32", gas=2, top={"gradient_clipping": 1.0}),
+]
+
+CASES += [
+    # ---- stage 3: fetch/prefetch/release, reduce_scatter buckets, persistent re-gather
+    case("s3-bf16-w4-defaults", "llama-gqa", 4, 3),
+    case("s3-fp32-w4-allzero", "llama-gqa", 4, 3, "fp32", stage3_prefetch_bucket_size=0,
+         stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0),
+    case("s3-bf16-w3-prefetch5000-reuse0-persist100-qwen2", "qwen2-gqa", 3, 3,
+         stage3_prefetch_bucket_size=5_000, stage3_max_reuse_distance=0,
+         stage3_param_persistence_threshold=100),
+    case("s3-bf16-w2-gas2-b10000-tied", "llama-mha-tied", 2, 3, gas=2, reduce_bucket_size=10_000,
+         stage3_param_persistence_threshold=0),
+    case("s3-fp32-w3-qwen2-tied-prefetch0-persist0", "qwen2-mha-tied", 3, 3, "fp32",
+         stage3_prefetch_bucket_size=0, stage3_param_persistence_threshold=0),
+    case("s3-bf16-w4-reuse5000-prefetch20000-persist64-b7000", "llama-gqa", 4, 3,
+         stage3_max_reuse_distance=5_000, stage3_prefetch_bucket_size=20_000,
+         stage3_param_persistence_threshold=64, reduce_bucket_size=7_000),
+    case("s3-bf16-w4-rs-off-b8000-reuse0", "qwen2-gqa", 4, 3, reduce_bucket_size=8_000, reduce_scatter=False,
+         stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0),
+    case("s3-bf16-w3-gas3-maxlive9000-reuse0", "llama-gqa", 3, 3, gas=3, stage3_max_live_parameters=9_000,
+         stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=30_000),
+]

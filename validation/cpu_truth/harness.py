@@ -1,0 +1,120 @@
+"""Launch real DeepSpeed on CPU gloo ranks and record one steady-state step's collectives.
+
+A case is a JSON-able dict: ``model`` (HF config fields, plus ``model_type`` "llama"/"qwen2"),
+``ds_config`` (a complete DeepSpeed config incl. train_micro_batch_size_per_gpu and
+gradient_accumulation_steps), ``world_size``, optional ``steps`` (default 3), ``seq_len``,
+``activation_checkpointing``. :func:`run_case` starts one process per rank (RANK,
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK; a free port per case), waits, and returns
+the collectives of the LAST optimizer step as rank 0's comms logger counts them: the
+difference of cumulative counts between the last two steps, so that init broadcasts and the
+first step's trace recording (stage 3) are excluded.
+
+Run one case by hand: ``python -m validation.cpu_truth.harness case.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+class TruthRunError(RuntimeError):
+    """A DeepSpeed truth run failed; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    """A TCP port that is free now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def step_difference(steps: list[dict], index: int = -1) -> dict[str, dict[str, int]]:
+    """Collectives issued during optimizer step ``index`` (cumulative counts differenced)."""
+    after = steps[index]
+    before = steps[index - 1] if len(steps) + index > 0 else {}
+    out: dict[str, dict[str, int]] = {}
+    for op, sizes in after.items():
+        for size, count in sizes.items():
+            n = count - before.get(op, {}).get(size, 0)
+            if n:
+                out.setdefault(op, {})[size] = n
+    return {op: dict(sorted(s.items(), key=lambda kv: int(kv[0]))) for op, s in sorted(out.items())}
+
+
+def _env(rank: int, world: int, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DS_ACCELERATOR="cpu",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               TRANSFORMERS_OFFLINE="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    return env
+
+
+class Launched:
+    """A case whose rank processes are running; :meth:`result` waits and reads the output."""
+
+    def __init__(self, case: dict, workdir: Path):
+        self.case, self.workdir = case, workdir
+        world = int(case["world_size"])
+        case_path = workdir / "case.json"
+        case_path.write_text(json.dumps(case))
+        self.out_path = workdir / "counts.json"
+        self.log_path = workdir / "log.txt"
+        log = open(self.log_path, "wb")
+        port = free_port()
+        self.procs = [subprocess.Popen([sys.executable, str(WORKER), str(case_path), str(self.out_path)],
+                                       env=_env(r, world, port), stdout=log, stderr=subprocess.STDOUT,
+                                       cwd=workdir)
+                      for r in range(world)]
+        log.close()
+        self.started = time.monotonic()
+
+    def result(self, timeout_s: float = 900) -> dict:
+        """``{"collectives", "per_rank", "sequence", "wall_s"}`` once every rank exits.
+
+        ``sequence`` is rank 0's ordered ``[(op, bytes), ...]`` of the last step."""
+        deadline = self.started + timeout_s
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                for q in self.procs:
+                    if q.poll() is None:
+                        q.kill()
+                codes.append(-9)
+        wall = time.monotonic() - self.started
+        if any(codes) or not self.out_path.exists():
+            tail = self.log_path.read_text(errors="replace")[-4000:]
+            raise TruthRunError(f"DeepSpeed truth run failed (exit codes {codes}):\n{tail}")
+        per_rank, sequence = [], []
+        for r in range(int(self.case["world_size"])):
+            data = json.loads(Path(f"{self.out_path}.rank{r}").read_text())
+            per_rank.append(step_difference(data["steps"]))
+            if r == 0:
+                sequence = data.get("sequence", [])
+        return {"collectives": per_rank[0], "per_rank": per_rank, "sequence": sequence, "wall_s": wall}
+
+
+def launch(case: dict) -> Launched:
+    """Start a case's ranks in a fresh temporary directory (nothing cached across runs)."""
+    return Launched(case, Path(tempfile.mkdtemp(prefix="zsim-truth-")))
+
+
+def run_case(case: dict, timeout_s: float = 900) -> dict:
+    """Run one case to completion (see the module docstring)."""
+    return launch(case).result(timeout_s)
+
+
+if __name__ == "__main__":
+    result = run_case(json.loads(Path(sys.argv[1]).read_text()))
+    print(json.dumps(result, indent=1))

@@ -1,0 +1,122 @@
+"""One rank of a CPU schedule-truth case (launched by harness.py, one process per rank).
+
+Reads the case JSON (argv[1]), builds a randomly initialised Hugging Face causal LM from the
+case's config (LlamaForCausalLM or Qwen2ForCausalLM; no downloads), trains it with DeepSpeed on
+the gloo backend with the comms logger on, and writes, for every optimizer step, the
+cumulative comms-logger counts ``{op: {msg_bytes: count}}`` to argv[2] (rank 0; every rank
+writes ``<argv[2]>.rank<R>`` so that per-rank differences can be inspected).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _counts(comms_dict: dict) -> dict[str, dict[str, int]]:
+    """Cumulative counts from the logger's ``comms_dict[op][size] = [count, lats, algbw, busbw]``."""
+    return {op: {str(size): int(v[0]) for size, v in sizes.items()} for op, sizes in comms_dict.items()}
+
+
+def _build_model(case: dict):
+    import torch
+    import transformers
+
+    cfg = dict(case["model"])
+    arch = cfg.pop("model_type", "llama")
+    cls_cfg = transformers.Qwen2Config if arch == "qwen2" else transformers.LlamaConfig
+    cls_model = transformers.Qwen2ForCausalLM if arch == "qwen2" else transformers.LlamaForCausalLM
+    config = cls_cfg(**cfg)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(1234)
+    if case["ds_config"].get("zero_optimization", {}).get("stage", 0) == 3 and case.get("zero_init", True):
+        # Users (and the HF Trainer) build stage-3 models under zero.Init: that path decides
+        # the persistence threshold DeepSpeed uses (PP:1198), so the truth run does the same.
+        import deepspeed
+        with deepspeed.zero.Init(config_dict_or_path=case["ds_config"]):
+            model = cls_model(config)
+    else:
+        model = cls_model(config)
+    if case.get("activation_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def _record_sequence(logger, sequence: list) -> None:
+    """Also keep the ORDER of logged collectives ((op, bytes) per call) for debugging."""
+    original = logger.append
+
+    def append(raw_name, record_name, latency, msg_size):
+        sequence.append((record_name, int(msg_size)))
+        return original(raw_name, record_name, latency, msg_size)
+    logger.append = append
+
+
+def _trace_small_collectives(dist) -> None:
+    """Debug aid: print the Python stack of every all_reduce of at most 8 bytes (rank 0)."""
+    import traceback
+    original = dist.all_reduce
+
+    def traced(tensor, *args, **kwargs):
+        if tensor.numel() * tensor.element_size() <= 8 and os.environ.get("RANK") == "0":
+            print("SMALL all_reduce", tensor.numel() * tensor.element_size(), "".join(traceback.format_stack(limit=6)))
+        return original(tensor, *args, **kwargs)
+    dist.all_reduce = traced
+
+
+def main() -> int:
+    case = json.loads(open(sys.argv[1]).read())
+    out_path = sys.argv[2]
+    import torch
+    import deepspeed
+    import deepspeed.comm as dist
+
+    torch.set_num_threads(1)
+    if os.environ.get("ZSIM_TRUTH_TRACE_SMALL"):
+        _trace_small_collectives(dist)
+    deepspeed.init_distributed(dist_backend="gloo")
+    rank = dist.get_rank()
+    model = _build_model(case)
+    ds_config = case["ds_config"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if "optimizer" not in ds_config else None
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                           optimizer=optimizer, config=ds_config)
+    dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
+    gen = torch.Generator().manual_seed(rank)
+    vocab, seq = case["model"]["vocab_size"], case.get("seq_len", 16)
+    micro = ds_config["train_micro_batch_size_per_gpu"]
+    gas = ds_config.get("gradient_accumulation_steps", 1)
+    sequence: list = []
+    _record_sequence(dist.comms_logger, sequence)
+    steps, sequences = [], []
+    for _ in range(case.get("steps", 3)):
+        sequence.clear()
+        for _ in range(gas):
+            ids = torch.randint(0, vocab, (micro, seq), generator=gen)
+            loss = engine(input_ids=ids, labels=ids).loss
+            engine.backward(loss)
+            engine.step()
+        steps.append(_counts(dist.comms_logger.comms_dict))
+        sequences.append(list(sequence))
+    del dtype
+    result = {"rank": rank, "steps": steps, "sequence": sequences[-1]}
+    if os.environ.get("ZSIM_TRUTH_DUMP_TRACE") and hasattr(engine.optimizer, "parameter_offload"):
+        names = {id(m): n or "<root>" for n, m in engine.module.named_modules()}
+        coord = engine.optimizer.parameter_offload.get_param_coordinator()
+        order = getattr(coord, "_PartitionedParameterCoordinator__submodule_order", ())
+        result["module_trace"] = [names.get(id(m), "?") for m in order]
+    text = json.dumps(result)
+    path = out_path if rank == 0 else f"{out_path}.rank{rank}"
+    with open(path + ".tmp", "w") as fh:
+        fh.write(text)
+    os.replace(path + ".tmp", path)
+    if rank == 0:
+        with open(f"{out_path}.rank0", "w") as fh:
+            fh.write(text)
+    dist.barrier()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

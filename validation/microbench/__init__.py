@@ -1,0 +1,1 @@
+"""Microbenchmarks that feed `zsim calibrate` (GEMM, attention, memory-bound, host copies, Adam, NCCL)."""

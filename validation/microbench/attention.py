@@ -1,0 +1,44 @@
+"""Causal scaled-dot-product attention (torch SDPA, bf16) forward and forward+backward.
+
+FLOPs follow the flash-attention convention: forward 4·b·h·s²·d, halved for causal masking;
+backward 2.5 × forward.
+"""
+
+from __future__ import annotations
+
+from microbench.common import time_cuda
+
+#: (label, heads, kv_heads, head_dim) of the validation models
+HEADS = (("llama-0.13b", 12, 12, 64), ("llama-0.55b", 12, 12, 128), ("tinyllama-1.1b", 32, 4, 64),
+         ("llama-3b", 32, 32, 100), ("llama-2-7b", 32, 32, 128))
+SEQS = (512, 1024, 2048, 4096)
+
+
+def run(tokens: int = 8192) -> list[dict]:
+    """Time fwd and fwd+bwd per model head shape and sequence length (b = tokens / seq)."""
+    import torch
+    import torch.nn.functional as F
+    out = []
+    for label, h, kv, d in HEADS:
+        for s in SEQS:
+            b = max(1, tokens // s)
+            q = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            # HF Llama repeats the KV heads before SDPA, so attention runs with h heads
+            k = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            v = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            g = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16)
+            fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+
+            def fwdbwd():
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                o.backward(g)
+            with torch.no_grad():
+                tf = time_cuda(fwd)
+            tfb = time_cuda(fwdbwd)
+            f_fwd = 4.0 * b * h * s * s * d / 2
+            out.append({"model": label, "batch": b, "heads": h, "kv_heads": kv, "head_dim": d,
+                        "seq": s, "fwd_s": tf, "fwd_bwd_s": tfb, "fwd_flops": f_fwd,
+                        "fwd_bwd_flops": 3.5 * f_fwd,
+                        "fwd_tflops": f_fwd / tf / 1e12, "fwd_bwd_tflops": 3.5 * f_fwd / tfb / 1e12})
+            del q, k, v, g
+    return out

@@ -1,0 +1,55 @@
+"""Llama-family model shapes used by the validation runs (Hugging Face config.json fields).
+
+Every run writes the exact config it trained into its results folder, so these presets are a
+convenience for the plan, not a source of truth for zsim.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: name -> Hugging Face LlamaConfig fields. Random init only; nothing is downloaded.
+PRESETS: dict[str, dict] = {
+    # ~0.13B: GPT-2-small width with a Llama block
+    "llama-0.13b": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                        num_key_value_heads=12, intermediate_size=2048),
+    # ~0.55B
+    "llama-0.55b": dict(hidden_size=1536, num_hidden_layers=16, num_attention_heads=12,
+                        num_key_value_heads=12, intermediate_size=4096),
+    # TinyLlama-1.1B shape (GQA, 4 KV heads)
+    "tinyllama-1.1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32,
+                           num_key_value_heads=4, intermediate_size=5632),
+    # OpenLLaMA-3B shape (~3.4B)
+    "llama-3b": dict(hidden_size=3200, num_hidden_layers=26, num_attention_heads=32,
+                     num_key_value_heads=32, intermediate_size=8640),
+    # Llama-2-7B shape
+    "llama-2-7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=32, intermediate_size=11008),
+}
+
+_COMMON = dict(vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=4096,
+               rms_norm_eps=1e-5, hidden_act="silu", model_type="llama",
+               architectures=["LlamaForCausalLM"])
+
+
+def hf_config(name_or_path: str) -> dict:
+    """The HF config dict of a preset name, or the contents of a config.json path."""
+    if name_or_path in PRESETS:
+        cfg = dict(_COMMON)
+        cfg.update(PRESETS[name_or_path])
+        cfg["_name"] = name_or_path
+        return cfg
+    return json.loads(Path(name_or_path).read_text())
+
+
+def param_count(cfg: dict) -> int:
+    """Parameter count of a Llama config (embeddings, attention, MLP, norms, lm_head)."""
+    h, L, v = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    hd = cfg.get("head_dim") or h // heads
+    ffn = cfg["intermediate_size"]
+    attn = h * heads * hd * 2 + h * kv * hd * 2
+    layer = attn + 3 * h * ffn + 2 * h
+    emb = v * h * (1 if cfg.get("tie_word_embeddings") else 2)
+    return L * layer + emb + h

@@ -1,0 +1,33 @@
+"""`zsim capacity`: the largest Llama-shaped model that fits per ZeRO stage and offload choice."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..io import dumps_json
+from .common import add_cluster_args, positive_int
+
+HELP = "largest Llama-family model that fits per ZeRO stage and offload choice, beside the rule of thumb"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `zsim capacity`."""
+    add_cluster_args(p)
+    p.add_argument("--seq", type=positive_int, default=2048, help="sequence length (default %(default)s)")
+    p.add_argument("--micro-batch", type=positive_int, default=1, help="micro-batch per GPU (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute and print the table."""
+    from ..decide.text import format_capacity
+    from ..plan import capacity
+
+    res = capacity(args.topo, gpus=args.gpus, nodes=args.nodes, seq=args.seq,
+                   micro_batch=args.micro_batch, hardware=args.hardware)
+    if args.json:
+        sys.stdout.write(dumps_json(res.to_dict()))
+    else:
+        print(format_capacity(res))
+    return 0

@@ -1,0 +1,63 @@
+"""`zsim plan`: search DeepSpeed configs, rank them, write the winner's deepspeed_config_auto.json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..io import atomic_write_json, dumps_json
+from .common import add_cluster_args, add_run_args, positive_int
+
+HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s, write the best config"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `zsim plan`; --stage, --micro-batch, ... pin one axis of the search."""
+    add_run_args(p)
+    p.add_argument("--no-activation-checkpointing", dest="activation_checkpointing", action="store_false",
+                   help="pin activation checkpointing off (default: searched)")
+    add_cluster_args(p)
+    p.add_argument("--global-batch", type=positive_int,
+                   help="global batch in sequences (= micro x grad-accum x data-parallel)")
+    p.add_argument("--top", type=positive_int, default=5, help="configurations shown (default %(default)s)")
+    p.add_argument("--output", default=None,
+                   help="folder for deepspeed_config_auto.json and plan.json (default: output/deepspeed_metrics)")
+    p.add_argument("--no-output", action="store_true", help="write no files")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Search, print, write."""
+    from ..decide.progress import ProgressBar
+    from ..decide.text import format_plan
+    from ..errors import ZsimInputError
+    from ..output import DEFAULT_OUTPUT_DIR
+    from ..plan import Constraints, plan
+
+    bar = ProgressBar(enabled=True if args.progress else None)
+    try:
+        result = plan(model=args.model, topo=args.topo, gpus=args.gpus, nodes=args.nodes,
+                      global_batch=args.global_batch, seq=args.seq, ds_config=args.ds_config,
+                      hardware=args.hardware, top_n=args.top, progress=bar,
+                      constraints=Constraints(stage=args.stage, offload_optimizer=args.offload_optimizer,
+                                              offload_param=args.offload_param, micro_batch=args.micro_batch,
+                                              grad_accum=args.grad_accum,
+                                              activation_checkpointing=args.activation_checkpointing))
+    finally:
+        bar.close()
+    out = Path(args.output or DEFAULT_OUTPUT_DIR)
+    if result.best and not args.no_output:
+        atomic_write_json(out / "deepspeed_config_auto.json", result.ds_config_auto)
+        atomic_write_json(out / "plan.json", result.to_dict())
+    if args.json:
+        sys.stdout.write(dumps_json(result.to_dict()))
+    else:
+        print(format_plan(result))
+        if result.best and not args.no_output:
+            print(f"\nwrote {out / 'deepspeed_config_auto.json'} (winner #1) and {out / 'plan.json'}")
+    if not result.best:
+        closest = min(result.rejected, key=lambda r: r.memory.overflow_bytes)
+        raise ZsimInputError(f"no configuration fits; closest {closest.candidate.label()}: {closest.reason()}")
+    return 0

@@ -1,0 +1,217 @@
+"""`zsim capacity`: the largest Llama-shaped model that fits, per ZeRO stage and offload choice.
+
+The model family ("llama-2 family curve"): hidden size h in steps of 256 (1024 from 8192 on,
+so that GQA's 8 KV heads divide the heads), heads = h / 128,
+layers and MLP width interpolated piecewise-linearly in h through the Llama-2 7B, 13B and
+70B shapes (h, layers, intermediate) = (4096, 32, 11008), (5120, 40, 13824), (8192, 80, 28672);
+below 7B layers = h / 128, above 70B the 13B→70B slope continues; grouped-query attention
+with 8 KV heads from h = 8192 on (as in 70B), full multi-head attention below; vocabulary
+32000. Points whose size is not below every larger point (the switch to GQA makes a few MHA
+shapes just under 70B larger than 70B) are dropped, so size grows strictly along the ladder.
+
+A model fits when zsim's per-GPU memory peak (the same model `zsim predict` uses) is at most
+the GPU's memory. The guides' rule of thumb for 8×A100-80G is printed beside zsim's figures
+with the assumptions under which each figure holds or fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import ZsimInputError
+from ..hardware import HardwareProfile
+from ..model import ModelSpec
+from .autoconfig import read_user_config
+from .evaluate import Evaluator, MemoryVerdict, make_setting
+from .space import Candidate
+
+#: Llama-2 anchors: (hidden, layers, intermediate) of 7B, 13B and 70B (published config.json).
+ANCHORS = ((4096, 32, 11008), (5120, 40, 13824), (8192, 80, 28672))
+HIDDEN_STEP = 256
+HIDDEN_RANGE = (1024, 32768)
+
+#: The guides' stage-selection rule of thumb for 8×A100-80G: stage -> (params, communication).
+RULE_OF_THUMB = {1: (30e9, "low"), 2: (60e9, "medium"), 3: (100e9, "high")}
+
+#: Rows of the table: (stage, offload_optimizer, offload_param).
+ROWS = ((0, "none", "none"), (1, "none", "none"), (1, "cpu", "none"), (2, "none", "none"),
+        (2, "cpu", "none"), (3, "none", "none"), (3, "cpu", "none"), (3, "cpu", "cpu"))
+
+
+def _interp(h: int, col: int) -> float:
+    pts = [(a[0], a[col]) for a in ANCHORS]
+    if h <= pts[0][0]:
+        # Below 7B: fixed aspect (layers = h/128) and the 7B MLP ratio.
+        return h / 128 if col == 1 else h * pts[0][1] / pts[0][0]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if h <= x1:
+            return y0 + (y1 - y0) * (h - x0) / (x1 - x0)
+    (x0, y0), (x1, y1) = pts[-2], pts[-1]
+    if col == 1:
+        return y1 + (y1 - y0) * (h - x1) / (x1 - x0)
+    return h * y1 / x1           # MLP ratio of 70B beyond it
+
+
+def family_shape(hidden: int) -> ModelSpec:
+    """The family member of hidden size ``hidden`` (a multiple of 128)."""
+    layers = max(1, round(_interp(hidden, 1)))
+    inter = max(256, round(_interp(hidden, 2) / 256) * 256)
+    heads = hidden // 128
+    kv = 8 if hidden >= 8192 else heads
+    return ModelSpec(name=f"llama-family-h{hidden}-l{layers}", hidden_size=hidden, num_layers=layers,
+                     num_heads=heads, num_kv_heads=kv, intermediate_size=inter, vocab_size=32000)
+
+
+@lru_cache(maxsize=1)
+def family() -> tuple[ModelSpec, ...]:
+    """The ladder, strictly increasing in parameter count."""
+    # GQA with 8 KV heads needs heads (h / 128) divisible by 8: steps of 1024 from h = 8192.
+    hiddens = [h for h in range(HIDDEN_RANGE[0], HIDDEN_RANGE[1] + 1, HIDDEN_STEP) if h < 8192 or h % 1024 == 0]
+    ladder = [family_shape(h) for h in hiddens]
+    kept: list[ModelSpec] = []
+    smallest_after = float("inf")
+    for spec in reversed(ladder):
+        if spec.num_parameters < smallest_after:
+            kept.append(spec)
+            smallest_after = spec.num_parameters
+    return tuple(reversed(kept))
+
+
+@dataclass(frozen=True)
+class CapacityRow:
+    """The largest fitting family member for one stage/offload/checkpointing choice."""
+
+    stage: int
+    offload_optimizer: str
+    offload_param: str
+    activation_checkpointing: bool
+    largest: ModelSpec | None          # None: not even the smallest member fits
+    largest_peak_bytes: int
+    next_larger: ModelSpec | None      # the first member that does not fit (None: ladder top fits)
+    limit: str                         # why the next member does not fit
+
+    @property
+    def largest_params(self) -> int:
+        """Parameters of the largest fitting model (0 when none fits)."""
+        return self.largest.num_parameters if self.largest else 0
+
+    @property
+    def label(self) -> str:
+        """e.g. ``ZeRO-3 + optimizer cpu + param cpu``."""
+        out = f"ZeRO-{self.stage}"
+        if self.offload_optimizer != "none":
+            out += f" + opt {self.offload_optimizer}"
+        if self.offload_param != "none":
+            out += f" + param {self.offload_param}"
+        return out
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    """The capacity table and the rule-of-thumb comparison."""
+
+    topology: str
+    world_size: int
+    seq_len: int
+    micro_batch: int
+    gpu_memory_bytes: int
+    rows: tuple[CapacityRow, ...]
+    family_note: str
+    rule_of_thumb: tuple[str, ...]
+
+    def largest(self, stage: int, offload_optimizer: str = "none", offload_param: str = "none",
+                activation_checkpointing: bool = False) -> int:
+        """Parameters of the largest fitting model for one row and column (0: none fits)."""
+        for r in self.rows:
+            if (r.stage, r.offload_optimizer, r.offload_param, r.activation_checkpointing) == (
+                    stage, offload_optimizer, offload_param, activation_checkpointing):
+                return r.largest_params
+        raise KeyError((stage, offload_optimizer, offload_param, activation_checkpointing))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready table."""
+        return {"topology": self.topology, "world_size": self.world_size, "seq_len": self.seq_len,
+                "micro_batch": self.micro_batch, "gpu_memory_bytes": self.gpu_memory_bytes,
+                "family": self.family_note, "rule_of_thumb": list(self.rule_of_thumb),
+                "rows": [{"stage": r.stage, "offload_optimizer": r.offload_optimizer,
+                          "offload_param": r.offload_param,
+                          "activation_checkpointing": r.activation_checkpointing,
+                          "largest_model": r.largest.name if r.largest else None,
+                          "largest_params": r.largest_params, "largest_peak_bytes": r.largest_peak_bytes,
+                          "next_larger_params": r.next_larger.num_parameters if r.next_larger else None,
+                          "limit": r.limit} for r in self.rows]}
+
+
+def _fits(spec: ModelSpec, base: dict, cand: Candidate) -> MemoryVerdict:
+    setting = make_setting(spec, base["topo"], base["gpus"], base["nodes"], base["hw"], base["seq"],
+                           base["user"])
+    return Evaluator(setting).memory(cand)
+
+
+def _largest(ladder: tuple[ModelSpec, ...], base: dict, cand: Candidate) -> tuple[int, MemoryVerdict | None,
+                                                                                   MemoryVerdict | None]:
+    """Index of the largest fitting member (-1: none) by bisection, with both verdicts."""
+    lo, hi = -1, len(ladder)         # invariant: ladder[lo] fits (or lo = -1), ladder[hi] does not
+    verdicts: dict[int, MemoryVerdict] = {}
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        verdicts[mid] = _fits(ladder[mid], base, cand)
+        if verdicts[mid].fits:
+            lo = mid
+        else:
+            hi = mid
+    return lo, verdicts.get(lo), verdicts.get(hi)
+
+
+def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: int | None = None,
+             seq: int = 2048, micro_batch: int = 1, hardware: str | Path | HardwareProfile | None = None,
+             checkpointing: tuple[bool, ...] = (False, True)) -> CapacityResult:
+    """Largest family member that fits, per row of :data:`ROWS` and checkpointing choice."""
+    for name, value in (("--seq", seq), ("--micro-batch", micro_batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ZsimInputError(f"{name} must be a positive integer, got {value!r}")
+    ladder = family()
+    first = make_setting(ladder[0], topo, gpus, nodes, hardware, seq, read_user_config(None))
+    base = {"topo": topo, "gpus": gpus, "nodes": nodes, "hw": first.hardware, "seq": seq,
+            "user": read_user_config(None)}
+    rows = []
+    for stage, oo, op in ROWS:
+        for ckpt in checkpointing:
+            cand = Candidate(stage, oo, op, micro_batch, 1, ckpt, 200_000_000, 50_000_000)
+            i, fit, nofit = _largest(ladder, base, cand)
+            rows.append(CapacityRow(
+                stage, oo, op, ckpt, ladder[i] if i >= 0 else None, fit.peak_bytes if fit else 0,
+                ladder[i + 1] if i + 1 < len(ladder) else None,
+                nofit.reason() if nofit else "the largest family member fits"))
+    result = CapacityResult(
+        topology=str(topo), world_size=first.world_size, seq_len=seq,
+        micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(rows),
+        family_note=__doc__.split("\n\n")[1].replace("\n", " "), rule_of_thumb=())
+    return _with_rule_of_thumb(result)
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e9:.1f}B" if n else "none"
+
+
+def _with_rule_of_thumb(res: CapacityResult) -> CapacityResult:
+    """Beside each rule-of-thumb figure, the assumptions under which zsim agrees or not."""
+    from dataclasses import replace
+
+    lines = []
+    for stage, (figure, comm) in RULE_OF_THUMB.items():
+        holds, fails = [], []
+        for r in res.rows:
+            if r.stage != stage:
+                continue
+            what = (f"offload opt={r.offload_optimizer} param={r.offload_param}, "
+                    f"checkpointing {'on' if r.activation_checkpointing else 'off'}: {_fmt_params(r.largest_params)}")
+            (holds if r.largest_params >= 0.9 * figure else fails).append(what)
+        sign = ">=" if stage == 3 else "~"
+        lines.append(f"ZeRO-{stage} {sign} {figure / 1e9:.0f}B (communication {comm}) at seq {res.seq_len}, "
+                     f"micro-batch {res.micro_batch}: holds with " + ("; ".join(holds) or "no choice here")
+                     + " | fails with " + ("; ".join(fails) or "no choice here"))
+    return replace(res, rule_of_thumb=tuple(lines))

@@ -1,0 +1,202 @@
+"""Evaluating candidates: memory first (cheap), then step time, each result cached.
+
+Memory is the same arithmetic :func:`zsim.predict.predict` uses (schedule facts + the memory
+model) without the discrete-event simulation, so a candidate that does not fit costs a
+schedule build, not a simulation. It does not depend on gradient accumulation, so it is
+evaluated at ``grad_accum = 1``.
+
+Step time is linear in gradient accumulation: every micro-step after the first repeats the
+same ops (t(G) = t(1) + (G - 1)·(t(2) - t(1)), exact for the simulator to float precision).
+Screening therefore simulates G = 1 and G = 2 and extrapolates; the finalists are simulated
+at their real G. Before the second simulation a lower bound (each extra micro-step costs at
+least its compute time) drops candidates that cannot enter the ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..dsconfig import Overrides, build_run_config
+from ..hardware import HardwareProfile, load_profile
+from ..memory import MemoryFacts, estimate_memory
+from ..model import ModelSpec
+from ..output import format_bytes
+from ..workload import Workload
+from .autoconfig import UserConfig, candidate_config
+from .space import Candidate
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What stays the same across candidates: model, cluster, sequence length, user config."""
+
+    model: ModelSpec
+    topo: str | Path
+    gpus: int | None
+    nodes: int | None
+    hardware: HardwareProfile
+    seq_len: int
+    world_size: int
+    user: UserConfig
+
+    @property
+    def gpu_memory_bytes(self) -> int:
+        """Memory of one GPU."""
+        return self.hardware.gpu.memory_bytes
+
+
+def make_setting(model: ModelSpec, topo: str | Path, gpus: int | None, nodes: int | None,
+                 hardware: str | Path | HardwareProfile | None, seq_len: int,
+                 user: UserConfig) -> Setting:
+    """Resolve the cluster and hardware profile once."""
+    from ..network import load_topology
+
+    cluster = load_topology(topo).cluster(gpus=gpus, nodes=nodes)
+    hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or cluster.hardware)
+    return Setting(model, topo, gpus, nodes, hw, seq_len, cluster.world_size, user)
+
+
+@dataclass(frozen=True)
+class MemoryVerdict:
+    """Whether a candidate fits, and if not, which term overflows and by how much."""
+
+    fits: bool
+    peak_bytes: int
+    gpu_memory_bytes: int
+    breakdown: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def overflow_bytes(self) -> int:
+        """Bytes by which the peak exceeds the GPU (0 when it fits)."""
+        return max(0, self.peak_bytes - self.gpu_memory_bytes)
+
+    @property
+    def largest_term(self) -> tuple[str, int]:
+        """The largest memory term at the peak: (name, bytes)."""
+        if not self.breakdown:
+            return ("total", self.peak_bytes)
+        name = max(sorted(self.breakdown), key=lambda k: self.breakdown[k])
+        return name, int(self.breakdown[name])
+
+    def reason(self) -> str:
+        """Why it does not fit, e.g. ``params 130.4 GiB is the largest term; peak 160.2 GiB
+        exceeds 80.0 GiB by 80.2 GiB``."""
+        name, size = self.largest_term
+        return (f"{name} {format_bytes(size)} is the largest term; peak {format_bytes(self.peak_bytes)} "
+                f"exceeds {format_bytes(self.gpu_memory_bytes)} by {format_bytes(self.overflow_bytes)}")
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A candidate's predicted step time (extrapolated in G unless ``exact``)."""
+
+    candidate: Candidate
+    step_time_s: float
+    tokens_per_s: float
+    exact: bool
+
+
+Predictor = Callable[..., Any]
+
+
+class Evaluator:
+    """Cached memory and time evaluation of candidates in one :class:`Setting`.
+
+    ``predictor`` defaults to :func:`zsim.predict.predict`; a test may inject another
+    callable with the same keyword arguments (memory then comes from it too).
+    """
+
+    def __init__(self, setting: Setting, predictor: Predictor | None = None):
+        from ..predict import predict
+
+        self.setting = setting
+        self._real = predictor is None
+        self._predictor = predictor or predict
+        self._memory: dict[Candidate, MemoryVerdict] = {}
+        self._predictions: dict[tuple[Candidate, bool], Any] = {}
+        self.simulations = 0
+        self.memory_checks = 0
+
+    # ---- configs ------------------------------------------------------------------------
+    def ds_config(self, cand: Candidate) -> dict[str, Any]:
+        """The candidate as a DeepSpeed config (the user's fixed values kept)."""
+        return candidate_config(self.setting.user, cand, self.setting.world_size)
+
+    def tokens_per_step(self, cand: Candidate) -> int:
+        """Tokens of one optimizer step over all ranks."""
+        return cand.micro_batch * cand.grad_accum * self.setting.world_size * self.setting.seq_len
+
+    # ---- memory -------------------------------------------------------------------------
+    def memory(self, cand: Candidate) -> MemoryVerdict:
+        """Fit verdict of ``cand`` (cached; independent of grad_accum)."""
+        key = cand.with_grad_accum(1)
+        if key not in self._memory:
+            self.memory_checks += 1
+            self._memory[key] = self._fast_memory(key) if self._real else self._memory_from_prediction(key)
+        return self._memory[key]
+
+    def _memory_from_prediction(self, cand: Candidate) -> MemoryVerdict:
+        p = self._run(cand, 1)
+        return MemoryVerdict(bool(p.fits), int(p.peak_memory_bytes), int(p.gpu_memory_bytes),
+                             dict(p.memory_breakdown))
+
+    def _fast_memory(self, cand: Candidate) -> MemoryVerdict:
+        from ..schedule import build_schedule
+
+        s = self.setting
+        run = build_run_config(self.ds_config(cand), s.model, s.world_size, self._overrides(cand, 1))
+        facts = build_schedule(s.model, run).facts
+        mem = estimate_memory(
+            Workload(s.model, run.micro_batch, run.seq_len, run.param_bytes), run,
+            MemoryFacts(partition_numel=int(facts.partition_numel),
+                        ipg_buffer_elems=int(facts.ipg_buffer_elems),
+                        ipg_buffer_count=int(facts.ipg_buffer_count),
+                        max_gathered_numel=int(facts.max_gathered_numel),
+                        persistent_numel=int(facts.persistent_numel)),
+            s.hardware.memory.allocator_overhead_fraction)
+        return MemoryVerdict(mem.peak_bytes <= s.gpu_memory_bytes, mem.peak_bytes, s.gpu_memory_bytes,
+                             dict(mem.breakdown))
+
+    # ---- time ---------------------------------------------------------------------------
+    def _overrides(self, cand: Candidate, grad_accum: int | None) -> Overrides:
+        return Overrides(seq_len=self.setting.seq_len, activation_checkpointing=cand.activation_checkpointing,
+                         micro_batch=cand.micro_batch if grad_accum else None, grad_accum=grad_accum)
+
+    def _run(self, cand: Candidate, grad_accum: int | None, keep_timeline: bool = False) -> Any:
+        """Predict ``cand`` at ``grad_accum`` (None: the candidate's own, from its config)."""
+        key = (cand if grad_accum is None else cand.with_grad_accum(grad_accum), keep_timeline)
+        if grad_accum == cand.grad_accum:
+            return self._run(cand, None, keep_timeline)
+        if key not in self._predictions:
+            s = self.setting
+            self.simulations += 1
+            extra: dict[str, Any] = {}
+            if grad_accum is not None:
+                extra = {"micro_batch": cand.micro_batch, "grad_accum": grad_accum}
+            self._predictions[key] = self._predictor(
+                model=s.model, topo=s.topo, gpus=s.gpus, nodes=s.nodes, ds_config=self.ds_config(cand),
+                hardware=s.hardware, seq=s.seq_len, activation_checkpointing=cand.activation_checkpointing,
+                keep_timeline=keep_timeline, **extra)
+        return self._predictions[key]
+
+    def predict(self, cand: Candidate, keep_timeline: bool = False) -> Any:
+        """The full prediction of ``cand`` at its own gradient accumulation (cached)."""
+        return self._run(cand, None, keep_timeline)
+
+    def screen(self, cand: Candidate, floor_tokens_per_s: float = 0.0) -> Screened | None:
+        """Predicted step time of ``cand``; None when it provably stays below the floor."""
+        g = cand.grad_accum
+        tokens = self.tokens_per_step(cand)
+        if g <= 2:
+            p = self.predict(cand)
+            return Screened(cand, p.step_time_s, tokens / p.step_time_s, True)
+        p1 = self._run(cand, 1)
+        compute_s = float(dict(getattr(p1, "time_breakdown", {}) or {}).get("compute_s", 0.0))
+        bound_s = p1.step_time_s + (g - 1) * compute_s
+        if floor_tokens_per_s and tokens / bound_s < floor_tokens_per_s:
+            return None
+        p2 = self._run(cand, 2)
+        step_s = p1.step_time_s + (g - 1) * (p2.step_time_s - p1.step_time_s)
+        return Screened(cand, step_s, tokens / step_s, False)

@@ -1,0 +1,148 @@
+"""The search of `zsim plan`, in three phases over a :class:`~.space.SearchSpace`:
+
+1. structures (stage × offload × micro-batch × grad-accum × checkpointing): check memory,
+   reject what does not fit (naming the overflowing term), screen the rest at one bucket
+   setting, dropping those that provably cannot enter the top ``keep``;
+2. buckets: for the best ``refine`` structures, screen every bucket setting that fits;
+3. finalists: simulate the best ``top_n`` at their real gradient accumulation and rank them
+   by tokens/s.
+
+Bucket sizes change step time by a few percent while the structure changes it by integer
+factors, which is why buckets are refined only around the best structures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .evaluate import Evaluator, MemoryVerdict, Screened
+from .space import Candidate, SearchSpace
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A configuration that does not fit in GPU memory, and why."""
+
+    candidate: Candidate
+    memory: MemoryVerdict
+
+    def reason(self) -> str:
+        """Which term overflows and by how much."""
+        return self.memory.reason()
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A finalist: its exact prediction and the DeepSpeed config that produced it."""
+
+    candidate: Candidate
+    prediction: Any
+    ds_config: dict
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Everything the search found: finalists best first, rejections, effort counters."""
+
+    ranked: tuple[Ranked, ...]
+    rejected: tuple[Rejection, ...]
+    structures: int          # structures in the space
+    fitting: int             # structures with at least one fitting bucket setting
+    pruned: int              # fitting structures dropped by the lower bound
+    screened: int            # candidates whose step time was predicted
+    simulations: int         # predictor calls
+    memory_checks: int
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def _target(values: tuple[int, ...]) -> int:
+    """The middle value of an axis: the bucket setting phase 1 tries first."""
+    return sorted(values)[len(values) // 2]
+
+
+def _order(structures: Iterable[Candidate]) -> list[Candidate]:
+    # Likely-fast first so the lower bound prunes early: no offload, no recomputation,
+    # large micro-batches.
+    return sorted(structures, key=lambda c: ((c.offload_optimizer != "none") + (c.offload_param != "none"),
+                                             c.activation_checkpointing, -c.micro_batch, -c.stage))
+
+
+def _pick_buckets(space: SearchSpace, ev: Evaluator, cand: Candidate) -> tuple[Candidate | None, MemoryVerdict]:
+    """The fitting bucket variant closest to the middle setting, or None with the smallest's verdict."""
+    variants = sorted(space.bucket_variants(cand), key=lambda v: (v.reduce_bucket_size, v.prefetch_bucket_size))
+    smallest = ev.memory(variants[0])
+    if not smallest.fits:
+        return None, smallest   # memory grows with bucket sizes: nothing larger fits
+    r, p = _target(space.reduce_buckets), _target(space.prefetch_buckets)
+    by_distance = sorted(variants, key=lambda v: (abs(math.log(v.reduce_bucket_size / r))
+                                                  + abs(math.log(v.prefetch_bucket_size / p)),
+                                                  v.reduce_bucket_size))
+    for v in by_distance:
+        if ev.memory(v).fits:
+            return v, ev.memory(v)
+    return variants[0], smallest
+
+
+def _floor(screened: list[Screened], keep: int) -> float:
+    if len(screened) < keep:
+        return 0.0
+    return sorted((s.tokens_per_s for s in screened), reverse=True)[keep - 1]
+
+
+def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
+           progress: Progress | None = None) -> SearchOutcome:
+    """Run the three phases; see the module docstring."""
+    structures = _order(space.structures())
+    keep = max(top_n, refine)
+    screened: list[Screened] = []
+    rejected: list[Rejection] = []
+    fitting = pruned = 0
+    total = len(structures) + refine
+    for i, cand in enumerate(structures):
+        if progress:
+            progress(i, total, cand.label())
+        chosen, verdict = _pick_buckets(space, ev, cand)
+        if chosen is None:
+            rejected.append(Rejection(cand, verdict))
+            continue
+        fitting += 1
+        result = ev.screen(chosen, _floor(screened, keep))
+        if result is None:
+            pruned += 1
+        else:
+            screened.append(result)
+    best_structures = []
+    for s in sorted(screened, key=lambda s: -s.tokens_per_s):
+        if s.candidate.structure not in best_structures:
+            best_structures.append(s.candidate.structure)
+    seen = {s.candidate for s in screened}
+    for j, structure in enumerate(best_structures[:refine]):
+        if progress:
+            progress(len(structures) + j, total, "buckets")
+        base = next(s.candidate for s in screened if s.candidate.structure == structure)
+        for variant in space.bucket_variants(base):
+            if variant in seen or not ev.memory(variant).fits:
+                continue
+            seen.add(variant)
+            result = ev.screen(variant, _floor(screened, keep))
+            if result is not None:
+                screened.append(result)
+    if progress:
+        progress(total, total, "finalists")
+    finalists = sorted(screened, key=lambda s: -s.tokens_per_s)[:top_n]
+    ranked = []
+    for s in finalists:
+        pred = ev.predict(s.candidate)
+        if pred.fits:
+            ranked.append(Ranked(s.candidate, pred, ev.ds_config(s.candidate)))
+        else:   # the full prediction is the last word on fit
+            rejected.append(Rejection(s.candidate, MemoryVerdict(
+                False, int(pred.peak_memory_bytes), int(pred.gpu_memory_bytes), dict(pred.memory_breakdown))))
+    ranked.sort(key=lambda r: -r.prediction.tokens_per_s)
+    return SearchOutcome(ranked=tuple(ranked), rejected=tuple(rejected), structures=len(structures),
+                         fitting=fitting, pruned=pruned, screened=len(screened),
+                         simulations=ev.simulations, memory_checks=ev.memory_checks)

@@ -1,0 +1,186 @@
+"""`zsim sweep`: predict every configuration of a grid; one row per configuration.
+
+A grid maps axis names to lists of values. It comes from command-line flags
+(``--stage 1,2,3 --micro-batch 1,2,4``), from a YAML file, or both (flags win per axis)::
+
+    model: llama-2-7b          # optional defaults for scalar settings
+    topo: dgx-a100
+    grid:
+      stage: [1, 2, 3]
+      micro_batch: [1, 2, 4]
+      nodes: [1, 2]
+      activation_checkpointing: [false, true]
+
+Configurations DeepSpeed would reject (offload_param below stage 3, a broken batch identity)
+are kept as rows with status ``invalid`` and the reason; those that do not fit as rows with
+status ``does_not_fit``, the largest memory term and the overflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import ZsimInputError
+from ..hardware import load_yaml_file
+
+#: Axis name -> (type, predict() keyword). Order = CSV column order.
+AXES: Mapping[str, tuple[type, str]] = {
+    "model": (str, "model"),
+    "topo": (str, "topo"),
+    "nodes": (int, "nodes"),
+    "gpus": (int, "gpus"),
+    "stage": (int, "stage"),
+    "offload_optimizer": (str, "offload_optimizer"),
+    "offload_param": (str, "offload_param"),
+    "micro_batch": (int, "micro_batch"),
+    "grad_accum": (int, "grad_accum"),
+    "seq": (int, "seq"),
+    "activation_checkpointing": (bool, "activation_checkpointing"),
+    "reduce_bucket_size": (int, "reduce_bucket_size"),
+    "prefetch_bucket_size": (int, "prefetch_bucket_size"),
+}
+
+RESULT_FIELDS = ("status", "fits", "step_time_s", "tokens_per_s", "tflops_per_gpu", "mfu",
+                 "peak_memory_bytes", "gpu_memory_bytes", "exposed_comm_s", "largest_memory_term",
+                 "overflow_bytes", "world_size", "train_batch", "reason")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Rows (dicts with the axis columns then :data:`RESULT_FIELDS`) and the axes swept."""
+
+    axes: tuple[str, ...]
+    rows: tuple[dict[str, Any], ...]
+
+    @property
+    def columns(self) -> list[str]:
+        """CSV header."""
+        return list(AXES) + list(RESULT_FIELDS)
+
+    def to_csv(self) -> str:
+        """All rows as CSV text."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in self.columns})
+        return buf.getvalue()
+
+
+def parse_value(axis: str, text: Any) -> Any:
+    """One grid value of ``axis`` (from YAML or a comma list), checked."""
+    kind = AXES[axis][0]
+    if kind is bool:
+        if isinstance(text, bool):
+            return text
+        low = str(text).strip().lower()
+        if low in ("on", "true", "yes", "1"):
+            return True
+        if low in ("off", "false", "no", "0"):
+            return False
+        raise ZsimInputError(f"sweep: {axis} values must be on/off, got {text!r}")
+    if kind is int:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise ZsimInputError(f"sweep: {axis} values must be integers, got {text!r}") from None
+        if not value.is_integer() or value < (0 if axis == "stage" else 1):
+            raise ZsimInputError(f"sweep: {axis} value {text!r} is out of range")
+        return int(value)
+    return str(text).strip()
+
+
+def parse_list(axis: str, text: str) -> list[Any]:
+    """A comma-separated command-line list."""
+    items = [t for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ZsimInputError(f"sweep: --{axis.replace('_', '-')} needs at least one value")
+    return [parse_value(axis, t) for t in items]
+
+
+def load_grid_file(path: str | Path) -> dict[str, list[Any]]:
+    """The grid of a YAML file (scalars at top level become one-value axes)."""
+    data = load_yaml_file(Path(path), "sweep grid")
+    if not isinstance(data, Mapping):
+        raise ZsimInputError(f"sweep grid {path}: top level must be a mapping")
+    grid: dict[str, list[Any]] = {}
+    items = dict(data.get("grid") or {})
+    for key, value in data.items():
+        if key != "grid":
+            items.setdefault(key, value)
+    for key, values in items.items():
+        if key not in AXES:
+            raise ZsimInputError(f"sweep grid {path}: unknown axis {key!r} (known: {', '.join(AXES)})")
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise ZsimInputError(f"sweep grid {path}: axis {key!r} has no values")
+        grid[key] = [parse_value(key, v) for v in values]
+    return grid
+
+
+def configurations(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of the grid, axes in :data:`AXES` order."""
+    axes = [a for a in AXES if a in grid]
+    return [dict(zip(axes, combo)) for combo in itertools.product(*(grid[a] for a in axes))]
+
+
+def _ds_config(cfg: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
+    import copy
+
+    out = copy.deepcopy(dict(base or {"bf16": {"enabled": True}, "gradient_clipping": 1.0}))
+    zero = dict(out.get("zero_optimization") or {})
+    if cfg.get("reduce_bucket_size") is not None:
+        zero["reduce_bucket_size"] = cfg["reduce_bucket_size"]
+    if cfg.get("prefetch_bucket_size") is not None:
+        zero["stage3_prefetch_bucket_size"] = cfg["prefetch_bucket_size"]
+    if zero:
+        out["zero_optimization"] = zero
+    return out
+
+
+def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predictor: Callable) -> dict[str, Any]:
+    """Predict one configuration; bad combinations become ``invalid`` rows."""
+    kwargs = {AXES[a][1]: v for a, v in cfg.items() if a not in ("reduce_bucket_size", "prefetch_bucket_size")}
+    row: dict[str, Any] = dict(cfg)
+    try:
+        p = predictor(ds_config=_ds_config(cfg, base_config), **kwargs)
+    except ZsimInputError as exc:
+        row.update(status="invalid", reason=str(exc))
+        return row
+    from .evaluate import MemoryVerdict
+
+    verdict = MemoryVerdict(bool(p.fits), int(p.peak_memory_bytes), int(p.gpu_memory_bytes),
+                            dict(p.memory_breakdown))
+    term = verdict.largest_term[0]
+    row.update(status="fits" if p.fits else "does_not_fit", fits=bool(p.fits),
+               step_time_s=p.step_time_s, tokens_per_s=p.tokens_per_s, tflops_per_gpu=p.tflops_per_gpu,
+               mfu=p.mfu, peak_memory_bytes=p.peak_memory_bytes, gpu_memory_bytes=p.gpu_memory_bytes,
+               exposed_comm_s=p.exposed_comm_s, largest_memory_term=term,
+               overflow_bytes=max(0, p.peak_memory_bytes - p.gpu_memory_bytes), world_size=p.world_size,
+               train_batch=p.train_batch, reason="" if p.fits else verdict.reason())
+    return row
+
+
+def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | Path | None = None,
+          predictor: Callable | None = None, progress: Callable | None = None) -> SweepResult:
+    """Run every configuration of ``grid``."""
+    from ..dsconfig import load_ds_config
+    from ..predict import predict
+
+    if "gpus" in grid and "nodes" in grid:
+        raise ZsimInputError("sweep: give gpus or nodes, not both")
+    base = load_ds_config(base_config) if base_config is not None else None
+    configs = configurations(grid)
+    rows = []
+    for i, cfg in enumerate(configs):
+        if progress:
+            progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
+        rows.append(run_one(cfg, base, predictor or predict))
+    if progress:
+        progress(len(configs), len(configs), "done")
+    return SweepResult(axes=tuple(a for a in AXES if a in grid), rows=tuple(rows))

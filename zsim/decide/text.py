@@ -1,0 +1,109 @@
+"""Human-readable output of `zsim plan` and `zsim capacity`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+from ..output import format_bytes
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    return [fmt(header), fmt(["-" * w for w in widths]), *[fmt(r) for r in rows]]
+
+
+def _offload(c) -> str:
+    return f"{c.offload_optimizer}/{c.offload_param}"
+
+
+def side_by_side(ranked: Sequence[Any]) -> list[str]:
+    """The top configurations as columns, one row per setting and prediction (text lines)."""
+    return _table(*side_by_side_cells(ranked))
+
+
+def side_by_side_cells(ranked: Sequence[Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of :func:`side_by_side`, for other renderers."""
+    header = ["setting"] + [f"#{i + 1}" for i in range(len(ranked))]
+    def row(name, f):
+        return [name] + [f(r) for r in ranked]
+    rows = [
+        row("ZeRO stage", lambda r: str(r.candidate.stage)),
+        row("offload opt/param", lambda r: _offload(r.candidate)),
+        row("micro-batch", lambda r: str(r.candidate.micro_batch)),
+        row("grad-accum", lambda r: str(r.candidate.grad_accum)),
+        row("global batch", lambda r: str(r.prediction.train_batch)),
+        row("act. checkpointing", lambda r: "on" if r.candidate.activation_checkpointing else "off"),
+        row("reduce bucket", lambda r: f"{r.candidate.reduce_bucket_size:.0e}" if r.candidate.stage else "-"),
+        row("prefetch bucket", lambda r: f"{r.candidate.prefetch_bucket_size:.0e}" if r.candidate.stage == 3 else "-"),
+        row("step time", lambda r: f"{r.prediction.step_time_s:.3f} s"),
+        row("tokens/s", lambda r: f"{r.prediction.tokens_per_s:,.0f}"),
+        row("TFLOP/s/GPU", lambda r: f"{r.prediction.tflops_per_gpu:.1f}"),
+        row("MFU", lambda r: f"{r.prediction.mfu * 100:.1f}%"),
+        row("exposed comm", lambda r: f"{r.prediction.exposed_comm_s:.3f} s"),
+        row("peak memory/GPU", lambda r: format_bytes(r.prediction.peak_memory_bytes)),
+    ]
+    return header, rows
+
+
+def rejection_summary(rejected: Sequence[Any]) -> list[str]:
+    """One line per stage/offload group: how many do not fit and the closest miss's reason."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in rejected:
+        groups[(r.candidate.stage, _offload(r.candidate))].append(r)
+    lines = []
+    for (stage, off), items in sorted(groups.items()):
+        closest = min(items, key=lambda r: r.memory.overflow_bytes)
+        lines.append(f"  ZeRO-{stage} offload {off}: {len(items)} do not fit; closest "
+                     f"({closest.candidate.label()}): {closest.reason()}")
+    return lines
+
+
+def format_plan(result: Any) -> str:
+    """The text `zsim plan` prints."""
+    lines = [f"plan: {result.model} ({result.num_parameters / 1e9:.2f}B params) on {result.world_size} GPUs "
+             f"({result.topology}), seq {result.seq_len}"]
+    if result.user_config:
+        lines.append(f"user config: {result.user_config} (fixed values kept; \"auto\"/absent values searched)")
+    lines.append(result.global_batch_note)
+    o = result.outcome
+    lines.append(f"searched {result.space_size} configurations: {o.structures} stage/offload/batch/"
+                 f"checkpointing structures, {o.fitting} fit, {len(result.rejected)} rejected for memory, "
+                 f"{o.pruned} dropped by a lower bound, {o.simulations} simulations in {result.elapsed_s:.1f} s")
+    lines.append("")
+    if result.ranked:
+        lines.append(f"top {len(result.ranked)} by tokens/s:")
+        lines += side_by_side(result.ranked)
+    else:
+        lines.append("no configuration fits in GPU memory")
+    if result.rejected:
+        lines += ["", "do not fit (largest memory term and overflow):"] + rejection_summary(result.rejected)
+    if result.changes:
+        lines += ["", "deepspeed_config_auto.json: changes from your config" if result.user_config
+                  else "deepspeed_config_auto.json: values chosen"]
+        lines += [f"  {c.describe()}" for c in result.changes]
+    lines += [f"note: {n}" for n in result.notes[1:]]
+    return "\n".join(lines)
+
+
+def format_capacity(res: Any) -> str:
+    """The text `zsim capacity` prints."""
+    cols = sorted({r.activation_checkpointing for r in res.rows})
+    header = ["stage / offload"] + [f"ckpt {'on' if c else 'off'}" for c in cols] + ["limit (next size up, ckpt off)"]
+    by_row: dict[str, dict] = defaultdict(dict)
+    for r in res.rows:
+        by_row[r.label][r.activation_checkpointing] = r
+    rows = []
+    for label, cells in by_row.items():
+        first = cells[cols[0]]
+        rows.append([label] + [f"{c.largest_params / 1e9:.1f}B" if c.largest else "none" for c in
+                               (cells[k] for k in cols)] + [first.limit[:70]])
+    lines = [f"capacity: largest Llama-family model per GPU memory {format_bytes(res.gpu_memory_bytes)} on "
+             f"{res.world_size} GPUs ({res.topology}), seq {res.seq_len}, micro-batch {res.micro_batch}", ""]
+    lines += _table(header, rows)
+    lines += ["", "rule of thumb for 8x A100-80G (ZeRO guides) vs zsim on this cluster:"]
+    lines += [f"  {line}" for line in res.rule_of_thumb]
+    lines += ["", f"family: {res.family_note}"]
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""`zsim.plan` and `zsim.capacity`: from predictions to a DeepSpeed config someone can launch.
+
+:func:`plan` searches ZeRO stage × offload × micro-batch × gradient accumulation × activation
+checkpointing × bucket sizes under ``GlobalBatch = micro_batch × grad_accum × data_parallel``,
+rejects what does not fit (naming the overflowing memory term), ranks the rest by tokens/s
+and returns the winner's resolved DeepSpeed config. With a user's config, every value the
+user fixed is kept and only ``"auto"`` or absent values are searched.
+
+:func:`capacity` (from :mod:`zsim.decide.capacity`) finds the largest Llama-shaped model
+that fits per stage and offload choice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .decide.autoconfig import AXIS_KEYS, Change, UserConfig, describe_changes, read_user_config
+from .decide.capacity import CapacityResult, capacity
+from .decide.evaluate import Evaluator, Predictor, make_setting
+from .decide.search import Ranked, Rejection, SearchOutcome, search
+from .decide.space import (OFFLOAD_DEVICES, PREFETCH_BUCKETS, REDUCE_BUCKETS, STAGES, SearchSpace,
+                           check_global_batch, default_global_batch, micro_batch_choices)
+from .dsconfig import DEFAULT_SEQ_LEN
+from .errors import ZsimInputError
+from .hardware import HardwareProfile
+from .model import load_model
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Axes pinned on the command line (they win over the config file, as in `zsim predict`)."""
+
+    stage: int | None = None
+    offload_optimizer: str | None = None
+    offload_param: str | None = None
+    micro_batch: int | None = None
+    grad_accum: int | None = None
+    activation_checkpointing: bool | None = None
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """The ranked configurations and the winner's ``deepspeed_config_auto.json``."""
+
+    model: str
+    num_parameters: int
+    topology: str
+    world_size: int
+    seq_len: int
+    global_batch_note: str
+    ranked: tuple[Ranked, ...]
+    rejected: tuple[Rejection, ...]
+    outcome: SearchOutcome = field(repr=False)
+    changes: tuple[Change, ...] = ()
+    notes: tuple[str, ...] = ()
+    user_config: str = ""
+    space_size: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def best(self) -> Ranked | None:
+        """The winner (highest tokens/s among fitting configurations), or None."""
+        return self.ranked[0] if self.ranked else None
+
+    @property
+    def ds_config_auto(self) -> dict[str, Any]:
+        """The winner's DeepSpeed config with every "auto" resolved ({} when nothing fits)."""
+        return dict(self.best.prediction.ds_config_resolved) if self.best else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: the ranking, rejections, changes."""
+        def cand(c):
+            return {"stage": c.stage, "offload_optimizer": c.offload_optimizer,
+                    "offload_param": c.offload_param, "micro_batch": c.micro_batch,
+                    "grad_accum": c.grad_accum, "activation_checkpointing": c.activation_checkpointing,
+                    "reduce_bucket_size": c.reduce_bucket_size, "prefetch_bucket_size": c.prefetch_bucket_size}
+        return {
+            "model": self.model, "num_parameters": self.num_parameters, "topology": self.topology,
+            "world_size": self.world_size, "seq_len": self.seq_len,
+            "global_batch_note": self.global_batch_note, "user_config": self.user_config,
+            "ranked": [{**cand(r.candidate), "prediction": r.prediction.to_dict()} for r in self.ranked],
+            "rejected": [{**cand(r.candidate), "peak_memory_bytes": r.memory.peak_bytes,
+                          "gpu_memory_bytes": r.memory.gpu_memory_bytes,
+                          "overflow_bytes": r.memory.overflow_bytes,
+                          "largest_term": r.memory.largest_term[0], "reason": r.reason()}
+                         for r in self.rejected],
+            "changes": [{"key": c.key, "before": c.before, "after": c.after, "reason": c.reason}
+                        for c in self.changes],
+            "deepspeed_config_auto": self.ds_config_auto,
+            "search": {"space_size": self.space_size, "structures": self.outcome.structures,
+                       "fitting_structures": self.outcome.fitting, "pruned": self.outcome.pruned,
+                       "screened": self.outcome.screened, "simulations": self.outcome.simulations,
+                       "memory_checks": self.outcome.memory_checks, "elapsed_s": self.elapsed_s},
+            "notes": list(self.notes),
+        }
+
+
+def _axis(fixed: Mapping[str, Any], pinned: Constraints, name: str, default: tuple) -> tuple:
+    value = getattr(pinned, name, None)
+    if value is None:
+        value = fixed.get(name)
+    return default if value is None else (value,)
+
+
+def _batch_axes(fixed: Mapping[str, Any], pinned: Constraints, dp: int, seq: int,
+                global_batch: int | None) -> tuple[tuple[int, ...], tuple[int, ...] | None, int | None, str]:
+    """(micro choices, grad-accum choices or None, global batch or None, note)."""
+    micro = pinned.micro_batch or fixed.get("micro_batch")
+    ga = pinned.grad_accum or fixed.get("grad_accum")
+    note = ""
+    if global_batch is not None:
+        check_global_batch(global_batch, dp)
+        note = f"global batch {global_batch} (--global-batch)"
+    elif "train_batch" in fixed and pinned.micro_batch is None and pinned.grad_accum is None:
+        global_batch = fixed["train_batch"]
+        check_global_batch(global_batch, dp, "train_batch_size")
+        note = f"global batch {global_batch} (train_batch_size in the config)"
+    elif micro and ga:
+        global_batch = micro * ga * dp
+        note = f"global batch {global_batch} = {micro} x {ga} x {dp} (micro-batch and grad-accum fixed)"
+    elif ga:
+        note = (f"global batch not fixed: train_batch_size = micro-batch x {ga} x {dp} follows the "
+                "chosen micro-batch (give --global-batch to fix it)")
+        return micro_batch_choices(None) if micro is None else (micro,), (ga,), None, note
+    else:
+        global_batch = default_global_batch(dp, seq, micro)
+        note = (f"global batch {global_batch} sequences = {global_batch * seq:,} tokens (default: about "
+                "1M tokens per step; give --global-batch to choose)")
+    per_rank = global_batch // dp
+    for name, value in (("micro-batch", micro), ("grad-accum", ga)):
+        if value and per_rank % value:
+            raise ZsimInputError(f"{name} {value} does not divide the per-rank batch {per_rank} "
+                                 f"(global batch {global_batch} / data parallel {dp})")
+    if micro:
+        micros = (micro,)
+    elif ga:
+        micros = (per_rank // ga,)
+    else:
+        micros = micro_batch_choices(per_rank)
+    return micros, None, global_batch, note
+
+
+def build_space(user: UserConfig, pinned: Constraints, data_parallel: int, seq_len: int,
+                global_batch: int | None = None) -> SearchSpace:
+    """The search space: every axis the user (config or flags) did not fix."""
+    fixed = user.fixed
+    micros, gas, gb, note = _batch_axes(fixed, pinned, data_parallel, seq_len, global_batch)
+    ckpt = (False, True) if pinned.activation_checkpointing is None else (pinned.activation_checkpointing,)
+    space = SearchSpace(
+        data_parallel=data_parallel,
+        stages=_axis(fixed, pinned, "stage", STAGES),
+        offload_optimizer=_axis(fixed, pinned, "offload_optimizer", OFFLOAD_DEVICES),
+        offload_param=_axis(fixed, pinned, "offload_param", OFFLOAD_DEVICES),
+        micro_batches=micros, grad_accums=gas, checkpointing=ckpt,
+        reduce_buckets=_axis(fixed, pinned, "reduce_bucket_size", REDUCE_BUCKETS),
+        prefetch_buckets=_axis(fixed, pinned, "prefetch_bucket_size", PREFETCH_BUCKETS),
+        global_batch=gb, global_batch_note=note)
+    if not any(True for _ in space.structures()):
+        raise ZsimInputError("no valid configuration in the search space (offload_param needs stage 3, "
+                             "offload_optimizer needs stage >= 1)")
+    return space
+
+
+def _search_reasons(space: SearchSpace, user: UserConfig, pinned: Constraints, best: Ranked,
+                    fitting: int) -> dict[str, str]:
+    c, dp = best.candidate, space.data_parallel
+    why = f"chosen by the search: highest predicted tokens/s of {fitting} fitting configurations"
+    identity = (f"GlobalBatch {c.micro_batch * c.grad_accum * dp} = micro {c.micro_batch} x "
+                f"grad_accum {c.grad_accum} x data_parallel {dp}")
+    reasons = {}
+    for axis, key in AXIS_KEYS.items():
+        if getattr(pinned, axis, None) is not None:
+            reasons[key] = "given on the command line"
+        elif axis in ("micro_batch", "grad_accum", "train_batch"):
+            reasons[key] = identity + ("; the micro-batch with the highest predicted tokens/s"
+                                       if axis == "micro_batch" else "")
+        else:
+            reasons[key] = why
+    reasons["zero_optimization.offload_optimizer"] = reasons[AXIS_KEYS["offload_optimizer"]]
+    reasons["zero_optimization.offload_param"] = reasons[AXIS_KEYS["offload_param"]]
+    return reasons
+
+
+def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None = None,
+         nodes: int | None = None, global_batch: int | None = None, seq: int | None = None,
+         ds_config: str | Path | Mapping[str, Any] | None = None,
+         hardware: str | Path | HardwareProfile | None = None,
+         constraints: Constraints = Constraints(), top_n: int = 5, refine: int = 3,
+         predictor: Predictor | None = None, progress: Any = None) -> PlanResult:
+    """Search DeepSpeed configurations of ``model`` on ``topo``; see the module docstring.
+
+    ``predictor`` (default :func:`zsim.predict.predict`) may be replaced in tests by a
+    callable with the same keyword arguments.
+    """
+    t0 = time.monotonic()
+    if top_n < 1:
+        raise ZsimInputError(f"--top must be at least 1, got {top_n}")
+    spec = load_model(model)
+    user = read_user_config(ds_config)
+    seq_len = seq if seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
+    setting = make_setting(spec, topo, gpus, nodes, hardware, seq_len, user)
+    space = build_space(user, constraints, setting.world_size, seq_len, global_batch)
+    ev = Evaluator(setting, predictor)
+    outcome = search(space, ev, top_n=top_n, refine=refine, progress=progress)
+    notes = [space.global_batch_note]
+    changes: tuple[Change, ...] = ()
+    if outcome.ranked:
+        best = outcome.ranked[0]
+        reasons = _search_reasons(space, user, constraints, best, outcome.fitting)
+        changes = describe_changes(user, best.prediction.ds_config_resolved, reasons,
+                                   tuple(best.prediction.notes))
+        if best.candidate.activation_checkpointing:
+            notes.append("activation checkpointing is not a DeepSpeed JSON key: enable it in the "
+                         "training script (HF: gradient_checkpointing=True)")
+    return PlanResult(model=spec.name, num_parameters=spec.num_parameters, topology=str(topo),
+                      world_size=setting.world_size, seq_len=seq_len, global_batch_note=space.global_batch_note,
+                      ranked=outcome.ranked, rejected=outcome.rejected, outcome=outcome, changes=changes,
+                      notes=tuple(n for n in notes if n), user_config=user.source,
+                      space_size=space.size(), elapsed_s=time.monotonic() - t0)
+
+
+__all__ = ["plan", "capacity", "PlanResult", "CapacityResult", "Constraints", "build_space"]

@@ -1,0 +1,157 @@
+"""Assemble the report's blocks from :class:`~.data.ReportData` and write the files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..decide.text import rejection_summary, side_by_side_cells
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..output import format_bytes
+from . import figures
+from .data import ReportData, collect
+from .render import to_html, to_markdown
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What was written."""
+
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]
+    ds_config: Path
+    data: ReportData
+
+
+def _config_line(c: Any, p: Any) -> str:
+    off = []
+    if c.offload_optimizer != "none":
+        off.append(f"optimizer offloaded to {c.offload_optimizer}")
+    if c.offload_param != "none":
+        off.append(f"parameters offloaded to {c.offload_param}")
+    return (f"ZeRO-{c.stage}" + (" with " + " and ".join(off) if off else ", no offload")
+            + f", micro-batch {c.micro_batch} x grad-accum {c.grad_accum} x data-parallel {p.world_size} "
+            f"= global batch {p.train_batch}, activation checkpointing {'on' if c.activation_checkpointing else 'off'}"
+            + (f", reduce bucket {c.reduce_bucket_size:.0e}" if c.stage else "")
+            + (f", prefetch bucket {c.prefetch_bucket_size:.0e}" if c.stage == 3 else ""))
+
+
+def _why(d: ReportData) -> list[str]:
+    plan, best = d.plan, d.plan.best
+    p = best.prediction
+    lines = [f"Why: it has the highest predicted throughput ({p.tokens_per_s:,.0f} tokens/s, "
+             f"{p.tflops_per_gpu:.0f} TFLOP/s per GPU, MFU {p.mfu * 100:.1f}%) of the "
+             f"{plan.outcome.fitting} configurations that fit out of {plan.space_size} searched, at a peak of "
+             f"{format_bytes(p.peak_memory_bytes)} of {format_bytes(p.gpu_memory_bytes)} per GPU."]
+    other = next((r for r in plan.ranked[1:] if r.candidate.structure != best.candidate.structure), None)
+    if other:
+        gap = 1 - other.prediction.tokens_per_s / p.tokens_per_s
+        lines.append(f"Next best with another structure: {other.candidate.label()} at "
+                     f"{other.prediction.tokens_per_s:,.0f} tokens/s ({gap * 100:.1f}% slower).")
+    c = best.candidate
+    for s, ps in sorted(d.per_stage.items()):
+        if s == c.stage:
+            continue
+        if not ps.fits:
+            lines.append(f"ZeRO-{s} at the same batch does not fit: peak {format_bytes(ps.peak_memory_bytes)}.")
+        else:
+            lines.append(f"ZeRO-{s} at the same batch and no offload: {ps.tokens_per_s:,.0f} tokens/s, "
+                         f"exposed communication {ps.exposed_comm_s:.3f} s per step.")
+    return lines
+
+
+def _per_stage_table(d: ReportData) -> tuple:
+    header = ["stage", "fits", "peak/GPU", "step time", "tokens/s", "exposed comm"]
+    rows = [[f"ZeRO-{s}", "yes" if p.fits else "no", format_bytes(p.peak_memory_bytes),
+             f"{p.step_time_s:.3f} s", f"{p.tokens_per_s:,.0f}", f"{p.exposed_comm_s:.3f} s"]
+            for s, p in sorted(d.per_stage.items())]
+    return ("table", header, rows)
+
+
+def _ranked_table(d: ReportData) -> tuple:
+    header, rows = side_by_side_cells(d.plan.ranked)
+    return ("table", header, rows)
+
+
+def _memory_table(d: ReportData) -> tuple:
+    header = ["GPUs N", "ZeRO-3 states", "baseline states / N", "ZeRO-3 peak", "baseline peak / N"]
+    rows = [[m.gpus, format_bytes(m.zero3_states_bytes), format_bytes(m.baseline_states_over_n),
+             format_bytes(m.zero3_peak_bytes), format_bytes(m.baseline_peak_over_n)] for m in d.memory_vs_n]
+    return ("table", header, rows)
+
+
+def blocks(d: ReportData) -> tuple[str, list[tuple]]:
+    """Title and blocks of the report."""
+    plan, best = d.plan, d.plan.best
+    p, c = best.prediction, best.candidate
+    where = (f"{p.num_nodes} x {p.topology}" if p.num_nodes > 1 or d.nodes else f"{p.world_size} GPUs of {p.topology}")
+    title = f"zsim report: {plan.model} on {where} ({p.world_size} GPUs)"
+    out: list[tuple] = [
+        ("p", f"Predicted by zsim {__version__} (hardware profile {p.hardware}); these are simulator "
+              f"predictions, not measurements. Model {plan.model}: {plan.num_parameters / 1e9:.2f}B parameters, "
+              f"sequence length {plan.seq_len}, {p.precision}. {plan.global_batch_note}."),
+        ("h", 2, "Recommendation"),
+        ("p", "Use " + _config_line(c, p) + "."),
+    ]
+    out += [("p", line) for line in _why(d)]
+    out += [("p", n) for n in plan.notes[1:]]
+    out += [("h", 3, "deepspeed_config_auto.json"),
+            ("pre", json.dumps(plan.ds_config_auto, indent=2, sort_keys=True))]
+    out += [("h", 2, "Top configurations"), _ranked_table(d)]
+    if plan.rejected:
+        out += [("p", "Configurations that do not fit (largest memory term, overflow):")]
+        out += [("pre", "\n".join(line.strip() for line in rejection_summary(plan.rejected)))]
+    out += [
+        ("h", 2, "Memory per stage"),
+        ("p", f"Per-GPU peak at micro-batch {c.micro_batch}, checkpointing "
+              f"{'on' if c.activation_checkpointing else 'off'}, no offload."),
+        ("img", "memory_by_stage", "Per-GPU memory breakdown per ZeRO stage", figures.memory_by_stage(d.per_stage)),
+        _per_stage_table(d),
+        ("h", 2, "Step time per stage"),
+        ("img", "time_by_stage", "Step-time breakdown per ZeRO stage (compute, exposed communication per "
+                                 "link type, offload copies, optimizer)", figures.time_by_stage(d.per_stage)),
+        ("h", 2, "Timeline of one step"),
+        ("p", "The recommended configuration's optimizer step as simulated: one row per stream."),
+        ("img", "timeline", "Gantt chart of one optimizer step (streams as rows)",
+         figures.gantt(d.best.timeline, f"{plan.model} {c.label()}")),
+        ("h", 2, "Scaling with node count"),
+        ("p", f"Weak scaling: micro-batch {c.micro_batch} and grad-accum {c.grad_accum} per GPU at every node "
+              "count, so the global batch grows with the nodes. Dotted: linear scaling from the first point. "
+              "x on the axis: does not fit."),
+        ("img", "scaling", "Throughput vs node count per ZeRO stage",
+         figures.curves(d.scaling, "nodes", "Scaling with node count", log2x=True, ideal=True)),
+        ("h", 2, "Throughput vs micro-batch"),
+        ("p", f"Fixed global batch {p.train_batch}: grad-accum = per-GPU batch / micro-batch."),
+        ("img", "micro_batch", "Throughput vs micro-batch per ZeRO stage",
+         figures.curves(d.micro, "micro-batch per GPU", "Throughput vs micro-batch", log2x=True)),
+        ("h", 2, "Memory_ZeRO3 vs Memory_baseline / N"),
+        ("p", "The guides' Memory_ZeRO3 ~ Memory_baseline / N holds for model states (parameters, gradients, "
+              "optimizer states) but not for the peak: activations and communication buffers are not sharded."),
+        ("img", "memory_vs_n", "ZeRO-3 per-GPU memory against the stage-0 baseline divided by N",
+         figures.memory_vs_n(d.memory_vs_n)),
+        _memory_table(d),
+    ]
+    return title, out
+
+
+def build_report(model: Any = None, topo: str | Path = "dgx-a100", output: str | Path = "reports/report", *,
+                 gpus: int | None = None, nodes: int | None = None, seq: int | None = None,
+                 global_batch: int | None = None, hardware: Any = None, progress: Any = None,
+                 scaling_nodes: tuple[int, ...] | None = None) -> ReportFiles:
+    """Collect the data, render, and write report.html, report.md, figures/, the config."""
+    kw = {"scaling_nodes": scaling_nodes} if scaling_nodes else {}
+    data = collect(model, topo, gpus=gpus, nodes=nodes, seq=seq, global_batch=global_batch,
+                   hardware=hardware, progress=progress, **kw)
+    title, blks = blocks(data)
+    out = Path(output)
+    figs = tuple(atomic_write_bytes(out / "figures" / f"{b[1]}.png", b[3]) for b in blks if b[0] == "img")
+    html_path = atomic_write_text(out / "report.html", to_html(title, blks))
+    md_path = atomic_write_text(out / "report.md", to_markdown(title, blks))
+    cfg = atomic_write_json(out / "deepspeed_config_auto.json", data.plan.ds_config_auto)
+    return ReportFiles(html_path, md_path, figs, cfg, data)

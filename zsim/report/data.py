@@ -1,0 +1,137 @@
+"""The numbers behind a report: per-stage predictions, scaling, micro-batch sweep, memory vs N.
+
+Everything is predicted by :func:`zsim.predict.predict` (or its memory model); step times at
+large gradient accumulation are extrapolated from G = 1 and G = 2, which is exact for the
+simulator (see :mod:`zsim.decide.evaluate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..decide.autoconfig import read_user_config
+from ..decide.evaluate import Evaluator, make_setting
+from ..decide.space import Candidate
+from ..errors import ZsimInputError
+from ..hardware import HardwareProfile
+from ..model import load_model
+
+STAGES = (0, 1, 2, 3)
+SCALING_NODES = (1, 2, 4, 8, 16, 32, 64)
+MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One predicted point of a curve (tokens/s is None when the run does not fit)."""
+
+    x: int
+    tokens_per_s: float | None
+    peak_memory_bytes: int
+    fits: bool
+
+
+@dataclass(frozen=True)
+class MemoryPoint:
+    """Per-GPU bytes at N GPUs: ZeRO-3 (peak, model states) and the stage-0 baseline / N."""
+
+    gpus: int
+    zero3_peak_bytes: int
+    zero3_states_bytes: int
+    baseline_peak_over_n: float
+    baseline_states_over_n: float
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """All a report shows."""
+
+    plan: Any                      # zsim.plan.PlanResult
+    best: Any                      # Prediction of the winner, with its timeline
+    per_stage: dict[int, Any]      # stage -> Prediction at the winner's batch and checkpointing
+    scaling: dict[int, list[Point]]
+    micro: dict[int, list[Point]]
+    memory_vs_n: list[MemoryPoint]
+    nodes: int | None
+    gpus: int | None
+
+
+def _tokens_per_s(predict: Callable, grad_accum: int, **kw: Any) -> tuple[Any, float]:
+    """(prediction at G = 1, tokens/s at ``grad_accum``) by linear extrapolation in G."""
+    p1 = predict(grad_accum=1, **kw)
+    if grad_accum == 1:
+        return p1, p1.tokens_per_s
+    p2 = predict(grad_accum=2, **kw)
+    step = p1.step_time_s + (grad_accum - 1) * (p2.step_time_s - p1.step_time_s)
+    # tokens per step grow with G: tokens(G) = tokens(1) * G.
+    return p1, p1.tokens_per_s * p1.step_time_s * grad_accum / step
+
+
+def collect(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None = None,
+            nodes: int | None = None, seq: int | None = None, global_batch: int | None = None,
+            hardware: str | Path | HardwareProfile | None = None,
+            scaling_nodes: tuple[int, ...] = SCALING_NODES, micro_batches: tuple[int, ...] = MICRO_BATCHES,
+            progress: Callable | None = None) -> ReportData:
+    """Plan, then predict what the figures need."""
+    from ..plan import plan
+    from ..predict import predict
+
+    spec = load_model(model)
+    result = plan(spec, topo, gpus=gpus, nodes=nodes, seq=seq, global_batch=global_batch, hardware=hardware,
+                  progress=progress)
+    if result.best is None:
+        closest = min(result.rejected, key=lambda r: r.memory.overflow_bytes)
+        raise ZsimInputError(f"report: no configuration of {spec.name} fits on {topo}; closest "
+                             f"{closest.candidate.label()}: {closest.reason()}")
+    c = result.best.candidate
+    hw = make_setting(spec, topo, gpus, nodes, hardware, result.seq_len, read_user_config(None)).hardware
+    base = dict(model=spec, topo=topo, hardware=hw, seq=result.seq_len)
+    best = predict(**base, gpus=gpus, nodes=nodes, ds_config=result.best.ds_config,
+                   activation_checkpointing=c.activation_checkpointing, keep_timeline=True)
+    common = dict(base, micro_batch=c.micro_batch, activation_checkpointing=c.activation_checkpointing)
+    per_stage = {s: predict(**common, gpus=gpus, nodes=nodes, stage=s, grad_accum=c.grad_accum) for s in STAGES}
+    scaling: dict[int, list[Point]] = {}
+    for s in STAGES:
+        scaling[s] = []
+        for n in scaling_nodes:
+            try:
+                p1, tps = _tokens_per_s(predict, c.grad_accum, **common, nodes=n, stage=s)
+            except ZsimInputError:
+                continue   # the topology has fewer nodes
+            scaling[s].append(Point(n, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
+    per_rank = c.micro_batch * c.grad_accum
+    micro: dict[int, list[Point]] = {}
+    for s in STAGES:
+        micro[s] = []
+        for m in micro_batches:
+            if per_rank % m:
+                continue
+            p1, tps = _tokens_per_s(predict, per_rank // m, **dict(common, micro_batch=m), gpus=gpus,
+                                    nodes=nodes, stage=s)
+            micro[s].append(Point(m, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
+    return ReportData(plan=result, best=best, per_stage=per_stage, scaling=scaling, micro=micro,
+                      memory_vs_n=_memory_vs_n(spec, topo, hw, result.seq_len, c, scaling_nodes),
+                      nodes=nodes, gpus=gpus)
+
+
+def _memory_vs_n(spec, topo, hw, seq, c: Candidate, scaling_nodes) -> list[MemoryPoint]:
+    """ZeRO-3 per-GPU memory against the guides' Memory_baseline / N."""
+    user = read_user_config(None)
+    out = []
+    for n in scaling_nodes:
+        try:
+            setting = make_setting(spec, topo, None, n, hw, seq, user)
+        except ZsimInputError:
+            continue
+        ev = Evaluator(setting)
+        z3 = ev.memory(Candidate(3, "none", "none", c.micro_batch, 1, c.activation_checkpointing,
+                                 c.reduce_bucket_size, c.prefetch_bucket_size))
+        z0 = ev.memory(Candidate(0, "none", "none", c.micro_batch, 1, c.activation_checkpointing,
+                                 c.reduce_bucket_size, c.prefetch_bucket_size))
+        states = ("params", "grads", "optimizer_states")
+        world = setting.world_size
+        out.append(MemoryPoint(world, z3.peak_bytes, sum(z3.breakdown.get(k, 0) for k in states),
+                               z0.peak_bytes / world, sum(z0.breakdown.get(k, 0) for k in states) / world))
+    return out

@@ -1,0 +1,131 @@
+"""Report figures (matplotlib, Agg backend), each returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping
+
+GIB = 2**30
+_DPI = 72
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float) -> None:
+    terms: list[str] = []
+    for p in per_stage.values():
+        for k, v in getattr(p, attr).items():
+            if v > 0 and k not in terms:
+                terms.append(k)
+    stages = sorted(per_stage)
+    bottom = [0.0] * len(stages)
+    cmap = _plt().get_cmap("tab10")
+    for i, term in enumerate(terms):
+        vals = [getattr(per_stage[s], attr).get(term, 0) / scale for s in stages]
+        ax.bar([f"ZeRO-{s}" for s in stages], vals, bottom=bottom, label=term, color=cmap(i % 10))
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def memory_by_stage(per_stage: Mapping[int, Any]) -> bytes:
+    """Stacked per-GPU memory terms per stage, with the GPU's memory as a line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _stacked(ax, per_stage, "memory_breakdown", GIB)
+    gpu = next(iter(per_stage.values())).gpu_memory_bytes / GIB
+    ax.axhline(gpu, color="red", linestyle="--", linewidth=1)
+    ax.text(-0.4, gpu * 1.01, f"GPU memory {gpu:.0f} GiB", color="red", fontsize=8, va="bottom")
+    ax.set_ylabel("GiB per GPU (peak)")
+    ax.set_title("Memory breakdown per ZeRO stage")
+    return _png(fig)
+
+
+def time_by_stage(per_stage: Mapping[int, Any]) -> bytes:
+    """Stacked step-time categories per stage (compute, exposed comm per link, offload, optimizer)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _stacked(ax, per_stage, "time_breakdown", 1.0)
+    ax.set_ylabel("seconds per optimizer step")
+    ax.set_title("Step-time breakdown per ZeRO stage")
+    return _png(fig)
+
+
+def gantt(timeline: Any, title: str) -> bytes:
+    """One step as a Gantt chart: one row per stream, one colour per category."""
+    plt = _plt()
+    streams = sorted({s.stream for s in timeline.spans},
+                     key=lambda s: ("compute", "comm", "h2d", "d2h", "cpu").index(s)
+                     if s in ("compute", "comm", "h2d", "d2h", "cpu") else 9)
+    groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for s in timeline.spans:
+        groups.setdefault((s.stream, s.category), []).append((s.start_s, max(s.end_s - s.start_s, 0.0)))
+    cats = sorted({c for _, c in groups})
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(streams) + 1.6))
+    for (stream, cat), bars in groups.items():
+        row = streams.index(stream)
+        ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=cmap(cats.index(cat) % 10),
+                       label=cat if cat not in ax.get_legend_handles_labels()[1] else None)
+    ax.set_yticks(range(len(streams)), streams)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)
+
+
+def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ideal: bool = False) -> bytes:
+    """tokens/s per stage against x; points that do not fit are marked × on the axis."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cmap = plt.get_cmap("tab10")
+    for i, (stage, points) in enumerate(sorted(series.items())):
+        fit = [(p.x, p.tokens_per_s) for p in points if p.tokens_per_s is not None]
+        miss = [p.x for p in points if p.tokens_per_s is None]
+        if fit:
+            ax.plot(*zip(*fit), marker="o", color=cmap(i), label=f"ZeRO-{stage}")
+            if ideal:
+                x0, y0 = fit[0]
+                ax.plot([p.x for p in points], [y0 * p.x / x0 for p in points], linestyle=":",
+                        color=cmap(i), linewidth=1)
+        if miss:
+            ax.plot(miss, [0] * len(miss), marker="x", linestyle="none", color=cmap(i),
+                    label=f"ZeRO-{stage}: does not fit" if miss else None)
+    if log2x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("tokens/s (whole job)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def memory_vs_n(points: list) -> bytes:
+    """ZeRO-3 per-GPU memory against Memory_baseline / N (model states and peak)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    n = [p.gpus for p in points]
+    ax.plot(n, [p.zero3_states_bytes / GIB for p in points], "o-", label="ZeRO-3 model states")
+    ax.plot(n, [p.baseline_states_over_n / GIB for p in points], "--", label="baseline model states / N")
+    ax.plot(n, [p.zero3_peak_bytes / GIB for p in points], "s-", label="ZeRO-3 peak")
+    ax.plot(n, [p.baseline_peak_over_n / GIB for p in points], ":", label="baseline peak / N")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("GPUs (N)")
+    ax.set_ylabel("GiB per GPU")
+    ax.set_title("Memory_ZeRO3 vs Memory_baseline / N")
+    ax.legend(fontsize=8)
+    return _png(fig)
