@@ -212,29 +212,29 @@ def test_profile_without_a_link_type_is_named():
         collective_cost(c, no_ib, "all_gather", 2**20)
 
 
-def test_cost_is_cached_and_fast_at_8192_gpus():
-    t0 = time.perf_counter()
+def test_cost_is_cached_at_8192_gpus():
     c = load_topology("dgx-h100").cluster(nodes=1024)
-    assert time.perf_counter() - t0 < 1.0
     hw = load_profile(c.hardware)
     first = collective_cost(c, hw, "all_gather", 123456789)
     assert collective_cost(c, hw, "all_gather", 123456789) is first
-    t0 = time.perf_counter()
-    for i in range(5000):
-        collective_cost(c, hw, ("all_gather", "reduce_scatter")[i % 2], 2**20 + i)
-    assert time.perf_counter() - t0 < 1.0
 
 
-def test_cost_does_not_grow_with_cluster_size():
-    hw = load_profile("h100-sxm")
-    timings = []
+def test_cluster_cost_does_not_build_per_node_graphs(monkeypatch):
+    # Speed is measured in bench/; here we check the reason it is flat: the summary adds
+    # ONE node to its graph, whatever the node count.
+    import zsim.network.summary as summary
+    added = []
+    real = summary.add_node_graph
+
+    def spy(g, node, index, *a, **kw):
+        added.append(index)
+        return real(g, node, index, *a, **kw)
+
+    monkeypatch.setattr(summary, "add_node_graph", spy)
+    topo = load_topology("dgx-h100")
     for nodes in (8, 1024):
-        c = load_topology("dgx-h100").cluster(nodes=nodes)
-        t0 = time.perf_counter()
-        for i in range(2000):
-            collective_cost(c, hw, "all_reduce", 3**13 + i)
-        timings.append(time.perf_counter() - t0)
-    assert timings[1] < 3 * timings[0] + 0.05
+        summary.summarize(topo.spec, topo.gpus_per_node, nodes)
+    assert added == [0, 0]
 
 
 def test_all_to_all_feels_oversubscription_even_when_packed(tmp_path):

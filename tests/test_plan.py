@@ -199,23 +199,25 @@ def test_cli_plan_writes_the_winner_config(tmp_path, capsys):
 
 def test_real_search_matches_exhaustive_enumeration():
     # Small real grid: stage 2 pinned, 8 GPUs, global batch 64 -> micro 1..8, checkpointing
-    # on/off, 3 reduce buckets, offload none/cpu. The pruned, extrapolating search must find
-    # the same best as predicting every configuration at its real grad_accum.
+    # on/off, overlap_comm on/off, 3 reduce buckets, offload none/cpu. The pruned,
+    # extrapolating search must find the same best as predicting every configuration at its
+    # real grad_accum.
     from zsim.predict import predict
     result = plan("llama-2-7b", "dgx-a100", global_batch=64, seq=1024, constraints=Constraints(stage=2))
     best = None
-    for micro, ckpt, bucket, oo in itertools.product((1, 2, 4, 8), (False, True),
-                                                     (50_000_000, 200_000_000, 500_000_000), ("none", "cpu")):
-        zero = {"stage": 2, "reduce_bucket_size": bucket}
+    for micro, ckpt, bucket, oo, overlap in itertools.product(
+            (1, 2, 4, 8), (False, True), (50_000_000, 200_000_000, 500_000_000), ("none", "cpu"), (False, True)):
+        zero = {"stage": 2, "reduce_bucket_size": bucket, "overlap_comm": overlap}
         if oo == "cpu":
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         p = predict("llama-2-7b", "dgx-a100", ds_config={"bf16": {"enabled": True}, "gradient_clipping": 1.0,
                                                           "zero_optimization": zero},
                     micro_batch=micro, grad_accum=64 // (8 * micro), seq=1024, activation_checkpointing=ckpt)
         if p.fits and (best is None or p.tokens_per_s > best[0]):
-            best = (p.tokens_per_s, (micro, ckpt, bucket, oo))
+            best = (p.tokens_per_s, (micro, ckpt, bucket, oo, overlap))
     c = result.best.candidate
-    assert (c.micro_batch, c.activation_checkpointing, c.reduce_bucket_size, c.offload_optimizer) == best[1]
+    assert (c.micro_batch, c.activation_checkpointing, c.reduce_bucket_size, c.offload_optimizer,
+            c.overlap_comm) == best[1]
     assert result.best.prediction.tokens_per_s == pytest.approx(best[0], rel=1e-9)
 
 

@@ -76,7 +76,8 @@ class PlanResult:
             return {"stage": c.stage, "offload_optimizer": c.offload_optimizer,
                     "offload_param": c.offload_param, "micro_batch": c.micro_batch,
                     "grad_accum": c.grad_accum, "activation_checkpointing": c.activation_checkpointing,
-                    "reduce_bucket_size": c.reduce_bucket_size, "prefetch_bucket_size": c.prefetch_bucket_size}
+                    "reduce_bucket_size": c.reduce_bucket_size, "prefetch_bucket_size": c.prefetch_bucket_size,
+                    "overlap_comm": c.overlap_comm}
         return {
             "model": self.model, "num_parameters": self.num_parameters, "topology": self.topology,
             "world_size": self.world_size, "seq_len": self.seq_len,
@@ -157,7 +158,8 @@ def build_space(user: UserConfig, pinned: Constraints, data_parallel: int, seq_l
         micro_batches=micros, grad_accums=gas, checkpointing=ckpt,
         reduce_buckets=_axis(fixed, pinned, "reduce_bucket_size", REDUCE_BUCKETS),
         prefetch_buckets=_axis(fixed, pinned, "prefetch_bucket_size", PREFETCH_BUCKETS),
-        global_batch=gb, global_batch_note=note)
+        global_batch=gb, global_batch_note=note,
+        overlap_comm=(fixed["overlap_comm"],) if "overlap_comm" in fixed else None)
     if not any(True for _ in space.structures()):
         raise ZsimInputError("no valid configuration in the search space (offload_param needs stage 3, "
                              "offload_optimizer needs stage >= 1)")

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 
 from ..errors import ZsimInputError
-
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$", re.I)
-_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
-          "T": 1e12, "TB": 1e12, "KI": 2**10, "KIB": 2**10, "MI": 2**20, "MIB": 2**20,
-          "GI": 2**30, "GIB": 2**30, "TI": 2**40, "TIB": 2**40}
-
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (accepts 2e3)."""
@@ -22,17 +15,6 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if not math.isfinite(value) or not value.is_integer() or value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(value)
-
-
-def byte_size(text: str) -> int:
-    """argparse type: bytes as 1048576, 1e9, 256MiB or 1GB; must be positive."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected a size like 1e9 or 256MiB, got {text!r}")
-    value = float(m.group(1)) * _UNITS[(m.group(2) or "").upper()]
-    if not math.isfinite(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"size must be at least 1 byte, got {text!r}")
     return int(value)
 
 

@@ -31,6 +31,7 @@ AXIS_KEYS: Mapping[str, str] = {
     "train_batch": "train_batch_size",
     "reduce_bucket_size": "zero_optimization.reduce_bucket_size",
     "prefetch_bucket_size": "zero_optimization.stage3_prefetch_bucket_size",
+    "overlap_comm": "zero_optimization.overlap_comm",
 }
 
 _MISSING = object()
@@ -108,6 +109,11 @@ def read_user_config(source: str | Path | Mapping[str, Any] | None) -> UserConfi
             fixed[axis] = device
     if zero.get("cpu_offload") is True and "offload_optimizer" not in fixed:
         fixed["offload_optimizer"] = "cpu"       # deprecated alias DeepSpeed still reads
+    overlap = zero.get("overlap_comm")
+    if overlap is not None and not _is_auto(overlap):
+        if not isinstance(overlap, bool):
+            raise ZsimInputError(f"ds_config: zero_optimization.overlap_comm must be true or false, got {overlap!r}")
+        fixed["overlap_comm"] = overlap
     for axis, key in (("micro_batch", "train_micro_batch_size_per_gpu"),
                       ("grad_accum", "gradient_accumulation_steps"), ("train_batch", "train_batch_size")):
         value = raw.get(key)
@@ -145,6 +151,8 @@ def candidate_config(user: UserConfig, cand: Candidate, data_parallel: int) -> d
     if "prefetch_bucket_size" not in user.fixed and cand.stage == 3:
         zero.pop("prefetch_bucket_size", None)
         zero["stage3_prefetch_bucket_size"] = cand.prefetch_bucket_size
+    if "overlap_comm" not in user.fixed and cand.stage > 0:
+        zero["overlap_comm"] = cand.overlap_comm
     cfg["zero_optimization"] = zero
     for axis, key, value in (("micro_batch", "train_micro_batch_size_per_gpu", cand.micro_batch),
                              ("grad_accum", "gradient_accumulation_steps", cand.grad_accum),

@@ -180,7 +180,8 @@ def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: i
     rows = []
     for stage, oo, op in ROWS:
         for ckpt in checkpointing:
-            cand = Candidate(stage, oo, op, micro_batch, 1, ckpt, 200_000_000, 50_000_000)
+            cand = Candidate(stage, oo, op, micro_batch, 1, ckpt, 200_000_000, 50_000_000,
+                             overlap_comm=stage == 3)   # DeepSpeed's default
             i, fit, nofit = _largest(ladder, base, cand)
             rows.append(CapacityRow(
                 stage, oo, op, ckpt, ladder[i] if i >= 0 else None, fit.peak_bytes if fit else 0,

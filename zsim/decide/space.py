@@ -44,19 +44,21 @@ class Candidate:
     activation_checkpointing: bool
     reduce_bucket_size: int
     prefetch_bucket_size: int
+    overlap_comm: bool = False
 
     @property
     def structure(self) -> tuple:
         """Everything except bucket sizes: the unit the first search phase ranks."""
         return (self.stage, self.offload_optimizer, self.offload_param, self.micro_batch,
-                self.grad_accum, self.activation_checkpointing)
+                self.grad_accum, self.activation_checkpointing, self.overlap_comm)
 
     def label(self) -> str:
         """Short human-readable name, e.g. ``Z3 off=cpu/none mb=2 ga=4 ckpt``."""
         off = f" off={self.offload_optimizer}/{self.offload_param}" if (
             self.offload_optimizer != "none" or self.offload_param != "none") else ""
         ckpt = " ckpt" if self.activation_checkpointing else ""
-        return f"Z{self.stage}{off} mb={self.micro_batch} ga={self.grad_accum}{ckpt}"
+        overlap = " overlap" if self.overlap_comm and self.stage in (1, 2) else ""
+        return f"Z{self.stage}{off} mb={self.micro_batch} ga={self.grad_accum}{ckpt}{overlap}"
 
     def with_grad_accum(self, grad_accum: int) -> "Candidate":
         """The same candidate at another gradient-accumulation count."""
@@ -78,6 +80,7 @@ class SearchSpace:
     prefetch_buckets: tuple[int, ...]
     global_batch: int | None
     global_batch_note: str = ""
+    overlap_comm: tuple[bool, ...] | None = None   # None: both in stages 1/2, DeepSpeed's default else
 
     def batches(self) -> Iterator[tuple[int, int]]:
         """(micro_batch, grad_accum) pairs that satisfy the batch identity."""
@@ -102,8 +105,17 @@ class SearchSpace:
                         continue
                     for micro, ga in self.batches():
                         for ckpt in self.checkpointing:
-                            yield Candidate(stage, oo, op, micro, ga, ckpt,
-                                            self.reduce_buckets[0], self.prefetch_buckets[0])
+                            for overlap in self._overlaps(stage):
+                                yield Candidate(stage, oo, op, micro, ga, ckpt, self.reduce_buckets[0],
+                                                self.prefetch_buckets[0], overlap)
+
+    def _overlaps(self, stage: int) -> tuple[bool, ...]:
+        if stage == 0:
+            return (False,)          # stage 0 all-reduces through the engine
+        if self.overlap_comm is not None:
+            return self.overlap_comm
+        # DeepSpeed's default is on for stage 3; stages 1/2 default to off but may gain from it.
+        return (False, True) if stage in (1, 2) else (True,)
 
     def bucket_variants(self, cand: Candidate) -> list[Candidate]:
         """``cand`` at every bucket combination (prefetch only matters in stage 3)."""

@@ -36,6 +36,7 @@ def side_by_side_cells(ranked: Sequence[Any]) -> tuple[list[str], list[list[str]
         row("grad-accum", lambda r: str(r.candidate.grad_accum)),
         row("global batch", lambda r: str(r.prediction.train_batch)),
         row("act. checkpointing", lambda r: "on" if r.candidate.activation_checkpointing else "off"),
+        row("overlap_comm", lambda r: ("on" if r.candidate.overlap_comm else "off") if r.candidate.stage else "-"),
         row("reduce bucket", lambda r: f"{r.candidate.reduce_bucket_size:.0e}" if r.candidate.stage else "-"),
         row("prefetch bucket", lambda r: f"{r.candidate.prefetch_bucket_size:.0e}" if r.candidate.stage == 3 else "-"),
         row("step time", lambda r: f"{r.prediction.step_time_s:.3f} s"),

@@ -127,7 +127,7 @@ def _memory_vs_n(spec, topo, hw, seq, c: Candidate, scaling_nodes) -> list[Memor
             continue
         ev = Evaluator(setting)
         z3 = ev.memory(Candidate(3, "none", "none", c.micro_batch, 1, c.activation_checkpointing,
-                                 c.reduce_bucket_size, c.prefetch_bucket_size))
+                                 c.reduce_bucket_size, c.prefetch_bucket_size, overlap_comm=True))
         z0 = ev.memory(Candidate(0, "none", "none", c.micro_batch, 1, c.activation_checkpointing,
                                  c.reduce_bucket_size, c.prefetch_bucket_size))
         states = ("params", "grads", "optimizer_states")
