@@ -62,6 +62,7 @@ class Prediction:
     exposed_comm_s: float
     time_breakdown: Mapping[str, float]
     comm_busy_s: Mapping[str, float]
+    link_utilisation: Mapping[str, float]
     collectives: Mapping[str, Mapping[str, int]]
     notes: tuple[str, ...] = ()
     timeline: Timeline | None = field(default=None, repr=False, compare=False)
@@ -74,6 +75,22 @@ class Prediction:
         out.pop("ds_config_resolved")
         out["notes"] = list(self.notes)
         return out
+
+
+def _link_utilisation(ops, cluster, hw: HardwareProfile, step_s: float) -> dict[str, float]:
+    """Fraction of the step each link type is busy (summed over the rank's collectives)."""
+    from .collectives import collective_cost
+    from .ops import LOGGER_TO_COLLECTIVE
+
+    busy: dict[str, float] = {}
+    for op in ops:
+        if op.kind != "collective":
+            continue
+        cost = collective_cost(cluster, hw, LOGGER_TO_COLLECTIVE[op.collective], int(op.buffer_bytes),
+                               group=op.group)
+        for link, sec in (cost.link_busy_s or {}).items():
+            busy[link] = busy.get(link, 0.0) + sec
+    return {k: min(v / step_s, 1.0) for k, v in sorted(busy.items())}
 
 
 def _collective_timer(cluster, hw: HardwareProfile):
@@ -173,6 +190,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         model_states_bytes=memory.model_states_bytes, exposed_comm_s=exposed_comm,
         time_breakdown=breakdown,
         comm_busy_s={k: v for k, v in timeline.busy_s.items() if k.startswith("comm:")},
+        link_utilisation=_link_utilisation(schedule.ops, cluster, hw, step_s),
         collectives=schedule.collectives, notes=tuple(run.notes) + run_notes,
         timeline=timeline if keep_timeline else None, ds_config_resolved=run.resolved,
     )

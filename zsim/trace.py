@@ -12,8 +12,13 @@ from .system import Timeline
 _TRACKS = ("compute", "comm", "h2d", "d2h", "cpu")
 
 
-def trace_events(timeline: Timeline, label: str = "rank 0") -> dict[str, Any]:
-    """The Chrome trace-event object for ``timeline`` (times in microseconds)."""
+def trace_events(timeline: Timeline, label: str = "rank 0",
+                 link_utilisation: dict[str, float] | None = None) -> dict[str, Any]:
+    """The Chrome trace-event object for ``timeline`` (times in microseconds).
+
+    ``link_utilisation`` (fraction of the step each link type is busy) goes into the
+    trace's metadata and as one counter track per link type.
+    """
     tids = {s: i for i, s in enumerate(_TRACKS)}
     events: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": 0, "tid": 0, "args": {"name": f"zsim {label}"}}]
@@ -25,9 +30,14 @@ def trace_events(timeline: Timeline, label: str = "rank 0") -> dict[str, Any]:
         events.append({"ph": "X", "name": s.name, "cat": s.category, "pid": 0,
                        "tid": tids.get(s.stream, len(tids)),
                        "ts": round(s.start_s * 1e6, 3), "dur": round((s.end_s - s.start_s) * 1e6, 3)})
-    return {"traceEvents": events, "displayTimeUnit": "ms"}
+    for link, frac in sorted((link_utilisation or {}).items()):
+        events.append({"ph": "C", "name": f"{link} utilisation", "pid": 0, "ts": 0,
+                       "args": {"fraction": round(frac, 6)}})
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "metadata": {"link_utilisation": dict(sorted((link_utilisation or {}).items()))}}
 
 
-def write_trace(path: str | Path, timeline: Timeline, label: str = "rank 0") -> Path:
+def write_trace(path: str | Path, timeline: Timeline, label: str = "rank 0",
+                link_utilisation: dict[str, float] | None = None) -> Path:
     """Write the trace of ``timeline`` to ``path`` atomically."""
-    return atomic_write_json(path, trace_events(timeline, label))
+    return atomic_write_json(path, trace_events(timeline, label, link_utilisation))

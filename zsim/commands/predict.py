@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
                    activation_checkpointing=args.activation_checkpointing,
                    keep_timeline=bool(args.trace))
     if args.trace:
-        write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}")
+        write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
+                    link_utilisation=dict(pred.link_utilisation))
     if not args.no_output:
         write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR)
     if args.json:
