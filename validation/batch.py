@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from plan import PLAN, ds_config  # noqa: E402
+from plan import PLANS, ds_config  # noqa: E402
 
 
 def log(path: Path, rec: dict) -> None:
@@ -64,7 +64,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--only", default="")
     p.add_argument("--start", type=int, default=0)
-    p.add_argument("--stop", type=int, default=len(PLAN))
+    p.add_argument("--stop", type=int, default=10**6)
+    p.add_argument("--plan", default="h200-1gpu", help="|".join(PLANS) + " or both joined by +")
+    p.add_argument("--nccl-gpus", type=int, default=0, help="run the NCCL sweep on N GPUs first")
     p.add_argument("--deadline-s", type=float, default=1e9, help="seconds from now; no run starts past it")
     p.add_argument("--torchrun-first", type=int, default=0, help="launch the first N runs via torchrun")
     p.add_argument("--microbench-after", type=int, default=-1,
@@ -81,8 +83,15 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     blog = out / "batch.jsonl"
     only = [s for s in args.only.split(",") if s]
-    runs = [r for r in PLAN if r.run_id in only] if only else list(PLAN[args.start:args.stop])
+    plan = [r for name in args.plan.split("+") for r in PLANS[name]]
+    runs = [r for r in plan if r.run_id in only] if only else list(plan[args.start:args.stop])
     env = dict(os.environ)
+    if args.nccl_gpus > 1:
+        rc, wall, killed = run_one([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node", str(args.nccl_gpus), str(HERE / "microbench" / "nccl.py"),
+                                    "--output", str(out / f"nccl_{args.nccl_gpus}gpu.json")], env, 150,
+                                   out / "nccl.log")
+        log(blog, {"event": "nccl", "rc": rc, "wall_s": round(wall, 1), "killed": killed})
     failures = done = 0
     for i, r in enumerate(runs):
         if i == args.microbench_after:
@@ -108,10 +117,12 @@ def main(argv=None) -> int:
         if r.ac:
             train.append("--activation-checkpointing")
         run_env = dict(env)
-        if i < args.torchrun_first:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"] + train
+        if i < args.torchrun_first or r.gpus > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", str(r.gpus)] + train
         else:  # one process, the environment torchrun would give it (saves the agent's start-up)
             cmd = [sys.executable] + train
+            run_env.setdefault("CUDA_VISIBLE_DEVICES", "0")
             run_env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29600 + i))
         (d / "launch.txt").write_text(" ".join(cmd) + "\n")

@@ -31,17 +31,19 @@ class Run:
     seq: int
     ac: bool = False
     offload: str = "none"  # none | opt (optimizer to CPU) | all (optimizer and params to CPU, stage 3)
+    gpus: int = 1
 
     @property
     def run_id(self) -> str:
         off = {"none": "", "opt": "-offopt", "all": "-offall"}[self.offload]
         return (f"{self.model}-z{self.stage}{off}-mb{self.mb}-ga{self.ga}-s{self.seq}"
-                f"{'-ac' if self.ac else ''}")
+                f"{'-ac' if self.ac else ''}{f'-g{self.gpus}' if self.gpus > 1 else ''}")
 
     def timeout_s(self) -> int:
         base = {"llama-0.13b": 90, "llama-0.55b": 100, "tinyllama-1.1b": 120, "llama-3b": 170,
                 "llama-2-7b": 240}[self.model]
-        return base + (90 if self.offload != "none" else 0) + (30 if self.ga > 1 else 0)
+        return (base + (90 if self.offload != "none" else 0) + (30 if self.ga > 1 else 0)
+                + (20 if self.gpus > 1 else 0))
 
 
 def ds_config(r: Run) -> dict:
@@ -107,6 +109,20 @@ PLAN: tuple[Run, ...] = (
     Run(L, 0, 1, 1, 4096, ac=True),
 )
 
+#: runs on two GPUs of one node (NVLink), for collective timing under real overlap
+PLAN_2GPU: tuple[Run, ...] = (
+    Run(L, 2, 4, 1, 2048, gpus=2),
+    Run(L, 3, 4, 1, 2048, gpus=2),
+    Run(S, 2, 4, 1, 1024, gpus=2),
+    Run(XL, 3, 2, 1, 2048, ac=True, gpus=2),
+    Run(L, 1, 4, 1, 2048, gpus=2),
+    Run(M, 3, 8, 1, 1024, ac=True, gpus=2),
+    Run(S, 3, 4, 1, 1024, gpus=2),
+    Run(XL, 2, 4, 1, 1024, ac=True, gpus=2),
+)
+
+PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU}
+
 
 def split_of(model: str) -> str:
     """'fit' or 'eval' for a model preset name."""
@@ -119,10 +135,10 @@ def main(argv=None) -> int:
     p.add_argument("--write", default=None)
     p.add_argument("--json", action="store_true", help="print the plan as JSON lines")
     args = p.parse_args(argv)
-    ids = [r.run_id for r in PLAN]
+    ids = [r.run_id for plan in PLANS.values() for r in plan]
     if len(set(ids)) != len(ids):
         raise SystemExit("duplicate run ids in PLAN")
-    for r in PLAN:
+    for r in (r for plan in PLANS.values() for r in plan):
         if args.json:
             print(json.dumps({"run_id": r.run_id, **asdict(r), "timeout_s": r.timeout_s()}))
         elif args.list:

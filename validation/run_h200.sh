@@ -15,6 +15,9 @@ if ! python3 -c "import deepspeed" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site || { echo "wheel install failed"; exit 3; }
 fi
+if ls .extpkg/ext.tgz.part-* >/dev/null 2>&1; then   # JIT builds from an earlier call
+  cat .extpkg/ext.tgz.part-* | tar xz && find .ext -type f -exec touch {} +   # newer than the fresh sources: ninja skips
+fi
 { nvidia-smi; nproc; free -g; python3 -c "import torch, deepspeed, transformers; print(torch.__version__, deepspeed.__version__, transformers.__version__)"; } > "$W/env.txt" 2>&1
 echo "setup $(( $(date +%s) - t0 ))s"; tail -1 "$W/env.txt"
 timeout 570 python3 validation/batch.py --out "$W/runs" "$@" 2>&1 | grep --line-buffered '^{' | cut -c1-220
@@ -22,5 +25,5 @@ echo "batch done at $(( $(date +%s) - t0 ))s"
 cp "$W/runs/microbench.json" "$OUTDIR/microbench.json" 2>/dev/null
 cp "$W/runs/batch.jsonl" "$OUTDIR/batch.jsonl" 2>/dev/null
 tar czf "$OUTDIR/results.tgz" -C "$W" . && rm -rf "$W"
-tar czf "$OUTDIR/ext.tgz" .ext
+tar czf - .ext | split -b 15M - "$OUTDIR/ext.tgz.part-"
 ls -la "$OUTDIR"

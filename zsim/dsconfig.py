@@ -23,6 +23,14 @@ from .model import ModelSpec
 
 AUTO = "auto"
 
+#: Deepest nesting accepted in a config (real ones nest 3-4 levels); deeper ones would exhaust
+#: Python's recursion limit when copied, so they are refused with a clear message instead.
+MAX_NESTING = 64
+
+#: Most micro-steps per optimizer step: the simulator replays every one, so a typo like
+#: 1e9 would run for hours and exhaust memory instead of giving an answer.
+MAX_GRAD_ACCUM = 10_000
+
 #: DeepSpeed 0.19.8 defaults of the ZeRO keys zsim models (runtime/zero/config.py:95-377).
 ZERO_DEFAULTS: dict[str, Any] = {
     "stage": 0,
@@ -136,6 +144,15 @@ class RunConfig:
 
 # ---- reading values -------------------------------------------------------------------------
 
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error stays one readable line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer beyond Python's 4300-digit str() limit
+        return "an integer of more than 4300 digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_auto(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == AUTO
 
@@ -144,34 +161,38 @@ def _as_int(value: Any, key: str, *, minimum: int = 0) -> int:
     """An integer from JSON (1, 2e8, 2.0e8, "2e8"); errors name ``key``."""
     number: Any = value
     if isinstance(value, bool):
-        raise ZsimInputError(f"ds_config: {key} must be a number, got {value!r}")
+        raise ZsimInputError(f"ds_config: {key} must be a number, got {_show(value)}")
     if isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
-            raise ZsimInputError(f"ds_config: {key} must be a number, got {value!r}") from None
+            raise ZsimInputError(f"ds_config: {key} must be a number, got {_show(value)}") from None
     if not isinstance(number, (int, float)):
-        raise ZsimInputError(f"ds_config: {key} must be a number, got {value!r}")
+        raise ZsimInputError(f"ds_config: {key} must be a number, got {_show(value)}")
     if isinstance(number, float):
         if not math.isfinite(number) or not number.is_integer():
-            raise ZsimInputError(f"ds_config: {key} must be a whole number, got {value!r}")
+            raise ZsimInputError(f"ds_config: {key} must be a whole number, got {_show(value)}")
         number = int(number)
     if number < minimum:
-        raise ZsimInputError(f"ds_config: {key} must be at least {minimum}, got {value!r}")
+        raise ZsimInputError(f"ds_config: {key} must be at least {minimum}, got {_show(value)}")
     return number
 
 
 def _as_bool(value: Any, key: str) -> bool:
     if isinstance(value, bool):
         return value
-    raise ZsimInputError(f"ds_config: {key} must be true or false, got {value!r}")
+    raise ZsimInputError(f"ds_config: {key} must be true or false, got {_show(value)}")
 
 
 def _as_float(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ZsimInputError(f"ds_config: {key} must be a finite number, got {value!r}")
+    try:  # float() of a huge JSON integer overflows
+        finite = not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        finite = False
+    if not finite or isinstance(value, str):
+        raise ZsimInputError(f"ds_config: {key} must be a finite number, got {_show(value)}")
     if value < 0:
-        raise ZsimInputError(f"ds_config: {key} must not be negative, got {value!r}")
+        raise ZsimInputError(f"ds_config: {key} must not be negative, got {_show(value)}")
     return float(value)
 
 
@@ -180,7 +201,7 @@ def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ZsimInputError(f"ds_config: {key} must be an object, got {value!r}")
+        raise ZsimInputError(f"ds_config: {key} must be an object, got {_show(value)}")
     return value
 
 
@@ -189,7 +210,10 @@ def load_ds_config(source: str | Path | Mapping[str, Any] | None) -> dict[str, A
     if source is None:
         return {}
     if isinstance(source, Mapping):
+        _check_nesting(source, "ds_config")
         return copy.deepcopy(dict(source))
+    if not isinstance(source, (str, Path)):
+        raise ZsimInputError(f"ds_config must be a path or a dict, got {_show(source)}")
     path = Path(source)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -201,15 +225,39 @@ def load_ds_config(source: str | Path | Mapping[str, Any] | None) -> dict[str, A
         raise ZsimInputError(f"ds_config file {path} is not UTF-8 text") from None
     except OSError as exc:
         raise ZsimInputError(f"cannot read ds_config file {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ZsimInputError(f"ds_config path {str(path)!r} is not a valid file name") from None
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ZsimInputError(f"malformed JSON in ds_config {path}: {exc.msg} at line {exc.lineno}") from None
+    except ValueError:  # an integer beyond Python's 4300-digit limit
+        raise ZsimInputError(f"ds_config {path}: a number has too many digits") from None
     except RecursionError:
         raise ZsimInputError(f"ds_config {path} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ZsimInputError(f"ds_config {path}: top level must be a JSON object")
+    _check_nesting(data, f"ds_config {path}")
     return data
+
+
+def _check_nesting(data: Any, where: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` and NaN/infinite numbers anywhere
+    (1e400 parses as inf; the resolved config could not be written back as JSON).
+    Iterative, so that deep input cannot exhaust the recursion limit here."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        node, key, depth = stack.pop()
+        items = (node.items() if isinstance(node, Mapping)
+                 else enumerate(node) if isinstance(node, list) else ())
+        for k, child in items:
+            name = f"{key}[{k}]" if isinstance(node, list) else f"{key}.{k}" if key else str(k)
+            if isinstance(child, float) and not math.isfinite(child):
+                raise ZsimInputError(f"{where}: {name!r} must be a finite number, got {child!r}")
+            if isinstance(child, (Mapping, list)):
+                if depth >= MAX_NESTING:
+                    raise ZsimInputError(f"{where} is nested too deeply (more than {MAX_NESTING} levels)")
+                stack.append((child, name, depth + 1))
 
 
 def _reject_constant(name: str) -> Any:
@@ -222,12 +270,12 @@ def _offload_device(section: Any, key: str) -> tuple[str, bool]:
     if section is None:
         return "none", False
     if not isinstance(section, Mapping):
-        raise ZsimInputError(f"ds_config: zero_optimization.{key} must be an object, got {section!r}")
+        raise ZsimInputError(f"ds_config: zero_optimization.{key} must be an object, got {_show(section)}")
     device = section.get("device", "none")
     device = "none" if device is None else device
     if not isinstance(device, str) or device.lower() not in _OFFLOAD_DEVICES:
         raise ZsimInputError(
-            f"ds_config: zero_optimization.{key}.device must be one of none, cpu, nvme; got {device!r}")
+            f"ds_config: zero_optimization.{key}.device must be one of none, cpu, nvme; got {_show(device)}")
     pin = section.get("pin_memory", False)
     return device.lower(), _as_bool(pin, f"zero_optimization.{key}.pin_memory")
 
@@ -238,9 +286,9 @@ def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> t
     for alias, canonical in _ZERO_ALIASES.items():
         if alias in section:
             section.setdefault(canonical, section.pop(alias))
-    unknown = sorted(k for k in section if k not in ZERO_DEFAULTS and k not in _ZERO_OTHER_KEYS)
+    unknown = sorted(str(k) for k in section if k not in ZERO_DEFAULTS and k not in _ZERO_OTHER_KEYS)
     if unknown:
-        raise ZsimInputError(f"ds_config: unknown key zero_optimization.{unknown[0]} "
+        raise ZsimInputError(f"ds_config: unknown key zero_optimization.{unknown[0]!r} "
                              "(DeepSpeed 0.19.8 rejects it)")
     h = model.hidden_size
     # HF Trainer's "auto" rules (transformers integrations/deepspeed.py).
@@ -260,7 +308,7 @@ def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> t
         if key == "stage":
             value = _as_int(value, "zero_optimization.stage")
             if value > 3:
-                raise ZsimInputError(f"ds_config: zero_optimization.stage must be 0-3, got {value}")
+                raise ZsimInputError(f"ds_config: zero_optimization.stage must be 0-3, got {_show(value)}")
         elif key == "overlap_comm":
             value = None if value is None else _as_bool(value, "zero_optimization.overlap_comm")
         elif isinstance(default, bool):
@@ -304,15 +352,16 @@ def resolve_batch(train_batch: int | None, micro: int | None, gas: int | None,
         raise ZsimInputError("ds_config: give train_batch_size or train_micro_batch_size_per_gpu")
     if train_batch != micro * gas * world:
         raise ZsimInputError(
-            f"batch identity broken: train_batch_size {train_batch} != micro_batch {micro} x "
-            f"grad_accum {gas} x data_parallel {world} = {micro * gas * world} (DeepSpeed rejects this)")
+            f"batch identity broken: train_batch_size {_show(train_batch)} != micro_batch {_show(micro)} x "
+            f"grad_accum {_show(gas)} x data_parallel {world} = {_show(micro * gas * world)} "
+            "(DeepSpeed rejects this)")
     return train_batch, micro, gas
 
 
 def _precision(raw: Mapping[str, Any], override: str | None, notes: list[str]) -> str:
     if override is not None:
         if override not in _PRECISIONS:
-            raise ZsimInputError(f"precision must be one of {', '.join(_PRECISIONS)}, got {override!r}")
+            raise ZsimInputError(f"precision must be one of {', '.join(_PRECISIONS)}, got {_show(override)}")
         return override
     enabled = {}
     for key in ("bf16", "fp16"):
@@ -333,14 +382,14 @@ def _comm_dtype_bytes(raw: Mapping[str, Any], precision: str) -> int:
         return 4 if precision == "fp32" else 2
     table = {"fp32": 4, "float32": 4, "fp16": 2, "float16": 2, "bf16": 2, "bfloat16": 2}
     if not isinstance(value, str) or value.lower() not in table:
-        raise ZsimInputError(f"ds_config: communication_data_type must be fp32, fp16 or bf16, got {value!r}")
+        raise ZsimInputError(f"ds_config: communication_data_type must be fp32, fp16 or bf16, got {_show(value)}")
     return table[value.lower()]
 
 
 def _optional_int(raw: Mapping[str, Any], key: str, override: int | None) -> int | None:
     if override is not None:
         if isinstance(override, bool) or not isinstance(override, int) or override < 1:
-            raise ZsimInputError(f"{key} must be a positive integer, got {override!r}")
+            raise ZsimInputError(f"{key} must be a positive integer, got {_show(override)}")
         return override
     value = raw.get(key)
     if value is None or _is_auto(value):
@@ -390,7 +439,7 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
         value = getattr(ov, key)
         if value is not None:
             if value not in _OFFLOAD_DEVICES:
-                raise ZsimInputError(f"--{key.replace('_', '-')} must be none, cpu or nvme, got {value!r}")
+                raise ZsimInputError(f"--{key.replace('_', '-')} must be none, cpu or nvme, got {_show(value)}")
             zero_values[key] = value
     if zero_values["offload_param"] != "none" and zero_values["stage"] != 3:
         raise ZsimInputError(f"offload_param requires ZeRO stage 3 (got stage {zero_values['stage']}); "
@@ -416,6 +465,9 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
     if gas is None and train is None:
         gas = 1
     train, micro, gas = resolve_batch(train, micro, gas, world_size)
+    if gas > MAX_GRAD_ACCUM:
+        raise ZsimInputError(f"gradient_accumulation_steps {_show(gas)} is more than the {MAX_GRAD_ACCUM} "
+                             "micro-steps per optimizer step zsim simulates")
     if _is_auto(raw.get("train_batch_size")):
         notes.append(f"train_batch_size: auto -> {train} (= {micro} x {gas} x {world_size})")
 

@@ -183,7 +183,7 @@ def _num(data: Mapping[str, Any], key: str, where: str, *, positive: bool = True
         raise ZsimInputError(f"{where}.{key}: expected a number, got {value!r}")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer too large for a float
         raise ZsimInputError(f"{where}.{key}: expected a number, got {value!r}") from None
     if not math.isfinite(number):
         raise ZsimInputError(f"{where}.{key}: must be finite, got {value!r}")
@@ -276,12 +276,18 @@ def load_yaml_file(path: Path, what: str) -> Any:
         raise ZsimInputError(f"{what} file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ZsimInputError(f"cannot read {what} file {path}: {exc.__class__.__name__}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ZsimInputError(f"{what} path {str(path)!r} is not a valid file name") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ZsimInputError(f"malformed YAML in {what} file {path}{at}") from None
+    except RecursionError:
+        raise ZsimInputError(f"{what} file {path} is nested too deeply") from None
+    except ValueError:  # an integer beyond Python's 4300-digit limit
+        raise ZsimInputError(f"{what} file {path} holds a number with too many digits") from None
 
 
 def list_profiles() -> list[str]:
@@ -289,13 +295,21 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for names the file system cannot hold (too long, NUL bytes)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def load_profile(name_or_path: str | Path) -> HardwareProfile:
     """Load a shipped profile by name or any profile YAML by path."""
     text = str(name_or_path)
     path = Path(text)
-    if not (text.endswith((".yaml", ".yml")) or path.exists()):
+    if not (text.endswith((".yaml", ".yml")) or _exists(path)):
         path = PROFILE_DIR / f"{text}.yaml"
-        if not path.exists():
+        if not _exists(path):
             raise ZsimInputError(
-                f"unknown hardware profile {text!r} (known: {', '.join(list_profiles())})")
+                f"unknown hardware profile {text[:200]!r} (known: {', '.join(list_profiles())})")
     return profile_from_dict(load_yaml_file(path, "hardware profile"), where=str(path.name))

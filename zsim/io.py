@@ -7,11 +7,14 @@ at most a stray ``.tmp`` file, which is removed on the way out when Python can.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from .errors import ZsimInputError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -41,6 +44,17 @@ def atomic_write_with(path: str | Path, writer: Callable[[Any], Any]) -> Path:
 
 def _atomic(path: str | Path, writer: Callable[[Any], Any]) -> Path:
     target = Path(path)
+    try:
+        return _replace(target, writer)
+    except OSError as exc:  # a bad output path is bad input: one line, exit code 2
+        raise ZsimInputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ZsimInputError(f"cannot write {str(target)!r}: not a valid file name") from None
+
+
+def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

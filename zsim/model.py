@@ -194,11 +194,16 @@ _HF_KEYS = {
 }
 
 
+#: Most decoder layers a config.json may ask for (the largest published models have ~130): the
+#: simulator replays every layer, so a typo like 1e9 would run for hours instead of answering.
+MAX_HF_LAYERS = 1024
+
+
 def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
     value = cfg[key]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # 4096.0: JSON writers that emit floats
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-            return int(value)
         raise ZsimInputError(f"{where}: {key} must be an integer, got {value!r}")
     if value <= 0:
         raise ZsimInputError(f"{where}: {key} must be positive, got {value!r}")
@@ -213,6 +218,9 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
     if missing:
         raise ZsimInputError(f"{name}: model config is missing {', '.join(missing)}")
     kwargs: dict[str, Any] = {field: _int_field(cfg, key, name) for key, field in _HF_KEYS.items()}
+    if kwargs["num_layers"] > MAX_HF_LAYERS:
+        raise ZsimInputError(f"{name}: num_hidden_layers {kwargs['num_layers']} is more than the "
+                             f"{MAX_HF_LAYERS} layers zsim simulates")
     kwargs["num_kv_heads"] = (_int_field(cfg, "num_key_value_heads", name)
                               if cfg.get("num_key_value_heads") is not None else kwargs["num_heads"])
     if cfg.get("head_dim") is not None:
@@ -240,18 +248,25 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
     if key in PRESETS:
         return PRESETS[key]
     path = Path(text)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.exists():
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+        found = path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        found = False
+    if not found:
         raise ZsimInputError(
-            f"unknown model {text!r}: not a preset ({', '.join(sorted(PRESETS))}) and no such file")
+            f"unknown model {text[:200]!r}: not a preset ({', '.join(sorted(PRESETS))}) and no such file")
     try:
         cfg = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ZsimInputError(f"malformed JSON in model config {path}: {exc.__class__.__name__}") from None
     except OSError as exc:
         raise ZsimInputError(f"cannot read model config {path}: {exc.strerror}") from None
-    return from_hf_config(cfg, name=path.parent.name or path.stem)
+    except (RecursionError, ValueError):  # nested too deeply; an integer of over 4300 digits
+        raise ZsimInputError(f"model config {path} is nested too deeply or holds too large a number") from None
+    name = path.parent.name or path.stem
+    return from_hf_config(cfg, name=name if name.isprintable() else repr(name))
 
 
 def scaled(spec: ModelSpec, **changes: Any) -> ModelSpec:

@@ -102,7 +102,9 @@ class Launched:
             per_rank.append(step_difference(data["steps"]))
             if r == 0:
                 sequence = data.get("sequence", [])
-        return {"collectives": per_rank[0], "per_rank": per_rank, "sequence": sequence, "wall_s": wall}
+                trace = data.get("module_trace")
+        return {"collectives": per_rank[0], "per_rank": per_rank, "sequence": sequence,
+                "module_trace": trace, "wall_s": wall}
 
 
 def launch(case: dict) -> Launched:

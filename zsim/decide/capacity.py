@@ -10,7 +10,8 @@ with 8 KV heads from h = 8192 on (as in 70B), full multi-head attention below; v
 shapes just under 70B larger than 70B) are dropped, so size grows strictly along the ladder.
 
 A model fits when zsim's per-GPU memory peak (the same model `zsim predict` uses) is at most
-the GPU's memory. The guides' rule of thumb for 8×A100-80G is printed beside zsim's figures
+the GPU's memory. CPU memory is not a limit here (topologies do not state it): with offload, the
+host bytes each node needs are printed beside the figure. The guides' rule of thumb for 8×A100-80G is printed beside zsim's figures
 with the assumptions under which each figure holds or fails.
 """
 
@@ -92,6 +93,7 @@ class CapacityRow:
     largest_peak_bytes: int
     next_larger: ModelSpec | None      # the first member that does not fit (None: ladder top fits)
     limit: str                         # why the next member does not fit
+    host_bytes_per_node: int = 0       # CPU memory the offloaded states of `largest` need per node
 
     @property
     def largest_params(self) -> int:
@@ -142,7 +144,21 @@ class CapacityResult:
                           "largest_model": r.largest.name if r.largest else None,
                           "largest_params": r.largest_params, "largest_peak_bytes": r.largest_peak_bytes,
                           "next_larger_params": r.next_larger.num_parameters if r.next_larger else None,
-                          "limit": r.limit} for r in self.rows]}
+                          "limit": r.limit, "host_bytes_per_node": r.host_bytes_per_node} for r in self.rows]}
+
+
+#: Host bytes per offloaded parameter: optimizer offload keeps the fp32 master copy, Adam's
+#: m and v and the fp32 gradient partition on the CPU (4 + 4 + 4 + 4); parameter offload
+#: adds the 16-bit parameter partition (2).
+HOST_BYTES_PER_PARAM = {"offload_optimizer": 16, "offload_param": 2}
+
+
+def host_bytes_per_node(params: int, world_size: int, gpus_per_node: int, offload_optimizer: str,
+                        offload_param: str) -> int:
+    """CPU (or NVMe) bytes the offloaded partitions of one node's ranks need."""
+    per_param = (HOST_BYTES_PER_PARAM["offload_optimizer"] if offload_optimizer != "none" else 0) + (
+        HOST_BYTES_PER_PARAM["offload_param"] if offload_param != "none" else 0)
+    return int(per_param * params / world_size * gpus_per_node)
 
 
 def _fits(spec: ModelSpec, base: dict, cand: Candidate) -> MemoryVerdict:
@@ -173,8 +189,11 @@ def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: i
     for name, value in (("--seq", seq), ("--micro-batch", micro_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ZsimInputError(f"{name} must be a positive integer, got {value!r}")
+    from ..network import load_topology
+
     ladder = family()
     first = make_setting(ladder[0], topo, gpus, nodes, hardware, seq, read_user_config(None))
+    per_node = min(first.world_size, load_topology(topo).cluster(gpus=gpus, nodes=nodes).gpus_per_node)
     base = {"topo": topo, "gpus": gpus, "nodes": nodes, "hw": first.hardware, "seq": seq,
             "user": read_user_config(None)}
     rows = []
@@ -183,10 +202,12 @@ def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: i
             cand = Candidate(stage, oo, op, micro_batch, 1, ckpt, 200_000_000, 50_000_000,
                              overlap_comm=stage == 3)   # DeepSpeed's default
             i, fit, nofit = _largest(ladder, base, cand)
+            largest = ladder[i] if i >= 0 else None
             rows.append(CapacityRow(
-                stage, oo, op, ckpt, ladder[i] if i >= 0 else None, fit.peak_bytes if fit else 0,
+                stage, oo, op, ckpt, largest, fit.peak_bytes if fit else 0,
                 ladder[i + 1] if i + 1 < len(ladder) else None,
-                nofit.reason() if nofit else "the largest family member fits"))
+                nofit.reason() if nofit else "the largest family member fits (the ladder ends here)",
+                host_bytes_per_node(largest.num_parameters if largest else 0, first.world_size, per_node, oo, op)))
     result = CapacityResult(
         topology=str(topo), world_size=first.world_size, seq_len=seq,
         micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(rows),
@@ -210,6 +231,8 @@ def _with_rule_of_thumb(res: CapacityResult) -> CapacityResult:
                 continue
             what = (f"offload opt={r.offload_optimizer} param={r.offload_param}, "
                     f"checkpointing {'on' if r.activation_checkpointing else 'off'}: {_fmt_params(r.largest_params)}")
+            if r.host_bytes_per_node:
+                what += f" (needs {r.host_bytes_per_node / 2**40:.1f} TiB CPU memory per node)"
             (holds if r.largest_params >= 0.9 * figure else fails).append(what)
         sign = ">=" if stage == 3 else "~"
         lines.append(f"ZeRO-{stage} {sign} {figure / 1e9:.0f}B (communication {comm}) at seq {res.seq_len}, "

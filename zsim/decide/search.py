@@ -4,8 +4,8 @@
    reject what does not fit (naming the overflowing term), screen the rest at one bucket
    setting, dropping those that provably cannot enter the top ``keep``;
 2. buckets: for the best ``refine`` structures, screen every bucket setting that fits;
-3. finalists: simulate the best ``top_n`` at their real gradient accumulation and rank them
-   by tokens/s.
+3. finalists: simulate the best ``top_n`` structures (each at its best bucket setting) at
+   their real gradient accumulation and rank them by tokens/s.
 
 Bucket sizes change step time by a few percent while the structure changes it by integer
 factors, which is why buckets are refined only around the best structures.
@@ -87,10 +87,20 @@ def _pick_buckets(space: SearchSpace, ev: Evaluator, cand: Candidate) -> tuple[C
     return variants[0], smallest
 
 
+def _best_per_structure(screened: list[Screened]) -> list[Screened]:
+    """The fastest screened variant of each structure, fastest first."""
+    best: dict[tuple, Screened] = {}
+    for s in screened:
+        key = s.candidate.structure
+        if key not in best or s.tokens_per_s > best[key].tokens_per_s:
+            best[key] = s
+    return sorted(best.values(), key=lambda s: -s.tokens_per_s)
+
+
 def _floor(screened: list[Screened], keep: int) -> float:
-    if len(screened) < keep:
-        return 0.0
-    return sorted((s.tokens_per_s for s in screened), reverse=True)[keep - 1]
+    """tokens/s a structure must beat to enter the best ``keep`` structures (0: not yet full)."""
+    ranked = _best_per_structure(screened)
+    return ranked[keep - 1].tokens_per_s if len(ranked) >= keep else 0.0
 
 
 def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
@@ -115,16 +125,11 @@ def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
             pruned += 1
         else:
             screened.append(result)
-    best_structures = []
-    for s in sorted(screened, key=lambda s: -s.tokens_per_s):
-        if s.candidate.structure not in best_structures:
-            best_structures.append(s.candidate.structure)
     seen = {s.candidate for s in screened}
-    for j, structure in enumerate(best_structures[:refine]):
+    for j, top in enumerate(_best_per_structure(screened)[:refine]):
         if progress:
             progress(len(structures) + j, total, "buckets")
-        base = next(s.candidate for s in screened if s.candidate.structure == structure)
-        for variant in space.bucket_variants(base):
+        for variant in space.bucket_variants(top.candidate):
             if variant in seen or not ev.memory(variant).fits:
                 continue
             seen.add(variant)
@@ -133,7 +138,8 @@ def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
                 screened.append(result)
     if progress:
         progress(total, total, "finalists")
-    finalists = sorted(screened, key=lambda s: -s.tokens_per_s)[:top_n]
+    # One column per structure (its best bucket setting): alternatives, not bucket noise.
+    finalists = _best_per_structure(screened)[:top_n]
     ranked = []
     for s in finalists:
         pred = ev.predict(s.candidate)

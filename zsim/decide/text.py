@@ -92,19 +92,24 @@ def format_plan(result: Any) -> str:
 def format_capacity(res: Any) -> str:
     """The text `zsim capacity` prints."""
     cols = sorted({r.activation_checkpointing for r in res.rows})
-    header = ["stage / offload"] + [f"ckpt {'on' if c else 'off'}" for c in cols] + ["limit (next size up, ckpt off)"]
+    header = (["stage / offload"] + [f"ckpt {'on' if c else 'off'}" for c in cols]
+              + ["host mem/node", "limit (next size up, ckpt off)"])
     by_row: dict[str, dict] = defaultdict(dict)
     for r in res.rows:
         by_row[r.label][r.activation_checkpointing] = r
     rows = []
     for label, cells in by_row.items():
         first = cells[cols[0]]
+        last = cells[cols[-1]]
+        host = f"{last.host_bytes_per_node / 2**40:.2f} TiB" if last.host_bytes_per_node else "-"
         rows.append([label] + [f"{c.largest_params / 1e9:.1f}B" if c.largest else "none" for c in
-                               (cells[k] for k in cols)] + [first.limit[:70]])
+                               (cells[k] for k in cols)] + [host, first.limit])
     lines = [f"capacity: largest Llama-family model per GPU memory {format_bytes(res.gpu_memory_bytes)} on "
              f"{res.world_size} GPUs ({res.topology}), seq {res.seq_len}, micro-batch {res.micro_batch}", ""]
     lines += _table(header, rows)
     lines += ["", "rule of thumb for 8x A100-80G (ZeRO guides) vs zsim on this cluster:"]
     lines += [f"  {line}" for line in res.rule_of_thumb]
-    lines += ["", f"family: {res.family_note}"]
+    lines += ["", "host mem/node: CPU memory the offloaded states of the largest model (last column) need "
+              "per node; zsim does not know the hosts' memory, so check it against your nodes.",
+              f"family: {res.family_note}"]
     return "\n".join(lines)

@@ -119,13 +119,13 @@ def blocks(d: ReportData) -> tuple[str, list[tuple]]:
         ("h", 2, "Timeline of one step"),
         ("p", "The recommended configuration's optimizer step as simulated: one row per stream."),
         ("img", "timeline", "Gantt chart of one optimizer step (streams as rows)",
-         figures.gantt(d.best.timeline, f"{plan.model} {c.label()}")),
+         figures.gantt(d.best.timeline, f"{plan.model} {c.label()}", c.grad_accum)),
         ("h", 2, "Scaling with node count"),
         ("p", f"Weak scaling: micro-batch {c.micro_batch} and grad-accum {c.grad_accum} per GPU at every node "
               "count, so the global batch grows with the nodes. Dotted: linear scaling from the first point. "
               "x on the axis: does not fit."),
         ("img", "scaling", "Throughput vs node count per ZeRO stage",
-         figures.curves(d.scaling, "nodes", "Scaling with node count", log2x=True, ideal=True)),
+         figures.curves(d.scaling, "nodes", "Scaling with node count", log2x=True, ideal=True, logy=True)),
         ("h", 2, "Throughput vs micro-batch"),
         ("p", f"Fixed global batch {p.train_batch}: grad-accum = per-GPU batch / micro-batch."),
         ("img", "micro_batch", "Throughput vs micro-batch per ZeRO stage",

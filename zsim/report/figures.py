@@ -37,13 +37,13 @@ def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float) -> None:
         vals = [getattr(per_stage[s], attr).get(term, 0) / scale for s in stages]
         ax.bar([f"ZeRO-{s}" for s in stages], vals, bottom=bottom, label=term, color=cmap(i % 10))
         bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def memory_by_stage(per_stage: Mapping[int, Any]) -> bytes:
     """Stacked per-GPU memory terms per stage, with the GPU's memory as a line."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     _stacked(ax, per_stage, "memory_breakdown", GIB)
     gpu = next(iter(per_stage.values())).gpu_memory_bytes / GIB
     ax.axhline(gpu, color="red", linestyle="--", linewidth=1)
@@ -56,41 +56,48 @@ def memory_by_stage(per_stage: Mapping[int, Any]) -> bytes:
 def time_by_stage(per_stage: Mapping[int, Any]) -> bytes:
     """Stacked step-time categories per stage (compute, exposed comm per link, offload, optimizer)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     _stacked(ax, per_stage, "time_breakdown", 1.0)
     ax.set_ylabel("seconds per optimizer step")
     ax.set_title("Step-time breakdown per ZeRO stage")
     return _png(fig)
 
 
-def gantt(timeline: Any, title: str) -> bytes:
-    """One step as a Gantt chart: one row per stream, one colour per category."""
+def gantt(timeline: Any, title: str, grad_accum: int = 1) -> bytes:
+    """One step as a Gantt chart: one row per stream, one colour per category. With gradient
+    accumulation a second panel zooms on the last micro-step and the optimizer step."""
     plt = _plt()
-    streams = sorted({s.stream for s in timeline.spans},
-                     key=lambda s: ("compute", "comm", "h2d", "d2h", "cpu").index(s)
-                     if s in ("compute", "comm", "h2d", "d2h", "cpu") else 9)
+    order = ("compute", "comm", "h2d", "d2h", "cpu")
+    streams = sorted({s.stream for s in timeline.spans}, key=lambda s: order.index(s) if s in order else 9)
     groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for s in timeline.spans:
         groups.setdefault((s.stream, s.category), []).append((s.start_s, max(s.end_s - s.start_s, 0.0)))
     cats = sorted({c for _, c in groups})
     cmap = plt.get_cmap("tab10")
-    fig, ax = plt.subplots(figsize=(10, 0.6 * len(streams) + 1.6))
-    for (stream, cat), bars in groups.items():
-        row = streams.index(stream)
-        ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=cmap(cats.index(cat) % 10),
-                       label=cat if cat not in ax.get_legend_handles_labels()[1] else None)
-    ax.set_yticks(range(len(streams)), streams)
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    end = max((s.end_s for s in timeline.spans), default=0.0)
+    panels = [(0.0, end, "whole step")]
+    if grad_accum > 1 and end > 0:
+        panels.append((max(0.0, end - 1.3 * end / grad_accum), end, "last micro-step and optimizer step"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, (0.5 * len(streams) + 1.3) * len(panels)),
+                             squeeze=False)
+    for ax, (lo, hi, what) in zip(axes[:, 0], panels):
+        for (stream, cat), bars in groups.items():
+            ax.broken_barh(bars, (streams.index(stream) - 0.4, 0.8), facecolors=cmap(cats.index(cat) % 10))
+        ax.set_yticks(range(len(streams)), streams)
+        ax.set_ylim(len(streams) - 0.5, -0.5)
+        ax.set_xlim(lo, hi if hi > lo else 1.0)
+        ax.set_xlabel("seconds")
+        ax.set_title(f"{title}: {what}", fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i % 10)) for i in range(len(cats))]
+    axes[0, 0].legend(handles, cats, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
 
 
-def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ideal: bool = False) -> bytes:
-    """tokens/s per stage against x; points that do not fit are marked × on the axis."""
+def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ideal: bool = False,
+           logy: bool = False) -> bytes:
+    """tokens/s per stage against x; points that do not fit are marked × along the bottom."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     cmap = plt.get_cmap("tab10")
     for i, (stage, points) in enumerate(sorted(series.items())):
         fit = [(p.x, p.tokens_per_s) for p in points if p.tokens_per_s is not None]
@@ -102,14 +109,17 @@ def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ide
                 ax.plot([p.x for p in points], [y0 * p.x / x0 for p in points], linestyle=":",
                         color=cmap(i), linewidth=1)
         if miss:
-            ax.plot(miss, [0] * len(miss), marker="x", linestyle="none", color=cmap(i),
-                    label=f"ZeRO-{stage}: does not fit" if miss else None)
+            # x in data coordinates, y in axes coordinates: the bottom edge whatever the scale.
+            ax.plot(miss, [0.03 + 0.03 * i] * len(miss), marker="x", linestyle="none", color=cmap(i),
+                    transform=ax.get_xaxis_transform(), label=f"ZeRO-{stage}: does not fit")
     if log2x:
         ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("tokens/s (whole job)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
 
 

@@ -21,7 +21,7 @@ table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
-pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
+pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; white-space: pre-wrap; }
 figure { margin: 1em 0; } figcaption { font-size: .85em; color: #555; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 """

@@ -61,3 +61,31 @@ def stage0_step(em: Emitter, run: RunConfig, numel: int) -> None:
     if run.precision == "fp32" and run.gradient_clipping > 0:
         em.collective("clip_grad_norm", "all_reduce", 4)
     em.add("compute", "optimizer", "optimizer_step", params=numel)
+
+
+def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persistent_shards: list[int]) -> None:
+    """Ops of the stage-3 step (stage3.py:2873-2931 = S3).
+
+    - overflow ``all_reduce`` only in fp16 (S3:2815-2816) — bf16 has none, unlike stage 1/2;
+    - the norm: one ``all_reduce`` per optimizer sub-group of an fp64 scalar (8 bytes:
+      get_norm_dtype() is float64 wherever the device supports it, zero/utils.py:59-63;
+      S3:2469, 2573-2584);
+    - the update of each sub-group (or, offloaded, DeepSpeedCPUAdam + the 16-bit copy back);
+    - ``_post_step``: the persistent parameters are all-gathered again, ONE
+      all_gather_into_tensor per parameter (S3:2840-2841 -> partition_parameters.py:2068-2080).
+    """
+    em.phase = "step"
+    pb = run.param_bytes
+    if run.precision == "fp16":
+        em.collective("overflow_check", "all_reduce", 1)
+    for _ in sub_group_numels:
+        em.collective("grad_norm", "all_reduce", 8)
+    for numel in sub_group_numels:
+        if run.zero.offload_optimizer == "none":
+            em.add("compute", "optimizer", "optimizer_step", params=numel)
+        else:
+            adam = em.add("cpu", "cpu_adam", "cpu_adam", deps=(em.last_compute,), params=numel)
+            h2d = em.add("h2d", "copy", "params_to_device", deps=(adam,), nbytes=pb * numel)
+            em.wait_for.append(h2d)
+    for shard in persistent_shards:
+        em.collective("allgather_persistent", "all_gather_into_tensor", shard * pb)

@@ -1,0 +1,53 @@
+"""`zsim schedule`: the collectives of one steady-state optimizer step, in comms-logger units."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..dsconfig import Overrides, build_run_config
+from ..model import load_model
+from ..schedule import build_schedule
+from .common import positive_int
+
+HELP = "print the collectives DeepSpeed issues in one steady-state optimizer step (comms-logger units)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `zsim schedule`."""
+    parser.add_argument("--model", required=True, help="preset name or path to a HF config.json")
+    parser.add_argument("--ds-config", required=True, help="DeepSpeed JSON config (\"auto\" values allowed)")
+    parser.add_argument("--world-size", required=True, type=positive_int, help="data-parallel ranks")
+    parser.add_argument("--micro-batch", type=positive_int, help="micro-batch per GPU (overrides the file)")
+    parser.add_argument("--grad-accum", type=positive_int, help="gradient accumulation steps (overrides the file)")
+    parser.add_argument("--stage", type=int, choices=[0, 1, 2, 3], help="ZeRO stage (overrides the file)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"op": {"message_bytes": count}} as DeepSpeed\'s comms logger counts')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `zsim schedule`."""
+    model = load_model(args.model)
+    overrides = Overrides(stage=args.stage, micro_batch=args.micro_batch, grad_accum=args.grad_accum)
+    run_config = build_run_config(args.ds_config, model, args.world_size, overrides)
+    schedule = build_schedule(model, run_config)
+    if args.json:
+        print(json.dumps(schedule.collectives))
+        return 0
+    print(format_table(schedule.collectives, run_config.zero.stage, run_config.grad_accum, args.world_size))
+    return 0
+
+
+def format_table(collectives: dict, stage: int, grad_accum: int, world_size: int) -> str:
+    """A human-readable table: op, message bytes, count, total bytes per step."""
+    lines = [f"ZeRO stage {stage}, {world_size} ranks, {grad_accum} micro-step(s) per optimizer step "
+             "(rank 0, sizes as the comms logger records them)",
+             f"{'op':<26}{'message_bytes':>16}{'count':>8}{'total_bytes':>18}"]
+    grand = 0
+    for op in sorted(collectives):
+        for size, count in sorted(collectives[op].items(), key=lambda kv: int(kv[0])):
+            total = int(size) * count
+            grand += total
+            lines.append(f"{op:<26}{int(size):>16,}{count:>8}{total:>18,}")
+    lines.append(f"{'total':<26}{'':>16}{sum(sum(v.values()) for v in collectives.values()):>8}{grand:>18,}")
+    return "\n".join(lines)

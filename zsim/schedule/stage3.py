@@ -1,0 +1,230 @@
+"""ZeRO stage 3 (deepspeed/runtime/zero/stage3.py = S3): gathers, releases, reduce-scatters.
+
+The hook events of a micro-step (z3modules) drive a re-implementation of the coordinator
+(coordinator.py). History is simulated from the first micro-step (trace recording) so that
+the step whose ops are emitted is the second optimizer step — identical to every later one
+(the coordinator's caches are filled by then and every step starts from the same state after
+``partition_all``).
+
+Gradients: a hook per parameter appends it to the IPG bucket in autograd order; the bucket is
+reduced first when ``elements + numel > reduce_bucket_size`` and it is not empty (S3:1583)
+— there is no bypass for oversized gradients as in stage 1/2 — on EVERY micro-step, with ONE
+``reduce_scatter_tensor`` over the interleaved, per-parameter padded flat buffer
+(runtime/comm/coalesced_collectives.py:81-141; logged size = sum of ceil(numel/N)·N
+elements). With reduce_scatter=false and contiguous_gradients a bucket that fits is
+all-reduced instead (S3:1672-1674); an oversized one is still reduce-scattered.
+"""
+
+from __future__ import annotations
+
+from ..dsconfig import RunConfig
+from ..model import ModelSpec
+from .buckets import Bucket, greedy_buckets
+from .coordinator import Coordinator
+from .emit import Emitter
+from .order import Module
+from .params import stage3_padded_numel, stage3_shard_numel
+from .step import stage3_step
+from .z3modules import (COMPUTE, COMPUTE_CORE, FETCH, GRAD, LEFTOVERS, RELEASE, build_tree,
+                        first_use_modules, micro_step_events)
+
+HOOK_OVERHEAD = "zero3_module_hook_s"
+
+
+def persistent_params(numels: list[int], run: RunConfig) -> list[bool]:
+    """parameter_offload.py:317-335: in named_parameters order, a parameter persists if its
+    numel ≤ stage3_param_persistence_threshold while the running total stays within
+    stage3_model_persistence_threshold (the raw value; zero.Init's copy divides it by N,
+    partition_parameters.py:1198, but the offload pass marks every qualifying one again)."""
+    z = run.zero
+    total, out = 0, []
+    for n in numels:
+        if n + total > z.stage3_model_persistence_threshold:
+            out.append(False)
+            continue
+        keep = n <= z.stage3_param_persistence_threshold
+        out.append(keep)
+        total += n if keep else 0
+    return out
+
+
+def sub_groups(numels: list[int], run: RunConfig) -> list[int]:
+    """Local partition numel of each optimizer sub-group (S3:1210-1233)."""
+    shards = [stage3_shard_numel(n, run.world_size) for n in numels]
+    size = run.zero.sub_group_size
+    if size >= sum(shards):
+        return [sum(shards)]
+    out, acc = [], 0
+    for k, s in enumerate(shards):
+        acc += s
+        if acc >= size or k == len(shards) - 1:
+            out.append(acc)
+            acc = 0
+    return out
+
+
+class _Stage3:
+    """Simulation + emission state for one build."""
+
+    def __init__(self, model: ModelSpec, run: RunConfig, numels: list[int]):
+        self.run, self.numels = run, numels
+        z = run.zero
+        self.n = run.world_size
+        self.mods = build_tree(model)
+        self.persist = persistent_params(numels, run)
+        first = first_use_modules(self.mods)
+        self.events = micro_step_events(self.mods, first, run.activation_checkpointing)
+        self.em: Emitter | None = None
+        self.coord = Coordinator(self.mods, numels, self.persist, z.stage3_prefetch_bucket_size,
+                                 z.stage3_max_live_parameters, z.stage3_max_reuse_distance,
+                                 self._gather, released=self._released)
+        self.gathered = 0          # padded numel of non-persistent params gathered now
+        self.max_gathered = 0
+        self.hooks_pending = 0
+        self.bucket: list[int] = []
+        self.bucket_elems = 0
+        self.last_reduce: int | None = None
+        self.num_buckets = 0
+        self.secondary: set[int] = set()   # hpZ: params with a live secondary shard
+
+    # ---- callbacks from the coordinator
+    def _gather(self, params: list[int], forward: bool) -> int | None:
+        for p in params:
+            if not self.persist[p]:
+                self.gathered += stage3_padded_numel(self.numels[p], self.n)
+        self.max_gathered = max(self.max_gathered, self.gathered)
+        if self.em is None:
+            return None
+        return self._emit_gather(params, forward)
+
+    def _released(self, p: int) -> None:
+        if not self.persist[p]:
+            self.gathered -= stage3_padded_numel(self.numels[p], self.n)
+
+    def _emit_gather(self, params: list[int], forward: bool) -> int:
+        """One all_gather_coalesced: one all_gather_into_tensor over the concatenated shards
+        (partition_parameters.py:1329-1371; a single parameter: one call, same size).
+        ZeRO++ hpZ: a backward gather of a parameter with a secondary shard runs inside the
+        node over the secondary partition (partition_parameters.py:1572); qwZ moves int8."""
+        run, em = self.run, self.em
+        z = run.zero
+        elem = 1 if z.zero_quantized_weights else run.param_bytes
+        hpz = z.zero_hpz_partition_size
+        use_secondary = hpz > 1 and not forward and all(p in self.secondary for p in params)
+        group_size = hpz if use_secondary else self.n
+        shard = sum(stage3_shard_numel(self.numels[p], group_size) for p in params)
+        deps = ()
+        if z.offload_param != "none":  # shards live on the host: copy them in first (PP:1358-1361)
+            deps = (em.add("h2d", "copy", "param_shards_to_device", nbytes=shard * run.param_bytes),)
+        if hpz > 1 and forward:
+            self.secondary.update(params)
+        return em.collective("allgather_params", "all_gather_into_tensor", shard * elem, stream="comm",
+                             deps=deps, group="intra_node" if use_secondary else "world",
+                             buffer_bytes=shard * group_size * elem)
+
+    # ---- gradient buckets
+    def _grad(self, p: int) -> None:
+        n = self.numels[p]
+        if self.bucket_elems + n > self.run.zero.reduce_bucket_size and self.bucket_elems > 0:
+            self._flush()
+        self.bucket.append(p)
+        self.bucket_elems += n
+
+    def _flush(self) -> None:
+        if not self.bucket:
+            return
+        self.num_buckets += 1
+        if self.em is not None:
+            run, z = self.run, self.run.zero
+            cb = run.comm_dtype_bytes
+            stream = "comm" if z.overlap_comm else "compute"
+            deps = (self.em.last_compute,)
+            if z.contiguous_gradients and self.bucket_elems <= z.reduce_bucket_size and not z.reduce_scatter:
+                self.last_reduce = self.em.collective("grad_bucket", "all_reduce", self.bucket_elems * cb,
+                                                      stream=stream, deps=deps)
+            else:
+                total = sum(stage3_padded_numel(self.numels[p], self.n) for p in self.bucket)
+                self.last_reduce = self.em.collective("grad_bucket", "reduce_scatter_tensor", total * cb,
+                                                      stream=stream, deps=deps)
+            if z.offload_optimizer != "none":  # each bucket's fp32 grad shards go to the host
+                shard = sum(stage3_shard_numel(self.numels[p], self.n) for p in self.bucket)
+                self.em.add("d2h", "copy", "grad_shards_to_host", deps=(self.last_reduce,), nbytes=4 * shard)
+        self.bucket, self.bucket_elems = [], 0
+
+    # ---- one micro-step
+    def micro_step(self) -> None:
+        """Replay the hook events of one forward+backward."""
+        coord, em = self.coord, self.em
+        coord.reset_step()
+        waits: dict[str, list] = {}
+        if em is not None:
+            em.phase = "forward"
+        for ev in self.events:
+            kind = ev[0]
+            if kind == FETCH:
+                self.hooks_pending += 1
+                w = coord.fetch(ev[1], ev[2])
+                if em is not None and ev[2] is False and em.phase == "forward":
+                    em.phase = "backward"
+                name = self.mods[ev[1]].compute
+                if name:
+                    waits.setdefault(name, []).extend(h for h in w if h is not None)
+            elif kind == RELEASE:
+                self.hooks_pending += 1
+                coord.release(ev[1], ev[2])
+            elif kind in (COMPUTE, COMPUTE_CORE):
+                name = ev[1] if kind == COMPUTE else self.mods[ev[1]].compute
+                pass_ = ev[2] if kind == COMPUTE else "bwd"
+                self._compute(name, pass_, waits.pop(name, []))
+            elif kind == GRAD:
+                self._grad(ev[1])
+            elif kind == LEFTOVERS:
+                self._flush()
+                if em is not None and self.last_reduce is not None and self.run.zero.overlap_comm:
+                    em.wait_for.append(self.last_reduce)  # epilogue synchronize (S3:1413-1414)
+                coord.release_backward_leftovers()
+
+    def _compute(self, name: str, pass_: str, waits: list) -> None:
+        em = self.em
+        if em is None:
+            return
+        if self.hooks_pending:
+            em.add("compute", "overhead", "zero3_hooks", overhead=HOOK_OVERHEAD, count=self.hooks_pending)
+            self.hooks_pending = 0
+        em.wait_for.extend(waits)
+        em.compute(name, pass_)
+
+    def step_boundary(self) -> None:
+        """The optimizer step: partition everything, then re-gather persistent params."""
+        if self.em is not None:
+            stage3_step(self.em, self.run, sub_groups(self.numels, self.run),
+                        [stage3_shard_numel(n, self.n) for n, keep in zip(self.numels, self.persist) if keep])
+        self.coord.partition_all()
+        self.coord.regather_persistent()
+        self.secondary.clear()
+
+
+def emit_stage3(model: ModelSpec, run: RunConfig, modules: list[Module], numels: list[int]) -> tuple[Emitter, dict]:
+    """All ops of the second (steady-state) optimizer step; returns (emitter, facts fields)."""
+    sim = _Stage3(model, run, numels)
+    for _ in range(run.grad_accum):       # step 0: trace recording + accumulation
+        sim.micro_step()
+    sim.step_boundary()
+    sim.em = Emitter(run.world_size)
+    sim.max_gathered, sim.num_buckets = sim.gathered, 0
+    for micro in range(run.grad_accum):
+        sim.em.micro = micro
+        sim.micro_step()
+    buckets_per_micro = sim.num_buckets // run.grad_accum
+    sim.step_boundary()
+    del modules
+    facts = dict(
+        partition_numel=sum(stage3_shard_numel(n, run.world_size) for n in numels),
+        padded_numel=sum(stage3_padded_numel(n, run.world_size) for n in numels),
+        ipg_buffer_elems=run.zero.reduce_bucket_size if run.zero.contiguous_gradients else 0,
+        ipg_buffer_count=1 if run.zero.contiguous_gradients else 0,
+        num_buckets=buckets_per_micro,
+        max_gathered_numel=sim.max_gathered,
+        persistent_numel=sum(n for n, keep in zip(numels, sim.persist) if keep),
+    )
+    return sim.em, facts
