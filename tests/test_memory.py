@@ -65,3 +65,15 @@ def test_checkpointing_and_offload_cut_memory():
 def test_peak_is_sum_of_breakdown():
     _, mem = _estimate(2, 8)
     assert mem.peak_bytes == sum(mem.breakdown.values())
+
+
+def test_hpz_secondary_partition_costs_memory():
+    # ZeRO++ (Wang et al. 2023, Sec. 3.2): hpZ trades memory for an intra-node gather:
+    # each GPU holds a secondary 16-bit copy of Ψ / hpz_size parameters.
+    base = _estimate(3, 64)[1]
+    run = build_run_config({"bf16": {"enabled": True},
+                            "zero_optimization": {"stage": 3, "zero_hpz_partition_size": 8}},
+                           SPEC, 64, Overrides(micro_batch=1, seq_len=1024))
+    w = Workload(SPEC, 1, 1024, 2)
+    hpz = estimate_memory(w, run, default_facts(run, PSI, SPEC.layer_param_count()))
+    assert hpz.breakdown["buffers"] - base.breakdown["buffers"] == pytest.approx(2 * PSI / 8, rel=1e-6)

@@ -140,6 +140,9 @@ def _buffers(run: RunConfig, w: Workload, f: MemoryFacts, psi: int, part: int, p
             static += 0
     if z.stage == 3:
         static += p * f.persistent_numel
+        if z.zero_hpz_partition_size > 1:
+            # ZeRO++ hpZ keeps a secondary copy partitioned over the hpZ group (PP:1572).
+            static += p * -(-psi // z.zero_hpz_partition_size)
         backward += p * f.max_gathered_numel + 2 * p * f.ipg_buffer_elems  # gathers + IPG + interleave
         if not off_opt:
             step += 4 * part

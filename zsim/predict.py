@@ -122,6 +122,8 @@ def _time_breakdown(t: Timeline, framework_s: float) -> dict[str, float]:
     out: dict[str, float] = {}
     for cat, sec in t.exposed_s.items():
         kind, _, sub = cat.partition(":")
+        if sec <= 0 and cat != "compute":
+            continue  # e.g. collectives of a one-rank group
         key = {"comm": f"exposed_comm_{sub}_s", "copy": f"exposed_offload_{sub}_s"}.get(kind, f"{cat}_s")
         out[key] = out.get(key, 0.0) + sec
     out["framework_s"] = framework_s
