@@ -228,9 +228,11 @@ def load_ds_config(source: str | Path | Mapping[str, Any] | None) -> dict[str, A
     except ValueError:  # a NUL byte in the path
         raise ZsimInputError(f"ds_config path {str(path)!r} is not a valid file name") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as exc:
         raise ZsimInputError(f"malformed JSON in ds_config {path}: {exc.msg} at line {exc.lineno}") from None
+    except ZsimInputError:  # from the hooks: a duplicate key, NaN
+        raise
     except ValueError:  # an integer beyond Python's 4300-digit limit
         raise ZsimInputError(f"ds_config {path}: a number has too many digits") from None
     except RecursionError:
@@ -258,6 +260,16 @@ def _check_nesting(data: Any, where: str) -> None:
                 if depth >= MAX_NESTING:
                     raise ZsimInputError(f"{where} is nested too deeply (more than {MAX_NESTING} levels)")
                 stack.append((child, name, depth + 1))
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """DeepSpeed loads configs with dict_raise_error_on_duplicate_keys (runtime/config.py:430)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ZsimInputError(f"ds_config: duplicate key {key!r} (DeepSpeed rejects it)")
+        out[key] = value
+    return out
 
 
 def _reject_constant(name: str) -> Any:
@@ -364,11 +376,12 @@ def _precision(raw: Mapping[str, Any], override: str | None, notes: list[str]) -
             raise ZsimInputError(f"precision must be one of {', '.join(_PRECISIONS)}, got {_show(override)}")
         return override
     enabled = {}
-    for key in ("bf16", "fp16"):
+    for key in ("fp16", "bf16"):
         sec = _section(raw, key)
         value = sec.get("enabled", False) if sec else False
         if _is_auto(value):
-            value = key == "bf16"
+            # The HF Trainer fills bf16 from --bf16, which it never sets together with --fp16.
+            value = key == "bf16" and enabled["fp16"] is not True
             notes.append(f"{key}.enabled: auto -> {str(value).lower()} (bf16 on GPUs that support it)")
         enabled[key] = _as_bool(value, f"{key}.enabled")
     if enabled["bf16"] and enabled["fp16"]:

@@ -93,6 +93,17 @@ def _link_utilisation(ops, cluster, hw: HardwareProfile, step_s: float) -> dict[
     return {k: min(v / step_s, 1.0) for k, v in sorted(busy.items())}
 
 
+def host_share(cluster) -> HostShare:
+    """How the used GPUs of a node share the host: CPU cores and PCIe switch uplinks."""
+    node = cluster.spec.node
+    used = set(range(cluster.gpus_per_node))
+    per_switch = [len(used.intersection(sw.gpus)) for sw in node.switches if sw.cpu is not None]
+    k = max(per_switch, default=1) or 1
+    gpu_link = node.pcie_gpu_bandwidth_GBps
+    share = min(1.0, node.pcie_uplink_bandwidth_GBps / (k * gpu_link)) if gpu_link > 0 else 1.0
+    return HostShare(ranks_per_node=cluster.gpus_per_node, pcie_share=share)
+
+
 def _collective_timer(cluster, hw: HardwareProfile):
     """Adapter from the collective layer to the system layer's (op, bytes, group) interface."""
     from .collectives import collective_cost
@@ -166,7 +177,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     memory: MemoryEstimate = estimate_memory(workload, run, _facts(schedule, run, spec),
                                              hw.memory.allocator_overhead_fraction)
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
-                      HostShare(ranks_per_node=cluster.gpus_per_node))
+                      host_share(cluster))
     timeline = simulate(schedule.ops, coster)
     framework_s = hw.overheads.step_fixed_s
     step_s = timeline.step_time_s + framework_s

@@ -22,9 +22,15 @@ CollectiveTimer = Callable[[str, int, str], tuple[float, str]]
 
 @dataclass(frozen=True)
 class HostShare:
-    """How a node's ranks share its host: CPU optimizer cores and PCIe to host memory."""
+    """How a node's ranks share its host: CPU optimizer cores and PCIe to host memory.
+
+    ``pcie_share`` scales the one-GPU pinned-copy bandwidth of the hardware profile down to
+    what each GPU gets when every GPU of the node copies at once (GPUs behind one PCIe
+    switch share its uplink to the CPU).
+    """
 
     ranks_per_node: int
+    pcie_share: float = 1.0
 
 
 class OpCoster:
@@ -55,7 +61,7 @@ class OpCoster:
         if op.kind == "copy":
             direction = "h2d" if op.stream == "h2d" else "d2h"
             bw = hw.host.h2d_bandwidth_GBps if direction == "h2d" else hw.host.d2h_bandwidth_GBps
-            return OpCost(op.nbytes / (bw * 1e9), f"copy:{direction}")
+            return OpCost(op.nbytes / (bw * self.host.pcie_share * 1e9), f"copy:{direction}")
         if op.kind == "optimizer":
             return OpCost(optimizer_time_s(op.params, hw), "optimizer")
         if op.kind == "cpu_adam":
