@@ -65,34 +65,45 @@ def estimate_memory(workload: Workload, run: RunConfig, facts: MemoryFacts,
                     allocator_overhead_fraction: float = 0.0) -> MemoryEstimate:
     """Peak allocated bytes per GPU for ``workload`` under ``run``."""
     psi = workload.model.num_parameters
-    n, z, p = run.world_size, run.zero, run.param_bytes
-    part = facts.partition_numel
-    off_opt = z.offload_optimizer != "none"
-    off_par = z.offload_param != "none"
-    states = _model_states(z.stage, psi, part, p, off_opt, off_par)
-    buffers = _buffers(run, workload, facts, psi, part, p, off_opt)
+    z, p = run.zero, run.param_bytes
+    states = _model_states(run, psi, facts.partition_numel)
+    buffers = _buffers(run, facts, psi)
     act = _activations(workload, run)
-    grads_prev = states.pop("_grads_full_accumulating")
-    static = sum(states.values()) + buffers["static"]
-    # Backward: activations drain while full gradients (stages 0/1) fill; linear in
-    # progress, so the peak is at one end: g_prev + max(activations, new grads).
-    bwd_variable = grads_prev["prev"] + max(act["activations"] + act["logits_loss"],
-                                            grads_prev["new"])
-    bwd_peak = static + buffers["backward"] + bwd_variable
-    # Step: activations are gone; full grads (stages 0/1) and the fp32 grad partition exist.
-    step_peak = static + grads_prev["prev"] + grads_prev["new"] + buffers["step"]
+    static = states.params + states.grads_static + states.optimizer + buffers.static
+    # Backward, three moments (activations drain while full gradients fill, linearly, so
+    # each stretch peaks at an end):
+    #  - loss backward: every activation plus the logits/loss temporaries; gradient buckets
+    #    do not exist yet (setup_buckets runs at the first gradient hook, S12:2287);
+    #  - first decoder layers: every activation, the layer's working set, the buckets;
+    #  - end of backward: all new gradients and the buckets.
+    loss_bwd = act["activations"] + act["logits_loss"]
+    layers_bwd = act["activations"] + act["working"] + buffers.buckets
+    end_bwd = states.grads_new + buffers.buckets
+    moments = {"loss": loss_bwd, "layers": layers_bwd, "end": end_bwd}
+    moment = max(moments, key=lambda k: (moments[k], k))
+    bwd_peak = static + buffers.live + states.grads_prev + moments[moment]
+    # Step: activations are gone; every gradient exists, plus the step's transients.
+    step_peak = static + states.grads_prev + states.grads_new + buffers.step
     phase = "backward" if bwd_peak >= step_peak else "step"
-    breakdown = dict(states)
-    breakdown["grads"] += grads_prev["prev"] + (grads_prev["new"] if phase == "step" else 0)
-    breakdown["buffers"] = buffers["static"] + buffers[phase]
-    breakdown["activations"] = act["activations"] if phase == "backward" else 0
-    breakdown["logits_loss"] = act["logits_loss"] if phase == "backward" else 0
-    raw_peak = max(bwd_peak, step_peak)
+    in_bwd = phase == "backward"
+    grads = states.grads_static + states.grads_prev + (
+        states.grads_new if (not in_bwd or moment == "end") else 0)
+    breakdown = {
+        "params": states.params,
+        "grads": grads,
+        "optimizer_states": states.optimizer,
+        "buffers": buffers.static + (buffers.live + (buffers.buckets if moment != "loss" else 0)
+                                     if in_bwd else buffers.step),
+        "activations": (act["activations"] + (act["working"] if moment == "layers" else 0))
+        if in_bwd and moment != "end" else 0,
+        "logits_loss": act["logits_loss"] if in_bwd and moment == "loss" else 0,
+    }
+    raw_peak = sum(breakdown.values())
     breakdown["allocator_overhead"] = int(raw_peak * allocator_overhead_fraction)
-    peak = sum(breakdown.values())
-    model_states = _paper_model_states(z.stage, psi, n, p)
-    return MemoryEstimate(peak_bytes=int(peak), breakdown={k: int(v) for k, v in breakdown.items()},
-                          peak_phase=phase, model_states_bytes=model_states)
+    return MemoryEstimate(peak_bytes=int(sum(breakdown.values())),
+                          breakdown={k: int(v) for k, v in breakdown.items()},
+                          peak_phase=phase,
+                          model_states_bytes=_paper_model_states(z.stage, psi, run.world_size, p))
 
 
 def _paper_model_states(stage: int, psi: int, n: int, p: int) -> int:
@@ -102,51 +113,88 @@ def _paper_model_states(stage: int, psi: int, n: int, p: int) -> int:
             2: p * psi + (p * psi + opt) // n, 3: (2 * p * psi + opt) // n}[stage]
 
 
-def _model_states(stage: int, psi: int, part: int, p: int, off_opt: bool, off_par: bool) -> dict:
-    """params / grads / optimizer_states bytes on the GPU, with the paper's grouping."""
-    # fp32 master copy + Adam m and v of this rank's partition (12 bytes per param).
-    opt_local = 0 if off_opt else 12 * (psi if stage == 0 else part)
-    if stage == 0:
-        params, grads_static = p * psi, 0
-        accumulating = {"prev": 0, "new": p * psi}
-    elif stage == 1:
-        params, grads_static = p * psi, 0
-        accumulating = {"prev": 0, "new": p * psi}   # full param.grad until the boundary
-    elif stage == 2:
-        params = p * psi
-        grads_static = 0 if off_opt else p * part     # grads_in_partition
-        accumulating = {"prev": 0, "new": 0}
-    else:
-        params = 0 if off_par else p * part          # 16-bit shards
-        grads_static = 0 if off_opt else p * part     # grad_partitions_flat_buffer
-        accumulating = {"prev": 0, "new": 0}
-    return {"params": params, "grads": grads_static, "optimizer_states": opt_local,
-            "_grads_full_accumulating": accumulating}
+@dataclass(frozen=True)
+class _States:
+    """Model states on the GPU (bytes). Gradients: always there, from earlier micro-steps
+    (accumulating), and produced by the current backward."""
+
+    params: int
+    grads_static: int
+    grads_prev: int
+    grads_new: int
+    optimizer: int
 
 
-def _buffers(run: RunConfig, w: Workload, f: MemoryFacts, psi: int, part: int, p: int,
-             off_opt: bool) -> dict[str, int]:
-    """DeepSpeed buffers: always there (static), alive in backward, alive at the step."""
-    z = run.zero
-    static = backward = step = 0
+def _model_states(run: RunConfig, psi: int, part: int) -> _States:
+    """params / grads / optimizer_states as DeepSpeed 0.19.8 allocates them."""
+    z, p = run.zero, run.param_bytes
+    off_opt, off_par = z.offload_optimizer != "none", z.offload_param != "none"
+    mixed = run.precision != "fp32"
+    if z.stage == 0:
+        # bf16/fp16 without ZeRO: FP16_Optimizer keeps fp32 masters (4Ψ) and Adam m, v (8Ψ)
+        # (engine.py:2305-2321, 2555-2593); fp32 runs use the torch optimizer directly (8Ψ).
+        # Gradients accumulate in param.grad across micro-steps.
+        accum = p * psi if run.grad_accum > 1 else 0
+        return _States(params=p * psi, grads_static=0, grads_prev=accum, grads_new=p * psi,
+                       optimizer=(12 if mixed else 8) * psi)
+    opt = 0 if off_opt else 12 * part            # fp32 master + Adam m, v of the partition
+    if z.stage == 1:
+        # Full param.grad fills during each backward and is reduced on the boundary.
+        accum = p * psi if run.grad_accum > 1 else 0
+        return _States(params=p * psi, grads_static=0, grads_prev=accum, grads_new=p * psi,
+                       optimizer=opt)
+    if z.stage == 2:
+        # Gradients are reduced into grads_in_partition (16-bit, Ψ/N) during backward.
+        return _States(params=p * psi, grads_static=0 if off_opt else p * part, grads_prev=0,
+                       grads_new=0, optimizer=opt)
+    # Stage 3: 16-bit shards and the gradient partition buffer, Ψ/N each.
+    return _States(params=0 if off_par else p * part, grads_static=0 if off_opt else p * part,
+                   grads_prev=0, grads_new=0, optimizer=opt)
+
+
+@dataclass(frozen=True)
+class _Buffers:
+    """DeepSpeed buffers (bytes): always there; alive through forward and backward (stage-3
+    gathers); gradient buckets (from the first gradient hook on); at the step."""
+
+    static: int
+    live: int
+    buckets: int
+    step: int
+
+
+def _buffers(run: RunConfig, f: MemoryFacts, psi: int) -> _Buffers:
+    z, p = run.zero, run.param_bytes
+    part = f.partition_numel
+    off_opt = z.offload_optimizer != "none"
+    static = live = buckets = step = 0
     if z.stage == 0 and run.precision != "fp32":
-        static += 4 * psi          # BF16_Optimizer's fp32 gradient accumulator
+        # FP16_Optimizer.step: each grad cast to fp32 (4Ψ) and flattened into one fp32
+        # buffer (4Ψ) while the 16-bit grads still exist (runtime/fp16/fused_optimizer.py:282-291).
+        step += 8 * psi
     if z.stage in (1, 2):
-        bucket = f.ipg_buffer_elems * p
-        backward += bucket * f.ipg_buffer_count + bucket   # IPG buffer(s) + flatten copy (S12:2367)
+        # IPG buffer(s) of reduce_bucket_size elements (S12:3256-3280) and the flattened
+        # copy of one bucket's gradients in allreduce_bucket (S12:2367).
+        buckets += p * (f.ipg_buffer_elems * f.ipg_buffer_count + min(f.ipg_buffer_elems, psi))
         if not off_opt:
-            step += 4 * part       # transient fp32 gradient partition at the step
-        else:
-            static += 0
+            # At the step the 16-bit gradient partition is flattened (Ψ/N·p) and cast to
+            # fp32 (4·Ψ/N) while the partition still exists (S12:3013-3170).
+            step += (p + 4) * part
     if z.stage == 3:
         static += p * f.persistent_numel
         if z.zero_hpz_partition_size > 1:
             # ZeRO++ hpZ keeps a secondary copy partitioned over the hpZ group (PP:1572).
             static += p * -(-psi // z.zero_hpz_partition_size)
-        backward += p * f.max_gathered_numel + 2 * p * f.ipg_buffer_elems  # gathers + IPG + interleave
+        live += p * f.max_gathered_numel                   # gathered full parameters
+        # The IPG bucket is allocated once at init with reduce_bucket_size elements
+        # (stage3.py:780-784); the reduce-scatter interleaves one bucket's worth on top.
+        static += p * f.ipg_buffer_elems
+        buckets += p * min(f.ipg_buffer_elems, psi)
         if not off_opt:
-            step += 4 * part
-    return {"static": static, "backward": backward, "step": step}
+            # The step runs sub-group by sub-group, casting each one's gradients to fp32
+            # (stage3.py:2873-2931): one sub_group_size-sized fp32 buffer at a time.
+            step += 4 * min(z.sub_group_size, part)
+    return _Buffers(static=static, live=live, buckets=buckets, step=step)
 
 
 def _activations(w: Workload, run: RunConfig) -> dict[str, int]:
@@ -158,5 +206,5 @@ def _activations(w: Workload, run: RunConfig) -> dict[str, int]:
         act = layers * w.checkpoint_bytes() + w.layer_activation_bytes()
     else:
         act = layers * w.layer_activation_bytes()
-    act += w.backward_working_bytes()
-    return {"activations": int(act), "logits_loss": int(kept_logits + transient_logits)}
+    return {"activations": int(act), "working": int(w.backward_working_bytes()),
+            "logits_loss": int(kept_logits + transient_logits)}

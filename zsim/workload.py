@@ -90,12 +90,13 @@ class Workload:
     def logits_bytes(self) -> tuple[int, int]:
         """(kept until backward, extra transient peak) bytes of logits and loss, t·V based.
 
-        HF returns the p-byte logits (kept by the output object), the loss upcasts them to
-        fp32 (4V, transient) and log_softmax saves its fp32 output (4V, kept). Backward adds
-        the fp32 gradient of log_softmax and of its input (2 × 4V, transient).
+        The loss upcasts the p-byte logits to fp32 and log_softmax saves its fp32 output
+        (4V, kept until backward); the p-byte logits die with the model output, which
+        training loops drop (``loss = engine(...).loss``). Backward adds the fp32 gradient of
+        log_softmax's output and of its input (2 × 4V, transient).
         """
         tv = self.tokens * self.model.vocab_size
-        kept = tv * (self.param_bytes + 4)
+        kept = tv * 4
         transient = tv * 8
         return kept, transient
 
@@ -126,14 +127,15 @@ def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
 
     - each norm: its fp32 upcast of the input (4h) and its p-byte output (p·h);
     - attention: roped q (p·q), k and v expanded to q heads by repeat_kv (2·p·q when
-      kv < heads, else 2·p·kv), the SDPA output (p·q) and its fp32 logsumexp (4·heads);
+      kv < heads, else 2·p·kv), the SDPA output (p·q) and its fp32 logsumexp (4·heads),
+      and the contiguous transposed copy o_proj saves as its input (p·q);
     - SwiGLU MLP: gate, silu(gate), up, and their product (4·p·I); GELU MLP: fc1 output and
       GELU output (2·p·I).
     """
     h = m.hidden_size
     norms = 2 * (4 + p) * h
     kv = m.q_dim if m.num_kv_heads < m.num_heads else m.kv_dim
-    attn = p * (m.q_dim + 2 * kv + m.q_dim) + 4 * m.num_heads
+    attn = p * (m.q_dim + 2 * kv + 2 * m.q_dim) + 4 * m.num_heads
     mlp = (4 if m.mlp == "swiglu" else 2) * p * m.intermediate_size
     return norms + attn + mlp
 
