@@ -2,7 +2,9 @@
 
 GEMMs run at ``peak × gemm_eff(flops)`` (an efficiency curve fitted on real shapes),
 attention at ``peak × attention_efficiency``, memory-bound kernels at
-``HBM bandwidth × memory_bound_efficiency``; each kernel pays one launch.
+``HBM bandwidth × memory_bound_efficiency``. The host issues kernels asynchronously, one
+launch (``kernel_launch_s``) each: a module takes the longer of its GPU time and its launch
+time, which is what makes small models host-bound in eager PyTorch.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ def peak_flops(hw: HardwareProfile, precision: str) -> float:
     return hw.gpu.peak_fp32_flops if precision == "fp32" else hw.gpu.peak_bf16_flops
 
 
-def kernel_time_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
-    """Seconds one kernel takes."""
+def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
+    """Seconds one kernel keeps the GPU busy (launch not included)."""
     c = hw.compute
     if kernel.kind == "gemm":
         busy = kernel.flops / (peak_flops(hw, precision) * c.gemm_eff(kernel.flops))
@@ -27,7 +29,7 @@ def kernel_time_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
         busy = kernel.flops / (peak_flops(hw, precision) * c.attention_efficiency)
     else:
         busy = kernel.nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * c.memory_bound_efficiency)
-    return busy + c.kernel_launch_s
+    return busy
 
 
 @lru_cache(maxsize=262144)
@@ -49,7 +51,10 @@ def _shape_key(module: str) -> str:
 @lru_cache(maxsize=65536)
 def _module_time_by_shape(workload: Workload, key: str, module: str, pass_: str,
                           hw: HardwareProfile, precision: str) -> float:
-    return sum(kernel_time_s(k, hw, precision) for k in workload.kernels(key, pass_))
+    kernels = workload.kernels(key, pass_)
+    gpu_s = sum(kernel_busy_s(k, hw, precision) for k in kernels)
+    host_s = sum(k.launches for k in kernels) * hw.compute.kernel_launch_s
+    return max(gpu_s, host_s)
 
 
 def optimizer_time_s(params: int, hw: HardwareProfile) -> float:

@@ -25,6 +25,7 @@ class Kernel:
     kind: str              # "gemm" | "attention" | "memory"
     flops: float = 0.0     # floating-point operations
     nbytes: float = 0.0    # HBM bytes read + written (memory-bound kernels)
+    launches: int = 1      # eager-mode kernel launches the host issues for it
 
 
 def _gemm(m: int, n: int, k: int) -> Kernel:
@@ -32,8 +33,8 @@ def _gemm(m: int, n: int, k: int) -> Kernel:
     return Kernel("gemm", flops=2.0 * m * n * k)
 
 
-def _mem(nbytes: float) -> Kernel:
-    return Kernel("memory", nbytes=float(nbytes))
+def _mem(nbytes: float, launches: int = 1) -> Kernel:
+    return Kernel("memory", nbytes=float(nbytes), launches=launches)
 
 
 @dataclass(frozen=True)
@@ -146,16 +147,18 @@ def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
     h, q, kvd, inter, vocab = m.hidden_size, m.q_dim, m.kv_dim, m.intermediate_size, m.vocab_size
     bwd = pass_ == "bwd"
     leaf = module.rsplit(".", 1)[-1]
+    # Launch counts are those of HF's eager Llama code (one per torch op that runs a kernel).
     if module == "model.embed_tokens":
         # Gather t rows of h; backward scatters t·h gradient values into the V×h table.
-        return (_mem(t * h * p * (3 if bwd else 1)),)
+        return (_mem(t * h * p * (3 if bwd else 1), launches=3 if bwd else 1),)
     if module in ("model.norm",) or leaf in ("input_layernorm", "post_attention_layernorm"):
-        # RMSNorm: upcast, square-mean, scale, cast: ~6 passes of t·h fp32 values; bwd ~2×.
-        return (_mem(t * h * 4 * (12 if bwd else 6)),)
+        # Residual add, then RMSNorm: upcast, pow, mean, add eps, rsqrt, scale, cast,
+        # weight: ~6 passes of t·h fp32 values in 9 kernels; backward ~2× in ~14.
+        return (_mem(t * h * 4 * (12 if bwd else 6), launches=14 if bwd else 9),)
     if module == "lm_head":
         logits = _gemm(t, vocab, h)
         # Loss: upcast logits (t·V·(p+4)), log_softmax (2·4·t·V), nll; backward mirrors it.
-        loss = _mem(t * vocab * (p + 4 + 8 + (12 if bwd else 0)))
+        loss = _mem(t * vocab * (p + 4 + 8 + (12 if bwd else 0)), launches=8 if bwd else 6)
         return (logits, logits, loss) if bwd else (logits, loss)
     widths = {"q_proj": (q, h), "k_proj": (kvd, h), "v_proj": (kvd, h), "o_proj": (h, q),
               "gate_proj": (inter, h), "up_proj": (inter, h), "down_proj": (h, inter),
@@ -169,12 +172,13 @@ def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
         # fwd 2 GEMMs × 2·s·s·hd / 2 per head per sequence; bwd 5 GEMMs (2.5× fwd).
         s, b = w.seq_len, w.micro_batch
         fwd_flops = 2.0 * 2 * b * s * s * q / 2
-        rope = _mem(t * (q + kvd) * p * 3)
+        # RoPE on q and k (mul, slice, neg, cat, mul, add each) and the transposed copy.
+        rope = _mem(t * (q + kvd) * p * 3, launches=20 if bwd else 13)
         return (Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0)), rope)
     if leaf == "mlp":
         # SwiGLU: silu(gate)·up reads 2·t·I, writes t·I (bwd ~2×); GELU reads/writes t·I.
         per = (3 if m.mlp == "swiglu" else 2) * t * inter * p
-        return (_mem(per * (2 if bwd else 1)),)
+        return (_mem(per * (2 if bwd else 1), launches=4 if bwd else 2),)
     if module.startswith("model.layers.") and module.count(".") == 2:
         i = int(module.split(".")[2])
         return tuple(k for sub in layer_modules(m, i) for k in _kernels(w, sub, pass_))
