@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 
 import pytest
 
@@ -24,11 +23,17 @@ def _cluster(name, kwargs):
     return load_topology(name).cluster(**kwargs)
 
 
+def _runs(cluster, algorithm, group):
+    """Whether ``algorithm`` runs on ``group``: PAT needs one rank per node (as in NCCL)."""
+    return algorithm != "pat" or group == "inter_node" or cluster.gpus_per_node == 1
+
+
 def _cases():
     for (name, kwargs), op, group in itertools.product(CLUSTERS, OPS, GROUPS):
         for algorithm in ["auto", *supported_algorithms(op)]:
-            yield pytest.param(name, kwargs, op, group, algorithm,
-                               id=f"{name}-{kwargs}-{op}-{group}-{algorithm}")
+            if _runs(_cluster(name, kwargs), algorithm, group):
+                yield pytest.param(name, kwargs, op, group, algorithm,
+                                   id=f"{name}-{kwargs}-{op}-{group}-{algorithm}")
 
 
 def _bound_GBps(cluster, group):
@@ -143,7 +148,9 @@ def test_hpz_style_secondary_gather_is_cheaper_than_world():
     c = load_topology("dgx-a100").cluster(nodes=16)
     world = collective_cost(c, None, "all_gather", 2**28).time_s
     intra = collective_cost(c, None, "all_gather", 2**28, group="intra_node").time_s
-    assert intra < world / 2
+    # DGX A100: 300 GB/s NVLink against 8x25 GB/s of NICs per node, plus a 128-rank ring's
+    # latency; NCCL's protocols shrink that latency, so the gain is ~2x, not more.
+    assert intra < world / 1.5
 
 
 def test_shared_nics_and_oversubscription_slow_things_down(tmp_path):
@@ -177,6 +184,8 @@ def test_better_links_are_never_slower():
         hw.links["ib"], efficiency=min(1.0, hw.links["ib"].efficiency * 1.1))})
     for op in OPS:
         for algorithm in supported_algorithms(op):
+            if not _runs(c, algorithm, "world"):
+                continue
             base = collective_cost(c, hw, op, 2**30, algorithm).time_s
             fast = collective_cost(c, faster_ib, op, 2**30, algorithm).time_s
             assert fast <= base
@@ -260,12 +269,16 @@ def test_all_to_all_feels_oversubscription_even_when_packed(tmp_path):
 def test_latency_scaling_ring_linear_tree_logarithmic():
     small = 4096
     t = {}
-    for nodes in (2, 1024):
+    for nodes in (2, 4, 64, 128, 512, 1024):
         c = load_topology("dgx-h100").cluster(nodes=nodes)
         t[nodes] = {a: collective_cost(c, None, "all_reduce", small, a).time_s
                     for a in ("ring", "tree", "hierarchical")}
     assert t[1024]["ring"] / t[2]["ring"] > 100      # 2(n-1) steps
-    assert t[1024]["tree"] / t[2]["tree"] < 3        # 2 log2(nodes) network steps
+    # 2 log2(nodes) network steps: every doubling of the node count adds the same time.
+    step = t[4]["tree"] - t[2]["tree"]
+    assert step > 0
+    assert t[128]["tree"] - t[64]["tree"] == pytest.approx(step, rel=1e-6)
+    assert t[1024]["tree"] - t[512]["tree"] == pytest.approx(step, rel=1e-6)
     assert t[1024]["hierarchical"] < t[1024]["ring"]  # 2(g-1) + 2(m-1) steps
 
 

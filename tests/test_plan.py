@@ -13,7 +13,7 @@ from zsim.decide.autoconfig import fixed_values_kept, read_user_config
 from zsim.dsconfig import Overrides, build_run_config
 from zsim.errors import ZsimInputError
 from zsim.model import load_model
-from zsim.plan import Constraints, plan
+from zsim.decide.api import Constraints, plan
 
 EXAMPLE = Path(__file__).resolve().parent / "data" / "ds_config_zero2_offload.json"
 GIB = 2**30
@@ -198,21 +198,21 @@ def test_cli_plan_writes_the_winner_config(tmp_path, capsys):
 
 
 def test_real_search_matches_exhaustive_enumeration():
-    # Small real grid: stage 2 pinned, 8 GPUs, global batch 64 -> micro 1..8, checkpointing
+    # Small real grid: stage 2 pinned, 8 GPUs, global batch 32 -> micro 1, 2, 4, checkpointing
     # on/off, overlap_comm on/off, 3 reduce buckets, offload none/cpu. The pruned,
     # extrapolating search must find the same best as predicting every configuration at its
     # real grad_accum.
     from zsim.predict import predict
-    result = plan("llama-2-7b", "dgx-a100", global_batch=64, seq=1024, constraints=Constraints(stage=2))
+    result = plan("tinyllama-1.1b", "dgx-a100", global_batch=32, seq=1024, constraints=Constraints(stage=2))
     best = None
     for micro, ckpt, bucket, oo, overlap in itertools.product(
-            (1, 2, 4, 8), (False, True), (50_000_000, 200_000_000, 500_000_000), ("none", "cpu"), (False, True)):
+            (1, 2, 4), (False, True), (50_000_000, 200_000_000, 500_000_000), ("none", "cpu"), (False, True)):
         zero = {"stage": 2, "reduce_bucket_size": bucket, "overlap_comm": overlap}
         if oo == "cpu":
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-        p = predict("llama-2-7b", "dgx-a100", ds_config={"bf16": {"enabled": True}, "gradient_clipping": 1.0,
-                                                          "zero_optimization": zero},
-                    micro_batch=micro, grad_accum=64 // (8 * micro), seq=1024, activation_checkpointing=ckpt)
+        p = predict("tinyllama-1.1b", "dgx-a100", ds_config={"bf16": {"enabled": True}, "gradient_clipping": 1.0,
+                                                              "zero_optimization": zero},
+                    micro_batch=micro, grad_accum=32 // (8 * micro), seq=1024, activation_checkpointing=ckpt)
         if p.fits and (best is None or p.tokens_per_s > best[0]):
             best = (p.tokens_per_s, (micro, ckpt, bucket, oo, overlap))
     c = result.best.candidate
@@ -227,3 +227,67 @@ def test_nothing_fits_names_the_term(capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert "no configuration fits" in err and "is the largest term" in err and "exceeds" in err
+
+
+def test_zero3_auto_buckets_are_searched_and_resolved():
+    # The HF Trainer's ZeRO-3 template: stage fixed, bucket sizes and thresholds "auto".
+    raw = {"bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
+           "zero_optimization": {"stage": 3, "overlap_comm": True, "reduce_bucket_size": "auto",
+                                 "stage3_prefetch_bucket_size": "auto",
+                                 "stage3_param_persistence_threshold": "auto"},
+           "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+           "gradient_accumulation_steps": "auto"}
+    result = plan("tinyllama-1.1b", "dgx-a100", ds_config=raw, global_batch=32, seq=512,
+                  constraints=Constraints(activation_checkpointing=False))
+    cfg = result.ds_config_auto
+    assert "auto" not in json.dumps(cfg)
+    z = cfg["zero_optimization"]
+    assert z["stage"] == 3 and z["overlap_comm"] is True                        # fixed: kept
+    assert z["reduce_bucket_size"] in (50_000_000, 200_000_000, 500_000_000)    # searched
+    assert z["stage3_prefetch_bucket_size"] in (50_000_000, 200_000_000)
+    assert z["stage3_param_persistence_threshold"] == 10 * 2048                 # HF rule: 10 h
+    assert cfg["train_batch_size"] == 32 == cfg["train_micro_batch_size_per_gpu"] * \
+        cfg["gradient_accumulation_steps"] * 8
+    reasons = {c.key: c.reason for c in result.changes}
+    assert "chosen by the search" in reasons["zero_optimization.reduce_bucket_size"]
+    assert "GlobalBatch 32" in reasons["gradient_accumulation_steps"]
+    assert all(r.candidate.stage == 3 for r in result.ranked)
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(capsys):
+    args = ["plan", "--model", "tinyllama-1.1b", "--topo", "dgx-a100", "--stage", "2", "--micro-batch", "2",
+            "--global-batch", "32", "--seq", "512", "--no-output"]
+    assert main(args) == 0
+    assert "[" not in capsys.readouterr().err              # stderr is not a terminal here
+    assert main(args + ["--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "[##############################]" in err and "finalists" in err and err.endswith("\n")
+
+
+def test_json_output_is_one_object(capsys):
+    assert main(["plan", "--model", "tinyllama-1.1b", "--topo", "dgx-a100", "--stage", "1", "--micro-batch", "4",
+                 "--global-batch", "32", "--seq", "512", "--no-output", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    best = data["ranked"][0]
+    assert best["stage"] == 1 and best["micro_batch"] == 4 and best["grad_accum"] == 1
+    assert data["deepspeed_config_auto"]["train_batch_size"] == 32
+    assert best["prediction"]["fits"] is True
+
+
+@pytest.mark.parametrize("stage, oo, op", [(0, "none", "none"), (1, "cpu", "none"), (2, "none", "none"),
+                                           (3, "none", "none"), (3, "cpu", "cpu")])
+def test_memory_precheck_equals_predict(stage, oo, op):
+    # The search rejects configurations on a memory estimate made without simulating; it must
+    # be exactly what zsim.predict reports, or the search would reject what predict accepts.
+    from zsim.decide.autoconfig import read_user_config
+    from zsim.decide.evaluate import Evaluator, make_setting
+    from zsim.decide.space import Candidate
+    from zsim.predict import predict
+    spec = load_model("tinyllama-1.1b")
+    ev = Evaluator(make_setting(spec, "dgx-a100", None, None, None, 1024, read_user_config(None)))
+    for micro, ckpt, overlap in ((1, False, False), (4, True, True)):
+        cand = Candidate(stage, oo, op, micro, 2, ckpt, 200_000_000, 50_000_000, overlap)
+        verdict = ev.memory(cand)
+        p = predict(spec, "dgx-a100", ds_config=ev.ds_config(cand), seq=1024, activation_checkpointing=ckpt)
+        assert verdict.peak_bytes == p.peak_memory_bytes
+        assert dict(verdict.breakdown) == dict(p.memory_breakdown)

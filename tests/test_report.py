@@ -2,7 +2,9 @@
 recommendation names the planned winner, and which shows Memory_ZeRO3 vs Memory_baseline / N."""
 
 import base64
+import functools
 import json
+import tempfile
 import re
 from pathlib import Path
 
@@ -14,11 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
+@functools.lru_cache(maxsize=1)
+def built_report():
+    """One small report for this file and test_report_browser.py (built once per session)."""
     from zsim.report import build_report
-    return build_report("tinyllama-1.1b", "dgx-a100", tmp_path_factory.mktemp("report"), global_batch=64,
-                        seq=1024, scaling_nodes=(1, 2, 4))
+    return build_report("tinyllama-1.1b", "dgx-a100", Path(tempfile.mkdtemp(prefix="zsim-report-")),
+                        global_batch=64, seq=1024, scaling_nodes=(1, 2, 4))
+
+
+@pytest.fixture(scope="module")
+def report():
+    return built_report()
 
 
 def test_html_is_self_contained_with_decodable_figures(report):

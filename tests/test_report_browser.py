@@ -101,10 +101,9 @@ def _assert_clean(result, min_images):
 
 
 @pytest.fixture(scope="module")
-def fresh_report(tmp_path_factory):
-    from zsim.report import build_report
-    out = tmp_path_factory.mktemp("report")
-    return build_report("tinyllama-1.1b", "dgx-a100", out, global_batch=64, seq=1024, scaling_nodes=(1, 2, 4))
+def fresh_report():
+    from test_report import built_report   # the same report test_report.py checks, built once
+    return built_report()
 
 
 def test_fresh_report_renders_in_chromium(fresh_report):

@@ -74,7 +74,8 @@ def test_zsim_matches_deepspeed(case: dict, truth_results: dict) -> None:
     result = truth_results[case["id"]]
     assert "error" not in result, result.get("error")
     spec = from_hf_config(case["model"], name=case["model_name"])
-    predicted = steady_state_collectives(spec, case["ds_config"], case["world_size"])
+    predicted = steady_state_collectives(spec, case["ds_config"], case["world_size"],
+                                          activation_checkpointing=bool(case.get("activation_checkpointing")))
     assert predicted == result["collectives"], (
         f"\nDeepSpeed: {json.dumps(result['collectives'])}\nzsim:      {json.dumps(predicted)}")
     # every rank logs the same collectives (rank 0 is representative)

@@ -18,9 +18,9 @@ def __getattr__(name):
         from .schedule import steady_state_collectives
         return steady_state_collectives
     if name == "plan":
-        from .plan import plan
+        from .decide.api import plan
         return plan
     if name == "capacity":
-        from .plan import capacity
+        from .decide.api import capacity
         return capacity
     raise AttributeError(name)

@@ -163,8 +163,12 @@ def _as_int(value: Any, key: str, *, minimum: int = 0) -> int:
     if isinstance(value, bool):
         raise ZsimInputError(f"ds_config: {key} must be a number, got {_show(value)}")
     if isinstance(value, str):
+        try:  # int() first: "1000...0" beyond float range is as whole as the JSON integer
+            number = int(value)
+        except ValueError:
+            number = None
         try:
-            number = float(value)
+            number = float(value) if number is None else number
         except ValueError:
             raise ZsimInputError(f"ds_config: {key} must be a number, got {_show(value)}") from None
     if not isinstance(number, (int, float)):
@@ -339,6 +343,16 @@ def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> t
     return values, section
 
 
+def _pinned(zero_section: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
+    """Whether an active offload pins host memory (a section only a flag created is pinned)."""
+    pins = []
+    for key in ("offload_optimizer", "offload_param"):
+        sec = zero_section.get(key)
+        if values[key] != "none":
+            pins.append(bool(sec.get("pin_memory", False)) if isinstance(sec, Mapping) and sec else True)
+    return any(pins)
+
+
 def _offload_section(device: str) -> dict[str, Any]:
     return {"device": device, "pin_memory": True}
 
@@ -461,6 +475,7 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
         raise ZsimInputError("offload_optimizer requires ZeRO stage 1, 2 or 3 (got stage 0)")
     if zero_values["stage"] == 0:
         zero_values["overlap_comm"] = False  # stage 0 all-reduces through the engine
+    zero_values["pin_memory"] = _pinned(zero_section, zero_values)
     zero = ZeroConfig(**zero_values)
 
     precision = _precision(raw, ov.precision, notes)
@@ -512,9 +527,10 @@ def _resolved_json(raw: Mapping[str, Any], zero_section: Mapping[str, Any], zero
     for key in ("offload_optimizer", "offload_param"):
         device = getattr(zero, key)
         if device != "none":
+            # Keep the user's section (DeepSpeed's pin_memory default is false); a section that
+            # only a flag asked for is written pinned, as RunConfig.pin_memory says.
             kept = dict(section.get(key) or {})
-            kept.update({k: v for k, v in _offload_section(device).items() if k not in kept or k == "device"})
-            section[key] = kept
+            section[key] = {**kept, "device": device} if kept else _offload_section(device)
         else:
             section.pop(key, None)
     out["zero_optimization"] = section

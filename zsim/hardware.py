@@ -25,9 +25,27 @@ Schema (units in key names)::
       kernel_launch_s: 4.0e-6     # per kernel; small models are launch-bound
       backward_to_forward_ratio: 2.0
     links:                        # per link type: achieved fraction of link bandwidth, latency
-      nvlink: {efficiency: 0.80, latency_s: 8.0e-6}
+      nvlink:
+        efficiency: 0.80
+        latency_s: 8.0e-6         # per algorithm step when no `protocols:` are given
+        protocols:                # optional: NCCL's protocols (src/graph/tuning.cc) on this link
+          ll:     {latency_s: 0.47e-6, base_latency_s: 3.6e-6, bandwidth_fraction: 0.25,
+                   max_busbw_GBps: 87.7,
+                   algorithms: {tree: {latency_s: 0.52e-6, base_latency_s: 4.4e-6}}}
+          ll128:  {latency_s: 1.9e-6, base_latency_s: 10.0e-6, bandwidth_fraction: 0.92}
+          simple: {latency_s: 3.4e-6, base_latency_s: 8.4e-6}
       pcie:   {efficiency: 0.80, latency_s: 10.0e-6}
-      ib:     {efficiency: 0.90, latency_s: 12.0e-6}
+      ib:
+        efficiency: 0.90
+        latency_s: 12.0e-6
+        protocols:
+          ll: {latency_s: 2.7e-6, base_latency_s: 3.6e-6, bandwidth_fraction: 0.25,
+               max_busbw_GBps: 20.4, ring_step_floor_s: 0.85e-6}
+          simple: {latency_s: 9.6e-6, base_latency_s: 8.4e-6,
+                   algorithms: {pat: {latency_s: 4.0e-6, base_latency_s: 8.0e-6,
+                                      rank_latency_s: 2.8e-6, bandwidth_fraction: 0.75}}}
+          ...
+
     host:
       h2d_bandwidth_GBps: 54      # pinned host-to-device copy, one GPU
       d2h_bandwidth_GBps: 55
@@ -38,13 +56,27 @@ Schema (units in key names)::
       optimizer_bytes_per_param: 32  # HBM traffic of a fused Adam update per fp32 param
     memory:
       allocator_overhead_fraction: 0.02   # caching-allocator rounding seen by max_memory_allocated
+
+Protocol entries (protocols: ll, ll128, simple; all fields optional but ``latency_s``):
+``latency_s`` per algorithm step over the link; ``base_latency_s`` once per call (the
+largest among the link types the call's steps cross is paid, on top of
+``compute.kernel_launch_s``); ``bandwidth_fraction`` of the link's achieved bandwidth
+(default 1); ``max_busbw_GBps`` caps the nccl-tests bus bandwidth of a call whose steps
+cross this link type (default 0 = no cap); ``ring_step_floor_s`` (network links) is the
+least an intra-node step of a ring that crosses nodes costs (NCCL's network proxy
+overhead, default 0); ``rank_latency_s`` is paid per rank of the group (PAT's linear
+term, default 0); ``algorithms: {<algorithm>: {...}}`` gives one algorithm its own values
+(NCCL's tuner has a column per algorithm; unlisted fields are the protocol's). A protocol
+runs only where the GPU-to-GPU link type (and ib across nodes) lists it; PAT only where
+they list an entry for it. ``zsim.collectives`` prices each option and takes the fastest.
+A link without ``protocols:`` runs Simple alone with its ``latency_s``.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -90,12 +122,57 @@ class ComputeProfile:
         return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
+#: NCCL's protocols, in the order its tuner lists them.
+PROTOCOL_NAMES = ("ll", "ll128", "simple")
+
+
+@dataclass(frozen=True)
+class ProtocolLink:
+    """How one NCCL protocol (LL, LL128, Simple) behaves on one link type.
+
+    ``latency_s``: per algorithm step; ``base_latency_s``: once per call;
+    ``bandwidth_fraction``: of the link's achieved bandwidth; ``max_busbw_GBps``: cap on the
+    call's bus bandwidth (0 = none); ``ring_step_floor_s``: least cost of an intra-node step
+    of a ring that crosses nodes (set on network links; 0 = none); ``rank_latency_s``: per
+    rank of the group (PAT's linear term); ``algorithms``: (algorithm, entry) pairs that
+    replace this entry for one algorithm (NCCL's tuner has a column per algorithm).
+    """
+
+    latency_s: float
+    base_latency_s: float = 0.0
+    bandwidth_fraction: float = 1.0
+    max_busbw_GBps: float = 0.0
+    ring_step_floor_s: float = 0.0
+    rank_latency_s: float = 0.0
+    algorithms: tuple[tuple[str, "ProtocolLink"], ...] = ()
+
+    def for_algorithm(self, algorithm: str) -> "ProtocolLink":
+        """The entry ``algorithm`` uses: its override when there is one, else this one."""
+        return dict(self.algorithms).get(algorithm, self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the YAML schema (overrides written in full)."""
+        out: dict[str, Any] = {k: v for k, v in vars(self).items() if k != "algorithms"}
+        if self.algorithms:
+            out["algorithms"] = {a: e.to_dict() for a, e in self.algorithms}
+        return out
+
+
 @dataclass(frozen=True)
 class LinkProfile:
-    """Achieved fraction of a link type's bandwidth and its per-hop latency."""
+    """Achieved fraction of a link type's bandwidth, its per-hop latency and, optionally,
+    per-protocol latencies/bandwidth fractions (``protocols``, keyed by PROTOCOL_NAMES)."""
 
     efficiency: float
     latency_s: float
+    protocols: Mapping[str, ProtocolLink] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the YAML schema (``protocols`` only when present)."""
+        out: dict[str, Any] = {"efficiency": self.efficiency, "latency_s": self.latency_s}
+        if self.protocols:
+            out["protocols"] = {k: v.to_dict() for k, v in sorted(self.protocols.items())}
+        return out
 
 
 @dataclass(frozen=True)
@@ -166,7 +243,7 @@ class HardwareProfile:
                 "kernel_launch_s": self.compute.kernel_launch_s,
                 "backward_to_forward_ratio": self.compute.backward_to_forward_ratio,
             },
-            "links": {k: vars(v).copy() for k, v in sorted(self.links.items())},
+            "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
             "host": vars(self.host).copy(),
             "overheads": vars(self.overheads).copy(),
             "memory": vars(self.memory).copy(),
@@ -199,6 +276,54 @@ def _section(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]
     return value
 
 
+def _protocols(link: Mapping[str, Any], where: str) -> dict[str, ProtocolLink]:
+    """The optional ``protocols:`` of one link entry, every field checked."""
+    raw = link.get("protocols") if isinstance(link, Mapping) else None
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ZsimInputError(f"{where}.protocols: expected a mapping of protocol -> fields")
+    out = {}
+    for proto, entry in raw.items():
+        pw = f"{where}.protocols.{proto}"
+        if proto not in PROTOCOL_NAMES:
+            raise ZsimInputError(f"{pw}: unknown protocol (choose from {', '.join(PROTOCOL_NAMES)})")
+        base = _protocol_entry(entry, pw)
+        overrides = entry.get("algorithms") or {}
+        if not isinstance(overrides, Mapping):
+            raise ZsimInputError(f"{pw}.algorithms: expected a mapping of algorithm -> fields")
+        # An override lists only what differs for that algorithm; the rest is the protocol's.
+        algos = tuple(sorted(
+            (str(a), _protocol_entry(o, f"{pw}.algorithms.{a}", inherit=entry))
+            for a, o in overrides.items()))
+        out[str(proto)] = replace(base, algorithms=algos)
+    return out
+
+
+def _protocol_entry(entry: Any, where: str, inherit: Mapping[str, Any] | None = None) -> ProtocolLink:
+    """One protocol entry (``inherit``: the protocol's own entry, for algorithm overrides)."""
+    if not isinstance(entry, Mapping):
+        raise ZsimInputError(f"{where}: expected a mapping with latency_s")
+    allowed = set(ProtocolLink.__dataclass_fields__) - ({"algorithms"} if inherit else set())
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ZsimInputError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    merged = {**{k: v for k, v in (inherit or {}).items() if k != "algorithms"}, **entry}
+
+    def opt(key: str, default: float, **kw: Any) -> float:
+        return _num(merged, key, where, **kw) if key in merged else default
+    fraction = opt("bandwidth_fraction", 1.0)
+    if fraction > 1.0:
+        raise ZsimInputError(f"{where}.bandwidth_fraction: must be at most 1, got {fraction}")
+    return ProtocolLink(
+        latency_s=_num(merged, "latency_s", where, allow_zero=True),
+        base_latency_s=opt("base_latency_s", 0.0, allow_zero=True),
+        bandwidth_fraction=fraction,
+        max_busbw_GBps=opt("max_busbw_GBps", 0.0, allow_zero=True),
+        ring_step_floor_s=opt("ring_step_floor_s", 0.0, allow_zero=True),
+        rank_latency_s=opt("rank_latency_s", 0.0, allow_zero=True))
+
+
 def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") -> HardwareProfile:
     """Build a :class:`HardwareProfile` from parsed YAML, checking every field."""
     if not isinstance(data, Mapping):
@@ -227,7 +352,8 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
     for name, lk in sorted(links_raw.items()):
         lw = f"{where}.links.{name}"
         links[str(name)] = LinkProfile(
-            efficiency=_num(lk, "efficiency", lw), latency_s=_num(lk, "latency_s", lw, allow_zero=True))
+            efficiency=_num(lk, "efficiency", lw), latency_s=_num(lk, "latency_s", lw, allow_zero=True),
+            protocols=_protocols(lk, lw))
     return HardwareProfile(
         name=str(data.get("name", "unnamed")),
         version=int(_num(data, "version", where)) if "version" in data else 1,

@@ -42,6 +42,12 @@ def atomic_write_with(path: str | Path, writer: Callable[[Any], Any]) -> Path:
     return _atomic(path, writer)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | Path, writer: Callable[[Any], Any]) -> Path:
     target = Path(path)
     try:
@@ -62,6 +68,8 @@ def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the result the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -265,7 +265,8 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
         raise ZsimInputError(f"cannot read model config {path}: {exc.strerror}") from None
     except (RecursionError, ValueError):  # nested too deeply; an integer of over 4300 digits
         raise ZsimInputError(f"model config {path} is nested too deeply or holds too large a number") from None
-    name = path.parent.name or path.stem
+    # HF layout: <model name>/config.json; any other file is named by itself.
+    name = (path.parent.name if path.name == "config.json" else "") or path.stem
     return from_hf_config(cfg, name=name if name.isprintable() else repr(name))
 
 

@@ -172,6 +172,9 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
                      f"{spec.max_position_embeddings}",)
     else:
         run_notes = ()
+    if "nvme" in (run.zero.offload_optimizer, run.zero.offload_param):
+        run_notes += ("nvme offload is simulated as cpu offload: NVMe swap bandwidth is not "
+                      "modelled yet, so offloaded steps are optimistic",)
     workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
     schedule = build_schedule(spec, run)
     memory: MemoryEstimate = estimate_memory(workload, run, _facts(schedule, run, spec),

@@ -19,58 +19,83 @@ API (what the simulator calls)::
   reduce_scatter's input, all_reduce/reduce/broadcast's buffer, all_to_all's send buffer of
   one rank. DeepSpeed's comms logger reports the same sizes for all_gather_into_tensor /
   reduce_scatter_tensor.
-- ``algorithm``: "auto" (NCCL-like choice: the fastest of ring and tree for all_reduce, ring
-  for the other ops, direct for all_to_all), "ring", "tree" (all_reduce/reduce/broadcast),
-  "hierarchical" (not all_to_all), "direct" (all_to_all only).
+- ``algorithm``: "auto" (NCCL-like choice: the fastest of ring and tree for all_reduce, of
+  ring and PAT for all_gather/reduce_scatter where PAT may run, ring for reduce/broadcast,
+  direct for all_to_all; each under its fastest protocol), "ring", "tree"
+  (all_reduce/reduce/broadcast), "hierarchical" (not all_to_all), "direct" (all_to_all
+  only), "pat" (all_gather/reduce_scatter with one rank per node, as NCCL requires).
 - ``group``: "world" (all ranks), "intra_node" (the ranks of one node; ZeRO++ hpZ),
   "inter_node" (one rank per node, with every local rank running its own group at the same
   time, as ZeRO++ and hierarchical schemes do).
 - ``hardware``: a :class:`zsim.hardware.HardwareProfile`, a profile name/path, or None
-  (the cluster's own profile). Per link type it gives efficiency and per-step latency_s.
+  (the cluster's own profile). Per link type it gives efficiency and, per NCCL protocol
+  (``links.<type>.protocols``), step latency, base latency, bandwidth fraction and caps.
 - A group of one rank, or 0 bytes, costs 0 s (algbw = busbw = 0). Bad names or negative
   sizes raise :class:`zsim.errors.ZsimInputError`.
 - Results are cached (lru_cache); the cost does not depend on the node count beyond O(1).
+- :func:`collective_choice` also says which protocol won; :func:`protocol_costs` lists the
+  cost of every (algorithm, protocol) pair considered.
 
-Time model (see :mod:`.base`): each phase (one NCCL kernel) costs the profile's
-``compute.kernel_launch_s`` + (intra-node steps × ``links.<nvlink|pcie>.latency_s``) +
-(network steps × ``links.ib.latency_s``) + the busiest link type's bytes / (physical
-bandwidth from the topology × ``links.<type>.efficiency`` × fabric share). NVLS (NVLink
-SHARP) and CollNet/SHARP in-network reductions are not modelled.
+Time model (see :mod:`.base`), NCCL's tuner (src/graph/tuning.cc) in per-rank form: each
+phase (one NCCL kernel) under protocol P costs ``compute.kernel_launch_s`` + P's
+``base_latency_s`` + (intra-node steps × P's NVLink/PCIe step latency) + (network steps ×
+P's ib step latency) + the busiest link type's bytes / (physical bandwidth from the topology
+× ``links.<type>.efficiency`` × P's ``bandwidth_fraction`` × fabric share), and at least
+bus bytes / P's ``max_busbw_GBps``. LL (8-byte flag+data stores: tiny latency, a quarter of
+the bandwidth), LL128 (128-byte lines, 120 of them payload) and Simple (bulk copies with a
+fence per chunk: full bandwidth, the largest step latency) are all priced and the fastest
+is used, as NCCL does per call. A profile without ``protocols:`` has one protocol (Simple)
+with ``links.<type>.latency_s`` per step. NVLS (NVLink SHARP) and CollNet/SHARP in-network
+reductions are not modelled.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Union
 
 from ..errors import ZsimInputError
 from ..hardware import HardwareProfile, load_profile
 from ..network.topology import Cluster
-from . import direct, hierarchical, ring, tree
-from .base import (GROUPS, OPS, CollectiveCost, LinkParams, bus_factor, combine, group_shape,
-                   zero_cost)
+from . import direct, hierarchical, pat, ring, tree
+from .base import (GROUPS, OPS, CollectiveCost, GroupShape, LinkParams, LinkTable, bus_factor,
+                   combine, group_shape, hop_link_types, protocol_views, zero_cost)
 
 #: Algorithm name -> module with NAME, SUPPORTED_OPS and phases(cluster, links, shape, op, bytes).
-ALGORITHMS = {m.NAME: m for m in (ring, tree, hierarchical, direct)}
+ALGORITHMS = {m.NAME: m for m in (ring, tree, hierarchical, direct, pat)}
 #: Algorithms "auto" chooses among per op, as NCCL does: its tuner weighs ring against tree
-#: for all_reduce only and runs every other collective as a ring (src/graph/tuning.cc);
-#: stock NCCL has no hierarchical scheme.
-AUTO_CANDIDATES = {"all_reduce": ("ring", "tree"), "all_to_all": ("direct",)}
+#: for all_reduce, ring against PAT for all_gather/reduce_scatter (PAT only where NCCL allows
+#: it: one rank per node, and a profile that prices it), and runs the rest as rings
+#: (src/graph/tuning.cc); stock NCCL has no hierarchical scheme.
+AUTO_CANDIDATES = {"all_reduce": ("ring", "tree"), "all_gather": ("ring", "pat"),
+                   "reduce_scatter": ("ring", "pat"), "all_to_all": ("direct",)}
 
-__all__ = ["collective_cost", "CollectiveCost", "LinkParams", "link_params", "ALGORITHMS",
-           "OPS", "GROUPS", "bus_factor", "supported_algorithms"]
+__all__ = ["collective_cost", "collective_choice", "protocol_costs", "CollectiveCost", "Choice",
+           "LinkParams", "LinkTable", "link_table", "ALGORITHMS", "OPS", "GROUPS", "bus_factor",
+           "supported_algorithms"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What NCCL would run for one call: the algorithm, the protocol, and its cost."""
+
+    algorithm: str
+    protocol: str
+    cost: CollectiveCost
 
 
 @functools.lru_cache(maxsize=64)
-def _profile_params(name: str) -> LinkParams:
-    return link_params(load_profile(name))
+def _profile_table(name: str) -> LinkTable:
+    return link_table(load_profile(name))
 
 
-def link_params(hardware: HardwareProfile) -> LinkParams:
-    """The hashable link efficiency/latency table of a hardware profile."""
-    return LinkParams(hardware.name, tuple(sorted(
-        (k, v.efficiency, v.latency_s) for k, v in hardware.links.items())),
-        base_latency_s=hardware.compute.kernel_launch_s)
+@functools.lru_cache(maxsize=64)  # profiles hash by identity and are frozen
+def link_table(hardware: HardwareProfile) -> LinkTable:
+    """The hashable link table (efficiencies, latencies, protocols) of a hardware profile."""
+    return LinkTable(hardware.name, tuple(sorted(
+        (k, v.efficiency, v.latency_s, tuple(sorted(v.protocols.items())))
+        for k, v in hardware.links.items())), launch_s=hardware.compute.kernel_launch_s)
 
 
 def supported_algorithms(op: str) -> list[str]:
@@ -96,30 +121,85 @@ def _check(op: str, algorithm: str, group: str, buffer_bytes: float) -> None:
                              f"got {buffer_bytes!r}")
 
 
+def _priced(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str, nbytes: float,
+            algorithm: str) -> CollectiveCost:
+    """One algorithm under one protocol view."""
+    phases = ALGORITHMS[algorithm].phases(cluster, links, shape, op, nbytes)
+    return combine(phases, algorithm, op, nbytes, shape.size, links.max_busbw_GBps)
+
+
+def _views(cluster: Cluster, table: LinkTable, shape: GroupShape,
+           algorithm: str) -> tuple[LinkParams, ...]:
+    """The protocol views ``algorithm`` may run under (a module may list its PROTOCOLS)."""
+    module = ALGORITHMS[algorithm]
+    views = protocol_views(table, hop_link_types(cluster, shape), algorithm,
+                           getattr(module, "LISTED_ONLY", False))
+    allowed = getattr(module, "PROTOCOLS", None)
+    return views if allowed is None else tuple(v for v in views if v.protocol in allowed)
+
+
+def _candidates(shape: GroupShape, op: str, algorithm: str) -> tuple[str, ...]:
+    if algorithm != "auto":
+        return (algorithm,)
+    names = AUTO_CANDIDATES.get(op, ("ring",))
+    return tuple(a for a in names if getattr(ALGORITHMS[a], "eligible", lambda s: True)(shape))
+
+
 @functools.lru_cache(maxsize=65536)
-def _cost(cluster: Cluster, links: LinkParams, op: str, buffer_bytes: float, algorithm: str,
-          group: str) -> CollectiveCost:
+def _options(cluster: Cluster, table: LinkTable, op: str, buffer_bytes: float, algorithm: str,
+             group: str) -> tuple[Choice, ...]:
+    """Every (algorithm, protocol) considered for one call, in NCCL's order."""
     shape = group_shape(cluster, group)
+    names = _candidates(shape, op, algorithm)
+    if algorithm != "auto" and hasattr(ALGORITHMS[algorithm], "check"):
+        ALGORITHMS[algorithm].check(shape)  # e.g. PAT needs one rank per node
     if shape.size == 1 or buffer_bytes == 0:
-        name = "ring" if algorithm == "auto" else algorithm
-        return zero_cost(name, op, buffer_bytes, shape.size)
-    if algorithm == "auto":
-        options = [_cost(cluster, links, op, buffer_bytes, a, group)
-                   for a in AUTO_CANDIDATES.get(op, ("ring",))]
-        return min(options, key=lambda c: c.time_s)
-    phases = ALGORITHMS[algorithm].phases(cluster, links, shape, op, float(buffer_bytes))
-    return combine(phases, algorithm, op, buffer_bytes, shape.size)
+        return (Choice(names[0], "", zero_cost(names[0], op, buffer_bytes, shape.size)),)
+    options = tuple(Choice(a, v.protocol, _priced(cluster, v, shape, op, float(buffer_bytes), a))
+                    for a in names for v in _views(cluster, table, shape, a))
+    if not options:
+        raise ZsimInputError(
+            f"hardware profile {table.name!r} prices no protocol of algorithm "
+            f"{'/'.join(names)} on {', '.join(hop_link_types(cluster, shape))} "
+            f"(a protocol must be listed by every link type the steps cross)")
+    return options
+
+
+@functools.lru_cache(maxsize=65536)
+def _cost(cluster: Cluster, table: LinkTable, op: str, buffer_bytes: float, algorithm: str,
+          group: str) -> Choice:
+    # The fastest option; ties go to the earlier algorithm and protocol, as in NCCL's loop.
+    return min(_options(cluster, table, op, buffer_bytes, algorithm, group),
+               key=lambda c: c.cost.time_s)
+
+
+def _table(cluster: Cluster, hardware: Union[HardwareProfile, str, None]) -> LinkTable:
+    if hardware is None:
+        return _profile_table(cluster.hardware)
+    if isinstance(hardware, str):
+        return _profile_table(hardware)
+    return link_table(hardware)
+
+
+def collective_choice(cluster: Cluster, hardware: Union[HardwareProfile, str, None], op: str,
+                      buffer_bytes: float, algorithm: str = "auto",
+                      group: str = "world") -> Choice:
+    """The algorithm and protocol NCCL's model picks for one call, with its cost."""
+    _check(op, algorithm, group, buffer_bytes)
+    return _cost(cluster, _table(cluster, hardware), op, buffer_bytes, algorithm, group)
+
+
+def protocol_costs(cluster: Cluster, hardware: Union[HardwareProfile, str, None], op: str,
+                   buffer_bytes: float, algorithm: str = "auto",
+                   group: str = "world") -> dict[tuple[str, str], CollectiveCost]:
+    """The cost of every (algorithm, protocol) pair considered for one call."""
+    _check(op, algorithm, group, buffer_bytes)
+    options = _options(cluster, _table(cluster, hardware), op, buffer_bytes, algorithm, group)
+    return {(c.algorithm, c.protocol): c.cost for c in options}
 
 
 def collective_cost(cluster: Cluster, hardware: Union[HardwareProfile, str, None], op: str,
                     buffer_bytes: float, algorithm: str = "auto",
                     group: str = "world") -> CollectiveCost:
     """Predicted time and bandwidth of one collective; see the module docstring."""
-    _check(op, algorithm, group, buffer_bytes)
-    if hardware is None:
-        links = _profile_params(cluster.hardware)
-    elif isinstance(hardware, str):
-        links = _profile_params(hardware)
-    else:
-        links = link_params(hardware)
-    return _cost(cluster, links, op, buffer_bytes, algorithm, group)
+    return collective_choice(cluster, hardware, op, buffer_bytes, algorithm, group).cost

@@ -4,19 +4,25 @@ A collective runs as one or more *phases* one after another (each one NCCL kerne
 phase every link type carries its bytes at once (NCCL pipelines chunks through all hops), so
 a phase lasts ``base latency + hop latencies + max over link types of (bytes / bandwidth)``;
 phases add up. As in NCCL's own model (src/graph/tuning.cc), the hop latencies are
-``intra-node steps × intra latency + inter-node steps × network latency``; the base latency
-is the hardware profile's ``compute.kernel_launch_s`` (one kernel per phase).
+``intra-node steps × intra latency + inter-node steps × network latency``.
+
+Every phase is priced under one NCCL *protocol* (LL, LL128, Simple): :class:`LinkParams` is
+the hardware profile seen through that protocol (:func:`protocol_views`), so the latencies,
+bandwidth fractions and bus-bandwidth cap the algorithms read are the protocol's. The base
+latency is ``compute.kernel_launch_s`` plus the protocol's ``base_latency_s``.
 Bandwidths are per rank and effective: physical bandwidth (topology) × efficiency
-(hardware profile, per link type) × fabric share (uplink contention).
+(hardware profile, per link type) × the protocol's bandwidth fraction × fabric share.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..errors import ZsimInputError
+from ..hardware import PROTOCOL_NAMES, ProtocolLink
 from ..network.topology import Cluster
 
 #: Collective operations, named as in torch.distributed / nccl-tests.
@@ -27,18 +33,29 @@ GROUPS = ("world", "intra_node", "inter_node")
 
 @dataclass(frozen=True)
 class LinkParams:
-    """Efficiency and per-step latency of each link type, from a hardware profile (hashable)."""
+    """One protocol's view of a hardware profile's links (hashable, so costs can be cached).
+
+    ``params``: (link_type, efficiency × protocol bandwidth fraction, per-step latency_s);
+    ``base_latency_s``: per phase (kernel launch + the protocol's base latency);
+    ``step_floor_s``: least cost of an intra-node step of a ring that crosses nodes;
+    ``max_busbw_GBps``: cap on a phase's bus bandwidth (0 = none);
+    ``rank_latency_s``: latency per rank of the group (PAT's linear term).
+    """
 
     name: str
     params: tuple[tuple[str, float, float], ...]  # (link_type, efficiency, latency_s)
-    base_latency_s: float = 0.0                  # per phase (kernel launch)
+    base_latency_s: float = 0.0                  # per phase (kernel launch + protocol base)
+    protocol: str = "simple"
+    step_floor_s: float = 0.0
+    max_busbw_GBps: float = 0.0
+    rank_latency_s: float = 0.0                  # per rank of the group (PAT)
 
     def efficiency(self, link_type: str) -> float:
-        """Achieved fraction of the physical bandwidth of ``link_type``."""
+        """Achieved fraction of the physical bandwidth of ``link_type`` under this protocol."""
         return self._get(link_type)[1]
 
     def latency_s(self, link_type: str) -> float:
-        """Latency of one algorithm step over ``link_type``."""
+        """Latency of one algorithm step over ``link_type`` under this protocol."""
         return self._get(link_type)[2]
 
     def _get(self, link_type: str) -> tuple[str, float, float]:
@@ -48,6 +65,71 @@ class LinkParams:
         raise ZsimInputError(
             f"hardware profile {self.name!r} has no link type {link_type!r} "
             f"(has: {', '.join(p[0] for p in self.params)})")
+
+
+@dataclass(frozen=True)
+class LinkTable:
+    """A hardware profile's link data, hashable: per link type its efficiency, legacy
+    per-step latency and protocol entries; plus the kernel launch latency."""
+
+    name: str
+    links: tuple[tuple[str, float, float, tuple[tuple[str, ProtocolLink], ...]], ...]
+    launch_s: float = 0.0
+
+    def protocols(self, link_type: str) -> dict[str, ProtocolLink]:
+        """The protocols ``link_type`` supports; a link without ``protocols:`` runs Simple
+        with its plain ``latency_s``."""
+        for kind, _, latency, protos in self.links:
+            if kind == link_type:
+                return dict(protos) if protos else {"simple": ProtocolLink(latency_s=latency)}
+        raise ZsimInputError(
+            f"hardware profile {self.name!r} has no link type {link_type!r} "
+            f"(has: {', '.join(k[0] for k in self.links)})")
+
+
+def hop_link_types(cluster: Cluster, shape: "GroupShape") -> tuple[str, ...]:
+    """The link types a group's algorithm steps cross: GPU-to-GPU inside a node, ib across."""
+    kinds = []
+    if shape.ranks_per_node > 1:
+        kinds.append(cluster.net.intra_link_type or "nvlink")
+    if shape.nodes > 1:
+        kinds.append("ib")
+    return tuple(kinds)
+
+
+@functools.lru_cache(maxsize=256)
+def protocol_views(table: LinkTable, hops: tuple[str, ...], algorithm: str,
+                   listed_only: bool = False) -> tuple[LinkParams, ...]:
+    """One :class:`LinkParams` per protocol every hop link type supports (NCCL's order), with
+    ``algorithm``'s own entries where the profile has them (``listed_only``: only protocols
+    that every hop link lists an entry of ``algorithm`` for, as PAT needs).
+
+    A link type that carries bytes but is not a hop (the GPU-to-NIC PCIe path) uses its own
+    entry for the protocol when it has one, else its plain efficiency: the protocol's payload
+    overhead is already paid on the network link it feeds.
+    """
+    views = []
+    for proto in PROTOCOL_NAMES:
+        raw = [table.protocols(k).get(proto) for k in hops]
+        if not hops or any(e is None for e in raw):
+            continue
+        if listed_only and any(algorithm not in dict(e.algorithms) for e in raw):
+            continue
+        entries = [e.for_algorithm(algorithm) for e in raw]
+        params = []
+        for kind, eff, latency, _ in table.links:
+            e = table.protocols(kind).get(proto)
+            e = e.for_algorithm(algorithm) if e else None
+            params.append((kind, eff * (e.bandwidth_fraction if e else 1.0),
+                           e.latency_s if e else latency))
+        caps = [e.max_busbw_GBps for e in entries if e.max_busbw_GBps > 0]
+        views.append(LinkParams(
+            table.name, tuple(params),
+            base_latency_s=table.launch_s + max(e.base_latency_s for e in entries),
+            protocol=proto, step_floor_s=max(e.ring_step_floor_s for e in entries),
+            max_busbw_GBps=min(caps, default=0.0),
+            rank_latency_s=max(e.rank_latency_s for e in entries)))
+    return tuple(views)
 
 
 @dataclass(frozen=True)
@@ -91,10 +173,15 @@ class Stream:
 
 @dataclass(frozen=True)
 class Phase:
-    """One stage of an algorithm (one kernel): its latency plus pipelined streams."""
+    """One stage of an algorithm (one kernel): its latency plus pipelined streams.
+
+    ``bus_bytes``: bytes one rank sends in the phase (nccl-tests' busbw convention); with a
+    protocol's bus-bandwidth cap the transfer lasts at least ``bus_bytes / cap``.
+    """
 
     latency_s: float
     streams: tuple[Stream, ...]
+    bus_bytes: float = 0.0
 
     def busy_s(self) -> dict[str, float]:
         """Seconds each link type is busy (streams of one type add up: they share links)."""
@@ -104,9 +191,11 @@ class Phase:
                 busy[s.link_type] = busy.get(s.link_type, 0.0) + s.bytes / (s.bandwidth_GBps * 1e9)
         return busy
 
-    def time_s(self) -> float:
-        """Latency plus the busiest link type's transfer time."""
-        return self.latency_s + max(self.busy_s().values(), default=0.0)
+    def time_s(self, max_busbw_GBps: float = 0.0) -> float:
+        """Latency plus the busiest link type's transfer time, or the transfer time at the
+        protocol's bus-bandwidth cap (``max_busbw_GBps``, 0 = none) when that is longer."""
+        floor = self.bus_bytes / (max_busbw_GBps * 1e9) if max_busbw_GBps > 0 else 0.0
+        return self.latency_s + max(max(self.busy_s().values(), default=0.0), floor)
 
 
 @dataclass(frozen=True)
@@ -155,9 +244,9 @@ def bus_factor(op: str, n: int) -> float:
 
 
 def combine(phases: list[Phase], algorithm: str, op: str, buffer_bytes: float,
-            n: int) -> CollectiveCost:
-    """Add the phases up into a :class:`CollectiveCost`."""
-    time_s = sum(p.time_s() for p in phases)
+            n: int, max_busbw_GBps: float = 0.0) -> CollectiveCost:
+    """Add the phases up into a :class:`CollectiveCost` (``max_busbw_GBps``: protocol cap)."""
+    time_s = sum(p.time_s(max_busbw_GBps) for p in phases)
     link_bytes: dict[str, float] = {}
     busy: dict[str, float] = {}
     for p in phases:
@@ -208,11 +297,19 @@ def node_crossing_streams(cluster: Cluster, links: LinkParams, node_bytes: float
             Stream("pcie", nbytes, pcie_bw * links.efficiency("pcie")))
 
 
-def hop_latency(cluster: Cluster, links: LinkParams, intra_steps: int, inter_steps: int) -> float:
-    """Base latency plus ``intra_steps`` NVLink/PCIe hops and ``inter_steps`` network hops."""
+def hop_latency(cluster: Cluster, links: LinkParams, intra_steps: int, inter_steps: int,
+                ring: bool = False) -> float:
+    """Base latency plus ``intra_steps`` NVLink/PCIe hops and ``inter_steps`` network hops.
+
+    In a ``ring`` that crosses nodes every step waits on the network proxy, so an intra-node
+    step costs at least ``links.step_floor_s`` (NCCL's netOverhead).
+    """
     lat = links.base_latency_s
     if intra_steps:
-        lat += intra_steps * links.latency_s(cluster.net.intra_link_type or "nvlink")
+        intra = links.latency_s(cluster.net.intra_link_type or "nvlink")
+        if ring and inter_steps:
+            intra = max(intra, links.step_floor_s)
+        lat += intra_steps * intra
     if inter_steps:
         lat += inter_steps * links.latency_s("ib")
     return lat

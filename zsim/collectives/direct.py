@@ -16,6 +16,9 @@ from .base import GroupShape, LinkParams, Phase, Stream, hop_latency, intra_stre
 
 NAME = "direct"
 SUPPORTED_OPS = ("all_to_all",)
+#: NCCL runs all_to_all as point-to-point sends, which use Simple (LL for small ones), never
+#: LL128 (src/enqueue.cc: p2p protocol choice).
+PROTOCOLS = ("ll", "simple")
 
 
 def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
@@ -32,4 +35,4 @@ def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
                               * links.efficiency("ib")))
         streams.append(Stream("pcie", inter, net.rail_pcie_GBps * links.efficiency("pcie")))
     latency = hop_latency(cluster, links, 1 if g > 1 else 0, 1 if m > 1 else 0)
-    return [Phase(latency, tuple(streams))]
+    return [Phase(latency, tuple(streams), bus_bytes=nbytes * (n - 1) / n)]

@@ -10,8 +10,9 @@ among the ranks with the same local index (one group per rail, all at once), on 
   on S/g, gather to (all_gather from) the root's node.
 
 This is the two-level scheme of hierarchical all-reduce implementations and of ZeRO++'s
-hierarchical partitioning; the phases do not overlap, so it loses to NCCL's pipelined ring at large sizes but takes fewer
-latency steps. With one node or one rank per node it is the ring.
+hierarchical partitioning; the phases do not overlap, so it loses to NCCL's pipelined ring
+at large sizes but takes fewer latency steps. With one node or one rank per node it is the
+ring. Each phase runs under the call's protocol (the ring's entries of the profile).
 """
 
 from __future__ import annotations

@@ -42,5 +42,5 @@ def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
             streams.append(intra_stream(cluster, links, sent * (g - 1) / g))
     else:
         streams.append(intra_stream(cluster, links, sent))
-    latency = hop_latency(cluster, links, steps - inter_steps, inter_steps)
-    return [Phase(latency, tuple(streams))]
+    latency = hop_latency(cluster, links, steps - inter_steps, inter_steps, ring=True)
+    return [Phase(latency, tuple(streams), bus_bytes=sent)]

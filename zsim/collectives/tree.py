@@ -36,4 +36,4 @@ def phases(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str,
     # ncclTopoTuneModel: "if (a == NCCL_ALGO_TREE) busBw = std::min(busBw*.9, ...)").
     streams = [replace(s, bandwidth_GBps=s.bandwidth_GBps * TREE_BANDWIDTH_FACTOR) for s in streams]
     latency = hop_latency(cluster, links, passes * (g - 1), passes * log2_ceil(m))
-    return [Phase(latency, tuple(streams))]
+    return [Phase(latency, tuple(streams), bus_bytes=passes * nbytes)]

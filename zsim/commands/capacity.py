@@ -16,16 +16,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_cluster_args(p)
     p.add_argument("--seq", type=positive_int, default=2048, help="sequence length (default %(default)s)")
     p.add_argument("--micro-batch", type=positive_int, default=1, help="micro-batch per GPU (default %(default)s)")
+    p.add_argument("--stage", help="only these stages, comma-separated (default: 0,1,2,3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
     """Compute and print the table."""
+    from ..decide.capacity import ROWS
+    from ..decide.sweep import parse_list
     from ..decide.text import format_capacity
-    from ..plan import capacity
+    from ..errors import ZsimInputError
+    from ..decide.api import capacity
 
+    rows = ROWS
+    if args.stage:
+        stages = parse_list("stage", args.stage)
+        if any(s > 3 for s in stages):
+            raise ZsimInputError(f"--stage must list stages 0-3, got {args.stage!r}")
+        rows = tuple(r for r in ROWS if r[0] in stages)
     res = capacity(args.topo, gpus=args.gpus, nodes=args.nodes, seq=args.seq,
-                   micro_batch=args.micro_batch, hardware=args.hardware)
+                   micro_batch=args.micro_batch, hardware=args.hardware, rows=rows)
     if args.json:
         sys.stdout.write(dumps_json(res.to_dict()))
     else:

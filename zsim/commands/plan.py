@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..decide.text import format_plan
     from ..errors import ZsimInputError
     from ..output import DEFAULT_OUTPUT_DIR
-    from ..plan import Constraints, plan
+    from ..decide.api import Constraints, plan
 
     bar = ProgressBar(enabled=True if args.progress else None)
     try:

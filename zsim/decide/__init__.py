@@ -1,6 +1,6 @@
 """Decisions: search, sweep and capacity logic behind `zsim plan`, `sweep`, `capacity`.
 
-The public entry points live in :mod:`zsim.plan` (``plan``, ``capacity``); this package holds
+The public entry points live in :mod:`zsim.decide.api` (exported as ``zsim.plan`` and ``zsim.capacity``) (``plan``, ``capacity``); this package holds
 the pieces: the search space (:mod:`.space`), the cached evaluator (:mod:`.evaluate`), the
 search itself (:mod:`.search`), the user's DeepSpeed config (:mod:`.autoconfig`), capacity
 (:mod:`.capacity`), sweeps (:mod:`.sweep`), text output (:mod:`.text`) and a progress bar.

@@ -164,11 +164,12 @@ def candidate_config(user: UserConfig, cand: Candidate, data_parallel: int) -> d
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every non-mapping value (empty sections have no leaves)."""
     if isinstance(node, Mapping):
         out: dict[str, Any] = {}
         for k, v in node.items():
             out.update(_leaves(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
+        return out
     return {prefix[:-1]: node}
 
 

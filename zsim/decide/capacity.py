@@ -37,6 +37,12 @@ HIDDEN_RANGE = (1024, 32768)
 #: The guides' stage-selection rule of thumb for 8×A100-80G: stage -> (params, communication).
 RULE_OF_THUMB = {1: (30e9, "low"), 2: (60e9, "medium"), 3: (100e9, "high")}
 
+#: Communication is compared on one reference run per stage: this model, micro-batch 1 and
+#: this many micro-steps (stages 2 and 3 communicate on every micro-step, stage 1 only at
+#: the optimizer step, which is what makes the guides' low / medium / high).
+COMM_REFERENCE_MODEL = "llama-2-7b"
+COMM_REFERENCE_GRAD_ACCUM = 4
+
 #: Rows of the table: (stage, offload_optimizer, offload_param).
 ROWS = ((0, "none", "none"), (1, "none", "none"), (1, "cpu", "none"), (2, "none", "none"),
         (2, "cpu", "none"), (3, "none", "none"), (3, "cpu", "none"), (3, "cpu", "cpu"))
@@ -123,6 +129,7 @@ class CapacityResult:
     rows: tuple[CapacityRow, ...]
     family_note: str
     rule_of_thumb: tuple[str, ...]
+    comm_busy_s: tuple[tuple[int, float], ...] = ()   # (stage, busy comm seconds per step), reference run
 
     def largest(self, stage: int, offload_optimizer: str = "none", offload_param: str = "none",
                 activation_checkpointing: bool = False) -> int:
@@ -138,6 +145,8 @@ class CapacityResult:
         return {"topology": self.topology, "world_size": self.world_size, "seq_len": self.seq_len,
                 "micro_batch": self.micro_batch, "gpu_memory_bytes": self.gpu_memory_bytes,
                 "family": self.family_note, "rule_of_thumb": list(self.rule_of_thumb),
+                "comm_reference": {"model": COMM_REFERENCE_MODEL, "grad_accum": COMM_REFERENCE_GRAD_ACCUM,
+                                   "busy_s_by_stage": {str(k): v for k, v in self.comm_busy_s}},
                 "rows": [{"stage": r.stage, "offload_optimizer": r.offload_optimizer,
                           "offload_param": r.offload_param,
                           "activation_checkpointing": r.activation_checkpointing,
@@ -167,15 +176,35 @@ def _fits(spec: ModelSpec, base: dict, cand: Candidate) -> MemoryVerdict:
     return Evaluator(setting).memory(cand)
 
 
-def _largest(ladder: tuple[ModelSpec, ...], base: dict, cand: Candidate) -> tuple[int, MemoryVerdict | None,
-                                                                                   MemoryVerdict | None]:
-    """Index of the largest fitting member (-1: none) by bisection, with both verdicts."""
-    lo, hi = -1, len(ladder)         # invariant: ladder[lo] fits (or lo = -1), ladder[hi] does not
+def _largest(ladder: tuple[ModelSpec, ...], base: dict, cand: Candidate, hint: int = -1
+             ) -> tuple[int, MemoryVerdict | None, MemoryVerdict | None]:
+    """Index of the largest fitting member (-1: none), with the verdicts at it and one above.
+
+    Gallops up from ``hint`` (a member that fits under a related choice; checked, not
+    assumed), then bisects: small models are cheap to check, so the search stays low when
+    the answer is low. Fit is monotone along the ladder (every term grows with the shape).
+    """
     verdicts: dict[int, MemoryVerdict] = {}
+
+    def fits(i: int) -> bool:
+        if i not in verdicts:
+            verdicts[i] = _fits(ladder[i], base, cand)
+        return verdicts[i].fits
+
+    lo, hi = (hint if hint >= 0 and fits(hint) else -1), len(ladder)
+    step = 1
+    while True:                       # invariant: ladder[lo] fits (or lo = -1), ladder[hi] does not
+        probe = min(lo + step, hi - 1)
+        if probe <= lo:
+            break
+        if fits(probe):
+            lo, step = probe, step * 2
+        else:
+            hi = probe
+            break
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        verdicts[mid] = _fits(ladder[mid], base, cand)
-        if verdicts[mid].fits:
+        if fits(mid):
             lo = mid
         else:
             hi = mid
@@ -184,8 +213,10 @@ def _largest(ladder: tuple[ModelSpec, ...], base: dict, cand: Candidate) -> tupl
 
 def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: int | None = None,
              seq: int = 2048, micro_batch: int = 1, hardware: str | Path | HardwareProfile | None = None,
-             checkpointing: tuple[bool, ...] = (False, True)) -> CapacityResult:
-    """Largest family member that fits, per row of :data:`ROWS` and checkpointing choice."""
+             checkpointing: tuple[bool, ...] = (False, True),
+             rows: tuple[tuple[int, str, str], ...] = ROWS) -> CapacityResult:
+    """Largest family member that fits, per row of ``rows`` (default :data:`ROWS`) and
+    checkpointing choice."""
     for name, value in (("--seq", seq), ("--micro-batch", micro_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ZsimInputError(f"{name} must be a positive integer, got {value!r}")
@@ -196,23 +227,41 @@ def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: i
     per_node = min(first.world_size, load_topology(topo).cluster(gpus=gpus, nodes=nodes).gpus_per_node)
     base = {"topo": topo, "gpus": gpus, "nodes": nodes, "hw": first.hardware, "seq": seq,
             "user": read_user_config(None)}
-    rows = []
-    for stage, oo, op in ROWS:
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown or not rows:
+        raise ZsimInputError(f"capacity: unknown row {unknown[0] if unknown else '(none given)'}")
+    out: list[CapacityRow] = []
+    hint = -1
+    for stage, oo, op in rows:
         for ckpt in checkpointing:
             cand = Candidate(stage, oo, op, micro_batch, 1, ckpt, 200_000_000, 50_000_000,
                              overlap_comm=stage == 3)   # DeepSpeed's default
-            i, fit, nofit = _largest(ladder, base, cand)
+            i, fit, nofit = _largest(ladder, base, cand, hint)
+            hint = i      # the next row or column usually fits at least as much: start there
             largest = ladder[i] if i >= 0 else None
-            rows.append(CapacityRow(
+            out.append(CapacityRow(
                 stage, oo, op, ckpt, largest, fit.peak_bytes if fit else 0,
                 ladder[i + 1] if i + 1 < len(ladder) else None,
                 nofit.reason() if nofit else "the largest family member fits (the ladder ends here)",
                 host_bytes_per_node(largest.num_parameters if largest else 0, first.world_size, per_node, oo, op)))
     result = CapacityResult(
         topology=str(topo), world_size=first.world_size, seq_len=seq,
-        micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(rows),
-        family_note=__doc__.split("\n\n")[1].replace("\n", " "), rule_of_thumb=())
+        micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(out),
+        family_note=__doc__.split("\n\n")[1].replace("\n", " "), rule_of_thumb=(),
+        comm_busy_s=_comm_reference(topo, gpus, nodes, first.hardware, seq, sorted({r[0] for r in rows})))
     return _with_rule_of_thumb(result)
+
+
+def _comm_reference(topo, gpus, nodes, hw, seq: int, stages: list[int]) -> tuple[tuple[int, float], ...]:
+    """Busy communication seconds per optimizer step of the reference run, per stage."""
+    from ..predict import predict
+
+    out = []
+    for stage in stages:
+        p = predict(COMM_REFERENCE_MODEL, topo, gpus=gpus, nodes=nodes, hardware=hw, stage=stage, micro_batch=1,
+                    grad_accum=COMM_REFERENCE_GRAD_ACCUM, seq=seq)
+        out.append((stage, float(sum(p.comm_busy_s.values()))))
+    return tuple(out)
 
 
 def _fmt_params(n: int) -> str:
@@ -224,7 +273,10 @@ def _with_rule_of_thumb(res: CapacityResult) -> CapacityResult:
     from dataclasses import replace
 
     lines = []
+    busy = dict(res.comm_busy_s)
     for stage, (figure, comm) in RULE_OF_THUMB.items():
+        if not any(r.stage == stage for r in res.rows):
+            continue
         holds, fails = [], []
         for r in res.rows:
             if r.stage != stage:
@@ -235,7 +287,13 @@ def _with_rule_of_thumb(res: CapacityResult) -> CapacityResult:
                 what += f" (needs {r.host_bytes_per_node / 2**40:.1f} TiB CPU memory per node)"
             (holds if r.largest_params >= 0.9 * figure else fails).append(what)
         sign = ">=" if stage == 3 else "~"
-        lines.append(f"ZeRO-{stage} {sign} {figure / 1e9:.0f}B (communication {comm}) at seq {res.seq_len}, "
-                     f"micro-batch {res.micro_batch}: holds with " + ("; ".join(holds) or "no choice here")
+        zsim_comm = ""
+        if stage in busy:
+            zsim_comm = f"; zsim: {busy[stage]:.3f} s busy per step"
+            if busy.get(1):
+                zsim_comm += f" = {busy[stage] / busy[1]:.1f}x ZeRO-1"
+            zsim_comm += f" ({COMM_REFERENCE_MODEL}, grad-accum {COMM_REFERENCE_GRAD_ACCUM})"
+        lines.append(f"ZeRO-{stage} {sign} {figure / 1e9:.0f}B (communication {comm}{zsim_comm}) at seq "
+                     f"{res.seq_len}, micro-batch {res.micro_batch}: holds with " + ("; ".join(holds) or "no choice here")
                      + " | fails with " + ("; ".join(fails) or "no choice here"))
     return replace(res, rule_of_thumb=tuple(lines))

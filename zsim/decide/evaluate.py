@@ -8,12 +8,15 @@ evaluated at ``grad_accum = 1``.
 Step time is linear in gradient accumulation: every micro-step after the first repeats the
 same ops (t(G) = t(1) + (G - 1)·(t(2) - t(1)), exact for the simulator to float precision).
 Screening therefore simulates G = 1 and G = 2 and extrapolates; the finalists are simulated
-at their real G. Before the second simulation a lower bound (each extra micro-step costs at
-least its compute time) drops candidates that cannot enter the ranking.
+at their real G. Two lower bounds drop candidates that cannot enter the ranking: before any
+simulation, G micro-steps of compute (known once any candidate of the same micro-batch and
+checkpointing was simulated: the kernels do not depend on stage, offload or buckets); before
+the second, t(1) plus (G - 1) micro-steps of compute.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -100,6 +103,31 @@ class Screened:
 
 Predictor = Callable[..., Any]
 
+#: Memory verdicts shared by every Evaluator of the process (capacity searches and reports
+#: ask the same questions many times). Keyed by everything the memory model reads.
+_MEMORY_CACHE: dict[tuple, "MemoryVerdict"] = {}
+_MEMORY_CACHE_LIMIT = 65536
+
+#: Schedule facts (partition, bucket and gather sizes) are element counts: they depend on the
+#: model, the world size and the ZeRO settings, not on micro-batch, sequence length or
+#: gradient accumulation, so one schedule build serves every batch shape.
+_FACTS_CACHE: dict[tuple, MemoryFacts] = {}
+
+
+def _schedule_facts(model: ModelSpec, run: Any) -> MemoryFacts:
+    from ..schedule import build_schedule
+
+    key = (model, run.world_size, run.zero, run.activation_checkpointing, run.precision)
+    if key not in _FACTS_CACHE:
+        if len(_FACTS_CACHE) >= _MEMORY_CACHE_LIMIT:
+            _FACTS_CACHE.clear()
+        f = build_schedule(model, run).facts
+        _FACTS_CACHE[key] = MemoryFacts(
+            partition_numel=int(f.partition_numel), ipg_buffer_elems=int(f.ipg_buffer_elems),
+            ipg_buffer_count=int(f.ipg_buffer_count), max_gathered_numel=int(f.max_gathered_numel),
+            persistent_numel=int(f.persistent_numel))
+    return _FACTS_CACHE[key]
+
 
 class Evaluator:
     """Cached memory and time evaluation of candidates in one :class:`Setting`.
@@ -118,6 +146,9 @@ class Evaluator:
         self._predictions: dict[tuple[Candidate, bool], Any] = {}
         self.simulations = 0
         self.memory_checks = 0
+        # Compute-stream seconds of one micro-step per (micro-batch, checkpointing): the same
+        # kernels run whatever the stage, offload or buckets, so it bounds any candidate.
+        self._compute_s: dict[tuple[int, bool], float] = {}
 
     # ---- configs ------------------------------------------------------------------------
     def ds_config(self, cand: Candidate) -> dict[str, Any]:
@@ -130,32 +161,37 @@ class Evaluator:
 
     # ---- memory -------------------------------------------------------------------------
     def memory(self, cand: Candidate) -> MemoryVerdict:
-        """Fit verdict of ``cand`` (cached; independent of grad_accum)."""
-        key = cand.with_grad_accum(1)
+        """Fit verdict of ``cand`` (cached). It depends on grad_accum: stages 0/1 keep full
+        gradients across micro-steps."""
+        key = cand
         if key not in self._memory:
             self.memory_checks += 1
             self._memory[key] = self._fast_memory(key) if self._real else self._memory_from_prediction(key)
         return self._memory[key]
 
     def _memory_from_prediction(self, cand: Candidate) -> MemoryVerdict:
-        p = self._run(cand, 1)
+        p = self._run(cand, None)
         return MemoryVerdict(bool(p.fits), int(p.peak_memory_bytes), int(p.gpu_memory_bytes),
                              dict(p.memory_breakdown))
 
     def _fast_memory(self, cand: Candidate) -> MemoryVerdict:
-        from ..schedule import build_schedule
-
         s = self.setting
-        run = build_run_config(self.ds_config(cand), s.model, s.world_size, self._overrides(cand, 1))
-        facts = build_schedule(s.model, run).facts
-        mem = estimate_memory(
-            Workload(s.model, run.micro_batch, run.seq_len, run.param_bytes), run,
-            MemoryFacts(partition_numel=int(facts.partition_numel),
-                        ipg_buffer_elems=int(facts.ipg_buffer_elems),
-                        ipg_buffer_count=int(facts.ipg_buffer_count),
-                        max_gathered_numel=int(facts.max_gathered_numel),
-                        persistent_numel=int(facts.persistent_numel)),
-            s.hardware.memory.allocator_overhead_fraction)
+        hw = s.hardware
+        key = (s.model, s.world_size, s.seq_len, hw.gpu.memory_bytes, hw.memory.allocator_overhead_fraction,
+               json.dumps(s.user.raw, sort_keys=True, default=str), cand)
+        if key not in _MEMORY_CACHE:
+            if len(_MEMORY_CACHE) >= _MEMORY_CACHE_LIMIT:
+                _MEMORY_CACHE.clear()
+            _MEMORY_CACHE[key] = self._memory_model(cand)
+        return _MEMORY_CACHE[key]
+
+    def _memory_model(self, cand: Candidate) -> MemoryVerdict:
+        s = self.setting
+        # Memory depends on grad_accum (stages 0/1 keep full gradients across micro-steps).
+        run = build_run_config(self.ds_config(cand), s.model, s.world_size,
+                               self._overrides(cand, cand.grad_accum))
+        mem = estimate_memory(Workload(s.model, run.micro_batch, run.seq_len, run.param_bytes), run,
+                              _schedule_facts(s.model, run), s.hardware.memory.allocator_overhead_fraction)
         return MemoryVerdict(mem.peak_bytes <= s.gpu_memory_bytes, mem.peak_bytes, s.gpu_memory_bytes,
                              dict(mem.breakdown))
 
@@ -189,11 +225,17 @@ class Evaluator:
         """Predicted step time of ``cand``; None when it provably stays below the floor."""
         g = cand.grad_accum
         tokens = self.tokens_per_step(cand)
+        shape = (cand.micro_batch, cand.activation_checkpointing)
+        if floor_tokens_per_s and shape in self._compute_s:
+            # Before any simulation: the step is at least G micro-steps of compute.
+            if tokens / (g * self._compute_s[shape]) < floor_tokens_per_s:
+                return None
         if g <= 2:
             p = self.predict(cand)
             return Screened(cand, p.step_time_s, tokens / p.step_time_s, True)
         p1 = self._run(cand, 1)
         compute_s = float(dict(getattr(p1, "time_breakdown", {}) or {}).get("compute_s", 0.0))
+        self._compute_s.setdefault(shape, compute_s)
         bound_s = p1.step_time_s + (g - 1) * compute_s
         if floor_tokens_per_s and tokens / bound_s < floor_tokens_per_s:
             return None

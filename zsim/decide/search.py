@@ -103,52 +103,75 @@ def _floor(screened: list[Screened], keep: int) -> float:
     return ranked[keep - 1].tokens_per_s if len(ranked) >= keep else 0.0
 
 
-def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
-           progress: Progress | None = None) -> SearchOutcome:
-    """Run the three phases; see the module docstring."""
-    structures = _order(space.structures())
-    keep = max(top_n, refine)
-    screened: list[Screened] = []
-    rejected: list[Rejection] = []
-    fitting = pruned = 0
-    total = len(structures) + refine
+@dataclass
+class _State:
+    """What the phases share: screened candidates, rejections, counters."""
+
+    keep: int
+    screened: list[Screened]
+    rejected: list[Rejection]
+    fitting: int = 0
+    pruned: int = 0
+
+    def screen(self, ev: Evaluator, cand: Candidate) -> None:
+        result = ev.screen(cand, _floor(self.screened, self.keep))
+        if result is None:
+            self.pruned += 1
+        else:
+            self.screened.append(result)
+
+
+def _phase_structures(space: SearchSpace, ev: Evaluator, st: _State, structures: list[Candidate],
+                      progress: Progress | None, total: int) -> None:
     for i, cand in enumerate(structures):
         if progress:
             progress(i, total, cand.label())
         chosen, verdict = _pick_buckets(space, ev, cand)
         if chosen is None:
-            rejected.append(Rejection(cand, verdict))
+            st.rejected.append(Rejection(cand, verdict))
             continue
-        fitting += 1
-        result = ev.screen(chosen, _floor(screened, keep))
-        if result is None:
-            pruned += 1
-        else:
-            screened.append(result)
-    seen = {s.candidate for s in screened}
-    for j, top in enumerate(_best_per_structure(screened)[:refine]):
+        st.fitting += 1
+        st.screen(ev, chosen)
+
+
+def _phase_buckets(space: SearchSpace, ev: Evaluator, st: _State, refine: int, progress: Progress | None,
+                   done: int, total: int) -> None:
+    seen = {s.candidate for s in st.screened}
+    for j, top in enumerate(_best_per_structure(st.screened)[:refine]):
         if progress:
-            progress(len(structures) + j, total, "buckets")
+            progress(done + j, total, "buckets")
         for variant in space.bucket_variants(top.candidate):
-            if variant in seen or not ev.memory(variant).fits:
-                continue
-            seen.add(variant)
-            result = ev.screen(variant, _floor(screened, keep))
-            if result is not None:
-                screened.append(result)
-    if progress:
-        progress(total, total, "finalists")
+            if variant not in seen and ev.memory(variant).fits:
+                seen.add(variant)
+                pruned = st.pruned
+                st.screen(ev, variant)
+                st.pruned = pruned        # a slower bucket setting is not a pruned structure
+
+
+def _finalists(ev: Evaluator, st: _State, top_n: int) -> list[Ranked]:
     # One column per structure (its best bucket setting): alternatives, not bucket noise.
-    finalists = _best_per_structure(screened)[:top_n]
     ranked = []
-    for s in finalists:
+    for s in _best_per_structure(st.screened)[:top_n]:
         pred = ev.predict(s.candidate)
         if pred.fits:
             ranked.append(Ranked(s.candidate, pred, ev.ds_config(s.candidate)))
         else:   # the full prediction is the last word on fit
-            rejected.append(Rejection(s.candidate, MemoryVerdict(
+            st.rejected.append(Rejection(s.candidate, MemoryVerdict(
                 False, int(pred.peak_memory_bytes), int(pred.gpu_memory_bytes), dict(pred.memory_breakdown))))
-    ranked.sort(key=lambda r: -r.prediction.tokens_per_s)
-    return SearchOutcome(ranked=tuple(ranked), rejected=tuple(rejected), structures=len(structures),
-                         fitting=fitting, pruned=pruned, screened=len(screened),
+    return sorted(ranked, key=lambda r: -r.prediction.tokens_per_s)
+
+
+def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
+           progress: Progress | None = None) -> SearchOutcome:
+    """Run the three phases; see the module docstring."""
+    structures = _order(space.structures())
+    st = _State(keep=max(top_n, refine), screened=[], rejected=[])
+    total = len(structures) + refine
+    _phase_structures(space, ev, st, structures, progress, total)
+    _phase_buckets(space, ev, st, refine, progress, len(structures), total)
+    if progress:
+        progress(total, total, "finalists")
+    ranked = _finalists(ev, st, top_n)
+    return SearchOutcome(ranked=tuple(ranked), rejected=tuple(st.rejected), structures=len(structures),
+                         fitting=st.fitting, pruned=st.pruned, screened=len(st.screened),
                          simulations=ev.simulations, memory_checks=ev.memory_checks)

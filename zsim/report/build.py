@@ -38,6 +38,7 @@ def _config_line(c: Any, p: Any) -> str:
     return (f"ZeRO-{c.stage}" + (" with " + " and ".join(off) if off else ", no offload")
             + f", micro-batch {c.micro_batch} x grad-accum {c.grad_accum} x data-parallel {p.world_size} "
             f"= global batch {p.train_batch}, activation checkpointing {'on' if c.activation_checkpointing else 'off'}"
+            + (f", overlap_comm {'on' if c.overlap_comm else 'off'}" if c.stage in (1, 2) else "")
             + (f", reduce bucket {c.reduce_bucket_size:.0e}" if c.stage else "")
             + (f", prefetch bucket {c.prefetch_bucket_size:.0e}" if c.stage == 3 else ""))
 
@@ -47,7 +48,8 @@ def _why(d: ReportData) -> list[str]:
     p = best.prediction
     lines = [f"Why: it has the highest predicted throughput ({p.tokens_per_s:,.0f} tokens/s, "
              f"{p.tflops_per_gpu:.0f} TFLOP/s per GPU, MFU {p.mfu * 100:.1f}%) of the "
-             f"{plan.outcome.fitting} configurations that fit out of {plan.space_size} searched, at a peak of "
+             f"{plan.outcome.fitting} stage/offload/batch/checkpointing choices that fit (of "
+             f"{plan.outcome.structures}; {plan.space_size} configurations with bucket sizes), at a peak of "
              f"{format_bytes(p.peak_memory_bytes)} of {format_bytes(p.gpu_memory_bytes)} per GPU."]
     other = next((r for r in plan.ranked[1:] if r.candidate.structure != best.candidate.structure), None)
     if other:
@@ -61,7 +63,8 @@ def _why(d: ReportData) -> list[str]:
         if not ps.fits:
             lines.append(f"ZeRO-{s} at the same batch does not fit: peak {format_bytes(ps.peak_memory_bytes)}.")
         else:
-            lines.append(f"ZeRO-{s} at the same batch and no offload: {ps.tokens_per_s:,.0f} tokens/s, "
+            lines.append(f"ZeRO-{s} at the same batch, no offload, DeepSpeed's default buckets and overlap: "
+                         f"{ps.tokens_per_s:,.0f} tokens/s, "
                          f"exposed communication {ps.exposed_comm_s:.3f} s per step.")
     return lines
 
@@ -86,16 +89,18 @@ def _memory_table(d: ReportData) -> tuple:
     return ("table", header, rows)
 
 
-def blocks(d: ReportData) -> tuple[str, list[tuple]]:
-    """Title and blocks of the report."""
+def blocks(d: ReportData, command: str = "") -> tuple[str, list[tuple]]:
+    """Title and blocks of the report (``command``: how to reproduce it, shown when given)."""
     plan, best = d.plan, d.plan.best
     p, c = best.prediction, best.candidate
-    where = (f"{p.num_nodes} x {p.topology}" if p.num_nodes > 1 or d.nodes else f"{p.world_size} GPUs of {p.topology}")
-    title = f"zsim report: {plan.model} on {where} ({p.world_size} GPUs)"
+    title = (f"zsim report: {plan.model} on {p.world_size} GPUs ({p.num_nodes} x {p.topology} node"
+             f"{'s' if p.num_nodes > 1 else ''})")
     out: list[tuple] = [
-        ("p", f"Predicted by zsim {__version__} (hardware profile {p.hardware}); these are simulator "
-              f"predictions, not measurements. Model {plan.model}: {plan.num_parameters / 1e9:.2f}B parameters, "
-              f"sequence length {plan.seq_len}, {p.precision}. {plan.global_batch_note}."),
+        ("p", f"Predicted by zsim {__version__} with the "
+              f"{'calibrated' if d.hardware_calibrated else 'uncalibrated (datasheet)'} hardware profile "
+              f"{p.hardware}; these are simulator predictions, not measurements. Model {plan.model}: "
+              f"{plan.num_parameters / 1e9:.2f}B parameters, sequence length {plan.seq_len}, {p.precision}. "
+              f"{plan.global_batch_note}."),
         ("h", 2, "Recommendation"),
         ("p", "Use " + _config_line(c, p) + "."),
     ]
@@ -103,6 +108,8 @@ def blocks(d: ReportData) -> tuple[str, list[tuple]]:
     out += [("p", n) for n in plan.notes[1:]]
     out += [("h", 3, "deepspeed_config_auto.json"),
             ("pre", json.dumps(plan.ds_config_auto, indent=2, sort_keys=True))]
+    if command:
+        out += [("p", "Reproduce with:"), ("pre", command)]
     out += [("h", 2, "Top configurations"), _ranked_table(d)]
     if plan.rejected:
         out += [("p", "Configurations that do not fit (largest memory term, overflow):")]
@@ -140,6 +147,15 @@ def blocks(d: ReportData) -> tuple[str, list[tuple]]:
     return title, out
 
 
+def _command(model: Any, topo: Any, gpus: Any, nodes: Any, seq: Any, global_batch: Any, output: Any) -> str:
+    name = getattr(model, "name", model) or "llama-2-7b"
+    parts = ["zsim report", f"--model {name}", f"--topo {topo}"]
+    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--seq", seq), ("--global-batch", global_batch)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts + [f"--output {output}"])
+
+
 def build_report(model: Any = None, topo: str | Path = "dgx-a100", output: str | Path = "reports/report", *,
                  gpus: int | None = None, nodes: int | None = None, seq: int | None = None,
                  global_batch: int | None = None, hardware: Any = None, progress: Any = None,
@@ -148,7 +164,7 @@ def build_report(model: Any = None, topo: str | Path = "dgx-a100", output: str |
     kw = {"scaling_nodes": scaling_nodes} if scaling_nodes else {}
     data = collect(model, topo, gpus=gpus, nodes=nodes, seq=seq, global_batch=global_batch,
                    hardware=hardware, progress=progress, **kw)
-    title, blks = blocks(data)
+    title, blks = blocks(data, _command(model, topo, gpus, nodes, seq, global_batch, output))
     out = Path(output)
     figs = tuple(atomic_write_bytes(out / "figures" / f"{b[1]}.png", b[3]) for b in blks if b[0] == "img")
     html_path = atomic_write_text(out / "report.html", to_html(title, blks))

@@ -48,7 +48,7 @@ class MemoryPoint:
 class ReportData:
     """All a report shows."""
 
-    plan: Any                      # zsim.plan.PlanResult
+    plan: Any                      # zsim.decide.api.PlanResult
     best: Any                      # Prediction of the winner, with its timeline
     per_stage: dict[int, Any]      # stage -> Prediction at the winner's batch and checkpointing
     scaling: dict[int, list[Point]]
@@ -56,6 +56,7 @@ class ReportData:
     memory_vs_n: list[MemoryPoint]
     nodes: int | None
     gpus: int | None
+    hardware_calibrated: bool = False
 
 
 def _tokens_per_s(predict: Callable, grad_accum: int, **kw: Any) -> tuple[Any, float]:
@@ -75,7 +76,7 @@ def collect(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | Non
             scaling_nodes: tuple[int, ...] = SCALING_NODES, micro_batches: tuple[int, ...] = MICRO_BATCHES,
             progress: Callable | None = None) -> ReportData:
     """Plan, then predict what the figures need."""
-    from ..plan import plan
+    from ..decide.api import plan
     from ..predict import predict
 
     spec = load_model(model)
@@ -113,7 +114,7 @@ def collect(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | Non
             micro[s].append(Point(m, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
     return ReportData(plan=result, best=best, per_stage=per_stage, scaling=scaling, micro=micro,
                       memory_vs_n=_memory_vs_n(spec, topo, hw, result.seq_len, c, scaling_nodes),
-                      nodes=nodes, gpus=gpus)
+                      nodes=nodes, gpus=gpus, hardware_calibrated=bool(hw.calibrated))
 
 
 def _memory_vs_n(spec, topo, hw, seq, c: Candidate, scaling_nodes) -> list[MemoryPoint]:

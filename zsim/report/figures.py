@@ -106,7 +106,8 @@ def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ide
             ax.plot(*zip(*fit), marker="o", color=cmap(i), label=f"ZeRO-{stage}")
             if ideal:
                 x0, y0 = fit[0]
-                ax.plot([p.x for p in points], [y0 * p.x / x0 for p in points], linestyle=":",
+                xs = [p.x for p in points if p.x >= x0]
+                ax.plot(xs, [y0 * x / x0 for x in xs], linestyle=":",
                         color=cmap(i), linewidth=1)
         if miss:
             # x in data coordinates, y in axes coordinates: the bottom edge whatever the scale.

@@ -60,18 +60,17 @@ def build_schedule(model: ModelSpec, run: RunConfig) -> Schedule:
     Rank 0 is modelled; every rank issues the same collectives with the same comms-logger
     sizes (bucket slices differ per rank only in what each keeps, not in what is sent).
     """
-    modules = forward_modules(model)
     params = model.parameters()
     numels = [p.numel for p in params]
     z = run.zero
     if z.stage == 3:
         from .stage3 import emit_stage3
-        em, extra = emit_stage3(model, run, modules, numels)
+        em, extra = emit_stage3(model, run, numels)
         facts = ScheduleFacts(largest_param_numel=max(numels), num_params=sum(numels), **extra)
     else:
         from .dense import emit_dense
         layout = flat_layout(numels, run.world_size)
-        em, nb = emit_dense(model, run, modules, layout)
+        em, nb = emit_dense(model, run, forward_modules(model), layout)
         contiguous = z.stage > 0 and z.contiguous_gradients
         facts = ScheduleFacts(
             partition_numel=layout.partition_numel if z.stage else sum(numels),

@@ -35,6 +35,29 @@ def _issue_bucket(em: Emitter, run: RunConfig, bucket: Bucket, layout: FlatLayou
     for name, nbytes in bucket_collectives(bucket, layout, run):
         last_reduce.append(em.collective(f"grad_bucket_{index}", name, nbytes, stream=stream,
                                          deps=(trigger,) if overlap else ()))
+    if run.zero.offload_optimizer != "none":
+        _offload_copies(em, run, bucket, layout, last_reduce[-1])
+
+
+def _offload_copies(em: Emitter, run: RunConfig, bucket: Bucket, layout: FlatLayout, reduced: int) -> None:
+    """ZeRO-Offload copies after a bucket is reduced, for the parameters rank 0 owns
+    (copy_grads_in_partition, S12:2161-2178): with accumulation, each owned gradient makes a
+    round trip through a CPU accumulator in 16-bit, FULL parameter size
+    (async_accumulate_grad_in_cpu_via_gpu, S12:1812-1860: host->device on every micro-step
+    after the first, device->host on every one); on the boundary the owned slice goes to the
+    fp32 host gradient (S12:1887-1912)."""
+    owned = [(p, n) for p in bucket.params for rank, n in layout.slices(p) if rank == 0]
+    if not owned:
+        return
+    boundary = em.micro == run.grad_accum - 1
+    full = sum(layout.numels[p] for p, _ in owned) * run.param_bytes
+    last = reduced
+    if run.grad_accum > 1 and em.micro > 0:
+        last = em.add("h2d", "copy", "grad_accum_from_host", deps=(last,), nbytes=full)
+    if run.grad_accum > 1:
+        last = em.add("d2h", "copy", "grad_accum_to_host", deps=(last,), nbytes=full)
+    if boundary:
+        em.add("d2h", "copy", "fp32_grads_to_host", deps=(last,), nbytes=4 * sum(n for _, n in owned))
 
 
 def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: FlatLayout) -> tuple[Emitter, int]:

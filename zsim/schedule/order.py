@@ -44,7 +44,9 @@ def forward_modules(model: ModelSpec) -> list[Module]:
     out = [mod("model.embed_tokens", -1)]
     if model.learned_positions:
         out.append(mod("model.embed_positions", -1))
-    mlp = (("gate_proj", "up_proj", "", "down_proj") if model.mlp == "swiglu"
+    # LlamaMLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) — the activation runs between
+    # gate and up ("" = the parameter-less activation, timed as "model.layers.{i}.mlp")
+    mlp = (("gate_proj", "", "up_proj", "down_proj") if model.mlp == "swiglu"
            else ("fc1", "", "fc2"))
     for i in range(model.num_layers):
         p = f"model.layers.{i}"

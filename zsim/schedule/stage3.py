@@ -19,10 +19,8 @@ from __future__ import annotations
 
 from ..dsconfig import RunConfig
 from ..model import ModelSpec
-from .buckets import Bucket, greedy_buckets
 from .coordinator import Coordinator
 from .emit import Emitter
-from .order import Module
 from .params import stage3_padded_numel, stage3_shard_numel
 from .step import stage3_step
 from .z3modules import (COMPUTE, COMPUTE_CORE, FETCH, GRAD, LEFTOVERS, RELEASE, build_tree,
@@ -100,27 +98,44 @@ class _Stage3:
     def _released(self, p: int) -> None:
         if not self.persist[p]:
             self.gathered -= stage3_padded_numel(self.numels[p], self.n)
+        if self.run.zero.zero_hpz_partition_size > 1:
+            # partition() of an available param keeps a secondary shard for the hpZ group
+            # (partition_parameters.py:1765-1769, 1900-1926) until the step invalidates it
+            # (stage3.py:755-759 from _post_step)
+            self.secondary.add(p)
 
     def _emit_gather(self, params: list[int], forward: bool) -> int:
         """One all_gather_coalesced: one all_gather_into_tensor over the concatenated shards
         (partition_parameters.py:1329-1371; a single parameter: one call, same size).
-        ZeRO++ hpZ: a backward gather of a parameter with a secondary shard runs inside the
-        node over the secondary partition (partition_parameters.py:1572); qwZ moves int8."""
+        ZeRO++ hpZ: parameters that hold a secondary shard are gathered in a separate call
+        inside the hpZ group (PC:597-612, partition_parameters.py:1572-1574), each rank
+        sending aligned_numel/hpz elements; qwZ moves int8 (scales not counted)."""
+        run = self.run
+        z = run.zero
+        hpz = z.zero_hpz_partition_size
+        with_sec = [p for p in params if p in self.secondary]
+        without = [p for p in params if p not in self.secondary]
+        handle = None
+        for group in (with_sec, without):
+            if group:
+                handle = self._emit_one_gather(group, hpz if group is with_sec else 0)
+        return handle  # the compute waits for the last one (same stream, issued in order)
+
+    def _emit_one_gather(self, params: list[int], hpz: int) -> int:
         run, em = self.run, self.em
         z = run.zero
         elem = 1 if z.zero_quantized_weights else run.param_bytes
-        hpz = z.zero_hpz_partition_size
-        use_secondary = hpz > 1 and not forward and all(p in self.secondary for p in params)
-        group_size = hpz if use_secondary else self.n
-        shard = sum(stage3_shard_numel(self.numels[p], group_size) for p in params)
+        if hpz:
+            shard = sum(stage3_padded_numel(self.numels[p], self.n) // hpz for p in params)
+            group_size, group = hpz, "intra_node"
+        else:
+            shard = sum(stage3_shard_numel(self.numels[p], self.n) for p in params)
+            group_size, group = self.n, "world"
         deps = ()
         if z.offload_param != "none":  # shards live on the host: copy them in first (PP:1358-1361)
             deps = (em.add("h2d", "copy", "param_shards_to_device", nbytes=shard * run.param_bytes),)
-        if hpz > 1 and forward:
-            self.secondary.update(params)
         return em.collective("allgather_params", "all_gather_into_tensor", shard * elem, stream="comm",
-                             deps=deps, group="intra_node" if use_secondary else "world",
-                             buffer_bytes=shard * group_size * elem)
+                             deps=deps, group=group, buffer_bytes=shard * group_size * elem)
 
     # ---- gradient buckets
     def _grad(self, p: int) -> None:
@@ -183,14 +198,20 @@ class _Stage3:
                 if em is not None and self.last_reduce is not None and self.run.zero.overlap_comm:
                     em.wait_for.append(self.last_reduce)  # epilogue synchronize (S3:1413-1414)
                 coord.release_backward_leftovers()
+                self._flush_hooks()
+
+    def _flush_hooks(self) -> None:
+        """The host time of the module hooks run since the last compute op (pre/post
+        forward/backward of every module, containers included)."""
+        if self.em is not None and self.hooks_pending:
+            self.em.add("compute", "overhead", "zero3_hooks", overhead=HOOK_OVERHEAD, count=self.hooks_pending)
+        self.hooks_pending = 0
 
     def _compute(self, name: str, pass_: str, waits: list) -> None:
         em = self.em
         if em is None:
             return
-        if self.hooks_pending:
-            em.add("compute", "overhead", "zero3_hooks", overhead=HOOK_OVERHEAD, count=self.hooks_pending)
-            self.hooks_pending = 0
+        self._flush_hooks()
         em.wait_for.extend(waits)
         em.compute(name, pass_)
 
@@ -204,20 +225,19 @@ class _Stage3:
         self.secondary.clear()
 
 
-def emit_stage3(model: ModelSpec, run: RunConfig, modules: list[Module], numels: list[int]) -> tuple[Emitter, dict]:
+def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int]) -> tuple[Emitter, dict]:
     """All ops of the second (steady-state) optimizer step; returns (emitter, facts fields)."""
     sim = _Stage3(model, run, numels)
     for _ in range(run.grad_accum):       # step 0: trace recording + accumulation
         sim.micro_step()
     sim.step_boundary()
     sim.em = Emitter(run.world_size)
-    sim.max_gathered, sim.num_buckets = sim.gathered, 0
+    sim.max_gathered, sim.num_buckets, sim.hooks_pending = sim.gathered, 0, 0
     for micro in range(run.grad_accum):
         sim.em.micro = micro
         sim.micro_step()
     buckets_per_micro = sim.num_buckets // run.grad_accum
     sim.step_boundary()
-    del modules
     facts = dict(
         partition_numel=sum(stage3_shard_numel(n, run.world_size) for n in numels),
         padded_numel=sum(stage3_padded_numel(n, run.world_size) for n in numels),

@@ -25,12 +25,14 @@ def _check_overflow(run: RunConfig) -> bool:
 
 
 def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back: int) -> None:
-    """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded)."""
+    """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded:
+    the fp32 gradients reached the host bucket by bucket during the backward, see
+    dense._offload_copies; DeepSpeedCPUAdam; the 16-bit partition back to the device)."""
     if run.zero.offload_optimizer == "none":
         em.add("compute", "optimizer", "optimizer_step", params=partition_numel)
         return
-    d2h = em.add("d2h", "copy", "fp32_grads_to_host", deps=(em.last_compute,), nbytes=4 * partition_numel)
-    adam = em.add("cpu", "cpu_adam", "cpu_adam", deps=(d2h,), params=partition_numel)
+    d2h = em.ops.last_on("d2h")
+    adam = em.add("cpu", "cpu_adam", "cpu_adam", deps=(d2h, em.last_compute), params=partition_numel)
     h2d = em.add("h2d", "copy", "params_to_device", deps=(adam,), nbytes=param_bytes_back * partition_numel)
     em.wait_for.append(h2d)
 
@@ -69,7 +71,8 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
     - overflow ``all_reduce`` only in fp16 (S3:2815-2816) — bf16 has none, unlike stage 1/2;
     - the norm: one ``all_reduce`` per optimizer sub-group of an fp64 scalar (8 bytes:
       get_norm_dtype() is float64 wherever the device supports it, zero/utils.py:59-63;
-      S3:2469, 2573-2584);
+      S3:2469, 2573-2584) — but with offload_optimizer a 4-byte FloatTensor
+      (complete_grad_norm_calculation_for_cpu_offload, S3:1969-1990) [E];
     - the update of each sub-group (or, offloaded, DeepSpeedCPUAdam + the 16-bit copy back);
     - ``_post_step``: the persistent parameters are all-gathered again, ONE
       all_gather_into_tensor per parameter (S3:2840-2841 -> partition_parameters.py:2068-2080).
@@ -78,8 +81,9 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
     pb = run.param_bytes
     if run.precision == "fp16":
         em.collective("overflow_check", "all_reduce", 1)
+    norm_bytes = 4 if run.zero.offload_optimizer != "none" else 8
     for _ in sub_group_numels:
-        em.collective("grad_norm", "all_reduce", 8)
+        em.collective("grad_norm", "all_reduce", norm_bytes)
     for numel in sub_group_numels:
         if run.zero.offload_optimizer == "none":
             em.add("compute", "optimizer", "optimizer_step", params=numel)

@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .decide.autoconfig import AXIS_KEYS, Change, UserConfig, describe_changes, read_user_config
-from .decide.capacity import CapacityResult, capacity
-from .decide.evaluate import Evaluator, Predictor, make_setting
-from .decide.search import Ranked, Rejection, SearchOutcome, search
-from .decide.space import (OFFLOAD_DEVICES, PREFETCH_BUCKETS, REDUCE_BUCKETS, STAGES, SearchSpace,
+from .autoconfig import AXIS_KEYS, Change, UserConfig, describe_changes, read_user_config
+from .capacity import CapacityResult, capacity
+from .evaluate import Evaluator, Predictor, make_setting
+from .search import Ranked, Rejection, SearchOutcome, search
+from .space import (OFFLOAD_DEVICES, PREFETCH_BUCKETS, REDUCE_BUCKETS, STAGES, SearchSpace,
                            check_global_batch, default_global_batch, micro_batch_choices)
-from .dsconfig import DEFAULT_SEQ_LEN
-from .errors import ZsimInputError
-from .hardware import HardwareProfile
-from .model import load_model
+from ..dsconfig import DEFAULT_SEQ_LEN
+from ..errors import ZsimInputError
+from ..hardware import HardwareProfile
+from ..model import load_model
 
 
 @dataclass(frozen=True)
@@ -166,10 +166,10 @@ def build_space(user: UserConfig, pinned: Constraints, data_parallel: int, seq_l
     return space
 
 
-def _search_reasons(space: SearchSpace, user: UserConfig, pinned: Constraints, best: Ranked,
-                    fitting: int) -> dict[str, str]:
+def _search_reasons(space: SearchSpace, pinned: Constraints, best: Ranked, fitting: int) -> dict[str, str]:
+    """Why each searched key of the written config has its value (dotted key -> reason)."""
     c, dp = best.candidate, space.data_parallel
-    why = f"chosen by the search: highest predicted tokens/s of {fitting} fitting configurations"
+    why = f"chosen by the search: highest predicted tokens/s of {fitting} fitting stage/offload/batch choices"
     identity = (f"GlobalBatch {c.micro_batch * c.grad_accum * dp} = micro {c.micro_batch} x "
                 f"grad_accum {c.grad_accum} x data_parallel {dp}")
     reasons = {}
@@ -211,7 +211,7 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
     changes: tuple[Change, ...] = ()
     if outcome.ranked:
         best = outcome.ranked[0]
-        reasons = _search_reasons(space, user, constraints, best, outcome.fitting)
+        reasons = _search_reasons(space, constraints, best, outcome.fitting)
         changes = describe_changes(user, best.prediction.ds_config_resolved, reasons,
                                    tuple(best.prediction.notes))
         if best.candidate.activation_checkpointing:

@@ -1,0 +1,522 @@
+"""`zsim calibrate`: fit a hardware profile from microbenchmarks and real training runs.
+
+Two sources, two kinds of parameters:
+
+* Measured directly by the microbenchmarks (``validation/microbench``): the GEMM efficiency
+  curve, attention and memory-bound efficiency, the fused-Adam traffic per parameter, pinned
+  host copy bandwidths, the CPU Adam rate and, from an NCCL sweep, each link type's
+  efficiency and latency.
+* Residual overheads the kernels do not explain (per-kernel launch cost, per-step framework
+  cost, ZeRO-3 hook cost, allocator overhead) are fitted to the measured step time and peak
+  memory of a *fit subset* of runs, chosen by model size, so that `zsim validate` can report
+  the error on runs the fit never saw.
+
+Runs are folders written by ``validation/train.py`` (``summary.json``, ``config.json``,
+``ds_config.json``). Predictions go through a :data:`Predictor` so that tests can replace the
+simulator with a fake one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ZsimInputError
+from .hardware import HardwareProfile, load_profile, profile_from_dict
+
+#: Parameters fitted to step times (dotted paths into the profile YAML).
+TIME_PARAMS = ("compute.kernel_launch_s", "overheads.step_fixed_s", "overheads.zero3_module_hook_s")
+#: Lower bounds of fittable parameters that the profile loader requires to be positive.
+POSITIVE_FLOOR = {"overheads.optimizer_bytes_per_param": 1.0, "host.cpu_adam_params_per_s": 1e7}
+#: Parameter fitted to peak memory.
+MEMORY_PARAM = "memory.allocator_overhead_fraction"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One measured run, as `validation/train.py` recorded it."""
+
+    run_id: str
+    path: Path
+    status: str
+    error: str | None
+    model_name: str
+    params: int
+    world_size: int
+    seq: int
+    micro_batch: int
+    grad_accum: int
+    activation_checkpointing: bool
+    step_time_s: float | None
+    peak_memory_bytes: int | None
+    comms: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    versions: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the run finished and has both measurements."""
+        return self.status == "ok" and bool(self.step_time_s) and bool(self.peak_memory_bytes)
+
+    @property
+    def config_path(self) -> Path:
+        """The HF-style model config.json the run trained."""
+        return self.path / "config.json"
+
+    @property
+    def ds_config_path(self) -> Path:
+        """The exact DeepSpeed config the run used."""
+        return self.path / "ds_config.json"
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What calibration and validation need from one prediction."""
+
+    step_time_s: float
+    peak_memory_bytes: float
+
+
+#: (run, profile) -> prediction; the default calls :func:`zsim.predict.predict`.
+Predictor = Callable[[RunResult, HardwareProfile], Predicted]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading results
+# ---------------------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ZsimInputError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ZsimInputError(f"cannot read JSON file {path}: {exc.__class__.__name__}") from None
+
+
+def load_run(folder: Path) -> RunResult:
+    """Read a run folder; a missing or broken summary gives a run with status "unreadable"."""
+    folder = Path(folder)
+    try:
+        s = _read_json(folder / "summary.json")
+        if not isinstance(s, dict):
+            raise ZsimInputError("summary.json is not a JSON object")
+    except ZsimInputError as exc:
+        return RunResult(run_id=folder.name, path=folder, status="unreadable", error=str(exc),
+                         model_name="?", params=0, world_size=1, seq=0, micro_batch=0, grad_accum=0,
+                         activation_checkpointing=False, step_time_s=None, peak_memory_bytes=None)
+
+    def num(key, cast=float, default=None):
+        v = s.get(key, default)
+        try:
+            return cast(v) if v is not None else default
+        except (TypeError, ValueError):
+            return default
+    return RunResult(
+        run_id=str(s.get("run_id") or folder.name), path=folder, status=str(s.get("status", "unknown")),
+        error=s.get("error"), model_name=str(s.get("model_name", "?")), params=num("params", int, 0),
+        world_size=num("world_size", int, 1), seq=num("seq", int, 0), micro_batch=num("micro_batch", int, 0),
+        grad_accum=num("grad_accum", int, 1),
+        activation_checkpointing=bool(s.get("activation_checkpointing", False)),
+        step_time_s=num("step_time_s_median"), peak_memory_bytes=num("peak_memory_allocated_bytes", int),
+        comms=s.get("comms") or {}, versions=s.get("versions") or {},
+    )
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[RunResult]:
+    """Every run folder (one holding summary.json) at or below ``paths``, sorted by run id."""
+    found: dict[Path, RunResult] = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ZsimInputError(f"results path not found: {p}")
+        if p.is_file():
+            p = p.parent
+        for summary in [p / "summary.json"] if (p / "summary.json").exists() else sorted(p.rglob("summary.json")):
+            found[summary.parent.resolve()] = load_run(summary.parent)
+    return sorted(found.values(), key=lambda r: r.run_id)
+
+
+def find_microbench(paths: Iterable[str | Path]) -> tuple[dict, list[dict], list[Path]]:
+    """Merge microbench.json and nccl*.json files found at or below ``paths``.
+
+    Returns (single-GPU sections, NCCL rows, files used).
+    """
+    bench: dict = {}
+    nccl: list[dict] = []
+    used: list[Path] = []
+    for p in map(Path, paths):
+        files = [p] if p.is_file() else sorted(p.rglob("*.json"))
+        for f in files:
+            if f.name.startswith("microbench") and f.suffix == ".json":
+                data = _read_json(f)
+                for k, v in data.items():
+                    bench.setdefault(k, v)
+                used.append(f)
+            elif f.name.startswith("nccl") and f.suffix == ".json":
+                data = _read_json(f)
+                nccl.extend(data.get("rows", []))
+                used.append(f)
+    return bench, nccl, used
+
+
+# ---------------------------------------------------------------------------------------------
+# Microbenchmark fits
+# ---------------------------------------------------------------------------------------------
+
+def fit_gemm_curve(rows: Sequence[Mapping], peak_flops: float, step: float = 0.5) -> list[list[float]]:
+    """Piecewise-linear efficiency vs log10(flops), knots every ``step`` decades.
+
+    Least squares on relative error (each point weighted by 1/efficiency) over hat functions
+    at the knots: the loader interpolates linearly between knots and holds the ends flat, so
+    the outer knots sit on the smallest and largest measured GEMM.
+    """
+    pts = [(math.log10(r["flops"]), r["flops"] / r["time_s"] / peak_flops) for r in rows
+           if r.get("time_s") and r.get("flops")]
+    if len(pts) < 2:
+        raise ZsimInputError("GEMM microbenchmark has fewer than two timed shapes")
+    x = np.array([p[0] for p in pts])
+    y = np.array([p[1] for p in pts])
+    # knots every `step` decades, the outer ones moved onto the data so nothing is extrapolated
+    inner = np.arange(math.floor(x.min() / step + 1) * step, x.max() - step / 4, step)
+    knots = np.unique(np.concatenate([[x.min()], inner[inner > x.min() + step / 4], [x.max()]]))
+    basis = np.column_stack([np.interp(x, knots, np.eye(len(knots))[j]) for j in range(len(knots))])
+    used = basis.sum(axis=0) > 0
+    knots, basis = knots[used], basis[:, used]
+    w = 1 / np.maximum(y, 1e-4)
+    coef, *_ = np.linalg.lstsq(basis * w[:, None], y * w, rcond=None)
+    coef = np.clip(coef, 1e-3, 1.0)
+    return [[round(float(k), 3), round(float(c), 4)] for k, c in zip(knots, coef)]
+
+
+def attention_efficiency(rows: Sequence[Mapping], peak_flops: float) -> float:
+    """Aggregate fwd+bwd efficiency: total FLOPs over total time (time-weighted)."""
+    flops = sum(r["fwd_bwd_flops"] for r in rows)
+    time_s = sum(r["fwd_bwd_s"] for r in rows)
+    if not rows or time_s <= 0:
+        raise ZsimInputError("attention microbenchmark has no timed rows")
+    return min(1.0, flops / time_s / peak_flops)
+
+
+def memory_bound_efficiency(rows: Sequence[Mapping], hbm_GBps: float) -> float:
+    """Median over the memory-bound kernels of achieved / datasheet HBM bandwidth."""
+    if not rows:
+        raise ZsimInputError("memory-bound microbenchmark has no rows")
+    return min(1.0, statistics.median(r["GBps"] for r in rows) / hbm_GBps)
+
+
+def host_bandwidths(rows: Sequence[Mapping], min_bytes: int = 1 << 26) -> tuple[float, float]:
+    """Median pinned H2D and D2H GB/s over copies of at least ``min_bytes``."""
+    big = [r for r in rows if r["bytes"] >= min_bytes] or list(rows)
+    if not big:
+        raise ZsimInputError("host-copy microbenchmark has no rows")
+    return statistics.median(r["h2d_GBps"] for r in big), statistics.median(r["d2h_GBps"] for r in big)
+
+
+def optimizer_bytes_per_param(fused: Mapping, hbm_GBps: float, mem_eff: float) -> float:
+    """HBM bytes per parameter that make the fused Adam step take its measured time."""
+    return fused["s_per_param"] * hbm_GBps * 1e9 * mem_eff
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile editing
+# ---------------------------------------------------------------------------------------------
+
+def with_values(hw: HardwareProfile, values: Mapping[str, Any], **top: Any) -> HardwareProfile:
+    """A copy of ``hw`` with dotted-path ``values`` replaced (validated by the loader)."""
+    data = hw.to_dict()
+    data.update(top)
+    for dotted, v in values.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = v
+    return profile_from_dict(data, where=f"calibrated {hw.name}")
+
+
+def get_value(hw: HardwareProfile, dotted: str) -> Any:
+    """Read a dotted-path value of ``hw``."""
+    node: Any = hw.to_dict()
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            raise ZsimInputError(f"hardware profile {hw.name!r} has no key {dotted!r}")
+        node = node[key]
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual fits
+# ---------------------------------------------------------------------------------------------
+
+def _nonneg_lstsq(J: np.ndarray, r: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Step d minimising |J d + r| subject to theta + d >= 0 (active sets; few parameters)."""
+    n = len(theta)
+    best, best_cost = np.zeros(n), float(np.sum(r ** 2))
+    for k in range(n + 1):
+        for clamped in combinations(range(n), k):
+            d = np.zeros(n)
+            d[list(clamped)] = -theta[list(clamped)]
+            free = [i for i in range(n) if i not in clamped]
+            rhs = -(r + J @ d)
+            if free:
+                sol, *_ = np.linalg.lstsq(J[:, free], rhs, rcond=None)
+                d[free] = sol
+            if np.any(theta + d < -1e-15):
+                continue
+            cost = float(np.sum((J @ d + r) ** 2))
+            if cost < best_cost - 1e-15:
+                best, best_cost = d, cost
+    return best
+
+
+def gauss_newton(residuals: Callable[[np.ndarray], np.ndarray], theta0: Sequence[float],
+                 iterations: int = 6, rel_step: float = 0.3, abs_step: Sequence[float] | None = None,
+                 lower: Sequence[float] | None = None) -> tuple[np.ndarray, float]:
+    """Minimise sum(residuals(theta)**2) over theta >= lower (default 0); finite-difference
+    Jacobian, bounded Gauss-Newton steps, backtracking line search."""
+    lo = np.zeros(len(theta0)) if lower is None else np.array(lower, dtype=float)
+    theta = np.maximum(np.array(theta0, dtype=float), lo)
+    r = residuals(theta)
+    cost = float(np.sum(r ** 2))
+    floor = np.array(abs_step if abs_step is not None else [1e-7] * len(theta), dtype=float)
+    for _ in range(iterations):
+        J = np.empty((len(r), len(theta)))
+        for j in range(len(theta)):
+            h = max(abs(theta[j]) * rel_step, floor[j])
+            t = theta.copy()
+            t[j] += h
+            J[:, j] = (residuals(t) - r) / h
+        d = _nonneg_lstsq(J, r, theta - lo)
+        step, improved = 1.0, False
+        while step > 1 / 64:
+            cand = np.maximum(theta + step * d, lo)
+            rc = residuals(cand)
+            cc = float(np.sum(rc ** 2))
+            if cc < cost:
+                theta, r, cost, improved = cand, rc, cc, True
+                break
+            step /= 2
+        if not improved:
+            break
+    return theta, cost
+
+
+def _relative(values: Sequence[float], measured: Sequence[float]) -> np.ndarray:
+    return np.array([v / m - 1.0 for v, m in zip(values, measured)])
+
+
+def fit_time_overheads(runs: Sequence[RunResult], hw: HardwareProfile, predictor: Predictor,
+                       params: Sequence[str] = TIME_PARAMS) -> tuple[HardwareProfile, dict]:
+    """Fit ``params`` so predicted step times match the runs (least squares, relative error)."""
+    if not runs:
+        raise ZsimInputError("no usable fit runs for the step-time overheads")
+    theta0 = [float(get_value(hw, p)) for p in params]
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        prof = with_values(hw, dict(zip(params, map(float, theta))))
+        return _relative([predictor(r, prof).step_time_s for r in runs], [r.step_time_s for r in runs])
+    # floors of the finite-difference steps: microseconds for per-op costs, a millisecond per step
+    floors = [1e-3 if p.endswith("step_fixed_s") else 2e-6 for p in params]
+    lower = [POSITIVE_FLOOR.get(p, 0.0) for p in params]
+    theta, cost = gauss_newton(residuals, theta0, abs_step=floors, lower=lower)
+    fitted = with_values(hw, dict(zip(params, map(float, theta))))
+    err = residuals(theta)
+    return fitted, {"params": {p: float(t) for p, t in zip(params, theta)},
+                    "fit_mape_pct": float(np.mean(np.abs(err)) * 100), "runs": [r.run_id for r in runs]}
+
+
+def fit_allocator_overhead(runs: Sequence[RunResult], hw: HardwareProfile, predictor: Predictor,
+                           upper: float = 0.5) -> tuple[HardwareProfile, dict]:
+    """Golden-section search of the allocator overhead fraction minimising memory MAPE."""
+    if not runs:
+        raise ZsimInputError("no usable fit runs for the allocator overhead")
+
+    def mape(f: float) -> float:
+        prof = with_values(hw, {MEMORY_PARAM: f})
+        err = _relative([predictor(r, prof).peak_memory_bytes for r in runs],
+                        [r.peak_memory_bytes for r in runs])
+        return float(np.mean(np.abs(err)))
+    a, b = 0.0, upper
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = mape(c), mape(d)
+    for _ in range(30):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = mape(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = mape(d)
+    best = min((0.0, (c + d) / 2), key=mape)
+    return with_values(hw, {MEMORY_PARAM: best}), {"params": {MEMORY_PARAM: best},
+                                                   "fit_mape_pct": mape(best) * 100}
+
+
+# ---------------------------------------------------------------------------------------------
+# Links from an NCCL sweep
+# ---------------------------------------------------------------------------------------------
+
+#: (op, bytes, world) -> predicted seconds under a profile; the default uses zsim.collectives
+CollectiveTimer = Callable[[str, int, int, HardwareProfile], float]
+
+
+def default_collective_timer(topo: str) -> CollectiveTimer:
+    """Predicted collective time on the first ``world`` GPUs of one node of ``topo``."""
+    from .collectives import collective_cost
+    from .network import load_topology
+    topology = load_topology(topo)
+
+    def timer(op: str, nbytes: int, world: int, hw: HardwareProfile) -> float:
+        return collective_cost(topology.cluster(gpus=world), hw, op, nbytes).time_s
+    return timer
+
+
+def fit_links(rows: Sequence[Mapping], hw: HardwareProfile, timer: CollectiveTimer,
+              link: str = "nvlink", min_bytes: int = 1 << 20) -> tuple[HardwareProfile, dict]:
+    """Fit one link type's efficiency and latency to an NCCL sweep (relative error)."""
+    rows = [r for r in rows if r["bytes"] >= min_bytes and r.get("world_size", 1) > 1]
+    if not rows:
+        raise ZsimInputError("NCCL sweep has no multi-GPU rows")
+    keys = (f"links.{link}.efficiency", f"links.{link}.latency_s")
+
+    def prof(theta):
+        return with_values(hw, {keys[0]: float(min(max(theta[0], 1e-3), 1.0)), keys[1]: float(theta[1])})
+
+    def residuals(theta):
+        p = prof(theta)
+        return _relative([timer(r["op"], int(r["bytes"]), int(r["world_size"]), p) for r in rows],
+                         [r["time_s"] for r in rows])
+    theta0 = [float(get_value(hw, k)) for k in keys]
+    theta, _ = gauss_newton(residuals, theta0, abs_step=[0.01, 1e-6])
+    err = residuals(theta)
+    return prof(theta), {"params": {keys[0]: float(min(theta[0], 1.0)), keys[1]: float(theta[1])},
+                         "fit_mape_pct": float(np.mean(np.abs(err)) * 100), "rows": len(rows)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole calibration
+# ---------------------------------------------------------------------------------------------
+
+def default_predictor(topo: str = "hgx-h200") -> Predictor:
+    """Predictions through :func:`zsim.predict.predict` for a run folder."""
+    def run_predict(run: RunResult, hw: HardwareProfile) -> Predicted:
+        from .predict import predict
+        r = predict(model=str(run.config_path), topo=topo, gpus=run.world_size,
+                    ds_config=str(run.ds_config_path), hardware=hw, seq=run.seq,
+                    micro_batch=run.micro_batch, grad_accum=run.grad_accum,
+                    activation_checkpointing=run.activation_checkpointing)
+        return Predicted(step_time_s=r.step_time_s, peak_memory_bytes=r.peak_memory_bytes)
+    return run_predict
+
+
+def select_fit_runs(runs: Sequence[RunResult], fit_models: Sequence[str] | None) -> list[RunResult]:
+    """Usable runs whose model is in ``fit_models`` (all usable runs when None)."""
+    usable = [r for r in runs if r.ok]
+    if fit_models:
+        unknown = set(fit_models) - {r.model_name for r in runs}
+        if unknown:
+            raise ZsimInputError(f"--fit-models names models with no runs: {', '.join(sorted(unknown))}")
+        usable = [r for r in usable if r.model_name in fit_models]
+    return usable
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted profile and what it was fitted on."""
+
+    profile: HardwareProfile
+    details: Mapping[str, Any]
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The profile in the loader's schema plus a ``calibration`` section (ignored by it)."""
+        data = self.profile.to_dict()
+        data["calibration"] = dict(self.details)
+        return data
+
+
+def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = "h200-sxm", *,
+              fit_models: Sequence[str] | None = None, name: str | None = None, topo: str = "hgx-h200",
+              predictor: Predictor | None = None, collective_timer: CollectiveTimer | None = None,
+              link: str = "nvlink", time_params: Sequence[str] = TIME_PARAMS) -> Calibration:
+    """Fit a profile: microbenchmark values first, then residual overheads on the fit runs."""
+    hw = base if isinstance(base, HardwareProfile) else load_profile(base)
+    for key in time_params:  # unknown keys are bad input, found before any work
+        get_value(hw, key)
+    bench, nccl, bench_files = find_microbench(paths)
+    runs = find_runs(paths)
+    details: dict[str, Any] = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "base_profile": hw.name, "topology": topo,
+                               "microbench_files": [str(p) for p in bench_files]}
+    values: dict[str, Any] = {}
+    peak, hbm = hw.gpu.peak_bf16_flops, hw.gpu.hbm_bandwidth_GBps
+    if "gemm" in bench:
+        values["compute.gemm_efficiency"] = fit_gemm_curve(bench["gemm"], peak)
+    if "attention" in bench:
+        values["compute.attention_efficiency"] = round(attention_efficiency(bench["attention"], peak), 4)
+    if "membound" in bench:
+        values["compute.memory_bound_efficiency"] = round(memory_bound_efficiency(bench["membound"], hbm), 4)
+    mem_eff = values.get("compute.memory_bound_efficiency", hw.compute.memory_bound_efficiency)
+    if "fused_adam" in bench:
+        values["overheads.optimizer_bytes_per_param"] = round(
+            optimizer_bytes_per_param(bench["fused_adam"], hbm, mem_eff), 2)
+    if "hostcopy" in bench:
+        h2d, d2h = host_bandwidths(bench["hostcopy"])
+        values["host.h2d_bandwidth_GBps"], values["host.d2h_bandwidth_GBps"] = round(h2d, 2), round(d2h, 2)
+    if "cpu_adam" in bench:
+        values["host.cpu_adam_params_per_s"] = float(f"{bench['cpu_adam']['params_per_s']:.4g}")
+    details["from_microbench"] = values.copy()
+    details["microbench_meta"] = bench.get("meta", {})
+    hw = with_values(hw, values)
+    if nccl:
+        hw, details["links"] = fit_links(nccl, hw, collective_timer or default_collective_timer(topo), link)
+    fit = select_fit_runs(runs, fit_models)
+    details["fit_models"] = sorted(set(fit_models)) if fit_models else "all"
+    details["fit_runs"] = [r.run_id for r in fit]
+    details["skipped_runs"] = {r.run_id: r.status for r in runs if not r.ok}
+    if fit:
+        predictor = predictor or default_predictor(topo)
+        hw, details["time_fit"] = fit_time_overheads(fit, hw, predictor, params=time_params)
+        hw, details["memory_fit"] = fit_allocator_overhead(fit, hw, predictor)
+        details["time_fit"].pop("runs", None)
+        if nccl:  # collective latency includes compute.kernel_launch_s, which the time fit moved
+            hw, details["links"] = fit_links(nccl, hw, collective_timer or default_collective_timer(topo), link)
+    versions = sorted({json.dumps({k: r.versions.get(k) for k in ("torch", "deepspeed", "transformers",
+                                                                    "driver", "gpu_name", "cuda")},
+                                  sort_keys=True) for r in fit})
+    details["run_versions"] = [json.loads(v) for v in versions]
+    source = (f"zsim calibrate {details['date_utc'][:10]}: microbenchmarks "
+              f"{', '.join(Path(p).name for p in bench_files) or 'none'}; residual overheads fitted on "
+              f"{len(fit)} runs of {', '.join(details['fit_models']) if fit_models else 'all models'}; "
+              f"torch/deepspeed/driver: "
+              + "; ".join(f"{v['torch']}/{v['deepspeed']}/{v['driver']}" for v in details["run_versions"]))
+    hw = with_values(hw, {}, name=name or hw.name, calibrated=True, source=source)
+    return Calibration(profile=hw, details=details)
+
+
+def profile_yaml(cal: Calibration) -> str:
+    """The calibrated profile as YAML text that :func:`zsim.hardware.load_profile` reads."""
+    import yaml
+    header = ("# Calibrated by `zsim calibrate`; the `calibration` section records the sources\n"
+              "# (microbenchmarks, fit runs, versions) and the fit errors.\n")
+    return header + yaml.safe_dump(_plain(cal.to_yaml_dict()), sort_keys=False, default_flow_style=None,
+                                   width=100)
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples and numpy scalars to plain YAML types."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,44 @@
+"""`zsim validate`: measured vs predicted for validation runs; non-zero exit above a tolerance."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "compare measured runs (validation/results) with predictions; exit 1 when MAPE > tolerance"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `zsim validate`."""
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="result folders (searched for summary.json)")
+    p.add_argument("--tolerance", type=float, default=10.0, metavar="PCT",
+                   help="largest acceptable step-time and peak-memory MAPE in percent (default 10)")
+    p.add_argument("--hardware", default="h200-sxm", help="hardware profile (name or YAML path)")
+    p.add_argument("--topo", default="hgx-h200", help="topology the runs ran on")
+    p.add_argument("--models", default=None, help="comma-separated model names to compare (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the comparison; 0 when both MAPEs are within tolerance, 1 when not."""
+    from ..errors import ZsimInputError
+    from ..io import dumps_json
+    from ..validate import format_report, validate
+
+    if not (args.tolerance >= 0):
+        raise ZsimInputError(f"--tolerance must be a non-negative percentage, got {args.tolerance}")
+    models = [m for m in (args.models or "").split(",") if m] or None
+    rep = validate(args.results, hardware=args.hardware, topo=args.topo, models=models)
+    t, m = rep.mape("time"), rep.mape("memory")
+    if args.json:
+        sys.stdout.write(dumps_json({**rep.to_dict(), "tolerance_pct": args.tolerance}))
+    else:
+        sys.stdout.write(format_report(rep) + "\n")
+    if t is None or m is None:
+        sys.stderr.write("zsim validate: no run could be compared\n")
+        return 1
+    if t > args.tolerance or m > args.tolerance:
+        sys.stderr.write(f"zsim validate: MAPE above tolerance {args.tolerance:g}%: "
+                         f"step time {t:.1f}%, peak memory {m:.1f}%\n")
+        return 1
+    return 0
