@@ -115,7 +115,8 @@ def _collective_timer(cluster, hw: HardwareProfile):
     return timer
 
 
-def _facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
+def memory_facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
+    """The memory model's inputs from a schedule's facts (or from the config alone)."""
     f = getattr(schedule, "facts", None)
     if f is None:
         return default_facts(run, model.num_parameters, model.layer_param_count())
@@ -177,7 +178,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
                       "modelled yet, so offloaded steps are optimistic",)
     workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
     schedule = build_schedule(spec, run)
-    memory: MemoryEstimate = estimate_memory(workload, run, _facts(schedule, run, spec),
+    memory: MemoryEstimate = estimate_memory(workload, run, memory_facts(schedule, run, spec),
                                              hw.memory.allocator_overhead_fraction)
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
                       host_share(cluster))
@@ -212,4 +213,4 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     )
 
 
-__all__ = ["Prediction", "predict", "OpCost"]
+__all__ = ["Prediction", "predict", "memory_facts", "host_share"]

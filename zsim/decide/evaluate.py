@@ -115,17 +115,14 @@ _FACTS_CACHE: dict[tuple, MemoryFacts] = {}
 
 
 def _schedule_facts(model: ModelSpec, run: Any) -> MemoryFacts:
+    from ..predict import memory_facts
     from ..schedule import build_schedule
 
     key = (model, run.world_size, run.zero, run.activation_checkpointing, run.precision)
     if key not in _FACTS_CACHE:
         if len(_FACTS_CACHE) >= _MEMORY_CACHE_LIMIT:
             _FACTS_CACHE.clear()
-        f = build_schedule(model, run).facts
-        _FACTS_CACHE[key] = MemoryFacts(
-            partition_numel=int(f.partition_numel), ipg_buffer_elems=int(f.ipg_buffer_elems),
-            ipg_buffer_count=int(f.ipg_buffer_count), max_gathered_numel=int(f.max_gathered_numel),
-            persistent_numel=int(f.persistent_numel))
+        _FACTS_CACHE[key] = memory_facts(build_schedule(model, run), run, model)
     return _FACTS_CACHE[key]
 
 

@@ -69,7 +69,7 @@ def build_schedule(model: ModelSpec, run: RunConfig) -> Schedule:
         facts = ScheduleFacts(largest_param_numel=max(numels), num_params=sum(numels), **extra)
     else:
         from .dense import emit_dense
-        layout = flat_layout(numels, run.world_size)
+        layout = flat_layout(numels, run.world_size, round_robin=z.round_robin_gradients)
         em, nb = emit_dense(model, run, forward_modules(model), layout)
         contiguous = z.stage > 0 and z.contiguous_gradients
         facts = ScheduleFacts(

@@ -42,12 +42,19 @@ class FlatLayout:
         return out
 
 
-def flat_layout(numels: list[int] | tuple[int, ...], world_size: int) -> FlatLayout:
-    """Layout of one stage-1/2 param group (``parameter_alignment`` off, the default)."""
-    offsets, pos = [], 0
-    for n in numels:
-        offsets.append(pos)
-        pos += n
+def flat_layout(numels: list[int] | tuple[int, ...], world_size: int, round_robin: bool = False) -> FlatLayout:
+    """Layout of one stage-1/2 param group (``parameter_alignment`` off, the default).
+
+    With round_robin_gradients the flat buffer holds the params in the order i ≡ 0, 1, ...
+    (mod N) (stage_1_and_2.py:901-922); offsets stay indexed by the original position.
+    """
+    order = list(range(len(numels)))
+    if round_robin:
+        order = [i for j in range(world_size) for i in range(j, len(numels), world_size)]
+    offsets, pos = [0] * len(numels), 0
+    for i in order:
+        offsets[i] = pos
+        pos += numels[i]
     align = NCCL_START_ALIGNMENT_FACTOR * world_size
     padded = -(-pos // align) * align
     return FlatLayout(tuple(numels), tuple(offsets), padded, padded // world_size, world_size)
