@@ -152,3 +152,32 @@ def test_killed_predict_leaves_old_or_new_outputs(tmp_path):
         for name in strays:
             assert name.endswith(".tmp"), name
     print(f"\nseed {seed}, kills (signal, exit code, files old/new, temporaries left): {outcomes}")
+
+
+# ---- in-process failures ----------------------------------------------------------------------------
+
+def test_failing_writer_keeps_the_old_file(tmp_path):
+    from zsim.io import atomic_write_text, atomic_write_with
+
+    target = atomic_write_text(tmp_path / "x.json", "old\n")
+
+    def broken(f):
+        f.write(b"half of a new fi")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_with(target, broken)
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+@pytest.mark.parametrize("where", ["dir", "under_file", "nul"])
+def test_unwritable_paths_are_input_errors(tmp_path, where):
+    from zsim.errors import ZsimInputError
+    from zsim.io import atomic_write_text
+
+    (tmp_path / "file").write_text("x")
+    path = {"dir": tmp_path, "under_file": tmp_path / "file" / "out.json", "nul": f"{tmp_path}/a\x00b"}[where]
+    with pytest.raises(ZsimInputError, match="cannot write") as info:
+        atomic_write_text(path, "new")
+    assert "\n" not in str(info.value)
+    assert (tmp_path / "file").read_text() == "x"

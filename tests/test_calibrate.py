@@ -39,7 +39,7 @@ def write_run(root: Path, run_id: str, model: str, *, step: float, mem: int, ker
 def fake_predictor(run, hw):
     """Step = GPU time + kernels·launch + hooks·hook + fixed; memory = raw·(1 + allocator fraction)."""
     f = json.loads((run.path / "summary.json").read_text())["fake"]
-    step = (f["gpu_s"] + f["kernels"] * hw.compute.kernel_launch_s + f["hooks"] * hw.overheads.zero3_module_hook_s
+    step = (f["gpu_s"] + f["kernels"] * hw.compute.dispatch_s + f["hooks"] * hw.overheads.zero3_module_hook_s
             + hw.overheads.step_fixed_s)
     return Predicted(step_time_s=step, peak_memory_bytes=f["raw_mem"] * (1 + hw.memory.allocator_overhead_fraction))
 
@@ -106,7 +106,7 @@ def test_time_overheads_recovered_with_fake_predictor(tmp_path):
     runs = find_runs([tmp_path])
     hw = load_profile("h200-sxm")
     fitted, info = fit_time_overheads(runs, hw, fake_predictor)
-    assert fitted.compute.kernel_launch_s == pytest.approx(TRUE["launch"], rel=0.02)
+    assert fitted.compute.dispatch_s == pytest.approx(TRUE["launch"], rel=0.02)
     assert fitted.overheads.zero3_module_hook_s == pytest.approx(TRUE["hook"], rel=0.02)
     assert fitted.overheads.step_fixed_s == pytest.approx(TRUE["fixed"], rel=0.05)
     assert info["fit_mape_pct"] < 0.5
@@ -157,7 +157,7 @@ def test_calibrate_writes_a_loadable_profile_with_sources(tmp_path):
     import yaml
     section = yaml.safe_load(out.read_text())["calibration"]
     assert section["fit_runs"] == ["a", "b", "c", "d", "f"]  # "e" (mid) is left for evaluation
-    assert math.isclose(prof.compute.kernel_launch_s, TRUE["launch"], rel_tol=0.05)
+    assert math.isclose(prof.compute.dispatch_s, TRUE["launch"], rel_tol=0.05)
 
 
 def test_cli_missing_results_is_one_line_exit_2(tmp_path, capsys):

@@ -106,7 +106,7 @@ def ds_config_files(draw, stage: int) -> dict:
 
 
 @st.composite
-def valid_argvs(draw, files_root: str, tiny: str) -> tuple[list[str], dict | None, bool]:
+def valid_argvs(draw, tiny: str) -> tuple[list[str], dict | None, bool]:
     stage = draw(st.integers(0, 3))
     argv = ["predict", "--model", tiny, "--topo", draw(st.sampled_from(TOPOS)), "--stage", str(stage)]
     if draw(st.integers(0, 3)) == 0:
@@ -133,7 +133,7 @@ def valid_argvs(draw, files_root: str, tiny: str) -> tuple[list[str], dict | Non
 
 
 def _valid_case(files):
-    return valid_argvs(files["root"], files["tiny"])
+    return valid_argvs(files["tiny"])
 
 
 @settings(max_examples=EXAMPLES["valid"], **SETTINGS)
@@ -193,7 +193,7 @@ VALUE_FLAGS = {"--model", "--topo", "--gpus", "--nodes", "--stage", "--micro-bat
 def _without(argv: list[str], flags: set[str]) -> list[str]:
     """``argv`` without ``flags`` (and their values)."""
     out, skip = [], False
-    for i, a in enumerate(argv):
+    for a in argv:
         if skip:
             skip = False
         elif a in flags:

@@ -7,8 +7,10 @@ positive numbers. The same files with one thing broken must fail with one line n
 key; arbitrary YAML text or bytes must load or fail cleanly, never crash.
 
 Known crashes in zsim/network (reported, not generated here): integers beyond float range
-(``gpus_per_node: 1e400`` written as an integer: OverflowError) and absurd counts such as
-``gpus_per_node: 10**30`` (MemoryError while checking placement).
+(``gpus_per_node`` written as a 401-digit integer: OverflowError in spec._number), absurd
+counts such as ``gpus_per_node: 10**30`` (MemoryError while checking placement) or
+``switch_radix: 10**30`` (the connectivity check builds one graph vertex per spine), and a
+5000-character ``--topo`` name (OSError: file name too long).
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ def test_overlap_comm_moves_reductions_off_the_compute_stream():
 
 
 def test_llama_70b_zero3_builds_fast():
-    """One rank's schedule of llama-2-70b ZeRO-3 on 1,024 GPUs builds in well under 0.3 s."""
+    """One rank's schedule of llama-2-70b ZeRO-3 on 1,024 GPUs builds in well under 0.3 s
+    (CPU time of this process, best of 3, so that a busy machine does not fail it)."""
     model = load_model("llama-2-70b")
     run = build_run_config({"zero_optimization": {"stage": 3}, "bf16": {"enabled": True}}, model, 1024,
                            Overrides(micro_batch=1))
@@ -170,6 +171,6 @@ def test_llama_70b_zero3_builds_fast():
 
 
 def _timed(model, run) -> float:
-    t = time.perf_counter()
+    t = time.process_time()
     build_schedule(model, run)
-    return time.perf_counter() - t
+    return time.process_time() - t

@@ -2,7 +2,7 @@
 collectives zsim's schedule predicts (op names, comms-logger message sizes, counts).
 
 Runs every case of validation/cpu_truth/cases.py once per session, a few cases at a time
-(ZSIM_TRUTH_JOBS, default 2), each case's ranks in parallel processes. Without deepspeed
+(ZSIM_TRUTH_JOBS, default 3), each case's ranks in parallel processes. Without deepspeed
 the tests skip — unless ZSIM_REQUIRE_TRUTH=1 (CI), where they FAIL.
 """
 
@@ -44,7 +44,7 @@ def truth_results() -> dict:
     import deepspeed
     assert deepspeed.__version__.startswith("0.19.8"), f"deepspeed {deepspeed.__version__}, need 0.19.8"
     from validation.cpu_truth.runner import run_cases
-    return run_cases(CASES, jobs=int(os.environ.get("ZSIM_TRUTH_JOBS", "2")))
+    return run_cases(CASES, jobs=int(os.environ.get("ZSIM_TRUTH_JOBS", "3")))
 
 
 def test_cases_cover_the_required_settings() -> None:

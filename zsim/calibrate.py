@@ -33,7 +33,7 @@ from .errors import ZsimInputError
 from .hardware import HardwareProfile, load_profile, profile_from_dict
 
 #: Parameters fitted to step times (dotted paths into the profile YAML).
-TIME_PARAMS = ("compute.kernel_launch_s", "overheads.step_fixed_s", "overheads.zero3_module_hook_s")
+TIME_PARAMS = ("compute.host_dispatch_s", "overheads.step_fixed_s", "overheads.zero3_module_hook_s")
 #: Lower bounds of fittable parameters that the profile loader requires to be positive.
 POSITIVE_FLOOR = {"overheads.optimizer_bytes_per_param": 1.0, "host.cpu_adam_params_per_s": 1e7}
 #: Parameter fitted to peak memory.
@@ -381,8 +381,13 @@ def default_collective_timer(topo: str) -> CollectiveTimer:
 
 
 def fit_links(rows: Sequence[Mapping], hw: HardwareProfile, timer: CollectiveTimer,
-              link: str = "nvlink", min_bytes: int = 1 << 20) -> tuple[HardwareProfile, dict]:
-    """Fit one link type's efficiency and latency to an NCCL sweep (relative error)."""
+              link: str = "nvlink", min_bytes: int = 128 << 20) -> tuple[HardwareProfile, dict]:
+    """Fit one link type's efficiency and latency to an NCCL sweep (relative error).
+
+    Messages below ``min_bytes`` are left out: bandwidth is fitted where it dominates; the
+    time of smaller messages is mostly launch and protocol latency, which the profile holds
+    elsewhere (compute.kernel_launch_s, per-protocol latencies).
+    """
     rows = [r for r in rows if r["bytes"] >= min_bytes and r.get("world_size", 1) > 1]
     if not rows:
         raise ZsimInputError("NCCL sweep has no multi-GPU rows")
@@ -487,8 +492,6 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
         hw, details["time_fit"] = fit_time_overheads(fit, hw, predictor, params=time_params)
         hw, details["memory_fit"] = fit_allocator_overhead(fit, hw, predictor)
         details["time_fit"].pop("runs", None)
-        if nccl:  # collective latency includes compute.kernel_launch_s, which the time fit moved
-            hw, details["links"] = fit_links(nccl, hw, collective_timer or default_collective_timer(topo), link)
     versions = sorted({json.dumps({k: r.versions.get(k) for k in ("torch", "deepspeed", "transformers",
                                                                     "driver", "gpu_name", "cuda")},
                                   sort_keys=True) for r in fit})

@@ -3,8 +3,8 @@
 GEMMs run at ``peak × gemm_eff(flops)`` (an efficiency curve fitted on real shapes),
 attention at ``peak × attention_efficiency``, memory-bound kernels at
 ``HBM bandwidth × memory_bound_efficiency``. The host issues kernels asynchronously, one
-launch (``kernel_launch_s``) each: a module takes the longer of its GPU time and its launch
-time, which is what makes small models host-bound in eager PyTorch.
+dispatch (``host_dispatch_s``) each: a module takes the longer of its GPU time and its
+dispatch time, which is what makes small models host-bound in eager PyTorch.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _module_time_by_shape(workload: Workload, key: str, module: str, pass_: str,
                           hw: HardwareProfile, precision: str) -> float:
     kernels = workload.kernels(key, pass_)
     gpu_s = sum(kernel_busy_s(k, hw, precision) for k in kernels)
-    host_s = sum(k.launches for k in kernels) * hw.compute.kernel_launch_s
+    host_s = sum(k.launches for k in kernels) * hw.compute.dispatch_s
     return max(gpu_s, host_s)
 
 

@@ -22,7 +22,8 @@ Schema (units in key names)::
       gemm_efficiency: [[6.0, 0.02], [9.0, 0.35], [10.5, 0.70], [12.0, 0.78]]
       attention_efficiency: 0.45  # flash attention fwd+bwd, fraction of peak
       memory_bound_efficiency: 0.80  # fraction of HBM bandwidth for elementwise kernels
-      kernel_launch_s: 4.0e-6     # per kernel; small models are launch-bound
+      kernel_launch_s: 4.0e-6     # GPU-side launch of one kernel (also each NCCL call's)
+      host_dispatch_s: 2.0e-5     # host time per eager kernel (optional; default kernel_launch_s)
       backward_to_forward_ratio: 2.0
     links:                        # per link type: achieved fraction of link bandwidth, latency
       nvlink:
@@ -108,6 +109,16 @@ class ComputeProfile:
     memory_bound_efficiency: float
     kernel_launch_s: float
     backward_to_forward_ratio: float = 2.0
+    host_dispatch_s: float = -1.0   # < 0: same as kernel_launch_s
+
+    @property
+    def dispatch_s(self) -> float:
+        """Host time to issue one eager-mode kernel (Python, dispatcher, hooks, launch).
+
+        Separate from ``kernel_launch_s``, which prices a collective's own launch: eager
+        PyTorch spends tens of microseconds per op on the host, NCCL a few on the GPU.
+        """
+        return self.kernel_launch_s if self.host_dispatch_s < 0 else self.host_dispatch_s
 
     def gemm_eff(self, flops: float) -> float:
         """Achieved fraction of peak for one GEMM of ``flops`` (= 2·m·n·k) operations."""
@@ -241,6 +252,7 @@ class HardwareProfile:
                 "attention_efficiency": self.compute.attention_efficiency,
                 "memory_bound_efficiency": self.compute.memory_bound_efficiency,
                 "kernel_launch_s": self.compute.kernel_launch_s,
+                "host_dispatch_s": self.compute.dispatch_s,
                 "backward_to_forward_ratio": self.compute.backward_to_forward_ratio,
             },
             "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
@@ -267,6 +279,14 @@ def _num(data: Mapping[str, Any], key: str, where: str, *, positive: bool = True
     if positive and (number < 0 or (number == 0 and not allow_zero)):
         raise ZsimInputError(f"{where}.{key}: must be positive, got {value!r}")
     return number
+
+
+def _flag(data: Mapping[str, Any], key: str, where: str) -> bool:
+    """A true/false key (absent: false); the string "false" must not read as true."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ZsimInputError(f"{where}.{key}: expected true or false, got {value!r}")
+    return value
 
 
 def _section(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -357,7 +377,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
     return HardwareProfile(
         name=str(data.get("name", "unnamed")),
         version=int(_num(data, "version", where)) if "version" in data else 1,
-        calibrated=bool(data.get("calibrated", False)),
+        calibrated=_flag(data, "calibrated", where),
         source=str(data.get("source", "")),
         gpu=GpuSpec(
             name=str(g.get("name", "gpu")),
@@ -373,6 +393,8 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             kernel_launch_s=_num(c, "kernel_launch_s", f"{where}.compute", allow_zero=True),
             backward_to_forward_ratio=_num(c, "backward_to_forward_ratio", f"{where}.compute")
             if "backward_to_forward_ratio" in c else 2.0,
+            host_dispatch_s=_num(c, "host_dispatch_s", f"{where}.compute", allow_zero=True)
+            if "host_dispatch_s" in c else -1.0,
         ),
         links=links,
         host=HostProfile(

@@ -50,12 +50,12 @@ def _umask() -> int:
 
 def _atomic(path: str | Path, writer: Callable[[Any], Any]) -> Path:
     target = Path(path)
+    if "\x00" in str(target):
+        raise ZsimInputError(f"cannot write {str(target)!r}: not a valid file name")
     try:
         return _replace(target, writer)
     except OSError as exc:  # a bad output path is bad input: one line, exit code 2
         raise ZsimInputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
-    except ValueError:  # a NUL byte in the path
-        raise ZsimInputError(f"cannot write {str(target)!r}: not a valid file name") from None
 
 
 def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:

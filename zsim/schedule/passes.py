@@ -36,15 +36,18 @@ def backward(em: Emitter, modules: list[Module], checkpointing: bool,
     For recompute ops the position is the module's FORWARD position.
     """
     em.phase = "backward"
+    layers: dict[int, list[tuple[int, Module]]] = {}
+    for fpos, r in enumerate(modules):
+        if r.name.startswith("model.layers."):
+            layers.setdefault(r.layer, []).append((fpos, r))
     current_layer = None
     for bpos, m in enumerate(reversed(modules)):
-        if checkpointing and m.layer >= 0 and m.name.startswith("model.layers.") and m.layer != current_layer:
+        if checkpointing and m.layer in layers and m.name.startswith("model.layers.") and m.layer != current_layer:
             current_layer = m.layer
-            for fpos, r in enumerate(modules):
-                if r.layer == m.layer and r.name.startswith("model.layers."):
-                    pre(fpos, r, "recompute")
-                    em.compute(r.name, "recompute")
-                    post(fpos, r, "recompute")
+            for fpos, r in layers[m.layer]:
+                pre(fpos, r, "recompute")
+                em.compute(r.name, "recompute")
+                post(fpos, r, "recompute")
         pre(bpos, m, "bwd")
         em.compute(m.name, "bwd")
         post(bpos, m, "bwd")
