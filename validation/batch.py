@@ -26,6 +26,7 @@ from plan import PLANS, ds_config  # noqa: E402
 
 
 def log(path: Path, rec: dict) -> None:
+    """Append one JSON line to the batch log (fsynced) and echo it."""
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
         f.flush()
@@ -53,6 +54,7 @@ def run_one(cmd: list[str], env: dict, timeout: float, log_path: Path) -> tuple[
 
 
 def tail(path: Path, n: int = 150) -> str:
+    """The last ``n`` lines of a log file ("" when unreadable)."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) + "\n"
     except OSError:
@@ -60,6 +62,7 @@ def tail(path: Path, n: int = 150) -> str:
 
 
 def main(argv=None) -> int:
+    """Run the selected slice of the plan; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--only", default="")

@@ -35,11 +35,13 @@ class Run:
 
     @property
     def run_id(self) -> str:
+        """Folder name of the run: model, stage, offload, batch shape, AC, GPUs."""
         off = {"none": "", "opt": "-offopt", "all": "-offall"}[self.offload]
         return (f"{self.model}-z{self.stage}{off}-mb{self.mb}-ga{self.ga}-s{self.seq}"
                 f"{'-ac' if self.ac else ''}{f'-g{self.gpus}' if self.gpus > 1 else ''}")
 
     def timeout_s(self) -> int:
+        """Wall-clock limit of the run on an H200 (start-up, JIT builds and offload included)."""
         base = {"llama-0.13b": 90, "llama-0.55b": 100, "tinyllama-1.1b": 120, "llama-3b": 170,
                 "llama-2-7b": 240}[self.model]
         return (base + (90 if self.offload != "none" else 0) + (30 if self.ga > 1 else 0)
@@ -130,6 +132,7 @@ def split_of(model: str) -> str:
 
 
 def main(argv=None) -> int:
+    """List or write the plan."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--list", action="store_true")
     p.add_argument("--write", default=None)

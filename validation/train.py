@@ -64,6 +64,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options of the job."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="preset name (validation/models.py) or HF config.json")
     p.add_argument("--ds-config", required=True, help="DeepSpeed JSON config")
@@ -97,6 +98,7 @@ def resolve_ds_config(raw: dict, args, world_size: int) -> dict:
 
 
 def versions() -> dict:
+    """Python, torch, CUDA, DeepSpeed, transformers, NCCL, driver and GPU of this process."""
     import torch
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "cuda": torch.version.cuda, "hostname": platform.node()}
@@ -137,6 +139,7 @@ class Recorder:
             self._csv.flush()
 
     def row(self, r: dict) -> None:
+        """Keep one step's metrics and append them to the CSV at once (flush + fsync)."""
         self.rows.append(r)
         if self._csv is not None:
             self._writer.writerow({k: r.get(k) for k in CSV_FIELDS})
@@ -144,10 +147,12 @@ class Recorder:
             os.fsync(self._csv.fileno())
 
     def write_summary(self) -> None:
+        """Rewrite summary.json atomically (rank 0)."""
         if self.rank == 0:
             atomic_write(self.out / "summary.json", json.dumps(self.summary, indent=2, default=str) + "\n")
 
     def finish(self, extra_raw: dict) -> None:
+        """Close the CSV; write raw_metrics.json, summary.json and the curves (rank 0)."""
         if self.rank != 0:
             return
         if self._csv is not None:
@@ -163,6 +168,7 @@ class Recorder:
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
+    """Step time, loss and peak memory per step as a small PNG (written atomically)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -260,6 +266,7 @@ def comms_snapshot(comms_dict: dict) -> dict:
 
 
 def run(args, rec: Recorder) -> None:
+    """Build the model and engine, run warm-up, timed and comms-logger steps, record each."""
     import torch
     import deepspeed
     import deepspeed.comm as dist
@@ -384,6 +391,7 @@ def finalize(rec: Recorder) -> None:
 
 
 def main(argv=None) -> int:
+    """Run the job; 0 when it finished, 1 when it failed (the summary says why)."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

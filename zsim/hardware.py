@@ -54,6 +54,7 @@ Schema (units in key names)::
     overheads:
       zero3_module_hook_s: 2.0e-5    # per module per pass: fetch/release bookkeeping
       step_fixed_s: 2.0e-3           # engine.step() bookkeeping outside the optimizer
+      micro_step_fixed_s: 0.0        # engine forward/backward bookkeeping per micro-step (optional)
       optimizer_bytes_per_param: 32  # HBM traffic of a fused Adam update per fp32 param
     memory:
       allocator_overhead_fraction: 0.02   # caching-allocator rounding seen by max_memory_allocated
@@ -202,6 +203,7 @@ class OverheadProfile:
     zero3_module_hook_s: float
     step_fixed_s: float
     optimizer_bytes_per_param: float = 32.0
+    micro_step_fixed_s: float = 0.0   # engine forward/backward bookkeeping per micro-step
 
 
 @dataclass(frozen=True)
@@ -407,6 +409,8 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             step_fixed_s=_num(o, "step_fixed_s", f"{where}.overheads", allow_zero=True),
             optimizer_bytes_per_param=_num(o, "optimizer_bytes_per_param", f"{where}.overheads")
             if "optimizer_bytes_per_param" in o else 32.0,
+            micro_step_fixed_s=_num(o, "micro_step_fixed_s", f"{where}.overheads", allow_zero=True)
+            if "micro_step_fixed_s" in o else 0.0,
         ),
         memory=MemoryProfile(
             allocator_overhead_fraction=_num(m, "allocator_overhead_fraction", f"{where}.memory",

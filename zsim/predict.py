@@ -183,7 +183,8 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
                       host_share(cluster))
     timeline = simulate(schedule.ops, coster)
-    framework_s = hw.overheads.step_fixed_s
+    # Engine bookkeeping outside the simulated ops: per step and per micro-step.
+    framework_s = hw.overheads.step_fixed_s + run.grad_accum * hw.overheads.micro_step_fixed_s
     step_s = timeline.step_time_s + framework_s
     if step_s <= 0:
         raise ZsimInputError("prediction produced a zero step time (empty schedule)")

@@ -91,3 +91,41 @@ CASES += [
     case("s3-bf16-w3-gas3-maxlive9000-reuse0", "llama-gqa", 3, 3, gas=3, stage3_max_live_parameters=9_000,
          stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=30_000),
 ]
+
+
+def _ckpt(c: dict) -> dict:
+    """The case with HF activation checkpointing (non-reentrant) on."""
+    c["activation_checkpointing"] = True
+    return c
+
+
+#: A client torch AdamW with offload_optimizer needs this (engine.py:2342-2346).
+_CLIENT_OPT_OFFLOAD = {"zero_force_ds_cpu_optimizer": False}
+
+CASES += [
+    # ---- activation checkpointing: recompute re-fetches in stage 3, hook order unchanged
+    _ckpt(case("s3-bf16-w2-ckpt-defaults", "llama-gqa", 2, 3)),
+    _ckpt(case("s3-bf16-w3-ckpt-allzero-qwen2", "qwen2-gqa", 3, 3, stage3_prefetch_bucket_size=0,
+               stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0)),
+    _ckpt(case("s2-bf16-w2-ckpt-b5000", "llama-gqa", 2, 2, reduce_bucket_size=5_000)),
+    # ---- offload: same collectives in stage 1/2; stage 3's norm becomes a 4-byte fp32 scalar
+    case("s2-bf16-w2-offload-b6000", "llama-gqa", 2, 2, reduce_bucket_size=6_000,
+         offload_optimizer={"device": "cpu"}, top=_CLIENT_OPT_OFFLOAD),
+    case("s3-bf16-w2-offload-opt-param-reuse0", "llama-gqa", 2, 3, offload_optimizer={"device": "cpu"},
+         offload_param={"device": "cpu"}, stage3_max_reuse_distance=0, top=_CLIENT_OPT_OFFLOAD),
+    # ---- ZeRO++ hpZ: re-gathers from the secondary shard inside groups of 2
+    case("s3-bf16-w4-hpz2-allzero", "llama-gqa", 4, 3, zero_hpz_partition_size=2,
+         stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0),
+]
+
+CASES += [
+    # ---- communication_data_type, allgather_bucket_size (ignored), sub-groups, round robin
+    case("s2-bf16-w4-commfp32-agb5000-b12000", "qwen2-mha-tied", 4, 2, reduce_bucket_size=12_000,
+         allgather_bucket_size=5_000, top={"communication_data_type": "fp32"}),
+    case("s3-bf16-w3-subgroup20000-commfp32-reuse0", "llama-gqa", 3, 3, sub_group_size=20_000,
+         stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0, reduce_bucket_size=15_000,
+         top={"communication_data_type": "fp32"}),
+    case("s1-fp32-w3-gas2-b2500-qwen2-tied", "qwen2-mha-tied", 3, 1, "fp32", gas=2, reduce_bucket_size=2_500),
+    case("s2-bf16-w3-roundrobin-multirank-off-b4000", "llama-gqa", 3, 2, reduce_bucket_size=4_000,
+         round_robin_gradients=True, use_multi_rank_bucket_allreduce=False),
+]

@@ -25,6 +25,33 @@ from pathlib import Path
 
 WORKER = Path(__file__).with_name("worker.py")
 
+#: Modules the fork server imports once; every rank is forked from it (ZSIM_TRUTH_FORK=0:
+#: plain subprocesses that import everything themselves, ~10 s of CPU per rank).
+PRELOAD = ["torch", "deepspeed", "deepspeed.comm", "transformers",
+           "transformers.models.llama.modeling_llama", "transformers.models.qwen2.modeling_qwen2",
+           "validation.cpu_truth.worker"]
+#: Environment every rank needs and that must hold before torch/deepspeed are imported.
+BASE_ENV = dict(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                TOKENIZERS_PARALLELISM="false", TRANSFORMERS_OFFLINE="1", HF_HUB_OFFLINE="1",
+                PYTHONWARNINGS="ignore")
+_CONTEXT = None
+
+
+def _fork_context():
+    """The multiprocessing forkserver context with the heavy imports preloaded (lazily)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        import multiprocessing
+        for key, value in BASE_ENV.items():  # the fork server inherits this environment
+            os.environ.setdefault(key, value)
+        _CONTEXT = multiprocessing.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(PRELOAD)
+    return _CONTEXT
+
+
+def _use_fork() -> bool:
+    return os.environ.get("ZSIM_TRUTH_FORK", "1") != "0" and __package__ == "validation.cpu_truth"
+
 
 class TruthRunError(RuntimeError):
     """A DeepSpeed truth run failed; the message carries the tail of its log."""
@@ -52,11 +79,40 @@ def step_difference(steps: list[dict], index: int = -1) -> dict[str, dict[str, i
 
 def _env(rank: int, world: int, port: int) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(BASE_ENV)
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DS_ACCELERATOR="cpu",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               TRANSFORMERS_OFFLINE="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     return env
+
+
+class _Forked:
+    """A forked rank with the small part of the Popen interface that Launched uses."""
+
+    def __init__(self, process):
+        self.process = process
+        # The rank needs nothing from the launching program's __main__ (pytest, a runner,
+        # stdin); hide it so that multiprocessing does not re-import it in every rank.
+        main = sys.modules["__main__"]
+        saved = {k: main.__dict__.pop(k) for k in ("__file__",) if k in main.__dict__}
+        saved_spec = getattr(main, "__spec__", None)
+        main.__spec__ = None
+        try:
+            process.start()
+        finally:
+            main.__dict__.update(saved)
+            main.__spec__ = saved_spec
+
+    def poll(self):
+        return self.process.exitcode
+
+    def wait(self, timeout=None):
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired("rank", timeout)
+        return self.process.exitcode
+
+    def kill(self):
+        self.process.kill()
 
 
 class Launched:
@@ -69,14 +125,26 @@ class Launched:
         case_path.write_text(json.dumps(case))
         self.out_path = workdir / "counts.json"
         self.log_path = workdir / "log.txt"
-        log = open(self.log_path, "wb")
         port = free_port()
-        self.procs = [subprocess.Popen([sys.executable, str(WORKER), str(case_path), str(self.out_path)],
-                                       env=_env(r, world, port), stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=workdir)
-                      for r in range(world)]
-        log.close()
+        if _use_fork():
+            from .worker import forked_entry
+            ctx = _fork_context()
+            self.log_path.touch()
+            self.procs = [_Forked(ctx.Process(target=forked_entry, daemon=False, args=(
+                str(case_path), str(self.out_path), _env(r, world, port), str(self.log_path))))
+                for r in range(world)]
+        else:
+            log = open(self.log_path, "wb")
+            self.procs = [subprocess.Popen([sys.executable, str(WORKER), str(case_path), str(self.out_path)],
+                                           env=_env(r, world, port), stdout=log, stderr=subprocess.STDOUT,
+                                           cwd=workdir)
+                          for r in range(world)]
+            log.close()
         self.started = time.monotonic()
+
+    def done(self) -> bool:
+        """Whether every rank process has exited."""
+        return all(p.poll() is not None for p in self.procs)
 
     def result(self, timeout_s: float = 900) -> dict:
         """``{"collectives", "per_rank", "sequence", "wall_s"}`` once every rank exits.

@@ -1,6 +1,6 @@
 """Run many truth cases with a bounded number of cases in flight (ranks run in parallel).
 
-``python -m validation.cpu_truth.runner [--jobs J] [--only SUBSTR] [--out FILE]`` prints, per
+``python -m validation.cpu_truth.runner [--jobs J] [--only REGEX] [--out FILE]`` prints, per
 case, DeepSpeed's collectives next to zsim's and whether they match.
 """
 
@@ -16,20 +16,30 @@ from .cases import CASES
 from .harness import TruthRunError, launch
 
 
-def run_cases(cases: list[dict], jobs: int = 2, timeout_s: float = 900) -> dict[str, dict]:
+def run_cases(cases: list[dict], jobs: int = 3, timeout_s: float = 900) -> dict[str, dict]:
     """``{case id: result or {"error": ...}}`` with at most ``jobs`` cases running at once."""
-    pending = list(cases)
+    # largest worlds first: they take longest, so the small ones fill the gaps at the end
+    pending = sorted(cases, key=lambda c: -int(c["world_size"]))
     running: list = []
     results: dict[str, dict] = {}
     while pending or running:
         while pending and len(running) < jobs:
             c = pending.pop(0)
             running.append((c, launch(c)))
-        c, launched = running.pop(0)
-        try:
-            results[c["id"]] = launched.result(timeout_s)
-        except TruthRunError as exc:
-            results[c["id"]] = {"error": str(exc)}
+        finished = [item for item in running if item[1].done()]
+        if not finished:
+            if time.monotonic() - min(item[1].started for item in running) > timeout_s:
+                finished = running[:1]  # result() kills what is left and reports it
+            else:
+                time.sleep(0.2)
+                continue
+        for item in finished:
+            running.remove(item)
+            c, launched = item
+            try:
+                results[c["id"]] = launched.result(timeout_s)
+            except TruthRunError as exc:
+                results[c["id"]] = {"error": str(exc)}
     return results
 
 
@@ -38,12 +48,13 @@ def zsim_collectives(c: dict) -> dict:
     from zsim.model import from_hf_config
     from zsim.schedule import steady_state_collectives
     spec = from_hf_config(c["model"], name=c["model_name"])
-    return steady_state_collectives(spec, c["ds_config"], c["world_size"])
+    return steady_state_collectives(spec, c["ds_config"], c["world_size"],
+                                     activation_checkpointing=bool(c.get("activation_checkpointing")))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--only", default="", help="regular expression on case ids")
     ap.add_argument("--out", default="")
     args = ap.parse_args()

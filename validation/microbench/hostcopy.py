@@ -6,6 +6,7 @@ from microbench.common import time_cuda
 
 
 def run(max_log2: int = 30) -> list[dict]:
+    """H2D and D2H seconds and GB/s for pinned buffers of 2^20 .. 2^max_log2 bytes."""
     import torch
     out = []
     for lg in range(20, max_log2 + 1, 2):

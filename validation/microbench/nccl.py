@@ -80,6 +80,7 @@ def sweep(dist, device, world: int, size_list, warmup: int, iters: int, dtype) -
 
 
 def sync(device) -> None:
+    """Wait for the device (no-op on CPU)."""
     import torch
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -107,6 +108,7 @@ def check_values(dist, device, world: int, dtype) -> None:
 
 
 def main(argv=None) -> int:
+    """Check, sweep, and write the JSON (rank 0)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backend", default="nccl", choices=["nccl", "gloo"])
     p.add_argument("--min-bytes", type=int, default=1 << 20)

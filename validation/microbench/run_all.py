@@ -27,6 +27,7 @@ SECTIONS = {"gemm": gemm.run, "attention": attention.run, "membound": membound.r
 
 
 def meta() -> dict:
+    """Versions, GPU and date of this measurement."""
     import torch
     out = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
@@ -46,6 +47,7 @@ def meta() -> dict:
 
 
 def main(argv=None) -> int:
+    """Run each section in turn, rewriting the JSON after each."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output", default="microbench.json")
     p.add_argument("--skip", default="", help="comma-separated sections to skip")

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(schedule.collectives))
         return 0
     print(format_table(schedule.collectives, run_config.zero.stage, run_config.grad_accum, args.world_size))
+    for note in run_config.notes:  # what "auto" resolved to, what the command line overrode
+        print(f"note: {note}")
     return 0
 
 
