@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from .errors import ZsimInputError
@@ -33,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2 (no usage dump)."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        sys.stderr.write(f"zsim: error: {message}\n")
+        one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+        sys.stderr.write(f"zsim: error: {one_line}\n")
         raise SystemExit(2)
 
 
@@ -55,11 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C, so atomic writers remove their temporary files.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `zsim` script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if sys.stdout is None:  # started with stdout closed (`zsim ... >&-`)
+        sys.stdout = open(os.devnull, "w")
     try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a test runner's thread)
+        pass
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args._run(args) or 0)
     except ZsimInputError as exc:
         sys.stderr.write(f"zsim: error: {exc}\n")

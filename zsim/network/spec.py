@@ -150,7 +150,7 @@ def _number(data: Mapping, key: str, where: str, file: str, *, default: float | 
     ok = not isinstance(value, bool) and isinstance(value, (int, float, str))
     try:
         number = float(value) if ok else math.nan
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", or an integer beyond float range
         number = math.nan
     if not math.isfinite(number):
         raise ZsimInputError(f"{file}: {_where(where, key)} must be a finite number, got {value!r}")
@@ -160,12 +160,20 @@ def _number(data: Mapping, key: str, where: str, file: str, *, default: float | 
     return number
 
 
+#: Largest count any topology field may hold (GPUs, NICs, switch ports, levels): far above
+#: real hardware, low enough that building a node's graph stays cheap.
+MAX_COUNT = 4096
+
+
 def _integer(data: Mapping, key: str, where: str, file: str, *, default: int | None = None,
              allow_zero: bool = False) -> int:
     number = _number(data, key, where, file, default=None if default is None else float(default),
                      allow_zero=allow_zero)
     if number != int(number):
         raise ZsimInputError(f"{file}: {_where(where, key)} must be an integer, got {data[key]!r}")
+    if number > MAX_COUNT:
+        raise ZsimInputError(f"{file}: {_where(where, key)} is too large (at most {MAX_COUNT}), "
+                             f"got {str(data[key])[:40]!r}")
     return int(number)
 
 

@@ -173,13 +173,23 @@ def list_topologies() -> list[str]:
 
 def _resolve_path(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
+    if len(text) > 4096 or "\0" in text:
+        raise ZsimInputError(f"unknown topology {text[:60]!r}...: not a name or a usable path")
     path = Path(text)
-    if text.endswith((".yaml", ".yml")) or path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a component longer than the file system allows
+        is_file = False
+    if text.endswith((".yaml", ".yml")) or is_file:
         return path
     path = TOPOLOGY_DIR / f"{text}.yaml"
-    if not path.exists():
+    try:
+        known = path.exists()
+    except OSError:
+        known = False
+    if not known:
         raise ZsimInputError(
-            f"unknown topology {text!r} (known: {', '.join(list_topologies())}; or give a YAML path)")
+            f"unknown topology {text[:80]!r} (known: {', '.join(list_topologies())}; or give a YAML path)")
     return path
 
 
