@@ -174,3 +174,27 @@ def _timed(model, run) -> float:
     t = time.process_time()
     build_schedule(model, run)
     return time.process_time() - t
+
+
+def test_stage3_offload_param_copies_each_gathered_shard_first():
+    """offload_param=cpu: every fwd/bwd gather depends on a host-to-device copy of its shards."""
+    _, s = _build(TINY, 3, world=4, offload_param={"device": "cpu"}, offload_optimizer={"device": "cpu"},
+                  stage3_max_reuse_distance=0, stage3_param_persistence_threshold=0)
+    by_id = {op.id: op for op in s.ops}
+    gathers = [op for op in s.ops if op.collective == "all_gather_into_tensor" and op.phase != "step"]
+    assert gathers
+    for g in gathers:
+        copies = [by_id[d] for d in g.deps if by_id[d].kind == "copy" and by_id[d].stream == "h2d"]
+        assert len(copies) == 1 and copies[0].nbytes == g.message_bytes
+
+
+def test_hpz_regathers_inside_the_group():
+    """ZeRO++ hpZ: after a release, re-gathers use the secondary shard in the hpZ group."""
+    _, s = _build(TINY, 3, world=8, zero_hpz_partition_size=4, stage3_max_reuse_distance=0,
+                  stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
+    gathers = [op for op in s.ops if op.collective == "all_gather_into_tensor" and op.phase != "step"]
+    fwd = [op for op in gathers if op.phase == "forward" and op.micro_step == 0]
+    bwd = [op for op in gathers if op.phase == "backward"]
+    assert {op.group for op in fwd} == {"world"}
+    assert {op.group for op in bwd} == {"intra_node"}
+    assert all(op.buffer_bytes == 4 * op.message_bytes for op in bwd)

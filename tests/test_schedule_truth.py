@@ -82,6 +82,22 @@ def test_zsim_matches_deepspeed(case: dict, truth_results: dict) -> None:
     assert all(r == result["per_rank"][0] for r in result["per_rank"])
 
 
+STAGE3 = [c for c in CASES if c["ds_config"]["zero_optimization"]["stage"] == 3]
+
+
+@pytest.mark.parametrize("case", STAGE3, ids=[c["id"] for c in STAGE3])
+def test_stage3_module_trace_matches_deepspeed(case: dict, truth_results: dict) -> None:
+    """zsim's stage-3 hook sequence is the trace DeepSpeed's coordinator recorded (forward,
+    backward and, with checkpointing, recompute fetches of every module, containers too)."""
+    from zsim.model import from_hf_config
+    from zsim.schedule.z3modules import module_trace
+
+    result = truth_results[case["id"]]
+    assert "error" not in result, result.get("error")
+    spec = from_hf_config(case["model"], name=case["model_name"])
+    assert module_trace(spec, bool(case.get("activation_checkpointing"))) == result["module_trace"]
+
+
 def test_cli_matches_api(tmp_path: Path, capsys) -> None:
     """`zsim schedule --json` prints what the API returns (no DeepSpeed needed)."""
     from zsim.cli import main

@@ -3,8 +3,8 @@
 GEMMs run at ``peak × gemm_eff(flops)`` (an efficiency curve fitted on real shapes),
 attention at ``peak × attention_efficiency``, memory-bound kernels at
 ``HBM bandwidth × memory_bound_efficiency``. The host issues kernels asynchronously, one
-dispatch (``host_dispatch_s``) each: a module takes the longer of its GPU time and its
-dispatch time, which is what makes small models host-bound in eager PyTorch.
+dispatch (``host_dispatch_s``) each; the system layer runs host dispatch and GPU execution
+as separate streams, which is what makes small models host-bound in eager PyTorch.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
 
 @lru_cache(maxsize=262144)
 def module_time_s(workload: Workload, module: str, pass_: str, hw: HardwareProfile,
-                  precision: str) -> float:
-    """Seconds ``module`` takes in ``pass_`` (cached: the same layer repeats L times)."""
-    key = _shape_key(module)
-    return _module_time_by_shape(workload, key, module, pass_, hw, precision)
+                  precision: str) -> tuple[float, float]:
+    """(GPU seconds, host dispatch seconds) of ``module`` in ``pass_``.
+
+    Cached: the same layer repeats L times, so layers share one entry by shape.
+    """
+    return _module_time_by_shape(workload, _shape_key(module), pass_, hw, precision)
 
 
 def _shape_key(module: str) -> str:
@@ -49,16 +51,24 @@ def _shape_key(module: str) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _module_time_by_shape(workload: Workload, key: str, module: str, pass_: str,
-                          hw: HardwareProfile, precision: str) -> float:
+def _module_time_by_shape(workload: Workload, key: str, pass_: str, hw: HardwareProfile,
+                          precision: str) -> tuple[float, float]:
     kernels = workload.kernels(key, pass_)
     gpu_s = sum(kernel_busy_s(k, hw, precision) for k in kernels)
     host_s = sum(k.launches for k in kernels) * hw.compute.dispatch_s
-    return max(gpu_s, host_s)
+    return gpu_s, host_s
+
+
+#: HBM bytes per parameter that DeepSpeed's step moves besides the Adam kernel itself, in
+#: mixed precision: cast/flatten the 16-bit gradients to fp32 (read 2+2, write 4+2), the
+#: gradient norm (read 4), unscale/clip (read 4, write 4), and copying the updated fp32
+#: master back into the 16-bit parameters (read 4, write 2).
+STEP_EXTRA_BYTES_PER_PARAM = 28
 
 
 def optimizer_time_s(params: int, hw: HardwareProfile) -> float:
-    """A fused Adam update of ``params`` fp32 values: memory-bound HBM traffic."""
-    nbytes = params * hw.overheads.optimizer_bytes_per_param
+    """The optimizer step on ``params`` fp32 values: memory-bound HBM traffic of the fused
+    Adam kernel (``optimizer_bytes_per_param``, calibrated) plus the step's other passes."""
+    nbytes = params * (hw.overheads.optimizer_bytes_per_param + STEP_EXTRA_BYTES_PER_PARAM)
     return nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * hw.compute.memory_bound_efficiency) \
         + hw.compute.kernel_launch_s

@@ -11,7 +11,9 @@ Streams (one SimPy process each):
     DeepSpeed issues on the default stream, which therefore block compute);
   - ``comm``: DeepSpeed's reduction stream (overlap_comm) and stage-3 all-gather stream;
   - ``h2d`` / ``d2h``: pinned host<->device copies (offload);
-  - ``cpu``: the host optimizer (DeepSpeedCPUAdam) and other host work.
+  - ``cpu``: the host optimizer (DeepSpeedCPUAdam) and other host work;
+  - ``host``: the Python thread that issues everything (added by the system layer, see
+    :mod:`zsim.system.host`; the schedule layer never emits it).
 
 Kinds:
   - ``compute``: ``modules`` run their ``pass_`` ("fwd", "bwd" or "recompute");
@@ -24,7 +26,8 @@ Kinds:
   - ``optimizer``: a fused Adam update of ``params`` fp32 parameters on the GPU;
   - ``cpu_adam``: a DeepSpeedCPUAdam update of ``params`` parameters on the host;
   - ``overhead``: fixed host-side time, ``count`` × the named overhead of the hardware profile
-    (e.g. "zero3_module_hook_s").
+    (e.g. "zero3_module_hook_s");
+  - ``dispatch``: the host issuing a compute op's kernels (system layer only).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-STREAMS = ("compute", "comm", "h2d", "d2h", "cpu")
-KINDS = ("compute", "collective", "copy", "optimizer", "cpu_adam", "overhead")
+STREAMS = ("compute", "comm", "h2d", "d2h", "cpu", "host")
+KINDS = ("compute", "collective", "copy", "optimizer", "cpu_adam", "overhead", "dispatch")
 PASSES = ("fwd", "bwd", "recompute")
 
 #: comms-logger op name -> collective algorithm op (zsim.collectives).

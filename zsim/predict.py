@@ -20,7 +20,7 @@ from .errors import ZsimInputError
 from .hardware import HardwareProfile, load_profile
 from .memory import MemoryEstimate, MemoryFacts, default_facts, estimate_memory
 from .model import ModelSpec, load_model
-from .system import OpCost, Timeline, simulate
+from .system import OpCost, Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
 from .workload import Workload
 
@@ -182,7 +182,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
                                              hw.memory.allocator_overhead_fraction)
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
                       host_share(cluster))
-    timeline = simulate(schedule.ops, coster)
+    timeline = simulate(split_host(schedule.ops), coster)
     # Engine bookkeeping outside the simulated ops: per step and per micro-step.
     framework_s = hw.overheads.step_fixed_s + run.grad_accum * hw.overheads.micro_step_fixed_s
     step_s = timeline.step_time_s + framework_s

@@ -9,7 +9,7 @@ from .io import atomic_write_json
 from .system import Timeline
 
 #: Track order in the viewer.
-_TRACKS = ("compute", "comm", "h2d", "d2h", "cpu")
+_TRACKS = ("host", "compute", "comm", "h2d", "d2h", "cpu")
 
 
 def trace_events(timeline: Timeline, label: str = "rank 0",

@@ -152,9 +152,11 @@ def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
         # Gather t rows of h; backward scatters t·h gradient values into the V×h table.
         return (_mem(t * h * p * (3 if bwd else 1), launches=3 if bwd else 1),)
     if module in ("model.norm",) or leaf in ("input_layernorm", "post_attention_layernorm"):
-        # Residual add, then RMSNorm: upcast, pow, mean, add eps, rsqrt, scale, cast,
-        # weight: ~6 passes of t·h fp32 values in 9 kernels; backward ~2× in ~14.
-        return (_mem(t * h * 4 * (12 if bwd else 6), launches=14 if bwd else 9),)
+        # Residual add (read 2·p, write p) and HF's eager RMSNorm, op by op per element:
+        # upcast (read p, write 4), pow (4+4), mean (4), scale (4+4), downcast (4+p),
+        # weight (p+p) = 30 + 4p bytes; backward about twice that. 9 kernels, ~14 backward.
+        per_elem = 3 * p + 30 + 4 * p
+        return (_mem(t * h * per_elem * (2 if bwd else 1), launches=14 if bwd else 9),)
     if module == "lm_head":
         logits = _gemm(t, vocab, h)
         # Loss: upcast logits (t·V·(p+4)), log_softmax (2·4·t·V), nll; backward mirrors it.

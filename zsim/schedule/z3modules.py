@@ -111,8 +111,9 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
 
     ``first_use`` maps a parameter to the module index whose backward completes its
     gradient (the first user in forward order). With activation checkpointing, a decoder
-    layer's forward is recomputed (its forward hooks fire again, forward=True) when its first
-    module with saved tensors — the last leaf of the layer — starts its backward.
+    layer's forward is recomputed (its children's forward hooks fire again, forward=True)
+    when its first module with saved tensors — the last leaf of the layer — starts its
+    backward, i.e. after the pre-backward hooks of the layer, its mlp and down_proj.
     """
     events: list = []
     _forward_events(mods, 0, "fwd", events)
@@ -135,8 +136,12 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
             continue
         layer = layer_of.get(m)
         if checkpointing and layer is not None and layer not in recomputed:
+            # transformers checkpoints the layer's forward(), not __call__ (modeling_layers.py:
+            # "so module hooks stay outside the checkpoint"): the recompute runs the hooks of
+            # the layer's children but not the layer's own [E: DeepSpeed's recorded trace]
             recomputed.add(layer)
-            _forward_events(mods, layer, "recompute", events)
+            for child in mods[layer].children:
+                _forward_events(mods, child, "recompute", events)
         events.append((COMPUTE, mod.compute, "bwd"))
         for p in _grad_order(mod):
             if first_use.get(p) == m:
@@ -197,3 +202,12 @@ def first_use_modules(mods: list[DsModule]) -> dict[int, int]:
             for p in mods[ev[1]].params:
                 out.setdefault(p, ev[1])
     return out
+
+
+def module_trace(model: ModelSpec, checkpointing: bool = False) -> list[str]:
+    """The coordinator's recorded trace of one micro-step: every module whose pre-forward or
+    pre-backward hook fetches, in order ("" = the root). Checked against DeepSpeed's own
+    ``__submodule_order`` in the CPU truth suite."""
+    mods = build_tree(model)
+    events = micro_step_events(mods, first_use_modules(mods), checkpointing)
+    return [mods[e[1]].name for e in events if e[0] == FETCH]

@@ -6,5 +6,6 @@ maps each op to a duration and a category (see :mod:`zsim.system.costs`).
 """
 
 from .engine import OpCost, Span, Timeline, simulate
+from .host import split_host
 
-__all__ = ["OpCost", "Span", "Timeline", "simulate"]
+__all__ = ["OpCost", "Span", "Timeline", "simulate", "split_host"]

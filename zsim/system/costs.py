@@ -53,8 +53,11 @@ class OpCoster:
     def _price(self, op: Op) -> OpCost:
         hw = self.hw
         if op.kind == "compute":
-            t = sum(module_time_s(self.workload, m, op.pass_, hw, self.precision) for m in op.modules)
+            t = sum(module_time_s(self.workload, m, op.pass_, hw, self.precision)[0] for m in op.modules)
             return OpCost(t, "compute")
+        if op.kind == "dispatch":
+            t = sum(module_time_s(self.workload, m, op.pass_, hw, self.precision)[1] for m in op.modules)
+            return OpCost(t, "host")
         if op.kind == "collective":
             t, link = self.collective(LOGGER_TO_COLLECTIVE[op.collective], op.buffer_bytes, op.group)
             return OpCost(t, f"comm:{link}")
@@ -72,5 +75,5 @@ class OpCoster:
             per = getattr(hw.overheads, op.overhead, None)
             if per is None:
                 raise ValueError(f"op {op.name}: unknown overhead {op.overhead!r}")
-            return OpCost(per * op.count, "overhead")
+            return OpCost(per * op.count, "host")
         raise ValueError(f"op {op.name}: cannot price kind {op.kind!r}")

@@ -1,0 +1,63 @@
+"""The host thread as its own stream: Python issues kernels ahead of the GPU.
+
+Eager PyTorch runs the model's Python, DeepSpeed's hooks and the kernel launches on one host
+thread, asynchronously to the GPU: the GPU can only run a kernel once the host has issued it,
+and the host only waits for the GPU at synchronisation points (DeepSpeed's optimizer step
+reads the gradient norm / overflow flag back). :func:`split_host` rewrites a schedule's op
+list so that the engine sees this:
+
+- every compute op becomes a ``dispatch`` op on the ``host`` stream (its kernels' launch
+  cost) followed by the GPU op, which also waits for its dispatch;
+- ``overhead`` ops (hooks, bookkeeping) move to the ``host`` stream;
+- the host's first op of the optimizer step waits for the GPU's last op before it.
+
+Dependencies are remapped so that host ops only ever wait for host ops (plus that one sync),
+while GPU ops keep their data dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+from ..ops import Op
+
+HOST = "host"
+
+
+def split_host(ops: Sequence[Op]) -> list[Op]:
+    """The ops with host dispatch separated from GPU execution (see the module docstring)."""
+    out: list[Op] = []
+    gpu_of: dict[int, int] = {}     # old id -> new id of the op that carries its result
+    host_of: dict[int, int] = {}    # old id -> new id of its host-side op (if any)
+    last_gpu: int | None = None
+    step_synced = False
+
+    def add(op: Op, **changes) -> int:
+        new = replace(op, id=len(out), **changes)
+        out.append(new)
+        return new.id
+
+    for op in ops:
+        gpu_deps = tuple(sorted({gpu_of[d] for d in op.deps}))
+        host_deps = tuple(sorted({host_of[d] for d in op.deps if d in host_of}))
+        if op.phase == "step" and not step_synced and last_gpu is not None and op.stream in (
+                "compute", HOST) and op.kind in ("compute", "overhead", "optimizer"):
+            # DeepSpeed's step reads the norm/overflow back: the host waits for the GPU.
+            host_deps = tuple(sorted(set(host_deps) | {last_gpu}))
+            step_synced = True
+        if op.kind == "overhead" and op.stream == "compute":
+            new_id = add(op, stream=HOST, deps=host_deps)
+            gpu_of[op.id] = host_of[op.id] = new_id
+            continue
+        if op.kind == "compute":
+            d = add(op, stream=HOST, kind="dispatch", name=f"issue {op.name}", deps=host_deps)
+            g = add(op, deps=tuple(sorted(set(gpu_deps) | {d})))
+            host_of[op.id], gpu_of[op.id] = d, g
+            last_gpu = g
+            continue
+        new_id = add(op, deps=gpu_deps)
+        gpu_of[op.id] = new_id
+        if op.stream == "compute":
+            last_gpu = new_id
+    return out
