@@ -47,7 +47,7 @@ def test_errors_split_and_skips(tmp_path):
     # scored on eval runs only: r1 (10%, 20%) and r3 (0%, 0%)
     assert rep.mape("time") == pytest.approx(5.0) and rep.mape("memory") == pytest.approx(10.0)
     # without a split in the profile every run counts
-    rep_all = validate([res], hardware="h200-sxm", predictor=fake_predictor)
+    rep_all = validate([res], hardware="h200-sxm-datasheet", predictor=fake_predictor)
     assert not rep_all.split_known and rep_all.mape("time") == pytest.approx(10 / 3)
 
 
