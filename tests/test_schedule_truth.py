@@ -82,6 +82,23 @@ def test_zsim_matches_deepspeed(case: dict, truth_results: dict) -> None:
     assert all(r == result["per_rank"][0] for r in result["per_rank"])
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_collective_order_matches_deepspeed(case: dict, truth_results: dict) -> None:
+    """The schedule's collectives, in op (program) order, are the sequence in which rank 0
+    issued them in the step — the order the system layer replays them in."""
+    from zsim.dsconfig import Overrides, build_run_config
+    from zsim.model import from_hf_config
+    from zsim.schedule import build_schedule
+
+    result = truth_results[case["id"]]
+    assert "error" not in result, result.get("error")
+    spec = from_hf_config(case["model"], name=case["model_name"])
+    run = build_run_config(case["ds_config"], spec, case["world_size"],
+                           Overrides(activation_checkpointing=bool(case.get("activation_checkpointing"))))
+    ops = build_schedule(spec, run).ops
+    assert [[op.collective, op.message_bytes] for op in ops if op.kind == "collective"] == result["sequence"]
+
+
 STAGE3 = [c for c in CASES if c["ds_config"]["zero_optimization"]["stage"] == 3]
 
 

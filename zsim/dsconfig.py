@@ -502,7 +502,7 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
     seq = ov.seq_len if ov.seq_len is not None else min(DEFAULT_SEQ_LEN, model.max_position_embeddings)
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         raise ZsimInputError(f"sequence length must be a positive integer, got {seq!r}")
-    clip_raw = raw.get("gradient_clipping", 0.0)
+    clip_raw = raw.get("gradient_clipping", 1.0)  # DeepSpeed default (runtime/constants.py:203)
     clip = 1.0 if _is_auto(clip_raw) else _as_float(clip_raw, "gradient_clipping")
     ckpt = ov.activation_checkpointing if ov.activation_checkpointing is not None else False
 

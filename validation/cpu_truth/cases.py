@@ -129,3 +129,19 @@ CASES += [
     case("s2-bf16-w3-roundrobin-multirank-off-b4000", "llama-gqa", 3, 2, reduce_bucket_size=4_000,
          round_robin_gradients=True, use_multi_rank_bucket_allreduce=False),
 ]
+
+CASES += [
+    # ---- combinations: overlap off in stage 3, checkpointing + accumulation + tied, tight
+    # max_live, stage-1 offload with accumulation, stage 0 with accumulation
+    _ckpt(case("s3-fp32-w3-overlap-off-gas2-tied-ckpt-prefetch3000-reuse3000", "llama-mha-tied", 3, 3, "fp32",
+               gas=2, overlap_comm=False, stage3_prefetch_bucket_size=3_000, stage3_max_reuse_distance=3_000,
+               stage3_param_persistence_threshold=70)),
+    case("s1-bf16-w2-offload-gas3-b7000", "qwen2-gqa", 2, 1, gas=3, reduce_bucket_size=7_000,
+         offload_optimizer={"device": "cpu"}, top=_CLIENT_OPT_OFFLOAD),
+    case("s3-bf16-w4-gas2-maxlive3000-prefetch2000-reuse20000-qwen2", "qwen2-gqa", 4, 3, gas=2,
+         stage3_max_live_parameters=3_000, stage3_prefetch_bucket_size=2_000, stage3_max_reuse_distance=20_000,
+         stage3_param_persistence_threshold=0, reduce_bucket_size=25_000),
+    case("s0-bf16-w4-gas3-qwen2-tied", "qwen2-mha-tied", 4, 0, gas=3),
+    case("s2-fp32-w4-gas2-overlap-roundrobin-b9000", "qwen2-gqa", 4, 2, "fp32", gas=2, overlap_comm=True,
+         round_robin_gradients=True, reduce_bucket_size=9_000),
+]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -163,7 +164,7 @@ class Launched:
         wall = time.monotonic() - self.started
         if any(codes) or not self.out_path.exists():
             tail = self.log_path.read_text(errors="replace")[-4000:]
-            raise TruthRunError(f"DeepSpeed truth run failed (exit codes {codes}):\n{tail}")
+            raise TruthRunError(f"DeepSpeed truth run failed (exit codes {codes}, kept {self.workdir}):\n{tail}")
         per_rank, sequence = [], []
         for r in range(int(self.case["world_size"])):
             data = json.loads(Path(f"{self.out_path}.rank{r}").read_text())
@@ -171,6 +172,8 @@ class Launched:
             if r == 0:
                 sequence = data.get("sequence", [])
                 trace = data.get("module_trace")
+        if os.environ.get("ZSIM_TRUTH_KEEP") != "1":
+            shutil.rmtree(self.workdir, ignore_errors=True)  # nothing is kept between runs
         return {"collectives": per_rank[0], "per_rank": per_rank, "sequence": sequence,
                 "module_trace": trace, "wall_s": wall}
 

@@ -141,8 +141,8 @@ def run_rank(case_path: str, out_path: str) -> int:
     del dtype
     _mark("steps done")
     result = {"rank": rank, "steps": steps, "sequence": sequences[-1]}
-    if os.environ.get("ZSIM_TRUTH_DUMP_TRACE") and hasattr(engine.optimizer, "parameter_offload"):
-        names = {id(m): n or "<root>" for n, m in engine.module.named_modules()}
+    if rank == 0 and hasattr(engine.optimizer, "parameter_offload"):  # stage 3: the module trace
+        names = {id(m): n for n, m in engine.module.named_modules()}
         coord = engine.optimizer.parameter_offload.get_param_coordinator()
         order = getattr(coord, "_PartitionedParameterCoordinator__submodule_order", ())
         result["module_trace"] = [names.get(id(m), "?") for m in order]
