@@ -176,6 +176,9 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     if "nvme" in (run.zero.offload_optimizer, run.zero.offload_param):
         run_notes += ("nvme offload is simulated as cpu offload: NVMe swap bandwidth is not "
                       "modelled yet, so offloaded steps are optimistic",)
+    if run.zero.zero_quantized_gradients and run.zero.stage == 3:
+        run_notes += ("zero_quantized_gradients (ZeRO++ qgZ) is not simulated yet: gradients are "
+                      "reduce-scattered in full precision",)
     workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
     schedule = build_schedule(spec, run)
     memory: MemoryEstimate = estimate_memory(workload, run, memory_facts(schedule, run, spec),
