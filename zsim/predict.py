@@ -177,10 +177,10 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         run_notes += ("nvme offload is simulated as cpu offload: NVMe swap bandwidth is not "
                       "modelled yet, so offloaded steps are optimistic",)
     if run.zero.zero_quantized_gradients and run.zero.stage == 3:
-        run_notes += ("zero_quantized_gradients (ZeRO++ qgZ) is not simulated yet: gradients are "
-                      "reduce-scattered in full precision",)
+        run_notes += ("ZeRO++ qgZ is approximated (int4 all_to_all pairs per gradient bucket; "
+                      "not checked against DeepSpeed's comms logger)",)
     workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
-    schedule = build_schedule(spec, run)
+    schedule = build_schedule(spec, run, gpus_per_node=cluster.gpus_per_node)
     memory: MemoryEstimate = estimate_memory(workload, run, memory_facts(schedule, run, spec),
                                              hw.memory.allocator_overhead_fraction)
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),

@@ -53,8 +53,11 @@ class Schedule:
     facts: ScheduleFacts
 
 
-def build_schedule(model: ModelSpec, run: RunConfig) -> Schedule:
+def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None) -> Schedule:
     """The ops of one steady-state optimizer step of ``model`` under ``run``.
+
+    ``gpus_per_node`` matters only for ZeRO++ qgZ, which DeepSpeed enables only across
+    nodes (stage3.py:1924-1931); None means one node.
 
     Stage 3 describes a step after the first (trace-recording) one, so prefetch is active.
     Rank 0 is modelled; every rank issues the same collectives with the same comms-logger
@@ -65,7 +68,7 @@ def build_schedule(model: ModelSpec, run: RunConfig) -> Schedule:
     z = run.zero
     if z.stage == 3:
         from .stage3 import emit_stage3
-        em, extra = emit_stage3(model, run, numels)
+        em, extra = emit_stage3(model, run, numels, gpus_per_node)
         facts = ScheduleFacts(largest_param_numel=max(numels), num_params=sum(numels), **extra)
     else:
         from .dense import emit_dense
