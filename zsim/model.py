@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -156,9 +156,11 @@ class ModelSpec:
         return total
 
     def largest_parameter_numel(self) -> int:
-        """Elements of the largest single parameter (embeddings or the widest projection)."""
-        return max(p.numel for p in self.parameters()[: 3 + len(self.layer_parameters(0))]
-                   + ([] if self.tie_word_embeddings else [self.parameters()[-1]]))
+        """Elements of the largest single parameter (embeddings, lm_head or a projection)."""
+        candidates = [self.vocab_size * self.hidden_size] + [p.numel for p in self.layer_parameters(0)]
+        if self.learned_positions:
+            candidates.append(self.max_position_embeddings * self.hidden_size)
+        return max(candidates)
 
 
 # ---- presets ----------------------------------------------------------------------------
@@ -268,8 +270,3 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
     # HF layout: <model name>/config.json; any other file is named by itself.
     name = (path.parent.name if path.name == "config.json" else "") or path.stem
     return from_hf_config(cfg, name=name if name.isprintable() else repr(name))
-
-
-def scaled(spec: ModelSpec, **changes: Any) -> ModelSpec:
-    """A copy of ``spec`` with some shapes changed (for capacity searches)."""
-    return replace(spec, **changes)

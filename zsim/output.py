@@ -71,10 +71,35 @@ def write_prediction_outputs(pred, out_dir: str | Path, steps: int = 10) -> list
 
 
 def format_bytes(n: float) -> str:
-    """Human-readable GiB/MiB."""
+    """Human-readable GiB/MiB (KiB or B below a MiB, so tiny messages do not read as 0.0 MiB)."""
     if abs(n) >= 2**30:
         return f"{n / 2**30:.2f} GiB"
-    return f"{n / 2**20:.1f} MiB"
+    if abs(n) >= 2**20 or n == 0:
+        return f"{n / 2**20:.1f} MiB"
+    if abs(n) >= 2**10:
+        return f"{n / 2**10:.1f} KiB"
+    return f"{int(n)} B"
+
+
+#: How the text output names the time-breakdown keys of the JSON (which keep their units).
+_TIME_LABELS = {
+    "compute_s": "compute (GPU kernels)",
+    "optimizer_s": "optimizer step (GPU)",
+    "cpu_optimizer_s": "CPU optimizer, exposed",
+    "host_s": "host-bound (Python dispatch, hooks)",
+    "framework_s": "engine bookkeeping",
+    "idle_s": "idle",
+}
+
+
+def _time_label(key: str) -> str:
+    """Human label of a time-breakdown key: exposed_comm_ib_s -> 'exposed comm, IB'."""
+    if key in _TIME_LABELS:
+        return _TIME_LABELS[key]
+    for prefix, what in (("exposed_comm_", "exposed comm"), ("exposed_offload_", "exposed offload copy")):
+        if key.startswith(prefix):
+            return f"{what}, {key[len(prefix):-2].upper()}"
+    return key.removesuffix("_s").replace("_", " ")
 
 
 def format_prediction(pred, resolved: Mapping[str, Any] | None = None) -> str:
@@ -96,16 +121,20 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None) -> str:
         lines.append(f"  {k:<22}{format_bytes(v):>14}")
     lines += [
         "",
-        f"step time    {pred.step_time_s * 1e3:.1f} ms   tokens/s {pred.tokens_per_s:,.0f}   "
+        f"step time    {pred.step_time_s * 1e3:.1f} ms   tokens/s (all GPUs) {pred.tokens_per_s:,.0f}   "
         f"TFLOP/s/GPU {pred.tflops_per_gpu:.1f}   MFU {pred.mfu * 100:.1f}%",
+        "             (TFLOP/s and MFU count model FLOPs, recomputation excluded, against the "
+        f"{pred.precision} peak)",
     ]
     for k, v in pred.time_breakdown.items():
-        lines.append(f"  {k:<28}{v * 1e3:>10.2f} ms")
+        lines.append(f"  {_time_label(k):<36}{v * 1e3:>10.2f} ms")
+    lines.append("  (exposed = time the GPU's compute stream waited for it; the rows sum to the step)")
     lines.append("")
-    lines.append("collectives per optimizer step (op: message bytes x count)")
+    lines.append("collectives per optimizer step, per GPU (sizes as DeepSpeed's comms logger counts them)")
     for op, sizes in pred.collectives.items():
         total = sum(int(b) * c for b, c in sizes.items())
-        lines.append(f"  {op:<26}{sum(sizes.values()):>6} calls  {format_bytes(total):>12} logged")
+        calls = sum(sizes.values())
+        lines.append(f"  {op:<26}{calls:>6} call{'s' if calls != 1 else ' '}  {format_bytes(total):>12}")
     for note in pred.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -168,17 +168,16 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     if ds_config is None:
         ds_config = DEFAULT_DS_CONFIG
     run = build_run_config(ds_config, spec, cluster.world_size, overrides)
+    run_notes = []
     if run.seq_len > spec.max_position_embeddings:
-        run_notes = (f"seq {run.seq_len} exceeds the model's max_position_embeddings "
-                     f"{spec.max_position_embeddings}",)
-    else:
-        run_notes = ()
+        run_notes.append(f"seq {run.seq_len} exceeds the model's max_position_embeddings "
+                         f"{spec.max_position_embeddings}")
     if "nvme" in (run.zero.offload_optimizer, run.zero.offload_param):
-        run_notes += ("nvme offload is simulated as cpu offload: NVMe swap bandwidth is not "
-                      "modelled yet, so offloaded steps are optimistic",)
+        run_notes.append("nvme offload is simulated as cpu offload: NVMe swap bandwidth is not "
+                         "modelled yet, so offloaded steps are optimistic")
     if run.zero.zero_quantized_gradients and run.zero.stage == 3:
-        run_notes += ("ZeRO++ qgZ is approximated (int4 all_to_all pairs per gradient bucket; "
-                      "not checked against DeepSpeed's comms logger)",)
+        run_notes.append("ZeRO++ qgZ is approximated (int4 all_to_all pairs per gradient bucket; "
+                         "not checked against DeepSpeed's comms logger)")
     workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
     schedule = build_schedule(spec, run, gpus_per_node=cluster.gpus_per_node)
     memory: MemoryEstimate = estimate_memory(workload, run, memory_facts(schedule, run, spec),
@@ -212,7 +211,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         time_breakdown=breakdown,
         comm_busy_s={k: v for k, v in timeline.busy_s.items() if k.startswith("comm:")},
         link_utilisation=_link_utilisation(schedule.ops, cluster, hw, step_s),
-        collectives=schedule.collectives, notes=tuple(run.notes) + run_notes,
+        collectives=schedule.collectives, notes=tuple(run.notes) + tuple(run_notes),
         timeline=timeline if keep_timeline else None, ds_config_resolved=run.resolved,
     )
 

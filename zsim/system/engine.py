@@ -96,7 +96,7 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
         exposed[costs[i].category] += finish_s[i] - start_s[i]
     blame = _Blame(ops, costs, start_s, finish_s, prev_on_stream, exposed)
     for op_id, ready, started in waits:
-        blame.charge(_blocker(ops[op_id], finish_s, started), ready, started)
+        blame.charge(_blocker(ops[op_id], finish_s), ready, started)
     step = max(finish_s, default=0.0)
     critical_end = max((finish_s[i] for i in crit), default=0.0)
     if step > critical_end:
@@ -113,7 +113,7 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
                     exposed_s=dict(sorted(exposed.items())))
 
 
-def _blocker(op: Op, finish_s: list[float], started: float) -> int:
+def _blocker(op: Op, finish_s: list[float]) -> int:
     """The dependency that released ``op`` (the one that finished last)."""
     return max(op.deps, key=lambda d: (finish_s[d], d))
 
