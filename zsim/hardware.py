@@ -1,6 +1,6 @@
 """Hardware profiles: what a GPU, its links and its host can do, as data.
 
-A profile is a YAML file (``topologies/hardware/<name>.yaml`` or any path). It holds
+A profile is a YAML file (``zsim/data/topologies/hardware/<name>.yaml`` or any path). It holds
 datasheet figures and the efficiencies that calibration fits from real runs; it records
 where its numbers came from (``source``). Code never holds hardware constants: everything
 that differs between machines is read from here.
@@ -77,6 +77,7 @@ A link without ``protocols:`` runs Simple alone with its ``latency_s``.
 from __future__ import annotations
 
 import bisect
+from importlib import resources
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,7 +88,7 @@ import yaml
 from .errors import ZsimInputError
 
 #: Folder of the profiles that ship with zsim.
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "topologies" / "hardware"
+PROFILE_DIR = Path(str(resources.files("zsim").joinpath("data", "topologies", "hardware")))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def positive_int(text: str) -> int:
 def add_cluster_args(p: argparse.ArgumentParser, default_topo: str | None = "dgx-a100") -> None:
     """--topo, --gpus/--nodes, --hardware."""
     p.add_argument("--topo", default=default_topo, required=default_topo is None,
-                   help="topology name from topologies/ or a YAML path (default: %(default)s)")
+                   help="topology name from zsim/data/topologies/ or a YAML path (default: %(default)s)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--gpus", type=positive_int, help="first N GPUs of one node")
     g.add_argument("--nodes", type=positive_int, help="M whole nodes")

@@ -1,6 +1,6 @@
 """Topology YAML -> typed, validated specs (no graph here; see :mod:`zsim.network.graph`).
 
-The schema is documented in ``topologies/README.md``. Every check raises
+The schema is documented in ``zsim/data/topologies/README.md``. Every check raises
 :class:`~zsim.errors.ZsimInputError` with a message naming the file and the key.
 """
 
@@ -14,7 +14,7 @@ from ..errors import ZsimInputError
 
 #: Fabric kinds a topology may name.
 FABRIC_KINDS = ("rail_optimized", "fat_tree")
-#: How a job's nodes sit on leaf switches (see topologies/README.md, "placement").
+#: How a job's nodes sit on leaf switches (see zsim/data/topologies/README.md, "placement").
 PLACEMENTS = ("packed", "scattered")
 
 _TOP_KEYS = {"name", "description", "source", "node", "fabric"}

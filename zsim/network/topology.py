@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from .spec import FabricSpec, NodeSpec, TopologySpec, parse_topology
 from .summary import NetSummary, summarize
 
 #: Folder of the topologies that ship with zsim.
-TOPOLOGY_DIR = Path(__file__).resolve().parent.parent.parent / "topologies"
+TOPOLOGY_DIR = Path(str(resources.files("zsim").joinpath("data", "topologies")))
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Topology:
-    """A loaded, validated topology file (see topologies/README.md for the schema)."""
+    """A loaded, validated topology file (see zsim/data/topologies/README.md for the schema)."""
 
     spec: TopologySpec
 
