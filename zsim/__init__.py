@@ -4,23 +4,16 @@ The public API mirrors the command line: :func:`predict`, :func:`schedule`, :fun
 :func:`capacity`. Each returns typed results; the CLI only parses and prints.
 """
 
+#: The package version: the one place it is written (pyproject.toml reads it from here).
 __version__ = "0.1.0"
 
 __all__ = ["predict", "schedule", "plan", "capacity", "__version__"]
 
-
-def __getattr__(name):
-    # Lazy imports keep `import zsim` cheap and free of import cycles.
-    if name == "predict":
-        from .predict import predict
-        return predict
-    if name == "schedule":
-        from .schedule import steady_state_collectives
-        return steady_state_collectives
-    if name == "plan":
-        from .decide.api import plan
-        return plan
-    if name == "capacity":
-        from .decide.api import capacity
-        return capacity
-    raise AttributeError(name)
+# The API functions are bound eagerly, after the submodules they live in are imported:
+# importing a submodule sets an attribute of the same name on this package (zsim.predict
+# would become the module), so these assignments must come last and win. None of the
+# submodules imports from this package at import time except __version__ (defined above),
+# and none imports torch.
+from .predict import predict  # noqa: E402
+from .schedule import steady_state_collectives as schedule  # noqa: E402
+from .decide.api import capacity, plan  # noqa: E402

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 
+from . import __version__
 from .errors import ZsimInputError
 
 #: Subcommand name -> module under zsim.commands.
@@ -43,6 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every subcommand that is installed."""
     parser = _Parser(prog="zsim", description="A digital twin of DeepSpeed ZeRO training.")
+    parser.add_argument("--version", action="version", version=f"zsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, module_name in COMMANDS.items():
