@@ -13,6 +13,8 @@ from zsim.errors import ZsimInputError
 from zsim.hardware import PROTOCOL_NAMES, load_profile, profile_from_dict
 from zsim.network import load_topology
 
+from test_collectives import without_ring
+
 CLUSTERS = [("dgx-a100", {}), ("dgx-h100", {"nodes": 2}), ("hgx-h200", {"nodes": 16}),
             ("pcie-8gpu", {"nodes": 4}), ("dgx-a100-40gb", {"nodes": 3}),
             ("dgx-h100", {"nodes": 512})]
@@ -55,7 +57,7 @@ def test_every_protocol_of_every_algorithm_is_sane(name, kwargs, op, algorithm, 
     for proto in protocols:
         costs = [t[(algorithm, proto)] for t in table]
         times = [c.time_s for c in costs]
-        assert all(b > a for a, b in zip(times, times[1:])), (proto, times)
+        assert all(b > a or b == a == min(times) for a, b in zip(times, times[1:])), (proto, times)
         for c in costs:
             assert c.time_s > 0 and c.algorithm == algorithm
             assert c.busbw_GBps <= _bound_GBps(cluster, group) * (1 + 1e-9)
@@ -132,7 +134,7 @@ def _without_protocols(hw):
 
 def test_profile_without_protocols_keeps_one_latency_per_step():
     cluster = load_topology("dgx-a100").cluster()
-    hw = _without_protocols(load_profile(cluster.hardware))
+    hw = _without_protocols(without_ring(load_profile(cluster.hardware)))
     size = 2**26
     options = protocol_costs(cluster, hw, "all_gather", size, "ring")
     assert list(options) == [("ring", "simple")]
@@ -143,7 +145,7 @@ def test_profile_without_protocols_keeps_one_latency_per_step():
 
 
 def test_ring_step_floor_applies_only_to_rings_that_cross_nodes():
-    hw = load_profile("h100-sxm")
+    hw = without_ring(load_profile("h100-sxm"))  # no call floor to hide the step latencies
     ll_ib = hw.link("ib").protocols["ll"]
     slow = dataclasses.replace(hw, links={**hw.links, "ib": dataclasses.replace(
         hw.link("ib"), protocols={**hw.link("ib").protocols,

@@ -44,15 +44,6 @@ AZURE_A100_ALLREDUCE = [  # (bytes as the table labels them, busbw GB/s, toleran
 ]
 
 
-#: The other sizes of the same sweep from 2 MiB up: the fit set of the two fitted constants.
-AZURE_A100_FIT_SET = [(2 * MiB, 53.54), (4 * MiB, 71.43), (8 * MiB, 89.99), (32 * MiB, 132.77),
-                      (128 * MiB, 174.18), (512 * MiB, 221.58), (2 * GiB, 230.22),
-                      (4 * GiB, 230.48)]
-#: Below 1 MiB the sweep sits on a ~43 us floor (1 KiB: 44.8 us; 512 KiB: 47.7 us) that no
-#: GPU-side term explains (it would need ~240 GB/s on top of it at 1 MiB): nccl-tests' host
-#: launch rate on that VM. zsim prices GPU time, so it must come out faster there, not equal.
-AZURE_A100_HOST_BOUND = [(2**10, 0.04), (2**12, 0.17), (2**14, 0.67), (2**16, 2.70),
-                         (2**18, 10.11), (2**19, 19.24)]
 
 
 @pytest.mark.parametrize("nbytes,published,tol", AZURE_A100_ALLREDUCE)
@@ -128,16 +119,64 @@ def test_dgx_h100_all_to_all_scaling_nccl_tests_130():
     assert many == pytest.approx(47.0, rel=0.15)
 
 
-def test_a100_protocol_fit_reproduces_its_fit_set():
-    # How well the two fitted values describe the sizes they were fitted on (every size
-    # within 15%; the worst, 128 MiB, is the sweep's own dip). Not an independent check.
-    for nbytes, published in AZURE_A100_FIT_SET:
-        assert busbw("dgx-a100", "all_reduce", nbytes, gpus=8) == pytest.approx(published, rel=0.15)
+# --- the fit/eval split of validation/published/nccl_tests.yaml ---------------------------
+# Fit: our 2x H200 sweep and the H100 systems (7 published points); eval: the A100 systems
+# (15 published points), never fitted. The targets are the file's: MAPE <= 10 % for >= 16 MiB
+# and <= 20 % for 1-16 MiB, per group size. KNOWN_MISSES are (ranks, band) groups that miss
+# today, each a strict xfail so that a fix (or a regression elsewhere) shows.
+KNOWN_MISSES = {(24, "large"): "nccl-tests#119: one 3-node A100 point, -12.3 %: the borrowed "
+                                "H100 IB efficiency and the Azure-fitted Simple step latency"}
 
 
-def test_a100_small_sizes_are_host_bound_not_gpu_bound():
-    for nbytes, published in AZURE_A100_HOST_BOUND:
-        assert busbw("dgx-a100", "all_reduce", nbytes, gpus=8) > published
+def _evaluation():
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "validation" / "published"))
+    import evaluate
+    data = evaluate.load()
+    return evaluate, data, evaluate.predict(evaluate.all_points(data))
+
+
+def _eval_groups():
+    evaluate, data, rows = _evaluation()
+    return [t for t in evaluate.mape_table(rows, data["targets"])
+            if t["split"] == "eval" and t["target_pct"] is not None]
+
+
+@pytest.mark.parametrize("group", _eval_groups(), ids=lambda t: f"{t['ranks']}ranks-{t['band']}")
+def test_evaluation_mape_within_target(group, request):
+    key = (group["ranks"], group["band"])
+    if key in KNOWN_MISSES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[key]))
+    assert group["mape_pct"] <= group["target_pct"], group
+
+
+def test_split_fits_at_most_half_the_published_points_and_splits_by_system():
+    evaluate, data, _ = _evaluation()
+    points = data["points"]
+    fit = [p for p in points if p["split"] == "fit"]
+    assert len(fit) <= len(points) / 2
+    systems = {}
+    for p in points:
+        systems.setdefault(p["system"], set()).add(p["split"])
+    assert all(len(s) == 1 for s in systems.values()), systems
+    assert all(p.get("url") and p.get("quote") for p in points)
+
+
+def test_evaluation_would_fail_on_a_wrong_model():
+    # The MAPE check can fail: a profile with half the NVLink efficiency misses the targets.
+    import dataclasses
+    from zsim.hardware import load_profile
+    evaluate, data, _ = _evaluation()
+    hw = load_profile("a100-sxm-80gb")
+    nv = hw.link("nvlink")
+    ring = dataclasses.replace(nv.ring, achieved_fraction=tuple(
+        (op, tuple((n, f / 2) for n, f in pts)) for op, pts in nv.ring.achieved_fraction))
+    bad = dataclasses.replace(hw, links={**hw.links, "nvlink": dataclasses.replace(nv, ring=ring)})
+    azure = [p for p in data["points"] if p["system"] == "azure-nd-a100-v4"]
+    table = evaluate.mape_table(evaluate.predict(azure, bad), data["targets"])
+    assert any(t["mape_pct"] > t["target_pct"] for t in table)
 
 
 # NCCL's own tuner (src/graph/tuning.cc, NCCL 2.18.5 constants, Intel hosts, Hopper) for a ring

@@ -172,19 +172,54 @@ class ProtocolLink:
 
 
 @dataclass(frozen=True)
+class RingChannels:
+    """NCCL's ring channel model of a GPU-to-GPU link type (``links.<type>.ring``).
+
+    ``link_GBps``: the bandwidth NCCL's topology gives one link (NVLink per generation);
+    ``datasheet_link_GBps``: one link's datasheet bandwidth (the topology's per-GPU figure
+    divided by it gives the link count); ``speeds_GBps``: the per-channel bandwidths NCCL's
+    ring search tries, fastest first; ``max_channels``: its channel limit;
+    ``achieved_fraction``: (op, ((ranks, fraction), ...)) of NCCL's modelled ring busbw that
+    calls reach, by ranks in the group (op ``default`` for the others); ``call_floor_s``:
+    least time of one call issued back to back (host issue rate; 0 = none).
+    """
+
+    link_GBps: float
+    datasheet_link_GBps: float
+    speeds_GBps: tuple[float, ...]
+    max_channels: int
+    achieved_fraction: tuple[tuple[str, tuple[tuple[int, float], ...]], ...]
+    call_floor_s: float = 0.0
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the YAML schema."""
+        return {"source": self.source, "link_GBps": self.link_GBps,
+                "datasheet_link_GBps": self.datasheet_link_GBps,
+                "speeds_GBps": list(self.speeds_GBps), "max_channels": self.max_channels,
+                "achieved_fraction": {op: [list(p) for p in pts]
+                                      for op, pts in self.achieved_fraction},
+                "call_floor_s": self.call_floor_s}
+
+
+@dataclass(frozen=True)
 class LinkProfile:
     """Achieved fraction of a link type's bandwidth, its per-hop latency and, optionally,
-    per-protocol latencies/bandwidth fractions (``protocols``, keyed by PROTOCOL_NAMES)."""
+    per-protocol latencies/bandwidth fractions (``protocols``, keyed by PROTOCOL_NAMES) and
+    NCCL's ring channel model (``ring``, GPU-to-GPU links)."""
 
     efficiency: float
     latency_s: float
     protocols: Mapping[str, ProtocolLink] = field(default_factory=dict)
+    ring: RingChannels | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data in the YAML schema (``protocols`` only when present)."""
+        """Plain data in the YAML schema (``protocols``/``ring`` only when present)."""
         out: dict[str, Any] = {"efficiency": self.efficiency, "latency_s": self.latency_s}
         if self.protocols:
             out["protocols"] = {k: v.to_dict() for k, v in sorted(self.protocols.items())}
+        if self.ring:
+            out["ring"] = self.ring.to_dict()
         return out
 
 
@@ -347,6 +382,49 @@ def _protocol_entry(entry: Any, where: str, inherit: Mapping[str, Any] | None = 
         rank_latency_s=opt("rank_latency_s", 0.0, allow_zero=True))
 
 
+def _ring(link: Mapping[str, Any], where: str) -> RingChannels | None:
+    """The optional ``ring:`` (NCCL ring channel model) of one link entry, checked."""
+    raw = link.get("ring") if isinstance(link, Mapping) else None
+    if raw is None:
+        return None
+    rw = f"{where}.ring"
+    if not isinstance(raw, Mapping):
+        raise ZsimInputError(f"{rw}: expected a mapping")
+    unknown = set(raw) - set(RingChannels.__dataclass_fields__)
+    if unknown:
+        raise ZsimInputError(f"{rw}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    speeds = raw.get("speeds_GBps")
+    if not isinstance(speeds, list) or not speeds:
+        raise ZsimInputError(f"{rw}.speeds_GBps: expected a list of per-channel GB/s")
+    speeds_GBps = tuple(_num({f"[{i}]": v}, f"[{i}]", f"{rw}.speeds_GBps")
+                        for i, v in enumerate(speeds))
+    if list(speeds_GBps) != sorted(speeds_GBps, reverse=True):
+        raise ZsimInputError(f"{rw}.speeds_GBps: must be sorted fastest first")
+    fractions = raw.get("achieved_fraction")
+    if not isinstance(fractions, Mapping) or "default" not in fractions:
+        raise ZsimInputError(f"{rw}.achieved_fraction: expected a mapping op -> [[ranks, "
+                             f"fraction], ...] with a 'default' entry")
+    table = []
+    for op, pts in sorted(fractions.items()):
+        if not isinstance(pts, list) or not pts or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 for p in pts):
+            raise ZsimInputError(f"{rw}.achieved_fraction.{op}: expected [[ranks, fraction], ...]")
+        row = tuple((int(_num({"ranks": p[0]}, "ranks", f"{rw}.achieved_fraction.{op}[{i}]")),
+                     _num({"fraction": p[1]}, "fraction", f"{rw}.achieved_fraction.{op}[{i}]"))
+                    for i, p in enumerate(pts))
+        if any(b[0] <= a[0] for a, b in zip(row, row[1:])):
+            raise ZsimInputError(f"{rw}.achieved_fraction.{op}: ranks must increase")
+        table.append((str(op), row))
+    return RingChannels(
+        link_GBps=_num(raw, "link_GBps", rw),
+        datasheet_link_GBps=_num(raw, "datasheet_link_GBps", rw),
+        speeds_GBps=speeds_GBps,
+        max_channels=int(_num(raw, "max_channels", rw)),
+        achieved_fraction=tuple(table),
+        call_floor_s=_num(raw, "call_floor_s", rw, allow_zero=True) if "call_floor_s" in raw else 0.0,
+        source=str(raw.get("source", "")))
+
+
 def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") -> HardwareProfile:
     """Build a :class:`HardwareProfile` from parsed YAML, checking every field."""
     if not isinstance(data, Mapping):
@@ -376,7 +454,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
         lw = f"{where}.links.{name}"
         links[str(name)] = LinkProfile(
             efficiency=_num(lk, "efficiency", lw), latency_s=_num(lk, "latency_s", lw, allow_zero=True),
-            protocols=_protocols(lk, lw))
+            protocols=_protocols(lk, lw), ring=_ring(lk, lw))
     return HardwareProfile(
         name=str(data.get("name", "unnamed")),
         version=int(_num(data, "version", where)) if "version" in data else 1,

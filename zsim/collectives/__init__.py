@@ -52,15 +52,16 @@ reductions are not modelled.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 from ..errors import ZsimInputError
 from ..hardware import HardwareProfile, load_profile
 from ..network.topology import Cluster
-from . import direct, hierarchical, pat, ring, tree
+from . import channels, direct, hierarchical, pat, ring, tree
 from .base import (GROUPS, OPS, CollectiveCost, GroupShape, LinkParams, LinkTable, bus_factor,
-                   combine, group_shape, hop_link_types, protocol_views, zero_cost)
+                   combine, group_shape, hop_link_types, protocol_views, with_call_floor,
+                   zero_cost)
 
 #: Algorithm name -> module with NAME, SUPPORTED_OPS and phases(cluster, links, shape, op, bytes).
 ALGORITHMS = {m.NAME: m for m in (ring, tree, hierarchical, direct, pat)}
@@ -95,7 +96,8 @@ def link_table(hardware: HardwareProfile) -> LinkTable:
     """The hashable link table (efficiencies, latencies, protocols) of a hardware profile."""
     return LinkTable(hardware.name, tuple(sorted(
         (k, v.efficiency, v.latency_s, tuple(sorted(v.protocols.items())))
-        for k, v in hardware.links.items())), launch_s=hardware.compute.kernel_launch_s)
+        for k, v in hardware.links.items())), launch_s=hardware.compute.kernel_launch_s,
+        rings=tuple(sorted((k, v.ring) for k, v in hardware.links.items() if v.ring)))
 
 
 def supported_algorithms(op: str) -> list[str]:
@@ -121,11 +123,33 @@ def _check(op: str, algorithm: str, group: str, buffer_bytes: float) -> None:
                              f"got {buffer_bytes!r}")
 
 
-def _priced(cluster: Cluster, links: LinkParams, shape: GroupShape, op: str, nbytes: float,
-            algorithm: str) -> CollectiveCost:
-    """One algorithm under one protocol view."""
+def _group_view(cluster: Cluster, table: LinkTable, links: LinkParams, shape: GroupShape,
+                op: str) -> LinkParams:
+    """``links`` with the GPU-to-GPU efficiency of this op and group size, where the profile
+    has NCCL's ring channel model for that link type (see :mod:`.channels`)."""
+    kind = cluster.net.intra_link_type or "nvlink"
+    model = table.ring(kind)
+    if model is None or shape.ranks_per_node < 2:
+        return links
+    scale = channels.intra_efficiency(model, cluster.net.intra_GBps, op, shape.size) \
+        / table.efficiency(kind)
+    params = tuple((k, e * scale if k == kind else e, lat) for k, e, lat in links.params)
+    return replace(links, params=params)
+
+
+def call_floor_s(cluster: Cluster, table: LinkTable) -> float:
+    """Least time of one call issued back to back, from the GPU-to-GPU link's ring model."""
+    model = table.ring(cluster.net.intra_link_type or "nvlink")
+    return model.call_floor_s if model else 0.0
+
+
+def _priced(cluster: Cluster, table: LinkTable, links: LinkParams, shape: GroupShape, op: str,
+            nbytes: float, algorithm: str) -> CollectiveCost:
+    """One algorithm under one protocol view, at this op's and group size's efficiency."""
+    links = _group_view(cluster, table, links, shape, op)
     phases = ALGORITHMS[algorithm].phases(cluster, links, shape, op, nbytes)
-    return combine(phases, algorithm, op, nbytes, shape.size, links.max_busbw_GBps)
+    cost = combine(phases, algorithm, op, nbytes, shape.size, links.max_busbw_GBps)
+    return with_call_floor(cost, call_floor_s(cluster, table))
 
 
 def _views(cluster: Cluster, table: LinkTable, shape: GroupShape,
@@ -155,7 +179,8 @@ def _options(cluster: Cluster, table: LinkTable, op: str, buffer_bytes: float, a
         ALGORITHMS[algorithm].check(shape)  # e.g. PAT needs one rank per node
     if shape.size == 1 or buffer_bytes == 0:
         return (Choice(names[0], "", zero_cost(names[0], op, buffer_bytes, shape.size)),)
-    options = tuple(Choice(a, v.protocol, _priced(cluster, v, shape, op, float(buffer_bytes), a))
+    options = tuple(Choice(a, v.protocol,
+                           _priced(cluster, table, v, shape, op, float(buffer_bytes), a))
                     for a in names for v in _views(cluster, table, shape, a))
     if not options:
         raise ZsimInputError(

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from ..errors import ZsimInputError
-from ..hardware import PROTOCOL_NAMES, ProtocolLink
+from ..hardware import PROTOCOL_NAMES, ProtocolLink, RingChannels
 from ..network.topology import Cluster
 
 #: Collective operations, named as in torch.distributed / nccl-tests.
@@ -75,6 +75,18 @@ class LinkTable:
     name: str
     links: tuple[tuple[str, float, float, tuple[tuple[str, ProtocolLink], ...]], ...]
     launch_s: float = 0.0
+    rings: tuple[tuple[str, RingChannels], ...] = ()  # NCCL ring channel model per link type
+
+    def ring(self, link_type: str) -> RingChannels | None:
+        """The ring channel model of ``link_type`` (None when the profile has none)."""
+        return dict(self.rings).get(link_type)
+
+    def efficiency(self, link_type: str) -> float:
+        """The profile's plain efficiency of ``link_type``."""
+        for kind, eff, _, _ in self.links:
+            if kind == link_type:
+                return eff
+        raise ZsimInputError(f"hardware profile {self.name!r} has no link type {link_type!r}")
 
     def protocols(self, link_type: str) -> dict[str, ProtocolLink]:
         """The protocols ``link_type`` supports; a link without ``protocols:`` runs Simple
@@ -259,6 +271,16 @@ def combine(phases: list[Phase], algorithm: str, op: str, buffer_bytes: float,
     return CollectiveCost(time_s=time_s, algbw_GBps=algbw, busbw_GBps=algbw * bus_factor(op, n),
                           algorithm=algorithm, link_bytes=link_bytes, link_busy_s=busy,
                           bottleneck=bottleneck, op=op, buffer_bytes=buffer_bytes, group_size=n)
+
+
+def with_call_floor(cost: CollectiveCost, floor_s: float) -> CollectiveCost:
+    """``cost`` lasting at least ``floor_s`` (the least time of one call issued back to
+    back); algbw/busbw follow the longer time, link busy times stay."""
+    if cost.time_s >= floor_s or cost.time_s <= 0:
+        return cost
+    algbw = cost.buffer_bytes / floor_s / 1e9
+    return replace(cost, time_s=floor_s, algbw_GBps=algbw,
+                   busbw_GBps=algbw * bus_factor(cost.op, cost.group_size))
 
 
 def zero_cost(algorithm: str, op: str, buffer_bytes: float, n: int) -> CollectiveCost:
