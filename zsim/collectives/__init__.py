@@ -47,6 +47,11 @@ fence per chunk: full bandwidth, the largest step latency) are all priced and th
 is used, as NCCL does per call. A profile without ``protocols:`` has one protocol (Simple)
 with ``links.<type>.latency_s`` per step. NVLS (NVLink SHARP) and CollNet/SHARP in-network
 reductions are not modelled.
+
+Group size and op (:mod:`.channels`): where the GPU-to-GPU link has ``links.<type>.ring``,
+its efficiency is NCCL's ring channels × GB/s per channel (its topology search) over the
+datasheet bandwidth, times the share calls of this op on this many ranks reach
+(``achieved_fraction``), and no call takes less than ``call_floor_s``.
 """
 
 from __future__ import annotations
