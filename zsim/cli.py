@@ -29,6 +29,7 @@ COMMANDS = {
     "report": "report",
     "calibrate": "calibrate",
     "validate": "validate",
+    "diagnose": "diagnose",
 }
 
 

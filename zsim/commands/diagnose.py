@@ -1,0 +1,35 @@
+"""`zsim diagnose`: a measured run beside zsim's prediction of it, per phase and stream."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "compare one measured run folder with zsim's prediction, per phase and stream (largest gaps first)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `zsim diagnose`."""
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by validation/train.py")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write a Perfetto/Chrome trace with the measured and the simulated step side by side")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    p.add_argument("--hardware", default="h200-sxm", help="hardware profile (name or YAML path)")
+    p.add_argument("--topo", default="hgx-h200", help="topology the run ran on")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Diagnose, print, and write the combined trace when asked."""
+    from ..diagnose import diagnose
+    from ..diagnose.perfetto import write_combined_trace
+    from ..diagnose.text import format_diagnosis
+    from ..io import dumps_json
+
+    d = diagnose(args.run_dir, hardware=args.hardware, topo=args.topo)
+    if args.trace:
+        write_combined_trace(args.trace, d)
+    if args.json:
+        sys.stdout.write(dumps_json(d.to_dict()))
+    else:
+        print(format_diagnosis(d))
+    return 0
