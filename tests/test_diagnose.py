@@ -148,3 +148,36 @@ def test_bad_inputs(tmp_path, capsys):
     (bad_summary / "summary.json").write_text("[1, 2")
     _expect_error(capsys, bad_summary)
     _expect_error(capsys, DATA, "--trace", tmp_path)   # a folder is not a trace file
+
+
+def _x(name, cat, ts, dur, tid=1, pid=1, **args):
+    return {"ph": "X", "name": name, "cat": cat, "ts": ts, "dur": dur, "pid": pid, "tid": tid, "args": args}
+
+
+def test_gpu_trace_attributes_kernels_by_launch(tmp_path):
+    """Kernels belong to the phase that launched them, even when they run in the next one."""
+    from zsim.diagnose.measured import measure_trace
+    from zsim.diagnose.trace import load_trace
+
+    ev = [_x("zsim.step", "user_annotation", 1000, 100), _x("zsim.forward.0", "user_annotation", 1000, 30),
+          _x("zsim.backward.0", "user_annotation", 1030, 40), _x("zsim.engine_step.0", "user_annotation", 1070, 30),
+          _x("cudaLaunchKernel", "cuda_runtime", 1010, 2, correlation=1),
+          _x("gemm", "kernel", 1025, 20, pid=0, tid=7, correlation=1, stream=7),     # runs into backward
+          _x("cudaLaunchKernel", "cuda_runtime", 1040, 2, tid=2, correlation=2),     # autograd thread
+          _x("ncclDevKernel_AllReduce", "kernel", 1045, 10, pid=0, tid=9, correlation=2, stream=9),
+          _x("cudaMemcpyAsync", "cuda_runtime", 1075, 1, correlation=3),
+          _x("Memcpy DtoH (Device -> Pinned)", "gpu_memcpy", 1080, 4, pid=0, tid=7, correlation=3, stream=7),
+          _x("aten::item", "cpu_op", 1076, 10), _x("cudaStreamSynchronize", "cuda_runtime", 1078, 7)]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"traceEvents": ev}))
+    side = measure_trace(load_trace(path))
+    cells = {(c.phase, c.stream): c.time_s for c in side.cells}
+    assert cells[("forward", "compute")] == pytest.approx(20e-6)
+    assert cells[("backward", "comm")] == pytest.approx(10e-6)
+    assert cells[("step", "copy_d2h")] == pytest.approx(4e-6)
+    assert cells[("step", "host_wait")] == pytest.approx(10e-6)
+    assert cells[("step", "host_busy")] == pytest.approx(20e-6)
+    walls = {(w.phase, w.micro_step): w.wall_s for w in side.windows}
+    # forward's CUDA-event boundary waits for its gemm (ends at 1045): 45 us; backward from there.
+    assert walls[("forward", 0)] == pytest.approx(45e-6) and walls[("backward", 0)] == pytest.approx(25e-6)
+    assert sum(walls.values()) == pytest.approx(100e-6)
