@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from zsim.dsconfig import (MAX_GRAD_ACCUM, ZERO_DEFAULTS, Overrides, RunConfig,
                            build_run_config, load_ds_config)
 from zsim.errors import ZsimInputError
+from zsim.limits import MAX_DS_INT
 from zsim.io import dumps_json
 from zsim.model import from_hf_config
 
@@ -69,8 +70,9 @@ def zero_int(key: str) -> st.SearchStrategy:
     low = 1 if key in ("reduce_bucket_size", "zero_hpz_partition_size") else 0
     if key == "zero_hpz_partition_size":
         return st.integers(1, 8).flatmap(int_spelling)
-    # Huge sizes are valid (a bucket larger than the model is one bucket), 10**400 included.
-    sizes = st.one_of(st.integers(low, 10**9), st.sampled_from([2 * 10**8, 5 * 10**8, 10**12, 10**400]))
+    # Huge sizes are valid (a bucket larger than the model is one bucket) up to DeepSpeed's
+    # sys.maxsize; beyond it they are refused (zsim.limits).
+    sizes = st.one_of(st.integers(low, 10**9), st.sampled_from([2 * 10**8, 5 * 10**8, 10**12, MAX_DS_INT]))
     return st.one_of(sizes.flatmap(int_spelling), st.just("auto"), st.just(" Auto "))
 
 
@@ -207,8 +209,9 @@ def test_valid_configs_parse_and_resolve(case):
 
 # ---- one key broken ------------------------------------------------------------------------
 
-BAD_INT = st.one_of(st.integers(max_value=-1), st.sampled_from([0.5, 2.5e-3, "two", "", "0x10", True,
-                                                               False, [], {}, [1], "1e400", "nan"]),
+BAD_INT = st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_DS_INT + 1),
+                    st.sampled_from([0.5, 2.5e-3, "two", "", "0x10", True, False, [], {}, [1], "1e400",
+                                     "nan", 1e308, 10**400, "1e300"]),
                     st.floats(allow_nan=True, allow_infinity=True).filter(
                         lambda f: not (math.isfinite(f) and f.is_integer())))
 BAD_BOOL = st.sampled_from([1, 0, "true", "false", "yes", None, [], {}, 1.0, "on"])
@@ -313,7 +316,7 @@ def broken_configs(draw):
         return raw, world, Overrides(), (key,)
     # grad_accum_cap: a typo like 1e9 micro-steps is refused instead of simulated for hours
     raw.pop("train_batch_size", None)
-    raw["gradient_accumulation_steps"] = draw(st.integers(MAX_GRAD_ACCUM + 1, 10**20).flatmap(int_spelling))
+    raw["gradient_accumulation_steps"] = draw(st.integers(MAX_GRAD_ACCUM + 1, 10**400).flatmap(int_spelling))
     return raw, world, Overrides(), ("gradient_accumulation_steps",)
 
 

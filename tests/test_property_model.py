@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zsim.errors import ZsimInputError
+from zsim.limits import MODEL_FIELD_MAX
 from zsim.model import MAX_HF_LAYERS, ModelSpec, from_hf_config, load_model
 
 TRIED: Counter = Counter()
@@ -51,7 +52,7 @@ def hf_configs(draw) -> dict:
         "num_hidden_layers": draw(st.integers(1, 4).flatmap(spelled)),
         "num_attention_heads": draw(spelled(heads)),
         "intermediate_size": draw(st.integers(1, 4096).flatmap(spelled)),
-        "vocab_size": draw(st.one_of(st.integers(1, 200_000), st.just(10**12)).flatmap(spelled)),
+        "vocab_size": draw(st.one_of(st.integers(1, 200_000), st.just(MODEL_FIELD_MAX["vocab_size"])).flatmap(spelled)),
     }
     cfg.update(draw(st.fixed_dictionaries({}, optional={
         "num_key_value_heads": st.one_of(spelled(kv), st.none()),
@@ -88,7 +89,8 @@ BAD_VALUES = st.one_of(st.integers(max_value=0), st.sampled_from(
 @st.composite
 def broken_configs(draw) -> tuple[dict, tuple[str, ...]]:
     cfg = draw(hf_configs())
-    kind = draw(st.sampled_from(["missing", "bad_value", "kv", "heads", "tie", "bias", "layers", "top"]))
+    kind = draw(st.sampled_from(["missing", "bad_value", "kv", "heads", "tie", "bias", "layers", "huge",
+                                 "top"]))
     if kind == "missing":
         key = draw(st.sampled_from(REQUIRED))
         del cfg[key]
@@ -115,6 +117,11 @@ def broken_configs(draw) -> tuple[dict, tuple[str, ...]]:
     if kind == "bias":
         cfg["attention_bias"] = draw(st.sampled_from([1, "false", None, {}]))
         return cfg, ("attention_bias",)
+    if kind == "huge":  # 1e300 hidden_size etc.: refused, never an inf/NaN result
+        key = draw(st.sampled_from(sorted(MODEL_FIELD_MAX)))
+        cfg[key] = draw(st.one_of(st.integers(MODEL_FIELD_MAX[key] + 1, 10**400),
+                                  st.sampled_from([1e300, 1e308, float(MODEL_FIELD_MAX[key] * 2)])))
+        return cfg, (key,)
     if kind == "layers":
         cfg["num_hidden_layers"] = draw(st.integers(MAX_HF_LAYERS + 1, 10**30))
         return cfg, ("num_hidden_layers",)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import ZsimInputError
+from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
 from .hardware import HardwareProfile, load_profile, profile_from_dict
 
 #: Parameters fitted to step times (dotted paths into the profile YAML).
@@ -93,12 +94,7 @@ Predictor = Callable[[RunResult, HardwareProfile], Predicted]
 # ---------------------------------------------------------------------------------------------
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ZsimInputError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ZsimInputError(f"cannot read JSON file {path}: {exc.__class__.__name__}") from None
+    return read_json_file(path, "JSON file")
 
 
 def load_run(folder: Path) -> RunResult:
@@ -108,17 +104,17 @@ def load_run(folder: Path) -> RunResult:
         s = _read_json(folder / "summary.json")
         if not isinstance(s, dict):
             raise ZsimInputError("summary.json is not a JSON object")
+        return _run_from_summary(folder, s)
     except ZsimInputError as exc:
         return RunResult(run_id=folder.name, path=folder, status="unreadable", error=str(exc),
                          model_name="?", params=0, world_size=1, seq=0, micro_batch=0, grad_accum=0,
                          activation_checkpointing=False, step_time_s=None, peak_memory_bytes=None)
 
+
+def _run_from_summary(folder: Path, s: Mapping[str, Any]) -> RunResult:
+    """A :class:`RunResult` from a parsed summary; a non-finite or absurd number is an error."""
     def num(key, cast=float, default=None):
-        v = s.get(key, default)
-        try:
-            return cast(v) if v is not None else default
-        except (TypeError, ValueError):
-            return default
+        return summary_number(s, key, default, integer=cast is int)
     return RunResult(
         run_id=str(s.get("run_id") or folder.name), path=folder, status=str(s.get("status", "unknown")),
         error=s.get("error"), model_name=str(s.get("model_name", "?")), params=num("params", int, 0),
@@ -133,9 +129,7 @@ def load_run(folder: Path) -> RunResult:
 def find_runs(paths: Iterable[str | Path]) -> list[RunResult]:
     """Every run folder (one holding summary.json) at or below ``paths``, sorted by run id."""
     found: dict[Path, RunResult] = {}
-    for p in map(Path, paths):
-        if not p.exists():
-            raise ZsimInputError(f"results path not found: {p}")
+    for p in existing_paths(paths):
         if p.is_file():
             p = p.parent
         for summary in [p / "summary.json"] if (p / "summary.json").exists() else sorted(p.rglob("summary.json")):
@@ -151,17 +145,16 @@ def find_microbench(paths: Iterable[str | Path]) -> tuple[dict, list[dict], list
     bench: dict = {}
     nccl: list[dict] = []
     used: list[Path] = []
-    for p in map(Path, paths):
+    for p in existing_paths(paths):
         files = [p] if p.is_file() else sorted(p.rglob("*.json"))
         for f in files:
             if f.name.startswith("microbench") and f.suffix == ".json":
-                data = _read_json(f)
+                data = check_microbench(_read_json(f), str(f))
                 for k, v in data.items():
                     bench.setdefault(k, v)
                 used.append(f)
             elif f.name.startswith("nccl") and f.suffix == ".json":
-                data = _read_json(f)
-                nccl.extend(data.get("rows", []))
+                nccl.extend(check_nccl(_read_json(f), str(f)))
                 used.append(f)
     return bench, nccl, used
 

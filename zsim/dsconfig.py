@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ZsimInputError
+from .inputs import read_input_bytes
+# Bounds on batch, sequence and world size live in zsim.limits (MAX_GRAD_ACCUM re-exported here).
+from .limits import (MAX_DS_INT, MAX_GRAD_ACCUM, MAX_MICRO_BATCH, MAX_SEQ_LEN, MAX_TRAIN_BATCH,
+                     MAX_WORLD_SIZE, show_number)
 from .model import ModelSpec
 
 AUTO = "auto"
@@ -26,10 +30,6 @@ AUTO = "auto"
 #: Deepest nesting accepted in a config (real ones nest 3-4 levels); deeper ones would exhaust
 #: Python's recursion limit when copied, so they are refused with a clear message instead.
 MAX_NESTING = 64
-
-#: Most micro-steps per optimizer step: the simulator replays every one, so a typo like
-#: 1e9 would run for hours and exhaust memory instead of giving an answer.
-MAX_GRAD_ACCUM = 10_000
 
 #: DeepSpeed 0.19.8 defaults of the ZeRO keys zsim models (runtime/zero/config.py:95-377).
 ZERO_DEFAULTS: dict[str, Any] = {
@@ -179,6 +179,8 @@ def _as_int(value: Any, key: str, *, minimum: int = 0) -> int:
         number = int(number)
     if number < minimum:
         raise ZsimInputError(f"ds_config: {key} must be at least {minimum}, got {_show(value)}")
+    if number > MAX_DS_INT:
+        raise ZsimInputError(f"ds_config: {key} must be at most {MAX_DS_INT} (2**63-1), got {_show(value)}")
     return number
 
 
@@ -219,18 +221,10 @@ def load_ds_config(source: str | Path | Mapping[str, Any] | None) -> dict[str, A
     if not isinstance(source, (str, Path)):
         raise ZsimInputError(f"ds_config must be a path or a dict, got {_show(source)}")
     path = Path(source)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ZsimInputError(f"ds_config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ZsimInputError(f"ds_config path is a directory: {path}") from None
+    try:  # a regular file of at most 16 MiB (zsim.inputs)
+        text = read_input_bytes(path, "ds_config file").decode("utf-8")
     except UnicodeDecodeError:
         raise ZsimInputError(f"ds_config file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ZsimInputError(f"cannot read ds_config file {path}: {exc.strerror}") from None
-    except ValueError:  # a NUL byte in the path
-        raise ZsimInputError(f"ds_config path {str(path)!r} is not a valid file name") from None
     try:
         data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as exc:
@@ -448,8 +442,8 @@ DEFAULT_SEQ_LEN = 2048
 def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size: int,
                      overrides: Overrides = Overrides()) -> RunConfig:
     """Parse, resolve and check a DeepSpeed config for ``model`` on ``world_size`` ranks."""
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ZsimInputError(f"world size must be a positive integer, got {world_size!r}")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or not 1 <= world_size <= MAX_WORLD_SIZE:
+        raise ZsimInputError(f"world size must be an integer in 1-{MAX_WORLD_SIZE}, got {show_number(world_size)}")
     raw = load_ds_config(raw)
     notes: list[str] = []
     zero_values, zero_section = _parse_zero(raw, model, notes)
@@ -493,15 +487,13 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
     if gas is None and train is None:
         gas = 1
     train, micro, gas = resolve_batch(train, micro, gas, world_size)
-    if gas > MAX_GRAD_ACCUM:
-        raise ZsimInputError(f"gradient_accumulation_steps {_show(gas)} is more than the {MAX_GRAD_ACCUM} "
-                             "micro-steps per optimizer step zsim simulates")
+    _check_batch_bounds(train, micro, gas)
     if _is_auto(raw.get("train_batch_size")):
         notes.append(f"train_batch_size: auto -> {train} (= {micro} x {gas} x {world_size})")
 
     seq = ov.seq_len if ov.seq_len is not None else min(DEFAULT_SEQ_LEN, model.max_position_embeddings)
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise ZsimInputError(f"sequence length must be a positive integer, got {seq!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ_LEN:
+        raise ZsimInputError(f"sequence length (--seq) must be an integer in 1-{MAX_SEQ_LEN}, got {show_number(seq)}")
     clip_raw = raw.get("gradient_clipping", 1.0)  # DeepSpeed default (runtime/constants.py:203)
     clip = 1.0 if _is_auto(clip_raw) else _as_float(clip_raw, "gradient_clipping")
     ckpt = ov.activation_checkpointing if ov.activation_checkpointing is not None else False
@@ -512,6 +504,16 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
                      comm_dtype_bytes=_comm_dtype_bytes(raw, precision), zero=zero,
                      activation_checkpointing=bool(ckpt), gradient_clipping=clip,
                      resolved=resolved, notes=tuple(notes))
+
+
+def _check_batch_bounds(train: int, micro: int, gas: int) -> None:
+    """Refuse batch values beyond :mod:`zsim.limits` (the simulator replays every micro-step)."""
+    for value, bound, name in (
+            (micro, MAX_MICRO_BATCH, "micro-batch (train_micro_batch_size_per_gpu)"),
+            (gas, MAX_GRAD_ACCUM, "grad-accum (gradient_accumulation_steps)"),
+            (train, MAX_TRAIN_BATCH, "train_batch_size")):
+        if value > bound:
+            raise ZsimInputError(f"{name} must be at most {bound}, got {show_number(value)}")
 
 
 def _resolved_json(raw: Mapping[str, Any], zero_section: Mapping[str, Any], zero: ZeroConfig,

@@ -86,6 +86,8 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ZsimInputError
+from .inputs import read_input_bytes
+from .limits import max_for_key, show_number
 
 #: Folder of the profiles that ship with zsim.
 PROFILE_DIR = Path(str(resources.files("zsim").joinpath("data", "topologies", "hardware")))
@@ -316,6 +318,9 @@ def _num(data: Mapping[str, Any], key: str, where: str, *, positive: bool = True
         raise ZsimInputError(f"{where}.{key}: must be finite, got {value!r}")
     if positive and (number < 0 or (number == 0 and not allow_zero)):
         raise ZsimInputError(f"{where}.{key}: must be positive, got {value!r}")
+    bound = max_for_key(key)  # by the unit the key names (zsim.limits.UNIT_MAX)
+    if abs(number) > bound:
+        raise ZsimInputError(f"{where}.{key}: must be at most {bound:g}, got {show_number(value)}")
     return number
 
 
@@ -501,14 +506,11 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
 
 def load_yaml_file(path: Path, what: str) -> Any:
     """Parse a YAML file; unreadable or malformed files raise :class:`ZsimInputError`."""
+    data = read_input_bytes(path, f"{what} file")  # regular files of at most 16 MiB
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ZsimInputError(f"{what} file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ZsimInputError(f"cannot read {what} file {path}: {exc.__class__.__name__}") from None
-    except ValueError:  # a NUL byte in the path
-        raise ZsimInputError(f"{what} path {str(path)!r} is not a valid file name") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

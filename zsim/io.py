@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ZsimInputError
+from .limits import check_finite_tree
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -28,7 +29,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def dumps_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, two-space indent, trailing newline."""
+    """Deterministic JSON: sorted keys, two-space indent, trailing newline.
+
+    A result holding NaN or an infinity is refused (exit code 2), never written or printed.
+    """
+    check_finite_tree(obj, "result")
     return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 

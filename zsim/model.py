@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ZsimInputError
+from .inputs import read_input_bytes
+from .limits import MODEL_FIELD_MAX, show_number
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ _HF_KEYS = {
 
 #: Most decoder layers a config.json may ask for (the largest published models have ~130): the
 #: simulator replays every layer, so a typo like 1e9 would run for hours instead of answering.
-MAX_HF_LAYERS = 1024
+MAX_HF_LAYERS = MODEL_FIELD_MAX["num_hidden_layers"]
 
 
 def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
@@ -209,6 +211,10 @@ def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
         raise ZsimInputError(f"{where}: {key} must be an integer, got {value!r}")
     if value <= 0:
         raise ZsimInputError(f"{where}: {key} must be positive, got {value!r}")
+    bound = MODEL_FIELD_MAX.get(key)
+    if bound is not None and value > bound:
+        raise ZsimInputError(f"{where}: {key} must be at most {bound} (see zsim.limits), "
+                             f"got {show_number(value)}")
     return value
 
 
@@ -220,9 +226,6 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
     if missing:
         raise ZsimInputError(f"{name}: model config is missing {', '.join(missing)}")
     kwargs: dict[str, Any] = {field: _int_field(cfg, key, name) for key, field in _HF_KEYS.items()}
-    if kwargs["num_layers"] > MAX_HF_LAYERS:
-        raise ZsimInputError(f"{name}: num_hidden_layers {kwargs['num_layers']} is more than the "
-                             f"{MAX_HF_LAYERS} layers zsim simulates")
     kwargs["num_kv_heads"] = (_int_field(cfg, "num_key_value_heads", name)
                               if cfg.get("num_key_value_heads") is not None else kwargs["num_heads"])
     if cfg.get("head_dim") is not None:
@@ -259,8 +262,9 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
     if not found:
         raise ZsimInputError(
             f"unknown model {text[:200]!r}: not a preset ({', '.join(sorted(PRESETS))}) and no such file")
+    data = read_input_bytes(path, "model config")
     try:
-        cfg = json.loads(path.read_bytes().decode("utf-8"))
+        cfg = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ZsimInputError(f"malformed JSON in model config {path}: {exc.__class__.__name__}") from None
     except OSError as exc:

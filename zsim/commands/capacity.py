@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from ..io import dumps_json
-from .common import add_cluster_args, positive_int
+from .. import limits
+from ..limits import check_finite_tree
+from .common import add_cluster_args, int_up_to
 
 HELP = "largest Llama-family model that fits per ZeRO stage and offload choice, beside the rule of thumb"
 
@@ -14,8 +16,8 @@ HELP = "largest Llama-family model that fits per ZeRO stage and offload choice, 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `zsim capacity`."""
     add_cluster_args(p)
-    p.add_argument("--seq", type=positive_int, default=2048, help="sequence length (default %(default)s)")
-    p.add_argument("--micro-batch", type=positive_int, default=1, help="micro-batch per GPU (default %(default)s)")
+    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), default=2048, help="sequence length (default %(default)s)")
+    p.add_argument("--micro-batch", type=int_up_to(limits.MAX_MICRO_BATCH), default=1, help="micro-batch per GPU (default %(default)s)")
     p.add_argument("--stage", help="only these stages, comma-separated (default: 0,1,2,3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         rows = tuple(r for r in ROWS if r[0] in stages)
     res = capacity(args.topo, gpus=args.gpus, nodes=args.nodes, seq=args.seq,
                    micro_batch=args.micro_batch, hardware=args.hardware, rows=rows)
+    check_finite_tree(res.to_dict(), "capacity")
     if args.json:
         sys.stdout.write(dumps_json(res.to_dict()))
     else:

@@ -9,6 +9,7 @@ from ..collectives import ALGORITHMS, GROUPS, OPS, collective_cost
 from ..hardware import load_profile
 from ..network import load_topology
 from ..network.units import parse_bytes
+from ..limits import check_finite_tree
 
 HELP = "predict one collective (time_s, algbw_GBps, busbw_GBps, as nccl-tests reports them)"
 
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     out = {**cost.to_dict(), "topology": cluster.topology, "hardware": hardware.name,
            "world_size": cluster.world_size, "gpus_per_node": cluster.gpus_per_node,
            "num_nodes": cluster.num_nodes, "group": args.group}
+    check_finite_tree(out, "collective")
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0

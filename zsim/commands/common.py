@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable
 
+from .. import limits
 from ..errors import ZsimInputError
 
+
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (accepts 2e3)."""
+    """argparse type: an integer >= 1 (accepts 2e3), at most 2**63-1."""
+    return _parse_int(text, limits.MAX_DS_INT)
+
+
+def int_up_to(high: int) -> Callable[[str], int]:
+    """argparse type: an integer in 1..``high`` (bounds from :mod:`zsim.limits`)."""
+    def parse(text: str) -> int:
+        return _parse_int(text, high)
+    parse.__name__ = f"int_up_to_{high}"  # argparse names the type in some messages
+    return parse
+
+
+def _parse_int(text: str, high: int) -> int:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not math.isfinite(value) or not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text[:40]!r}") from None
+    if not math.isfinite(value) or not value.is_integer() or not 1 <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected a positive integer of at most {high}, got {text[:40]!r}")
     return int(value)
 
 
@@ -23,8 +38,8 @@ def add_cluster_args(p: argparse.ArgumentParser, default_topo: str | None = "dgx
     p.add_argument("--topo", default=default_topo, required=default_topo is None,
                    help="topology name from zsim/data/topologies/ or a YAML path (default: %(default)s)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--gpus", type=positive_int, help="first N GPUs of one node")
-    g.add_argument("--nodes", type=positive_int, help="M whole nodes")
+    g.add_argument("--gpus", type=int_up_to(limits.MAX_GPUS_PER_NODE), help="first N GPUs of one node")
+    g.add_argument("--nodes", type=int_up_to(limits.MAX_NODES), help="M whole nodes")
     p.add_argument("--hardware", help="hardware profile name or YAML path (default: the topology's)")
 
 
@@ -33,9 +48,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="preset name or path to a HF config.json (default: llama-2-7b)")
     p.add_argument("--stage", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
-    p.add_argument("--micro-batch", type=positive_int, help="micro-batch per GPU")
-    p.add_argument("--grad-accum", type=positive_int, help="gradient accumulation steps")
-    p.add_argument("--seq", type=positive_int, help="sequence length (default 2048)")
+    p.add_argument("--micro-batch", type=int_up_to(limits.MAX_MICRO_BATCH), help="micro-batch per GPU")
+    p.add_argument("--grad-accum", type=int_up_to(limits.MAX_GRAD_ACCUM), help="gradient accumulation steps")
+    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), help="sequence length (default 2048)")
     p.add_argument("--offload-optimizer", choices=["none", "cpu", "nvme"])
     p.add_argument("--offload-param", choices=["none", "cpu", "nvme"])
     p.add_argument("--activation-checkpointing", action="store_true", default=None,

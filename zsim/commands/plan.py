@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from ..io import atomic_write_json, dumps_json
-from .common import add_cluster_args, add_run_args, positive_int
+from .. import limits
+from ..limits import check_finite_tree
+from .common import add_cluster_args, add_run_args, int_up_to
 
 HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s, write the best config"
 
@@ -18,9 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-activation-checkpointing", dest="activation_checkpointing", action="store_false",
                    help="pin activation checkpointing off (default: searched)")
     add_cluster_args(p)
-    p.add_argument("--global-batch", type=positive_int,
+    p.add_argument("--global-batch", type=int_up_to(limits.MAX_TRAIN_BATCH),
                    help="global batch in sequences (= micro x grad-accum x data-parallel)")
-    p.add_argument("--top", type=positive_int, default=5, help="configurations shown (default %(default)s)")
+    p.add_argument("--top", type=int_up_to(limits.MAX_TOP), default=5, help="configurations shown (default %(default)s)")
     p.add_argument("--output", default=None,
                    help="folder for deepspeed_config_auto.json and plan.json (default: output/deepspeed_metrics)")
     p.add_argument("--no-output", action="store_true", help="write no files")
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                               activation_checkpointing=args.activation_checkpointing))
     finally:
         bar.close()
+    check_finite_tree(result.to_dict(), "plan")
     out = Path(args.output or DEFAULT_OUTPUT_DIR)
     if result.best and not args.no_output:
         atomic_write_json(out / "deepspeed_config_auto.json", result.ds_config_auto)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..io import dumps_json
+from ..limits import check_finite_tree
 from .common import add_cluster_args, add_run_args
 
 HELP = "predict per-GPU memory, step time and collectives of one DeepSpeed ZeRO configuration"
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
                    offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
                    activation_checkpointing=args.activation_checkpointing,
                    keep_timeline=bool(args.trace))
+    check_finite_tree(pred.to_dict(), "prediction")  # before anything is printed or written
     if args.trace:
         write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
                     link_utilisation=dict(pred.link_utilisation))

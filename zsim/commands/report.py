@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_cluster_args, positive_int
+from .. import limits
+from .common import add_cluster_args, int_up_to
 
 HELP = "write an HTML + Markdown report: memory/time per stage, timeline, scaling, recommendation"
 
@@ -13,8 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `zsim report`."""
     p.add_argument("--model", default=None, help="preset name or path to a HF config.json (default: llama-2-7b)")
     add_cluster_args(p)
-    p.add_argument("--seq", type=positive_int, help="sequence length (default 2048)")
-    p.add_argument("--global-batch", type=positive_int, help="global batch in sequences")
+    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), help="sequence length (default 2048)")
+    p.add_argument("--global-batch", type=int_up_to(limits.MAX_TRAIN_BATCH), help="global batch in sequences")
     p.add_argument("--output", default="reports/report", help="output folder (default %(default)s)")
     p.add_argument("--progress", action="store_true", help="show the search's progress bar")
 

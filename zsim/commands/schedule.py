@@ -8,7 +8,8 @@ import json
 from ..dsconfig import Overrides, build_run_config
 from ..model import load_model
 from ..schedule import build_schedule
-from .common import positive_int
+from .. import limits
+from .common import int_up_to
 
 HELP = "print the collectives DeepSpeed issues in one steady-state optimizer step (comms-logger units)"
 
@@ -17,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `zsim schedule`."""
     parser.add_argument("--model", required=True, help="preset name or path to a HF config.json")
     parser.add_argument("--ds-config", required=True, help="DeepSpeed JSON config (\"auto\" values allowed)")
-    parser.add_argument("--world-size", required=True, type=positive_int, help="data-parallel ranks")
-    parser.add_argument("--micro-batch", type=positive_int, help="micro-batch per GPU (overrides the file)")
-    parser.add_argument("--grad-accum", type=positive_int, help="gradient accumulation steps (overrides the file)")
+    parser.add_argument("--world-size", required=True, type=int_up_to(limits.MAX_WORLD_SIZE), help="data-parallel ranks")
+    parser.add_argument("--micro-batch", type=int_up_to(limits.MAX_MICRO_BATCH), help="micro-batch per GPU (overrides the file)")
+    parser.add_argument("--grad-accum", type=int_up_to(limits.MAX_GRAD_ACCUM), help="gradient accumulation steps (overrides the file)")
     parser.add_argument("--stage", type=int, choices=[0, 1, 2, 3], help="ZeRO stage (overrides the file)")
     parser.add_argument("--json", action="store_true",
                         help='print {"op": {"message_bytes": count}} as DeepSpeed\'s comms logger counts')

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..decide.progress import ProgressBar
     from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
     from ..io import atomic_write_json, atomic_write_text
+    from ..limits import check_finite_tree
 
     grid = load_grid_file(args.grid) if args.grid else {}
     for axis in AXES:
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         result = sweep(grid, args.ds_config, progress=bar)
     finally:
         bar.close()
+    check_finite_tree(list(result.rows), "sweep")
     out = Path(args.output)
     atomic_write_text(out / "sweep.csv", result.to_csv())
     atomic_write_json(out / "sweep.json", {"axes": list(result.axes), "rows": list(result.rows)})

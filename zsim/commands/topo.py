@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .. import limits
 from ..network import list_topologies, load_topology
 
 HELP = "list, describe (show) and draw topologies"
@@ -44,6 +45,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     topo = load_topology(args.name)
     info = topo.describe(nodes=args.nodes)
+    limits.check_finite_tree(info, "topology")
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -22,14 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the comparison; 0 when both MAPEs are within tolerance, 1 when not."""
     from ..errors import ZsimInputError
+    from ..limits import MAX_TOLERANCE_PCT, check_finite_tree
     from ..io import dumps_json
     from ..validate import format_report, validate
 
-    if not (args.tolerance >= 0):
-        raise ZsimInputError(f"--tolerance must be a non-negative percentage, got {args.tolerance}")
+    if not 0 <= args.tolerance <= MAX_TOLERANCE_PCT:
+        raise ZsimInputError(f"--tolerance must be a percentage in 0-{MAX_TOLERANCE_PCT:g}, got {args.tolerance}")
     models = [m for m in (args.models or "").split(",") if m] or None
     rep = validate(args.results, hardware=args.hardware, topo=args.topo, models=models)
     t, m = rep.mape("time"), rep.mape("memory")
+    check_finite_tree(rep.to_dict(), "validation report")
     if args.json:
         sys.stdout.write(dumps_json({**rep.to_dict(), "tolerance_pct": args.tolerance}))
     else:

@@ -25,6 +25,7 @@ from .space import (OFFLOAD_DEVICES, PREFETCH_BUCKETS, REDUCE_BUCKETS, STAGES, S
                            check_global_batch, default_global_batch, micro_batch_choices)
 from ..dsconfig import DEFAULT_SEQ_LEN
 from ..errors import ZsimInputError
+from ..limits import MAX_TOP, check_int_range
 from ..hardware import HardwareProfile
 from ..model import load_model
 
@@ -198,8 +199,7 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
     callable with the same keyword arguments.
     """
     t0 = time.monotonic()
-    if top_n < 1:
-        raise ZsimInputError(f"--top must be at least 1, got {top_n}")
+    check_int_range(top_n, "--top", 1, MAX_TOP)
     spec = load_model(model)
     user = read_user_config(ds_config)
     seq_len = seq if seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)

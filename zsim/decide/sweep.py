@@ -21,12 +21,14 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..errors import ZsimInputError
 from ..hardware import load_yaml_file
+from ..limits import MAX_SWEEP_CONFIGS
 
 #: Axis name -> (type, predict() keyword). Order = CSV column order.
 AXES: Mapping[str, tuple[type, str]] = {
@@ -109,7 +111,11 @@ def load_grid_file(path: str | Path) -> dict[str, list[Any]]:
     if not isinstance(data, Mapping):
         raise ZsimInputError(f"sweep grid {path}: top level must be a mapping")
     grid: dict[str, list[Any]] = {}
-    items = dict(data.get("grid") or {})
+    nested = data.get("grid") or {}
+    if not isinstance(nested, Mapping):
+        raise ZsimInputError(f"sweep grid {path}: 'grid' must be a mapping of axis -> values, "
+                             f"got {type(nested).__name__}")
+    items = dict(nested)
     for key, value in data.items():
         if key != "grid":
             items.setdefault(key, value)
@@ -174,6 +180,9 @@ def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | 
 
     if "gpus" in grid and "nodes" in grid:
         raise ZsimInputError("sweep: give gpus or nodes, not both")
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_SWEEP_CONFIGS:
+        raise ZsimInputError(f"sweep: the grid has {size} configurations, at most {MAX_SWEEP_CONFIGS} allowed")
     base = load_ds_config(base_config) if base_config is not None else None
     configs = configurations(grid)
     rows = []

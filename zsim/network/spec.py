@@ -7,10 +7,13 @@ The schema is documented in ``zsim/data/topologies/README.md``. Every check rais
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ZsimInputError
+from ..limits import (MAX_GPUS_PER_NODE, MAX_NODE_PARTS, MAX_OVERSUBSCRIPTION, MAX_SWITCH_RADIX,
+                      max_for_key, show_number)
 
 #: Fabric kinds a topology may name.
 FABRIC_KINDS = ("rail_optimized", "fat_tree")
@@ -157,12 +160,20 @@ def _number(data: Mapping, key: str, where: str, file: str, *, default: float | 
     if number < 0 or (number == 0 and not allow_zero):
         what = "non-negative" if allow_zero else "positive"
         raise ZsimInputError(f"{file}: {_where(where, key)} must be {what}, got {value!r}")
+    bound = _COUNT_MAX.get(key, MAX_OVERSUBSCRIPTION if key == "oversubscription" else max_for_key(key))
+    if number > bound:
+        raise ZsimInputError(f"{file}: {_where(where, key)} must be at most {bound:g} (see zsim.limits), "
+                             f"got {show_number(value)}")
     return number
 
 
-#: Largest count any topology field may hold (GPUs, NICs, switch ports, levels): far above
-#: real hardware, low enough that building a node's graph stays cheap.
-MAX_COUNT = 4096
+#: Largest count each topology field may hold: far above real hardware, low enough that
+#: building a node's graph stays cheap (bounds in zsim.limits).
+_COUNT_MAX = {"gpus_per_node": MAX_GPUS_PER_NODE, "nics_per_node": MAX_NODE_PARTS,
+              "nvswitches": MAX_NODE_PARTS, "cpus": MAX_NODE_PARTS, "cpu": MAX_NODE_PARTS,
+              "switch_radix": MAX_SWITCH_RADIX}
+#: Largest count of any other integer field.
+MAX_COUNT = MAX_SWITCH_RADIX
 
 
 def _integer(data: Mapping, key: str, where: str, file: str, *, default: int | None = None,
@@ -172,8 +183,8 @@ def _integer(data: Mapping, key: str, where: str, file: str, *, default: int | N
     if number != int(number):
         raise ZsimInputError(f"{file}: {_where(where, key)} must be an integer, got {data[key]!r}")
     if number > MAX_COUNT:
-        raise ZsimInputError(f"{file}: {_where(where, key)} is too large (at most {MAX_COUNT}), "
-                             f"got {str(data[key])[:40]!r}")
+        raise ZsimInputError(f"{file}: {_where(where, key)} must be at most {MAX_COUNT}, "
+                             f"got {show_number(data[key])}")
     return int(number)
 
 
@@ -189,6 +200,9 @@ def _parse_switches(pcie: Mapping, cpus: int, file: str) -> tuple[PcieSwitchSpec
     raw = pcie.get("switches")
     if not isinstance(raw, list) or not raw:
         raise ZsimInputError(f"{file}: node.pcie.switches must be a non-empty list of PCIe switches")
+    if len(raw) > MAX_NODE_PARTS:
+        raise ZsimInputError(f"{file}: node.pcie.switches lists {len(raw)} switches, "
+                             f"at most {MAX_NODE_PARTS} allowed")
     switches = []
     for i, sw in enumerate(raw):
         where = f"node.pcie.switches[{i}]"
@@ -210,7 +224,8 @@ def _check_placement(switches: tuple[PcieSwitchSpec, ...], count: int, what: str
     for i in placed:
         if i >= count:
             raise ZsimInputError(f"{file}: node.pcie.switches places {what} {i} but {hint} = {count}")
-    dup = sorted({i for i in placed if placed.count(i) > 1})
+    counts = Counter(placed)
+    dup = sorted(i for i, n in counts.items() if n > 1)
     if dup:
         raise ZsimInputError(f"{file}: {what} {dup[0]} is placed on more than one PCIe switch")
     missing = sorted(set(range(count)) - set(placed))

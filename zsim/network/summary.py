@@ -14,7 +14,7 @@ import networkx as nx
 
 from ..errors import ZsimInputError
 
-from .graph import _weight, add_node_graph, flow_bandwidths, route
+from .graph import _weight, add_node_graph, flow_bandwidths
 from .spec import FabricSpec, TopologySpec
 
 
@@ -60,15 +60,9 @@ def nearest_nics(g: nx.Graph, gpus: int, nics: int) -> list[int]:
     load = [0] * nics
     chosen = []
     for i in range(gpus):
-        costs = []
-        for r in range(nics):
-            try:
-                path = route(g, f"n0/gpu{i}", f"n0/nic{r}")
-            except nx.NetworkXNoPath:
-                continue
-            hops = [g[u][v] for u, v in zip(path, path[1:])]
-            cost = sum(_weight(None, None, e) for e in hops)
-            costs.append((round(cost, 12), load[r], r))
+        # One Dijkstra per GPU prices every NIC at once (a path per pair was cubic in size).
+        dist = nx.single_source_dijkstra_path_length(g, f"n0/gpu{i}", weight=_weight)
+        costs = [(round(dist[f"n0/nic{r}"], 12), load[r], r) for r in range(nics) if f"n0/nic{r}" in dist]
         if not costs:
             raise ZsimInputError(f"GPU {i} reaches no NIC over PCIe (GPUDirect RDMA needs a PCIe "
                                  f"path): check node.pcie.switches")

@@ -6,6 +6,7 @@ import math
 import re
 
 from ..errors import ZsimInputError
+from ..limits import MAX_COLLECTIVE_BYTES
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20,
@@ -31,4 +32,6 @@ def parse_bytes(text: str | int | float, what: str = "--bytes") -> int:
     value = number * _UNITS[unit]
     if not math.isfinite(value) or value <= 0:
         raise ZsimInputError(f"{what} must be a positive size, got {text!r}")
+    if value > MAX_COLLECTIVE_BYTES:
+        raise ZsimInputError(f"{what} must be at most 2**50 bytes (1 PiB), got {str(text)[:40]!r}")
     return int(round(value))
