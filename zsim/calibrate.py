@@ -22,7 +22,6 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -451,8 +450,9 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
         get_value(hw, key)
     bench, nccl, bench_files = find_microbench(paths)
     runs = find_runs(paths)
-    details: dict[str, Any] = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                               "base_profile": hw.name, "topology": topo,
+    # No wall-clock date: the same inputs give a byte-identical profile (the measurement
+    # date, when the microbenchmarks record one, is in microbench_meta).
+    details: dict[str, Any] = {"base_profile": hw.name, "topology": topo,
                                "microbench_files": [str(p) for p in bench_files]}
     values: dict[str, Any] = {}
     peak, hbm = hw.gpu.peak_bf16_flops, hw.gpu.hbm_bandwidth_GBps
@@ -489,7 +489,7 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
                                                                     "driver", "gpu_name", "cuda")},
                                   sort_keys=True) for r in fit})
     details["run_versions"] = [json.loads(v) for v in versions]
-    source = (f"zsim calibrate {details['date_utc'][:10]}: microbenchmarks "
+    source = (f"zsim calibrate: microbenchmarks "
               f"{', '.join(Path(p).name for p in bench_files) or 'none'}; residual overheads fitted on "
               f"{len(fit)} runs of {', '.join(details['fit_models']) if fit_models else 'all models'}; "
               f"torch/deepspeed/driver: "

@@ -8,11 +8,13 @@ at most a stray ``.tmp`` file, which is removed on the way out when Python can.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .errors import ZsimInputError
 from .limits import check_finite_tree
@@ -63,9 +65,22 @@ def _atomic(path: str | Path, writer: Callable[[Any], Any]) -> Path:
         raise ZsimInputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
 
 
-def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:
-    if target.is_dir():
+def _check_target(target: Path) -> None:
+    """Refuse to replace anything but a regular file: a device, FIFO or socket (``/dev/null``,
+    a named pipe) would be swapped for a plain file by the rename."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory")
+    if not stat.S_ISREG(mode):
+        raise ZsimInputError(f"cannot write {str(target)[:200]!r}: not a regular file "
+                             "(a device, FIFO or socket is left alone)")
+
+
+def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:
+    _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -83,3 +98,21 @@ def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:
             pass
         raise
     return target
+
+
+def atomic_write_set(folder: str | Path, files: Mapping[str, bytes | str]) -> list[Path]:
+    """Write several files into ``folder`` as one set: each atomically, all under an exclusive
+    lock on the folder, so concurrent runs into one folder cannot interleave their files (the
+    folder ends up holding one run's set). Render everything before calling this."""
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    except (OSError, ValueError) as exc:
+        raise ZsimInputError(f"cannot write into {str(out)[:200]!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return [atomic_write_bytes(out / name, data.encode("utf-8") if isinstance(data, str) else data)
+                for name, data in files.items()]
+    finally:
+        os.close(fd)  # closing releases the lock

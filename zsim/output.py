@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import Any, Mapping
 
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import atomic_write_set, dumps_json
 
 #: Columns shared with validation/train.py's measured runs.
 CSV_FIELDS = ["step", "phase", "step_time_s", "tokens", "tokens_per_s", "loss", "fwd_s", "bwd_s",
@@ -59,15 +59,14 @@ def _curves_png(pred) -> bytes:
 
 
 def write_prediction_outputs(pred, out_dir: str | Path, steps: int = 10) -> list[Path]:
-    """Write the four files of a predicted run into ``out_dir`` (each atomically)."""
-    out = Path(out_dir)
+    """Write the four files of a predicted run into ``out_dir`` as one set (atomically)."""
     summary: dict[str, Any] = {"status": "ok", "kind": "predicted", **pred.to_dict()}
-    return [
-        atomic_write_text(out / "training_metrics.csv", _metrics_csv(pred, steps)),
-        atomic_write_bytes(out / "training_curves.png", _curves_png(pred)),
-        atomic_write_json(out / "summary.json", summary),
-        atomic_write_json(out / "deepspeed_config_auto.json", dict(pred.ds_config_resolved)),
-    ]
+    return atomic_write_set(out_dir, {
+        "training_metrics.csv": _metrics_csv(pred, steps),
+        "training_curves.png": _curves_png(pred),
+        "summary.json": dumps_json(summary),
+        "deepspeed_config_auto.json": dumps_json(dict(pred.ds_config_resolved)),
+    })
 
 
 def format_bytes(n: float) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..io import atomic_write_json, dumps_json
+from ..io import atomic_write_set, dumps_json
 from .. import limits
 from ..limits import check_finite_tree
 from .common import add_cluster_args, add_run_args, int_up_to
@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-output", action="store_true", help="write no files")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    p.add_argument("--timing", action="store_true",
+                   help="print the search's wall time on stderr (never in the output or the files)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,14 +54,16 @@ def run(args: argparse.Namespace) -> int:
     check_finite_tree(result.to_dict(), "plan")
     out = Path(args.output or DEFAULT_OUTPUT_DIR)
     if result.best and not args.no_output:
-        atomic_write_json(out / "deepspeed_config_auto.json", result.ds_config_auto)
-        atomic_write_json(out / "plan.json", result.to_dict())
+        atomic_write_set(out, {"deepspeed_config_auto.json": dumps_json(result.ds_config_auto),
+                               "plan.json": dumps_json(result.to_dict())})
     if args.json:
         sys.stdout.write(dumps_json(result.to_dict()))
     else:
         print(format_plan(result))
         if result.best and not args.no_output:
             print(f"\nwrote {out / 'deepspeed_config_auto.json'} (winner #1) and {out / 'plan.json'}")
+    if args.timing:
+        sys.stderr.write(f"zsim plan: searched in {result.elapsed_s:.1f} s\n")
     if not result.best:
         closest = min(result.rejected, key=lambda r: r.memory.overflow_bytes)
         raise ZsimInputError(f"no configuration fits; closest {closest.candidate.label()}: {closest.reason()}")

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the grid, run it, write the files, print a summary."""
     from ..decide.progress import ProgressBar
     from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
-    from ..io import atomic_write_json, atomic_write_text
+    from ..io import atomic_write_set, dumps_json
     from ..limits import check_finite_tree
 
     grid = load_grid_file(args.grid) if args.grid else {}
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     check_finite_tree(list(result.rows), "sweep")
     out = Path(args.output)
-    atomic_write_text(out / "sweep.csv", result.to_csv())
-    atomic_write_json(out / "sweep.json", {"axes": list(result.axes), "rows": list(result.rows)})
+    atomic_write_set(out, {"sweep.csv": result.to_csv(),
+                           "sweep.json": dumps_json({"axes": list(result.axes), "rows": list(result.rows)})})
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("fits", "does_not_fit", "invalid")}
     fits = [r for r in result.rows if r["status"] == "fits"]
     print(f"sweep: {len(result.rows)} configurations ({counts['fits']} fit, {counts['does_not_fit']} do not fit, "

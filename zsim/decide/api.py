@@ -95,7 +95,7 @@ class PlanResult:
             "search": {"space_size": self.space_size, "structures": self.outcome.structures,
                        "fitting_structures": self.outcome.fitting, "pruned": self.outcome.pruned,
                        "screened": self.outcome.screened, "simulations": self.outcome.simulations,
-                       "memory_checks": self.outcome.memory_checks, "elapsed_s": self.elapsed_s},
+                       "memory_checks": self.outcome.memory_checks},
             "notes": list(self.notes),
         }
 

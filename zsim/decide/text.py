@@ -72,7 +72,7 @@ def format_plan(result: Any) -> str:
     o = result.outcome
     lines.append(f"searched {result.space_size} configurations: {o.structures} stage/offload/batch/"
                  f"checkpointing structures, {o.fitting} fit, {len(result.rejected)} rejected for memory, "
-                 f"{o.pruned} dropped by a lower bound, {o.simulations} simulations in {result.elapsed_s:.1f} s")
+                 f"{o.pruned} dropped by a lower bound, {o.simulations} simulations")
     lines.append("")
     if result.ranked:
         lines.append(f"top {len(result.ranked)} by tokens/s:")

@@ -38,6 +38,14 @@ def _positions(g) -> dict:
     return pos
 
 
+#: Image metadata without creation dates or tool versions, so two runs write identical bytes.
+REPRODUCIBLE_METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None},
+}
+
+
 def draw_topology(topo: Topology, output: str | Path, nodes: int = 1) -> Path:
     """Draw ``nodes`` nodes of ``topo`` (and their fabric) to ``output``; returns the path."""
     import matplotlib
@@ -71,6 +79,10 @@ def draw_topology(topo: Topology, output: str | Path, nodes: int = 1) -> Path:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     ax.axis("off")
     fmt = out.suffix.lower().lstrip(".")
-    atomic_write_with(out, lambda f: fig.savefig(f, format=fmt, dpi=130, bbox_inches="tight"))
-    plt.close(fig)
+    try:
+        with plt.rc_context({"svg.hashsalt": "zsim"}):  # stable SVG element ids
+            atomic_write_with(out, lambda f: fig.savefig(f, format=fmt, dpi=130, bbox_inches="tight",
+                                                         metadata=REPRODUCIBLE_METADATA[fmt]))
+    finally:
+        plt.close(fig)
     return out

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import __version__
 from ..decide.text import rejection_summary, side_by_side_cells
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..io import atomic_write_set, dumps_json
 from ..output import format_bytes
 from . import figures
 from .data import ReportData, collect
@@ -165,9 +165,9 @@ def build_report(model: Any = None, topo: str | Path = "dgx-a100", output: str |
     data = collect(model, topo, gpus=gpus, nodes=nodes, seq=seq, global_batch=global_batch,
                    hardware=hardware, progress=progress, **kw)
     title, blks = blocks(data, _command(model, topo, gpus, nodes, seq, global_batch, output))
-    out = Path(output)
-    figs = tuple(atomic_write_bytes(out / "figures" / f"{b[1]}.png", b[3]) for b in blks if b[0] == "img")
-    html_path = atomic_write_text(out / "report.html", to_html(title, blks))
-    md_path = atomic_write_text(out / "report.md", to_markdown(title, blks))
-    cfg = atomic_write_json(out / "deepspeed_config_auto.json", data.plan.ds_config_auto)
+    figures = {f"figures/{b[1]}.png": b[3] for b in blks if b[0] == "img"}
+    paths = atomic_write_set(output, {**figures, "report.html": to_html(title, blks),
+                                      "report.md": to_markdown(title, blks),
+                                      "deepspeed_config_auto.json": dumps_json(data.plan.ds_config_auto)})
+    figs, (html_path, md_path, cfg) = tuple(paths[:len(figures)]), paths[len(figures):]
     return ReportFiles(html_path, md_path, figs, cfg, data)
