@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--microbench-timeout", type=float, default=240)
     p.add_argument("--abort-after-failures", type=int, default=2,
                    help="stop if the first N runs all fail (a broken setup wastes no more time)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=None, help="default: train.py's (12 for ZeRO-3, else 3)")
+    p.add_argument("--steps", type=int, default=20)
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     deadline = t_start + args.deadline_s
@@ -87,7 +87,11 @@ def main(argv=None) -> int:
     blog = out / "batch.jsonl"
     only = [s for s in args.only.split(",") if s]
     plan = [r for name in args.plan.split("+") for r in PLANS[name]]
-    runs = [r for r in plan if r.run_id in only] if only else list(plan[args.start:args.stop])
+    by_id = {r.run_id: r for r in plan}
+    missing = [i for i in only if i not in by_id]
+    if missing:
+        raise SystemExit(f"unknown run ids: {missing}")
+    runs = [by_id[i] for i in only] if only else list(plan[args.start:args.stop])  # --only keeps its order
     env = dict(os.environ)
     if args.nccl_gpus > 1:
         rc, wall, killed = run_one([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -112,14 +116,19 @@ def main(argv=None) -> int:
         d = out / r.run_id
         d.mkdir(parents=True, exist_ok=True)
         (d / "ds_config.json").write_text(json.dumps(ds_config(r), indent=2) + "\n")
-        steps = max(3, args.steps - 1) if r.ga > 1 else args.steps
         train = [str(HERE / "train.py"), "--model", r.model, "--ds-config", str(d / "ds_config.json"),
                  "--seq", str(r.seq), "--micro-batch", str(r.mb), "--grad-accum", str(r.ga),
-                 "--warmup", str(args.warmup), "--steps", str(steps), "--comms-steps", "1",
+                 "--steps", str(args.steps), "--comms-steps", "1" if r.gpus > 1 else "0",
                  "--output", str(d), "--run-id", r.run_id]
+        if args.warmup is not None:
+            train += ["--warmup", str(args.warmup)]
         if r.ac:
             train.append("--activation-checkpointing")
+        if r.profile:
+            train.append("--profile")
         run_env = dict(env)
+        if r.omp_threads:
+            run_env["OMP_NUM_THREADS"] = str(r.omp_threads)
         if i < args.torchrun_first or r.gpus > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node", str(r.gpus)] + train

@@ -26,6 +26,12 @@ PRESETS: dict[str, dict] = {
     # Llama-2-7B shape
     "llama-2-7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=32, intermediate_size=11008),
+    # head_dim 128 with GQA (8 KV heads), ~1.2B
+    "llama-1.2b-hd128": dict(hidden_size=2048, num_hidden_layers=20, num_attention_heads=16,
+                             num_key_value_heads=8, intermediate_size=5632),
+    # a Llama-3-size vocabulary (128,256) on a small body: embeddings and lm_head dominate
+    "llama-0.7b-v128k": dict(hidden_size=1536, num_hidden_layers=12, num_attention_heads=24,
+                             num_key_value_heads=8, intermediate_size=4096, vocab_size=128256),
 }
 
 _COMMON = dict(vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=4096,
@@ -38,6 +44,8 @@ def hf_config(name_or_path: str) -> dict:
     if name_or_path in PRESETS:
         cfg = dict(_COMMON)
         cfg.update(PRESETS[name_or_path])
+        if cfg["max_position_embeddings"] < 8192:
+            cfg["max_position_embeddings"] = 8192  # the long-sequence runs
         cfg["_name"] = name_or_path
         return cfg
     return json.loads(Path(name_or_path).read_text())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 #: sizes the residual overheads are fitted on; the other sizes are evaluation only
 FIT_MODELS = ("llama-0.13b", "llama-3b")
-EVAL_MODELS = ("llama-0.55b", "tinyllama-1.1b", "llama-2-7b")
+EVAL_MODELS = ("llama-0.55b", "tinyllama-1.1b", "llama-2-7b", "llama-1.2b-hd128", "llama-0.7b-v128k")
 
 
 @dataclass(frozen=True)
@@ -30,37 +30,66 @@ class Run:
     ga: int
     seq: int
     ac: bool = False
-    offload: str = "none"  # none | opt (optimizer to CPU) | all (optimizer and params to CPU, stage 3)
+    offload: str = "none"  # none | opt (optimizer to CPU) | all (both, stage 3) | param (params only, stage 3)
     gpus: int = 1
+    precision: str = "bf16"   # bf16 | fp16 | fp32
+    zero: tuple = ()          # extra zero_optimization keys as (key, value) pairs
+    tag: str = ""             # names a variant (zero keys, launcher threads, a user's config)
+    rep: int = 0              # process index of a repeated configuration (0: not repeated)
+    profile: bool = False     # trace one settled step with torch.profiler
+    omp_threads: int = 0      # OMP_NUM_THREADS for the job (0: the launcher's default)
+    base: str = ""            # a DeepSpeed config file the run starts from (repo-relative)
 
     @property
     def run_id(self) -> str:
         """Folder name of the run: model, stage, offload, batch shape, AC, GPUs."""
-        off = {"none": "", "opt": "-offopt", "all": "-offall"}[self.offload]
-        return (f"{self.model}-z{self.stage}{off}-mb{self.mb}-ga{self.ga}-s{self.seq}"
-                f"{'-ac' if self.ac else ''}{f'-g{self.gpus}' if self.gpus > 1 else ''}")
+        off = {"none": "", "opt": "-offopt", "all": "-offall", "param": "-offparam"}[self.offload]
+        prec = "" if self.precision == "bf16" else f"-{self.precision}"
+        return (f"{self.model}-z{self.stage}{off}{prec}-mb{self.mb}-ga{self.ga}-s{self.seq}"
+                f"{'-ac' if self.ac else ''}{f'-g{self.gpus}' if self.gpus > 1 else ''}"
+                f"{f'-{self.tag}' if self.tag else ''}{f'-r{self.rep}' if self.rep else ''}")
+
+    @property
+    def config_id(self) -> str:
+        """The run id without the process index: repeated processes share it."""
+        return self.run_id[: -len(f"-r{self.rep}")] if self.rep else self.run_id
 
     def timeout_s(self) -> int:
         """Wall-clock limit of the run on an H200 (start-up, JIT builds and offload included)."""
         base = {"llama-0.13b": 90, "llama-0.55b": 100, "tinyllama-1.1b": 120, "llama-3b": 170,
-                "llama-2-7b": 240}[self.model]
+                "llama-2-7b": 240, "llama-1.2b-hd128": 120, "llama-0.7b-v128k": 110}[self.model]
         return (base + (90 if self.offload != "none" else 0) + (30 if self.ga > 1 else 0)
                 + (20 if self.gpus > 1 else 0))
 
 
+_ADAMW = {"type": "AdamW", "params": {"lr": 1e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1}}
+
+
 def ds_config(r: Run) -> dict:
-    """The DeepSpeed config of a run, as a user would write it."""
+    """The DeepSpeed config of a run, as a user would write it (or the user's own file)."""
+    if r.base:
+        cfg = json.loads((Path(__file__).resolve().parent.parent / r.base).read_text())
+        cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"] = r.mb, r.ga
+        cfg["train_batch_size"] = r.mb * r.ga * r.gpus
+        # The guide's file names no optimizer (the HF Trainer adds one): use the plan's AdamW,
+        # which DeepSpeed builds as DeepSpeedCPUAdam under offload_optimizer.
+        cfg.setdefault("optimizer", _ADAMW)
+        cfg.setdefault("steps_per_print", 1000000)
+        return cfg
     zero: dict = {"stage": r.stage}
     if r.offload in ("opt", "all"):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if r.offload == "all":
+    if r.offload in ("all", "param"):
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    zero.update(dict(r.zero))
+    precision = {"bf16": {"bf16": {"enabled": True}},
+                 "fp16": {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 12}},
+                 "fp32": {}}[r.precision]
     return {
         "train_micro_batch_size_per_gpu": r.mb,
         "gradient_accumulation_steps": r.ga,
-        "bf16": {"enabled": True},
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "betas": [0.9, 0.95], "eps": 1e-8,
-                                                  "weight_decay": 0.1}},
+        **precision,
+        "optimizer": _ADAMW,
         "gradient_clipping": 1.0,
         "zero_optimization": zero,
         "steps_per_print": 1000000,
@@ -123,7 +152,56 @@ PLAN_2GPU: tuple[Run, ...] = (
     Run(XL, 2, 4, 1, 1024, ac=True, gpus=2),
 )
 
-PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU}
+def _repeated(runs: tuple[Run, ...], reps: int = 2) -> tuple[Run, ...]:
+    """Each configuration in ``reps`` separate processes, adjacent; only the first is traced."""
+    from dataclasses import replace
+    return tuple(replace(r, rep=i + 1, profile=r.profile and i == 0) for r in runs for i in range(reps))
+
+
+S2, M2 = "llama-1.2b-hd128", "llama-0.7b-v128k"
+#: the user's config from the ZeRO guides: stage 2, optimizer on the CPU, buckets 2e8, GA 8
+GUIDE = "tests/data/ds_config_zero2_offload.json"
+Z3_EAGER = (("stage3_prefetch_bucket_size", 0), ("stage3_max_reuse_distance", 0),
+            ("stage3_param_persistence_threshold", 0))
+Z3_TIGHT = (("stage3_max_live_parameters", 10_000_000), ("stage3_prefetch_bucket_size", 5_000_000))
+
+#: session 2026-12-01, call A: the fit sizes, chosen to break the time model (step-phase
+#: loops, per-micro-step copies, hooks, parameter offload alone, launcher threads, fp16).
+PLAN_1201_FIT: tuple[Run, ...] = _repeated((
+    Run(S, 0, 4, 1, 1024, profile=True),
+    Run(S, 1, 4, 1, 1024, profile=True),
+    Run(S, 2, 8, 4, 512, profile=True),
+    Run(S, 3, 4, 1, 1024, profile=True),
+    Run(S, 3, 4, 1, 1024, offload="param", profile=True),
+    Run(S, 2, 2, 8, 1024, offload="opt", base=GUIDE, tag="guide", profile=True),
+    Run(S, 2, 4, 1, 1024, offload="opt", omp_threads=1, tag="omp1"),
+    Run(S, 3, 4, 1, 1024, zero=Z3_EAGER, tag="eager"),
+    Run(S, 1, 4, 1, 1024, precision="fp16"),
+    Run(XL, 0, 2, 1, 2048, ac=True, profile=True),
+    Run(XL, 2, 4, 1, 1024, ac=True),
+    Run(XL, 3, 2, 1, 2048, ac=True, profile=True),
+))
+
+#: calls B and C: evaluation sizes and shapes the fit never saw (head_dim 128, a 128k
+#: vocabulary, the largest model one GPU holds, 8k tokens, fp32, stage-3 knobs, offload).
+PLAN_1201_EVAL: tuple[Run, ...] = _repeated((
+    Run(L, 0, 4, 1, 2048, profile=True),
+    Run(L, 2, 4, 1, 2048, profile=True),
+    Run(L, 3, 4, 1, 2048, profile=True),
+    Run(L, 2, 2, 8, 1024, offload="opt", base=GUIDE, tag="guide", profile=True),
+    Run(S2, 2, 2, 1, 4096, profile=True),
+    Run(M2, 1, 4, 1, 2048, profile=True),
+    Run(M, 1, 4, 4, 1024),
+    Run(M, 3, 8, 1, 1024, ac=True, zero=Z3_TIGHT, tag="tight"),
+    Run(L, 0, 1, 1, 8192, ac=True),
+    Run(M, 0, 2, 1, 1024, precision="fp32"),
+    Run(L, 2, 4, 1, 1024, offload="opt", omp_threads=1, tag="omp1"),
+    Run(XXL, 2, 1, 1, 2048, ac=True, profile=True),
+    Run(L, 3, 2, 1, 2048, offload="param", profile=True),
+))
+
+PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
+         "h200-1201-eval": PLAN_1201_EVAL}
 
 
 def split_of(model: str) -> str:

@@ -20,10 +20,10 @@ if ls .extpkg/ext.tgz.part-* >/dev/null 2>&1; then   # JIT builds from an earlie
 fi
 { nvidia-smi; nproc; free -g; python3 -c "import torch, deepspeed, transformers; print(torch.__version__, deepspeed.__version__, transformers.__version__)"; } > "$W/env.txt" 2>&1
 echo "setup $(( $(date +%s) - t0 ))s"; tail -1 "$W/env.txt"
-timeout 570 python3 validation/batch.py --out "$W/runs" "$@" 2>&1 | grep --line-buffered '^{' | cut -c1-220
+timeout ${BATCH_TIMEOUT_S:-570} python3 validation/batch.py --out "$W/runs" "$@" 2>&1 | grep --line-buffered '^{' | cut -c1-220
 echo "batch done at $(( $(date +%s) - t0 ))s"
 cp "$W/runs/microbench.json" "$OUTDIR/microbench.json" 2>/dev/null
 cp "$W/runs/batch.jsonl" "$OUTDIR/batch.jsonl" 2>/dev/null
-tar czf "$OUTDIR/results.tgz" -C "$W" . && rm -rf "$W"
-tar czf - .ext | split -b 15M - "$OUTDIR/ext.tgz.part-"
+tar czf - -C "$W" . | split -b 15M - "$OUTDIR/results.tgz.part-" && rm -rf "$W"
+[ -n "${SKIP_EXT_BACK:-}" ] || tar czf - .ext | split -b 15M - "$OUTDIR/ext.tgz.part-"
 ls -la "$OUTDIR"

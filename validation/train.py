@@ -72,8 +72,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, default=None, help="overrides the config's value")
     p.add_argument("--grad-accum", type=int, default=None, help="overrides the config's value")
     p.add_argument("--activation-checkpointing", action="store_true")
-    p.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first")
-    p.add_argument("--steps", type=int, default=4, help="timed optimizer steps")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed optimizer steps first (default: 12 for ZeRO-3, whose coordinator "
+                        "traces the module order and keeps getting faster for ~10 steps; 3 otherwise)")
+    p.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timed steps, trace one more step with torch.profiler "
+                        "(CPU ops, CUDA kernels, memcpys, NCCL; DeepSpeed's functions labelled) "
+                        "into trace.json.gz (rank 0)")
     p.add_argument("--comms-steps", type=int, default=1,
                    help="steps of the separate comms-logger pass after the timed steps (0: none)")
     p.add_argument("--output", default="output/deepspeed_metrics")
@@ -95,6 +101,58 @@ def resolve_ds_config(raw: dict, args, world_size: int) -> dict:
     cfg["train_batch_size"] = mb * ga * world_size
     cfg.pop("comms_logger", None)  # the logger syncs after every op: never on in timed steps
     return cfg
+
+
+def host_speed(device) -> dict:
+    """How fast this process's host thread issues work: recorded with every run.
+
+    - ``empty_kernel_launch_s``: one tiny in-place ``add_`` in a tight Python loop (the cost
+      of DeepSpeed's flat per-tensor loops: one aten op and one kernel launch each);
+    - ``small_linear_call_s``: one call of a small ``nn.Linear`` module (module-call overhead
+      of HF model code: module __call__, hooks machinery, a GEMM launch);
+    - ``python_loop_s``: 1e6 iterations of a trivial pure-Python loop (CPU speed alone).
+    Medians of 5 repeats after a warm-up; the GPU is synchronised around each repeat.
+    """
+    import torch
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    x = torch.zeros(16, device=device)
+    lin = torch.nn.Linear(64, 64, device=device)
+    inp = torch.zeros(8, 64, device=device)
+
+    def per_call(fn, n: int) -> float:
+        out = []
+        for _ in range(6):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            sync()
+            out.append((time.perf_counter() - t0) / n)
+        return statistics.median(out[1:])
+
+    def loop():
+        acc = 0
+        for i in range(1_000_000):
+            acc += i
+        return acc
+
+    with torch.no_grad():
+        res = {"empty_kernel_launch_s": per_call(lambda: x.add_(1.0), 2000),
+               "small_linear_call_s": per_call(lambda: lin(inp), 1000),
+               "python_loop_s": per_call(loop, 1)}
+    res["torch_num_threads"] = torch.get_num_threads()
+    return res
+
+
+def launcher_env() -> dict:
+    """The launcher's settings that change host speed: OMP threads, ranks per node, launcher."""
+    env = os.environ
+    launcher = ("torchrun" if "TORCHELASTIC_RUN_ID" in env else
+                "deepspeed" if "DS_ACCELERATOR" in env or "PDSH_RCMD_TYPE" in env else "direct")
+    return {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "LOCAL_WORLD_SIZE": env.get("LOCAL_WORLD_SIZE"),
+            "launcher": launcher, "cpu_count": os.cpu_count(),
+            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
 
 
 def versions() -> dict:
@@ -282,6 +340,8 @@ def run(args, rec: Recorder) -> None:
     cfg = hf_config(args.model)
     ds_config = resolve_ds_config(json.loads(Path(args.ds_config).read_text()), args, world)
     zero = ds_config.get("zero_optimization", {})
+    if args.warmup is None:
+        args.warmup = 12 if zero.get("stage", 0) == 3 else 3
     mb, ga, seq = ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"], args.seq
     s = rec.summary
     s.update({
@@ -297,6 +357,7 @@ def run(args, rec: Recorder) -> None:
         "precision": "bf16" if ds_config.get("bf16", {}).get("enabled") else
                      ("fp16" if ds_config.get("fp16", {}).get("enabled") else "fp32"),
         "steps_warmup": args.warmup, "steps_timed": args.steps, "versions": versions(),
+        "launcher_env": launcher_env(),
         "command": " ".join([sys.executable] + sys.argv),
     })
     if rank == 0:
@@ -304,6 +365,8 @@ def run(args, rec: Recorder) -> None:
         atomic_write(rec.out / "ds_config.json", json.dumps(ds_config, indent=2) + "\n")
     rec.write_summary()
 
+    # Before DeepSpeed exists: ZeRO-3 hooks would slow every module call of the benchmark.
+    s["host_speed"] = host_speed(device)
     torch.manual_seed(args.seed)
     t_init = time.perf_counter()
     model, config = build_model(cfg, ds_config, args.activation_checkpointing, device)
@@ -323,48 +386,99 @@ def run(args, rec: Recorder) -> None:
     gen = torch.Generator(device="cpu").manual_seed(args.seed + rank)
     batches = [torch.randint(0, cfg["vocab_size"], (mb, seq), generator=gen).to(device) for _ in range(4)]
     peak_alloc = peak_res = 0
-    total = args.warmup + args.steps + args.comms_steps
+    total = args.warmup + args.steps
     comms = {}
     clock = Clock(device)
-    for step in range(total):
-        phase = "warmup" if step < args.warmup else ("timed" if step < args.warmup + args.steps else "comms")
-        if phase == "comms" and step == args.warmup + args.steps:
-            dist.configure(enabled=True, prof_all=True, verbose=False)
+    tokens = mb * seq * ga * world
+
+    def one_step(step: int, phase: str) -> dict:
+        """One optimizer step (ga micro-steps), timed per micro-step and phase."""
+        from torch.profiler import record_function
+        nonlocal peak_alloc, peak_res
         clock.sync()
         clock.reset_peak()
         t0 = time.perf_counter()
         losses, marks = [], []
-        for m in range(ga):
-            x = batches[(step * ga + m) % len(batches)]
+        with record_function("zsim.step"):
+            for m in range(ga):
+                x = batches[(step * ga + m) % len(batches)]
+                marks.append(clock.mark())
+                with record_function(f"zsim.forward.{m}"):
+                    loss = engine(input_ids=x, labels=x).loss
+                marks.append(clock.mark())
+                with record_function(f"zsim.backward.{m}"):
+                    engine.backward(loss)
+                marks.append(clock.mark())
+                with record_function(f"zsim.engine_step.{m}"):
+                    engine.step()  # DeepSpeed applies the optimizer only at the accumulation boundary
+                losses.append(loss.detach())
             marks.append(clock.mark())
-            loss = engine(input_ids=x, labels=x).loss
-            marks.append(clock.mark())
-            engine.backward(loss)
-            marks.append(clock.mark())
-            engine.step()  # DeepSpeed applies the optimizer only at the accumulation boundary
-            losses.append(loss.detach())
-        marks.append(clock.mark())
-        clock.sync()
+            clock.sync()
         dt = time.perf_counter() - t0
-        fwd = sum(clock.between(marks[3 * m], marks[3 * m + 1]) for m in range(ga))
-        bwd = sum(clock.between(marks[3 * m + 1], marks[3 * m + 2]) for m in range(ga))
-        opt = sum(clock.between(marks[3 * m + 2], marks[3 * m + 3]) for m in range(ga))
+        fwd = [clock.between(marks[3 * m], marks[3 * m + 1]) for m in range(ga)]
+        bwd = [clock.between(marks[3 * m + 1], marks[3 * m + 2]) for m in range(ga)]
+        opt = [clock.between(marks[3 * m + 2], marks[3 * m + 3]) for m in range(ga)]
         step_peak, res = clock.peaks()
-        peak_alloc, peak_res = max(peak_alloc, step_peak), max(peak_res, res)
-        tokens = mb * seq * ga * world
-        rec.row({"step": step, "phase": phase, "step_time_s": dt, "tokens": tokens,
-                 "tokens_per_s": tokens / dt, "loss": float(torch.stack(losses).float().mean()),
-                 "fwd_s": fwd, "bwd_s": bwd, "opt_s": opt, "peak_allocated_bytes": peak_alloc,
-                 "peak_reserved_bytes": peak_res, "step_peak_allocated_bytes": step_peak,
-                 "allocated_bytes": clock.allocated(), "wall_utc": _now()})
-        if phase == "timed":
+        if phase in ("warmup", "timed"):
+            peak_alloc, peak_res = max(peak_alloc, step_peak), max(peak_res, res)
+        return {"step": step, "phase": phase, "step_time_s": dt, "tokens": tokens,
+                "tokens_per_s": tokens / dt, "loss": float(torch.stack(losses).float().mean()),
+                "fwd_s": sum(fwd), "bwd_s": sum(bwd), "opt_s": sum(opt),
+                "fwd_s_micro": fwd, "bwd_s_micro": bwd, "opt_s_micro": opt,
+                "peak_allocated_bytes": peak_alloc, "peak_reserved_bytes": peak_res,
+                "step_peak_allocated_bytes": step_peak, "allocated_bytes": clock.allocated(),
+                "wall_utc": _now()}
+
+    for step in range(total):
+        rec.row(one_step(step, "warmup" if step < args.warmup else "timed"))
+        if step >= args.warmup:
             s["peak_memory_allocated_bytes"], s["peak_memory_reserved_bytes"] = peak_alloc, peak_res
+    if args.profile:
+        s["profile"] = profile_steps(rec, rank, total, one_step, device)
+        total += 2
     if args.comms_steps:
+        dist.configure(enabled=True, prof_all=True, verbose=False)
+        for step in range(total, total + args.comms_steps):
+            rec.row(one_step(step, "comms"))
         comms = comms_snapshot(dist.comms_logger.comms_dict)
         dist.configure(enabled=False)
     s["comms"] = comms
     rank_file = {"rank": rank, "peak_allocated_bytes": peak_alloc, "peak_reserved_bytes": peak_res}
     atomic_write(rec.out / f"rank{rank}.json", json.dumps(rank_file) + "\n") if rec.out.exists() else None
+
+
+def profile_steps(rec: Recorder, rank: int, first: int, one_step, device) -> dict:
+    """Trace one settled step (after one profiler warm-up step) into trace.json.gz (rank 0).
+
+    Both steps are recorded as rows with phase ``profile`` and never enter the statistics.
+    """
+    import gzip
+    import shutil
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+    import trace_labels
+
+    labels = trace_labels.install()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    raw = rec.out / f".trace_rank{rank}.json"
+    def ready(p) -> None:  # the schedule clears events after its cycle: export here
+        if rank == 0:
+            p.export_chrome_trace(str(raw))
+
+    with profile(activities=acts, schedule=schedule(wait=0, warmup=1, active=1),
+                 on_trace_ready=ready, record_shapes=False, with_stack=False) as prof:
+        for step in range(first, first + 2):
+            rec.row(one_step(step, "profile"))
+            prof.step()
+    out = {"steps": [first + 1], "labels": labels, "torch": torch.__version__}
+    if rank == 0 and raw.exists():
+        tmp = rec.out / ".trace.json.gz.tmp"
+        with open(raw, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, rec.out / "trace.json.gz")
+        raw.unlink(missing_ok=True)
+        out["file"] = "trace.json.gz"
+    return out
 
 
 def finalize(rec: Recorder) -> None:
