@@ -142,6 +142,7 @@ def host_speed(device) -> dict:
                "small_linear_call_s": per_call(lambda: lin(inp), 1000),
                "python_loop_s": per_call(loop, 1)}
     res["torch_num_threads"] = torch.get_num_threads()
+    res["measured"] = "before_deepspeed"   # DeepSpeed's ZeRO-3 hooks would slow module calls
     return res
 
 

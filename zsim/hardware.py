@@ -227,11 +227,37 @@ class LinkProfile:
 
 @dataclass(frozen=True)
 class HostProfile:
-    """Host side: pinned copies and the CPU optimizer."""
+    """Host side: copies, the CPU-side optimizer passes and the Python thread's speed.
+
+    Host speed is a property of the machine (and even of the process): the profile records
+    the reference speed measured on its machine (``small_linear_call_s``: one small
+    ``nn.Linear`` call; ``empty_kernel_launch_s``: one tiny aten op in a tight loop, both
+    from validation/train.py's host-speed microbenchmark) and dimensionless costs per code
+    path in those units (``*_per_linear_call``, ``*_per_empty_launch``, fitted on traced runs);
+    a run's own recorded speed replaces the reference (:func:`zsim.hostcost.at_host_speed`).
+    Zero means "not in this profile": the older single-constant costs apply.
+
+    CPU passes (DeepSpeedCPUAdam, the unscale and the fp32->16-bit cast that offload runs on
+    the host) are OpenMP loops: each has a rate with all ``cpu_threads`` of a node and with
+    one thread; :func:`zsim.hostcost.cpu_pass_rate` interpolates between them.
+    """
 
     h2d_bandwidth_GBps: float
     d2h_bandwidth_GBps: float
     cpu_adam_params_per_s: float
+    pageable_d2h_bandwidth_GBps: float = 0.0
+    small_linear_call_s: float = 0.0
+    empty_kernel_launch_s: float = 0.0
+    module_launch_per_linear_call: float = 0.0
+    loop_op_per_empty_launch: float = 0.0
+    zero3_hook_per_linear_call: float = 0.0
+    sync_s: float = 0.0
+    cpu_threads: int = 0
+    cpu_adam_1thread_params_per_s: float = 0.0
+    cpu_unscale_params_per_s: float = 0.0
+    cpu_unscale_1thread_params_per_s: float = 0.0
+    cpu_cast_params_per_s: float = 0.0
+    cpu_cast_1thread_params_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -430,6 +456,24 @@ def _ring(link: Mapping[str, Any], where: str) -> RingChannels | None:
         source=str(raw.get("source", "")))
 
 
+#: Optional host fields (0 = absent), see :class:`HostProfile`.
+_HOST_OPTIONAL = ("pageable_d2h_bandwidth_GBps", "small_linear_call_s", "empty_kernel_launch_s",
+                  "module_launch_per_linear_call", "loop_op_per_empty_launch",
+                  "zero3_hook_per_linear_call", "sync_s", "cpu_adam_1thread_params_per_s",
+                  "cpu_unscale_params_per_s", "cpu_unscale_1thread_params_per_s",
+                  "cpu_cast_params_per_s", "cpu_cast_1thread_params_per_s")
+
+
+def _host(h: Mapping[str, Any], where: str) -> HostProfile:
+    """The host section: three required fields, the rest optional (0 when absent)."""
+    opt = {k: _num(h, k, where, allow_zero=True) for k in _HOST_OPTIONAL if k in h}
+    if "cpu_threads" in h:
+        opt["cpu_threads"] = int(_num(h, "cpu_threads", where, allow_zero=True))
+    return HostProfile(h2d_bandwidth_GBps=_num(h, "h2d_bandwidth_GBps", where),
+                       d2h_bandwidth_GBps=_num(h, "d2h_bandwidth_GBps", where),
+                       cpu_adam_params_per_s=_num(h, "cpu_adam_params_per_s", where), **opt)
+
+
 def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") -> HardwareProfile:
     """Build a :class:`HardwareProfile` from parsed YAML, checking every field."""
     if not isinstance(data, Mapping):
@@ -483,11 +527,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             if "host_dispatch_s" in c else -1.0,
         ),
         links=links,
-        host=HostProfile(
-            h2d_bandwidth_GBps=_num(h, "h2d_bandwidth_GBps", f"{where}.host"),
-            d2h_bandwidth_GBps=_num(h, "d2h_bandwidth_GBps", f"{where}.host"),
-            cpu_adam_params_per_s=_num(h, "cpu_adam_params_per_s", f"{where}.host"),
-        ),
+        host=_host(h, f"{where}.host"),
         overheads=OverheadProfile(
             zero3_module_hook_s=_num(o, "zero3_module_hook_s", f"{where}.overheads", allow_zero=True),
             step_fixed_s=_num(o, "step_fixed_s", f"{where}.overheads", allow_zero=True),

@@ -27,6 +27,11 @@ Kinds:
   - ``cpu_adam``: a DeepSpeedCPUAdam update of ``params`` parameters on the host;
   - ``overhead``: fixed host-side time, ``count`` × the named overhead of the hardware profile
     (e.g. "zero3_module_hook_s");
+  - ``host_loop``: one of DeepSpeed's flat per-tensor loops on the host: ``count`` aten ops
+    (one launch each) and ``syncs`` host synchronisations (``.item()``, event or stream
+    syncs); with ``syncs`` the host first waits for the GPU work issued before it;
+  - ``cpu_pass``: a CPU-side pass over ``params`` values, ``cpu_pass`` naming which
+    ("unscale", "cast"; see :mod:`zsim.hostcost`);
   - ``dispatch``: the host issuing a compute op's kernels (system layer only).
 """
 
@@ -37,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 STREAMS = ("compute", "comm", "h2d", "d2h", "cpu", "host")
-KINDS = ("compute", "collective", "copy", "optimizer", "cpu_adam", "overhead", "dispatch")
+KINDS = ("compute", "collective", "copy", "optimizer", "cpu_adam", "cpu_pass", "overhead", "host_loop",
+         "dispatch")
 PASSES = ("fwd", "bwd", "recompute")
 
 #: comms-logger op name -> collective algorithm op (zsim.collectives).
@@ -77,6 +83,9 @@ class Op:
     params: int = 0
     overhead: str = ""
     count: int = 1
+    syncs: int = 0                      # host_loop: host synchronisations
+    pageable: bool = False              # copy: to/from pageable (not pinned) host memory
+    cpu_pass: str = ""                  # cpu_pass: which pass
 
     def __post_init__(self) -> None:
         # Internal invariants of the schedule layer, not user input: fail loudly.

@@ -18,6 +18,7 @@ from .compute import peak_flops
 from .dsconfig import Overrides, RunConfig, build_run_config
 from .errors import ZsimInputError
 from .hardware import HardwareProfile, load_profile
+from .hostcost import HostSpeed, at_host_speed
 from .memory import MemoryEstimate, MemoryFacts, default_facts, estimate_memory
 from .model import ModelSpec, load_model
 from .system import OpCost, Timeline, simulate, split_host
@@ -93,15 +94,19 @@ def _link_utilisation(ops, cluster, hw: HardwareProfile, step_s: float) -> dict[
     return {k: min(v / step_s, 1.0) for k, v in sorted(busy.items())}
 
 
-def host_share(cluster) -> HostShare:
-    """How the used GPUs of a node share the host: CPU cores and PCIe switch uplinks."""
+def host_share(cluster, cpu_threads: float | None = None) -> HostShare:
+    """How the used GPUs of a node share the host: CPU cores and PCIe switch uplinks.
+
+    ``cpu_threads``: threads each rank's CPU passes run on (the launcher's
+    OMP_NUM_THREADS); None shares the node's cores among its ranks."""
     node = cluster.spec.node
     used = set(range(cluster.gpus_per_node))
     per_switch = [len(used.intersection(sw.gpus)) for sw in node.switches if sw.cpu is not None]
     k = max(per_switch, default=1) or 1
     gpu_link = node.pcie_gpu_bandwidth_GBps
     share = min(1.0, node.pcie_uplink_bandwidth_GBps / (k * gpu_link)) if gpu_link > 0 else 1.0
-    return HostShare(ranks_per_node=cluster.gpus_per_node, pcie_share=share)
+    return HostShare(ranks_per_node=cluster.gpus_per_node, pcie_share=share,
+                     cpu_threads_per_rank=float(cpu_threads or 0.0))
 
 
 def _collective_timer(cluster, hw: HardwareProfile):
@@ -149,11 +154,15 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
             stage: int | None = None, micro_batch: int | None = None, grad_accum: int | None = None,
             seq: int | None = None, offload_optimizer: str | None = None,
             offload_param: str | None = None, activation_checkpointing: bool | None = None,
+            host_speed: HostSpeed | None = None, cpu_threads: float | None = None,
             keep_timeline: bool = False) -> Prediction:
     """Predict one optimizer step of ``model`` on ``topo`` under a DeepSpeed config.
 
     ``gpus`` takes the first N GPUs of one node, ``nodes`` M whole nodes (default: one whole
-    node). Explicit arguments override ``ds_config``. A config that does not fit is a result
+    node). Explicit arguments override ``ds_config``. ``host_speed`` is the measured speed of
+    the host thread (a run's ``host_speed`` record; default: the profile's reference machine),
+    ``cpu_threads`` the threads per rank of CPU-side passes (default: the node's cores shared
+    by its ranks). A config that does not fit is a result
     (``fits`` False), not an error; bad input raises :class:`~zsim.errors.ZsimInputError`.
     """
     from .network import load_topology
@@ -162,6 +171,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     spec = load_model(model)
     cluster = load_topology(topo).cluster(gpus=gpus, nodes=nodes)
     hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or cluster.hardware)
+    hw = at_host_speed(hw, host_speed)
     overrides = Overrides(stage=stage, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq,
                           offload_optimizer=offload_optimizer, offload_param=offload_param,
                           activation_checkpointing=activation_checkpointing)
@@ -183,7 +193,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     memory: MemoryEstimate = estimate_memory(workload, run, memory_facts(schedule, run, spec),
                                              hw.memory.allocator_overhead_fraction)
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
-                      host_share(cluster))
+                      host_share(cluster, cpu_threads))
     timeline = simulate(split_host(schedule.ops), coster)
     # Engine bookkeeping outside the simulated ops: per step and per micro-step.
     framework_s = hw.overheads.step_fixed_s + run.grad_accum * hw.overheads.micro_step_fixed_s

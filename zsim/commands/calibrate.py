@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", default="nvlink", help="link type the NCCL sweep measures")
     p.add_argument("--fit-params", default=None,
                    help="comma-separated dotted profile keys fitted to step times "
-                        "(default: compute.host_dispatch_s,overheads.step_fixed_s,overheads.zero3_module_hook_s)")
+                        "(default: the host code-path costs, host.sync_s and overheads.step_fixed_s)")
 
 
 def run(args: argparse.Namespace) -> int:

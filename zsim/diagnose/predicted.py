@@ -24,11 +24,8 @@ _STREAM_OF = {"host": "host_busy", "cpu": "cpu_optimizer", "h2d": "copy_h2d", "d
 
 def predict_run(run: RunResult, hardware, topo: str) -> Prediction:
     """The prediction `zsim validate` makes for ``run``, with its timeline kept."""
-    from ..predict import predict
-    return predict(model=str(run.config_path), topo=topo, gpus=run.world_size,
-                   ds_config=str(run.ds_config_path), hardware=hardware, seq=run.seq,
-                   micro_batch=run.micro_batch, grad_accum=run.grad_accum,
-                   activation_checkpointing=run.activation_checkpointing, keep_timeline=True)
+    from ..calibrate import predict_run as predict_for_run
+    return predict_for_run(run, hardware, topo, keep_timeline=True)
 
 
 def simulated_ops(run: RunResult, topo: str) -> list[Op]:
@@ -114,3 +111,15 @@ def predicted_side(pred: Prediction, ops: Sequence[Op]) -> Side:
              "overhead outside the simulated ops"] if framework > 0 else []
     return Side(source="zsim", step_time_s=pred.step_time_s, windows=tuple(windows),
                 cells=build_cells(items), notes=tuple(notes))
+
+
+def predicted_phases(run: RunResult, hardware, topo: str) -> tuple[Prediction, dict[str, float]]:
+    """The prediction for ``run`` and its forward/backward/step wall times per optimizer
+    step (summed over micro-steps, windows timed as train.py's CUDA events time them)."""
+    pred = predict_run(run, hardware, topo)
+    side = predicted_side(pred, simulated_ops(run, topo))
+    out: dict[str, float] = {}
+    for w in side.windows:
+        if w.phase in ("forward", "backward", "step"):
+            out[w.phase] = out.get(w.phase, 0.0) + w.wall_s
+    return pred, out

@@ -13,6 +13,8 @@ from ..dsconfig import RunConfig
 from ..model import ModelSpec
 from .buckets import Bucket, chunk_greedy
 from .emit import Emitter
+from .hostwork import (GRAD_ACCUMULATE, OFFLOAD12_BACKWARD, OFFLOAD12_BOUNDARY, STAGE12_BACKWARD, STAGE12_BOUNDARY,
+                       host_loop)
 from .order import Module, hook_order
 from .params import FlatLayout
 from .passes import backward, forward
@@ -87,6 +89,8 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
         last_reduce: list[int] = []
 
         def post(pos: int, m: Module, pass_: str) -> None:
+            if pass_ == "bwd" and m.params:
+                _backward_loops(em, run, len(m.params))
             if pass_ != "bwd" or not (reducing and in_hooks):
                 return
             for hpos in hooks_at.get(pos, ()):
@@ -105,7 +109,22 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
             for chunk in chunk_greedy(sizes, STAGE0_ALLREDUCE_ELEMS):
                 em.collective("allreduce_gradients", "all_reduce", chunk * run.comm_dtype_bytes)
     if run.zero.stage == 0:
-        stage0_step(em, run, sum(numels))
+        stage0_step(em, run, sum(numels), tensors=len(numels))
     else:
-        stage12_step(em, run, layout.partition_numel, layout.padded_numel)
+        stage12_step(em, run, layout.partition_numel, layout.padded_numel, tensors=len(numels))
     return em, len(buckets)
+
+
+def _backward_loops(em: Emitter, run: RunConfig, tensors: int) -> None:
+    """Per-gradient host work of stages 1/2 after a module's backward (hostwork.py): the copy
+    into the bucket every micro-step, the partition copy on the boundary with accumulation,
+    and with offload_optimizer one sync per gradient (plus the fp32 copies on the boundary)."""
+    host_loop(em, "grad_accumulate", GRAD_ACCUMULATE, tensors)
+    if run.zero.stage not in (1, 2):
+        return
+    boundary = em.micro == run.grad_accum - 1
+    host_loop(em, "grad_bucket_copies", STAGE12_BACKWARD, tensors)
+    if boundary and run.grad_accum > 1:
+        host_loop(em, "grad_partition_copies", STAGE12_BOUNDARY, tensors)
+    if run.zero.offload_optimizer != "none":
+        host_loop(em, "offload_grad_syncs", OFFLOAD12_BOUNDARY if boundary else OFFLOAD12_BACKWARD, tensors)

@@ -22,6 +22,7 @@ from ..model import ModelSpec
 from .coordinator import Coordinator
 from .emit import Emitter
 from .params import stage3_padded_numel, stage3_shard_numel
+from .hostwork import STAGE3_BACKWARD, host_loop
 from .step import stage3_step
 from .z3modules import (COMPUTE, COMPUTE_CORE, FETCH, GRAD, LEFTOVERS, RELEASE, build_tree,
                         first_use_modules, micro_step_events)
@@ -141,6 +142,8 @@ class _Stage3:
 
     # ---- gradient buckets
     def _grad(self, p: int) -> None:
+        if self.em is not None:
+            host_loop(self.em, "grad_hook", STAGE3_BACKWARD, 1)
         n = self.numels[p]
         if self.bucket_elems + n > self.run.zero.reduce_bucket_size and self.bucket_elems > 0:
             self._flush()
@@ -241,7 +244,8 @@ class _Stage3:
         """The optimizer step: partition everything, then re-gather persistent params."""
         if self.em is not None:
             stage3_step(self.em, self.run, sub_groups(self.numels, self.run),
-                        [stage3_shard_numel(n, self.n) for n, keep in zip(self.numels, self.persist) if keep])
+                        [stage3_shard_numel(n, self.n) for n, keep in zip(self.numels, self.persist) if keep],
+                        tensors=len(self.numels))
         self.coord.partition_all()
         self.coord.regather_persistent()
         self.secondary.clear()

@@ -18,39 +18,60 @@ from __future__ import annotations
 
 from ..dsconfig import RunConfig
 from .emit import Emitter
+from .hostwork import host_loop, step_loops
 
 
 def _check_overflow(run: RunConfig) -> bool:
     return run.precision in ("fp16", "bf16")
 
 
-def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back: int) -> None:
-    """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded:
-    the fp32 gradients reached the host bucket by bucket during the backward, see
-    dense._offload_copies; DeepSpeedCPUAdam; the 16-bit partition back to the device)."""
-    if run.zero.offload_optimizer == "none":
-        em.add("compute", "optimizer", "optimizer_step", params=partition_numel)
-        return
-    d2h = em.ops.last_on("d2h")
-    adam = em.add("cpu", "cpu_adam", "cpu_adam", deps=(d2h, em.last_compute), params=partition_numel)
-    h2d = em.add("h2d", "copy", "params_to_device", deps=(adam,), nbytes=param_bytes_back * partition_numel)
+def _loops(em: Emitter, run: RunConfig, tensors: int, groups: int = 1) -> tuple[int, ...]:
+    """The step's per-tensor host loops (hostwork.py); the update waits for them: it is
+    issued after them, and their syncs keep the host from running ahead."""
+    counts = step_loops(run)
+    loop = host_loop(em, "step_tensor_loops", counts, tensors, groups) if counts else None
+    return (loop,) if loop is not None else ()
+
+
+def _cpu_update(em: Emitter, numel: int, param_bytes_back: int, deps: tuple) -> None:
+    """The offloaded update: three CPU passes (S12:3079-3095; S3 likewise) — the unscale of
+    the fp32 gradient partition, DeepSpeedCPUAdam, the fp32 -> 16-bit cast into the
+    host buffer — then the 16-bit partition back to the device."""
+    unscale = em.add("cpu", "cpu_pass", "cpu_unscale", deps=deps, params=numel, cpu_pass="unscale")
+    adam = em.add("cpu", "cpu_adam", "cpu_adam", deps=(unscale,), params=numel)
+    cast = em.add("cpu", "cpu_pass", "cpu_cast", deps=(adam,), params=numel, cpu_pass="cast")
+    h2d = em.add("h2d", "copy", "params_to_device", deps=(cast,), nbytes=param_bytes_back * numel)
     em.wait_for.append(h2d)
 
 
-def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel: int) -> None:
-    """Ops of the stage-1/2 optimizer step (one param group)."""
+def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back: int,
+            loops: tuple[int, ...] = ()) -> None:
+    """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded:
+    the fp32 gradients reached the host bucket by bucket during the backward, see
+    dense._offload_copies)."""
+    if run.zero.offload_optimizer == "none":
+        em.add("compute", "optimizer", "optimizer_step", deps=loops, params=partition_numel)
+        return
+    d2h = em.ops.last_on("d2h")
+    _cpu_update(em, partition_numel, param_bytes_back, (d2h, em.last_compute) + loops)
+
+
+def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel: int,
+                 tensors: int = 0) -> None:
+    """Ops of the stage-1/2 optimizer step (one param group of ``tensors`` tensors)."""
     em.phase = "step"
     pb = run.param_bytes
+    loops = _loops(em, run, tensors)
     if _check_overflow(run):
         em.collective("overflow_check", "all_reduce", 1)
     if run.zero.compute_grad_norm:
         em.collective("grad_norm", "all_reduce", 4)
-    _update(em, run, partition_numel, pb)
+    _update(em, run, partition_numel, pb, loops)
     em.collective("allgather_params", "all_gather_into_tensor", partition_numel * pb,
                   buffer_bytes=padded_numel * pb)
 
 
-def stage0_step(em: Emitter, run: RunConfig, numel: int) -> None:
+def stage0_step(em: Emitter, run: RunConfig, numel: int, tensors: int = 0) -> None:
     """Stage 0: gradients were all-reduced by the engine; the update is local.
 
     In fp32 (no fp16/bf16 wrapper) with gradient_clipping > 0 — DeepSpeed's DEFAULT is 1.0
@@ -60,12 +81,14 @@ def stage0_step(em: Emitter, run: RunConfig, numel: int) -> None:
     collective [E].
     """
     em.phase = "step"
+    loops = _loops(em, run, tensors)
     if run.precision == "fp32" and run.gradient_clipping > 0:
         em.collective("clip_grad_norm", "all_reduce", 4)
-    em.add("compute", "optimizer", "optimizer_step", params=numel)
+    em.add("compute", "optimizer", "optimizer_step", deps=loops, params=numel)
 
 
-def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persistent_shards: list[int]) -> None:
+def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persistent_shards: list[int],
+                tensors: int = 0) -> None:
     """Ops of the stage-3 step (stage3.py:2873-2931 = S3).
 
     - overflow ``all_reduce`` only in fp16 (S3:2815-2816) — bf16 has none, unlike stage 1/2;
@@ -75,10 +98,17 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
       (complete_grad_norm_calculation_for_cpu_offload, S3:1969-1990) [E];
     - the update of each sub-group (or, offloaded, DeepSpeedCPUAdam + the 16-bit copy back);
     - ``_post_step``: the persistent parameters are all-gathered again, ONE
-      all_gather_into_tensor per parameter (S3:2840-2841 -> partition_parameters.py:2068-2080).
+      all_gather_into_tensor per parameter (S3:2840-2841 -> partition_parameters.py:2068-2080);
+    - offload_param without offload_optimizer: the 16-bit partition lives on the host, so
+      ``_reassign_or_swap_out_partitioned_parameters`` (S3:2854-2859) copies the updated fp32
+      GPU partition into it with ``copy_`` across devices and dtypes, which torch stages
+      through a PAGEABLE host buffer: in the trace of llama-0.13b-z3-offparam-mb4-ga1-s1024-r1
+      one "Memcpy DtoH (Device -> Pageable)" of 536,423,424 B (4 B x 134,105,856 params) took
+      420.9 ms (1.27 GB/s), then the host casts it. It blocks the host and the step.
     """
     em.phase = "step"
     pb = run.param_bytes
+    loops = _loops(em, run, tensors, groups=len(sub_group_numels))
     if run.precision == "fp16":
         em.collective("overflow_check", "all_reduce", 1)
     norm_bytes = 4 if run.zero.offload_optimizer != "none" else 8
@@ -86,10 +116,21 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
         em.collective("grad_norm", "all_reduce", norm_bytes)
     for numel in sub_group_numels:
         if run.zero.offload_optimizer == "none":
-            em.add("compute", "optimizer", "optimizer_step", params=numel)
+            em.add("compute", "optimizer", "optimizer_step", deps=loops, params=numel)
+            if run.zero.offload_param != "none":
+                _swap_out_to_host(em, numel)
         else:
-            adam = em.add("cpu", "cpu_adam", "cpu_adam", deps=(em.last_compute,), params=numel)
-            h2d = em.add("h2d", "copy", "params_to_device", deps=(adam,), nbytes=pb * numel)
-            em.wait_for.append(h2d)
+            _cpu_update(em, numel, pb, (em.last_compute,) + loops)
     for shard in persistent_shards:
         em.collective("allgather_persistent", "all_gather_into_tensor", shard * pb)
+
+
+def _swap_out_to_host(em: Emitter, numel: int) -> None:
+    """offload_param alone: the fp32 partition to the host's 16-bit copy (see stage3_step):
+    a pageable device-to-host copy of 4 B per element that blocks the host (a host_loop
+    with one sync waits for it), then the host-side cast."""
+    d2h = em.add("d2h", "copy", "fp32_params_to_host_pageable", deps=(em.last_compute,),
+                 nbytes=4 * numel, pageable=True)
+    cast = em.add("cpu", "cpu_pass", "cpu_cast", deps=(d2h,), params=numel, cpu_pass="cast")
+    em.wait_for.append(cast)
+    em.add("compute", "host_loop", "wait_swap_out", deps=(cast,), count=0, syncs=1)

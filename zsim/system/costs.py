@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..compute import module_time_s, optimizer_time_s
 from ..hardware import HardwareProfile
+from ..hostcost import cpu_pass_rate, loop_op_s
 from ..ops import LOGGER_TO_COLLECTIVE, Op
 from ..workload import Workload
 from .engine import OpCost
@@ -31,6 +32,13 @@ class HostShare:
 
     ranks_per_node: int
     pcie_share: float = 1.0
+    cpu_threads_per_rank: float = 0.0   # 0: the node's cores shared by its ranks
+
+    def threads(self, hw: HardwareProfile) -> float:
+        """Threads each rank's CPU passes run on."""
+        if self.cpu_threads_per_rank > 0:
+            return self.cpu_threads_per_rank
+        return max(1.0, hw.host.cpu_threads / self.ranks_per_node) if hw.host.cpu_threads else 1.0
 
 
 class OpCoster:
@@ -44,7 +52,7 @@ class OpCoster:
 
     def __call__(self, op: Op) -> OpCost:
         key = (op.kind, op.stream, op.modules, op.pass_, op.collective, op.buffer_bytes,
-               op.group, op.nbytes, op.params, op.overhead, op.count)
+               op.group, op.nbytes, op.params, op.overhead, op.count, op.syncs, op.pageable, op.cpu_pass)
         cost = self._cache.get(key)
         if cost is None:
             cost = self._cache[key] = self._price(op)
@@ -64,13 +72,22 @@ class OpCoster:
         if op.kind == "copy":
             direction = "h2d" if op.stream == "h2d" else "d2h"
             bw = hw.host.h2d_bandwidth_GBps if direction == "h2d" else hw.host.d2h_bandwidth_GBps
+            if op.pageable and hw.host.pageable_d2h_bandwidth_GBps > 0:
+                # A copy into pageable memory is staged by the driver through its own
+                # pinned buffer: far slower than a pinned copy, and not PCIe-limited.
+                return OpCost(op.nbytes / (hw.host.pageable_d2h_bandwidth_GBps * 1e9), "copy:d2h_pageable")
             return OpCost(op.nbytes / (bw * self.host.pcie_share * 1e9), f"copy:{direction}")
         if op.kind == "optimizer":
             return OpCost(optimizer_time_s(op.params, hw), "optimizer")
-        if op.kind == "cpu_adam":
-            # A node's ranks share its cores: each rank gets 1/ranks_per_node of the rate.
-            rate = hw.host.cpu_adam_params_per_s / self.host.ranks_per_node
-            return OpCost(op.params / rate, "cpu_optimizer")
+        if op.kind in ("cpu_adam", "cpu_pass"):
+            name = "adam" if op.kind == "cpu_adam" else op.cpu_pass
+            rate = cpu_pass_rate(hw, name, self.host.threads(hw))
+            if rate <= 0 and op.kind == "cpu_adam":
+                # Profiles without per-thread rates: a node's ranks share its cores.
+                rate = hw.host.cpu_adam_params_per_s / self.host.ranks_per_node
+            return OpCost(op.params / rate if rate > 0 else 0.0, "cpu_optimizer")
+        if op.kind == "host_loop":
+            return OpCost(op.count * loop_op_s(hw) + op.syncs * hw.host.sync_s, "host")
         if op.kind == "overhead":
             per = getattr(hw.overheads, op.overhead, None)
             if per is None:

@@ -8,7 +8,9 @@ list so that the engine sees this:
 
 - every compute op becomes a ``dispatch`` op on the ``host`` stream (its kernels' launch
   cost) followed by the GPU op, which also waits for its dispatch;
-- ``overhead`` ops (hooks, bookkeeping) move to the ``host`` stream;
+- ``overhead`` and ``host_loop`` ops (hooks, bookkeeping, DeepSpeed's per-tensor loops) move
+  to the ``host`` stream; a ``host_loop`` with syncs first waits for the GPU's last op
+  (a synchronisation drains the queue: the host cannot run ahead past it);
 - the host's first op of the optimizer step waits for the GPU's last op before it.
 
 Dependencies are remapped so that host ops only ever wait for host ops (plus that one sync),
@@ -46,7 +48,11 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
             # DeepSpeed's step reads the norm/overflow back: the host waits for the GPU.
             host_deps = tuple(sorted(set(host_deps) | {last_gpu}))
             step_synced = True
-        if op.kind == "overhead" and op.stream == "compute":
+        if op.kind in ("overhead", "host_loop") and op.stream == "compute":
+            if op.kind == "host_loop" and op.syncs:
+                # The sync waits for the GPU queue and for the op's own dependencies.
+                waits = {gpu_of[d] for d in op.deps} | ({last_gpu} if last_gpu is not None else set())
+                host_deps = tuple(sorted(set(host_deps) | waits))
             new_id = add(op, stream=HOST, deps=host_deps)
             gpu_of[op.id] = host_of[op.id] = new_id
             continue

@@ -1,0 +1,114 @@
+"""Host-side costs: the Python thread's speed, per code path, and the CPU optimizer passes.
+
+Eager DeepSpeed spends host time in two kinds of code, measured apart in the traces of
+validation/results/h200/2026-12-01 (e.g. ``llama-0.13b-z1-mb4-ga1-s1024-r1/trace.json.gz``):
+
+- module code (HF model forward/backward): a module call, autograd and one or more kernel
+  launches, tens of microseconds per kernel;
+- DeepSpeed's flat per-tensor loops (casts, norms, unscale, bucket copies in the step and in
+  backward): one aten op and one launch each, a few microseconds.
+
+Both scale with the speed of the machine's host thread, which differs between machines and
+between processes (the validation job records it with every run: ``host_speed`` in
+summary.json). The profile keeps a reference speed and dimensionless costs per code path;
+:func:`at_host_speed` turns them into seconds for a given machine.
+
+CPU passes under offload are OpenMP loops whose speed depends on the threads the launcher
+gives each rank (torchrun sets ``OMP_NUM_THREADS=1`` when it starts several processes per
+node): :func:`cpu_pass_rate`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from .hardware import HardwareProfile
+
+
+@dataclass(frozen=True)
+class HostSpeed:
+    """How fast one process's host thread issues work (validation/train.py ``host_speed``)."""
+
+    small_linear_call_s: float
+    empty_kernel_launch_s: float
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> "HostSpeed | None":
+        """The speed a run recorded, or None for runs made before it was recorded.
+
+        The job's first version (call 1 of validation/results/h200/2026-12-01) measured after
+        ``deepspeed.initialize``; under ZeRO-3 DeepSpeed's module hooks then slow every module
+        call of the benchmark itself (51-79 us for one small Linear against 14-25 us in the
+        other runs of that machine), so such records are not a host speed and are ignored.
+        Later records say ``"measured": "before_deepspeed"``.
+        """
+        hs = summary.get("host_speed")
+        if not isinstance(hs, Mapping):
+            return None
+        if summary.get("zero_stage") == 3 and hs.get("measured") != "before_deepspeed":
+            return None
+        lin, empty = hs.get("small_linear_call_s"), hs.get("empty_kernel_launch_s")
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < 1 for v in (lin, empty))
+        return cls(float(lin), float(empty)) if ok else None
+
+
+def has_code_costs(hw: HardwareProfile) -> bool:
+    """True when the profile prices host time per code path (see the module docstring)."""
+    h = hw.host
+    return h.small_linear_call_s > 0 and h.module_launch_per_linear_call > 0
+
+
+def at_host_speed(hw: HardwareProfile, speed: HostSpeed | None) -> HardwareProfile:
+    """``hw`` with its host costs in seconds for a host of ``speed`` (the profile's own
+    reference speed when None): the per-kernel dispatch of module code and the ZeRO-3 hook
+    cost follow the machine's measured speed."""
+    if not has_code_costs(hw):
+        return hw
+    h = hw.host
+    if speed is not None:
+        h = replace(h, small_linear_call_s=speed.small_linear_call_s,
+                    empty_kernel_launch_s=speed.empty_kernel_launch_s)
+    compute = replace(hw.compute, host_dispatch_s=h.module_launch_per_linear_call * h.small_linear_call_s)
+    overheads = hw.overheads
+    if h.zero3_hook_per_linear_call > 0:
+        overheads = replace(overheads, zero3_module_hook_s=h.zero3_hook_per_linear_call * h.small_linear_call_s)
+    return replace(hw, host=h, compute=compute, overheads=overheads)
+
+
+def loop_op_s(hw: HardwareProfile) -> float:
+    """Host seconds of one op of DeepSpeed's flat per-tensor loops (0 when not modelled)."""
+    h = hw.host
+    return h.loop_op_per_empty_launch * h.empty_kernel_launch_s
+
+
+#: CPU pass -> (rate with the node's cores, rate with one thread) field names of HostProfile.
+CPU_PASSES = {
+    "adam": ("cpu_adam_params_per_s", "cpu_adam_1thread_params_per_s"),
+    "unscale": ("cpu_unscale_params_per_s", "cpu_unscale_1thread_params_per_s"),
+    "cast": ("cpu_cast_params_per_s", "cpu_cast_1thread_params_per_s"),
+}
+
+
+def cpu_pass_rate(hw: HardwareProfile, name: str, threads: float) -> float:
+    """Parameters per second of CPU pass ``name`` on ``threads`` threads (0: not modelled).
+
+    Between the two measured points (1 thread and the node's ``cpu_threads``) the rate
+    follows a power law ``r1 · t^a``, ``a = log(rN/r1)/log(N)``: the measured speed-ups are
+    far below linear (memory-bound loops), and a power law passes through both points.
+    Beyond N threads the rate stays at rN.
+    """
+    full_key, one_key = CPU_PASSES[name]
+    full, one = getattr(hw.host, full_key), getattr(hw.host, one_key)
+    n = hw.host.cpu_threads
+    if full <= 0:
+        return 0.0
+    if one <= 0 or n <= 1:
+        return full
+    t = min(max(threads, 1.0), float(n))
+    a = math.log(full / one) / math.log(n)
+    return one * t ** a
+
+
+__all__ = ["HostSpeed", "at_host_speed", "has_code_costs", "loop_op_s", "cpu_pass_rate", "CPU_PASSES"]

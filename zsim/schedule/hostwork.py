@@ -1,0 +1,112 @@
+"""DeepSpeed's flat per-tensor host loops: how many aten ops and host syncs each code path issues.
+
+The optimizer step is far more than one Adam kernel, and stages 1/2 add per-tensor copies to
+every backward. These counts are properties of DeepSpeed 0.19.8's code, read from its source
+and counted in torch.profiler traces of real runs (validation/results/h200/2026-12-01, one
+settled step each; "ops" = cudaLaunchKernel + cudaMemcpyAsync inside the phase):
+
+| path | trace | tensors | ops | syncs |
+|---|---|---|---|---|
+| stage 0 step (bf16 -> FP16_Optimizer) | llama-0.13b-z0-mb4-ga1-s1024-r1 | 111 | 1564+116 | 117 |
+| | llama-3b-z0-mb2-ga1-s2048-ac-r1 | 237 | 3498+479 | 243 |
+| | tinyllama-1.1b-z0-mb4-ga1-s2048-r1 | 201 | 2877+206 | 207 |
+| stage 1/2 step | llama-0.13b-z1-mb4-ga1-s1024-r1 | 111 | 1721+9 | 6 |
+| | llama-1.2b-hd128-z2-mb2-ga1-s4096-r1 | 183 | 2857+9 | 6 |
+| | llama-0.7b-v128k-z1-mb4-ga1-s2048-r1 | 111 | 1751+9 | 6 |
+| stage 3 step (1 and 4 sub-groups) | llama-0.13b-z3-mb4-ga1-s1024-r1 | 111 | 268+5 | 4 |
+| | llama-3b-z3-mb2-ga1-s2048-ac-r1 | 237 | 752+6 | 7 |
+| stage 1/2 backward (vs stage 0) | z1 vs z0 0.13b | 111 | +111 memcpy | 0 |
+| stage 2 backward, boundary of GA 4 | llama-0.13b-z2-mb8-ga4-s512-r1 | 111 | +111 | 0 |
+| offload backward, per micro-step | tinyllama-1.1b-...-guide-r1 | 201 | as stage 2 | 201 |
+| offload backward, boundary | same, micro-step 7 | 201 | +3216+603 | +202 |
+| offload step | same | 201 | 206 | 207 |
+
+What the loops are (S12 = runtime/zero/stage_1_and_2.py, S3 = stage3.py, FO =
+runtime/fp16/fused_optimizer.py, U = runtime/utils.py, ZU = runtime/zero/utils.py):
+- stage 0 with bf16/fp16 runs FP16_Optimizer: its overflow check tests each gradient with a
+  Python ``if`` (CheckOverflow.has_overflow_serial, U:291-295): one host sync per tensor;
+  per tensor the fp32 cast (FO:287), unscale, the update and the copy back (FO:364);
+- stages 1/2: per-tensor inf/nan test (S12:3234), the norm copies each gradient to float64
+  (S12:2684, ZU:59-63), flatten, ``.to(fp32)``, unscale and copy back (S12:3114-3145);
+  in backward each gradient is copied into the bucket (S12:1414-1480) and, on the boundary
+  with accumulation, into its partition (S12:2142-2203);
+- with offload_optimizer, ``copy_grads_in_partition`` (S12:2142-2178) waits for the copy of
+  every gradient (one sync per tensor per micro-step); the boundary adds the fp32 copies and
+  the CPU norm (S12:1887-1945);
+- stage 3: one norm per gradient (S3:2419) plus flat per-sub-group work (S3:2683-2870).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..dsconfig import RunConfig
+from .emit import Emitter
+
+
+@dataclass(frozen=True)
+class LoopCounts:
+    """Aten ops and host syncs of one loop over ``tensors`` parameter tensors."""
+
+    ops_per_tensor: float
+    syncs_per_tensor: float = 0.0
+    ops_fixed: int = 0
+    syncs_fixed: int = 0
+
+    def ops(self, tensors: int, groups: int = 1) -> int:
+        """Ops for ``tensors`` tensors in ``groups`` flat groups."""
+        return round(self.ops_per_tensor * tensors + self.ops_fixed * groups)
+
+    def syncs(self, tensors: int) -> int:
+        """Host synchronisations for ``tensors`` tensors."""
+        return round(self.syncs_per_tensor * tensors + self.syncs_fixed)
+
+
+#: The step of stage 0 in bf16/fp16 (FP16_Optimizer): ~15.3-16.8 ops and 1 sync per tensor.
+STAGE0_STEP = LoopCounts(ops_per_tensor=15.5, syncs_per_tensor=1.0, syncs_fixed=6)
+#: The step of stages 1/2 (no offload): 15.6-15.8 ops per tensor, 9 fixed, 6 syncs.
+STAGE12_STEP = LoopCounts(ops_per_tensor=15.6, ops_fixed=9, syncs_fixed=6)
+#: The step of stages 1/2 with offload_optimizer: a copy and two scalar reads per tensor.
+OFFLOAD12_STEP = LoopCounts(ops_per_tensor=1.0, syncs_per_tensor=1.0, syncs_fixed=6)
+#: The step of stage 3: two ops per tensor plus ~60 per optimizer sub-group.
+STAGE3_STEP = LoopCounts(ops_per_tensor=2.0, ops_fixed=60, syncs_fixed=5)
+#: Backward of every stage, every micro-step: autograd's AccumulateGrad and the engine's
+#: per-gradient copy (stage 0: 831 module kernels in zsim's workload against 946 launches +
+#: 136 memcpy in llama-0.13b-z0-mb4-ga1-s1024-r1, i.e. ~2.3 per tensor).
+GRAD_ACCUMULATE = LoopCounts(ops_per_tensor=2.0)
+#: Backward of stage 3, per gradient: AccumulateGrad, the hook's copy into the IPG bucket
+#: (S3:1569-1590); llama-0.13b-z3-mb4-ga1-s1024-r1: 949 launches + 247 memcpy, ~3.3 per tensor
+#: above zsim's module kernels.
+STAGE3_BACKWARD = LoopCounts(ops_per_tensor=3.0)
+#: Backward of stages 1/2, every micro-step: each gradient copied into the bucket.
+STAGE12_BACKWARD = LoopCounts(ops_per_tensor=1.0)
+#: Extra on the boundary micro-step of stages 1/2 with gradient accumulation.
+STAGE12_BOUNDARY = LoopCounts(ops_per_tensor=1.0)
+#: Offload (stages 1/2) backward: one sync per gradient per micro-step (copy_grads_in_partition).
+OFFLOAD12_BACKWARD = LoopCounts(ops_per_tensor=0.0, syncs_per_tensor=1.0)
+#: Offload (stages 1/2) boundary micro-step: fp32 copies and the CPU-offload norm per tensor.
+OFFLOAD12_BOUNDARY = LoopCounts(ops_per_tensor=19.0, syncs_per_tensor=2.0)
+
+
+def host_loop(em: Emitter, name: str, counts: LoopCounts, tensors: int, groups: int = 1) -> int | None:
+    """Emit one host loop over ``tensors`` tensors (nothing when it issues nothing)."""
+    ops, syncs = counts.ops(tensors, groups), counts.syncs(tensors)
+    if ops <= 0 and syncs <= 0:
+        return None
+    return em.add("compute", "host_loop", name, count=ops, syncs=syncs)
+
+
+def step_loops(run: RunConfig) -> LoopCounts | None:
+    """The step's per-tensor loops for the run's stage and precision (None: not traced:
+    stage 0 in fp32 uses the torch optimizer directly)."""
+    z = run.zero
+    if z.stage == 0:
+        return STAGE0_STEP if run.precision in ("bf16", "fp16") else None
+    if z.stage in (1, 2):
+        return OFFLOAD12_STEP if z.offload_optimizer != "none" else STAGE12_STEP
+    return STAGE3_STEP
+
+
+__all__ = ["STAGE3_BACKWARD", "GRAD_ACCUMULATE", "LoopCounts", "host_loop", "step_loops", "STAGE0_STEP", "STAGE12_STEP", "STAGE3_STEP",
+           "STAGE12_BACKWARD", "STAGE12_BOUNDARY", "OFFLOAD12_BACKWARD", "OFFLOAD12_BOUNDARY",
+           "OFFLOAD12_STEP"]
