@@ -474,6 +474,21 @@ def _host(h: Mapping[str, Any], where: str) -> HostProfile:
                        cpu_adam_params_per_s=_num(h, "cpu_adam_params_per_s", where), **opt)
 
 
+def with_derived_host_costs(hw: HardwareProfile) -> HardwareProfile:
+    """``hw`` with the per-kernel dispatch of module code and the ZeRO-3 hook cost derived
+    from its host speed and code-path costs (see :class:`HostProfile`); unchanged when the
+    profile has none. Every loaded profile goes through this, so every command prices the
+    host the same way."""
+    h = hw.host
+    if not (h.small_linear_call_s > 0 and h.module_launch_per_linear_call > 0):
+        return hw
+    compute = replace(hw.compute, host_dispatch_s=h.module_launch_per_linear_call * h.small_linear_call_s)
+    overheads = hw.overheads
+    if h.zero3_hook_per_linear_call > 0:
+        overheads = replace(overheads, zero3_module_hook_s=h.zero3_hook_per_linear_call * h.small_linear_call_s)
+    return replace(hw, compute=compute, overheads=overheads)
+
+
 def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") -> HardwareProfile:
     """Build a :class:`HardwareProfile` from parsed YAML, checking every field."""
     if not isinstance(data, Mapping):
@@ -504,7 +519,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
         links[str(name)] = LinkProfile(
             efficiency=_num(lk, "efficiency", lw), latency_s=_num(lk, "latency_s", lw, allow_zero=True),
             protocols=_protocols(lk, lw), ring=_ring(lk, lw))
-    return HardwareProfile(
+    return with_derived_host_costs(HardwareProfile(
         name=str(data.get("name", "unnamed")),
         version=int(_num(data, "version", where)) if "version" in data else 1,
         calibrated=_flag(data, "calibrated", where),
@@ -541,7 +556,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
                                              allow_zero=True)
             if isinstance(m, Mapping) and "allocator_overhead_fraction" in m else 0.0,
         ),
-    )
+    ))
 
 
 def load_yaml_file(path: Path, what: str) -> Any:

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from .hardware import HardwareProfile
+from .hardware import HardwareProfile, with_derived_host_costs
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,11 @@ def at_host_speed(hw: HardwareProfile, speed: HostSpeed | None) -> HardwareProfi
     """``hw`` with its host costs in seconds for a host of ``speed`` (the profile's own
     reference speed when None): the per-kernel dispatch of module code and the ZeRO-3 hook
     cost follow the machine's measured speed."""
-    if not has_code_costs(hw):
+    if not has_code_costs(hw) or speed is None:
         return hw
-    h = hw.host
-    if speed is not None:
-        h = replace(h, small_linear_call_s=speed.small_linear_call_s,
-                    empty_kernel_launch_s=speed.empty_kernel_launch_s)
-    compute = replace(hw.compute, host_dispatch_s=h.module_launch_per_linear_call * h.small_linear_call_s)
-    overheads = hw.overheads
-    if h.zero3_hook_per_linear_call > 0:
-        overheads = replace(overheads, zero3_module_hook_s=h.zero3_hook_per_linear_call * h.small_linear_call_s)
-    return replace(hw, host=h, compute=compute, overheads=overheads)
+    h = replace(hw.host, small_linear_call_s=speed.small_linear_call_s,
+                empty_kernel_launch_s=speed.empty_kernel_launch_s)
+    return with_derived_host_costs(replace(hw, host=h))
 
 
 def loop_op_s(hw: HardwareProfile) -> float:
