@@ -224,6 +224,26 @@ def attention_efficiency(rows: Sequence[Mapping], peak_flops: float) -> float:
     return min(1.0, flops / time_s / peak_flops)
 
 
+def attention_curves(rows: Sequence[Mapping], peak_flops: float) -> dict[int, list[list[float]]]:
+    """Per head_dim: [log2(seq), forward efficiency, backward efficiency] from the attention
+    microbenchmark (median over the model shapes that share a head_dim and seq; backward =
+    (fwd+bwd - fwd) FLOPs over (fwd+bwd - fwd) time)."""
+    cells: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for r in rows:
+        fwd = r["fwd_flops"] / r["fwd_s"] / peak_flops
+        bwd_s = r["fwd_bwd_s"] - r["fwd_s"]
+        if bwd_s <= 0:
+            continue
+        bwd = (r["fwd_bwd_flops"] - r["fwd_flops"]) / bwd_s / peak_flops
+        cells.setdefault((int(r["head_dim"]), int(r["seq"])), []).append((fwd, bwd))
+    out: dict[int, list[list[float]]] = {}
+    for (hd, seq), vals in sorted(cells.items()):
+        f = statistics.median(v[0] for v in vals)
+        b = statistics.median(v[1] for v in vals)
+        out.setdefault(hd, []).append([round(math.log2(seq), 4), round(min(f, 1.0), 4), round(min(b, 1.0), 4)])
+    return out
+
+
 def memory_bound_efficiency(rows: Sequence[Mapping], hbm_GBps: float) -> float:
     """Median over the memory-bound kernels of achieved / datasheet HBM bandwidth."""
     if not rows:
@@ -521,6 +541,8 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
         values["compute.gemm_efficiency"] = fit_gemm_curve(bench["gemm"], peak)
     if "attention" in bench:
         values["compute.attention_efficiency"] = round(attention_efficiency(bench["attention"], peak), 4)
+        if all("head_dim" in r and "seq" in r for r in bench["attention"]):
+            values["compute.attention_curves"] = attention_curves(bench["attention"], peak)
     if "membound" in bench:
         values["compute.memory_bound_efficiency"] = round(memory_bound_efficiency(bench["membound"], hbm), 4)
     mem_eff = values.get("compute.memory_bound_efficiency", hw.compute.memory_bound_efficiency)

@@ -26,7 +26,8 @@ def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
     if kernel.kind == "gemm":
         busy = kernel.flops / (peak_flops(hw, precision) * c.gemm_eff(kernel.flops))
     elif kernel.kind == "attention":
-        busy = kernel.flops / (peak_flops(hw, precision) * c.attention_efficiency)
+        eff = c.attention_eff(kernel.head_dim, kernel.seq, kernel.backward)
+        busy = kernel.flops / (peak_flops(hw, precision) * eff)
     else:
         busy = kernel.nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * c.memory_bound_efficiency)
     return busy

@@ -105,6 +105,31 @@ class GpuSpec:
 
 
 @dataclass(frozen=True)
+class AttentionCurve:
+    """Flash-attention efficiency for one head_dim against the sequence length.
+
+    ``points``: (log2(seq), forward efficiency, backward efficiency), sorted by seq. The
+    kernels differ by head_dim (a head_dim of 100 runs a padded 128-wide kernel at about a
+    third of the speed of 128: validation microbenchmarks), so one number cannot serve.
+    """
+
+    head_dim: int
+    points: tuple[tuple[float, float, float], ...]
+
+    def eff(self, seq: int, backward: bool) -> float:
+        """Efficiency at ``seq``, linear in log2(seq) between points, flat beyond them."""
+        x = math.log2(max(seq, 1))
+        col = 2 if backward else 1
+        pts = self.points
+        if x <= pts[0][0]:
+            return pts[0][col]
+        for a, b in zip(pts, pts[1:]):
+            if x <= b[0]:
+                return a[col] + (b[col] - a[col]) * (x - a[0]) / (b[0] - a[0])
+        return pts[-1][col]
+
+
+@dataclass(frozen=True)
 class ComputeProfile:
     """How efficiently the GPU runs each kind of kernel."""
 
@@ -114,6 +139,15 @@ class ComputeProfile:
     kernel_launch_s: float
     backward_to_forward_ratio: float = 2.0
     host_dispatch_s: float = -1.0   # < 0: same as kernel_launch_s
+    attention_curves: tuple[AttentionCurve, ...] = ()   # per head_dim; () = one number
+
+    def attention_eff(self, head_dim: int, seq: int, backward: bool) -> float:
+        """Attention efficiency for a head_dim and sequence: the curve of the nearest
+        measured head_dim (the larger on a tie), else ``attention_efficiency``."""
+        if not self.attention_curves or head_dim <= 0 or seq <= 0:
+            return self.attention_efficiency
+        curve = min(self.attention_curves, key=lambda c: (abs(c.head_dim - head_dim), -c.head_dim))
+        return curve.eff(seq, backward)
 
     @property
     def dispatch_s(self) -> float:
@@ -320,6 +354,9 @@ class HardwareProfile:
                 "kernel_launch_s": self.compute.kernel_launch_s,
                 "host_dispatch_s": self.compute.dispatch_s,
                 "backward_to_forward_ratio": self.compute.backward_to_forward_ratio,
+                **({"attention_curves": {c.head_dim: [list(p) for p in c.points]
+                                         for c in self.compute.attention_curves}}
+                   if self.compute.attention_curves else {}),
             },
             "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
             "host": vars(self.host).copy(),
@@ -474,6 +511,34 @@ def _host(h: Mapping[str, Any], where: str) -> HostProfile:
                        cpu_adam_params_per_s=_num(h, "cpu_adam_params_per_s", where), **opt)
 
 
+def _attention_curves(raw: Any, where: str) -> tuple[AttentionCurve, ...]:
+    """``{head_dim: [[log2_seq, fwd_eff, bwd_eff], ...]}`` -> curves (absent: none)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or not raw:
+        raise ZsimInputError(f"{where}: expected a mapping head_dim -> [[log2_seq, fwd_eff, bwd_eff], ...]")
+    curves = []
+    for key, pts in sorted(raw.items(), key=lambda kv: str(kv[0])):
+        hd = int(key) if isinstance(key, str) and key.isdigit() else key
+        if not isinstance(hd, int) or not 0 < hd <= 4096:
+            raise ZsimInputError(f"{where}: head_dim key {hd!r} must be an integer in 1..4096")
+        if not isinstance(pts, list) or not pts:
+            raise ZsimInputError(f"{where}.{hd}: expected a list of [log2_seq, fwd_eff, bwd_eff]")
+        rows = []
+        for i, pt in enumerate(pts):
+            if not (isinstance(pt, (list, tuple)) and len(pt) == 3):
+                raise ZsimInputError(f"{where}.{hd}[{i}]: expected [log2_seq, fwd_eff, bwd_eff]")
+            x = _num({"log2_seq": pt[0]}, "log2_seq", f"{where}.{hd}[{i}]")
+            effs = [_num({"efficiency": v}, "efficiency", f"{where}.{hd}[{i}]") for v in pt[1:]]
+            if any(e > 1.0 for e in effs):
+                raise ZsimInputError(f"{where}.{hd}[{i}]: efficiency above 1")
+            rows.append((x, effs[0], effs[1]))
+        if any(b[0] <= a[0] for a, b in zip(rows, rows[1:])):
+            raise ZsimInputError(f"{where}.{hd}: points must be sorted by log2_seq")
+        curves.append(AttentionCurve(hd, tuple(rows)))
+    return tuple(curves)
+
+
 def with_derived_host_costs(hw: HardwareProfile) -> HardwareProfile:
     """``hw`` with the per-kernel dispatch of module code and the ZeRO-3 hook cost derived
     from its host speed and code-path costs (see :class:`HostProfile`); unchanged when the
@@ -540,6 +605,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             if "backward_to_forward_ratio" in c else 2.0,
             host_dispatch_s=_num(c, "host_dispatch_s", f"{where}.compute", allow_zero=True)
             if "host_dispatch_s" in c else -1.0,
+            attention_curves=_attention_curves(c.get("attention_curves"), f"{where}.compute.attention_curves"),
         ),
         links=links,
         host=_host(h, f"{where}.host"),

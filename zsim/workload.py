@@ -26,6 +26,9 @@ class Kernel:
     flops: float = 0.0     # floating-point operations
     nbytes: float = 0.0    # HBM bytes read + written (memory-bound kernels)
     launches: int = 1      # eager-mode kernel launches the host issues for it
+    head_dim: int = 0      # attention: the kernel's speed depends on head_dim and seq
+    seq: int = 0
+    backward: bool = False
 
 
 def _gemm(m: int, n: int, k: int) -> Kernel:
@@ -176,7 +179,9 @@ def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
         fwd_flops = 2.0 * 2 * b * s * s * q / 2
         # RoPE on q and k (mul, slice, neg, cat, mul, add each) and the transposed copy.
         rope = _mem(t * (q + kvd) * p * 3, launches=20 if bwd else 13)
-        return (Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0)), rope)
+        attn = Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0), head_dim=m.head_dim, seq=s,
+                      backward=bwd)
+        return (attn, rope)
     if leaf == "mlp":
         # SwiGLU: silu(gate)·up reads 2·t·I, writes t·I (bwd ~2×); GELU reads/writes t·I.
         per = (3 if m.mlp == "swiglu" else 2) * t * inter * p

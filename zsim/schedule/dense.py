@@ -89,13 +89,14 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
         last_reduce: list[int] = []
 
         def post(pos: int, m: Module, pass_: str) -> None:
-            if pass_ == "bwd" and m.params:
-                _backward_loops(em, run, len(m.params))
-            if pass_ != "bwd" or not (reducing and in_hooks):
+            if pass_ != "bwd":
                 return
-            for hpos in hooks_at.get(pos, ()):
-                for k in by_trigger.get(hpos, ()):
-                    _issue_bucket(em, run, buckets[k], layout, em.last_compute, k, last_reduce)
+            if reducing and in_hooks:
+                for hpos in hooks_at.get(pos, ()):
+                    for k in by_trigger.get(hpos, ()):
+                        _issue_bucket(em, run, buckets[k], layout, em.last_compute, k, last_reduce)
+            if m.params:
+                _backward_loops(em, run, len(m.params))
 
         backward(em, modules, run.activation_checkpointing, post=post)
         if reducing:  # the epilogue flushes what is left (all buckets for stage 1 w/o overlap)
@@ -127,4 +128,6 @@ def _backward_loops(em: Emitter, run: RunConfig, tensors: int) -> None:
     if boundary and run.grad_accum > 1:
         host_loop(em, "grad_partition_copies", STAGE12_BOUNDARY, tensors)
     if run.zero.offload_optimizer != "none":
-        host_loop(em, "offload_grad_syncs", OFFLOAD12_BOUNDARY if boundary else OFFLOAD12_BACKWARD, tensors)
+        # The sync waits for the gradient copies to the host issued so far.
+        host_loop(em, "offload_grad_syncs", OFFLOAD12_BOUNDARY if boundary else OFFLOAD12_BACKWARD, tensors,
+                  deps=(em.ops.last_on("d2h"),))

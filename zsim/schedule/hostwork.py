@@ -88,12 +88,14 @@ OFFLOAD12_BACKWARD = LoopCounts(ops_per_tensor=0.0, syncs_per_tensor=1.0)
 OFFLOAD12_BOUNDARY = LoopCounts(ops_per_tensor=19.0, syncs_per_tensor=2.0)
 
 
-def host_loop(em: Emitter, name: str, counts: LoopCounts, tensors: int, groups: int = 1) -> int | None:
-    """Emit one host loop over ``tensors`` tensors (nothing when it issues nothing)."""
+def host_loop(em: Emitter, name: str, counts: LoopCounts, tensors: int, groups: int = 1,
+              deps: tuple = ()) -> int | None:
+    """Emit one host loop over ``tensors`` tensors (nothing when it issues nothing); a loop
+    with syncs also waits for ``deps`` (e.g. the copies its syncs wait for)."""
     ops, syncs = counts.ops(tensors, groups), counts.syncs(tensors)
     if ops <= 0 and syncs <= 0:
         return None
-    return em.add("compute", "host_loop", name, count=ops, syncs=syncs)
+    return em.add("compute", "host_loop", name, deps=deps if syncs else (), count=ops, syncs=syncs)
 
 
 def step_loops(run: RunConfig) -> LoopCounts | None:

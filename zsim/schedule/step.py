@@ -27,7 +27,8 @@ def _check_overflow(run: RunConfig) -> bool:
 
 def _loops(em: Emitter, run: RunConfig, tensors: int, groups: int = 1) -> tuple[int, ...]:
     """The step's per-tensor host loops (hostwork.py); the update waits for them: it is
-    issued after them, and their syncs keep the host from running ahead."""
+    issued after them (letting it overlap the loops instead fitted worse: 21.6 % against
+    19.7 % fit MAPE, with sync_s driven to 0)."""
     counts = step_loops(run)
     loop = host_loop(em, "step_tensor_loops", counts, tensors, groups) if counts else None
     return (loop,) if loop is not None else ()
