@@ -30,10 +30,17 @@ class Emitter:
         return tuple(sorted(out))
 
     def add(self, stream: str, kind: str, name: str, deps=(), **fields) -> int:
-        """Append one op on ``stream`` in the current micro-step and phase."""
-        op_id = self.ops.add(stream=stream, kind=kind, name=name, deps=self._deps(stream, deps),
+        """Append one op on ``stream`` in the current micro-step and phase.
+
+        A ``host_loop`` (host-only work, moved to the host stream by the system layer)
+        neither takes the compute stream's pending waits nor becomes its last op: GPU work
+        after it must still wait for, and depend on, the GPU ops."""
+        host_only = kind == "host_loop"
+        op_id = self.ops.add(stream=stream, kind=kind, name=name,
+                             deps=tuple(sorted(d for d in set(deps) if d is not None)) if host_only
+                             else self._deps(stream, deps),
                              micro_step=self.micro, phase=self.phase, **fields)
-        if stream == "compute":
+        if stream == "compute" and not host_only:
             self.last_compute = op_id
         return op_id
 
