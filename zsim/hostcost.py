@@ -86,7 +86,8 @@ CPU_PASSES = {
 
 
 def cpu_pass_rate(hw: HardwareProfile, name: str, threads: float) -> float:
-    """Parameters per second of CPU pass ``name`` on ``threads`` threads (0: not modelled).
+    """Parameters per second of CPU pass ``name`` on ``threads`` threads (0: the profile has
+    no per-thread rates for it).
 
     Between the two measured points (1 thread and the node's ``cpu_threads``) the rate
     follows a power law ``r1 · t^a``, ``a = log(rN/r1)/log(N)``: the measured speed-ups are
@@ -96,10 +97,8 @@ def cpu_pass_rate(hw: HardwareProfile, name: str, threads: float) -> float:
     full_key, one_key = CPU_PASSES[name]
     full, one = getattr(hw.host, full_key), getattr(hw.host, one_key)
     n = hw.host.cpu_threads
-    if full <= 0:
-        return 0.0
-    if one <= 0 or n <= 1:
-        return full
+    if full <= 0 or one <= 0 or n <= 1:
+        return 0.0   # no per-thread data: the caller keeps the node-shared rate
     t = min(max(threads, 1.0), float(n))
     a = math.log(full / one) / math.log(n)
     return one * t ** a

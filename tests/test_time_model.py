@@ -1,0 +1,152 @@
+"""The time model against the traced H200 runs of validation/results/h200/2026-12-01.
+
+Each test names the run (and trace) whose measurement it checks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from zsim.calibrate import find_runs, load_run, predict_run
+from zsim.errors import ZsimInputError
+from zsim.hardware import load_profile, profile_from_dict
+from zsim.hostcost import HostSpeed, at_host_speed, cpu_pass_rate
+from zsim.model import load_model
+from zsim.predict import predict
+from zsim.schedule.hostwork import STAGE0_STEP, STAGE12_STEP
+
+RESULTS = Path(__file__).resolve().parent.parent / "validation" / "results" / "h200" / "2026-12-01"
+FIT_MODELS = {"llama-0.13b", "llama-3b"}
+
+
+def _step_ops(run_dir: Path) -> int:
+    """cudaLaunchKernel + cudaMemcpyAsync inside the last micro-step's engine.step()."""
+    events = json.load(gzip.open(run_dir / "trace.json.gz"))["traceEvents"]
+    ranges = [e for e in events if e.get("cat") == "user_annotation"
+              and e.get("name", "").startswith("zsim.engine_step.")]
+    last = max(ranges, key=lambda e: int(e["name"].rsplit(".", 1)[1]))
+    lo, hi = last["ts"], last["ts"] + last["dur"]
+    return sum(1 for e in events if e.get("cat") == "cuda_runtime" and lo <= e["ts"] <= hi
+               and ("LaunchKernel" in e["name"] or "MemcpyAsync" in e["name"]))
+
+
+@pytest.mark.parametrize("run_id, counts", [
+    ("llama-0.13b-z0-mb4-ga1-s1024-r1", STAGE0_STEP),
+    ("tinyllama-1.1b-z0-mb4-ga1-s2048-r1", STAGE0_STEP),
+    ("llama-3b-z0-mb2-ga1-s2048-ac-r1", STAGE0_STEP),
+    ("llama-0.13b-z1-mb4-ga1-s1024-r1", STAGE12_STEP),
+    ("llama-1.2b-hd128-z2-mb2-ga1-s4096-r1", STAGE12_STEP),
+    ("llama-0.7b-v128k-z1-mb4-ga1-s2048-r1", STAGE12_STEP),
+])
+def test_step_loop_counts_match_the_traces(run_id, counts):
+    """The per-tensor op counts of the step (zsim/schedule/hostwork.py) against each trace."""
+    run_dir = RESULTS / run_id
+    tensors = len(load_model(str(run_dir / "config.json")).parameters())
+    measured = _step_ops(run_dir)
+    assert counts.ops(tensors) == pytest.approx(measured, rel=0.10), (run_id, tensors, measured)
+
+
+def test_offload_param_alone_prices_the_pageable_swap_out():
+    """llama-0.13b-z3-offparam-mb4-ga1-s1024: step phase 436 and 499 ms in two processes
+    (one 536 MB Device -> Pageable copy of 420.9 ms in the trace), plain ZeRO-3 10.7-12.1 ms."""
+    hw = load_profile("h200-sxm")
+    alone = predict_run(load_run(RESULTS / "llama-0.13b-z3-offparam-mb4-ga1-s1024-r1"), hw)
+    plain = predict_run(load_run(RESULTS / "llama-0.13b-z3-mb4-ga1-s1024-r1"), hw)
+    extra = alone.step_time_s - plain.step_time_s
+    assert 0.80 * 0.436 <= extra <= 1.2 * 0.499
+    assert "exposed_offload_d2h_pageable_s" in alone.time_breakdown
+
+
+def test_one_omp_thread_slows_the_cpu_passes_as_measured():
+    """llama-0.13b-z2-offopt-mb4-ga1-s1024-omp1 (OMP_NUM_THREADS=1): step phase 305 and 313 ms;
+    the prediction with one thread must be several times the one with 16."""
+    run = load_run(RESULTS / "llama-0.13b-z2-offopt-mb4-ga1-s1024-omp1-r1")
+    assert run.cpu_threads == 1
+    hw = load_profile("h200-sxm")
+    one = predict_run(run, hw)
+    many = predict_run(replace(run, cpu_threads=16.0), hw)
+    assert one.step_time_s > 2.5 * many.step_time_s
+    assert one.step_time_s == pytest.approx(run.step_time_s, rel=0.20)
+
+
+def test_cpu_pass_rate_passes_through_both_measured_points():
+    hw = load_profile("h200-sxm")
+    h = hw.host
+    assert cpu_pass_rate(hw, "adam", 1) == pytest.approx(h.cpu_adam_1thread_params_per_s)
+    assert cpu_pass_rate(hw, "adam", h.cpu_threads) == pytest.approx(h.cpu_adam_params_per_s)
+    rates = [cpu_pass_rate(hw, "cast", t) for t in (1, 2, 4, 8, 16, 64)]
+    assert rates == sorted(rates) and rates[-1] == rates[-2]
+
+
+def test_host_speed_scales_module_dispatch_and_hooks():
+    hw = load_profile("h200-sxm")
+    slow = HostSpeed(2 * hw.host.small_linear_call_s, 2 * hw.host.empty_kernel_launch_s)
+    hw2 = at_host_speed(hw, slow)
+    assert hw2.compute.dispatch_s == pytest.approx(2 * hw.compute.dispatch_s)
+    assert hw2.overheads.zero3_module_hook_s == pytest.approx(2 * hw.overheads.zero3_module_hook_s)
+
+
+def test_zero3_host_speed_measured_after_deepspeed_init_is_ignored():
+    """Call 1 measured after deepspeed.initialize: ZeRO-3 hooks inflated the Linear call."""
+    early = json.loads((RESULTS / "llama-0.13b-z3-mb4-ga1-s1024-r2" / "summary.json").read_text())
+    assert HostSpeed.from_summary(early) is None
+    plain = json.loads((RESULTS / "llama-0.13b-z0-mb4-ga1-s1024-r2" / "summary.json").read_text())
+    assert HostSpeed.from_summary(plain) is not None
+
+
+def test_attention_curves_follow_head_dim():
+    """Microbenchmark 2026-11-28: head_dim 100 runs at about a third of head_dim 128."""
+    c = load_profile("h200-sxm").compute
+    for seq in (1024, 2048, 4096):
+        assert c.attention_eff(100, seq, False) < 0.5 * c.attention_eff(128, seq, False)
+    assert c.attention_eff(96, 2048, True) == c.attention_eff(100, 2048, True)   # nearest head_dim
+    assert c.attention_eff(64, 1 << 20, False) == c.attention_eff(64, 4096, False)  # flat beyond
+
+
+def test_bad_attention_curves_are_refused():
+    data = load_profile("h200-sxm").to_dict()
+    data["compute"]["attention_curves"] = {"x": [[10, 0.2, 0.1]]}
+    with pytest.raises(ZsimInputError, match="head_dim"):
+        profile_from_dict(data)
+    data["compute"]["attention_curves"] = {64: [[11, 0.2, 0.1], [10, 0.3, 0.2]]}
+    with pytest.raises(ZsimInputError, match="sorted"):
+        profile_from_dict(data)
+
+
+def test_evaluation_half_error_stays_within_target():
+    """Step-time error on runs of model sizes AND a machine session the fit never saw
+    (2026-12-01 machine m2, validation/README.md): MAPE <= 7 %, max <= 20 %."""
+    manifest = json.loads((RESULTS / "_batch" / "manifest.json").read_text())["runs"]
+    hw = load_profile("h200-sxm")
+    errs = []
+    for run in find_runs([RESULTS]):
+        session = manifest.get(run.run_id, {}).get("machine_session")
+        if run.ok and session == "m2" and run.model_name not in FIT_MODELS:
+            errs.append(abs(predict_run(run, hw).step_time_s / run.step_time_s - 1))
+    assert len(errs) >= 10
+    assert statistics.mean(errs) <= 0.07 and max(errs) <= 0.20, (statistics.mean(errs), max(errs))
+
+
+def test_evaluation_runs_were_not_fitted():
+    """The shipped profile's fit runs hold no evaluation-half run."""
+    import yaml
+    from zsim.hardware import PROFILE_DIR
+    fit = set(yaml.safe_load((PROFILE_DIR / "h200-sxm.yaml").read_text())["calibration"]["fit_runs"])
+    manifest = json.loads((RESULTS / "_batch" / "manifest.json").read_text())["runs"]
+    m2 = {rid for rid, v in manifest.items() if v["machine_session"] == "m2"}
+    assert not fit & m2
+    assert all(not rid.startswith(("tinyllama", "llama-0.55b", "llama-1.2b", "llama-0.7b")) for rid in fit)
+
+
+def test_predict_accepts_cpu_threads_and_host_speed():
+    a = predict(model="tinyllama-1.1b", topo="hgx-h200", gpus=1, stage=2, offload_optimizer="cpu",
+                micro_batch=1, seq=512, cpu_threads=1)
+    b = predict(model="tinyllama-1.1b", topo="hgx-h200", gpus=1, stage=2, offload_optimizer="cpu",
+                micro_batch=1, seq=512, cpu_threads=16)
+    assert a.step_time_s > b.step_time_s
