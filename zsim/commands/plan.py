@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_cluster_args(p)
     p.add_argument("--global-batch", type=int_up_to(limits.MAX_TRAIN_BATCH),
                    help="global batch in sequences (= micro x grad-accum x data-parallel)")
+    p.add_argument("--for", dest="target", choices=["deepspeed", "hf-trainer"], default=None,
+                   help="who launches the written config: hf-trainer keeps every \"auto\" the search does "
+                        "not decide (optimizer, scheduler, ...) for the Trainer to fill in; deepspeed "
+                        "resolves them where zsim can (default: hf-trainer when the config holds \"auto\")")
     p.add_argument("--top", type=int_up_to(limits.MAX_TOP), default=5, help="configurations shown (default %(default)s)")
     p.add_argument("--output", default=None,
                    help="folder for deepspeed_config_auto.json and plan.json (default: output/deepspeed_metrics)")
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = plan(model=args.model, topo=args.topo, gpus=args.gpus, nodes=args.nodes,
                       global_batch=args.global_batch, seq=args.seq, ds_config=args.ds_config,
-                      hardware=args.hardware, top_n=args.top, progress=bar,
+                      hardware=args.hardware, top_n=args.top, progress=bar, target=args.target,
                       constraints=Constraints(stage=args.stage, offload_optimizer=args.offload_optimizer,
                                               offload_param=args.offload_param, micro_batch=args.micro_batch,
                                               grad_accum=args.grad_accum,

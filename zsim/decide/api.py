@@ -3,8 +3,9 @@
 :func:`plan` searches ZeRO stage × offload × micro-batch × gradient accumulation × activation
 checkpointing × bucket sizes under ``GlobalBatch = micro_batch × grad_accum × data_parallel``,
 rejects what does not fit (naming the overflowing memory term), ranks the rest by tokens/s
-and returns the winner's resolved DeepSpeed config. With a user's config, every value the
-user fixed is kept and only ``"auto"`` or absent values are searched.
+and returns the winner's DeepSpeed config. With a user's config, only the ``"auto"`` or absent
+values of the searched axes change: every other value is written as the user wrote it, and
+``"auto"`` is kept for the Hugging Face Trainer (see :mod:`zsim.decide.autoconfig`).
 
 :func:`capacity` (from :mod:`zsim.decide.capacity`) finds the largest Llama-shaped model
 that fits per stage and offload choice.
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .autoconfig import AXIS_KEYS, Change, UserConfig, describe_changes, read_user_config
+from .autoconfig import (AXIS_KEYS, Change, UserConfig, config_target, describe_changes, read_user_config,
+                         target_notes, written_config)
 from .capacity import CapacityResult, capacity
 from .evaluate import Evaluator, Predictor, make_setting
 from .search import Ranked, Rejection, SearchOutcome, search
@@ -60,6 +62,8 @@ class PlanResult:
     user_config: str = ""
     space_size: int = 0
     elapsed_s: float = 0.0
+    target: str = "deepspeed"
+    ds_config_written: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def best(self) -> Ranked | None:
@@ -68,8 +72,9 @@ class PlanResult:
 
     @property
     def ds_config_auto(self) -> dict[str, Any]:
-        """The winner's DeepSpeed config with every "auto" resolved ({} when nothing fits)."""
-        return dict(self.best.prediction.ds_config_resolved) if self.best else {}
+        """The winner's DeepSpeed config as written ({} when nothing fits): the user's values,
+        the search's choices, "auto" kept or resolved per :attr:`target`."""
+        return dict(self.ds_config_written) if self.best else {}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: the ranking, rejections, changes."""
@@ -83,6 +88,7 @@ class PlanResult:
             "model": self.model, "num_parameters": self.num_parameters, "topology": self.topology,
             "world_size": self.world_size, "seq_len": self.seq_len,
             "global_batch_note": self.global_batch_note, "user_config": self.user_config,
+            "target": self.target,
             "ranked": [{**cand(r.candidate), "prediction": r.prediction.to_dict()} for r in self.ranked],
             "rejected": [{**cand(r.candidate), "peak_memory_bytes": r.memory.peak_bytes,
                           "gpu_memory_bytes": r.memory.gpu_memory_bytes,
@@ -192,16 +198,19 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
          ds_config: str | Path | Mapping[str, Any] | None = None,
          hardware: str | Path | HardwareProfile | None = None,
          constraints: Constraints = Constraints(), top_n: int = 5, refine: int = 3,
-         predictor: Predictor | None = None, progress: Any = None) -> PlanResult:
+         predictor: Predictor | None = None, progress: Any = None,
+         target: str | None = None) -> PlanResult:
     """Search DeepSpeed configurations of ``model`` on ``topo``; see the module docstring.
 
-    ``predictor`` (default :func:`zsim.predict.predict`) may be replaced in tests by a
+    ``target`` (``deepspeed`` or ``hf-trainer``; default: ``hf-trainer`` when the user's
+    config holds "auto") says who launches the written config. ``predictor`` (default :func:`zsim.predict.predict`) may be replaced in tests by a
     callable with the same keyword arguments.
     """
     t0 = time.monotonic()
     check_int_range(top_n, "--top", 1, MAX_TOP)
     spec = load_model(model)
     user = read_user_config(ds_config)
+    target = config_target(user, target)
     seq_len = seq if seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
     setting = make_setting(spec, topo, gpus, nodes, hardware, seq_len, user)
     space = build_space(user, constraints, setting.world_size, seq_len, global_batch)
@@ -209,11 +218,13 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
     outcome = search(space, ev, top_n=top_n, refine=refine, progress=progress)
     notes = [space.global_batch_note]
     changes: tuple[Change, ...] = ()
+    written: dict[str, Any] = {}
     if outcome.ranked:
         best = outcome.ranked[0]
         reasons = _search_reasons(space, constraints, best, outcome.fitting)
-        changes = describe_changes(user, best.prediction.ds_config_resolved, reasons,
-                                   tuple(best.prediction.notes))
+        written, still_auto = written_config(best.ds_config, best.prediction.ds_config_resolved, target)
+        changes = describe_changes(user, written, reasons, tuple(best.prediction.notes))
+        notes += target_notes(target, still_auto, best.candidate)
         if best.candidate.activation_checkpointing:
             notes.append("activation checkpointing is not a DeepSpeed JSON key: enable it in the "
                          "training script (HF: gradient_checkpointing=True)")
@@ -221,7 +232,8 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
                       world_size=setting.world_size, seq_len=seq_len, global_batch_note=space.global_batch_note,
                       ranked=outcome.ranked, rejected=outcome.rejected, outcome=outcome, changes=changes,
                       notes=tuple(n for n in notes if n), user_config=user.source,
-                      space_size=space.size(), elapsed_s=time.monotonic() - t0)
+                      space_size=space.size(), elapsed_s=time.monotonic() - t0, target=target,
+                      ds_config_written=written)
 
 
 __all__ = ["plan", "capacity", "PlanResult", "CapacityResult", "Constraints", "build_space"]

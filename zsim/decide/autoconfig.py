@@ -1,9 +1,15 @@
 """The user's DeepSpeed config in a search: what is fixed, what the search may choose, and
 what changed between the file the user wrote and the ``deepspeed_config_auto.json`` written.
 
-A value is *fixed* when the user wrote it and it is not ``"auto"``; everything ``"auto"`` or
-absent is the search's to choose. Fixed values are copied through untouched (``2e8`` stays
-``2e8``).
+A value is *fixed* when the user wrote it and it is not ``"auto"``; the search chooses the
+``"auto"`` or absent values of its axes (:data:`AXIS_KEYS`). Every other value is copied
+through as the user wrote it (``2e8`` stays the number 2e8, ``"auto"`` stays ``"auto"``).
+
+The written config has a *target*: ``hf-trainer`` (the default when the user's config holds
+any ``"auto"``) keeps every ``"auto"`` the search does not decide, for the Hugging Face
+Trainer to fill in from its arguments (learning rate, betas, warmup, ...); ``deepspeed``
+replaces them by the values zsim simulated where zsim resolves them, and keeps (and names)
+the ones only the Trainer can fill in, such as the optimizer's learning rate.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..dsconfig import AUTO, load_ds_config
+from ..dsconfig import AUTO, _as_int, load_ds_config
 from ..errors import ZsimInputError
 from .space import Candidate
 
@@ -32,6 +38,16 @@ AXIS_KEYS: Mapping[str, str] = {
     "reduce_bucket_size": "zero_optimization.reduce_bucket_size",
     "prefetch_bucket_size": "zero_optimization.stage3_prefetch_bucket_size",
     "overlap_comm": "zero_optimization.overlap_comm",
+}
+
+#: Who launches the written config: plain DeepSpeed, or the Hugging Face Trainer.
+TARGETS = ("deepspeed", "hf-trainer")
+
+#: Why the values of :data:`BASE_CONFIG` are written when the user gave no config.
+BASE_REASONS: Mapping[str, str] = {
+    "bf16.enabled": "zsim's default precision when no config is given: bf16 mixed precision "
+                    "(DeepSpeed itself leaves bf16 off)",
+    "gradient_clipping": "zsim's default when no config is given (DeepSpeed's default is 0: no clipping)",
 }
 
 _MISSING = object()
@@ -68,10 +84,8 @@ def _is_auto(value: Any) -> bool:
 
 
 def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or value < minimum:
-        raise ZsimInputError(f"ds_config: {key} must be an integer >= {minimum} or \"auto\", got {value!r}")
-    return int(value)
+    """An integer as DeepSpeed's JSON allows it (``2e8``, ``"2"``), as `zsim predict` reads it."""
+    return _as_int(value, key, minimum=minimum)
 
 
 def _device(section: Any, key: str) -> str | None:
@@ -213,11 +227,83 @@ def _reason(key: str, old: Any, new: Any, search_reasons: Mapping[str, str],
     if new is _MISSING:
         return ("\"auto\" in a section zsim does not model: dropped, DeepSpeed's default applies"
                 if _is_auto(old) else "not used with the chosen configuration")
+    if old is _MISSING and key in BASE_REASONS:
+        return BASE_REASONS[key]
     if old is _MISSING:
-        return "written explicitly (DeepSpeed's default for this configuration)"
+        return "added with the value zsim simulated"
     if _is_auto(old):
         return "\"auto\" resolved as the HF Trainer / DeepSpeed would"
     return "normalised by zsim"
+
+
+def has_auto(node: Any) -> bool:
+    """Whether any value of ``node`` (nested mappings and lists) is ``"auto"``."""
+    if isinstance(node, Mapping):
+        return any(has_auto(v) for v in node.values())
+    if isinstance(node, list):
+        return any(has_auto(v) for v in node)
+    return _is_auto(node)
+
+
+def config_target(user: UserConfig, requested: str | None = None) -> str:
+    """The target of the written config: ``requested``, else ``hf-trainer`` when the user's
+    config holds any "auto" (only the HF Trainer fills those in), else ``deepspeed``."""
+    if requested is not None:
+        if requested not in TARGETS:
+            raise ZsimInputError(f"--for must be one of {', '.join(TARGETS)}, got {str(requested)[:40]!r}")
+        return requested
+    return "hf-trainer" if user.given and has_auto(user.raw) else "deepspeed"
+
+
+def written_config(candidate: Mapping[str, Any], resolved: Mapping[str, Any],
+                   target: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The config to write and the dotted keys still "auto" in it.
+
+    ``candidate`` is :func:`candidate_config` (the user's values plus the search's choices),
+    ``resolved`` the config zsim simulated. For ``hf-trainer`` every "auto" stays; for
+    ``deepspeed`` each "auto" takes its resolved value, and those zsim does not resolve
+    (optimizer, scheduler, ...) stay "auto" as the user wrote them, never dropped.
+    """
+    out = copy.deepcopy(dict(candidate))
+    if target == "hf-trainer":
+        return out, tuple(k for k, v in _leaves(out).items() if _is_auto(v))
+    values = _leaves(resolved)
+    kept: list[str] = []
+
+    def fill(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                fill(value, dotted + ".")
+            elif _is_auto(value) and dotted in values:
+                node[key] = values[dotted]
+            elif _is_auto(value):
+                kept.append(dotted)
+    fill(out, "")
+    return out, tuple(kept)
+
+
+def target_notes(target: str, still_auto: tuple[str, ...], cand: Candidate) -> tuple[str, ...]:
+    """What the user must know to launch the written config with ``target``."""
+    if target == "hf-trainer":
+        return ("written for the Hugging Face Trainer (--for hf-trainer; the default when the config "
+                "holds \"auto\"): every \"auto\" the search does not decide is kept for the Trainer to "
+                f"fill in ({_some(still_auto)}); pass per_device_train_batch_size={cand.micro_batch} "
+                f"and gradient_accumulation_steps={cand.grad_accum} to the Trainer, which checks them "
+                "against the config",)
+    if still_auto:
+        return (f"written for plain DeepSpeed (--for deepspeed), which cannot read \"auto\": "
+                f"{_some(still_auto, 6)} kept as you wrote them (zsim does not know their values); "
+                "set them before launching, or use --for hf-trainer",)
+    return ()
+
+
+def _some(keys: tuple[str, ...], shown: int = 4) -> str:
+    """``a, b, c and 3 more`` (``none left`` when empty)."""
+    if not keys:
+        return "none left"
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
 
 def fixed_values_kept(user: UserConfig, resolved: Mapping[str, Any]) -> list[str]:
