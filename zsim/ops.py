@@ -24,6 +24,8 @@ Kinds:
     "inter_node" (ZeRO++ hpZ);
   - ``copy``: ``nbytes`` over PCIe in the stream's direction;
   - ``optimizer``: a fused Adam update of ``params`` fp32 parameters on the GPU;
+  - ``step_passes``: the GPU kernels of the step's per-tensor loops over ``params`` values
+    (they run while the host issues the loop, before the update);
   - ``cpu_adam``: a DeepSpeedCPUAdam update of ``params`` parameters on the host;
   - ``overhead``: fixed host-side time, ``count`` × the named overhead of the hardware profile
     (e.g. "zero3_module_hook_s");
@@ -42,8 +44,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 STREAMS = ("compute", "comm", "h2d", "d2h", "cpu", "host")
-KINDS = ("compute", "collective", "copy", "optimizer", "cpu_adam", "cpu_pass", "overhead", "host_loop",
-         "dispatch")
+KINDS = ("compute", "collective", "copy", "optimizer", "step_passes", "cpu_adam", "cpu_pass", "overhead",
+         "host_loop", "dispatch")
 PASSES = ("fwd", "bwd", "recompute")
 
 #: comms-logger op name -> collective algorithm op (zsim.collectives).

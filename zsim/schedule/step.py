@@ -45,13 +45,21 @@ def _cpu_update(em: Emitter, numel: int, param_bytes_back: int, deps: tuple) -> 
     em.wait_for.append(h2d)
 
 
+def _gpu_update(em: Emitter, numel: int, loops: tuple[int, ...]) -> None:
+    """On the GPU: the loops' own kernels (casts, norm, unscale: ``step_passes``) run while
+    the host issues them; the fused Adam kernel is issued after the loops, so it waits for
+    them and for those kernels (stream order)."""
+    em.add("compute", "step_passes", "step_tensor_passes", params=numel)
+    em.add("compute", "optimizer", "optimizer_step", deps=loops, params=numel)
+
+
 def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back: int,
             loops: tuple[int, ...] = ()) -> None:
     """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded:
     the fp32 gradients reached the host bucket by bucket during the backward, see
     dense._offload_copies)."""
     if run.zero.offload_optimizer == "none":
-        em.add("compute", "optimizer", "optimizer_step", deps=loops, params=partition_numel)
+        _gpu_update(em, partition_numel, loops)
         return
     d2h = em.ops.last_on("d2h")
     _cpu_update(em, partition_numel, param_bytes_back, (d2h, em.last_compute) + loops)
@@ -85,7 +93,7 @@ def stage0_step(em: Emitter, run: RunConfig, numel: int, tensors: int = 0) -> No
     loops = _loops(em, run, tensors)
     if run.precision == "fp32" and run.gradient_clipping > 0:
         em.collective("clip_grad_norm", "all_reduce", 4)
-    em.add("compute", "optimizer", "optimizer_step", deps=loops, params=numel)
+    _gpu_update(em, numel, loops)
 
 
 def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persistent_shards: list[int],
@@ -117,7 +125,7 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
         em.collective("grad_norm", "all_reduce", norm_bytes)
     for numel in sub_group_numels:
         if run.zero.offload_optimizer == "none":
-            em.add("compute", "optimizer", "optimizer_step", deps=loops, params=numel)
+            _gpu_update(em, numel, loops)
             if run.zero.offload_param != "none":
                 _swap_out_to_host(em, numel)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..compute import module_time_s, optimizer_time_s
+from ..compute import module_time_s, optimizer_time_s, step_passes_time_s
 from ..hardware import HardwareProfile
 from ..hostcost import cpu_pass_rate, loop_op_s
 from ..ops import LOGGER_TO_COLLECTIVE, Op
@@ -79,6 +79,8 @@ class OpCoster:
             return OpCost(op.nbytes / (bw * self.host.pcie_share * 1e9), f"copy:{direction}")
         if op.kind == "optimizer":
             return OpCost(optimizer_time_s(op.params, hw), "optimizer")
+        if op.kind == "step_passes":
+            return OpCost(step_passes_time_s(op.params, hw), "optimizer")
         if op.kind in ("cpu_adam", "cpu_pass"):
             name = "adam" if op.kind == "cpu_adam" else op.cpu_pass
             rate = cpu_pass_rate(hw, name, self.host.threads(hw))

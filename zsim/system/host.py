@@ -44,7 +44,7 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
         gpu_deps = tuple(sorted({gpu_of[d] for d in op.deps}))
         host_deps = tuple(sorted({host_of[d] for d in op.deps if d in host_of}))
         if op.phase == "step" and not step_synced and last_gpu is not None and op.stream in (
-                "compute", HOST) and op.kind in ("compute", "overhead", "host_loop", "optimizer"):
+                "compute", HOST) and op.kind in ("compute", "overhead", "host_loop", "step_passes", "optimizer"):
             # DeepSpeed's step reads the norm/overflow back: the host waits for the GPU.
             host_deps = tuple(sorted(set(host_deps) | {last_gpu}))
             step_synced = True
