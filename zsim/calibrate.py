@@ -471,7 +471,7 @@ def predict_run(run: RunResult, hw: HardwareProfile | str | Path | None, topo: s
     The host speed is the profile's reference speed of the machine type, not the run's own
     record: the per-process microbenchmark (2,000 launches, ~20 ms) varied from 14 to 25 us
     per Linear call between processes on one machine whose runs did not differ that much,
-    and using it made the step-time error worse (11.5 % against 9.5 % MAPE over the 33 runs
+    and using it made the step-time error worse (12.3 % against 9.9 % MAPE over the 33 runs
     of validation/results/h200/2026-12-01). It is recorded and shown, not yet used.
     """
     from .predict import predict
