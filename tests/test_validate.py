@@ -33,22 +33,36 @@ def profile_with_split(tmp_path: Path, fit_runs: list[str]) -> Path:
 
 
 def test_errors_split_and_skips(tmp_path):
-    res = tmp_path / "res"
-    write_run(res, "r1", "m1", step=0.5, mem=10 * 2**30)
-    write_run(res, "r2", "m2", step=0.2, mem=5 * 2**30)
-    write_run(res, "r3", "m2", step=0.3, mem=6 * 2**30)
-    write_run(res, "killed", "m2", step=1.0, mem=1, status="failed")
+    fit_session, new_session = tmp_path / "day1", tmp_path / "day2"
+    write_run(new_session, "r1", "m1", step=0.5, mem=10 * 2**30)
+    write_run(fit_session, "r2", "m2", step=0.2, mem=5 * 2**30)
+    write_run(new_session, "r3", "m3", step=0.3, mem=6 * 2**30)
+    write_run(fit_session, "r4", "m1", step=0.3, mem=6 * 2**30)   # new size, fitted session
+    write_run(new_session, "r5", "m2", step=0.3, mem=6 * 2**30)   # fitted size, new session
+    write_run(new_session, "killed", "m2", step=1.0, mem=1, status="failed")
     prof = profile_with_split(tmp_path, ["r2"])
-    rep = validate([res], hardware=str(prof), predictor=fake_predictor)
+    rep = validate([fit_session, new_session], hardware=str(prof), predictor=fake_predictor)
     by_id = {c.run.run_id: c for c in rep.runs}
     assert by_id["r1"].time_err == pytest.approx(0.1) and by_id["r1"].mem_err == pytest.approx(0.2)
-    assert by_id["r1"].split == "eval" and by_id["r2"].split == "fit"
+    assert [by_id[r].split for r in ("r1", "r2", "r3", "r4", "r5")] == ["eval", "fit", "eval", "size", "session"]
     assert [r.run_id for r in rep.skipped] == ["killed"]
-    # scored on eval runs only: r1 (10%, 20%) and r3 (0%, 0%)
+    # scored on eval runs only (new size and new session): r1 (10%, 20%) and r3 (0%, 0%)
     assert rep.mape("time") == pytest.approx(5.0) and rep.mape("memory") == pytest.approx(10.0)
-    # without a split in the profile every run counts
-    rep_all = validate([res], hardware="h200-sxm-datasheet", predictor=fake_predictor)
-    assert not rep_all.split_known and rep_all.mape("time") == pytest.approx(10 / 3)
+    # without a split in the profile every run counts: r1 and r4 are 10 % off, three are exact
+    rep_all = validate([fit_session, new_session], hardware="h200-sxm-datasheet", predictor=fake_predictor)
+    assert not rep_all.split_known and rep_all.mape("time") == pytest.approx(20 / 5)
+
+
+def test_machine_session_comes_from_the_batch_manifest(tmp_path):
+    day = tmp_path / "day"
+    write_run(day, "a", "m1", step=0.5, mem=2**30)
+    write_run(day, "b", "m2", step=0.5, mem=2**30)
+    (day / "_batch").mkdir()
+    (day / "_batch" / "manifest.json").write_text(json.dumps(
+        {"runs": {"a": {"machine_session": "m1"}, "b": {"machine_session": "m2"}}}))
+    prof = profile_with_split(tmp_path, ["a"])
+    rep = validate([day], hardware=str(prof), predictor=fake_predictor)
+    assert {c.run.run_id: c.split for c in rep.runs} == {"a": "fit", "b": "eval"}
 
 
 def test_cumulative_logger_latencies_become_per_call():

@@ -3,8 +3,16 @@
 For every run folder written by ``validation/train.py`` it predicts the same configuration
 and reports the relative error; runs whose status is not "ok" are listed as skipped, never
 compared. When the hardware profile records its calibration split (``calibration.fit_runs``),
-each run is marked fit or eval and the MAPE that decides the exit code is the eval runs' one:
-the error on runs the fit never saw.
+each run is marked by what the fit saw of it, and the MAPE that decides the exit code is the
+"eval" runs' one: runs of a model size the fit never saw, made in a machine session the fit
+never saw. A session is the machine a run ran on: the ``machine_session`` of the results
+folder's ``_batch/manifest.json`` when it names one, else the results folder itself.
+
+- ``fit``: a run the profile was fitted on;
+- ``eval``: neither its model nor its session was in the fit;
+- ``size``: a model the fit never saw, in a session it did (machine speed was seen);
+- ``session``: a model the fit saw, in a session it never saw;
+- ``seen``: model and session both seen (a repeat of fitted work).
 
 Per-collective times come from the comms-logger pass of multi-GPU runs. DeepSpeed 0.19.8's
 logger stores *cumulative* latencies per op name, so one call's latency is the difference
@@ -21,6 +29,7 @@ from typing import Any, Mapping, Sequence
 from .calibrate import (CollectiveTimer, Predicted, Predictor, RunResult, default_collective_timer,
                         default_predictor, find_runs)
 from .errors import ZsimInputError
+from .inputs import read_json_file
 from .hardware import HardwareProfile, load_profile, load_yaml_file
 
 #: comms-logger op name -> (zsim collective op, factor from logged message bytes to full buffer)
@@ -33,7 +42,7 @@ class RunComparison:
     """Measured vs predicted for one run."""
 
     run: RunResult
-    split: str                    # "fit" | "eval" | "-" (profile has no split)
+    split: str                    # fit | eval | size | session | seen | - (profile has no split)
     predicted: Predicted | None
     error: str | None = None      # why no prediction could be made
 
@@ -163,6 +172,30 @@ def compare_collectives(run: RunResult, hw: HardwareProfile, timer: CollectiveTi
     return out
 
 
+def run_session(run: RunResult) -> str:
+    """The machine session a run belongs to (see the module docstring)."""
+    folder = run.path.resolve().parent
+    manifest = folder / "_batch" / "manifest.json"
+    if manifest.is_file():
+        try:
+            entry = read_json_file(manifest, "batch manifest").get("runs", {}).get(run.run_id, {})
+        except (ZsimInputError, AttributeError):
+            entry = {}
+        if isinstance(entry, dict) and isinstance(entry.get("machine_session"), str):
+            return f"{folder}#{entry['machine_session']}"
+    return str(folder)
+
+
+def split_of(run: RunResult, fit_ids: set[str], fit_models: set[str], fit_sessions: set[str]) -> str:
+    """What the fit saw of ``run``: fit, eval, size, session or seen."""
+    if run.run_id in fit_ids:
+        return "fit"
+    new_size = run.model_name not in fit_models
+    new_session = run_session(run) not in fit_sessions
+    return {(True, True): "eval", (True, False): "size", (False, True): "session"}.get(
+        (new_size, new_session), "seen")
+
+
 def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile | None = "h200-sxm", *,
              topo: str = "hgx-h200", predictor: Predictor | None = None,
              collective_timer: CollectiveTimer | None = None, models: Sequence[str] | None = None
@@ -175,6 +208,9 @@ def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile
         runs = [r for r in runs if r.model_name in models]
     hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or "h200-sxm")
     fit_ids = profile_split(hardware)
+    fitted = [r for r in runs if fit_ids is not None and r.run_id in fit_ids]
+    fit_models = {r.model_name for r in fitted}
+    fit_sessions = {run_session(r) for r in fitted}
     predictor = predictor or default_predictor(topo)
     comparisons, skipped, colls = [], [], []
     timer = collective_timer
@@ -182,7 +218,7 @@ def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile
         if not r.ok:
             skipped.append(r)
             continue
-        split = "-" if fit_ids is None else ("fit" if r.run_id in fit_ids else "eval")
+        split = "-" if fit_ids is None else split_of(r, fit_ids, fit_models, fit_sessions)
         try:
             pred = predictor(r, hw)
         except ZsimInputError as exc:  # one bad run folder must not hide the others
@@ -201,13 +237,13 @@ def _pct(v: float | None) -> str:
 
 def format_report(rep: Report, show_collectives: bool = True) -> str:
     """The human-readable table `zsim validate` prints."""
-    lines = [f"{'run':48s} {'split':5s} {'step meas':>9s} {'pred':>8s} {'err':>7s}  "
+    lines = [f"{'run':48s} {'split':7s} {'step meas':>9s} {'pred':>8s} {'err':>7s}  "
              f"{'peak GiB':>8s} {'pred':>7s} {'err':>7s}"]
     for c in rep.runs:
         if c.predicted is None:
-            lines.append(f"{c.run.run_id:48s} {c.split:5s} no prediction: {c.error}")
+            lines.append(f"{c.run.run_id:48s} {c.split:7s} no prediction: {c.error}")
             continue
-        lines.append(f"{c.run.run_id:48s} {c.split:5s} {c.run.step_time_s:9.4f} {c.predicted.step_time_s:8.4f} "
+        lines.append(f"{c.run.run_id:48s} {c.split:7s} {c.run.step_time_s:9.4f} {c.predicted.step_time_s:8.4f} "
                      f"{_pct(c.time_err)}  {c.run.peak_memory_bytes / 2**30:8.2f} "
                      f"{c.predicted.peak_memory_bytes / 2**30:7.2f} {_pct(c.mem_err)}")
     for r in rep.skipped:
@@ -220,15 +256,17 @@ def format_report(rep: Report, show_collectives: bool = True) -> str:
             lines.append(f"{c.run_id:48s} {c.op:15s} {c.buffer_bytes / 2**20:8.1f} {c.calls:5d} "
                          f"{c.measured_s * 1e3:8.3f} {c.predicted_s * 1e3:8.3f} {_pct(c.err)}")
     lines.append("")
-    for label, rows in (("fit", [c for c in rep.runs if c.split == "fit" and c.predicted]),
-                        ("eval", [c for c in rep.runs if c.split == "eval" and c.predicted]),
-                        ("all", [c for c in rep.runs if c.predicted])):
+    labels = (("fit", "fit"), ("eval", "eval: new size and new session"),
+              ("size", "new size, seen session"), ("session", "seen size, new session"),
+              ("seen", "seen size and session"))
+    for split, label in labels + (("all", "all"),):
+        rows = [c for c in rep.runs if c.predicted and (split == "all" or c.split == split)]
         if rows:
-            lines.append(f"MAPE {label:4s} ({len(rows):2d} runs): step time {rep.mape('time', rows):5.1f}%  "
+            lines.append(f"MAPE {label:30s} ({len(rows):3d} runs): step time {rep.mape('time', rows):5.1f}%  "
                          f"peak memory {rep.mape('memory', rows):5.1f}%")
     cm = rep.collective_mape()
     if cm is not None:
         lines.append(f"MAPE collectives >= 16 MiB: {cm:5.1f}%")
-    lines.append(f"scored on: {'eval runs (the profile records its fit runs)' if rep.split_known else 'all runs'}"
+    lines.append(f"scored on: {'eval runs (new size and new session)' if rep.split_known else 'all runs'}"
                  f"; skipped {len(rep.skipped)} failed/unreadable run(s)")
     return "\n".join(lines)
