@@ -178,3 +178,24 @@ def test_predict_accepts_cpu_threads_and_host_speed():
     b = predict(model="tinyllama-1.1b", topo="hgx-h200", gpus=1, stage=2, offload_optimizer="cpu",
                 micro_batch=1, seq=512, cpu_threads=16)
     assert a.step_time_s > b.step_time_s
+
+
+def test_predicted_order_of_measured_configs_matches_where_they_differ():
+    """For every pair of 2026-12-01 configurations of one model and batch shape whose measured
+    step times differ by more than 20 % (beyond the between-process noise of up to 15 %),
+    zsim puts them in the same order: what `zsim plan` ranks on."""
+    hw = load_profile("h200-sxm")
+    by_shape: dict[tuple, list[tuple[float, float, str]]] = {}
+    for run in find_runs([RESULTS]):
+        if not run.ok:
+            continue
+        shape = (run.model_name, run.micro_batch, run.grad_accum, run.seq)
+        by_shape.setdefault(shape, []).append((run.step_time_s, predict_run(run, hw).step_time_s, run.run_id))
+    pairs = 0
+    for runs in by_shape.values():
+        for i, (m1, p1, a) in enumerate(runs):
+            for m2, p2, b in runs[i + 1:]:
+                if max(m1, m2) > 1.2 * min(m1, m2):
+                    pairs += 1
+                    assert (m1 < m2) == (p1 < p2), (a, b, m1, m2, p1, p2)
+    assert pairs >= 10
