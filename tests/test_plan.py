@@ -112,7 +112,7 @@ def brute_force_best(global_batch=128, dp=8):
 
 
 def test_search_finds_the_placed_optimum():
-    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor())
+    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor(), memory_headroom_pct=0)
     c = result.best.candidate
     found = (c.stage, c.offload_optimizer, c.offload_param, c.micro_batch, c.activation_checkpointing,
              c.reduce_bucket_size)
@@ -126,7 +126,7 @@ def test_search_finds_the_placed_optimum():
 def test_extrapolated_screening_matches_full_prediction():
     # Finalists are re-predicted at their real grad_accum: the ranking uses exact numbers.
     calls = []
-    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor(calls))
+    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor(calls), memory_headroom_pct=0)
     best = result.best
     direct = fake_predictor()(ds_config=best.ds_config, seq=2048,
                               activation_checkpointing=best.candidate.activation_checkpointing)
@@ -136,7 +136,7 @@ def test_extrapolated_screening_matches_full_prediction():
 
 
 def test_infeasible_configs_rejected_naming_the_overflowing_term():
-    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor())
+    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor(), memory_headroom_pct=0)
     by_label = {r.candidate.label(): r for r in result.rejected}
     # Micro-batch 16 without checkpointing: activations 192 GiB dominate.
     r = by_label["Z2 mb=16 ga=1"]
@@ -154,7 +154,7 @@ def test_infeasible_configs_rejected_naming_the_overflowing_term():
 
 
 def test_pinned_axes_are_respected():
-    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor(),
+    result = plan("llama-2-7b", "dgx-a100", global_batch=128, predictor=fake_predictor(), memory_headroom_pct=0,
                   constraints=Constraints(stage=3, activation_checkpointing=True))
     assert {r.candidate.stage for r in result.ranked} == {3}
     assert all(r.candidate.activation_checkpointing for r in result.ranked)
@@ -162,7 +162,7 @@ def test_pinned_axes_are_respected():
 
 def test_bad_global_batch_is_an_input_error():
     with pytest.raises(ZsimInputError, match="not a multiple of the data-parallel size 8"):
-        plan("llama-2-7b", "dgx-a100", global_batch=12, predictor=fake_predictor())
+        plan("llama-2-7b", "dgx-a100", global_batch=12, predictor=fake_predictor(), memory_headroom_pct=0)
 
 
 # ---- the real predictor ---------------------------------------------------------------------

@@ -80,6 +80,28 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def format_seconds(seconds: float) -> str:
+    """Human-readable time: ``1.30 s``, ``5.43 ms``, ``216 µs``, ``12.0 ns``."""
+    a = abs(seconds)
+    if a >= 100:
+        return f"{seconds:,.0f} s"
+    if a >= 1 or seconds == 0:
+        return f"{seconds:.2f} s"
+    for scale, unit in ((1e3, "ms"), (1e6, "µs"), (1e9, "ns")):
+        if a * scale >= 1 or unit == "ns":
+            v = seconds * scale
+            return f"{v:.0f} {unit}" if abs(v) >= 100 else f"{v:.2f} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def format_count(n: float) -> str:
+    """Element counts as people write them: ``5e7 -> 50M``, ``2e8 -> 200M``, ``1.5e9 -> 1.5G``."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
 #: How the text output names the time-breakdown keys of the JSON (which keep their units).
 _TIME_LABELS = {
     "compute_s": "compute (GPU kernels)",
@@ -101,6 +123,18 @@ def _time_label(key: str) -> str:
     return key.removesuffix("_s").replace("_", " ")
 
 
+def provenance_lines(provenance: Mapping[str, Any] | None, indent: str = "profile      ") -> list[str]:
+    """Two lines: the hardware profile (calibrated or datasheet) and its measured error."""
+    from .provenance import Provenance
+
+    if not provenance:
+        return []
+    p = Provenance(**provenance)
+    pad = " " * len(indent)
+    return [f"{indent}{p.profile}: {p.kind()}",
+            f"{pad}measured error: {p.error_text()}"]
+
+
 def format_prediction(pred, resolved: Mapping[str, Any] | None = None) -> str:
     """The human-readable text `zsim predict` prints."""
     lines = [
@@ -112,6 +146,7 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None) -> str:
         f" (= {pred.micro_batch} x {pred.grad_accum} x {pred.world_size})",
         f"             offload optimizer {pred.offload_optimizer}, offload param {pred.offload_param}, "
         f"activation checkpointing {'on' if pred.activation_checkpointing else 'off'}",
+        *provenance_lines(getattr(pred, "provenance", None)),
         "",
         f"memory/GPU   peak {format_bytes(pred.peak_memory_bytes)} of {format_bytes(pred.gpu_memory_bytes)}"
         f" -> {'FITS' if pred.fits else 'DOES NOT FIT'} (peak during {pred.memory_peak_phase})",

@@ -24,6 +24,7 @@ from .model import ModelSpec, load_model
 from .system import OpCost, Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
 from .workload import Workload
+from .provenance import profile_provenance
 
 
 #: The DeepSpeed config used when none is given: bf16 mixed precision, clipping 1.0.
@@ -68,6 +69,9 @@ class Prediction:
     notes: tuple[str, ...] = ()
     timeline: Timeline | None = field(default=None, repr=False, compare=False)
     ds_config_resolved: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: Which hardware profile priced the step, calibrated or not, its measured error
+    #: (:class:`zsim.provenance.Provenance` as a dict).
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (no timeline), keys sorted for byte-identical output."""
@@ -223,6 +227,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         link_utilisation=_link_utilisation(schedule.ops, cluster, hw, step_s),
         collectives=schedule.collectives, notes=tuple(run.notes) + tuple(run_notes),
         timeline=timeline if keep_timeline else None, ds_config_resolved=run.resolved,
+        provenance=profile_provenance(hardware if hardware is not None else cluster.hardware).to_dict(),
     )
 
 

@@ -33,6 +33,17 @@ def _parse_int(text: str, high: int) -> int:
     return int(value)
 
 
+def percent(text: str) -> float:
+    """argparse type: a percentage in [0, 100) (``6.1``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text[:40]!r}") from None
+    if not math.isfinite(value) or not 0.0 <= value < 100.0:
+        raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100), got {text[:40]!r}")
+    return value
+
+
 def add_cluster_args(p: argparse.ArgumentParser, default_topo: str | None = "dgx-a100") -> None:
     """--topo, --gpus/--nodes, --hardware."""
     p.add_argument("--topo", default=default_topo, required=default_topo is None,

@@ -9,9 +9,9 @@ from pathlib import Path
 from ..io import atomic_write_set, dumps_json
 from .. import limits
 from ..limits import check_finite_tree
-from .common import add_cluster_args, add_run_args, int_up_to
+from .common import add_cluster_args, add_run_args, int_up_to, percent
 
-HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s, write the best config"
+HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s (or --metric), write the best config"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="who launches the written config: hf-trainer keeps every \"auto\" the search does "
                         "not decide (optimizer, scheduler, ...) for the Trainer to fill in; deepspeed "
                         "resolves them where zsim can (default: hf-trainer when the config holds \"auto\")")
+    p.add_argument("--metric", choices=["tokens-per-s", "memory", "cost-per-token"], default="tokens-per-s",
+                   help="rank by highest tokens/s, lowest peak memory per GPU, or fewest GPU-seconds "
+                        "per token (default %(default)s)")
+    p.add_argument("--memory-headroom", type=percent, default=None, metavar="PCT",
+                   help="share of GPU memory a winner must leave free for the memory model's error "
+                        "(default: the hardware profile's measured peak-memory error, 5 %% if not measured)")
     p.add_argument("--top", type=int_up_to(limits.MAX_TOP), default=5, help="configurations shown (default %(default)s)")
     p.add_argument("--output", default=None,
                    help="folder for deepspeed_config_auto.json and plan.json (default: output/deepspeed_metrics)")
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         result = plan(model=args.model, topo=args.topo, gpus=args.gpus, nodes=args.nodes,
                       global_batch=args.global_batch, seq=args.seq, ds_config=args.ds_config,
                       hardware=args.hardware, top_n=args.top, progress=bar, target=args.target,
+                      metric=args.metric, memory_headroom_pct=args.memory_headroom,
                       constraints=Constraints(stage=args.stage, offload_optimizer=args.offload_optimizer,
                                               offload_param=args.offload_param, micro_batch=args.micro_batch,
                                               grad_accum=args.grad_accum,

@@ -14,21 +14,22 @@ that fits per stage and offload choice.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from .autoconfig import (AXIS_KEYS, Change, UserConfig, config_target, describe_changes, read_user_config,
                          target_notes, written_config)
 from .capacity import CapacityResult, capacity
-from .evaluate import Evaluator, Predictor, make_setting
-from .search import Ranked, Rejection, SearchOutcome, search
+from .evaluate import Evaluator, Predictor, check_headroom, make_setting
+from .search import METRICS, Ranked, Rejection, SearchOutcome, gpu_seconds_per_token, search
 from .space import (OFFLOAD_DEVICES, PREFETCH_BUCKETS, REDUCE_BUCKETS, STAGES, SearchSpace,
                            check_global_batch, default_global_batch, micro_batch_choices)
 from ..dsconfig import DEFAULT_SEQ_LEN
 from ..errors import ZsimInputError
 from ..limits import MAX_TOP, check_int_range
 from ..hardware import HardwareProfile
+from ..provenance import Provenance
 from ..model import load_model
 
 
@@ -64,6 +65,12 @@ class PlanResult:
     elapsed_s: float = 0.0
     target: str = "deepspeed"
     ds_config_written: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    metric: str = "tokens-per-s"
+    provenance: Provenance | None = None
+    memory_headroom_pct: float = 0.0
+    usable_memory_bytes: int = 0
+    tie_band_pct: float = 0.0
+    ties: tuple[int, ...] = ()        # ranks (2, 3, ...) within the model's error of #1
 
     @property
     def best(self) -> Ranked | None:
@@ -88,8 +95,12 @@ class PlanResult:
             "model": self.model, "num_parameters": self.num_parameters, "topology": self.topology,
             "world_size": self.world_size, "seq_len": self.seq_len,
             "global_batch_note": self.global_batch_note, "user_config": self.user_config,
-            "target": self.target,
-            "ranked": [{**cand(r.candidate), "prediction": r.prediction.to_dict()} for r in self.ranked],
+            "target": self.target, "metric": self.metric,
+            "provenance": self.provenance.to_dict() if self.provenance else {},
+            "memory_headroom_pct": self.memory_headroom_pct, "usable_memory_bytes": self.usable_memory_bytes,
+            "tie": {"band_pct": self.tie_band_pct, "within_band_of_first": list(self.ties)},
+            "ranked": [{**cand(r.candidate), "gpu_seconds_per_token": gpu_seconds_per_token(r.prediction),
+                        "prediction": r.prediction.to_dict()} for r in self.ranked],
             "rejected": [{**cand(r.candidate), "peak_memory_bytes": r.memory.peak_bytes,
                           "gpu_memory_bytes": r.memory.gpu_memory_bytes,
                           "overflow_bytes": r.memory.overflow_bytes,
@@ -173,10 +184,16 @@ def build_space(user: UserConfig, pinned: Constraints, data_parallel: int, seq_l
     return space
 
 
-def _search_reasons(space: SearchSpace, pinned: Constraints, best: Ranked, fitting: int) -> dict[str, str]:
+#: What the winner has most of (or least), per metric.
+METRIC_WORDS = {"tokens-per-s": "highest predicted tokens/s", "memory": "lowest predicted peak memory",
+                "cost-per-token": "fewest predicted GPU-seconds per token"}
+
+
+def _search_reasons(space: SearchSpace, pinned: Constraints, best: Ranked, fitting: int,
+                    metric: str = "tokens-per-s") -> dict[str, str]:
     """Why each searched key of the written config has its value (dotted key -> reason)."""
     c, dp = best.candidate, space.data_parallel
-    why = f"chosen by the search: highest predicted tokens/s of {fitting} fitting stage/offload/batch choices"
+    why = f"chosen by the search: {METRIC_WORDS[metric]} of {fitting} fitting stage/offload/batch choices"
     identity = (f"GlobalBatch {c.micro_batch * c.grad_accum * dp} = micro {c.micro_batch} x "
                 f"grad_accum {c.grad_accum} x data_parallel {dp}")
     reasons = {}
@@ -184,7 +201,7 @@ def _search_reasons(space: SearchSpace, pinned: Constraints, best: Ranked, fitti
         if getattr(pinned, axis, None) is not None:
             reasons[key] = "given on the command line"
         elif axis in ("micro_batch", "grad_accum", "train_batch"):
-            reasons[key] = identity + ("; the micro-batch with the highest predicted tokens/s"
+            reasons[key] = identity + (f"; the micro-batch with the {METRIC_WORDS[metric]}"
                                        if axis == "micro_batch" else "")
         else:
             reasons[key] = why
@@ -193,35 +210,59 @@ def _search_reasons(space: SearchSpace, pinned: Constraints, best: Ranked, fitti
     return reasons
 
 
+def _ties(ranked: tuple[Ranked, ...], metric: str, prov: Provenance | None) -> tuple[float, tuple[int, ...]]:
+    """(band in %, ranks within it of #1): predictions closer than the model's measured error
+    (step time, or peak memory for the memory metric) cannot be told apart by the model."""
+    if metric == "memory":
+        band = prov.memory_headroom_pct if prov else 5.0
+        value = [float(r.prediction.peak_memory_bytes) for r in ranked]
+    else:
+        band = prov.step_time_error_pct if prov else 10.0
+        value = [1.0 / r.prediction.tokens_per_s for r in ranked]   # time per token
+    if not value:
+        return band, ()
+    return band, tuple(i + 1 for i in range(1, len(value)) if (value[i] / value[0] - 1.0) * 100.0 <= band)
+
+
 def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None = None,
          nodes: int | None = None, global_batch: int | None = None, seq: int | None = None,
          ds_config: str | Path | Mapping[str, Any] | None = None,
          hardware: str | Path | HardwareProfile | None = None,
          constraints: Constraints = Constraints(), top_n: int = 5, refine: int = 3,
          predictor: Predictor | None = None, progress: Any = None,
-         target: str | None = None) -> PlanResult:
+         target: str | None = None, metric: str = "tokens-per-s",
+         memory_headroom_pct: float | None = None) -> PlanResult:
     """Search DeepSpeed configurations of ``model`` on ``topo``; see the module docstring.
 
     ``target`` (``deepspeed`` or ``hf-trainer``; default: ``hf-trainer`` when the user's
-    config holds "auto") says who launches the written config. ``predictor`` (default :func:`zsim.predict.predict`) may be replaced in tests by a
+    config holds "auto") says who launches the written config. ``metric`` ranks (see
+    :data:`zsim.decide.search.METRICS`). ``memory_headroom_pct`` of GPU memory stays free
+    (default: the profile's measured peak-memory error, 5 % where none was measured).
+    ``predictor`` (default :func:`zsim.predict.predict`) may be replaced in tests by a
     callable with the same keyword arguments.
     """
     t0 = time.monotonic()
     check_int_range(top_n, "--top", 1, MAX_TOP)
     spec = load_model(model)
+    if metric not in METRICS:
+        raise ZsimInputError(f"--metric must be one of {', '.join(METRICS)}, got {str(metric)[:40]!r}")
     user = read_user_config(ds_config)
     target = config_target(user, target)
     seq_len = seq if seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
     setting = make_setting(spec, topo, gpus, nodes, hardware, seq_len, user)
+    if memory_headroom_pct is None and setting.provenance is not None:
+        memory_headroom_pct = setting.provenance.memory_headroom_pct
+    setting = replace(setting, memory_headroom_pct=check_headroom(memory_headroom_pct))
     space = build_space(user, constraints, setting.world_size, seq_len, global_batch)
     ev = Evaluator(setting, predictor)
-    outcome = search(space, ev, top_n=top_n, refine=refine, progress=progress)
+    outcome = search(space, ev, top_n=top_n, refine=refine, progress=progress, metric=metric)
+    band, ties = _ties(outcome.ranked, metric, setting.provenance)
     notes = [space.global_batch_note]
     changes: tuple[Change, ...] = ()
     written: dict[str, Any] = {}
     if outcome.ranked:
         best = outcome.ranked[0]
-        reasons = _search_reasons(space, constraints, best, outcome.fitting)
+        reasons = _search_reasons(space, constraints, best, outcome.fitting, metric)
         written, still_auto = written_config(best.ds_config, best.prediction.ds_config_resolved, target)
         changes = describe_changes(user, written, reasons, tuple(best.prediction.notes))
         notes += target_notes(target, still_auto, best.candidate)
@@ -233,7 +274,9 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
                       ranked=outcome.ranked, rejected=outcome.rejected, outcome=outcome, changes=changes,
                       notes=tuple(n for n in notes if n), user_config=user.source,
                       space_size=space.size(), elapsed_s=time.monotonic() - t0, target=target,
-                      ds_config_written=written)
+                      ds_config_written=written, metric=metric, provenance=setting.provenance,
+                      memory_headroom_pct=setting.memory_headroom_pct,
+                      usable_memory_bytes=setting.usable_memory_bytes, tie_band_pct=band, ties=ties)
 
 
 __all__ = ["plan", "capacity", "PlanResult", "CapacityResult", "Constraints", "build_space"]

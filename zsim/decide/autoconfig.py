@@ -15,7 +15,6 @@ the ones only the Trainer can fill in, such as the optimizer's learning rate.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping

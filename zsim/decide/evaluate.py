@@ -25,7 +25,9 @@ from ..dsconfig import Overrides, build_run_config
 from ..hardware import HardwareProfile, load_profile
 from ..memory import MemoryFacts, estimate_memory
 from ..model import ModelSpec
+from ..errors import ZsimInputError
 from ..output import format_bytes
+from ..provenance import Provenance, profile_provenance
 from ..workload import Workload
 from .autoconfig import UserConfig, candidate_config
 from .space import Candidate
@@ -43,22 +45,46 @@ class Setting:
     seq_len: int
     world_size: int
     user: UserConfig
+    provenance: Provenance | None = None
+    memory_headroom_pct: float = 0.0     # share of GPU memory a candidate must leave free
 
     @property
     def gpu_memory_bytes(self) -> int:
         """Memory of one GPU."""
         return self.hardware.gpu.memory_bytes
 
+    @property
+    def headroom_bytes(self) -> int:
+        """GPU memory kept free for the memory model's error."""
+        return int(self.gpu_memory_bytes * self.memory_headroom_pct / 100.0)
+
+    @property
+    def usable_memory_bytes(self) -> int:
+        """What a candidate's predicted peak may use: the GPU less the headroom."""
+        return self.gpu_memory_bytes - self.headroom_bytes
+
 
 def make_setting(model: ModelSpec, topo: str | Path, gpus: int | None, nodes: int | None,
                  hardware: str | Path | HardwareProfile | None, seq_len: int,
-                 user: UserConfig) -> Setting:
-    """Resolve the cluster and hardware profile once."""
+                 user: UserConfig, memory_headroom_pct: float = 0.0) -> Setting:
+    """Resolve the cluster and hardware profile once (and where the profile comes from)."""
     from ..network import load_topology
 
     cluster = load_topology(topo).cluster(gpus=gpus, nodes=nodes)
     hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or cluster.hardware)
-    return Setting(model, topo, gpus, nodes, hw, seq_len, cluster.world_size, user)
+    prov = profile_provenance(hardware if hardware is not None else cluster.hardware)
+    return Setting(model, topo, gpus, nodes, hw, seq_len, cluster.world_size, user, prov,
+                   check_headroom(memory_headroom_pct))
+
+
+def check_headroom(pct: Any) -> float:
+    """A memory headroom in percent of GPU memory: a finite number in [0, 100)."""
+    if pct is None:
+        from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT
+        return DEFAULT_MEMORY_HEADROOM_PCT
+    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0.0 <= pct < 100.0:
+        raise ZsimInputError(f"--memory-headroom must be a percentage in [0, 100), got {pct!r}")
+    return float(pct)
 
 
 @dataclass(frozen=True)
@@ -69,11 +95,12 @@ class MemoryVerdict:
     peak_bytes: int
     gpu_memory_bytes: int
     breakdown: Mapping[str, int] = field(default_factory=dict)
+    headroom_bytes: int = 0       # kept free for the memory model's error
 
     @property
     def overflow_bytes(self) -> int:
-        """Bytes by which the peak exceeds the GPU (0 when it fits)."""
-        return max(0, self.peak_bytes - self.gpu_memory_bytes)
+        """Bytes by which the peak exceeds the GPU less the headroom (0 when it fits)."""
+        return max(0, self.peak_bytes - (self.gpu_memory_bytes - self.headroom_bytes))
 
     @property
     def largest_term(self) -> tuple[str, int]:
@@ -87,8 +114,12 @@ class MemoryVerdict:
         """Why it does not fit, e.g. ``params 130.4 GiB is the largest term; peak 160.2 GiB
         exceeds 80.0 GiB by 80.2 GiB``."""
         name, size = self.largest_term
+        limit = format_bytes(self.gpu_memory_bytes)
+        if self.headroom_bytes:
+            pct = 100.0 * self.headroom_bytes / self.gpu_memory_bytes
+            limit += f" less {pct:.1f} % headroom ({format_bytes(self.gpu_memory_bytes - self.headroom_bytes)})"
         return (f"{name} {format_bytes(size)} is the largest term; peak {format_bytes(self.peak_bytes)} "
-                f"exceeds {format_bytes(self.gpu_memory_bytes)} by {format_bytes(self.overflow_bytes)}")
+                f"exceeds {limit} by {format_bytes(self.overflow_bytes)}")
 
 
 @dataclass(frozen=True)
@@ -167,14 +198,19 @@ class Evaluator:
         return self._memory[key]
 
     def _memory_from_prediction(self, cand: Candidate) -> MemoryVerdict:
-        p = self._run(cand, None)
-        return MemoryVerdict(bool(p.fits), int(p.peak_memory_bytes), int(p.gpu_memory_bytes),
-                             dict(p.memory_breakdown))
+        return self.verdict(self._run(cand, None))
+
+    def verdict(self, p: Any) -> MemoryVerdict:
+        """Fit verdict of a full prediction, the headroom kept."""
+        usable = int(p.gpu_memory_bytes) - self.setting.headroom_bytes
+        return MemoryVerdict(bool(p.fits) and int(p.peak_memory_bytes) <= usable, int(p.peak_memory_bytes),
+                             int(p.gpu_memory_bytes), dict(p.memory_breakdown), self.setting.headroom_bytes)
 
     def _fast_memory(self, cand: Candidate) -> MemoryVerdict:
         s = self.setting
         hw = s.hardware
         key = (s.model, s.world_size, s.seq_len, hw.gpu.memory_bytes, hw.memory.allocator_overhead_fraction,
+               s.headroom_bytes,
                json.dumps(s.user.raw, sort_keys=True, default=str), cand)
         if key not in _MEMORY_CACHE:
             if len(_MEMORY_CACHE) >= _MEMORY_CACHE_LIMIT:
@@ -189,8 +225,8 @@ class Evaluator:
                                self._overrides(cand, cand.grad_accum))
         mem = estimate_memory(Workload(s.model, run.micro_batch, run.seq_len, run.param_bytes), run,
                               _schedule_facts(s.model, run), s.hardware.memory.allocator_overhead_fraction)
-        return MemoryVerdict(mem.peak_bytes <= s.gpu_memory_bytes, mem.peak_bytes, s.gpu_memory_bytes,
-                             dict(mem.breakdown))
+        return MemoryVerdict(mem.peak_bytes <= s.usable_memory_bytes, mem.peak_bytes, s.gpu_memory_bytes,
+                             dict(mem.breakdown), s.headroom_bytes)
 
     # ---- time ---------------------------------------------------------------------------
     def _overrides(self, cand: Candidate, grad_accum: int | None) -> Overrides:

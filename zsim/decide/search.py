@@ -5,7 +5,12 @@
    setting, dropping those that provably cannot enter the top ``keep``;
 2. buckets: for the best ``refine`` structures, screen every bucket setting that fits;
 3. finalists: simulate the best ``top_n`` structures (each at its best bucket setting) at
-   their real gradient accumulation and rank them by tokens/s.
+   their real gradient accumulation and rank them by the metric.
+
+Metrics (:data:`METRICS`): ``tokens-per-s`` (highest first), ``cost-per-token`` (GPU-seconds
+per token, lowest first: on one cluster the same order as tokens/s, printed so plans of
+different clusters compare) and ``memory`` (lowest predicted peak per GPU first; phase 1 then
+keeps each structure's smallest buckets and phase 2 is skipped).
 
 Bucket sizes change step time by a few percent while the structure changes it by integer
 factors, which is why buckets are refined only around the best structures.
@@ -14,7 +19,7 @@ factors, which is why buckets are refined only around the best structures.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .evaluate import Evaluator, MemoryVerdict, Screened
@@ -57,6 +62,23 @@ class SearchOutcome:
 
 
 Progress = Callable[[int, int, str], None]
+
+#: Ranking metrics of `zsim plan --metric`.
+METRICS = ("tokens-per-s", "memory", "cost-per-token")
+
+
+def gpu_seconds_per_token(pred: Any) -> float:
+    """GPU-seconds one trained token costs: GPUs x step time / tokens per step."""
+    return float(getattr(pred, "world_size", 1)) / pred.tokens_per_s
+
+
+def rank_key(metric: str) -> Callable[[Any], tuple]:
+    """Sort key of a prediction under ``metric`` (smaller is better)."""
+    if metric == "memory":
+        return lambda p: (p.peak_memory_bytes, -p.tokens_per_s)
+    if metric == "cost-per-token":
+        return lambda p: (gpu_seconds_per_token(p),)
+    return lambda p: (-p.tokens_per_s,)
 
 
 def _target(values: tuple[int, ...]) -> int:
@@ -112,6 +134,8 @@ class _State:
     rejected: list[Rejection]
     fitting: int = 0
     pruned: int = 0
+    metric: str = "tokens-per-s"
+    fits: list[tuple[Candidate, MemoryVerdict]] = field(default_factory=list)
 
     def screen(self, ev: Evaluator, cand: Candidate) -> None:
         result = ev.screen(cand, _floor(self.screened, self.keep))
@@ -131,7 +155,11 @@ def _phase_structures(space: SearchSpace, ev: Evaluator, st: _State, structures:
             st.rejected.append(Rejection(cand, verdict))
             continue
         st.fitting += 1
-        st.screen(ev, chosen)
+        if st.metric == "memory":   # the smallest buckets need the least memory; no timing
+            smallest = min(space.bucket_variants(cand), key=lambda v: (v.reduce_bucket_size, v.prefetch_bucket_size))
+            st.fits.append((smallest, ev.memory(smallest)))
+        else:
+            st.screen(ev, chosen)
 
 
 def _phase_buckets(space: SearchSpace, ev: Evaluator, st: _State, refine: int, progress: Progress | None,
@@ -150,25 +178,31 @@ def _phase_buckets(space: SearchSpace, ev: Evaluator, st: _State, refine: int, p
 
 def _finalists(ev: Evaluator, st: _State, top_n: int) -> list[Ranked]:
     # One column per structure (its best bucket setting): alternatives, not bucket noise.
+    if st.metric == "memory":
+        chosen = [c for c, _ in sorted(st.fits, key=lambda cv: (cv[1].peak_bytes, cv[0]))[:top_n]]
+    else:
+        chosen = [s.candidate for s in _best_per_structure(st.screened)[:top_n]]
     ranked = []
-    for s in _best_per_structure(st.screened)[:top_n]:
-        pred = ev.predict(s.candidate)
-        if pred.fits:
-            ranked.append(Ranked(s.candidate, pred, ev.ds_config(s.candidate)))
+    for cand in chosen:
+        pred = ev.predict(cand)
+        verdict = ev.verdict(pred)
+        if verdict.fits:
+            ranked.append(Ranked(cand, pred, ev.ds_config(cand)))
         else:   # the full prediction is the last word on fit
-            st.rejected.append(Rejection(s.candidate, MemoryVerdict(
-                False, int(pred.peak_memory_bytes), int(pred.gpu_memory_bytes), dict(pred.memory_breakdown))))
-    return sorted(ranked, key=lambda r: -r.prediction.tokens_per_s)
+            st.rejected.append(Rejection(cand, verdict))
+    key = rank_key(st.metric)
+    return sorted(ranked, key=lambda r: key(r.prediction))
 
 
 def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
-           progress: Progress | None = None) -> SearchOutcome:
+           progress: Progress | None = None, metric: str = "tokens-per-s") -> SearchOutcome:
     """Run the three phases; see the module docstring."""
     structures = _order(space.structures())
-    st = _State(keep=max(top_n, refine), screened=[], rejected=[])
+    st = _State(keep=max(top_n, refine), screened=[], rejected=[], metric=metric)
     total = len(structures) + refine
     _phase_structures(space, ev, st, structures, progress, total)
-    _phase_buckets(space, ev, st, refine, progress, len(structures), total)
+    if metric != "memory":
+        _phase_buckets(space, ev, st, refine, progress, len(structures), total)
     if progress:
         progress(total, total, "finalists")
     ranked = _finalists(ev, st, top_n)

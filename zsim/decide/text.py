@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Sequence
 
-from ..output import format_bytes
+from ..output import format_bytes, format_count, format_seconds
+from .search import gpu_seconds_per_token
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -37,13 +38,15 @@ def side_by_side_cells(ranked: Sequence[Any]) -> tuple[list[str], list[list[str]
         row("global batch", lambda r: str(r.prediction.train_batch)),
         row("act. checkpointing", lambda r: "on" if r.candidate.activation_checkpointing else "off"),
         row("overlap_comm", lambda r: ("on" if r.candidate.overlap_comm else "off") if r.candidate.stage else "-"),
-        row("reduce bucket", lambda r: f"{r.candidate.reduce_bucket_size:.0e}" if r.candidate.stage else "-"),
-        row("prefetch bucket", lambda r: f"{r.candidate.prefetch_bucket_size:.0e}" if r.candidate.stage == 3 else "-"),
-        row("step time", lambda r: f"{r.prediction.step_time_s:.3f} s"),
+        row("reduce bucket", lambda r: format_count(r.candidate.reduce_bucket_size) if r.candidate.stage else "-"),
+        row("prefetch bucket", lambda r: format_count(r.candidate.prefetch_bucket_size)
+            if r.candidate.stage == 3 else "-"),
+        row("step time", lambda r: format_seconds(r.prediction.step_time_s)),
         row("tokens/s", lambda r: f"{r.prediction.tokens_per_s:,.0f}"),
+        row("GPU time/token", lambda r: format_seconds(gpu_seconds_per_token(r.prediction))),
         row("TFLOP/s/GPU", lambda r: f"{r.prediction.tflops_per_gpu:.1f}"),
         row("MFU", lambda r: f"{r.prediction.mfu * 100:.1f}%"),
-        row("exposed comm", lambda r: f"{r.prediction.exposed_comm_s:.3f} s"),
+        row("exposed comm", lambda r: format_seconds(r.prediction.exposed_comm_s)),
         row("peak memory/GPU", lambda r: format_bytes(r.prediction.peak_memory_bytes)),
     ]
     return header, rows
@@ -62,21 +65,46 @@ def rejection_summary(rejected: Sequence[Any]) -> list[str]:
     return lines
 
 
+#: How the ranking is named in the text.
+METRIC_TITLES = {"tokens-per-s": "tokens/s (highest first)", "memory": "peak memory per GPU (lowest first)",
+                 "cost-per-token": "GPU-seconds per token (fewest first)"}
+
+
+def tie_lines(result: Any) -> list[str]:
+    """The tie warning when runners-up are within the model's measured error of #1."""
+    if not result.ties:
+        return []
+    what = "peak memory" if result.metric == "memory" else "step time"
+    measured = (result.provenance is not None and
+                (result.provenance.peak_memory_mape_pct if result.metric == "memory"
+                 else result.provenance.step_time_mape_pct) is not None)
+    source = "the profile's measured MAPE" if measured else "assumed: the profile's error is not measured"
+    ranks = ", ".join(f"#{i}" for i in result.ties)
+    return [f"tie within the model's error: {ranks} within {result.tie_band_pct:.1f} % of #1's predicted "
+            f"{what}", f"  ({source}); measure them before choosing"]
+
+
 def format_plan(result: Any) -> str:
     """The text `zsim plan` prints."""
     lines = [f"plan: {result.model} ({result.num_parameters / 1e9:.2f}B params) on {result.world_size} GPUs "
              f"({result.topology}), seq {result.seq_len}"]
     if result.user_config:
         lines.append(f"user config: {result.user_config} (fixed values kept; \"auto\"/absent values searched)")
+    if result.provenance:
+        lines.append(result.provenance.describe())
     lines.append(result.global_batch_note)
+    if result.usable_memory_bytes:
+        lines.append(f"memory headroom {result.memory_headroom_pct:.1f} %: a configuration fits when its predicted "
+                     f"peak is at most {format_bytes(result.usable_memory_bytes)} per GPU (--memory-headroom)")
     o = result.outcome
     lines.append(f"searched {result.space_size} configurations: {o.structures} stage/offload/batch/"
                  f"checkpointing structures, {o.fitting} fit, {len(result.rejected)} rejected for memory, "
                  f"{o.pruned} dropped by a lower bound, {o.simulations} simulations")
     lines.append("")
     if result.ranked:
-        lines.append(f"top {len(result.ranked)} by tokens/s:")
+        lines.append(f"top {len(result.ranked)} by {METRIC_TITLES[result.metric]}:")
         lines += side_by_side(result.ranked)
+        lines += tie_lines(result)
     else:
         lines.append("no configuration fits in GPU memory")
     if result.rejected:

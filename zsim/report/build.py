@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..decide.text import rejection_summary, side_by_side_cells
+from ..decide.text import rejection_summary, side_by_side_cells, tie_lines
 from ..io import atomic_write_set, dumps_json
 from ..output import format_bytes
 from . import figures
@@ -89,6 +89,20 @@ def _memory_table(d: ReportData) -> tuple:
     return ("table", header, rows)
 
 
+def _trust(plan: Any) -> list[str]:
+    """How far the numbers can be trusted: profile provenance, memory headroom, ties."""
+    lines = []
+    if plan.provenance:
+        lines.append(plan.provenance.describe()[0].upper() + plan.provenance.describe()[1:] + ".")
+    if plan.usable_memory_bytes:
+        lines.append(f"Memory headroom {plan.memory_headroom_pct:.1f} %: a configuration counts as fitting when "
+                     f"its predicted peak is at most {format_bytes(plan.usable_memory_bytes)} per GPU.")
+    tie = tie_lines(plan)
+    if tie:
+        lines.append(" ".join(t.strip() for t in tie) + ".")
+    return lines
+
+
 def blocks(d: ReportData, command: str = "") -> tuple[str, list[tuple]]:
     """Title and blocks of the report (``command``: how to reproduce it, shown when given)."""
     plan, best = d.plan, d.plan.best
@@ -105,6 +119,7 @@ def blocks(d: ReportData, command: str = "") -> tuple[str, list[tuple]]:
         ("p", "Use " + _config_line(c, p) + "."),
     ]
     out += [("p", line) for line in _why(d)]
+    out += [("p", line) for line in _trust(plan)]
     out += [("p", n) for n in plan.notes[1:]]
     out += [("h", 3, "deepspeed_config_auto.json"),
             ("pre", json.dumps(plan.ds_config_auto, indent=2, sort_keys=True))]
