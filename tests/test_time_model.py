@@ -199,3 +199,19 @@ def test_predicted_order_of_measured_configs_matches_where_they_differ():
                     pairs += 1
                     assert (m1 < m2) == (p1 < p2), (a, b, m1, m2, p1, p2)
     assert pairs >= 10
+
+
+def test_zero3_host_waits_on_the_gather_three_back():
+    """PC:400-411: past two outstanding fetch events the host synchronises on the oldest; the
+    schedule has one zero-cost host op per such wait, depending on that gather."""
+    import importlib
+    from zsim.dsconfig import Overrides, build_run_config
+    build_schedule = importlib.import_module("zsim.schedule.api").build_schedule
+    spec = load_model("llama-2-7b")
+    run = build_run_config({"bf16": {"enabled": True}, "zero_optimization": {"stage": 3}}, spec, 8,
+                           Overrides(micro_batch=1, seq_len=1024))
+    ops = build_schedule(spec, run, gpus_per_node=8).ops
+    waits = [op for op in ops if op.name == "fetch_throttle"]
+    assert waits and all(ops[d].collective == "all_gather_into_tensor" for op in waits for d in op.deps)
+    gathers_waited = [d for op in waits for d in op.deps]
+    assert gathers_waited == sorted(gathers_waited)   # oldest first

@@ -17,6 +17,8 @@ all-reduced instead (S3:1672-1674); an oversized one is still reduce-scattered.
 
 from __future__ import annotations
 
+from collections import deque
+
 from ..dsconfig import RunConfig
 from ..model import ModelSpec
 from .coordinator import Coordinator
@@ -82,6 +84,8 @@ class _Stage3:
         self.gathered = 0          # padded numel of non-persistent params gathered now
         self.max_gathered = 0
         self.hooks_pending = 0
+        self.fetch_events: deque[int] = deque()    # gathers the host waited on, oldest first
+        self.reduce_events: deque[int] = deque()   # gradient reductions issued, oldest first
         self.bucket: list[int] = []
         self.bucket_elems = 0
         self.last_reduce: int | None = None
@@ -158,6 +162,7 @@ class _Stage3:
             run, z = self.run, self.run.zero
             cb = run.comm_dtype_bytes
             stream = "comm" if z.overlap_comm else "compute"
+            _throttle(self.em, self.reduce_events, None, "reduce_throttle")
             deps = (self.em.last_compute,)
             nodes = self.n // self.gpus_per_node if self.n % self.gpus_per_node == 0 else 1
             if z.zero_quantized_gradients and nodes > 1:
@@ -169,6 +174,7 @@ class _Stage3:
                 total = sum(stage3_padded_numel(self.numels[p], self.n) for p in self.bucket)
                 self.last_reduce = self.em.collective("grad_bucket", "reduce_scatter_tensor", total * cb,
                                                       stream=stream, deps=deps)
+            self.reduce_events.append(self.last_reduce)
             if z.offload_optimizer != "none":  # each bucket's fp32 grad shards go to the host
                 shard = sum(stage3_shard_numel(self.numels[p], self.n) for p in self.bucket)
                 self.em.add("d2h", "copy", "grad_shards_to_host", deps=(self.last_reduce,), nbytes=4 * shard)
@@ -237,6 +243,8 @@ class _Stage3:
         if em is None:
             return
         self._flush_hooks()
+        for handle in waits:
+            _throttle(em, self.fetch_events, handle, "fetch_throttle")
         em.wait_for.extend(waits)
         em.compute(name, pass_)
 
@@ -249,6 +257,25 @@ class _Stage3:
         self.coord.partition_all()
         self.coord.regather_persistent()
         self.secondary.clear()
+
+
+#: PC:142 (``__max_ongoing_fetch_events``) and S3:462 (``max_param_reduce_events``): DeepSpeed
+#: records a CUDA event per gather waited on and per bucket reduced, and once more than two
+#: are outstanding the host synchronises on the oldest (PC:400-411, S3:1664-1667); on CUDA
+#: ``handles_memory_backpressure()`` is False (accelerator/cuda_accelerator.py:61-62), so the
+#: throttle is active.
+MAX_ONGOING_EVENTS = 2
+
+
+def _throttle(em: Emitter, events: deque, new: int | None, name: str) -> None:
+    """DeepSpeed's host throttle on ``events``: with ``new`` (a gather just waited on) record
+    it, then past :data:`MAX_ONGOING_EVENTS` outstanding wait for the oldest; without (a
+    reduction about to be issued) wait while more than that many are outstanding. The wait
+    is a zero-cost host op that depends on the event's op."""
+    if new is not None:
+        events.append(new)
+    while len(events) > MAX_ONGOING_EVENTS:
+        em.add("compute", "host_loop", name, deps=(events.popleft(),), count=0)
 
 
 def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],

@@ -49,9 +49,12 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
             host_deps = tuple(sorted(set(host_deps) | {last_gpu}))
             step_synced = True
         if op.kind in ("overhead", "host_loop") and op.stream == "compute":
-            if op.kind == "host_loop" and op.syncs:
-                # The sync waits for the GPU queue and for the op's own dependencies.
-                waits = {gpu_of[d] for d in op.deps} | ({last_gpu} if last_gpu is not None else set())
+            if op.kind == "host_loop":
+                # The host waits for the op's own dependencies (an event it synchronises on);
+                # a sync also drains the GPU queue issued before it.
+                waits = {gpu_of[d] for d in op.deps}
+                if op.syncs and last_gpu is not None:
+                    waits.add(last_gpu)
                 host_deps = tuple(sorted(set(host_deps) | waits))
             new_id = add(op, stream=HOST, deps=host_deps)
             gpu_of[op.id] = host_of[op.id] = new_id
