@@ -1,7 +1,9 @@
-"""The output folder a run writes, predicted or measured, in one shared format.
+"""The output folder of a prediction: ``training_metrics.csv`` (the simulated step per
+micro-step: forward, backward and optimizer-step wall times), ``training_curves.png`` (time
+per phase and the memory breakdown), ``summary.json`` and ``deepspeed_config_auto.json``.
 
-``training_metrics.csv`` (one row per step, the columns of validation/train.py),
-``training_curves.png``, ``summary.json`` and ``deepspeed_config_auto.json``.
+Measured runs (validation/train.py) write the same file names with one row per measured
+step; a prediction has one simulated step, so its CSV is that step split per micro-step.
 """
 
 from __future__ import annotations
@@ -9,48 +11,98 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .io import atomic_write_set, dumps_json
 
-#: Columns shared with validation/train.py's measured runs.
-CSV_FIELDS = ["step", "phase", "step_time_s", "tokens", "tokens_per_s", "loss", "fwd_s", "bwd_s",
-              "opt_s", "peak_allocated_bytes", "peak_reserved_bytes", "step_peak_allocated_bytes",
-              "allocated_bytes", "wall_utc"]
+#: Columns of a predicted ``training_metrics.csv`` (one row per micro-step; times in ms from
+#: the start of the optimizer step, phases timed as train.py's CUDA events time them).
+CSV_FIELDS = ["micro_step", "start_ms", "forward_ms", "backward_ms", "optimizer_step_ms", "wall_ms",
+              "tokens", "peak_memory_bytes"]
 
 DEFAULT_OUTPUT_DIR = "output/deepspeed_metrics"
 
+#: The files a prediction writes, in the order predict's text names them.
+OUTPUT_FILES = ("training_metrics.csv", "training_curves.png", "summary.json", "deepspeed_config_auto.json")
 
-def _metrics_csv(pred, steps: int) -> str:
+#: Readable names of the memory-breakdown keys (the JSON keeps the keys).
+MEMORY_LABELS = {
+    "params": "parameters", "grads": "gradients", "optimizer_states": "optimizer states",
+    "buffers": "communication buffers", "activations": "activations", "logits_loss": "logits and loss",
+    "allocator_overhead": "allocator overhead",
+}
+
+_PHASE_COLUMNS = {"forward": "forward_ms", "backward": "backward_ms", "step": "optimizer_step_ms"}
+
+
+def micro_step_rows(pred, windows: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per micro-step: its start and its forward/backward/step wall times in ms."""
+    rows: dict[int, dict[str, Any]] = {}
+    tokens = pred.micro_batch * pred.seq_len * pred.world_size
+    for w in windows:
+        if w.phase not in _PHASE_COLUMNS or w.micro_step is None:
+            continue
+        row = rows.setdefault(w.micro_step, {"micro_step": w.micro_step, "start_ms": None, "forward_ms": 0.0,
+                                             "backward_ms": 0.0, "optimizer_step_ms": 0.0,
+                                             "tokens": tokens, "peak_memory_bytes": pred.peak_memory_bytes})
+        row[_PHASE_COLUMNS[w.phase]] += w.wall_s * 1e3
+        if w.start_s is not None:
+            start = w.start_s * 1e3
+            row["start_ms"] = start if row["start_ms"] is None else min(row["start_ms"], start)
+    out = []
+    for m in sorted(rows):
+        r = rows[m]
+        r["wall_ms"] = r["forward_ms"] + r["backward_ms"] + r["optimizer_step_ms"]
+        out.append(r)
+    return out
+
+
+def _metrics_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
-    tokens = pred.micro_batch * pred.grad_accum * pred.seq_len * pred.world_size
-    for step in range(1, steps + 1):
-        writer.writerow({"step": step, "phase": "predicted", "step_time_s": f"{pred.step_time_s:.6g}",
-                         "tokens": tokens, "tokens_per_s": f"{pred.tokens_per_s:.6g}", "loss": "",
-                         "peak_allocated_bytes": pred.peak_memory_bytes,
-                         "step_peak_allocated_bytes": pred.peak_memory_bytes})
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
+                         for k, v in r.items()})
     return buf.getvalue()
 
 
-def _curves_png(pred) -> bytes:
+def _phase_totals_ms(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    totals = {"forward": 0.0, "backward": 0.0, "optimizer step": 0.0}
+    for r in rows:
+        totals["forward"] += r["forward_ms"]
+        totals["backward"] += r["backward_ms"]
+        totals["optimizer step"] += r["optimizer_step_ms"]
+    return totals
+
+
+def _barh(ax, labels: list[str], values: list[float], color: str, unit: str) -> None:
+    bars = ax.barh(labels, values, color=color)
+    ax.invert_yaxis()
+    top = max(values, default=0.0) or 1.0
+    for bar, v in zip(bars, values):
+        ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, f"{v:,.1f} {unit}",
+                va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.25)
+
+
+def _curves_png(pred, rows: Sequence[Mapping[str, Any]]) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    tb = {k: v for k, v in pred.time_breakdown.items() if v > 0}
-    ax1.barh(list(tb), list(tb.values()), color="tab:blue")
-    ax1.set_xlabel("seconds per optimizer step")
-    ax1.set_title(f"step {pred.step_time_s:.3f} s (predicted)")
-    mb = {k: v / 2**30 for k, v in pred.memory_breakdown.items() if v > 0}
-    ax2.barh(list(mb), list(mb.values()), color="tab:orange")
-    ax2.axvline(pred.gpu_memory_bytes / 2**30, color="red", linestyle="--", label="GPU memory")
-    ax2.set_xlabel("GiB per GPU")
-    ax2.set_title(f"peak {pred.peak_memory_bytes / 2**30:.1f} GiB ({'fits' if pred.fits else 'does not fit'})")
-    ax2.legend(loc="lower right")
-    fig.suptitle(f"{pred.model} ZeRO-{pred.stage} on {pred.world_size}x {pred.topology}")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    phases = _phase_totals_ms(rows)
+    _barh(ax1, list(phases), list(phases.values()), "tab:blue", "ms")
+    ax1.set_xlabel(f"milliseconds per optimizer step ({pred.grad_accum} micro-step"
+                   f"{'s' if pred.grad_accum != 1 else ''} summed)")
+    ax1.set_title(f"step {pred.step_time_s * 1e3:,.1f} ms, {pred.tokens_per_s:,.0f} tokens/s (predicted)")
+    mem = {MEMORY_LABELS.get(k, k.replace("_", " ")): v / 2**30 for k, v in pred.memory_breakdown.items() if v > 0}
+    _barh(ax2, list(mem), list(mem.values()), "tab:orange", "GiB")
+    ax2.set_xlabel("GiB per GPU at the peak")
+    ax2.set_title(f"peak {pred.peak_memory_bytes / 2**30:.1f} of {pred.gpu_memory_bytes / 2**30:.1f} GiB "
+                  f"({'fits' if pred.fits else 'does not fit'})")
+    fig.suptitle(f"{pred.model} ZeRO-{pred.stage} on {pred.world_size} GPUs ({pred.topology})")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
@@ -58,12 +110,20 @@ def _curves_png(pred) -> bytes:
     return buf.getvalue()
 
 
-def write_prediction_outputs(pred, out_dir: str | Path, steps: int = 10) -> list[Path]:
-    """Write the four files of a predicted run into ``out_dir`` as one set (atomically)."""
+def write_prediction_outputs(pred, out_dir: str | Path, model: Any = None) -> list[Path]:
+    """Write the four files of a prediction into ``out_dir`` as one set (atomically).
+
+    ``pred`` must keep its timeline (``predict(..., keep_timeline=True)``); ``model`` is the
+    model it predicted (preset name, HF config path or spec; default ``pred.model``)."""
+    from .diagnose.predicted import prediction_ops, predicted_side
+    from .model import load_model
+
+    spec = load_model(model if model is not None else pred.model)
+    rows = micro_step_rows(pred, predicted_side(pred, prediction_ops(pred, spec)).windows)
     summary: dict[str, Any] = {"status": "ok", "kind": "predicted", **pred.to_dict()}
     return atomic_write_set(out_dir, {
-        "training_metrics.csv": _metrics_csv(pred, steps),
-        "training_curves.png": _curves_png(pred),
+        "training_metrics.csv": _metrics_csv(rows),
+        "training_curves.png": _curves_png(pred, rows),
         "summary.json": dumps_json(summary),
         "deepspeed_config_auto.json": dumps_json(dict(pred.ds_config_resolved)),
     })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..io import dumps_json
 from ..limits import check_finite_tree
@@ -35,15 +36,21 @@ def run(args: argparse.Namespace) -> int:
                    micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq=args.seq,
                    offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
                    activation_checkpointing=args.activation_checkpointing,
-                   keep_timeline=bool(args.trace))
+                   keep_timeline=bool(args.trace) or not args.no_output)
     check_finite_tree(pred.to_dict(), "prediction")  # before anything is printed or written
     if args.trace:
         write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
                     link_utilisation=dict(pred.link_utilisation))
+    written = []
     if not args.no_output:
-        write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR)
+        written = write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR, model=args.model)
     if args.json:
         sys.stdout.write(dumps_json(pred.to_dict()))
     else:
         print(format_prediction(pred))
+        if written:
+            print(f"\nwrote {len(written)} files to {Path(written[0]).parent}: {', '.join(Path(w).name for w in written)}"
+                  " (training_metrics.csv: forward/backward/step ms per micro-step)")
+        if args.trace:
+            print(f"wrote the Perfetto trace {args.trace}")
     return 0

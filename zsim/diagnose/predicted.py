@@ -30,18 +30,33 @@ def predict_run(run: RunResult, hardware, topo: str) -> Prediction:
 
 def simulated_ops(run: RunResult, topo: str) -> list[Op]:
     """The ops the timeline's spans refer to (``Span.op_id`` indexes this list)."""
-    from ..dsconfig import Overrides, build_run_config
+    from ..dsconfig import Overrides
     from ..model import load_model
     from ..network import load_topology
-    from ..schedule import build_schedule
-    from ..system import split_host
 
     spec = load_model(str(run.config_path))
     cluster = load_topology(topo).cluster(gpus=run.world_size)
     overrides = Overrides(seq_len=run.seq, micro_batch=run.micro_batch, grad_accum=run.grad_accum,
                           activation_checkpointing=run.activation_checkpointing)
-    config = build_run_config(str(run.ds_config_path), spec, run.world_size, overrides)
-    return split_host(build_schedule(spec, config, gpus_per_node=cluster.gpus_per_node).ops)
+    return schedule_ops(spec, str(run.ds_config_path), run.world_size, cluster.gpus_per_node, overrides)
+
+
+def schedule_ops(spec, ds_config, world_size: int, gpus_per_node: int, overrides) -> list[Op]:
+    """The ops a prediction of ``ds_config`` simulates (after :func:`zsim.system.split_host`)."""
+    from ..dsconfig import build_run_config
+    from ..schedule import build_schedule
+    from ..system import split_host
+
+    config = build_run_config(ds_config, spec, world_size, overrides)
+    return split_host(build_schedule(spec, config, gpus_per_node=gpus_per_node).ops)
+
+
+def prediction_ops(pred: Prediction, spec) -> list[Op]:
+    """The ops behind ``pred`` (of model ``spec``), rebuilt from its resolved config."""
+    from ..dsconfig import Overrides
+
+    overrides = Overrides(seq_len=pred.seq_len, activation_checkpointing=pred.activation_checkpointing)
+    return schedule_ops(spec, dict(pred.ds_config_resolved), pred.world_size, pred.gpus_per_node, overrides)
 
 
 def stream_of(span: Span) -> str:
