@@ -62,6 +62,7 @@ def _show(args: argparse.Namespace) -> int:
           f"{node.cpus} CPU socket(s)")
     for i, sw in enumerate(node.switches):
         print(f"    switch {i}: cpu {sw.cpu}, GPUs {list(sw.gpus)}, NICs {list(sw.nics)}")
+    print(f"  host        {_host_line(node.host)}")
     fab = topo.fabric
     if fab:
         print(f"  fabric      {fab.kind}, {fab.levels} level(s), radix {fab.switch_radix}, "
@@ -74,6 +75,16 @@ def _show(args: argparse.Namespace) -> int:
         print(f"    {k:<16} {v:g}")
     print(f"    fabric_share     {c['fabric_share']:g}")
     return 0
+
+
+def _host_line(host) -> str:
+    """CPU cores and host memory of a node, e.g. ``128 CPU cores, 2.00 TiB host memory``."""
+    if not host.cpu_cores and not host.host_memory_bytes:
+        return "not given (node.host): no host-memory check"
+    cores = f"{host.cpu_cores} CPU cores" if host.cpu_cores else "CPU cores not given"
+    mem = (f"{host.host_memory_bytes / 2**40:.2f} TiB host memory" if host.host_memory_bytes
+           else "host memory not given")
+    return f"{cores}, {mem}" + (f"\n              source: {host.source}" if host.source else "")
 
 
 def _draw(args: argparse.Namespace) -> int:

@@ -21,7 +21,8 @@ FABRIC_KINDS = ("rail_optimized", "fat_tree")
 PLACEMENTS = ("packed", "scattered")
 
 _TOP_KEYS = {"name", "description", "source", "node", "fabric"}
-_NODE_KEYS = {"hardware", "gpus_per_node", "nvlink", "pcie"}
+_NODE_KEYS = {"hardware", "gpus_per_node", "nvlink", "pcie", "host"}
+_HOST_KEYS = {"cpu_cores", "host_memory_bytes", "source"}
 _NVLINK_KEYS = {"bandwidth_GBps", "nvswitches"}
 _PCIE_KEYS = {"gpu_bandwidth_GBps", "nic_bandwidth_GBps", "uplink_bandwidth_GBps",
               "socket_bandwidth_GBps", "cpus", "switches"}
@@ -40,6 +41,20 @@ class PcieSwitchSpec:
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """The node's CPUs and host memory (``node.host`` in the YAML; 0 = not given)."""
+
+    cpu_cores: int = 0              # physical cores of all sockets together
+    host_memory_bytes: int = 0      # installed system memory (DRAM) of the node
+    source: str = ""                # where the figures come from
+
+    @property
+    def known(self) -> bool:
+        """Whether the topology states the node's host memory."""
+        return self.host_memory_bytes > 0
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One server: GPUs, their NVLink plane (if any) and the PCIe tree to CPUs and NICs."""
 
@@ -53,6 +68,7 @@ class NodeSpec:
     socket_bandwidth_GBps: float
     cpus: int
     switches: tuple[PcieSwitchSpec, ...]
+    host: HostSpec = HostSpec()   # CPUs and host memory (all 0 when the file gives none)
 
     @property
     def has_nvlink(self) -> bool:
@@ -261,7 +277,31 @@ def parse_node(data: Mapping, file: str, nics: int) -> NodeSpec:
         pcie_uplink_bandwidth_GBps=_number(pcie, "uplink_bandwidth_GBps", "node.pcie", file),
         socket_bandwidth_GBps=_number(pcie, "socket_bandwidth_GBps", "node.pcie", file,
                                       default=None if cpus > 1 else 0.0),
-        cpus=cpus, switches=switches)
+        cpus=cpus, switches=switches, host=parse_host(data.get("host"), file))
+
+
+def parse_host(data: Any, file: str) -> HostSpec:
+    """Parse and check the optional ``node.host:`` section (CPU cores, host memory, source).
+
+    Both figures are optional (0: unknown, then no host-memory check is made); when given
+    they must be positive integers."""
+    if data is None:
+        return HostSpec()
+    if not isinstance(data, Mapping):
+        raise ZsimInputError(f"{file}: node.host must be a mapping with cpu_cores, host_memory_bytes, source")
+    _check_keys(data, _HOST_KEYS, "node.host", file)
+    cores = _integer(data, "cpu_cores", "node.host", file, default=0, allow_zero=True) \
+        if "cpu_cores" in data else 0
+    mem = _number(data, "host_memory_bytes", "node.host", file) if "host_memory_bytes" in data else 0.0
+    if mem != int(mem):
+        raise ZsimInputError(f"{file}: node.host.host_memory_bytes must be an integer, "
+                             f"got {data['host_memory_bytes']!r}")
+    if "cpu_cores" in data and cores == 0:
+        raise ZsimInputError(f"{file}: node.host.cpu_cores must be positive, got {data['cpu_cores']!r}")
+    source = data.get("source", "")
+    if not isinstance(source, str):
+        raise ZsimInputError(f"{file}: node.host.source must be text, got {source!r}")
+    return HostSpec(cpu_cores=cores, host_memory_bytes=int(mem), source=source)
 
 
 def parse_fabric(data: Mapping, file: str) -> FabricSpec:

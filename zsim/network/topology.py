@@ -124,6 +124,8 @@ class Topology:
                      "socket_bandwidth_GBps": node.socket_bandwidth_GBps, "cpus": node.cpus,
                      "switches": [{"cpu": s.cpu, "gpus": list(s.gpus), "nics": list(s.nics)}
                                   for s in node.switches]},
+            "host": {"cpu_cores": node.host.cpu_cores, "host_memory_bytes": node.host.host_memory_bytes,
+                     "source": node.host.source},
             "fabric": None if fab is None else {
                 **{k: getattr(fab, k) for k in ("kind", "nics_per_node", "nic_bandwidth_Gbps",
                                                   "levels", "switch_radix", "oversubscription",
