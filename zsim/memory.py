@@ -208,3 +208,108 @@ def _activations(w: Workload, run: RunConfig) -> dict[str, int]:
         act = layers * w.layer_activation_bytes()
     return {"activations": int(act), "working": int(w.backward_working_bytes()),
             "logits_loss": int(kept_logits + transient_logits)}
+
+
+# ---- host memory under offload ---------------------------------------------------------------
+# DeepSpeed 0.19.8 sources below: S12 = runtime/zero/stage_1_and_2.py, S3 = runtime/zero/stage3.py,
+# CA = ops/adam/cpu_adam.py, ENG = runtime/engine.py.
+
+
+@dataclass(frozen=True)
+class HostMemoryEstimate:
+    """Host (CPU) memory that offloaded states take: per rank, and for one node's ranks.
+
+    ``breakdown_per_rank`` names each DeepSpeed buffer (bytes). States offloaded to NVMe are
+    not counted (they live on the drive; the swapper's staging buffers are not modelled)."""
+
+    bytes_per_rank: int
+    ranks_per_node: int
+    bytes_per_node: int
+    breakdown_per_rank: Mapping[str, int]
+
+
+def host_memory(run: RunConfig, facts: MemoryFacts, ranks_per_node: int,
+                largest_param_numel: int = 0) -> HostMemoryEstimate:
+    """Host bytes the offloaded states of ``run`` need per rank and per node.
+
+    ``facts.partition_numel`` is the rank's partition; ``largest_param_numel`` sizes the
+    stage-1/2 pinned gradient staging buffer (0: left out)."""
+    terms: dict[str, int] = {}
+    if run.zero.offload_optimizer == "cpu":
+        terms.update(_offloaded_optimizer_terms(run, facts.partition_numel, largest_param_numel))
+    if run.zero.stage == 3 and run.zero.offload_param == "cpu":
+        terms.update(_offloaded_param_terms(run, facts.partition_numel))
+    per_rank = int(sum(terms.values()))
+    return HostMemoryEstimate(bytes_per_rank=per_rank, ranks_per_node=int(ranks_per_node),
+                              bytes_per_node=per_rank * int(ranks_per_node),
+                              breakdown_per_rank={k: int(v) for k, v in terms.items()})
+
+
+@dataclass(frozen=True)
+class HostMemoryVerdict:
+    """Whether a node's offloaded states fit in its host memory."""
+
+    need: HostMemoryEstimate
+    available_bytes: int            # the node's host memory; 0: unknown (no check is made)
+
+    @property
+    def fits(self) -> bool:
+        """True when the node's ranks' offloaded states fit (or the host memory is unknown)."""
+        return self.available_bytes <= 0 or self.need.bytes_per_node <= self.available_bytes
+
+    def note(self) -> str:
+        """Why it does not fit ('' when it fits)."""
+        return "" if self.fits else host_memory_note(self.need.bytes_per_node, self.available_bytes,
+                                                     self.need.ranks_per_node)
+
+
+def host_memory_note(need_bytes_per_node: int, available_bytes: int, ranks_per_node: int) -> str:
+    """The note of a config whose offloaded states exceed the node's host memory."""
+    per_rank = need_bytes_per_node / max(1, ranks_per_node)
+    return (f"host memory: the offloaded states need {need_bytes_per_node / 2**30:,.1f} GiB per node "
+            f"({ranks_per_node} ranks x {per_rank / 2**30:,.1f} GiB), more than the node's "
+            f"{available_bytes / 2**30:,.1f} GiB (node.host.host_memory_bytes): does not fit")
+
+
+def _offloaded_optimizer_terms(run: RunConfig, part: int, largest_param_numel: int) -> dict[str, int]:
+    """offload_optimizer: fp32 master, Adam m and v, fp32 gradients, and the stage's buffers."""
+    p = run.param_bytes
+    terms = {
+        # S12:560-577 single_partition_of_fp32_groups (fp32 copy of the partition, on the CPU
+        # with cpu_offload); S3:1157-1160 fp32_partitioned_groups_flat, converted to the CPU.
+        "fp32_master": 4 * part,
+        # CA:158-164 DeepSpeedCPUAdam: exp_avg and exp_avg_sq in fp32, on the CPU.
+        "adam_m_v": 8 * part,
+        # S12:934-941 single_partition_of_fp32_groups[i].grad (fp32, pinned with pin_memory);
+        # S3:1337-1342 one fp32 gradient buffer per sub-group, on the CPU.
+        "fp32_grads": 4 * part,
+    }
+    if run.zero.stage in (1, 2):
+        # S12:563-575 param_buffer_of_bit16_for_cpu_offload_groups: a 16-bit copy of the
+        # partition, the source of the post-step copy back to the GPU.
+        terms["bit16_param_buffer"] = p * part
+        # S12:652-658 temp_grad_buffer_for_cpu_offload: one largest-parameter 16-bit buffer.
+        terms["grad_staging_buffer"] = p * largest_param_numel
+        if run.grad_accum > 1:
+            # S12:1820-1853 accumulated_grads_in_cpu: every partition parameter's gradient
+            # (16-bit) kept on the CPU between micro-steps (S12:2161-2167).
+            terms["accumulated_grads"] = p * part
+    elif run.zero.stage == 3:
+        # S3:791-795 grad_partitions_flat_buffer on self.device (the CPU with
+        # offload_optimizer, S3:333) in gradient_accumulation_dtype, the model dtype unless
+        # data_types.grad_accum_dtype says otherwise (ENG:1806-1807).
+        terms["grad_partitions"] = p * part
+    return terms
+
+
+def _offloaded_param_terms(run: RunConfig, part: int) -> dict[str, int]:
+    """Stage-3 offload_param: the 16-bit parameter partitions, plus the swap-out staging."""
+    # S3:888-911 param_groups_fp16_flat_cpu_memory: pinned 16-bit flat buffers holding the
+    # rank's parameter partitions (S3:977-986 places fp16_partitioned_groups_flat in them).
+    terms = {"bit16_params": run.param_bytes * part}
+    if run.zero.offload_optimizer == "none":
+        # S3:2854-2859 _reassign_or_swap_out_partitioned_parameters copies the GPU fp32
+        # sub-group into the CPU 16-bit partition: torch stages it as a pageable fp32 tensor
+        # of the sub-group's size (the pageable swap-out of zsim/schedule/step.py).
+        terms["swap_out_fp32_staging"] = 4 * min(run.zero.sub_group_size, part)
+    return terms

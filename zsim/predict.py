@@ -19,7 +19,8 @@ from .dsconfig import Overrides, RunConfig, build_run_config
 from .errors import ZsimInputError
 from .hardware import HardwareProfile, load_profile
 from .hostcost import HostSpeed, at_host_speed
-from .memory import MemoryEstimate, MemoryFacts, default_facts, estimate_memory
+from .memory import (HostMemoryVerdict, MemoryEstimate, MemoryFacts, default_facts, estimate_memory,
+                     host_memory)
 from .model import ModelSpec, load_model
 from .system import OpCost, Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
@@ -72,6 +73,8 @@ class Prediction:
     #: Which hardware profile priced the step, calibrated or not, its measured error
     #: (:class:`zsim.provenance.Provenance` as a dict).
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    host_memory_bytes_per_node: int = 0     # host memory the offloaded states of a node's ranks need
+    host_memory_available_bytes: int = 0    # the node's host memory (0: the topology does not say)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (no timeline), keys sorted for byte-identical output."""
@@ -111,6 +114,13 @@ def host_share(cluster, cpu_threads: float | None = None) -> HostShare:
     share = min(1.0, node.pcie_uplink_bandwidth_GBps / (k * gpu_link)) if gpu_link > 0 else 1.0
     return HostShare(ranks_per_node=cluster.gpus_per_node, pcie_share=share,
                      cpu_threads_per_rank=float(cpu_threads or 0.0))
+
+
+def host_memory_verdict(run: RunConfig, facts: MemoryFacts, model: ModelSpec, cluster) -> HostMemoryVerdict:
+    """Host memory the offloaded states of one node's ranks need, against the node's memory
+    (``node.host.host_memory_bytes`` of the topology). ``plan`` and ``capacity`` call this too."""
+    need = host_memory(run, facts, cluster.gpus_per_node, model.largest_parameter_numel())
+    return HostMemoryVerdict(need=need, available_bytes=cluster.spec.node.host.host_memory_bytes)
 
 
 def _collective_timer(cluster, hw: HardwareProfile):
@@ -194,8 +204,11 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
                          "not checked against DeepSpeed's comms logger)")
     workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
     schedule = build_schedule(spec, run, gpus_per_node=cluster.gpus_per_node)
-    memory: MemoryEstimate = estimate_memory(workload, run, memory_facts(schedule, run, spec),
-                                             hw.memory.allocator_overhead_fraction)
+    facts = memory_facts(schedule, run, spec)
+    memory: MemoryEstimate = estimate_memory(workload, run, facts, hw.memory.allocator_overhead_fraction)
+    host_mem = host_memory_verdict(run, facts, spec, cluster)
+    if not host_mem.fits:
+        run_notes.append(host_mem.note())
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
                       host_share(cluster, cpu_threads))
     timeline = simulate(split_host(schedule.ops), coster)
@@ -219,7 +232,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         step_time_s=step_s, tokens_per_s=run.tokens_per_step / step_s, tflops_per_gpu=tflops,
         mfu=tflops * 1e12 / peak_flops(hw, run.precision),
         peak_memory_bytes=memory.peak_bytes, gpu_memory_bytes=hw.gpu.memory_bytes,
-        fits=memory.peak_bytes <= hw.gpu.memory_bytes,
+        fits=memory.peak_bytes <= hw.gpu.memory_bytes and host_mem.fits,
         memory_breakdown=memory.breakdown, memory_peak_phase=memory.peak_phase,
         model_states_bytes=memory.model_states_bytes, exposed_comm_s=exposed_comm,
         time_breakdown=breakdown,
@@ -228,7 +241,9 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         collectives=schedule.collectives, notes=tuple(run.notes) + tuple(run_notes),
         timeline=timeline if keep_timeline else None, ds_config_resolved=run.resolved,
         provenance=profile_provenance(hardware if hardware is not None else cluster.hardware).to_dict(),
+        host_memory_bytes_per_node=host_mem.need.bytes_per_node,
+        host_memory_available_bytes=host_mem.available_bytes,
     )
 
 
-__all__ = ["Prediction", "predict", "memory_facts", "host_share"]
+__all__ = ["Prediction", "predict", "memory_facts", "host_share", "host_memory_verdict"]

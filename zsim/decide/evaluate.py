@@ -96,6 +96,7 @@ class MemoryVerdict:
     gpu_memory_bytes: int
     breakdown: Mapping[str, int] = field(default_factory=dict)
     headroom_bytes: int = 0       # kept free for the memory model's error
+    host_note: str = ""           # set when the offloaded states exceed the node's host memory
 
     @property
     def overflow_bytes(self) -> int:
@@ -113,6 +114,8 @@ class MemoryVerdict:
     def reason(self) -> str:
         """Why it does not fit, e.g. ``params 130.4 GiB is the largest term; peak 160.2 GiB
         exceeds 80.0 GiB by 80.2 GiB``."""
+        if self.host_note and not self.overflow_bytes:
+            return self.host_note
         name, size = self.largest_term
         limit = format_bytes(self.gpu_memory_bytes)
         if self.headroom_bytes:
@@ -155,6 +158,15 @@ def _schedule_facts(model: ModelSpec, run: Any) -> MemoryFacts:
             _FACTS_CACHE.clear()
         _FACTS_CACHE[key] = memory_facts(build_schedule(model, run), run, model)
     return _FACTS_CACHE[key]
+
+
+def _host_memory(s: Setting, run: Any, facts: MemoryFacts):
+    """The same host-memory check :func:`zsim.predict.predict` makes (fits and its note)."""
+    from ..network import load_topology
+    from ..predict import host_memory_verdict
+
+    cluster = load_topology(s.topo).cluster(gpus=s.gpus, nodes=s.nodes)
+    return host_memory_verdict(run, facts, s.model, cluster)
 
 
 class Evaluator:
@@ -203,14 +215,16 @@ class Evaluator:
     def verdict(self, p: Any) -> MemoryVerdict:
         """Fit verdict of a full prediction, the headroom kept."""
         usable = int(p.gpu_memory_bytes) - self.setting.headroom_bytes
+        host_note = next((n for n in getattr(p, "notes", ()) if n.startswith("host memory:")), "")
         return MemoryVerdict(bool(p.fits) and int(p.peak_memory_bytes) <= usable, int(p.peak_memory_bytes),
-                             int(p.gpu_memory_bytes), dict(p.memory_breakdown), self.setting.headroom_bytes)
+                             int(p.gpu_memory_bytes), dict(p.memory_breakdown), self.setting.headroom_bytes,
+                             host_note)
 
     def _fast_memory(self, cand: Candidate) -> MemoryVerdict:
         s = self.setting
         hw = s.hardware
         key = (s.model, s.world_size, s.seq_len, hw.gpu.memory_bytes, hw.memory.allocator_overhead_fraction,
-               s.headroom_bytes,
+               s.headroom_bytes, str(s.topo), s.gpus, s.nodes,
                json.dumps(s.user.raw, sort_keys=True, default=str), cand)
         if key not in _MEMORY_CACHE:
             if len(_MEMORY_CACHE) >= _MEMORY_CACHE_LIMIT:
@@ -223,10 +237,12 @@ class Evaluator:
         # Memory depends on grad_accum (stages 0/1 keep full gradients across micro-steps).
         run = build_run_config(self.ds_config(cand), s.model, s.world_size,
                                self._overrides(cand, cand.grad_accum))
+        facts = _schedule_facts(s.model, run)
         mem = estimate_memory(Workload(s.model, run.micro_batch, run.seq_len, run.param_bytes), run,
-                              _schedule_facts(s.model, run), s.hardware.memory.allocator_overhead_fraction)
-        return MemoryVerdict(mem.peak_bytes <= s.usable_memory_bytes, mem.peak_bytes, s.gpu_memory_bytes,
-                             dict(mem.breakdown), s.headroom_bytes)
+                              facts, s.hardware.memory.allocator_overhead_fraction)
+        host = _host_memory(s, run, facts)   # offloaded states against the node's host memory
+        return MemoryVerdict(mem.peak_bytes <= s.usable_memory_bytes and host.fits, mem.peak_bytes,
+                             s.gpu_memory_bytes, dict(mem.breakdown), s.headroom_bytes, host.note())
 
     # ---- time ---------------------------------------------------------------------------
     def _overrides(self, cand: Candidate, grad_accum: int | None) -> Overrides:
