@@ -110,16 +110,36 @@ def _curves_png(pred, rows: Sequence[Mapping[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-def write_prediction_outputs(pred, out_dir: str | Path, model: Any = None) -> list[Path]:
+def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) -> dict[str, float]:
+    """Bytes one GPU sends per comms-logger op in one step (nccl-tests' bus convention:
+    2(n-1)/n of the buffer for all_reduce, (n-1)/n for all_gather/reduce_scatter)."""
+    from .collectives.base import bus_factor
+    from .ops import LOGGER_TO_COLLECTIVE
+
+    sizes = {"world": world_size, "intra_node": gpus_per_node,
+             "inter_node": max(1, world_size // max(1, gpus_per_node))}
+    out: dict[str, float] = {}
+    for op in ops:
+        if op.kind == "collective":
+            n = sizes.get(op.group, world_size)
+            sent = bus_factor(LOGGER_TO_COLLECTIVE[op.collective], n) * op.buffer_bytes if n > 1 else 0.0
+            out[op.collective] = out.get(op.collective, 0.0) + sent
+    return out
+
+
+def write_prediction_outputs(pred, out_dir: str | Path, model: Any = None,
+                             ops: Sequence[Any] | None = None) -> list[Path]:
     """Write the four files of a prediction into ``out_dir`` as one set (atomically).
 
     ``pred`` must keep its timeline (``predict(..., keep_timeline=True)``); ``model`` is the
-    model it predicted (preset name, HF config path or spec; default ``pred.model``)."""
+    model it predicted (preset name, HF config path or spec; default ``pred.model``), ``ops``
+    its simulated ops when the caller has them (:func:`zsim.diagnose.predicted.prediction_ops`)."""
     from .diagnose.predicted import prediction_ops, predicted_side
     from .model import load_model
 
-    spec = load_model(model if model is not None else pred.model)
-    rows = micro_step_rows(pred, predicted_side(pred, prediction_ops(pred, spec)).windows)
+    if ops is None:
+        ops = prediction_ops(pred, load_model(model if model is not None else pred.model))
+    rows = micro_step_rows(pred, predicted_side(pred, ops).windows)
     summary: dict[str, Any] = {"status": "ok", "kind": "predicted", **pred.to_dict()}
     return atomic_write_set(out_dir, {
         "training_metrics.csv": _metrics_csv(rows),
@@ -195,8 +215,9 @@ def provenance_lines(provenance: Mapping[str, Any] | None, indent: str = "profil
             f"{pad}measured error: {p.error_text()}"]
 
 
-def format_prediction(pred, resolved: Mapping[str, Any] | None = None) -> str:
-    """The human-readable text `zsim predict` prints."""
+def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
+                      wire_bytes: Mapping[str, float] | None = None) -> str:
+    """The human-readable text `zsim predict` prints (``wire_bytes``: :func:`wire_bytes_per_gpu`)."""
     lines = [
         f"model        {pred.model} ({pred.num_parameters / 1e9:.2f}B params)",
         f"cluster      {pred.world_size} GPUs = {pred.num_nodes} node(s) x {pred.gpus_per_node} "
@@ -224,11 +245,16 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None) -> str:
         lines.append(f"  {_time_label(k):<36}{v * 1e3:>10.2f} ms")
     lines.append("  (exposed = time the GPU's compute stream waited for it; the rows sum to the step)")
     lines.append("")
-    lines.append("collectives per optimizer step, per GPU (sizes as DeepSpeed's comms logger counts them)")
+    lines.append("collectives per optimizer step, per GPU (logged: sizes as DeepSpeed's comms logger counts them"
+                 + (";" if wire_bytes is not None else ")"))
+    if wire_bytes is not None:
+        lines.append("  on the wire: bytes one GPU sends, nccl-tests' bus convention)")
     for op, sizes in pred.collectives.items():
         total = sum(int(b) * c for b, c in sizes.items())
         calls = sum(sizes.values())
-        lines.append(f"  {op:<26}{calls:>6} call{'s' if calls != 1 else ' '}  {format_bytes(total):>12}")
+        wire = f"  {format_bytes(wire_bytes.get(op, 0.0)):>12} on the wire" if wire_bytes is not None else ""
+        lines.append(f"  {op:<26}{calls:>6} call{'s' if calls != 1 else ' '}  {format_bytes(total):>12} logged"
+                     + wire)
     for note in pred.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from ..collectives import ALGORITHMS, GROUPS, OPS, collective_cost
 from ..hardware import load_profile
 from ..network import load_topology
 from ..network.units import parse_bytes
+from ..output import format_bytes, format_seconds
 from ..limits import check_finite_tree
 
 HELP = "predict one collective (time_s, algbw_GBps, busbw_GBps, as nccl-tests reports them)"
@@ -43,14 +44,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
-    print(f"{args.op} of {nbytes} bytes on {cluster.topology}: {cluster.num_nodes} node(s) x "
-          f"{cluster.gpus_per_node} GPU(s), group {args.group} ({cost.group_size} ranks), "
+    print(f"{args.op} of {format_bytes(nbytes)} ({nbytes:,} bytes) on {cluster.topology}: {cluster.num_nodes} "
+          f"node(s) x {cluster.gpus_per_node} GPU(s), group {args.group} ({cost.group_size} ranks), "
           f"hardware {hardware.name}")
-    print(f"  algorithm   {cost.algorithm}")
-    print(f"  time_s      {cost.time_s:.6e}")
-    print(f"  algbw_GBps  {cost.algbw_GBps:.2f}")
-    print(f"  busbw_GBps  {cost.busbw_GBps:.2f}")
+    print(f"  algorithm            {cost.algorithm}")
+    print(f"  time                 {format_seconds(cost.time_s)}")
+    print(f"  algbw_GBps           {cost.algbw_GBps:.2f} GB/s (buffer / time)")
+    print(f"  busbw_GBps           {cost.busbw_GBps:.2f} GB/s (nccl-tests convention)")
+    print(f"  on the wire per GPU  {format_bytes(sum(cost.link_bytes.values()))} "
+          f"(bytes one rank sends, summed over link types)")
     for kind, busy in sorted(cost.link_busy_s.items()):
         util = cost.utilisation()[kind]
-        print(f"  {kind:<7} {cost.link_bytes[kind]:.4e} bytes/rank, busy {busy:.4e} s ({util:.0%})")
+        print(f"    {kind:<7} {format_bytes(cost.link_bytes[kind]):>12} per GPU, busy {format_seconds(busy)} "
+              f"({util:.0%} of the collective)")
     return 0

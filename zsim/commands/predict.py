@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict, then print and write what was asked."""
-    from ..output import DEFAULT_OUTPUT_DIR, format_prediction, write_prediction_outputs
+    from ..output import DEFAULT_OUTPUT_DIR, format_prediction, wire_bytes_per_gpu, write_prediction_outputs
     from ..predict import predict
     from ..trace import write_trace
 
@@ -41,13 +41,17 @@ def run(args: argparse.Namespace) -> int:
     if args.trace:
         write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
                     link_utilisation=dict(pred.link_utilisation))
+    from ..diagnose.predicted import prediction_ops
+    from ..model import load_model
+
+    ops = prediction_ops(pred, load_model(args.model))
     written = []
     if not args.no_output:
-        written = write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR, model=args.model)
+        written = write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR, model=args.model, ops=ops)
     if args.json:
         sys.stdout.write(dumps_json(pred.to_dict()))
     else:
-        print(format_prediction(pred))
+        print(format_prediction(pred, wire_bytes=wire_bytes_per_gpu(ops, pred.world_size, pred.gpus_per_node)))
         if written:
             print(f"\nwrote {len(written)} files to {Path(written[0]).parent}: {', '.join(Path(w).name for w in written)}"
                   " (training_metrics.csv: forward/backward/step ms per micro-step)")

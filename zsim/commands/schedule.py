@@ -35,14 +35,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(schedule.collectives))
         return 0
-    print(format_table(schedule.collectives, run_config.zero.stage, run_config.grad_accum, args.world_size))
+    from ..output import wire_bytes_per_gpu
+    wire = wire_bytes_per_gpu(schedule.ops, args.world_size, args.world_size)
+    print(format_table(schedule.collectives, run_config.zero.stage, run_config.grad_accum, args.world_size, wire))
     for note in run_config.notes:  # what "auto" resolved to, what the command line overrode
         print(f"note: {note}")
     return 0
 
 
-def format_table(collectives: dict, stage: int, grad_accum: int, world_size: int) -> str:
-    """A human-readable table: op, message bytes, count, total bytes per step."""
+def format_table(collectives: dict, stage: int, grad_accum: int, world_size: int,
+                 wire_bytes: dict | None = None) -> str:
+    """A human-readable table: op, message bytes, count, total bytes per step (and per op, the
+    bytes one GPU puts on the wire, ``wire_bytes``)."""
     lines = [f"ZeRO stage {stage}, {world_size} ranks, {grad_accum} micro-step(s) per optimizer step "
              "(rank 0, sizes as the comms logger records them)",
              f"{'op':<26}{'message_bytes':>16}{'count':>8}{'total_bytes':>18}"]
@@ -53,4 +57,8 @@ def format_table(collectives: dict, stage: int, grad_accum: int, world_size: int
             grand += total
             lines.append(f"{op:<26}{int(size):>16,}{count:>8}{total:>18,}")
     lines.append(f"{'total':<26}{'':>16}{sum(sum(v.values()) for v in collectives.values()):>8}{grand:>18,}")
+    if wire_bytes:
+        from ..output import format_bytes
+        lines.append("on the wire per GPU (bytes one rank sends, nccl-tests' bus convention, one node): "
+                     + ", ".join(f"{op} {format_bytes(wire_bytes[op])}" for op in sorted(wire_bytes)))
     return "\n".join(lines)

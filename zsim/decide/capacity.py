@@ -100,6 +100,20 @@ class CapacityRow:
     next_larger: ModelSpec | None      # the first member that does not fit (None: ladder top fits)
     limit: str                         # why the next member does not fit
     host_bytes_per_node: int = 0       # CPU memory the offloaded states of `largest` need per node
+    limit_short: str = ""              # the overflow and its largest term, e.g. "+4.15 GiB (params)"
+
+    @property
+    def at_ladder_end(self) -> bool:
+        """The largest model tried fits: the real capacity is larger than the ladder shows."""
+        return self.largest is not None and self.next_larger is None
+
+    def capacity_text(self, short: bool = False) -> str:
+        """``13.0B``, ``>= 5397.7B (largest tried)`` at the ladder's end (``short``: without the
+        parenthesis), or ``none``."""
+        text = _fmt_params(self.largest_params)
+        if not self.at_ladder_end:
+            return text
+        return f"\u2265 {text}" + ("" if short else " (largest tried)")
 
     @property
     def largest_params(self) -> int:
@@ -243,7 +257,8 @@ def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: i
                 stage, oo, op, ckpt, largest, fit.peak_bytes if fit else 0,
                 ladder[i + 1] if i + 1 < len(ladder) else None,
                 nofit.reason() if nofit else "the largest family member fits (the ladder ends here)",
-                host_bytes_per_node(largest.num_parameters if largest else 0, first.world_size, per_node, oo, op)))
+                host_bytes_per_node(largest.num_parameters if largest else 0, first.world_size, per_node, oo, op),
+                _short_limit(nofit)))
     result = CapacityResult(
         topology=str(topo), world_size=first.world_size, seq_len=seq,
         micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(out),
@@ -264,6 +279,15 @@ def _comm_reference(topo, gpus, nodes, hw, seq: int, stages: list[int]) -> tuple
     return tuple(out)
 
 
+def _short_limit(nofit: MemoryVerdict | None) -> str:
+    """``+4.15 GiB (optimizer states)``: by how much the next size up overflows, and its largest term."""
+    if nofit is None:
+        return "largest tried fits"
+    from ..output import MEMORY_LABELS, format_bytes
+    term = nofit.largest_term[0]
+    return f"+{format_bytes(nofit.overflow_bytes)} ({MEMORY_LABELS.get(term, term)})"
+
+
 def _fmt_params(n: int) -> str:
     return f"{n / 1e9:.1f}B" if n else "none"
 
@@ -282,7 +306,7 @@ def _with_rule_of_thumb(res: CapacityResult) -> CapacityResult:
             if r.stage != stage:
                 continue
             what = (f"offload opt={r.offload_optimizer} param={r.offload_param}, "
-                    f"checkpointing {'on' if r.activation_checkpointing else 'off'}: {_fmt_params(r.largest_params)}")
+                    f"checkpointing {'on' if r.activation_checkpointing else 'off'}: {r.capacity_text()}")
             if r.host_bytes_per_node:
                 what += f" (needs {r.host_bytes_per_node / 2**40:.1f} TiB CPU memory per node)"
             (holds if r.largest_params >= 0.9 * figure else fails).append(what)

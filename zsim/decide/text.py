@@ -117,11 +117,23 @@ def format_plan(result: Any) -> str:
     return "\n".join(lines)
 
 
+#: Width of the text outputs.
+TEXT_COLUMNS = 100
+
+
+def _wrap(line: str, indent: str = "    ") -> list[str]:
+    """``line`` wrapped at :data:`TEXT_COLUMNS` (continuations indented)."""
+    import textwrap
+    lead = line[:len(line) - len(line.lstrip())]
+    return textwrap.wrap(line, TEXT_COLUMNS, initial_indent="", subsequent_indent=lead + indent,
+                         break_on_hyphens=False) or [""]
+
+
 def format_capacity(res: Any) -> str:
-    """The text `zsim capacity` prints."""
+    """The text `zsim capacity` prints (at most :data:`TEXT_COLUMNS` wide)."""
     cols = sorted({r.activation_checkpointing for r in res.rows})
     header = (["stage / offload"] + [f"ckpt {'on' if c else 'off'}" for c in cols]
-              + ["host mem/node", "limit (next size up, ckpt off)"])
+              + ["host mem/node", "next size up (ckpt off)"])
     by_row: dict[str, dict] = defaultdict(dict)
     for r in res.rows:
         by_row[r.label][r.activation_checkpointing] = r
@@ -130,14 +142,18 @@ def format_capacity(res: Any) -> str:
         first = cells[cols[0]]
         last = cells[cols[-1]]
         host = f"{last.host_bytes_per_node / 2**40:.2f} TiB" if last.host_bytes_per_node else "-"
-        rows.append([label] + [f"{c.largest_params / 1e9:.1f}B" if c.largest else "none" for c in
-                               (cells[k] for k in cols)] + [host, first.limit])
+        rows.append([label] + [c.capacity_text(short=True) for c in (cells[k] for k in cols)]
+                    + [host, first.limit_short or first.limit])
     lines = [f"capacity: largest Llama-family model per GPU memory {format_bytes(res.gpu_memory_bytes)} on "
              f"{res.world_size} GPUs ({res.topology}), seq {res.seq_len}, micro-batch {res.micro_batch}", ""]
     lines += _table(header, rows)
+    if any(r.at_ladder_end for r in res.rows):
+        lines.append("\u2265 N: N is the largest model tried and it fits; the real limit is higher")
+    lines.append("next size up: by how much the next larger model overflows the GPU, and its largest term")
     lines += ["", "rule of thumb for 8x A100-80G (ZeRO guides) vs zsim on this cluster:"]
     lines += [f"  {line}" for line in res.rule_of_thumb]
     lines += ["", "host mem/node: CPU memory the offloaded states of the largest model (last column) need "
               "per node; zsim does not know the hosts' memory, so check it against your nodes.",
               f"family: {res.family_note}"]
-    return "\n".join(lines)
+    table = set(range(2, 2 + len(rows) + 2))     # table lines are sized to fit: never wrapped
+    return "\n".join(w for i, line in enumerate(lines) for w in ([line] if i in table else _wrap(line)))
