@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+from .errors import ZsimInputError
 from .hardware import HardwareProfile, with_derived_host_costs
 
 
@@ -104,4 +105,38 @@ def cpu_pass_rate(hw: HardwareProfile, name: str, threads: float) -> float:
     return one * t ** a
 
 
-__all__ = ["HostSpeed", "at_host_speed", "has_code_costs", "loop_op_s", "cpu_pass_rate", "CPU_PASSES"]
+#: Launchers whose thread settings `zsim predict --launcher` knows.
+LAUNCHERS = ("deepspeed", "torchrun")
+
+
+def launcher_cpu_threads(launcher: str, ranks_per_node: int, cpu_cores: int,
+                         cpu_threads: float | None = None) -> float | None:
+    """Threads each rank's CPU passes run on when ``launcher`` starts ``ranks_per_node``
+    processes on a node of ``cpu_cores`` cores (None: let :func:`zsim.predict.predict` share
+    the profile's threads among the ranks).
+
+    - ``cpu_threads`` given (the user's OMP_NUM_THREADS): that.
+    - torchrun with more than one process per node sets OMP_NUM_THREADS=1 unless it is set
+      (torch 2.13 torch/distributed/run.py:872-884): 1 thread.
+    - torchrun with one process, or the deepspeed launcher, leaves torch's default, one thread
+      per core, so the node's ranks share its cores (DeepSpeed's ``--bind_cores_to_rank``
+      makes that explicit: cores // ranks each and OMP_NUM_THREADS to match,
+      deepspeed/utils/numa.py:119, launcher/launch.py:219-221): cores / ranks.
+    """
+    if launcher not in LAUNCHERS:
+        raise ZsimInputError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if cpu_threads is not None:
+        if isinstance(cpu_threads, bool) or not (isinstance(cpu_threads, (int, float))
+                                                 and math.isfinite(cpu_threads) and 1 <= cpu_threads <= 4096):
+            raise ZsimInputError(f"--cpu-threads must be a number of threads in 1-4096, got {cpu_threads!r}")
+        return float(cpu_threads)
+    ranks = max(1, int(ranks_per_node))
+    if launcher == "torchrun" and ranks > 1:
+        return 1.0
+    if cpu_cores <= 0:
+        return None
+    return max(1.0, cpu_cores / ranks)
+
+
+__all__ = ["HostSpeed", "at_host_speed", "has_code_costs", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
+           "LAUNCHERS", "launcher_cpu_threads"]

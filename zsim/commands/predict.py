@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..io import dumps_json
 from ..limits import check_finite_tree
-from .common import add_cluster_args, add_run_args
+from ..hostcost import LAUNCHERS, launcher_cpu_threads
+from .common import add_cluster_args, add_run_args, int_up_to
 
 HELP = "predict per-GPU memory, step time and collectives of one DeepSpeed ZeRO configuration"
 
@@ -23,6 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write training_metrics.csv, training_curves.png, summary.json, "
                         "deepspeed_config_auto.json here (default: output/deepspeed_metrics)")
     p.add_argument("--no-output", action="store_true", help="write no output folder")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="deepspeed",
+                   help="how the job is started, which sets the threads of each rank's CPU passes "
+                        "under offload: deepspeed (torch's default: the node's cores shared by its "
+                        "ranks) or torchrun (OMP_NUM_THREADS=1 with several ranks per node) "
+                        "(default: %(default)s)")
+    p.add_argument("--cpu-threads", type=int_up_to(4096), default=None,
+                   help="threads per rank of the CPU passes (OMP_NUM_THREADS), overriding --launcher")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                    micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq=args.seq,
                    offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
                    activation_checkpointing=args.activation_checkpointing,
-                   keep_timeline=bool(args.trace) or not args.no_output)
+                   cpu_threads=_cpu_threads(args), keep_timeline=bool(args.trace) or not args.no_output)
     check_finite_tree(pred.to_dict(), "prediction")  # before anything is printed or written
     if args.trace:
         write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
@@ -52,9 +60,35 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(dumps_json(pred.to_dict()))
     else:
         print(format_prediction(pred, wire_bytes=wire_bytes_per_gpu(ops, pred.world_size, pred.gpus_per_node)))
+        for line in host_memory_lines(pred):
+            print(line)
         if written:
             print(f"\nwrote {len(written)} files to {Path(written[0]).parent}: {', '.join(Path(w).name for w in written)}"
                   " (training_metrics.csv: forward/backward/step ms per micro-step)")
         if args.trace:
             print(f"wrote the Perfetto trace {args.trace}")
     return 0
+
+
+def _cpu_threads(args: argparse.Namespace) -> float | None:
+    """Threads per rank of the CPU passes for ``--launcher`` / ``--cpu-threads`` on the
+    cluster asked for (the node's ``host.cpu_cores`` from the topology)."""
+    from ..network import load_topology
+
+    cluster = load_topology(args.topo).cluster(gpus=args.gpus, nodes=args.nodes)
+    return launcher_cpu_threads(args.launcher, cluster.gpus_per_node, cluster.spec.node.host.cpu_cores,
+                                args.cpu_threads)
+
+
+def host_memory_lines(pred) -> list[str]:
+    """Host memory needed against available, when anything is offloaded (else no lines)."""
+    if pred.offload_optimizer == "none" and pred.offload_param == "none":
+        return []
+    need, have = pred.host_memory_bytes_per_node, pred.host_memory_available_bytes
+    gib = 2 ** 30
+    if have <= 0:
+        verdict = "the topology does not give the node's host memory (node.host): not checked"
+    else:
+        verdict = f"of {have / gib:,.1f} GiB -> {'FITS' if need <= have else 'DOES NOT FIT'}"
+    return ["", f"host memory/node  offloaded states need {need / gib:,.1f} GiB "
+                f"({pred.gpus_per_node} ranks) {verdict}"]
