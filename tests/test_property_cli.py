@@ -165,7 +165,7 @@ BROKEN = [
     (["--nodes", "0"], "nodes"), (["--nodes", "100000000"], "nodes"), (["--gpus", "1", "--nodes", "1"], "nodes"),
     (["--stage", "4"], "stage"), (["--stage", "-1"], "stage"), (["--stage", "x"], "stage"),
     (["--micro-batch", "0"], "micro-batch"), (["--micro-batch", "1.5"], "micro-batch"),
-    (["--grad-accum", "-2"], "grad-accum"), (["--grad-accum", "1e9"], "gradient_accumulation_steps"),
+    (["--grad-accum", "-2"], "grad-accum"), (["--grad-accum", "1e9"], "grad-accum"),
     (["--seq", "0"], "seq"), (["--seq", "inf"], "seq"),
     (["--offload-param", "cpu", "--stage", "2"], "offload_param"),
     (["--offload-optimizer", "cpu", "--stage", "0"], "offload_optimizer"),
