@@ -18,26 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zsim import limits
-from zsim.cli import main
 from zsim.errors import ZsimInputError
 from zsim.hardware import PROFILE_DIR, load_profile
 from zsim.inputs import read_input_bytes
 from zsim.io import dumps_json
 from zsim.network.topology import TOPOLOGY_DIR
 
+from test_cli_errors import _run as run  # one CLI runner for the error tests
+
 SETTINGS = dict(deadline=None, database=None, max_examples=25,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 TINY = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 256, "vocab_size": 1000, "max_position_embeddings": 512}
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_line_error(code: int, err: str, *needles: str) -> None:
