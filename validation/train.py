@@ -453,11 +453,10 @@ def profile_steps(rec: Recorder, rank: int, first: int, one_step, device) -> dic
 
     Both steps are recorded as rows with phase ``profile`` and never enter the statistics.
     """
-    import gzip
-    import shutil
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
     import trace_labels
+    from compact_trace import compact_file
 
     labels = trace_labels.install()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -473,10 +472,7 @@ def profile_steps(rec: Recorder, rank: int, first: int, one_step, device) -> dic
             prof.step()
     out = {"steps": [first + 1], "labels": labels, "torch": torch.__version__}
     if rank == 0 and raw.exists():
-        tmp = rec.out / ".trace.json.gz.tmp"
-        with open(raw, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, rec.out / "trace.json.gz")
+        compact_file(raw, rec.out / "trace.json.gz")  # flow arrows and launch configs dropped
         raw.unlink(missing_ok=True)
         out["file"] = "trace.json.gz"
     return out
