@@ -127,19 +127,13 @@ def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) 
     return out
 
 
-def write_prediction_outputs(pred, out_dir: str | Path, model: Any = None,
-                             ops: Sequence[Any] | None = None) -> list[Path]:
+def write_prediction_outputs(pred, out_dir: str | Path) -> list[Path]:
     """Write the four files of a prediction into ``out_dir`` as one set (atomically).
 
-    ``pred`` must keep its timeline (``predict(..., keep_timeline=True)``); ``model`` is the
-    model it predicted (preset name, HF config path or spec; default ``pred.model``), ``ops``
-    its simulated ops when the caller has them (:func:`zsim.diagnose.predicted.prediction_ops`)."""
-    from .diagnose.predicted import prediction_ops, predicted_side
-    from .model import load_model
+    ``pred`` must keep its timeline and ops (``predict(..., keep_timeline=True)``)."""
+    from .diagnose.predicted import predicted_side
 
-    if ops is None:
-        ops = prediction_ops(pred, load_model(model if model is not None else pred.model))
-    rows = micro_step_rows(pred, predicted_side(pred, ops).windows)
+    rows = micro_step_rows(pred, predicted_side(pred).windows)
     summary: dict[str, Any] = {"status": "ok", "kind": "predicted", **pred.to_dict()}
     return atomic_write_set(out_dir, {
         "training_metrics.csv": _metrics_csv(rows),

@@ -10,7 +10,7 @@ The pipeline, one layer each::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +22,7 @@ from .hostcost import HostSpeed, at_host_speed
 from .memory import (HostMemoryVerdict, MemoryEstimate, MemoryFacts, default_facts, estimate_memory,
                      host_memory)
 from .model import ModelSpec, load_model
+from .ops import Op
 from .system import OpCost, Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
 from .workload import Workload
@@ -69,6 +70,8 @@ class Prediction:
     collectives: Mapping[str, Mapping[str, int]]
     notes: tuple[str, ...] = ()
     timeline: Timeline | None = field(default=None, repr=False, compare=False)
+    #: The simulated ops (after split_host) the timeline's spans index, kept with the timeline.
+    ops: tuple[Op, ...] | None = field(default=None, repr=False, compare=False)
     ds_config_resolved: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: Which hardware profile priced the step, calibrated or not, its measured error
     #: (:class:`zsim.provenance.Provenance` as a dict).
@@ -77,10 +80,10 @@ class Prediction:
     host_memory_available_bytes: int = 0    # the node's host memory (0: the topology does not say)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (no timeline), keys sorted for byte-identical output."""
-        out = asdict(self)
-        out.pop("timeline")
-        out.pop("ds_config_resolved")
+        """JSON-ready dict (no timeline, ops or resolved config)."""
+        out = asdict(replace(self, timeline=None, ops=None))   # nothing large to deep-copy
+        for key in ("timeline", "ops", "ds_config_resolved"):
+            out.pop(key)
         out["notes"] = list(self.notes)
         return out
 
@@ -211,7 +214,8 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         run_notes.append(host_mem.note())
     coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
                       host_share(cluster, cpu_threads))
-    timeline = simulate(split_host(schedule.ops), coster)
+    ops = split_host(schedule.ops)
+    timeline = simulate(ops, coster)
     # Engine bookkeeping outside the simulated ops: per step and per micro-step.
     framework_s = hw.overheads.step_fixed_s + run.grad_accum * hw.overheads.micro_step_fixed_s
     step_s = timeline.step_time_s + framework_s
@@ -239,7 +243,8 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         comm_busy_s={k: v for k, v in timeline.busy_s.items() if k.startswith("comm:")},
         link_utilisation=_link_utilisation(schedule.ops, cluster, hw, step_s),
         collectives=schedule.collectives, notes=tuple(run.notes) + tuple(run_notes),
-        timeline=timeline if keep_timeline else None, ds_config_resolved=run.resolved,
+        timeline=timeline if keep_timeline else None, ops=tuple(ops) if keep_timeline else None,
+        ds_config_resolved=run.resolved,
         provenance=profile_provenance(hardware if hardware is not None else cluster.hardware).to_dict(),
         host_memory_bytes_per_node=host_mem.need.bytes_per_node,
         host_memory_available_bytes=host_mem.available_bytes,

@@ -44,18 +44,15 @@ def run(args: argparse.Namespace) -> int:
                    micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq=args.seq,
                    offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
                    activation_checkpointing=args.activation_checkpointing,
-                   cpu_threads=_cpu_threads(args), keep_timeline=bool(args.trace) or not args.no_output)
+                   cpu_threads=_cpu_threads(args), keep_timeline=True)  # outputs and wire bytes read its ops
     check_finite_tree(pred.to_dict(), "prediction")  # before anything is printed or written
     if args.trace:
         write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
                     link_utilisation=dict(pred.link_utilisation))
-    from ..diagnose.predicted import prediction_ops
-    from ..model import load_model
-
-    ops = prediction_ops(pred, load_model(args.model))
+    ops = pred.ops
     written = []
     if not args.no_output:
-        written = write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR, model=args.model, ops=ops)
+        written = write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR)
     if args.json:
         sys.stdout.write(dumps_json(pred.to_dict()))
     else:

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import ZsimInputError
 from .cells import PHASES, STREAMS, Cell, OpTime, Side, Window
 from .measured import measure_summary, measure_trace
-from .predicted import predict_run, predicted_side, simulated_ops
+from .predicted import predict_run, predicted_side
 from .trace import KinetoTrace, load_trace
 
 #: The trace file validation/train.py --profile writes, when summary.json does not name one.
@@ -227,7 +227,7 @@ def diagnose(run_dir: str | Path, *, hardware: str | Path | None = "h200-sxm", t
     trace = load_trace(tpath) if tpath else None
     meas = measure_trace(trace) if trace else ref
     pred = predict_run(run, hardware, topo)
-    predicted = predicted_side(pred, simulated_ops(run, topo))
+    predicted = predicted_side(pred)
     notes = list(meas.notes) + list(predicted.notes) + ([] if trace else [NO_TRACE_NOTE])
     cells = trace is not None
     return Diagnosis(

@@ -28,37 +28,6 @@ def predict_run(run: RunResult, hardware, topo: str) -> Prediction:
     return predict_for_run(run, hardware, topo, keep_timeline=True)
 
 
-def simulated_ops(run: RunResult, topo: str) -> list[Op]:
-    """The ops the timeline's spans refer to (``Span.op_id`` indexes this list)."""
-    from ..dsconfig import Overrides
-    from ..model import load_model
-    from ..network import load_topology
-
-    spec = load_model(str(run.config_path))
-    cluster = load_topology(topo).cluster(gpus=run.world_size)
-    overrides = Overrides(seq_len=run.seq, micro_batch=run.micro_batch, grad_accum=run.grad_accum,
-                          activation_checkpointing=run.activation_checkpointing)
-    return schedule_ops(spec, str(run.ds_config_path), run.world_size, cluster.gpus_per_node, overrides)
-
-
-def schedule_ops(spec, ds_config, world_size: int, gpus_per_node: int, overrides) -> list[Op]:
-    """The ops a prediction of ``ds_config`` simulates (after :func:`zsim.system.split_host`)."""
-    from ..dsconfig import build_run_config
-    from ..schedule import build_schedule
-    from ..system import split_host
-
-    config = build_run_config(ds_config, spec, world_size, overrides)
-    return split_host(build_schedule(spec, config, gpus_per_node=gpus_per_node).ops)
-
-
-def prediction_ops(pred: Prediction, spec) -> list[Op]:
-    """The ops behind ``pred`` (of model ``spec``), rebuilt from its resolved config."""
-    from ..dsconfig import Overrides
-
-    overrides = Overrides(seq_len=pred.seq_len, activation_checkpointing=pred.activation_checkpointing)
-    return schedule_ops(spec, dict(pred.ds_config_resolved), pred.world_size, pred.gpus_per_node, overrides)
-
-
 def stream_of(span: Span) -> str:
     """The diagnosis stream of a simulated span."""
     if span.stream in _STREAM_OF:
@@ -104,10 +73,12 @@ def _windows(tl: Timeline, phase: dict[int, tuple[str, int]]) -> list[tuple[floa
     return [(lo, hi, k[0], k[1]) for lo, hi, (_, k) in zip(lows, bounds, starts)]
 
 
-def predicted_side(pred: Prediction, ops: Sequence[Op]) -> Side:
-    """Per-phase windows and per-stream cells of the simulated step."""
+def predicted_side(pred: Prediction, ops: Sequence[Op] | None = None) -> Side:
+    """Per-phase windows and per-stream cells of the simulated step (``ops``: the simulated
+    ops, default the ones the prediction kept with its timeline)."""
     tl = pred.timeline
-    if tl is None:
+    ops = pred.ops if ops is None else ops
+    if tl is None or ops is None:
         raise ZsimInputError("prediction has no timeline (predict(..., keep_timeline=True))")
     phase = _phase_of(tl.spans, ops)
     items = [(*phase[s.op_id], stream_of(s), s.name, s.end_s - s.start_s) for s in tl.spans]
@@ -132,7 +103,7 @@ def predicted_phases(run: RunResult, hardware, topo: str) -> tuple[Prediction, d
     """The prediction for ``run`` and its forward/backward/step wall times per optimizer
     step (summed over micro-steps, windows timed as train.py's CUDA events time them)."""
     pred = predict_run(run, hardware, topo)
-    side = predicted_side(pred, simulated_ops(run, topo))
+    side = predicted_side(pred)
     out: dict[str, float] = {}
     for w in side.windows:
         if w.phase in ("forward", "backward", "step"):
