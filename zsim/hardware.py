@@ -293,6 +293,11 @@ class HostProfile:
     cpu_cast_params_per_s: float = 0.0
     cpu_cast_1thread_params_per_s: float = 0.0
 
+    @property
+    def prices_code_paths(self) -> bool:
+        """True when host time is priced per code path in units of a host speed."""
+        return self.small_linear_call_s > 0 and self.module_launch_per_linear_call > 0
+
 
 @dataclass(frozen=True)
 class OverheadProfile:
@@ -545,7 +550,7 @@ def with_derived_host_costs(hw: HardwareProfile) -> HardwareProfile:
     profile has none. Every loaded profile goes through this, so every command prices the
     host the same way."""
     h = hw.host
-    if not (h.small_linear_call_s > 0 and h.module_launch_per_linear_call > 0):
+    if not h.prices_code_paths:
         return hw
     compute = replace(hw.compute, host_dispatch_s=h.module_launch_per_linear_call * h.small_linear_call_s)
     overheads = hw.overheads

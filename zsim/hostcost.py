@@ -55,17 +55,11 @@ class HostSpeed:
         return cls(float(lin), float(empty)) if ok else None
 
 
-def has_code_costs(hw: HardwareProfile) -> bool:
-    """True when the profile prices host time per code path (see the module docstring)."""
-    h = hw.host
-    return h.small_linear_call_s > 0 and h.module_launch_per_linear_call > 0
-
-
 def at_host_speed(hw: HardwareProfile, speed: HostSpeed | None) -> HardwareProfile:
     """``hw`` with its host costs in seconds for a host of ``speed`` (the profile's own
     reference speed when None): the per-kernel dispatch of module code and the ZeRO-3 hook
     cost follow the machine's measured speed."""
-    if not has_code_costs(hw) or speed is None:
+    if not hw.host.prices_code_paths or speed is None:
         return hw
     h = replace(hw.host, small_linear_call_s=speed.small_linear_call_s,
                 empty_kernel_launch_s=speed.empty_kernel_launch_s)
@@ -138,5 +132,5 @@ def launcher_cpu_threads(launcher: str, ranks_per_node: int, cpu_cores: int,
     return max(1.0, cpu_cores / ranks)
 
 
-__all__ = ["HostSpeed", "at_host_speed", "has_code_costs", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
+__all__ = ["HostSpeed", "at_host_speed", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
            "LAUNCHERS", "launcher_cpu_threads"]
