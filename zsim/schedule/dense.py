@@ -117,9 +117,10 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
 
 
 def _backward_loops(em: Emitter, run: RunConfig, tensors: int) -> None:
-    """Per-gradient host work of stages 1/2 after a module's backward (hostwork.py): the copy
-    into the bucket every micro-step, the partition copy on the boundary with accumulation,
-    and with offload_optimizer one sync per gradient (plus the fp32 copies on the boundary)."""
+    """Per-gradient host work after a module's backward (hostwork.py): AccumulateGrad in every
+    stage; in stages 1/2 also the copy into the bucket every micro-step, the partition copy on
+    the boundary with accumulation, and with offload_optimizer one sync per gradient (plus
+    the fp32 copies on the boundary)."""
     host_loop(em, "grad_accumulate", GRAD_ACCUMULATE, tensors)
     if run.zero.stage not in (1, 2):
         return
