@@ -28,7 +28,7 @@ OUTPUT_FILES = ("training_metrics.csv", "training_curves.png", "summary.json", "
 #: Readable names of the memory-breakdown keys (the JSON keeps the keys).
 MEMORY_LABELS = {
     "params": "parameters", "grads": "gradients", "optimizer_states": "optimizer states",
-    "buffers": "communication buffers", "activations": "activations", "logits_loss": "logits and loss",
+    "buffers": "ZeRO buffers", "activations": "activations", "logits_loss": "logits and loss",
     "allocator_overhead": "allocator overhead",
 }
 
@@ -227,7 +227,8 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
         f" -> {'FITS' if pred.fits else 'DOES NOT FIT'} (peak during {pred.memory_peak_phase})",
     ]
     for k, v in pred.memory_breakdown.items():
-        lines.append(f"  {k:<22}{format_bytes(v):>14}")
+        lines.append(f"  {MEMORY_LABELS.get(k, k.replace('_', ' ')):<22}{format_bytes(v):>14}")
+    lines.append("  (ZeRO buffers: gradient buckets, gathered ZeRO-3 parameters and flat copies)")
     lines += [
         "",
         f"step time    {pred.step_time_s * 1e3:.1f} ms   tokens/s (all GPUs) {pred.tokens_per_s:,.0f}   "
