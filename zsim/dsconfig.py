@@ -11,6 +11,7 @@ stage 3, unknown zero_optimization keys: DeepSpeed's pydantic models forbid extr
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import math
 import sys
@@ -78,7 +79,23 @@ _ZERO_ALIASES = {
     "max_reuse_distance": "stage3_max_reuse_distance",
 }
 
-_OFFLOAD_DEVICES = ("none", "cpu", "nvme")
+class OffloadDevice(enum.StrEnum):
+    """Where ZeRO keeps offloaded states (``offload_optimizer.device`` / ``offload_param.device``).
+
+    A :class:`enum.StrEnum`: members compare equal to, print and serialise as DeepSpeed's
+    own strings."""
+
+    NONE = "none"
+    CPU = "cpu"
+    NVME = "nvme"
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether the states leave the GPU (cpu or nvme)."""
+        return self is not OffloadDevice.NONE
+
+
+_OFFLOAD_DEVICES = tuple(d.value for d in OffloadDevice)
 _PRECISIONS = ("bf16", "fp16", "fp32")
 
 
@@ -105,8 +122,8 @@ class ZeroConfig:
     zero_quantized_weights: bool = False
     zero_quantized_gradients: bool = False
     compute_grad_norm: bool = True
-    offload_optimizer: str = "none"
-    offload_param: str = "none"
+    offload_optimizer: OffloadDevice = OffloadDevice.NONE
+    offload_param: OffloadDevice = OffloadDevice.NONE
     pin_memory: bool = False
 
 
@@ -276,9 +293,9 @@ def _reject_constant(name: str) -> Any:
 
 # ---- parsing ZeRO ---------------------------------------------------------------------------
 
-def _offload_device(section: Any, key: str) -> tuple[str, bool]:
+def _offload_device(section: Any, key: str) -> tuple[OffloadDevice, bool]:
     if section is None:
-        return "none", False
+        return OffloadDevice.NONE, False
     if not isinstance(section, Mapping):
         raise ZsimInputError(f"ds_config: zero_optimization.{key} must be an object, got {_show(section)}")
     device = section.get("device", "none")
@@ -287,7 +304,7 @@ def _offload_device(section: Any, key: str) -> tuple[str, bool]:
         raise ZsimInputError(
             f"ds_config: zero_optimization.{key}.device must be one of none, cpu, nvme; got {_show(device)}")
     pin = section.get("pin_memory", False)
-    return device.lower(), _as_bool(pin, f"zero_optimization.{key}.pin_memory")
+    return OffloadDevice(device.lower()), _as_bool(pin, f"zero_optimization.{key}.pin_memory")
 
 
 def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> tuple[dict[str, Any], dict]:
@@ -331,8 +348,8 @@ def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> t
         values["overlap_comm"] = values["stage"] == 3
     opt_dev, opt_pin = _offload_device(section.get("offload_optimizer"), "offload_optimizer")
     par_dev, par_pin = _offload_device(section.get("offload_param"), "offload_param")
-    if section.get("cpu_offload") is True and opt_dev == "none":
-        opt_dev = "cpu"  # deprecated alias (ZC:209)
+    if section.get("cpu_offload") is True and opt_dev is OffloadDevice.NONE:
+        opt_dev = OffloadDevice.CPU  # deprecated alias (ZC:209)
     values.update(offload_optimizer=opt_dev, offload_param=par_dev, pin_memory=opt_pin or par_pin)
     return values, section
 
@@ -461,7 +478,7 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
         if value is not None:
             if value not in _OFFLOAD_DEVICES:
                 raise ZsimInputError(f"--{key.replace('_', '-')} must be none, cpu or nvme, got {_show(value)}")
-            zero_values[key] = value
+            zero_values[key] = OffloadDevice(value)
     if zero_values["offload_param"] != "none" and zero_values["stage"] != 3:
         raise ZsimInputError(f"offload_param requires ZeRO stage 3 (got stage {zero_values['stage']}); "
                              "DeepSpeed rejects it")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from .collective_pricing import collective_timer, link_utilisation
 from .compute import peak_flops
 from .dsconfig import Overrides, RunConfig, build_run_config
 from .errors import ZsimInputError
@@ -88,22 +89,6 @@ class Prediction:
         return out
 
 
-def _link_utilisation(ops, cluster, hw: HardwareProfile, step_s: float) -> dict[str, float]:
-    """Fraction of the step each link type is busy (summed over the rank's collectives)."""
-    from .collectives import collective_cost
-    from .ops import LOGGER_TO_COLLECTIVE
-
-    busy: dict[str, float] = {}
-    for op in ops:
-        if op.kind != "collective":
-            continue
-        cost = collective_cost(cluster, hw, LOGGER_TO_COLLECTIVE[op.collective], int(op.buffer_bytes),
-                               group=op.group)
-        for link, sec in (cost.link_busy_s or {}).items():
-            busy[link] = busy.get(link, 0.0) + sec
-    return {k: min(v / step_s, 1.0) for k, v in sorted(busy.items())}
-
-
 def host_share(cluster, cpu_threads: float | None = None) -> HostShare:
     """How the used GPUs of a node share the host: CPU cores and PCIe switch uplinks.
 
@@ -124,17 +109,6 @@ def host_memory_verdict(run: RunConfig, facts: MemoryFacts, model: ModelSpec, cl
     (``node.host.host_memory_bytes`` of the topology). ``plan`` and ``capacity`` call this too."""
     need = host_memory(run, facts, cluster.gpus_per_node, model.largest_parameter_numel())
     return HostMemoryVerdict(need=need, available_bytes=cluster.spec.node.host.host_memory_bytes)
-
-
-def _collective_timer(cluster, hw: HardwareProfile):
-    """Adapter from the collective layer to the system layer's (op, bytes, group) interface."""
-    from .collectives import collective_cost
-
-    def timer(op: str, buffer_bytes: int, group: str) -> tuple[float, str]:
-        cost = collective_cost(cluster, hw, op, int(buffer_bytes), group=group)
-        return cost.time_s, cost.bottleneck or "none"
-
-    return timer
 
 
 def memory_facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
@@ -212,7 +186,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     host_mem = host_memory_verdict(run, facts, spec, cluster)
     if not host_mem.fits:
         run_notes.append(host_mem.note())
-    coster = OpCoster(workload, run.precision, hw, _collective_timer(cluster, hw),
+    coster = OpCoster(workload, run.precision, hw, collective_timer(cluster, hw),
                       host_share(cluster, cpu_threads))
     ops = split_host(schedule.ops)
     timeline = simulate(ops, coster)
@@ -241,7 +215,7 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
         model_states_bytes=memory.model_states_bytes, exposed_comm_s=exposed_comm,
         time_breakdown=breakdown,
         comm_busy_s={k: v for k, v in timeline.busy_s.items() if k.startswith("comm:")},
-        link_utilisation=_link_utilisation(schedule.ops, cluster, hw, step_s),
+        link_utilisation=link_utilisation(schedule.ops, cluster, hw, step_s),
         collectives=schedule.collectives, notes=tuple(run.notes) + tuple(run_notes),
         timeline=timeline if keep_timeline else None, ops=tuple(ops) if keep_timeline else None,
         ds_config_resolved=run.resolved,
