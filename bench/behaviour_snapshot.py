@@ -128,11 +128,15 @@ def main(outdir: str) -> int:
         run(["predict", *args, "--json", "--trace", "{out}/trace.json", "--output", "{out}/metrics"],
             root / f"predict_{i:02d}")
         run(["predict", *args, "--no-output"], root / f"predict_{i:02d}_text")
-    config_dir = Path(tempfile.gettempdir()) / "zsim-snap-configs"   # fixed: paths show in outputs
+    # A fixed folder (the paths show in outputs), shared by concurrent snapshots: written
+    # atomically and never removed.
+    config_dir = Path(tempfile.gettempdir()) / "zsim-snap-configs"
     config_dir.mkdir(exist_ok=True)
     for name, cfg in CONFIGS.items():
         path = config_dir / f"{name}.json"
-        path.write_text(json.dumps(cfg))
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cfg))
+        os.replace(tmp, path)
         run(["predict", "--ds-config", str(path), "--json", "--no-output"], root / f"config_{name}")
         run(["schedule", "--model", "llama-2-7b", "--ds-config", str(path), "--world-size", "8", "--json"],
             root / f"config_{name}_schedule")
@@ -140,7 +144,6 @@ def main(outdir: str) -> int:
         argv = [a.replace("{cfg:", str(config_dir) + "/").replace("}", ".json") if a.startswith("{cfg:") else a
                 for a in argv]
         run(argv, root / name)
-    shutil.rmtree(config_dir)
     for name in DIAGNOSE:
         run_dir = RESULTS / "2026-12-01" / name
         run(["diagnose", str(run_dir), "--json", "--trace", "{out}/diag.json"], root / f"diagnose_{name}")
