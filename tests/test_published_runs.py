@@ -1,0 +1,99 @@
+"""Published DeepSpeed ZeRO training runs (zsim/data/published/training_runs.yaml).
+
+The data file loads and every row carries its source, the exact quote and a configuration;
+every expressible row predicts; the scoring arithmetic matches the cited figures by hand.
+These tests pin no accuracy target: the errors are reported in validation/published/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from zsim.errors import ZsimInputError
+from zsim.published import (DEFAULT_PATH, format_report, load_runs, megatron_flops_per_step,
+                            published_report, source_metric)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return load_runs()
+
+
+@pytest.fixture(scope="module")
+def report():
+    return published_report()
+
+
+def by_id(runs, rid):
+    return next(r for r in runs if r["id"] == rid)
+
+
+def test_every_row_has_source_quote_config(runs):
+    assert len(runs) >= 10
+    for row in runs:
+        assert row["source"].startswith("https://"), row["id"]
+        assert len(row["quote"]) > 20, row["id"]
+        assert row["config"], row["id"]
+        assert row["measured"]["value"] > 0
+        if not row["expressible"]:
+            assert row["reason"].strip(), row["id"]
+
+
+def test_at_most_half_of_the_expressible_rows_are_fit(runs):
+    expressible = [r for r in runs if r["expressible"]]
+    fit = [r for r in expressible if r["split"] == "fit"]
+    assert expressible and 2 * len(fit) <= len(expressible)
+
+
+def test_every_expressible_row_predicts(report, runs):
+    expressible = {r["id"] for r in runs if r["expressible"]}
+    assert {r.id for r in report.rows} == expressible
+    for r in report.rows:
+        assert math.isfinite(r.predicted) and r.predicted > 0, r.id
+        assert math.isfinite(r.error_pct), r.id
+        assert r.step_time_s > 0
+    assert set(report.mape_pct) >= {"eval", "all"}
+    text = format_report(report)
+    assert "not expressible" in text and "azure-gpt175b-256gpu-mb32-seq512" in text
+
+
+def test_megatron_formula_by_hand_on_the_azure_175b_row(runs):
+    # DeepSpeed on Azure: "peak throughput of 204.49 TFLOPs/GPU was achieved on 256 GPUs with a
+    # micro batch size of 32 and sequence length of 512"; 175B = 96 layers, hidden 12288;
+    # FLOPs = 96 * B * s * l * h^2 * (1 + s/6h + V/(16 l h)), B = 32 * 256, V = 50304.
+    row = by_id(runs, "azure-gpt175b-256gpu-mb32-seq512")
+    by_hand = 96 * 8192 * 512 * 96 * 12288**2 * (1 + 512 / (6 * 12288) + 50304 / (16 * 96 * 12288))
+    assert by_hand == pytest.approx(5.8928e18, rel=1e-4)
+    flops = megatron_flops_per_step(global_batch=8192, seq=512, layers=96, hidden=12288, vocab=50304)
+    assert flops == pytest.approx(by_hand, rel=1e-12)
+    # The step time the published figure implies: 5.8928e18 / (204.49e12 * 256) = 112.57 s.
+    step = by_hand / (204.49e12 * 256)
+    assert step == pytest.approx(112.57, abs=0.01)
+    assert source_metric(row, step, 256) == pytest.approx(204.49, rel=1e-9)
+
+
+def test_tokens_per_gpu_by_hand_on_the_hf_granite_row(runs):
+    # HF blog, Table 3: DeepSpeed 3094.5 tokens/s/device, step time 10.6 s; 8 x 4096 tokens
+    # per device per step -> 32768 / 10.6 = 3091 tokens/s, within the table's rounding.
+    row = by_id(runs, "hf-blog-granite7b-4xa100-zero3")
+    assert source_metric(row, 10.6, 4) == pytest.approx(32768 / 10.6)
+    assert 32768 / 10.6 == pytest.approx(row["measured"]["value"], rel=0.002)
+
+
+def test_bad_files_are_input_errors(tmp_path):
+    bad = tmp_path / "runs.yaml"
+    bad.write_text("runs: [{id: x, source: 'https://a', quote: 'a long enough quote here', "
+                   "config: {gpus: 1}, measured: {metric: step_time, value: 1}, expressible: false, reason: r}]")
+    with pytest.raises(ZsimInputError):
+        load_runs(bad)
+    with pytest.raises(ZsimInputError):
+        load_runs(tmp_path / "missing.yaml")
+    doc = yaml.safe_load(DEFAULT_PATH.read_text())
+    doc["runs"].append(dict(doc["runs"][0]))  # duplicate id
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ZsimInputError):
+        load_runs(dup)
