@@ -63,6 +63,10 @@ class RunSettings:
                          offload_param=self.offload_param,
                          activation_checkpointing=self.activation_checkpointing)
 
+    def without_run(self) -> "RunSettings":
+        """Only where the job runs: every run field None except ``seq`` (a search's base)."""
+        return replace(self, **{name: None for name in RUN_FIELDS if name != "seq"})
+
     def with_run(self, **changes: Any) -> "RunSettings":
         """These settings with other run fields (a search's candidate on the same site)."""
         unknown = sorted(set(changes) - set(RUN_FIELDS))
