@@ -28,10 +28,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
 from .hardware import HardwareProfile, load_profile, profile_from_dict
 from .hostcost import HostSpeed
+from .job import RunSettings
+from .predict import predict_settings
 
 #: Parameters fitted to step times (dotted paths into the profile YAML).
 #: Fitted on step and phase times: the host's costs per code path in units of the machine's
@@ -463,7 +466,7 @@ def fit_links(rows: Sequence[Mapping], hw: HardwareProfile, timer: CollectiveTim
 # The whole calibration
 # ---------------------------------------------------------------------------------------------
 
-def predict_run(run: RunResult, hw: HardwareProfile | str | Path | None, topo: str = "hgx-h200",
+def predict_run(run: RunResult, hw: HardwareProfile | str | Path | None, topo: str = DEFAULT_RUN_TOPO,
                 keep_timeline: bool = False):
     """The prediction of a run's own configuration with its CPU thread count: the one place
     calibrate, validate and diagnose turn a run folder into a prediction.
@@ -474,15 +477,19 @@ def predict_run(run: RunResult, hw: HardwareProfile | str | Path | None, topo: s
     and using it made the step-time error worse (12.3 % against 9.9 % MAPE over the 33 runs
     of validation/results/h200/2026-12-01). It is recorded and shown, not yet used.
     """
-    from .predict import predict
-    return predict(model=str(run.config_path), topo=topo, gpus=run.world_size,
-                   ds_config=str(run.ds_config_path), hardware=hw, seq=run.seq,
-                   micro_batch=run.micro_batch, grad_accum=run.grad_accum,
-                   activation_checkpointing=run.activation_checkpointing,
-                   cpu_threads=run.cpu_threads, keep_timeline=keep_timeline)
+    return predict_settings(run_settings(run, hw, topo), keep_timeline)
 
 
-def default_predictor(topo: str = "hgx-h200", phases: bool = False) -> Predictor:
+def run_settings(run: RunResult, hw: HardwareProfile | str | Path | None,
+                 topo: str = DEFAULT_RUN_TOPO) -> RunSettings:
+    """The :class:`~zsim.job.RunSettings` of a run folder's own configuration."""
+    return RunSettings(model=str(run.config_path), topo=topo, gpus=run.world_size,
+                       ds_config=str(run.ds_config_path), hardware=hw, seq=run.seq,
+                       micro_batch=run.micro_batch, grad_accum=run.grad_accum,
+                       activation_checkpointing=run.activation_checkpointing, cpu_threads=run.cpu_threads)
+
+
+def default_predictor(topo: str = DEFAULT_RUN_TOPO, phases: bool = False) -> Predictor:
     """Predictions through :func:`predict_run` for a run folder; with ``phases`` also the
     forward/backward/step times (for the per-phase fit)."""
     def run_predict(run: RunResult, hw: HardwareProfile) -> Predicted:
@@ -521,8 +528,8 @@ class Calibration:
         return data
 
 
-def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = "h200-sxm", *,
-              fit_models: Sequence[str] | None = None, name: str | None = None, topo: str = "hgx-h200",
+def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = DEFAULT_PROFILE, *,
+              fit_models: Sequence[str] | None = None, name: str | None = None, topo: str = DEFAULT_RUN_TOPO,
               predictor: Predictor | None = None, collective_timer: CollectiveTimer | None = None,
               link: str = "nvlink", time_params: Sequence[str] = TIME_PARAMS) -> Calibration:
     """Fit a profile: microbenchmark values first, then residual overheads on the fit runs."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .defaults import DEFAULT_MICRO_BATCH, DEFAULT_SEQ_LEN
 from .errors import ZsimInputError
 from .inputs import read_input_bytes
 # Bounds on batch, sequence and world size live in zsim.limits (MAX_GRAD_ACCUM re-exported here).
@@ -101,30 +102,56 @@ _PRECISIONS = ("bf16", "fp16", "fp32")
 
 @dataclass(frozen=True)
 class ZeroConfig:
-    """The ZeRO settings that change what goes on the wire or into memory (all concrete)."""
+    """The ZeRO settings that change what goes on the wire or into memory (all concrete).
 
-    stage: int = 0
-    contiguous_gradients: bool = True
-    reduce_scatter: bool = True
-    reduce_bucket_size: int = 500_000_000
-    use_multi_rank_bucket_allreduce: bool = True
-    allgather_partitions: bool = True
-    allgather_bucket_size: int = 500_000_000
-    overlap_comm: bool = False
-    sub_group_size: int = 1_000_000_000
-    stage3_prefetch_bucket_size: int = 50_000_000
-    stage3_param_persistence_threshold: int = 100_000
-    stage3_model_persistence_threshold: int = sys.maxsize
-    stage3_max_live_parameters: int = 1_000_000_000
-    stage3_max_reuse_distance: int = 1_000_000_000
-    round_robin_gradients: bool = False
-    zero_hpz_partition_size: int = 1
-    zero_quantized_weights: bool = False
-    zero_quantized_gradients: bool = False
-    compute_grad_norm: bool = True
-    offload_optimizer: OffloadDevice = OffloadDevice.NONE
-    offload_param: OffloadDevice = OffloadDevice.NONE
-    pin_memory: bool = False
+    No field has a default: DeepSpeed's defaults live once, in :data:`ZERO_DEFAULTS`, and
+    :func:`build_run_config` is the one place a ZeroConfig is made (a new ZeRO option gets a
+    field here and an entry there)."""
+
+    stage: int
+    contiguous_gradients: bool
+    reduce_scatter: bool
+    reduce_bucket_size: int
+    use_multi_rank_bucket_allreduce: bool
+    allgather_partitions: bool
+    allgather_bucket_size: int
+    overlap_comm: bool
+    sub_group_size: int
+    stage3_prefetch_bucket_size: int
+    stage3_param_persistence_threshold: int
+    stage3_model_persistence_threshold: int
+    stage3_max_live_parameters: int
+    stage3_max_reuse_distance: int
+    round_robin_gradients: bool
+    zero_hpz_partition_size: int
+    zero_quantized_weights: bool
+    zero_quantized_gradients: bool
+    compute_grad_norm: bool
+    offload_optimizer: OffloadDevice
+    offload_param: OffloadDevice
+    pin_memory: bool
+
+
+# ---- DeepSpeed's offload and overlap rules (zsim.decide's search space reads them too) -------
+
+def offload_error(stage: int, offload_optimizer: str, offload_param: str) -> str | None:
+    """Why DeepSpeed refuses this stage/offload combination, or None when it accepts it:
+    parameter offload needs stage 3, optimizer offload stage >= 1."""
+    if offload_param != OffloadDevice.NONE and stage != 3:
+        return f"offload_param requires ZeRO stage 3 (got stage {stage}); DeepSpeed rejects it"
+    if offload_optimizer != OffloadDevice.NONE and stage == 0:
+        return "offload_optimizer requires ZeRO stage 1, 2 or 3 (got stage 0)"
+    return None
+
+
+def default_overlap_comm(stage: int) -> bool:
+    """DeepSpeed's overlap_comm when the config does not set it: on for stage 3 only (ZC:384-387)."""
+    return stage == 3
+
+
+def overlap_comm_applies(stage: int) -> bool:
+    """Whether overlap_comm changes anything: stage 0 all-reduces through the engine."""
+    return stage != 0
 
 
 @dataclass(frozen=True)
@@ -298,8 +325,8 @@ def _offload_device(section: Any, key: str) -> tuple[OffloadDevice, bool]:
         return OffloadDevice.NONE, False
     if not isinstance(section, Mapping):
         raise ZsimInputError(f"ds_config: zero_optimization.{key} must be an object, got {_show(section)}")
-    device = section.get("device", "none")
-    device = "none" if device is None else device
+    device = section.get("device", OffloadDevice.NONE.value)
+    device = OffloadDevice.NONE.value if device is None else device
     if not isinstance(device, str) or device.lower() not in _OFFLOAD_DEVICES:
         raise ZsimInputError(
             f"ds_config: zero_optimization.{key}.device must be one of none, cpu, nvme; got {_show(device)}")
@@ -345,7 +372,7 @@ def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> t
             value = _as_int(value, f"zero_optimization.{key}", minimum=minimum)
         values[key] = value
     if values["overlap_comm"] is None:
-        values["overlap_comm"] = values["stage"] == 3
+        values["overlap_comm"] = default_overlap_comm(values["stage"])
     opt_dev, opt_pin = _offload_device(section.get("offload_optimizer"), "offload_optimizer")
     par_dev, par_pin = _offload_device(section.get("offload_param"), "offload_param")
     if section.get("cpu_offload") is True and opt_dev is OffloadDevice.NONE:
@@ -359,7 +386,7 @@ def _pinned(zero_section: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
     pins = []
     for key in ("offload_optimizer", "offload_param"):
         sec = zero_section.get(key)
-        if values[key] != "none":
+        if values[key] != OffloadDevice.NONE:
             pins.append(bool(sec.get("pin_memory", False)) if isinstance(sec, Mapping) and sec else True)
     return any(pins)
 
@@ -451,11 +478,6 @@ class Overrides:
     precision: str | None = None
 
 
-#: Defaults when neither the config nor the command line gives a value.
-DEFAULT_MICRO_BATCH = 2
-DEFAULT_SEQ_LEN = 2048
-
-
 def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size: int,
                      overrides: Overrides = Overrides()) -> RunConfig:
     """Parse, resolve and check a DeepSpeed config for ``model`` on ``world_size`` ranks."""
@@ -472,20 +494,18 @@ def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size
             notes.append(f"zero_optimization.stage: {zero_values['stage']} -> {ov.stage} (command line)")
         zero_values["stage"] = ov.stage
         if "overlap_comm" not in zero_section or _is_auto(zero_section.get("overlap_comm")):
-            zero_values["overlap_comm"] = ov.stage == 3
+            zero_values["overlap_comm"] = default_overlap_comm(ov.stage)
     for key in ("offload_optimizer", "offload_param"):
         value = getattr(ov, key)
         if value is not None:
             if value not in _OFFLOAD_DEVICES:
                 raise ZsimInputError(f"--{key.replace('_', '-')} must be none, cpu or nvme, got {_show(value)}")
             zero_values[key] = OffloadDevice(value)
-    if zero_values["offload_param"] != "none" and zero_values["stage"] != 3:
-        raise ZsimInputError(f"offload_param requires ZeRO stage 3 (got stage {zero_values['stage']}); "
-                             "DeepSpeed rejects it")
-    if zero_values["offload_optimizer"] != "none" and zero_values["stage"] == 0:
-        raise ZsimInputError("offload_optimizer requires ZeRO stage 1, 2 or 3 (got stage 0)")
-    if zero_values["stage"] == 0:
-        zero_values["overlap_comm"] = False  # stage 0 all-reduces through the engine
+    refused = offload_error(zero_values["stage"], zero_values["offload_optimizer"], zero_values["offload_param"])
+    if refused:
+        raise ZsimInputError(refused)
+    if not overlap_comm_applies(zero_values["stage"]):
+        zero_values["overlap_comm"] = False
     zero_values["pin_memory"] = _pinned(zero_section, zero_values)
     zero = ZeroConfig(**zero_values)
 
@@ -545,7 +565,7 @@ def _resolved_json(raw: Mapping[str, Any], zero_section: Mapping[str, Any], zero
             section[key] = getattr(zero, key)
     for key in ("offload_optimizer", "offload_param"):
         device = getattr(zero, key)
-        if device != "none":
+        if device != OffloadDevice.NONE:
             # Keep the user's section (DeepSpeed's pin_memory default is false); a section that
             # only a flag asked for is written pinned, as RunConfig.pin_memory says.
             kept = dict(section.get(key) or {})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .io import atomic_write_set, dumps_json
+from .provenance import Provenance
 
 #: Columns of a predicted ``training_metrics.csv`` (one row per micro-step; times in ms from
 #: the start of the optimizer step, phases timed as train.py's CUDA events time them).
@@ -87,6 +88,8 @@ def _barh(ax, labels: list[str], values: list[float], color: str, unit: str) -> 
 
 
 def _curves_png(pred, rows: Sequence[Mapping[str, Any]]) -> bytes:
+    # Not at the top: matplotlib takes ~0.5 s to import and only the PNG needs it; the Agg
+    # backend must be chosen before pyplot is imported.
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -131,6 +134,8 @@ def write_prediction_outputs(pred, out_dir: str | Path) -> list[Path]:
     """Write the four files of a prediction into ``out_dir`` as one set (atomically).
 
     ``pred`` must keep its timeline and ops (``predict(..., keep_timeline=True)``)."""
+    # Not at the top: zsim.diagnose imports zsim.calibrate (numpy), and zsim.output is imported
+    # by every command (plan and capacity format bytes with it).
     from .diagnose.predicted import predicted_side
 
     rows = micro_step_rows(pred, predicted_side(pred).windows)
@@ -199,7 +204,6 @@ def _time_label(key: str) -> str:
 
 def provenance_lines(provenance: Mapping[str, Any] | None, indent: str = "profile      ") -> list[str]:
     """Two lines: the hardware profile (calibrated or datasheet) and its measured error."""
-    from .provenance import Provenance
 
     if not provenance:
         return []

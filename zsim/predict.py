@@ -1,6 +1,15 @@
 """`zsim.predict`: model + topology + DeepSpeed config -> memory, step time, where time goes.
 
-The pipeline, one layer each::
+A prediction is a chain of stages, each a function of the :class:`~zsim.job.Job` and what
+the stages before it returned (``plan``, ``sweep``, ``report``, ``capacity`` and ``diagnose``
+compose the same functions)::
+
+    RunSettings ──resolve──► Job ──schedule_stage──► Schedule (ops of one rank)
+                              │      └─memory_stage──► JobMemory (GPU peak, host memory)
+                              │      └─simulate_stage► Simulated (SimPy timeline, step time)
+                              └──────────present─────► Prediction
+
+The layers underneath::
 
     model spec ──► workload (kernels, activation bytes)
     ds config  ──► RunConfig ──► schedule (ops of one rank) ──► SimPy system ──► timeline
@@ -16,22 +25,24 @@ from typing import Any, Mapping
 
 from .collective_pricing import collective_timer, link_utilisation
 from .compute import peak_flops
-from .dsconfig import Overrides, RunConfig, build_run_config
+from .defaults import DEFAULT_DS_CONFIG, DEFAULT_TOPO
+from .dsconfig import RunConfig
 from .errors import ZsimInputError
-from .hardware import HardwareProfile, load_profile
-from .hostcost import HostSpeed, at_host_speed
+from .hardware import HardwareProfile
+from .hostcost import HostSpeed
+from .job import Job, RunSettings, resolve
 from .memory import (HostMemoryVerdict, MemoryEstimate, MemoryFacts, default_facts, estimate_memory,
                      host_memory)
-from .model import ModelSpec, load_model
+from .model import ModelSpec
 from .ops import Op
-from .system import OpCost, Timeline, simulate, split_host
+from .schedule import Schedule, build_schedule
+from .system import Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
 from .workload import Workload
-from .provenance import profile_provenance
 
-
-#: The DeepSpeed config used when none is given: bf16 mixed precision, clipping 1.0.
-DEFAULT_DS_CONFIG: Mapping[str, Any] = {"bf16": {"enabled": True}, "gradient_clipping": 1.0}
+__all__ = ["Prediction", "predict", "predict_job", "predict_settings", "schedule_stage", "memory_stage",
+           "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts", "host_share",
+           "host_memory_verdict", "DEFAULT_DS_CONFIG"]
 
 
 @dataclass(frozen=True)
@@ -138,7 +149,105 @@ def _time_breakdown(t: Timeline, framework_s: float) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx-a100", *,
+@dataclass(frozen=True)
+class JobMemory:
+    """The memory stage's result: the schedule facts it read, the GPU estimate, host memory."""
+
+    facts: MemoryFacts
+    gpu: MemoryEstimate
+    host: HostMemoryVerdict
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """The simulate stage's result: the simulated ops, their timeline and the step time
+    (timeline plus the engine's per-step and per-micro-step bookkeeping)."""
+
+    ops: tuple[Op, ...]
+    timeline: Timeline
+    framework_s: float
+    step_time_s: float
+
+
+def workload_of(job: Job) -> Workload:
+    """Kernels of one micro-step of ``job`` (model, micro-batch, sequence, precision)."""
+    return Workload(job.model, job.run.micro_batch, job.run.seq_len, job.run.param_bytes)
+
+
+def schedule_stage(job: Job) -> Schedule:
+    """What rank 0 issues in one optimizer step of ``job``."""
+    return build_schedule(job.model, job.run, gpus_per_node=job.cluster.gpus_per_node)
+
+
+def memory_stage(job: Job, facts: MemoryFacts) -> JobMemory:
+    """GPU peak memory and host memory of ``job`` from the schedule's size ``facts``
+    (:func:`memory_facts`; a search passes cached ones: they do not depend on the batch)."""
+    gpu = estimate_memory(workload_of(job), job.run, facts, job.hardware.memory.allocator_overhead_fraction)
+    return JobMemory(facts, gpu, host_memory_verdict(job.run, facts, job.model, job.cluster))
+
+
+def simulate_stage(job: Job, schedule: Schedule) -> Simulated:
+    """Simulate one optimizer step of ``schedule`` on ``job``'s cluster and hardware."""
+    hw = job.hardware
+    coster = OpCoster(workload_of(job), job.run.precision, hw, collective_timer(job.cluster, hw),
+                      host_share(job.cluster, job.cpu_threads))
+    ops = tuple(split_host(schedule.ops))
+    timeline = simulate(ops, coster)
+    # Engine bookkeeping outside the simulated ops: per step and per micro-step.
+    framework_s = hw.overheads.step_fixed_s + job.run.grad_accum * hw.overheads.micro_step_fixed_s
+    step_s = timeline.step_time_s + framework_s
+    if step_s <= 0:
+        raise ZsimInputError("prediction produced a zero step time (empty schedule)")
+    return Simulated(ops, timeline, framework_s, step_s)
+
+
+def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
+            keep_timeline: bool = False) -> Prediction:
+    """The :class:`Prediction` of the stages' results (``keep_timeline``: with timeline and ops)."""
+    run, spec, cluster, hw = job.run, job.model, job.cluster, job.hardware
+    step_s = sim.step_time_s
+    tokens_per_gpu = run.micro_batch * run.grad_accum * run.seq_len
+    tflops = workload_of(job).model_flops_per_token() * tokens_per_gpu / step_s / 1e12
+    breakdown = _time_breakdown(sim.timeline, sim.framework_s)
+    host_note = () if memory.host.fits else (memory.host.note(),)
+    return Prediction(
+        model=spec.name, num_parameters=spec.num_parameters, topology=cluster.topology,
+        hardware=hw.name, world_size=cluster.world_size, num_nodes=cluster.num_nodes,
+        gpus_per_node=cluster.gpus_per_node, stage=run.zero.stage, micro_batch=run.micro_batch,
+        grad_accum=run.grad_accum, train_batch=run.train_batch, seq_len=run.seq_len,
+        precision=run.precision, offload_optimizer=run.zero.offload_optimizer,
+        offload_param=run.zero.offload_param, activation_checkpointing=run.activation_checkpointing,
+        step_time_s=step_s, tokens_per_s=run.tokens_per_step / step_s, tflops_per_gpu=tflops,
+        mfu=tflops * 1e12 / peak_flops(hw, run.precision),
+        peak_memory_bytes=memory.gpu.peak_bytes, gpu_memory_bytes=hw.gpu.memory_bytes,
+        fits=memory.gpu.peak_bytes <= hw.gpu.memory_bytes and memory.host.fits,
+        memory_breakdown=memory.gpu.breakdown, memory_peak_phase=memory.gpu.peak_phase,
+        model_states_bytes=memory.gpu.model_states_bytes,
+        exposed_comm_s=sum(v for k, v in breakdown.items() if k.startswith("exposed_comm_")),
+        time_breakdown=breakdown,
+        comm_busy_s={k: v for k, v in sim.timeline.busy_s.items() if k.startswith("comm:")},
+        link_utilisation=link_utilisation(schedule.ops, cluster, hw, step_s),
+        collectives=schedule.collectives, notes=job.notes + host_note,
+        timeline=sim.timeline if keep_timeline else None, ops=sim.ops if keep_timeline else None,
+        ds_config_resolved=run.resolved, provenance=job.provenance.to_dict(),
+        host_memory_bytes_per_node=memory.host.need.bytes_per_node,
+        host_memory_available_bytes=memory.host.available_bytes,
+    )
+
+
+def predict_job(job: Job, keep_timeline: bool = False) -> Prediction:
+    """Every stage on one resolved job: schedule, memory, simulate, present."""
+    schedule = schedule_stage(job)
+    memory = memory_stage(job, memory_facts(schedule, job.run, job.model))
+    return present(job, schedule, memory, simulate_stage(job, schedule), keep_timeline)
+
+
+def predict_settings(settings: RunSettings, keep_timeline: bool = False) -> Prediction:
+    """Resolve ``settings`` and predict the job (what the CLI and the API wrappers call)."""
+    return predict_job(resolve(settings), keep_timeline)
+
+
+def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = DEFAULT_TOPO, *,
             gpus: int | None = None, nodes: int | None = None,
             ds_config: str | Path | Mapping[str, Any] | None = None,
             hardware: str | Path | HardwareProfile | None = None,
@@ -155,74 +264,11 @@ def predict(model: str | Path | ModelSpec | None = None, topo: str | Path = "dgx
     ``cpu_threads`` the threads per rank of CPU-side passes (default: the node's cores shared
     by its ranks). A config that does not fit is a result
     (``fits`` False), not an error; bad input raises :class:`~zsim.errors.ZsimInputError`.
+    The arguments are the fields of :class:`zsim.job.RunSettings`.
     """
-    from .network import load_topology
-    from .schedule import build_schedule
-
-    spec = load_model(model)
-    cluster = load_topology(topo).cluster(gpus=gpus, nodes=nodes)
-    hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or cluster.hardware)
-    hw = at_host_speed(hw, host_speed)
-    overrides = Overrides(stage=stage, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq,
-                          offload_optimizer=offload_optimizer, offload_param=offload_param,
-                          activation_checkpointing=activation_checkpointing)
-    if ds_config is None:
-        ds_config = DEFAULT_DS_CONFIG
-    run = build_run_config(ds_config, spec, cluster.world_size, overrides)
-    run_notes = []
-    if run.seq_len > spec.max_position_embeddings:
-        run_notes.append(f"seq {run.seq_len} exceeds the model's max_position_embeddings "
-                         f"{spec.max_position_embeddings}")
-    if "nvme" in (run.zero.offload_optimizer, run.zero.offload_param):
-        run_notes.append("nvme offload is simulated as cpu offload: NVMe swap bandwidth is not "
-                         "modelled yet, so offloaded steps are optimistic")
-    if run.zero.zero_quantized_gradients and run.zero.stage == 3:
-        run_notes.append("ZeRO++ qgZ is approximated (int4 all_to_all pairs per gradient bucket; "
-                         "not checked against DeepSpeed's comms logger)")
-    workload = Workload(spec, run.micro_batch, run.seq_len, run.param_bytes)
-    schedule = build_schedule(spec, run, gpus_per_node=cluster.gpus_per_node)
-    facts = memory_facts(schedule, run, spec)
-    memory: MemoryEstimate = estimate_memory(workload, run, facts, hw.memory.allocator_overhead_fraction)
-    host_mem = host_memory_verdict(run, facts, spec, cluster)
-    if not host_mem.fits:
-        run_notes.append(host_mem.note())
-    coster = OpCoster(workload, run.precision, hw, collective_timer(cluster, hw),
-                      host_share(cluster, cpu_threads))
-    ops = split_host(schedule.ops)
-    timeline = simulate(ops, coster)
-    # Engine bookkeeping outside the simulated ops: per step and per micro-step.
-    framework_s = hw.overheads.step_fixed_s + run.grad_accum * hw.overheads.micro_step_fixed_s
-    step_s = timeline.step_time_s + framework_s
-    if step_s <= 0:
-        raise ZsimInputError("prediction produced a zero step time (empty schedule)")
-    tokens_per_gpu = run.micro_batch * run.grad_accum * run.seq_len
-    model_flops = workload.model_flops_per_token() * tokens_per_gpu
-    tflops = model_flops / step_s / 1e12
-    breakdown = _time_breakdown(timeline, framework_s)
-    exposed_comm = sum(v for k, v in breakdown.items() if k.startswith("exposed_comm_"))
-    return Prediction(
-        model=spec.name, num_parameters=spec.num_parameters, topology=cluster.topology,
-        hardware=hw.name, world_size=cluster.world_size, num_nodes=cluster.num_nodes,
-        gpus_per_node=cluster.gpus_per_node, stage=run.zero.stage, micro_batch=run.micro_batch,
-        grad_accum=run.grad_accum, train_batch=run.train_batch, seq_len=run.seq_len,
-        precision=run.precision, offload_optimizer=run.zero.offload_optimizer,
-        offload_param=run.zero.offload_param, activation_checkpointing=run.activation_checkpointing,
-        step_time_s=step_s, tokens_per_s=run.tokens_per_step / step_s, tflops_per_gpu=tflops,
-        mfu=tflops * 1e12 / peak_flops(hw, run.precision),
-        peak_memory_bytes=memory.peak_bytes, gpu_memory_bytes=hw.gpu.memory_bytes,
-        fits=memory.peak_bytes <= hw.gpu.memory_bytes and host_mem.fits,
-        memory_breakdown=memory.breakdown, memory_peak_phase=memory.peak_phase,
-        model_states_bytes=memory.model_states_bytes, exposed_comm_s=exposed_comm,
-        time_breakdown=breakdown,
-        comm_busy_s={k: v for k, v in timeline.busy_s.items() if k.startswith("comm:")},
-        link_utilisation=link_utilisation(schedule.ops, cluster, hw, step_s),
-        collectives=schedule.collectives, notes=tuple(run.notes) + tuple(run_notes),
-        timeline=timeline if keep_timeline else None, ops=tuple(ops) if keep_timeline else None,
-        ds_config_resolved=run.resolved,
-        provenance=profile_provenance(hardware if hardware is not None else cluster.hardware).to_dict(),
-        host_memory_bytes_per_node=host_mem.need.bytes_per_node,
-        host_memory_available_bytes=host_mem.available_bytes,
-    )
-
-
-__all__ = ["Prediction", "predict", "memory_facts", "host_share", "host_memory_verdict"]
+    return predict_settings(RunSettings(
+        model=model, topo=topo, gpus=gpus, nodes=nodes, ds_config=ds_config, hardware=hardware,
+        stage=stage, micro_batch=micro_batch, grad_accum=grad_accum, seq=seq,
+        offload_optimizer=offload_optimizer, offload_param=offload_param,
+        activation_checkpointing=activation_checkpointing, host_speed=host_speed,
+        cpu_threads=cpu_threads), keep_timeline)

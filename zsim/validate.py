@@ -28,9 +28,10 @@ from typing import Any, Mapping, Sequence
 
 from .calibrate import (CollectiveTimer, Predicted, Predictor, RunResult, default_collective_timer,
                         default_predictor, find_runs)
+from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import read_json_file
-from .hardware import HardwareProfile, load_profile, load_yaml_file
+from .hardware import PROFILE_DIR, HardwareProfile, load_profile, load_yaml_file
 
 #: comms-logger op name -> (zsim collective op, factor from logged message bytes to full buffer)
 LOGGED_OPS = {"all_reduce": ("all_reduce", "one"), "reduce_scatter_tensor": ("reduce_scatter", "one"),
@@ -130,7 +131,6 @@ def profile_split(hardware: str | Path | HardwareProfile | None) -> set[str] | N
         return None
     path = Path(str(hardware))
     if not path.exists():
-        from .hardware import PROFILE_DIR
         path = PROFILE_DIR / f"{hardware}.yaml"
         if not path.exists():
             return None
@@ -196,8 +196,8 @@ def split_of(run: RunResult, fit_ids: set[str], fit_models: set[str], fit_sessio
         (new_size, new_session), "seen")
 
 
-def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile | None = "h200-sxm", *,
-             topo: str = "hgx-h200", predictor: Predictor | None = None,
+def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile | None = DEFAULT_PROFILE, *,
+             topo: str = DEFAULT_RUN_TOPO, predictor: Predictor | None = None,
              collective_timer: CollectiveTimer | None = None, models: Sequence[str] | None = None
              ) -> Report:
     """Compare every run under ``paths`` with its prediction."""
@@ -206,7 +206,7 @@ def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile
         raise ZsimInputError(f"no run folders (with summary.json) under {', '.join(map(str, paths))}")
     if models:
         runs = [r for r in runs if r.model_name in models]
-    hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or "h200-sxm")
+    hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or DEFAULT_PROFILE)
     fit_ids = profile_split(hardware)
     fitted = [r for r in runs if fit_ids is not None and r.run_id in fit_ids]
     fit_models = {r.model_name for r in fitted}

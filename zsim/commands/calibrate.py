@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
+from ..hardware import load_profile
+from ..io import atomic_write_text
+
 HELP = "fit a hardware profile (YAML) from validation/ microbenchmarks and training runs"
 
 
@@ -13,13 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", metavar="RESULTS",
                    help="result folders: run folders (summary.json) and microbench.json / nccl*.json files")
     p.add_argument("-o", "--output", required=True, help="profile YAML to write")
-    p.add_argument("--base", default="h200-sxm",
+    p.add_argument("--base", default=DEFAULT_PROFILE,
                    help="profile whose datasheet figures and unfitted values are kept (name or path)")
     p.add_argument("--fit-models", default=None,
                    help="comma-separated model names whose runs fit the overheads (default: all runs); "
                         "runs of other models are left for `zsim validate`")
     p.add_argument("--name", default=None, help="name of the fitted profile (default: the base's)")
-    p.add_argument("--topo", default="hgx-h200", help="topology the runs ran on (one node)")
+    p.add_argument("--topo", default=DEFAULT_RUN_TOPO, help="topology the runs ran on (one node)")
     p.add_argument("--link", default="nvlink", help="link type the NCCL sweep measures")
     p.add_argument("--fit-params", default=None,
                    help="comma-separated dotted profile keys fitted to step times "
@@ -28,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fit, write the YAML atomically, print what was fitted."""
+    # Not at the top: zsim.calibrate imports numpy, which every other command's start would pay for
+    # (cli.build_parser imports every command module).
     from ..calibrate import TIME_PARAMS, calibrate, profile_yaml
-    from ..hardware import load_profile
-    from ..io import atomic_write_text
 
     fit_models = [m for m in (args.fit_models or "").split(",") if m] or None
     params = tuple(x for x in (args.fit_params or "").split(",") if x) or TIME_PARAMS

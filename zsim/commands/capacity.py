@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io import dumps_json
 from .. import limits
+from ..decide.capacity import ROWS, capacity_settings
+from ..decide.sweep import parse_list
+from ..decide.text import format_capacity
+from ..defaults import CAPACITY_MICRO_BATCH, DEFAULT_SEQ_LEN
+from ..errors import ZsimInputError
+from ..io import dumps_json
 from ..limits import check_finite_tree
-from .common import add_cluster_args, int_up_to
+from .common import add_cluster_args, int_up_to, settings_from_args
 
 HELP = "largest Llama-family model that fits per ZeRO stage and offload choice, beside the rule of thumb"
 
@@ -16,28 +21,22 @@ HELP = "largest Llama-family model that fits per ZeRO stage and offload choice, 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `zsim capacity`."""
     add_cluster_args(p)
-    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), default=2048, help="sequence length (default %(default)s)")
-    p.add_argument("--micro-batch", type=int_up_to(limits.MAX_MICRO_BATCH), default=1, help="micro-batch per GPU (default %(default)s)")
+    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), default=DEFAULT_SEQ_LEN, help="sequence length (default %(default)s)")
+    p.add_argument("--micro-batch", type=int_up_to(limits.MAX_MICRO_BATCH), default=CAPACITY_MICRO_BATCH, help="micro-batch per GPU (default %(default)s)")
     p.add_argument("--stage", help="only these stages, comma-separated (default: 0,1,2,3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
     """Compute and print the table."""
-    from ..decide.capacity import ROWS
-    from ..decide.sweep import parse_list
-    from ..decide.text import format_capacity
-    from ..errors import ZsimInputError
-    from ..decide.api import capacity
-
     rows = ROWS
     if args.stage:
         stages = parse_list("stage", args.stage)
         if any(s > 3 for s in stages):
             raise ZsimInputError(f"--stage must list stages 0-3, got {args.stage!r}")
         rows = tuple(r for r in ROWS if r[0] in stages)
-    res = capacity(args.topo, gpus=args.gpus, nodes=args.nodes, seq=args.seq,
-                   micro_batch=args.micro_batch, hardware=args.hardware, rows=rows)
+    # --stage lists the rows' stages here, not one run setting.
+    res = capacity_settings(settings_from_args(args, stage=None), rows=rows)
     check_finite_tree(res.to_dict(), "capacity")
     if args.json:
         sys.stdout.write(dumps_json(res.to_dict()))

@@ -7,7 +7,10 @@ import math
 from typing import Callable
 
 from .. import limits
+from ..defaults import DEFAULT_MODEL, DEFAULT_SEQ_LEN, DEFAULT_TOPO
+from ..dsconfig import OffloadDevice
 from ..errors import ZsimInputError
+from ..job import SETTING_FIELDS, RunSettings
 
 
 def positive_int(text: str) -> int:
@@ -44,7 +47,7 @@ def percent(text: str) -> float:
     return value
 
 
-def add_cluster_args(p: argparse.ArgumentParser, default_topo: str | None = "dgx-a100") -> None:
+def add_cluster_args(p: argparse.ArgumentParser, default_topo: str | None = DEFAULT_TOPO) -> None:
     """--topo, --gpus/--nodes, --hardware."""
     p.add_argument("--topo", default=default_topo, required=default_topo is None,
                    help="topology name from zsim/data/topologies/ or a YAML path (default: %(default)s)")
@@ -54,16 +57,36 @@ def add_cluster_args(p: argparse.ArgumentParser, default_topo: str | None = "dgx
     p.add_argument("--hardware", help="hardware profile name or YAML path (default: the topology's)")
 
 
+#: --model's help (the default is the model layer's).
+MODEL_HELP = f"preset name or path to a HF config.json (default: {DEFAULT_MODEL})"
+
+#: Values of --offload-optimizer / --offload-param: DeepSpeed's offload devices.
+OFFLOAD_CHOICES = [d.value for d in OffloadDevice]
+
+
+def add_seq_arg(p: argparse.ArgumentParser) -> None:
+    """--seq without a default (the model's, capped at :data:`zsim.defaults.DEFAULT_SEQ_LEN`)."""
+    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), help=f"sequence length (default {DEFAULT_SEQ_LEN})")
+
+
+def settings_from_args(args: argparse.Namespace, **given: object) -> RunSettings:
+    """The :class:`~zsim.job.RunSettings` of a command's flags: every setting the command
+    defines (an absent flag stays None, the setting's default), ``given`` on top."""
+    values = {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)}
+    values.update(given)
+    return RunSettings(**values)
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """Model and DeepSpeed-config options shared by predict/plan/report."""
     p.add_argument("--model", default=None,
-                   help="preset name or path to a HF config.json (default: llama-2-7b)")
+                   help=MODEL_HELP)
     p.add_argument("--stage", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
     p.add_argument("--micro-batch", type=int_up_to(limits.MAX_MICRO_BATCH), help="micro-batch per GPU")
     p.add_argument("--grad-accum", type=int_up_to(limits.MAX_GRAD_ACCUM), help="gradient accumulation steps")
-    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), help="sequence length (default 2048)")
-    p.add_argument("--offload-optimizer", choices=["none", "cpu", "nvme"])
-    p.add_argument("--offload-param", choices=["none", "cpu", "nvme"])
+    add_seq_arg(p)
+    p.add_argument("--offload-optimizer", choices=OFFLOAD_CHOICES)
+    p.add_argument("--offload-param", choices=OFFLOAD_CHOICES)
     p.add_argument("--activation-checkpointing", action="store_true", default=None,
                    help="recompute each decoder layer in backward")
     p.add_argument("--ds-config", help="DeepSpeed JSON config (\"auto\" values allowed)")

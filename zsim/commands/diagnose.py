@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
+from ..io import dumps_json
+
 HELP = "compare one measured run folder with zsim's prediction, per phase and stream (largest gaps first)"
 
 
@@ -14,16 +17,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", metavar="FILE",
                    help="write a Perfetto/Chrome trace with the measured and the simulated step side by side")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
-    p.add_argument("--hardware", default="h200-sxm", help="hardware profile (name or YAML path)")
-    p.add_argument("--topo", default="hgx-h200", help="topology the run ran on")
+    p.add_argument("--hardware", default=DEFAULT_PROFILE, help="hardware profile (name or YAML path)")
+    p.add_argument("--topo", default=DEFAULT_RUN_TOPO, help="topology the run ran on")
 
 
 def run(args: argparse.Namespace) -> int:
     """Diagnose, print, and write the combined trace when asked."""
+    # Not at the top: zsim.diagnose (through zsim.calibrate) imports numpy, which every other command's start would pay for
+    # (cli.build_parser imports every command module).
     from ..diagnose import diagnose
     from ..diagnose.perfetto import write_combined_trace
     from ..diagnose.text import format_diagnosis
-    from ..io import dumps_json
 
     d = diagnose(args.run_dir, hardware=args.hardware, topo=args.topo)
     if args.trace:

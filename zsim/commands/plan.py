@@ -6,10 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..io import atomic_write_set, dumps_json
 from .. import limits
+from ..decide.api import plan_settings
+from ..decide.progress import ProgressBar
+from ..decide.text import format_plan
+from ..errors import ZsimInputError
+from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
-from .common import add_cluster_args, add_run_args, int_up_to, percent
+from ..output import DEFAULT_OUTPUT_DIR
+from .common import add_cluster_args, add_run_args, int_up_to, percent, settings_from_args
 
 HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s (or --metric), write the best config"
 
@@ -44,22 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, print, write."""
-    from ..decide.progress import ProgressBar
-    from ..decide.text import format_plan
-    from ..errors import ZsimInputError
-    from ..output import DEFAULT_OUTPUT_DIR
-    from ..decide.api import Constraints, plan
-
     bar = ProgressBar(enabled=True if args.progress else None)
     try:
-        result = plan(model=args.model, topo=args.topo, gpus=args.gpus, nodes=args.nodes,
-                      global_batch=args.global_batch, seq=args.seq, ds_config=args.ds_config,
-                      hardware=args.hardware, top_n=args.top, progress=bar, target=args.target,
-                      metric=args.metric, memory_headroom_pct=args.memory_headroom,
-                      constraints=Constraints(stage=args.stage, offload_optimizer=args.offload_optimizer,
-                                              offload_param=args.offload_param, micro_batch=args.micro_batch,
-                                              grad_accum=args.grad_accum,
-                                              activation_checkpointing=args.activation_checkpointing))
+        # The run flags (--stage, --micro-batch, ...) pin their axes of the search.
+        result = plan_settings(settings_from_args(args), global_batch=args.global_batch, top_n=args.top,
+                               progress=bar, target=args.target, metric=args.metric,
+                               memory_headroom_pct=args.memory_headroom)
     finally:
         bar.close()
     check_finite_tree(result.to_dict(), "plan")

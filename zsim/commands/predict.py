@@ -6,10 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..defaults import DEFAULT_LAUNCHER
+from ..dsconfig import OffloadDevice
+from ..hostcost import LAUNCHERS
 from ..io import dumps_json
 from ..limits import check_finite_tree
-from ..hostcost import LAUNCHERS, launcher_cpu_threads
-from .common import add_cluster_args, add_run_args, int_up_to
+from ..output import DEFAULT_OUTPUT_DIR, format_prediction, wire_bytes_per_gpu, write_prediction_outputs
+from ..predict import predict_settings
+from ..trace import write_trace
+from .common import add_cluster_args, add_run_args, int_up_to, settings_from_args
 
 HELP = "predict per-GPU memory, step time and collectives of one DeepSpeed ZeRO configuration"
 
@@ -24,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write training_metrics.csv, training_curves.png, summary.json, "
                         "deepspeed_config_auto.json here (default: output/deepspeed_metrics)")
     p.add_argument("--no-output", action="store_true", help="write no output folder")
-    p.add_argument("--launcher", choices=LAUNCHERS, default="deepspeed",
+    p.add_argument("--launcher", choices=LAUNCHERS, default=DEFAULT_LAUNCHER,
                    help="how the job is started, which sets the threads of each rank's CPU passes "
                         "under offload: deepspeed (torch's default: the node's cores shared by its "
                         "ranks) or torchrun (OMP_NUM_THREADS=1 with several ranks per node) "
@@ -35,16 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict, then print and write what was asked."""
-    from ..output import DEFAULT_OUTPUT_DIR, format_prediction, wire_bytes_per_gpu, write_prediction_outputs
-    from ..predict import predict
-    from ..trace import write_trace
-
-    pred = predict(model=args.model, topo=args.topo, gpus=args.gpus, nodes=args.nodes,
-                   ds_config=args.ds_config, hardware=args.hardware, stage=args.stage,
-                   micro_batch=args.micro_batch, grad_accum=args.grad_accum, seq=args.seq,
-                   offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
-                   activation_checkpointing=args.activation_checkpointing,
-                   cpu_threads=_cpu_threads(args), keep_timeline=True)  # outputs and wire bytes read its ops
+    # Outputs and wire bytes read the prediction's ops: keep the timeline.
+    pred = predict_settings(settings_from_args(args), keep_timeline=True)
     check_finite_tree(pred.to_dict(), "prediction")  # before anything is printed or written
     if args.trace:
         write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
@@ -67,19 +64,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cpu_threads(args: argparse.Namespace) -> float | None:
-    """Threads per rank of the CPU passes for ``--launcher`` / ``--cpu-threads`` on the
-    cluster asked for (the node's ``host.cpu_cores`` from the topology)."""
-    from ..network import load_topology
-
-    cluster = load_topology(args.topo).cluster(gpus=args.gpus, nodes=args.nodes)
-    return launcher_cpu_threads(args.launcher, cluster.gpus_per_node, cluster.spec.node.host.cpu_cores,
-                                args.cpu_threads)
-
-
 def host_memory_lines(pred) -> list[str]:
     """Host memory needed against available, when anything is offloaded (else no lines)."""
-    if pred.offload_optimizer == "none" and pred.offload_param == "none":
+    if pred.offload_optimizer == OffloadDevice.NONE and pred.offload_param == OffloadDevice.NONE:
         return []
     need, have = pred.host_memory_bytes_per_node, pred.host_memory_available_bytes
     gib = 2 ** 30

@@ -5,30 +5,28 @@ from __future__ import annotations
 import argparse
 
 from .. import limits
-from .common import add_cluster_args, int_up_to
+from ..decide.progress import ProgressBar
+from ..report.build import DEFAULT_REPORT_DIR, write_report
+from .common import MODEL_HELP, add_cluster_args, add_seq_arg, int_up_to, settings_from_args
 
 HELP = "write an HTML + Markdown report: memory/time per stage, timeline, scaling, recommendation"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `zsim report`."""
-    p.add_argument("--model", default=None, help="preset name or path to a HF config.json (default: llama-2-7b)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     add_cluster_args(p)
-    p.add_argument("--seq", type=int_up_to(limits.MAX_SEQ_LEN), help="sequence length (default 2048)")
+    add_seq_arg(p)
     p.add_argument("--global-batch", type=int_up_to(limits.MAX_TRAIN_BATCH), help="global batch in sequences")
-    p.add_argument("--output", default="reports/report", help="output folder (default %(default)s)")
+    p.add_argument("--output", default=DEFAULT_REPORT_DIR, help="output folder (default %(default)s)")
     p.add_argument("--progress", action="store_true", help="show the search's progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and say where it is."""
-    from ..decide.progress import ProgressBar
-    from ..report import build_report
-
     bar = ProgressBar(enabled=True if args.progress else None)
     try:
-        files = build_report(args.model, args.topo, args.output, gpus=args.gpus, nodes=args.nodes, seq=args.seq,
-                             global_batch=args.global_batch, hardware=args.hardware, progress=bar)
+        files = write_report(settings_from_args(args), args.output, global_batch=args.global_batch, progress=bar)
     finally:
         bar.close()
     best = files.data.plan.best

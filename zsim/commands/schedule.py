@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..dsconfig import Overrides, build_run_config
-from ..model import load_model
-from ..schedule import build_schedule
 from .. import limits
-from .common import int_up_to
+from ..dsconfig import build_run_config
+from ..model import load_model
+from ..output import format_bytes, wire_bytes_per_gpu
+from ..schedule import build_schedule
+from .common import int_up_to, settings_from_args
 
 HELP = "print the collectives DeepSpeed issues in one steady-state optimizer step (comms-logger units)"
 
@@ -29,13 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `zsim schedule`."""
     model = load_model(args.model)
-    overrides = Overrides(stage=args.stage, micro_batch=args.micro_batch, grad_accum=args.grad_accum)
-    run_config = build_run_config(args.ds_config, model, args.world_size, overrides)
+    # The run flags this command has (--stage, --micro-batch, --grad-accum) override the config.
+    run_config = build_run_config(args.ds_config, model, args.world_size, settings_from_args(args).overrides())
     schedule = build_schedule(model, run_config)
     if args.json:
         print(json.dumps(schedule.collectives))
         return 0
-    from ..output import wire_bytes_per_gpu
     wire = wire_bytes_per_gpu(schedule.ops, args.world_size, args.world_size)
     print(format_table(schedule.collectives, run_config.zero.stage, run_config.grad_accum, args.world_size, wire))
     for note in run_config.notes:  # what "auto" resolved to, what the command line overrode
@@ -58,7 +58,6 @@ def format_table(collectives: dict, stage: int, grad_accum: int, world_size: int
             lines.append(f"{op:<26}{int(size):>16,}{count:>8}{total:>18,}")
     lines.append(f"{'total':<26}{'':>16}{sum(sum(v.values()) for v in collectives.values()):>8}{grand:>18,}")
     if wire_bytes:
-        from ..output import format_bytes
         lines.append("on the wire per GPU (bytes one rank sends, nccl-tests' bus convention, one node): "
                      + ", ".join(f"{op} {format_bytes(wire_bytes[op])}" for op in sorted(wire_bytes)))
     return "\n".join(lines)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..decide.progress import ProgressBar
+from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
+from ..defaults import DEFAULT_MODEL, DEFAULT_TOPO
+from ..io import atomic_write_set, dumps_json
+from ..limits import check_finite_tree
+
 HELP = "predict every configuration of a grid (flags like --stage 1,2,3 or a YAML file); write CSV and JSON"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Each axis takes a comma-separated list; --grid FILE reads a YAML grid."""
-    from ..decide.sweep import AXES
-
     p.add_argument("--grid", help="YAML file with a grid (flags override its axes)")
     for axis in AXES:
         p.add_argument(f"--{axis.replace('_', '-')}", dest=f"axis_{axis}", metavar="LIST",
@@ -23,18 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the grid, run it, write the files, print a summary."""
-    from ..decide.progress import ProgressBar
-    from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
-    from ..io import atomic_write_set, dumps_json
-    from ..limits import check_finite_tree
-
     grid = load_grid_file(args.grid) if args.grid else {}
     for axis in AXES:
         value = getattr(args, f"axis_{axis}")
         if value is not None:
             grid[axis] = parse_list(axis, value)
-    grid.setdefault("model", ["llama-2-7b"])
-    grid.setdefault("topo", ["dgx-a100"])
+    grid.setdefault("model", [DEFAULT_MODEL])
+    grid.setdefault("topo", [DEFAULT_TOPO])
     bar = ProgressBar(enabled=True if args.progress else None)
     try:
         result = sweep(grid, args.ds_config, progress=bar)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
+from ..errors import ZsimInputError
+from ..io import dumps_json
+from ..limits import MAX_TOLERANCE_PCT, check_finite_tree
+
 HELP = "compare measured runs (validation/results) with predictions; exit 1 when MAPE > tolerance"
 
 
@@ -13,17 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", metavar="RESULTS", help="result folders (searched for summary.json)")
     p.add_argument("--tolerance", type=float, default=10.0, metavar="PCT",
                    help="largest acceptable step-time and peak-memory MAPE in percent (default 10)")
-    p.add_argument("--hardware", default="h200-sxm", help="hardware profile (name or YAML path)")
-    p.add_argument("--topo", default="hgx-h200", help="topology the runs ran on")
+    p.add_argument("--hardware", default=DEFAULT_PROFILE, help="hardware profile (name or YAML path)")
+    p.add_argument("--topo", default=DEFAULT_RUN_TOPO, help="topology the runs ran on")
     p.add_argument("--models", default=None, help="comma-separated model names to compare (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the comparison; 0 when both MAPEs are within tolerance, 1 when not."""
-    from ..errors import ZsimInputError
-    from ..limits import MAX_TOLERANCE_PCT, check_finite_tree
-    from ..io import dumps_json
+    # Not at the top: zsim.validate imports numpy, which every other command's start would pay for
+    # (cli.build_parser imports every command module).
     from ..validate import format_report, validate
 
     if not 0 <= args.tolerance <= MAX_TOLERANCE_PCT:

@@ -14,28 +14,31 @@ that fits per stage and offload choice.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from .autoconfig import (AXIS_KEYS, Change, UserConfig, config_target, describe_changes, read_user_config,
                          target_notes, written_config)
 from .capacity import CapacityResult, capacity
-from .evaluate import Evaluator, Predictor, check_headroom, make_setting
+from .evaluate import Evaluator, Predictor, check_headroom, setting_of
 from .search import METRICS, Ranked, Rejection, SearchOutcome, gpu_seconds_per_token, search
 from .space import (OFFLOAD_DEVICES, PREFETCH_BUCKETS, REDUCE_BUCKETS, STAGES, SearchSpace,
-                           check_global_batch, default_global_batch, micro_batch_choices)
-from ..dsconfig import DEFAULT_SEQ_LEN
+                    check_global_batch, default_global_batch, micro_batch_choices)
+from ..defaults import DEFAULT_SEQ_LEN, DEFAULT_TOPO
 from ..errors import ZsimInputError
-from ..limits import MAX_TOP, check_int_range
 from ..hardware import HardwareProfile
-from ..provenance import Provenance
+from ..job import RunSettings
+from ..limits import MAX_TOP, check_int_range
 from ..model import load_model
+from ..provenance import Provenance
 
 
 @dataclass(frozen=True)
 class Constraints:
-    """Axes pinned on the command line (they win over the config file, as in `zsim predict`)."""
+    """Axes pinned on the command line (they win over the config file, as in `zsim predict`):
+    the run fields of :class:`zsim.job.RunSettings` that :func:`plan` takes apart from ``seq``
+    (:func:`plan_settings` reads them from the settings themselves)."""
 
     stage: int | None = None
     offload_optimizer: str | None = None
@@ -117,14 +120,18 @@ class PlanResult:
         }
 
 
-def _axis(fixed: Mapping[str, Any], pinned: Constraints, name: str, default: tuple) -> tuple:
+#: What pins the search's axes: the run fields of a RunSettings, or a Constraints.
+Pins = RunSettings | Constraints
+
+
+def _axis(fixed: Mapping[str, Any], pinned: Pins, name: str, default: tuple) -> tuple:
     value = getattr(pinned, name, None)
     if value is None:
         value = fixed.get(name)
     return default if value is None else (value,)
 
 
-def _batch_axes(fixed: Mapping[str, Any], pinned: Constraints, dp: int, seq: int,
+def _batch_axes(fixed: Mapping[str, Any], pinned: Pins, dp: int, seq: int,
                 global_batch: int | None) -> tuple[tuple[int, ...], tuple[int, ...] | None, int | None, str]:
     """(micro choices, grad-accum choices or None, global batch or None, note)."""
     micro = pinned.micro_batch or fixed.get("micro_batch")
@@ -162,7 +169,7 @@ def _batch_axes(fixed: Mapping[str, Any], pinned: Constraints, dp: int, seq: int
     return micros, None, global_batch, note
 
 
-def build_space(user: UserConfig, pinned: Constraints, data_parallel: int, seq_len: int,
+def build_space(user: UserConfig, pinned: Pins, data_parallel: int, seq_len: int,
                 global_batch: int | None = None) -> SearchSpace:
     """The search space: every axis the user (config or flags) did not fix."""
     fixed = user.fixed
@@ -189,7 +196,7 @@ METRIC_WORDS = {"tokens-per-s": "highest predicted tokens/s", "memory": "lowest 
                 "cost-per-token": "fewest predicted GPU-seconds per token"}
 
 
-def _search_reasons(space: SearchSpace, pinned: Constraints, best: Ranked, fitting: int,
+def _search_reasons(space: SearchSpace, pinned: Pins, best: Ranked, fitting: int,
                     metric: str = "tokens-per-s") -> dict[str, str]:
     """Why each searched key of the written config has its value (dotted key -> reason)."""
     c, dp = best.candidate, space.data_parallel
@@ -224,7 +231,7 @@ def _ties(ranked: tuple[Ranked, ...], metric: str, prov: Provenance | None) -> t
     return band, tuple(i + 1 for i in range(1, len(value)) if (value[i] / value[0] - 1.0) * 100.0 <= band)
 
 
-def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None = None,
+def plan(model: Any = None, topo: str | Path = DEFAULT_TOPO, *, gpus: int | None = None,
          nodes: int | None = None, global_batch: int | None = None, seq: int | None = None,
          ds_config: str | Path | Mapping[str, Any] | None = None,
          hardware: str | Path | HardwareProfile | None = None,
@@ -238,22 +245,33 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
     config holds "auto") says who launches the written config. ``metric`` ranks (see
     :data:`zsim.decide.search.METRICS`). ``memory_headroom_pct`` of GPU memory stays free
     (default: the profile's measured peak-memory error, 5 % where none was measured).
-    ``predictor`` (default :func:`zsim.predict.predict`) may be replaced in tests by a
-    callable with the same keyword arguments.
+    ``predictor`` (default: the stages of :mod:`zsim.predict`) may be replaced in tests by a
+    callable with the keyword arguments of :func:`zsim.predict.predict`.
     """
+    settings = RunSettings(model=model, topo=topo, gpus=gpus, nodes=nodes, ds_config=ds_config,
+                           hardware=hardware, seq=seq, **asdict(constraints))
+    return plan_settings(settings, global_batch=global_batch, top_n=top_n, refine=refine, predictor=predictor,
+                         progress=progress, target=target, metric=metric, memory_headroom_pct=memory_headroom_pct)
+
+
+def plan_settings(settings: RunSettings, *, global_batch: int | None = None, top_n: int = 5, refine: int = 3,
+                  predictor: Predictor | None = None, progress: Any = None, target: str | None = None,
+                  metric: str = "tokens-per-s", memory_headroom_pct: float | None = None) -> PlanResult:
+    """:func:`plan` of run settings: their cluster fields place the search, ``ds_config`` is
+    the user's config, and every other run field that is set pins its axis."""
     t0 = time.monotonic()
     check_int_range(top_n, "--top", 1, MAX_TOP)
-    spec = load_model(model)
+    spec = load_model(settings.model)
     if metric not in METRICS:
         raise ZsimInputError(f"--metric must be one of {', '.join(METRICS)}, got {str(metric)[:40]!r}")
-    user = read_user_config(ds_config)
+    user = read_user_config(settings.ds_config)
     target = config_target(user, target)
-    seq_len = seq if seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
-    setting = make_setting(spec, topo, gpus, nodes, hardware, seq_len, user)
+    seq_len = settings.seq if settings.seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
+    setting = setting_of(replace(settings.without_run(), model=spec, seq=seq_len), user)
     if memory_headroom_pct is None and setting.provenance is not None:
         memory_headroom_pct = setting.provenance.memory_headroom_pct
     setting = replace(setting, memory_headroom_pct=check_headroom(memory_headroom_pct))
-    space = build_space(user, constraints, setting.world_size, seq_len, global_batch)
+    space = build_space(user, settings, setting.world_size, seq_len, global_batch)
     ev = Evaluator(setting, predictor)
     outcome = search(space, ev, top_n=top_n, refine=refine, progress=progress, metric=metric)
     band, ties = _ties(outcome.ranked, metric, setting.provenance)
@@ -262,14 +280,14 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
     written: dict[str, Any] = {}
     if outcome.ranked:
         best = outcome.ranked[0]
-        reasons = _search_reasons(space, constraints, best, outcome.fitting, metric)
+        reasons = _search_reasons(space, settings, best, outcome.fitting, metric)
         written, still_auto = written_config(best.ds_config, best.prediction.ds_config_resolved, target)
         changes = describe_changes(user, written, reasons, tuple(best.prediction.notes))
         notes += target_notes(target, still_auto, best.candidate)
         if best.candidate.activation_checkpointing:
             notes.append("activation checkpointing is not a DeepSpeed JSON key: enable it in the "
                          "training script (HF: gradient_checkpointing=True)")
-    return PlanResult(model=spec.name, num_parameters=spec.num_parameters, topology=str(topo),
+    return PlanResult(model=spec.name, num_parameters=spec.num_parameters, topology=str(settings.topo),
                       world_size=setting.world_size, seq_len=seq_len, global_batch_note=space.global_batch_note,
                       ranked=outcome.ranked, rejected=outcome.rejected, outcome=outcome, changes=changes,
                       notes=tuple(n for n in notes if n), user_config=user.source,
@@ -279,4 +297,4 @@ def plan(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None =
                       usable_memory_bytes=setting.usable_memory_bytes, tie_band_pct=band, ties=ties)
 
 
-__all__ = ["plan", "capacity", "PlanResult", "CapacityResult", "Constraints", "build_space"]
+__all__ = ["plan", "plan_settings", "capacity", "PlanResult", "CapacityResult", "Constraints", "build_space"]

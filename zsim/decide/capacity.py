@@ -17,16 +17,21 @@ with the assumptions under which each figure holds or fails.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..defaults import CAPACITY_MICRO_BATCH, DEFAULT_SEQ_LEN, DEFAULT_TOPO
+from ..dsconfig import OffloadDevice, default_overlap_comm
 from ..errors import ZsimInputError
 from ..hardware import HardwareProfile
+from ..job import RunSettings
 from ..model import ModelSpec
+from ..output import MEMORY_LABELS, format_bytes
+from ..predict import predict_settings
 from .autoconfig import read_user_config
-from .evaluate import Evaluator, MemoryVerdict, make_setting
+from .evaluate import Evaluator, MemoryVerdict, Setting, setting_of
 from .space import Candidate
 
 #: Llama-2 anchors: (hidden, layers, intermediate) of 7B, 13B and 70B (published config.json).
@@ -44,8 +49,9 @@ COMM_REFERENCE_MODEL = "llama-2-7b"
 COMM_REFERENCE_GRAD_ACCUM = 4
 
 #: Rows of the table: (stage, offload_optimizer, offload_param).
-ROWS = ((0, "none", "none"), (1, "none", "none"), (1, "cpu", "none"), (2, "none", "none"),
-        (2, "cpu", "none"), (3, "none", "none"), (3, "cpu", "none"), (3, "cpu", "cpu"))
+_NONE, _CPU = OffloadDevice.NONE.value, OffloadDevice.CPU.value
+ROWS = ((0, _NONE, _NONE), (1, _NONE, _NONE), (1, _CPU, _NONE), (2, _NONE, _NONE),
+        (2, _CPU, _NONE), (3, _NONE, _NONE), (3, _CPU, _NONE), (3, _CPU, _CPU))
 
 
 def _interp(h: int, col: int) -> float:
@@ -124,9 +130,9 @@ class CapacityRow:
     def label(self) -> str:
         """e.g. ``ZeRO-3 + optimizer cpu + param cpu``."""
         out = f"ZeRO-{self.stage}"
-        if self.offload_optimizer != "none":
+        if self.offload_optimizer != OffloadDevice.NONE:
             out += f" + opt {self.offload_optimizer}"
-        if self.offload_param != "none":
+        if self.offload_param != OffloadDevice.NONE:
             out += f" + param {self.offload_param}"
         return out
 
@@ -145,7 +151,7 @@ class CapacityResult:
     rule_of_thumb: tuple[str, ...]
     comm_busy_s: tuple[tuple[int, float], ...] = ()   # (stage, busy comm seconds per step), reference run
 
-    def largest(self, stage: int, offload_optimizer: str = "none", offload_param: str = "none",
+    def largest(self, stage: int, offload_optimizer: str = _NONE, offload_param: str = _NONE,
                 activation_checkpointing: bool = False) -> int:
         """Parameters of the largest fitting model for one row and column (0: none fits)."""
         for r in self.rows:
@@ -179,18 +185,17 @@ HOST_BYTES_PER_PARAM = {"offload_optimizer": 16, "offload_param": 2}
 def host_bytes_per_node(params: int, world_size: int, gpus_per_node: int, offload_optimizer: str,
                         offload_param: str) -> int:
     """CPU (or NVMe) bytes the offloaded partitions of one node's ranks need."""
-    per_param = (HOST_BYTES_PER_PARAM["offload_optimizer"] if offload_optimizer != "none" else 0) + (
-        HOST_BYTES_PER_PARAM["offload_param"] if offload_param != "none" else 0)
+    per_param = (HOST_BYTES_PER_PARAM["offload_optimizer"] if offload_optimizer != OffloadDevice.NONE else 0) + (
+        HOST_BYTES_PER_PARAM["offload_param"] if offload_param != OffloadDevice.NONE else 0)
     return int(per_param * params / world_size * gpus_per_node)
 
 
-def _fits(spec: ModelSpec, base: dict, cand: Candidate) -> MemoryVerdict:
-    setting = make_setting(spec, base["topo"], base["gpus"], base["nodes"], base["hw"], base["seq"],
-                           base["user"])
-    return Evaluator(setting).memory(cand)
+def _fits(spec: ModelSpec, base: Setting, cand: Candidate) -> MemoryVerdict:
+    """Memory verdict of ``cand`` for ``spec`` on the base setting's cluster and profile."""
+    return Evaluator(setting_of(replace(base.settings, model=spec), base.user)).memory(cand)
 
 
-def _largest(ladder: tuple[ModelSpec, ...], base: dict, cand: Candidate, hint: int = -1
+def _largest(ladder: tuple[ModelSpec, ...], base: Setting, cand: Candidate, hint: int = -1
              ) -> tuple[int, MemoryVerdict | None, MemoryVerdict | None]:
     """Index of the largest fitting member (-1: none), with the verdicts at it and one above.
 
@@ -225,22 +230,32 @@ def _largest(ladder: tuple[ModelSpec, ...], base: dict, cand: Candidate, hint: i
     return lo, verdicts.get(lo), verdicts.get(hi)
 
 
-def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: int | None = None,
-             seq: int = 2048, micro_batch: int = 1, hardware: str | Path | HardwareProfile | None = None,
+def capacity(topo: str | Path = DEFAULT_TOPO, *, gpus: int | None = None, nodes: int | None = None,
+             seq: int = DEFAULT_SEQ_LEN, micro_batch: int = CAPACITY_MICRO_BATCH,
+             hardware: str | Path | HardwareProfile | None = None,
              checkpointing: tuple[bool, ...] = (False, True),
              rows: tuple[tuple[int, str, str], ...] = ROWS) -> CapacityResult:
     """Largest family member that fits, per row of ``rows`` (default :data:`ROWS`) and
     checkpointing choice."""
+    return capacity_settings(RunSettings(topo=topo, gpus=gpus, nodes=nodes, seq=seq, micro_batch=micro_batch,
+                                         hardware=hardware), checkpointing=checkpointing, rows=rows)
+
+
+def capacity_settings(settings: RunSettings, *, checkpointing: tuple[bool, ...] = (False, True),
+                      rows: tuple[tuple[int, str, str], ...] = ROWS) -> CapacityResult:
+    """:func:`capacity` of run settings: their cluster fields, ``seq`` and ``micro_batch``
+    (the model is the ladder's; the other run fields are the rows')."""
+    seq, micro_batch = settings.seq, settings.micro_batch
     for name, value in (("--seq", seq), ("--micro-batch", micro_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ZsimInputError(f"{name} must be a positive integer, got {value!r}")
-    from ..network import load_topology
-
+    topo, gpus, nodes = settings.topo, settings.gpus, settings.nodes
     ladder = family()
-    first = make_setting(ladder[0], topo, gpus, nodes, hardware, seq, read_user_config(None))
-    per_node = min(first.world_size, load_topology(topo).cluster(gpus=gpus, nodes=nodes).gpus_per_node)
-    base = {"topo": topo, "gpus": gpus, "nodes": nodes, "hw": first.hardware, "seq": seq,
-            "user": read_user_config(None)}
+    first = setting_of(RunSettings(model=ladder[0], topo=topo, gpus=gpus, nodes=nodes,
+                                   hardware=settings.hardware, seq=seq), read_user_config(None))
+    per_node = min(first.world_size, first.site.cluster.gpus_per_node)
+    # Every member is checked with the profile loaded once (hardware=<profile>).
+    base = setting_of(replace(first.settings, hardware=first.hardware), read_user_config(None))
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ZsimInputError(f"capacity: unknown row {unknown[0] if unknown else '(none given)'}")
@@ -249,7 +264,7 @@ def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: i
     for stage, oo, op in rows:
         for ckpt in checkpointing:
             cand = Candidate(stage, oo, op, micro_batch, 1, ckpt, 200_000_000, 50_000_000,
-                             overlap_comm=stage == 3)   # DeepSpeed's default
+                             overlap_comm=default_overlap_comm(stage))
             i, fit, nofit = _largest(ladder, base, cand, hint)
             hint = i      # the next row or column usually fits at least as much: start there
             largest = ladder[i] if i >= 0 else None
@@ -263,18 +278,16 @@ def capacity(topo: str | Path = "dgx-a100", *, gpus: int | None = None, nodes: i
         topology=str(topo), world_size=first.world_size, seq_len=seq,
         micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(out),
         family_note=__doc__.split("\n\n")[1].replace("\n", " "), rule_of_thumb=(),
-        comm_busy_s=_comm_reference(topo, gpus, nodes, first.hardware, seq, sorted({r[0] for r in rows})))
+        comm_busy_s=_comm_reference(base.settings, sorted({r[0] for r in rows})))
     return _with_rule_of_thumb(result)
 
 
-def _comm_reference(topo, gpus, nodes, hw, seq: int, stages: list[int]) -> tuple[tuple[int, float], ...]:
+def _comm_reference(base: RunSettings, stages: list[int]) -> tuple[tuple[int, float], ...]:
     """Busy communication seconds per optimizer step of the reference run, per stage."""
-    from ..predict import predict
-
     out = []
     for stage in stages:
-        p = predict(COMM_REFERENCE_MODEL, topo, gpus=gpus, nodes=nodes, hardware=hw, stage=stage, micro_batch=1,
-                    grad_accum=COMM_REFERENCE_GRAD_ACCUM, seq=seq)
+        p = predict_settings(replace(base, model=COMM_REFERENCE_MODEL, stage=stage, micro_batch=1,
+                                     grad_accum=COMM_REFERENCE_GRAD_ACCUM))
         out.append((stage, float(sum(p.comm_busy_s.values()))))
     return tuple(out)
 
@@ -283,7 +296,6 @@ def _short_limit(nofit: MemoryVerdict | None) -> str:
     """``+4.15 GiB (optimizer states)``: by how much the next size up overflows, and its largest term."""
     if nofit is None:
         return "largest tried fits"
-    from ..output import MEMORY_LABELS, format_bytes
     term = nofit.largest_term[0]
     return f"+{format_bytes(nofit.overflow_bytes)} ({MEMORY_LABELS.get(term, term)})"
 
@@ -294,8 +306,6 @@ def _fmt_params(n: int) -> str:
 
 def _with_rule_of_thumb(res: CapacityResult) -> CapacityResult:
     """Beside each rule-of-thumb figure, the assumptions under which zsim agrees or not."""
-    from dataclasses import replace
-
     lines = []
     busy = dict(res.comm_busy_s)
     for stage, (figure, comm) in RULE_OF_THUMB.items():

@@ -1,7 +1,7 @@
 """Evaluating candidates: memory first (cheap), then step time, each result cached.
 
-Memory is the same arithmetic :func:`zsim.predict.predict` uses (schedule facts + the memory
-model) without the discrete-event simulation, so a candidate that does not fit costs a
+Memory is the memory stage of :mod:`zsim.predict` (schedule facts + the memory model) on the
+candidate's :class:`~zsim.job.Job`, without the discrete-event simulation, so a candidate that does not fit costs a
 schedule build, not a simulation. It does not depend on gradient accumulation, so it is
 evaluated at ``grad_accum = 1``.
 
@@ -17,36 +17,68 @@ the second, t(1) plus (G - 1) micro-steps of compute.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..dsconfig import Overrides, build_run_config
-from ..hardware import HardwareProfile, load_profile
-from ..memory import MemoryFacts, estimate_memory
-from ..model import ModelSpec
 from ..errors import ZsimInputError
+from ..hardware import HardwareProfile
+from ..job import Job, JobSite, RunSettings, job_at, place
+from ..memory import MemoryFacts
+from ..model import ModelSpec
 from ..output import format_bytes
-from ..provenance import Provenance, profile_provenance
-from ..workload import Workload
+from ..predict import memory_facts, memory_stage, predict_job
+from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT, Provenance, profile_provenance
+from ..schedule import build_schedule
 from .autoconfig import UserConfig, candidate_config
 from .space import Candidate
 
 
 @dataclass(frozen=True)
 class Setting:
-    """What stays the same across candidates: model, cluster, sequence length, user config."""
+    """What stays the same across candidates: the base run settings (model, cluster, sequence
+    length; no run field pinned), where they run, and the user's config."""
 
-    model: ModelSpec
-    topo: str | Path
-    gpus: int | None
-    nodes: int | None
-    hardware: HardwareProfile
-    seq_len: int
-    world_size: int
+    settings: RunSettings
+    site: JobSite            # resolved once; every candidate's Job is made on it
     user: UserConfig
     provenance: Provenance | None = None
     memory_headroom_pct: float = 0.0     # share of GPU memory a candidate must leave free
+
+    @property
+    def model(self) -> ModelSpec:
+        """The model every candidate trains."""
+        return self.site.model
+
+    @property
+    def topo(self) -> str | Path:
+        """Topology name or path, as given."""
+        return self.settings.topo
+
+    @property
+    def gpus(self) -> int | None:
+        """GPUs of one node, as given (None: whole nodes)."""
+        return self.settings.gpus
+
+    @property
+    def nodes(self) -> int | None:
+        """Whole nodes, as given."""
+        return self.settings.nodes
+
+    @property
+    def hardware(self) -> HardwareProfile:
+        """The loaded hardware profile."""
+        return self.site.hardware
+
+    @property
+    def seq_len(self) -> int:
+        """Sequence length of every candidate."""
+        return int(self.settings.seq)
+
+    @property
+    def world_size(self) -> int:
+        """Ranks of the cluster."""
+        return self.site.cluster.world_size
 
     @property
     def gpu_memory_bytes(self) -> int:
@@ -68,19 +100,22 @@ def make_setting(model: ModelSpec, topo: str | Path, gpus: int | None, nodes: in
                  hardware: str | Path | HardwareProfile | None, seq_len: int,
                  user: UserConfig, memory_headroom_pct: float = 0.0) -> Setting:
     """Resolve the cluster and hardware profile once (and where the profile comes from)."""
-    from ..network import load_topology
+    return setting_of(RunSettings(model=model, topo=topo, gpus=gpus, nodes=nodes, hardware=hardware,
+                                  seq=seq_len), user, memory_headroom_pct)
 
-    cluster = load_topology(topo).cluster(gpus=gpus, nodes=nodes)
-    hw = hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware or cluster.hardware)
-    prov = profile_provenance(hardware if hardware is not None else cluster.hardware)
-    return Setting(model, topo, gpus, nodes, hw, seq_len, cluster.world_size, user, prov,
-                   check_headroom(memory_headroom_pct))
+
+def setting_of(settings: RunSettings, user: UserConfig, memory_headroom_pct: float = 0.0) -> Setting:
+    """The :class:`Setting` of base run settings (their cluster fields and ``seq``)."""
+    site = place(settings)
+    # The candidates' predictions name the loaded profile, as predict(hardware=<profile>)
+    # does; the plan's own provenance names the profile as it was asked for.
+    job_site = replace(site, provenance=profile_provenance(site.hardware))
+    return Setting(settings, job_site, user, site.provenance, check_headroom(memory_headroom_pct))
 
 
 def check_headroom(pct: Any) -> float:
     """A memory headroom in percent of GPU memory: a finite number in [0, 100)."""
     if pct is None:
-        from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT
         return DEFAULT_MEMORY_HEADROOM_PCT
     if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0.0 <= pct < 100.0:
         raise ZsimInputError(f"--memory-headroom must be a percentage in [0, 100), got {pct!r}")
@@ -149,9 +184,6 @@ _FACTS_CACHE: dict[tuple, MemoryFacts] = {}
 
 
 def _schedule_facts(model: ModelSpec, run: Any) -> MemoryFacts:
-    from ..predict import memory_facts
-    from ..schedule import build_schedule
-
     key = (model, run.world_size, run.zero, run.activation_checkpointing, run.precision)
     if key not in _FACTS_CACHE:
         if len(_FACTS_CACHE) >= _MEMORY_CACHE_LIMIT:
@@ -160,28 +192,18 @@ def _schedule_facts(model: ModelSpec, run: Any) -> MemoryFacts:
     return _FACTS_CACHE[key]
 
 
-def _host_memory(s: Setting, run: Any, facts: MemoryFacts):
-    """The same host-memory check :func:`zsim.predict.predict` makes (fits and its note)."""
-    from ..network import load_topology
-    from ..predict import host_memory_verdict
-
-    cluster = load_topology(s.topo).cluster(gpus=s.gpus, nodes=s.nodes)
-    return host_memory_verdict(run, facts, s.model, cluster)
-
-
 class Evaluator:
     """Cached memory and time evaluation of candidates in one :class:`Setting`.
 
-    ``predictor`` defaults to :func:`zsim.predict.predict`; a test may inject another
-    callable with the same keyword arguments (memory then comes from it too).
+    Each candidate is a :class:`~zsim.job.Job` on the setting's site, run through the stages
+    of :mod:`zsim.predict`. A test may inject ``predictor``, a callable with the keyword
+    arguments of :func:`zsim.predict.predict` (memory then comes from it too).
     """
 
     def __init__(self, setting: Setting, predictor: Predictor | None = None):
-        from ..predict import predict
-
         self.setting = setting
         self._real = predictor is None
-        self._predictor = predictor or predict
+        self._predictor = predictor
         self._memory: dict[Candidate, MemoryVerdict] = {}
         self._predictions: dict[tuple[Candidate, bool], Any] = {}
         self.simulations = 0
@@ -235,19 +257,17 @@ class Evaluator:
     def _memory_model(self, cand: Candidate) -> MemoryVerdict:
         s = self.setting
         # Memory depends on grad_accum (stages 0/1 keep full gradients across micro-steps).
-        run = build_run_config(self.ds_config(cand), s.model, s.world_size,
-                               self._overrides(cand, cand.grad_accum))
-        facts = _schedule_facts(s.model, run)
-        mem = estimate_memory(Workload(s.model, run.micro_batch, run.seq_len, run.param_bytes), run,
-                              facts, s.hardware.memory.allocator_overhead_fraction)
-        host = _host_memory(s, run, facts)   # offloaded states against the node's host memory
-        return MemoryVerdict(mem.peak_bytes <= s.usable_memory_bytes and host.fits, mem.peak_bytes,
-                             s.gpu_memory_bytes, dict(mem.breakdown), s.headroom_bytes, host.note())
+        job = self.job(cand, cand.grad_accum)
+        mem = memory_stage(job, _schedule_facts(job.model, job.run))
+        return MemoryVerdict(mem.gpu.peak_bytes <= s.usable_memory_bytes and mem.host.fits, mem.gpu.peak_bytes,
+                             s.gpu_memory_bytes, dict(mem.gpu.breakdown), s.headroom_bytes, mem.host.note())
 
     # ---- time ---------------------------------------------------------------------------
-    def _overrides(self, cand: Candidate, grad_accum: int | None) -> Overrides:
-        return Overrides(seq_len=self.setting.seq_len, activation_checkpointing=cand.activation_checkpointing,
-                         micro_batch=cand.micro_batch if grad_accum else None, grad_accum=grad_accum)
+    def job(self, cand: Candidate, grad_accum: int | None) -> Job:
+        """``cand`` as a Job at ``grad_accum`` (None: the candidate's own, from its config)."""
+        batch = {"micro_batch": cand.micro_batch, "grad_accum": grad_accum} if grad_accum else {}
+        return job_at(self.setting.site, self.setting.settings.with_run(
+            ds_config=self.ds_config(cand), activation_checkpointing=cand.activation_checkpointing, **batch))
 
     def _run(self, cand: Candidate, grad_accum: int | None, keep_timeline: bool = False) -> Any:
         """Predict ``cand`` at ``grad_accum`` (None: the candidate's own, from its config)."""
@@ -255,16 +275,21 @@ class Evaluator:
         if grad_accum == cand.grad_accum:
             return self._run(cand, None, keep_timeline)
         if key not in self._predictions:
-            s = self.setting
             self.simulations += 1
-            extra: dict[str, Any] = {}
-            if grad_accum is not None:
-                extra = {"micro_batch": cand.micro_batch, "grad_accum": grad_accum}
-            self._predictions[key] = self._predictor(
-                model=s.model, topo=s.topo, gpus=s.gpus, nodes=s.nodes, ds_config=self.ds_config(cand),
-                hardware=s.hardware, seq=s.seq_len, activation_checkpointing=cand.activation_checkpointing,
-                keep_timeline=keep_timeline, **extra)
+            self._predictions[key] = (predict_job(self.job(cand, grad_accum), keep_timeline) if self._real
+                                      else self._injected(cand, grad_accum, keep_timeline))
         return self._predictions[key]
+
+    def _injected(self, cand: Candidate, grad_accum: int | None, keep_timeline: bool) -> Any:
+        """The injected predictor's answer, asked with :func:`zsim.predict.predict`'s keywords."""
+        s = self.setting
+        extra: dict[str, Any] = {}
+        if grad_accum is not None:
+            extra = {"micro_batch": cand.micro_batch, "grad_accum": grad_accum}
+        return self._predictor(
+            model=s.model, topo=s.topo, gpus=s.gpus, nodes=s.nodes, ds_config=self.ds_config(cand),
+            hardware=s.hardware, seq=s.seq_len, activation_checkpointing=cand.activation_checkpointing,
+            keep_timeline=keep_timeline, **extra)
 
     def predict(self, cand: Candidate, keep_timeline: bool = False) -> Any:
         """The full prediction of ``cand`` at its own gradient accumulation (cached)."""

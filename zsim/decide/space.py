@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+from ..dsconfig import OffloadDevice, default_overlap_comm, offload_error, overlap_comm_applies
 from ..errors import ZsimInputError
 
 #: Global batch (in tokens) used when neither --global-batch nor the config fixes one:
@@ -29,7 +30,8 @@ REDUCE_BUCKETS = (50_000_000, 200_000_000, 500_000_000)
 PREFETCH_BUCKETS = (50_000_000, 200_000_000)
 
 STAGES = (0, 1, 2, 3)
-OFFLOAD_DEVICES = ("none", "cpu")
+#: Offload devices searched (NVMe is simulated as CPU, so it is never a separate choice).
+OFFLOAD_DEVICES = (OffloadDevice.NONE.value, OffloadDevice.CPU.value)
 
 
 @dataclass(frozen=True, order=True)
@@ -55,7 +57,7 @@ class Candidate:
     def label(self) -> str:
         """Short human-readable name, e.g. ``Z3 off=cpu/none mb=2 ga=4 ckpt``."""
         off = f" off={self.offload_optimizer}/{self.offload_param}" if (
-            self.offload_optimizer != "none" or self.offload_param != "none") else ""
+            self.offload_optimizer != OffloadDevice.NONE or self.offload_param != OffloadDevice.NONE) else ""
         ckpt = " ckpt" if self.activation_checkpointing else ""
         overlap = " overlap" if self.overlap_comm and self.stage in (1, 2) else ""
         return f"Z{self.stage}{off} mb={self.micro_batch} ga={self.grad_accum}{ckpt}{overlap}"
@@ -110,12 +112,12 @@ class SearchSpace:
                                                 self.prefetch_buckets[0], overlap)
 
     def _overlaps(self, stage: int) -> tuple[bool, ...]:
-        if stage == 0:
-            return (False,)          # stage 0 all-reduces through the engine
+        if not overlap_comm_applies(stage):
+            return (False,)
         if self.overlap_comm is not None:
             return self.overlap_comm
-        # DeepSpeed's default is on for stage 3; stages 1/2 default to off but may gain from it.
-        return (False, True) if stage in (1, 2) else (True,)
+        # Stages whose default is off (1/2) may gain from it: search both; else the default.
+        return (default_overlap_comm(stage),) if default_overlap_comm(stage) else (False, True)
 
     def bucket_variants(self, cand: Candidate) -> list[Candidate]:
         """``cand`` at every bucket combination (prefetch only matters in stage 3)."""
@@ -131,10 +133,8 @@ class SearchSpace:
 
 
 def valid_offload(stage: int, offload_optimizer: str, offload_param: str) -> bool:
-    """DeepSpeed's rules: param offload needs stage 3, optimizer offload stage >= 1."""
-    if offload_param != "none" and stage != 3:
-        return False
-    return not (offload_optimizer != "none" and stage == 0)
+    """Whether DeepSpeed accepts this combination (:func:`zsim.dsconfig.offload_error`)."""
+    return offload_error(stage, offload_optimizer, offload_param) is None
 
 
 def default_global_batch(data_parallel: int, seq_len: int, micro: int | None = None) -> int:

@@ -18,6 +18,7 @@ status ``does_not_fit``, the largest memory term and the overflow.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import itertools
@@ -26,11 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..defaults import default_ds_config
+from ..dsconfig import load_ds_config
 from ..errors import ZsimInputError
 from ..hardware import load_yaml_file
 from ..limits import MAX_SWEEP_CONFIGS
+from ..predict import predict
+from .evaluate import MemoryVerdict
 
-#: Axis name -> (type, predict() keyword). Order = CSV column order.
+#: Axis name -> (type, the :class:`zsim.job.RunSettings` field it sets, which is also
+#: :func:`zsim.predict.predict`'s keyword). Order = CSV column order. The bucket axes are
+#: ZeRO keys: they are written into each configuration's DeepSpeed config instead.
 AXES: Mapping[str, tuple[type, str]] = {
     "model": (str, "model"),
     "topo": (str, "topo"),
@@ -46,6 +53,9 @@ AXES: Mapping[str, tuple[type, str]] = {
     "reduce_bucket_size": (int, "reduce_bucket_size"),
     "prefetch_bucket_size": (int, "prefetch_bucket_size"),
 }
+
+#: Axes that are DeepSpeed config keys, not run settings.
+CONFIG_AXES = ("reduce_bucket_size", "prefetch_bucket_size")
 
 RESULT_FIELDS = ("status", "fits", "step_time_s", "tokens_per_s", "tflops_per_gpu", "mfu",
                  "peak_memory_bytes", "gpu_memory_bytes", "exposed_comm_s", "largest_memory_term",
@@ -136,9 +146,7 @@ def configurations(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def _ds_config(cfg: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, Any]:
-    import copy
-
-    out = copy.deepcopy(dict(base or {"bf16": {"enabled": True}, "gradient_clipping": 1.0}))
+    out = copy.deepcopy(dict(base)) if base else default_ds_config()
     zero = dict(out.get("zero_optimization") or {})
     if cfg.get("reduce_bucket_size") is not None:
         zero["reduce_bucket_size"] = cfg["reduce_bucket_size"]
@@ -151,15 +159,13 @@ def _ds_config(cfg: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[s
 
 def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predictor: Callable) -> dict[str, Any]:
     """Predict one configuration; bad combinations become ``invalid`` rows."""
-    kwargs = {AXES[a][1]: v for a, v in cfg.items() if a not in ("reduce_bucket_size", "prefetch_bucket_size")}
+    kwargs = {AXES[a][1]: v for a, v in cfg.items() if a not in CONFIG_AXES}
     row: dict[str, Any] = dict(cfg)
     try:
         p = predictor(ds_config=_ds_config(cfg, base_config), **kwargs)
     except ZsimInputError as exc:
         row.update(status="invalid", reason=str(exc))
         return row
-    from .evaluate import MemoryVerdict
-
     verdict = MemoryVerdict(bool(p.fits), int(p.peak_memory_bytes), int(p.gpu_memory_bytes),
                             dict(p.memory_breakdown))
     term = verdict.largest_term[0]
@@ -174,10 +180,7 @@ def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predi
 
 def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | Path | None = None,
           predictor: Callable | None = None, progress: Callable | None = None) -> SweepResult:
-    """Run every configuration of ``grid``."""
-    from ..dsconfig import load_ds_config
-    from ..predict import predict
-
+    """Run every configuration of ``grid`` (``predictor``: default :func:`zsim.predict.predict`)."""
     if "gpus" in grid and "nodes" in grid:
         raise ZsimInputError("sweep: give gpus or nodes, not both")
     size = math.prod(len(v) for v in grid.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -123,7 +124,6 @@ TEXT_COLUMNS = 100
 
 def _wrap(line: str, indent: str = "    ") -> list[str]:
     """``line`` wrapped at :data:`TEXT_COLUMNS` (continuations indented)."""
-    import textwrap
     lead = line[:len(line) - len(line.lstrip())]
     return textwrap.wrap(line, TEXT_COLUMNS, initial_indent="", subsequent_indent=lead + indent,
                          break_on_hyphens=False) or [""]

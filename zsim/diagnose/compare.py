@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from ..errors import ZsimInputError
 from .cells import PHASES, STREAMS, Cell, OpTime, Side, Window
 from .measured import measure_summary, measure_trace
@@ -217,7 +218,7 @@ def load_folder(run_dir: str | Path):
     return run, summary
 
 
-def diagnose(run_dir: str | Path, *, hardware: str | Path | None = "h200-sxm", topo: str = "hgx-h200",
+def diagnose(run_dir: str | Path, *, hardware: str | Path | None = DEFAULT_PROFILE, topo: str = DEFAULT_RUN_TOPO,
              use_trace: bool = True) -> Diagnosis:
     """Measured vs predicted for the run folder ``run_dir`` (see the package docstring)."""
     run, summary = load_folder(run_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from ..calibrate import RunResult
+from ..calibrate import RunResult, predict_run as predict_for_run
 from ..errors import ZsimInputError
 from ..ops import Op
 from ..predict import Prediction
@@ -24,7 +24,6 @@ _STREAM_OF = {"host": "host_busy", "cpu": "cpu_optimizer", "h2d": "copy_h2d", "d
 
 def predict_run(run: RunResult, hardware, topo: str) -> Prediction:
     """The prediction `zsim validate` makes for ``run``, with its timeline kept."""
-    from ..calibrate import predict_run as predict_for_run
     return predict_for_run(run, hardware, topo, keep_timeline=True)
 
 

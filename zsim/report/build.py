@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..defaults import DEFAULT_MODEL, DEFAULT_TOPO
+from ..dsconfig import OffloadDevice
+from ..job import RunSettings
 from ..decide.text import rejection_summary, side_by_side_cells, tie_lines
 from ..io import atomic_write_set, dumps_json
 from ..output import format_bytes
 from . import figures
-from .data import ReportData, collect
+from .data import ReportData, collect_settings
 from .render import to_html, to_markdown
 
 GIB = 2**30
@@ -31,9 +34,9 @@ class ReportFiles:
 
 def _config_line(c: Any, p: Any) -> str:
     off = []
-    if c.offload_optimizer != "none":
+    if c.offload_optimizer != OffloadDevice.NONE:
         off.append(f"optimizer offloaded to {c.offload_optimizer}")
-    if c.offload_param != "none":
+    if c.offload_param != OffloadDevice.NONE:
         off.append(f"parameters offloaded to {c.offload_param}")
     return (f"ZeRO-{c.stage}" + (" with " + " and ".join(off) if off else ", no offload")
             + f", micro-batch {c.micro_batch} x grad-accum {c.grad_accum} x data-parallel {p.world_size} "
@@ -162,24 +165,35 @@ def blocks(d: ReportData, command: str = "") -> tuple[str, list[tuple]]:
     return title, out
 
 
-def _command(model: Any, topo: Any, gpus: Any, nodes: Any, seq: Any, global_batch: Any, output: Any) -> str:
-    name = getattr(model, "name", model) or "llama-2-7b"
-    parts = ["zsim report", f"--model {name}", f"--topo {topo}"]
-    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--seq", seq), ("--global-batch", global_batch)):
+def _command(s: RunSettings, global_batch: Any, output: Any) -> str:
+    """The `zsim report` command line that writes this report."""
+    name = getattr(s.model, "name", s.model) or DEFAULT_MODEL
+    parts = ["zsim report", f"--model {name}", f"--topo {s.topo}"]
+    for flag, value in (("--gpus", s.gpus), ("--nodes", s.nodes), ("--seq", s.seq), ("--global-batch", global_batch)):
         if value is not None:
             parts.append(f"{flag} {value}")
     return " ".join(parts + [f"--output {output}"])
 
 
-def build_report(model: Any = None, topo: str | Path = "dgx-a100", output: str | Path = "reports/report", *,
+#: Where `zsim report` writes when --output is not given.
+DEFAULT_REPORT_DIR = "reports/report"
+
+
+def build_report(model: Any = None, topo: str | Path = DEFAULT_TOPO, output: str | Path = DEFAULT_REPORT_DIR, *,
                  gpus: int | None = None, nodes: int | None = None, seq: int | None = None,
                  global_batch: int | None = None, hardware: Any = None, progress: Any = None,
                  scaling_nodes: tuple[int, ...] | None = None) -> ReportFiles:
     """Collect the data, render, and write report.html, report.md, figures/, the config."""
+    return write_report(RunSettings(model=model, topo=topo, gpus=gpus, nodes=nodes, seq=seq, hardware=hardware),
+                        output, global_batch=global_batch, progress=progress, scaling_nodes=scaling_nodes)
+
+
+def write_report(settings: RunSettings, output: str | Path = DEFAULT_REPORT_DIR, *, global_batch: int | None = None,
+                 progress: Any = None, scaling_nodes: tuple[int, ...] | None = None) -> ReportFiles:
+    """:func:`build_report` of run settings."""
     kw = {"scaling_nodes": scaling_nodes} if scaling_nodes else {}
-    data = collect(model, topo, gpus=gpus, nodes=nodes, seq=seq, global_batch=global_batch,
-                   hardware=hardware, progress=progress, **kw)
-    title, blks = blocks(data, _command(model, topo, gpus, nodes, seq, global_batch, output))
+    data = collect_settings(settings, global_batch=global_batch, progress=progress, **kw)
+    title, blks = blocks(data, _command(settings, global_batch, output))
     figures = {f"figures/{b[1]}.png": b[3] for b in blks if b[0] == "img"}
     paths = atomic_write_set(output, {**figures, "report.html": to_html(title, blks),
                                       "report.md": to_markdown(title, blks),

@@ -1,22 +1,28 @@
 """The numbers behind a report: per-stage predictions, scaling, micro-batch sweep, memory vs N.
 
-Everything is predicted by :func:`zsim.predict.predict` (or its memory model); step times at
+Everything is predicted by the stages of :mod:`zsim.predict` on :class:`~zsim.job.RunSettings`
+that differ from the plan's winner in one field (or by its memory model); step times at
 large gradient accumulation are extrapolated from G = 1 and G = 2, which is exact for the
 simulator (see :mod:`zsim.decide.evaluate`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..decide.api import plan_settings
 from ..decide.autoconfig import read_user_config
-from ..decide.evaluate import Evaluator, make_setting
+from ..decide.evaluate import Evaluator, setting_of
 from ..decide.space import Candidate
+from ..defaults import DEFAULT_TOPO
+from ..dsconfig import OffloadDevice
 from ..errors import ZsimInputError
 from ..hardware import HardwareProfile
+from ..job import RunSettings, place
 from ..model import load_model
+from ..predict import predict_settings
 
 STAGES = (0, 1, 2, 3)
 SCALING_NODES = (1, 2, 4, 8, 16, 32, 64)
@@ -59,46 +65,53 @@ class ReportData:
     hardware_calibrated: bool = False
 
 
-def _tokens_per_s(predict: Callable, grad_accum: int, **kw: Any) -> tuple[Any, float]:
+def _tokens_per_s(settings: RunSettings, grad_accum: int) -> tuple[Any, float]:
     """(prediction at G = 1, tokens/s at ``grad_accum``) by linear extrapolation in G."""
-    p1 = predict(grad_accum=1, **kw)
+    p1 = predict_settings(replace(settings, grad_accum=1))
     if grad_accum == 1:
         return p1, p1.tokens_per_s
-    p2 = predict(grad_accum=2, **kw)
+    p2 = predict_settings(replace(settings, grad_accum=2))
     step = p1.step_time_s + (grad_accum - 1) * (p2.step_time_s - p1.step_time_s)
     # tokens per step grow with G: tokens(G) = tokens(1) * G.
     return p1, p1.tokens_per_s * p1.step_time_s * grad_accum / step
 
 
-def collect(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | None = None,
+def collect(model: Any = None, topo: str | Path = DEFAULT_TOPO, *, gpus: int | None = None,
             nodes: int | None = None, seq: int | None = None, global_batch: int | None = None,
             hardware: str | Path | HardwareProfile | None = None,
             scaling_nodes: tuple[int, ...] = SCALING_NODES, micro_batches: tuple[int, ...] = MICRO_BATCHES,
             progress: Callable | None = None) -> ReportData:
     """Plan, then predict what the figures need."""
-    from ..decide.api import plan
-    from ..predict import predict
+    return collect_settings(RunSettings(model=model, topo=topo, gpus=gpus, nodes=nodes, seq=seq, hardware=hardware),
+                            global_batch=global_batch, scaling_nodes=scaling_nodes, micro_batches=micro_batches,
+                            progress=progress)
 
-    spec = load_model(model)
-    result = plan(spec, topo, gpus=gpus, nodes=nodes, seq=seq, global_batch=global_batch, hardware=hardware,
-                  progress=progress)
+
+def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
+                     scaling_nodes: tuple[int, ...] = SCALING_NODES, micro_batches: tuple[int, ...] = MICRO_BATCHES,
+                     progress: Callable | None = None) -> ReportData:
+    """:func:`collect` of run settings (their run fields pin the plan's search)."""
+    spec = load_model(settings.model)
+    topo, gpus, nodes = settings.topo, settings.gpus, settings.nodes
+    result = plan_settings(replace(settings, model=spec), global_batch=global_batch, progress=progress)
     if result.best is None:
         closest = min(result.rejected, key=lambda r: r.memory.overflow_bytes)
         raise ZsimInputError(f"report: no configuration of {spec.name} fits on {topo}; closest "
                              f"{closest.candidate.label()}: {closest.reason()}")
     c = result.best.candidate
-    hw = make_setting(spec, topo, gpus, nodes, hardware, result.seq_len, read_user_config(None)).hardware
-    base = dict(model=spec, topo=topo, hardware=hw, seq=result.seq_len)
-    best = predict(**base, gpus=gpus, nodes=nodes, ds_config=result.best.ds_config,
-                   activation_checkpointing=c.activation_checkpointing, keep_timeline=True)
-    common = dict(base, micro_batch=c.micro_batch, activation_checkpointing=c.activation_checkpointing)
-    per_stage = {s: predict(**common, gpus=gpus, nodes=nodes, stage=s, grad_accum=c.grad_accum) for s in STAGES}
+    # Every prediction below uses the profile loaded once (hardware=<profile>).
+    hw = place(replace(settings.without_run(), model=spec)).hardware
+    base = RunSettings(model=spec, topo=topo, gpus=gpus, nodes=nodes, hardware=hw, seq=result.seq_len)
+    best = predict_settings(replace(base, ds_config=result.best.ds_config,
+                                    activation_checkpointing=c.activation_checkpointing), keep_timeline=True)
+    common = replace(base, micro_batch=c.micro_batch, activation_checkpointing=c.activation_checkpointing)
+    per_stage = {s: predict_settings(replace(common, stage=s, grad_accum=c.grad_accum)) for s in STAGES}
     scaling: dict[int, list[Point]] = {}
     for s in STAGES:
         scaling[s] = []
         for n in scaling_nodes:
             try:
-                p1, tps = _tokens_per_s(predict, c.grad_accum, **common, nodes=n, stage=s)
+                p1, tps = _tokens_per_s(replace(common, gpus=None, nodes=n, stage=s), c.grad_accum)
             except ZsimInputError:
                 continue   # the topology has fewer nodes
             scaling[s].append(Point(n, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
@@ -109,27 +122,27 @@ def collect(model: Any = None, topo: str | Path = "dgx-a100", *, gpus: int | Non
         for m in micro_batches:
             if per_rank % m:
                 continue
-            p1, tps = _tokens_per_s(predict, per_rank // m, **dict(common, micro_batch=m), gpus=gpus,
-                                    nodes=nodes, stage=s)
+            p1, tps = _tokens_per_s(replace(common, micro_batch=m, stage=s), per_rank // m)
             micro[s].append(Point(m, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
     return ReportData(plan=result, best=best, per_stage=per_stage, scaling=scaling, micro=micro,
-                      memory_vs_n=_memory_vs_n(spec, topo, hw, result.seq_len, c, scaling_nodes),
+                      memory_vs_n=_memory_vs_n(base, c, scaling_nodes),
                       nodes=nodes, gpus=gpus, hardware_calibrated=bool(hw.calibrated))
 
 
-def _memory_vs_n(spec, topo, hw, seq, c: Candidate, scaling_nodes) -> list[MemoryPoint]:
+def _memory_vs_n(base: RunSettings, c: Candidate, scaling_nodes) -> list[MemoryPoint]:
     """ZeRO-3 per-GPU memory against the guides' Memory_baseline / N."""
     user = read_user_config(None)
+    none = OffloadDevice.NONE.value
     out = []
     for n in scaling_nodes:
         try:
-            setting = make_setting(spec, topo, None, n, hw, seq, user)
+            setting = setting_of(replace(base, gpus=None, nodes=n), user)
         except ZsimInputError:
             continue
         ev = Evaluator(setting)
-        z3 = ev.memory(Candidate(3, "none", "none", c.micro_batch, 1, c.activation_checkpointing,
+        z3 = ev.memory(Candidate(3, none, none, c.micro_batch, 1, c.activation_checkpointing,
                                  c.reduce_bucket_size, c.prefetch_bucket_size, overlap_comm=True))
-        z0 = ev.memory(Candidate(0, "none", "none", c.micro_batch, 1, c.activation_checkpointing,
+        z0 = ev.memory(Candidate(0, none, none, c.micro_batch, 1, c.activation_checkpointing,
                                  c.reduce_bucket_size, c.prefetch_bucket_size))
         states = ("params", "grads", "optimizer_states")
         world = setting.world_size

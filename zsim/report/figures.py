@@ -10,6 +10,8 @@ _DPI = 72
 
 
 def _plt():
+    # Not at the top: matplotlib takes ~0.5 s to import and only figures need it; the Agg
+    # backend must be chosen before pyplot is imported.
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
