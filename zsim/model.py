@@ -4,6 +4,8 @@ A :class:`ModelSpec` holds shapes only. :meth:`ModelSpec.parameters` lists every
 in ``model.named_parameters()`` order of the Hugging Face implementation (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM), which is the order DeepSpeed flattens and partitions
 them in; the schedule layer derives gradient-hook order and stage-3 module fetches from it.
+Parameters and counts are read from the spec's module tree (:attr:`ModelSpec.tree`,
+:mod:`zsim.modeltree`), which also gives the workload its kernels and the schedule its orders.
 """
 
 from __future__ import annotations

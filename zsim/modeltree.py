@@ -199,15 +199,15 @@ def _norm(spec: "ModelSpec", name: str, layer: int) -> Node:
     return Node(name, "norm", layer, ps, op=name)
 
 
-def _attention(spec: "ModelSpec", prefix: str, i: int, bias: bool) -> Node:
+def _attention(spec: "ModelSpec", prefix: str, i: int, qkv_bias: bool, o_bias: bool) -> Node:
     """q, k, v projections, the attention core (the module's own op), o projection."""
     a = f"{prefix}.self_attn"
     h, q, kv = spec.hidden_size, spec.q_dim, spec.kv_dim
     return Node(a, "attention", i, children=(
-        _linear(f"{a}.q_proj", q, h, i, bias),     # (q, h)
-        _linear(f"{a}.k_proj", kv, h, i, bias),    # (kv, h)
-        _linear(f"{a}.v_proj", kv, h, i, bias),    # (kv, h)
-        _linear(f"{a}.o_proj", h, q, i, spec.mlp == "gelu"),  # (h, q)
+        _linear(f"{a}.q_proj", q, h, i, qkv_bias),    # (q, h)
+        _linear(f"{a}.k_proj", kv, h, i, qkv_bias),   # (kv, h)
+        _linear(f"{a}.v_proj", kv, h, i, qkv_bias),   # (kv, h)
+        _linear(f"{a}.o_proj", h, q, i, o_bias),      # (h, q)
     ), calls=("q_proj", "k_proj", "v_proj", SELF, "o_proj"), op=a)
 
 
@@ -228,7 +228,7 @@ def llama_layer(spec: "ModelSpec", i: int) -> Node:
         Node(f"{p}.mlp.act_fn", "activation", i, op=f"{p}.mlp"),
     ), calls=("gate_proj", "act_fn", "up_proj", "down_proj"))
     return Node(p, "decoder_layer", i, children=(
-        _attention(spec, p, i, spec.qkv_bias),
+        _attention(spec, p, i, spec.qkv_bias, False),
         mlp,
         _norm(spec, f"{p}.input_layernorm", i),
         _norm(spec, f"{p}.post_attention_layernorm", i),
@@ -247,7 +247,7 @@ def gpt_layer(spec: "ModelSpec", i: int) -> Node:
     ), calls=("fc1", "act", "fc2"))
     return Node(p, "decoder_layer", i, children=(
         _norm(spec, f"{p}.input_layernorm", i),
-        _attention(spec, p, i, True),
+        _attention(spec, p, i, True, True),
         _norm(spec, f"{p}.post_attention_layernorm", i),
         mlp,
     ), calls=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
