@@ -4,6 +4,8 @@ A :class:`ModelSpec` holds shapes only. :meth:`ModelSpec.parameters` lists every
 in ``model.named_parameters()`` order of the Hugging Face implementation (LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM), which is the order DeepSpeed flattens and partitions
 them in; the schedule layer derives gradient-hook order and stage-3 module fetches from it.
+Parameters and counts are read from the spec's module tree (:attr:`ModelSpec.tree`,
+:mod:`zsim.modeltree`), which also gives the workload its kernels and the schedule its orders.
 """
 
 from __future__ import annotations
@@ -17,25 +19,7 @@ from typing import Any, Mapping
 from .errors import ZsimInputError
 from .inputs import read_input_bytes
 from .limits import MODEL_FIELD_MAX, show_number
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter tensor.
-
-    ``module`` is the dotted name of the module that owns it (as in HF), ``layer`` the
-    decoder layer index, -1 for the embeddings and ``num_layers`` for the final norm/head.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    module: str
-    layer: int
-
-    @property
-    def numel(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
+from .modeltree import ModelTree, Param, model_tree  # Param: re-exported, zsim.model.Param
 
 
 @dataclass(frozen=True)
@@ -93,53 +77,22 @@ class ModelSpec:
         """Width of each of the key and value projections (kv_heads × head_dim)."""
         return self.num_kv_heads * self.head_dim
 
-    def _norm_params(self, prefix: str, layer: int) -> list[Param]:
-        h = self.hidden_size
-        out = [Param(f"{prefix}.weight", (h,), prefix, layer)]
-        if self.norm == "layernorm":
-            out.append(Param(f"{prefix}.bias", (h,), prefix, layer))
-        return out
+    # ---- parameters: read from the module tree (zsim.modeltree) ----------------------------
+    @property
+    def tree(self) -> ModelTree:
+        """The module tree HF builds for this spec: modules, parameters, call order."""
+        return model_tree(self)
 
     def layer_parameters(self, i: int) -> list[Param]:
         """Parameters of decoder layer ``i`` in HF registration order."""
-        h, q, kv, inter = self.hidden_size, self.q_dim, self.kv_dim, self.intermediate_size
-        p = f"model.layers.{i}"
-        out: list[Param] = []
-        attn = f"{p}.self_attn"
-        if self.mlp == "gelu":  # GPT-style: norms first, biases everywhere
-            out += self._norm_params(f"{p}.input_layernorm", i)
-        for proj, width in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
-            out.append(Param(f"{attn}.{proj}.weight", (width, h), f"{attn}.{proj}", i))
-            if self.qkv_bias or self.mlp == "gelu":
-                out.append(Param(f"{attn}.{proj}.bias", (width,), f"{attn}.{proj}", i))
-        out.append(Param(f"{attn}.o_proj.weight", (h, q), f"{attn}.o_proj", i))
-        if self.mlp == "gelu":
-            out.append(Param(f"{attn}.o_proj.bias", (h,), f"{attn}.o_proj", i))
-            out += self._norm_params(f"{p}.post_attention_layernorm", i)
-            out.append(Param(f"{p}.mlp.fc1.weight", (inter, h), f"{p}.mlp.fc1", i))
-            out.append(Param(f"{p}.mlp.fc1.bias", (inter,), f"{p}.mlp.fc1", i))
-            out.append(Param(f"{p}.mlp.fc2.weight", (h, inter), f"{p}.mlp.fc2", i))
-            out.append(Param(f"{p}.mlp.fc2.bias", (h,), f"{p}.mlp.fc2", i))
-            return out
-        for proj, shape in (("gate_proj", (inter, h)), ("up_proj", (inter, h)), ("down_proj", (h, inter))):
-            out.append(Param(f"{p}.mlp.{proj}.weight", shape, f"{p}.mlp.{proj}", i))
-        out += self._norm_params(f"{p}.input_layernorm", i)
-        out += self._norm_params(f"{p}.post_attention_layernorm", i)
-        return out
+        layer = self.tree.node(f"model.layers.{i}")
+        if layer is None:
+            raise IndexError(f"model {self.name!r} has no decoder layer {i}")
+        return [p for n in layer.walk() for p in n.params]
 
     def parameters(self) -> list[Param]:
         """Every parameter in ``named_parameters()`` order (tied lm_head listed once)."""
-        out = [Param("model.embed_tokens.weight", (self.vocab_size, self.hidden_size),
-                     "model.embed_tokens", -1)]
-        if self.learned_positions:
-            out.append(Param("model.embed_positions.weight",
-                             (self.max_position_embeddings, self.hidden_size), "model.embed_positions", -1))
-        for i in range(self.num_layers):
-            out += self.layer_parameters(i)
-        out += self._norm_params("model.norm", self.num_layers)
-        if not self.tie_word_embeddings:
-            out.append(Param("lm_head.weight", (self.vocab_size, self.hidden_size), "lm_head", self.num_layers))
-        return out
+        return list(self.tree.parameters())
 
     def layer_param_count(self) -> int:
         """Parameters in one decoder layer."""
@@ -147,22 +100,12 @@ class ModelSpec:
 
     @property
     def num_parameters(self) -> int:
-        """Total parameter count Ψ (tied embeddings counted once), without building the list."""
-        h, v = self.hidden_size, self.vocab_size
-        norm = h * (2 if self.norm == "layernorm" else 1)
-        total = v * h + self.num_layers * self.layer_param_count() + norm
-        if self.learned_positions:
-            total += self.max_position_embeddings * h
-        if not self.tie_word_embeddings:
-            total += v * h
-        return total
+        """Total parameter count Ψ (tied embeddings counted once)."""
+        return sum(p.numel for p in self.tree.parameters())
 
     def largest_parameter_numel(self) -> int:
         """Elements of the largest single parameter (embeddings, lm_head or a projection)."""
-        candidates = [self.vocab_size * self.hidden_size] + [p.numel for p in self.layer_parameters(0)]
-        if self.learned_positions:
-            candidates.append(self.max_position_embeddings * self.hidden_size)
-        return max(candidates)
+        return max(p.numel for p in self.tree.parameters())
 
 
 # ---- presets ----------------------------------------------------------------------------

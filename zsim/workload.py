@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from .errors import ZsimInputError
 from .model import ModelSpec
+from .modeltree import Node, model_tree
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,9 @@ class Workload:
         return total / self.tokens
 
     def all_modules(self) -> list[str]:
-        """Every leaf compute module in forward order."""
-        out = ["model.embed_tokens"]
-        for i in range(self.model.num_layers):
-            out += layer_modules(self.model, i)
-        return out + ["model.norm", "lm_head"]
+        """Every compute op of the model in forward order (zsim.modeltree), but the learned
+        position embedding: it has no kernel yet (see _node_kernels), so MFU leaves it out."""
+        return [n.op for n in model_tree(self.model).forward() if n.kind != "position_embedding"]
 
     # ---- activation memory -------------------------------------------------------------------
     def layer_activation_bytes(self) -> int:
@@ -115,15 +114,12 @@ class Workload:
 
 
 def layer_modules(model: ModelSpec, i: int) -> list[str]:
-    """Leaf compute modules of decoder layer ``i`` in forward order."""
-    p = f"model.layers.{i}"
-    a = f"{p}.self_attn"
-    if model.mlp == "gelu":
-        mlp = [f"{p}.mlp.fc1", f"{p}.mlp", f"{p}.mlp.fc2"]
-    else:
-        mlp = [f"{p}.mlp.gate_proj", f"{p}.mlp.up_proj", f"{p}.mlp", f"{p}.mlp.down_proj"]
-    return ([f"{p}.input_layernorm", f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj", a, f"{a}.o_proj",
-             f"{p}.post_attention_layernorm"] + mlp)
+    """Compute ops of decoder layer ``i`` in forward order (zsim.modeltree)."""
+    tree = model_tree(model)
+    layer = tree.node(f"model.layers.{i}")
+    if layer is None or layer.kind != "decoder_layer":
+        raise ZsimInputError(f"workload: unknown module {f'model.layers.{i}'!r}")
+    return [n.op for n in tree.forward(layer)]
 
 
 def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
@@ -146,33 +142,42 @@ def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
 
 @lru_cache(maxsize=65536)
 def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
+    tree = model_tree(w.model)
+    node = tree.op_node(module)
+    if node is None:
+        layer = tree.node(module)
+        if layer is not None and layer.kind == "decoder_layer":
+            # A whole layer: its ops' kernels in forward order.
+            return tuple(k for sub in tree.forward(layer) for k in _kernels(w, sub.op, pass_))
+        raise ZsimInputError(f"workload: unknown module {module!r}")
+    return _node_kernels(w, node, pass_ == "bwd")
+
+
+def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
+    """Kernels of the op of ``node``, by its kind; shapes from its parameters or the spec."""
     m, t, p = w.model, w.tokens, w.param_bytes
     h, q, kvd, inter, vocab = m.hidden_size, m.q_dim, m.kv_dim, m.intermediate_size, m.vocab_size
-    bwd = pass_ == "bwd"
-    leaf = module.rsplit(".", 1)[-1]
+    kind = node.kind
     # Launch counts are those of HF's eager Llama code (one per torch op that runs a kernel).
-    if module == "model.embed_tokens":
+    if kind == "embedding":
         # Gather t rows of h; backward scatters t·h gradient values into the V×h table.
         return (_mem(t * h * p * (3 if bwd else 1), launches=3 if bwd else 1),)
-    if module in ("model.norm",) or leaf in ("input_layernorm", "post_attention_layernorm"):
+    if kind == "norm":
         # Residual add (read 2·p, write p) and HF's eager RMSNorm, op by op per element:
         # upcast (read p, write 4), pow (4+4), mean (4), scale (4+4), downcast (4+p),
         # weight (p+p) = 30 + 4p bytes; backward about twice that. 9 kernels, ~14 backward.
         per_elem = 3 * p + 30 + 4 * p
         return (_mem(t * h * per_elem * (2 if bwd else 1), launches=14 if bwd else 9),)
-    if module == "lm_head":
+    if kind == "lm_head":
         logits = _gemm(t, vocab, h)
         # Loss: upcast logits (t·V·(p+4)), log_softmax (2·4·t·V), nll; backward mirrors it.
         loss = _mem(t * vocab * (p + 4 + 8 + (12 if bwd else 0)), launches=8 if bwd else 6)
         return (logits, logits, loss) if bwd else (logits, loss)
-    widths = {"q_proj": (q, h), "k_proj": (kvd, h), "v_proj": (kvd, h), "o_proj": (h, q),
-              "gate_proj": (inter, h), "up_proj": (inter, h), "down_proj": (h, inter),
-              "fc1": (inter, h), "fc2": (h, inter)}
-    if leaf in widths:
-        n, k = widths[leaf]
+    if kind == "linear":
+        n, k = node.params[0].shape   # weight (out, in)
         # Forward: one GEMM; backward: data gradient and weight gradient, each 2·t·n·k.
         return (_gemm(t, n, k), _gemm(t, k, n)) if bwd else (_gemm(t, n, k),)
-    if leaf == "self_attn":
+    if kind == "attention":
         # Causal flash attention: QKᵀ and PV over half the s×s square, per head:
         # fwd 2 GEMMs × 2·s·s·hd / 2 per head per sequence; bwd 5 GEMMs (2.5× fwd).
         s, b = w.seq_len, w.micro_batch
@@ -182,11 +187,9 @@ def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
         attn = Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0), head_dim=m.head_dim, seq=s,
                       backward=bwd)
         return (attn, rope)
-    if leaf == "mlp":
+    if kind == "activation":
         # SwiGLU: silu(gate)·up reads 2·t·I, writes t·I (bwd ~2×); GELU reads/writes t·I.
         per = (3 if m.mlp == "swiglu" else 2) * t * inter * p
         return (_mem(per * (2 if bwd else 1), launches=4 if bwd else 2),)
-    if module.startswith("model.layers.") and module.count(".") == 2:
-        i = int(module.split(".")[2])
-        return tuple(k for sub in layer_modules(m, i) for k in _kernels(w, sub, pass_))
-    raise ZsimInputError(f"workload: unknown module {module!r}")
+    # position_embedding has no kernel yet (gpt3-175b stops here, as before the tree)
+    raise ZsimInputError(f"workload: unknown module {node.op!r}")

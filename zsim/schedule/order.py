@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import ModelSpec
+from ..modeltree import model_tree
 
 
 @dataclass(frozen=True)
@@ -32,34 +33,10 @@ class Module:
 
 def forward_modules(model: ModelSpec) -> list[Module]:
     """Modules in forward execution order, including parameter-less ones (attention core,
-    MLP activation) that the workload model times."""
-    params = model.parameters()
-    by_module: dict[str, list[int]] = {}
-    for i, p in enumerate(params):
-        by_module.setdefault(p.module, []).append(i)
-
-    def mod(name: str, layer: int) -> Module:
-        return Module(name, layer, tuple(by_module.get(name, ())))
-
-    out = [mod("model.embed_tokens", -1)]
-    if model.learned_positions:
-        out.append(mod("model.embed_positions", -1))
-    # LlamaMLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) — the activation runs between
-    # gate and up ("" = the parameter-less activation, timed as "model.layers.{i}.mlp")
-    mlp = (("gate_proj", "", "up_proj", "down_proj") if model.mlp == "swiglu"
-           else ("fc1", "", "fc2"))
-    for i in range(model.num_layers):
-        p = f"model.layers.{i}"
-        out.append(mod(f"{p}.input_layernorm", i))
-        out += [mod(f"{p}.self_attn.{x}", i) for x in ("q_proj", "k_proj", "v_proj")]
-        out.append(Module(f"{p}.self_attn", i, ()))
-        out.append(mod(f"{p}.self_attn.o_proj", i))
-        out.append(mod(f"{p}.post_attention_layernorm", i))
-        out += [mod(f"{p}.mlp.{x}", i) if x else Module(f"{p}.mlp", i, ()) for x in mlp]
-    out.append(mod("model.norm", model.num_layers))
-    head = (0,) if model.tie_word_embeddings else tuple(by_module["lm_head"])
-    out.append(Module("lm_head", model.num_layers, head))
-    return out
+    MLP activation, timed as "model.layers.{i}.mlp") that the workload model times: the
+    compute ops of :meth:`zsim.modeltree.ModelTree.forward`."""
+    tree = model_tree(model)
+    return [Module(n.op, n.layer, tree.uses(n)) for n in tree.forward()]
 
 
 def hook_order(modules: list[Module]) -> list[tuple[int, int]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import ModelSpec
+from ..modeltree import SELF, ModelTree, Node, model_tree
 
 
 @dataclass(frozen=True)
@@ -36,53 +37,60 @@ class DsModule:
     grad_out: bool = True   # pre-backward hook fires
     grad_in: bool = True    # post-backward hook fires
     children: tuple[int, ...] = ()
+    kind: str = ""          # the module's kind in zsim.modeltree
 
 
 #: Event kinds of one micro-step, in host program order.
 FETCH, RELEASE, COMPUTE, GRAD, LEFTOVERS = range(5)
 
 
+#: Kinds whose inputs are integer ids (no gradient): their post-backward hook never fires.
+_IDS_IN = frozenset({"causal_lm", "model", "embedding", "position_embedding"})
+#: Kinds whose outputs need no gradient (rotary cos/sin): no backward hooks at all.
+_NO_GRAD_OUT = frozenset({"rotary"})
+#: Kinds that run as LinearFunctionForZeroStage3 under zero.Init (see _grad_order).
+_LINEAR = frozenset({"linear", "lm_head"})
+
+
 def build_tree(model: ModelSpec) -> list[DsModule]:
-    """The modules in DeepSpeed's view; index 0 is the root (LlamaForCausalLM)."""
-    params = model.parameters()
-    by_module: dict[str, list[int]] = {}
-    for i, p in enumerate(params):
-        by_module.setdefault(p.module, []).append(i)
-    mods: list[DsModule] = []
+    """The modules in DeepSpeed's view; index 0 is the root (LlamaForCausalLM).
 
-    def add(name: str, compute: str = "", children=(), grad_out=True, grad_in=True, own=None) -> int:
-        own_params = tuple(by_module.get(name, ())) if own is None else own
-        mods.append(DsModule(name, own_params, compute, grad_out, grad_in, tuple(children)))
-        return len(mods) - 1
-
-    root_slot = len(mods)
-    mods.append(None)  # type: ignore[arg-type]  # filled last: children first
-    model_children = [add("model.embed_tokens", "model.embed_tokens", grad_in=False)]
-    if model.learned_positions:
-        model_children.append(add("model.embed_positions", "model.embed_positions", grad_in=False))
-    else:
-        model_children.append(add("model.rotary_emb", grad_out=False, grad_in=False))
-    for i in range(model.num_layers):
-        p = f"model.layers.{i}"
-        ln1 = add(f"{p}.input_layernorm", f"{p}.input_layernorm")
-        qkv = [add(f"{p}.self_attn.{x}", f"{p}.self_attn.{x}") for x in ("q_proj", "k_proj", "v_proj")]
-        o = add(f"{p}.self_attn.o_proj", f"{p}.self_attn.o_proj")
-        attn = add(f"{p}.self_attn", f"{p}.self_attn", children=qkv + [o])
-        ln2 = add(f"{p}.post_attention_layernorm", f"{p}.post_attention_layernorm")
-        if model.mlp == "swiglu":
-            mlp_kids = [add(f"{p}.mlp.gate_proj", f"{p}.mlp.gate_proj"), add(f"{p}.mlp.act_fn", f"{p}.mlp"),
-                        add(f"{p}.mlp.up_proj", f"{p}.mlp.up_proj"), add(f"{p}.mlp.down_proj", f"{p}.mlp.down_proj")]
-        else:
-            mlp_kids = [add(f"{p}.mlp.fc1", f"{p}.mlp.fc1"), add(f"{p}.mlp.act", f"{p}.mlp"),
-                        add(f"{p}.mlp.fc2", f"{p}.mlp.fc2")]
-        mlp = add(f"{p}.mlp", children=mlp_kids)
-        model_children.append(add(p, children=[ln1, attn, ln2, mlp]))
-    model_children.append(add("model.norm", "model.norm"))
-    inner = add("model", children=model_children, grad_in=False)
-    head = (0,) if model.tie_word_embeddings else tuple(by_module["lm_head"])
-    lm = add("lm_head", "lm_head", own=head)
-    mods[root_slot] = DsModule("", (), "", True, False, (inner, lm))
+    Read from :func:`zsim.modeltree.model_tree`: children in forward call order, each
+    module after its children (the root first); an ``nn.ModuleList`` is never called, so it
+    has no hooks and its layers are the children of the module that iterates over them.
+    """
+    tree = model_tree(model)
+    mods: list[DsModule] = [None]  # type: ignore[list-item]  # the root, filled last
+    mods[0] = _ds_module(tree, tree.root, tuple(_add(tree, c, mods) for c in _hooked_calls(tree.root)))
     return mods
+
+
+def _add(tree: ModelTree, node: Node, mods: list[DsModule]) -> int:
+    children = tuple(_add(tree, c, mods) for c in _hooked_calls(node))
+    mods.append(_ds_module(tree, node, children))
+    return len(mods) - 1
+
+
+def _ds_module(tree: ModelTree, node: Node, children: tuple[int, ...]) -> DsModule:
+    grad_out = node.kind not in _NO_GRAD_OUT
+    grad_in = grad_out and node.kind not in _IDS_IN
+    return DsModule(node.name, tree.uses(node), node.op, grad_out, grad_in, children, node.kind)
+
+
+def _hooked_calls(node: Node) -> list[Node]:
+    """The children ``node`` calls, in order, with module lists flattened. A container's own
+    op must run just before its last child (self_attn's core before o_proj): that is where
+    :func:`_forward_events` and :func:`_place_attention_core` put it."""
+    calls = list(node.calls)
+    if SELF in calls and calls.index(SELF) != len(calls) - 2:
+        raise ValueError(f"z3modules: {node.name!r} runs its own op at {calls.index(SELF)}, "
+                         "not just before its last child")
+    out: list[Node] = []
+    for c in node.called():
+        if c is None:
+            continue
+        out += _hooked_calls(c) if c.kind == "module_list" else [c]
+    return out
 
 
 def _post_order(mods: list[DsModule], m: int, out: list[int]) -> None:
@@ -121,7 +129,7 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
     _post_order(mods, 0, order)
     layer_of: dict[int, int] = {}
     for idx, mod in enumerate(mods):
-        if mod.name.startswith("model.layers.") and mod.name.count(".") == 2:
+        if mod.kind == "decoder_layer":
             for d in _descendants(mods, idx):
                 layer_of[d] = idx
     recomputed: set[int] = set()
@@ -163,8 +171,7 @@ def _grad_order(mod: DsModule) -> tuple[int, ...]:
     by default), whose single backward node returns (input, weight, bias) grads
     (runtime/zero/linear.py:80-142): the WEIGHT's hook fires before the bias's [E] — the
     opposite of plain autograd (stage 1/2)."""
-    linear = mod.name.endswith(("_proj", "lm_head", ".fc1", ".fc2"))
-    return mod.params if linear else tuple(reversed(mod.params))
+    return mod.params if mod.kind in _LINEAR else tuple(reversed(mod.params))
 
 
 def _place_attention_core(events: list) -> list:

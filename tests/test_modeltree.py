@@ -1,0 +1,198 @@
+"""Invariants of the one module tree (zsim.modeltree) and of everything read from it.
+
+Each preset and a few odd variants (tied head, q/k/v biases, LayerNorm, learned positions,
+head_dim ≠ h/heads) must give a tree whose parameters are the spec's, whose forward order
+runs every parameterised module once, whose ZeRO-3 view covers every parameter, and whose
+GEMM FLOPs are 2·tokens·(matrix parameters). Where transformers is installed, the tree is
+compared with the modules and parameters Hugging Face really builds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zsim.model import PRESETS, ModelSpec, from_hf_config
+from zsim.modeltree import KINDS, SELF, model_tree
+from zsim.schedule.order import forward_modules, hook_order
+from zsim.schedule.z3modules import GRAD, build_tree, first_use_modules, micro_step_events, module_trace
+from zsim.workload import Workload
+
+VARIANTS = [
+    ModelSpec("tied-gqa", 64, 2, 4, 2, 128, 256, tie_word_embeddings=True),
+    ModelSpec("qkv-bias", 64, 3, 4, 4, 96, 300, qkv_bias=True),
+    ModelSpec("gpt-tied", 64, 2, 4, 4, 96, 300, mlp="gelu", norm="layernorm", learned_positions=True,
+              tie_word_embeddings=True),
+    ModelSpec("gpt-rms", 64, 2, 4, 4, 96, 300, mlp="gelu"),
+    ModelSpec("wide-heads", 64, 2, 4, 1, 96, 300, norm="layernorm", learned_positions=True, head_dim=32),
+]
+# The 70B+ presets repeat the same layer 80-96 times: their trees are checked whole, but
+# only the smaller ones run a whole micro-step's events.
+SPECS = list(PRESETS.values()) + VARIANTS
+IDS = [s.name for s in SPECS]
+SMALL = [s for s in SPECS if s.num_layers <= 32]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_tree_parameters_are_the_specs(spec: ModelSpec) -> None:
+    tree = model_tree(spec)
+    params = tree.parameters()
+    assert list(params) == spec.parameters()
+    assert sum(p.numel for p in params) == spec.num_parameters
+    assert len({p.name for p in params}) == len(params)
+    owner = {p.name: n for n in tree.named_modules() for p in n.params}
+    for p in params:
+        node = owner[p.name]
+        assert p.module == node.name and p.layer == node.layer
+        assert p.name.rsplit(".", 1) == [node.name, p.name.rsplit(".", 1)[1]]
+        assert p.name.endswith((".weight", ".bias")) and all(d > 0 for d in p.shape)
+    # every decoder layer has the same parameters, up to its index
+    shapes = [[(p.name.split(".", 3)[3], p.shape) for p in spec.layer_parameters(i)]
+              for i in range(spec.num_layers)]
+    assert all(s == shapes[0] for s in shapes) and sum(map(len, shapes)) + sum(
+        1 for p in params if p.layer in (-1, spec.num_layers)) == len(params)
+    assert spec.largest_parameter_numel() == max(p.numel for p in params)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_tree_shape_and_call_order(spec: ModelSpec) -> None:
+    tree = model_tree(spec)
+    nodes = tree.named_modules()
+    assert nodes[0].name == "" and nodes[0].kind == "causal_lm"
+    assert len({n.name for n in nodes}) == len(nodes)
+    for n in nodes:
+        assert n.kind in KINDS, n.kind
+        for c in n.children:
+            local = c.name[len(n.name) + 1:] if n.name else c.name
+            assert c.name == (f"{n.name}.{local}" if n.name else local) and local and "." not in local
+        if not n.children:
+            assert n.calls == ()
+            continue
+        # forward() calls every child exactly once, and its own op at most once
+        called = [x for x in n.calls if x != SELF]
+        assert sorted(called) == sorted(c.name.rsplit(".", 1)[-1] for c in n.children), n.name
+        assert n.calls.count(SELF) == (1 if n.op else 0), n.name
+    layers = [n for n in nodes if n.kind == "decoder_layer"]
+    assert [n.layer for n in layers] == list(range(spec.num_layers))
+    assert all(d.layer == n.layer for n in layers for d in n.walk())
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_forward_order_runs_every_parameterised_module_once(spec: ModelSpec) -> None:
+    tree = model_tree(spec)
+    order = tree.forward()
+    assert len({n.op for n in order}) == len(order)
+    with_params = [n.name for n in tree.named_modules() if n.params or n.shares]
+    assert sorted(n.name for n in order if n.params or n.shares) == sorted(with_params)
+    assert [n.layer for n in order] == sorted(n.layer for n in order)   # layers run in order
+    assert order[0].kind == "embedding" and order[-1].kind == "lm_head"
+    # the schedule's forward modules: one gradient hook per parameter, the embedding's last
+    modules = forward_modules(spec)
+    assert [m.name for m in modules] == [n.op for n in order]
+    hooks = hook_order(modules)
+    assert sorted(p for p, _ in hooks) == list(range(len(tree.parameters())))
+    assert hooks[-1][0] == 0 and [b for _, b in hooks] == sorted(b for _, b in hooks)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_zero3_tree_covers_every_parameter(spec: ModelSpec) -> None:
+    tree = model_tree(spec)
+    mods = build_tree(spec)
+    n_params = len(tree.parameters())
+    parents = Counter(c for m in mods for c in m.children)
+    assert set(parents) == set(range(1, len(mods))) and set(parents.values()) == {1}
+    assert all(c < i for i, m in enumerate(mods) if i for c in m.children)   # children first
+    # every module HF calls has hooks, the ModuleList (never called) has none
+    assert sorted(m.name for m in mods) == sorted(n.name for n in tree.named_modules()
+                                                  if n.kind != "module_list")
+    uses = Counter(p for m in mods for p in m.params)
+    shared = {tree.param_index(s) for n in tree.named_modules() for s in n.shares}
+    assert set(uses) == set(range(n_params))
+    assert all(uses[p] == (2 if p in shared else 1) for p in range(n_params))
+    assert all(not m.params for m in mods if m.children)   # containers own no parameters here
+    # the leaves' compute ops are the forward order's, containers' ops run inside them
+    fetch_fwd = module_trace(spec)[:len(mods)]
+    assert sorted(fetch_fwd) == sorted(m.name for m in mods)
+
+
+@pytest.mark.parametrize("spec", SMALL, ids=[s.name for s in SMALL])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_zero3_events_fire_one_gradient_hook_per_parameter(spec: ModelSpec, checkpointing: bool) -> None:
+    mods = build_tree(spec)
+    events = micro_step_events(mods, first_use_modules(mods), checkpointing)
+    grads = [e[1] for e in events if e[0] == GRAD]
+    assert sorted(grads) == list(range(len(spec.parameters())))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_gemm_flops_are_two_per_token_per_matrix_parameter(spec: ModelSpec) -> None:
+    w = Workload(spec, 2, 64, 2)
+    tree = model_tree(spec)
+    # every op but the learned position table (no kernel yet) has kernels in each pass
+    ops = [n for n in tree.forward() if n.kind != "position_embedding"]
+    assert [n.op for n in ops] == w.all_modules()
+    fwd = sum(k.flops for n in ops for k in w.kernels(n.op, "fwd") if k.kind == "gemm")
+    bwd = sum(k.flops for n in ops for k in w.kernels(n.op, "bwd") if k.kind == "gemm")
+    tables = {"embedding", "position_embedding"}
+    owner = {p.name: n for n in tree.named_modules() for p in n.params}
+    matrices = sum(p.numel for p in tree.parameters() if len(p.shape) == 2 and owner[p.name].kind not in tables)
+    if spec.tie_word_embeddings:
+        matrices += spec.vocab_size * spec.hidden_size   # the head multiplies by the embedding
+    assert fwd == 2 * w.tokens * matrices
+    assert bwd == 2 * fwd
+    for n in ops:
+        assert w.kernels(n.op, "recompute") == w.kernels(n.op, "fwd")
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(kv=st.integers(1, 4), group=st.integers(1, 4), head_dim=st.sampled_from([8, 16]),
+       layers=st.integers(1, 3), inter=st.integers(1, 64), vocab=st.integers(1, 500),
+       tied=st.booleans(), bias=st.booleans(), gpt=st.booleans(), layernorm=st.booleans(),
+       positions=st.booleans())
+def test_random_specs_keep_the_tree_invariants(kv, group, head_dim, layers, inter, vocab, tied, bias,
+                                                gpt, layernorm, positions):
+    heads = kv * group
+    spec = ModelSpec("gen", heads * head_dim, layers, heads, kv, inter, vocab, tie_word_embeddings=tied,
+                     qkv_bias=bias, mlp="gelu" if gpt else "swiglu",
+                     norm="layernorm" if layernorm else "rmsnorm", learned_positions=positions)
+    test_tree_parameters_are_the_specs(spec)
+    test_tree_shape_and_call_order(spec)
+    test_forward_order_runs_every_parameterised_module_once(spec)
+    test_zero3_tree_covers_every_parameter(spec)
+    test_zero3_events_fire_one_gradient_hook_per_parameter(spec, True)
+    test_gemm_flops_are_two_per_token_per_matrix_parameter(spec)
+
+
+HF_CONFIGS = {
+    "llama-gqa": {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128},
+    "llama-tied": {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                   "intermediate_size": 96, "vocab_size": 128, "tie_word_embeddings": True},
+    "llama-head-dim": {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32,
+                       "intermediate_size": 96, "vocab_size": 128},
+    "mistral": {"model_type": "mistral", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128},
+    "qwen2": {"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128, "tie_word_embeddings": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(HF_CONFIGS))
+def test_tree_is_what_hugging_face_builds(name: str) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = HF_CONFIGS[name]
+    hf_cfg = transformers.AutoConfig.for_model(**cfg)
+    with torch.device("meta"):
+        hf = transformers.AutoModelForCausalLM.from_config(hf_cfg)
+    tree = model_tree(from_hf_config(cfg, name=name))
+    assert [n for n, _ in hf.named_modules()] == [n.name for n in tree.named_modules()]
+    assert [(n, tuple(p.shape)) for n, p in hf.named_parameters()] == [
+        (p.name, p.shape) for p in tree.parameters()]
+    # a tied head uses the embedding's tensor; an untied one its own
+    head = tree.node("lm_head")
+    assert (hf.lm_head.weight is hf.model.embed_tokens.weight) == bool(head.shares)
