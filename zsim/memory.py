@@ -77,17 +77,18 @@ def estimate_memory(workload: Workload, run: RunConfig, facts: MemoryFacts,
     #  - first decoder layers: every activation, the layer's working set, the buckets;
     #  - end of backward: all new gradients and the buckets.
     loss_bwd = act["activations"] + act["logits_loss"]
-    layers_bwd = act["activations"] + act["working"] + buffers.buckets
-    end_bwd = states.grads_new + buffers.buckets
+    layers_bwd = act["activations"] + act["working"] + buffers.buckets + states.grads_partition
+    end_bwd = states.grads_new + buffers.buckets + states.grads_partition
     moments = {"loss": loss_bwd, "layers": layers_bwd, "end": end_bwd}
     moment = max(moments, key=lambda k: (moments[k], k))
     bwd_peak = static + buffers.live + states.grads_prev + moments[moment]
     # Step: activations are gone; every gradient exists, plus the step's transients.
-    step_peak = static + states.grads_prev + states.grads_new + buffers.step
+    step_peak = static + states.grads_prev + states.grads_new + states.grads_partition + buffers.step
     phase = "backward" if bwd_peak >= step_peak else "step"
     in_bwd = phase == "backward"
     grads = states.grads_static + states.grads_prev + (
-        states.grads_new if (not in_bwd or moment == "end") else 0)
+        states.grads_new if (not in_bwd or moment == "end") else 0) + (
+        states.grads_partition if (not in_bwd or moment != "loss") else 0)
     breakdown = {
         "params": states.params,
         "grads": grads,
@@ -116,13 +117,15 @@ def _paper_model_states(stage: int, psi: int, n: int, p: int) -> int:
 @dataclass(frozen=True)
 class _States:
     """Model states on the GPU (bytes). Gradients: always there, from earlier micro-steps
-    (accumulating), and produced by the current backward."""
+    (accumulating), produced by the current backward, and stage 2's partition buffer (from
+    the first bucket reduction of a backward to the step)."""
 
     params: int
     grads_static: int
     grads_prev: int
     grads_new: int
     optimizer: int
+    grads_partition: int = 0
 
 
 def _model_states(run: RunConfig, psi: int, part: int) -> _States:
@@ -144,9 +147,13 @@ def _model_states(run: RunConfig, psi: int, part: int) -> _States:
         return _States(params=p * psi, grads_static=0, grads_prev=accum, grads_new=p * psi,
                        optimizer=opt)
     if z.stage == 2:
-        # Gradients are reduced into grads_in_partition (16-bit, Ψ/N) during backward.
-        return _States(params=p * psi, grads_static=0 if off_opt else p * part, grads_prev=0,
-                       grads_new=0, optimizer=opt)
+        # Gradients are reduced into grads_in_partition (16-bit, Ψ/N), which the first
+        # reduction of a backward allocates (S12:2184-2192) and the epilogue releases after
+        # copying it to averaged_gradients for the step (S12:1046-1061, 924-931): it does not
+        # exist while the loss's backward runs. Measured on DeepSpeed on CPU: live bytes at the
+        # loss equal stage 1's, 2 B/param more after backward (validation/cpu_truth/zero_memory.py).
+        return _States(params=p * psi, grads_static=0, grads_prev=0, grads_new=0, optimizer=opt,
+                       grads_partition=0 if off_opt else p * part)
     # Stage 3: 16-bit shards and the gradient partition buffer, Ψ/N each.
     return _States(params=0 if off_par else p * part, grads_static=0 if off_opt else p * part,
                    grads_prev=0, grads_new=0, optimizer=opt)
@@ -185,7 +192,12 @@ def _buffers(run: RunConfig, f: MemoryFacts, psi: int) -> _Buffers:
         if z.zero_hpz_partition_size > 1:
             # ZeRO++ hpZ keeps a secondary copy partitioned over the hpZ group (PP:1572).
             static += p * -(-psi // z.zero_hpz_partition_size)
-        live += p * f.max_gathered_numel                   # gathered full parameters
+        if run.world_size > 1 or z.offload_param.offloaded:
+            # Gathered full parameters. On one rank whose partitions stay on the GPU there
+            # is nothing to gather: all_gather_coalesced points param.data at the partition
+            # itself (partition_parameters.py:1559-1560, NoGatherHandle :74), which the CPU
+            # truth run shows as no extra bytes (validation/cpu_truth/zero_memory.py).
+            live += p * f.max_gathered_numel
         # The IPG bucket is allocated once at init with reduce_bucket_size elements
         # (stage3.py:780-784); the reduce-scatter interleaves one bucket's worth on top.
         static += p * f.ipg_buffer_elems

@@ -125,19 +125,34 @@ def layer_modules(model: ModelSpec, i: int) -> list[str]:
 def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
     """Bytes per token that autograd keeps for one decoder layer.
 
-    - each norm: its fp32 upcast of the input (4h) and its p-byte output (p·h);
-    - attention: roped q (p·q), k and v expanded to q heads by repeat_kv (2·p·q when
-      kv < heads, else 2·p·kv), the SDPA output (p·q) and its fp32 logsumexp (4·heads),
-      and the contiguous transposed copy o_proj saves as its input (p·q);
+    Measured on HF's own graph (validation/cpu_truth/activation_memory.py, checked by
+    tests/test_activation_truth.py within 1 %):
+
+    - each RMSNorm (HF's eager LlamaRMSNorm): the fp32 upcast of its input (4h, saved by the
+      scale), the p-byte downcast (p·h, saved by the weight multiply) and its output (p·h,
+      saved by the next linear); a LayerNorm (aten's native kernel): its input and output
+      (2·p·h) and fp32 mean and rstd (8);
+    - attention: roped q (p·q) and k (p·kv), v (p·kv), the SDPA output (p·q) and its fp32
+      logsumexp (4·heads). transformers passes k and v unexpanded (``enable_gqa``) when
+      there is no mask and head_dim <= 256 (integrations/sdpa_attention.py,
+      use_gqa_in_sdpa), as in unpadded causal training; otherwise repeat_kv's expanded
+      copies (p·q each) are what SDPA saves. o_proj's input is the SDPA output itself: the
+      flash kernels write it token-major, so HF's ``transpose(1, 2).contiguous()`` copies
+      nothing;
     - SwiGLU MLP: gate, silu(gate), up, and their product (4·p·I); GELU MLP: fc1 output and
       GELU output (2·p·I).
     """
     h = m.hidden_size
-    norms = 2 * (4 + p) * h
-    kv = m.q_dim if m.num_kv_heads < m.num_heads else m.kv_dim
-    attn = p * (m.q_dim + 2 * kv + 2 * m.q_dim) + 4 * m.num_heads
+    norm = (4 + 2 * p) * h if m.norm == "rmsnorm" else 2 * p * h + 8
+    kv = m.kv_dim if m.head_dim <= _SDPA_GQA_MAX_HEAD_DIM else m.q_dim
+    attn = p * (2 * m.q_dim + 2 * kv) + 4 * m.num_heads
     mlp = (4 if m.mlp == "swiglu" else 2) * p * m.intermediate_size
-    return norms + attn + mlp
+    return 2 * norm + attn + mlp
+
+
+#: Largest head_dim for which transformers lets SDPA handle grouped-query heads itself
+#: (integrations/sdpa_attention.py, use_gqa_in_sdpa: ``key.shape[-1] == value.shape[-1] <= 256``).
+_SDPA_GQA_MAX_HEAD_DIM = 256
 
 
 @lru_cache(maxsize=65536)
