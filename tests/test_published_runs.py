@@ -97,3 +97,14 @@ def test_bad_files_are_input_errors(tmp_path):
     dup.write_text(yaml.safe_dump(doc))
     with pytest.raises(ZsimInputError):
         load_runs(dup)
+
+
+def test_validate_published_cli(capsys):
+    """`zsim validate --published --json` prints the scored rows and exits 1 above tolerance."""
+    import json as _json
+    from zsim.cli import main
+    code = main(["validate", "--published", "--json", "--tolerance", "100"])
+    data = _json.loads(capsys.readouterr().out)
+    assert data["expressible_rows"] == len(data["rows"]) > 0
+    assert code == (0 if data["mape_pct"]["all"] <= 100 else 1)
+    assert main(["validate", "some-folder", "--published"]) == 2

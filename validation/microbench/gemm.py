@@ -1,4 +1,4 @@
-"""bf16 GEMM time over the real matmul shapes of Llama models (forward, dgrad, wgrad).
+"""GEMM time (bf16, or fp32 without TF32 as torch runs fp32 training by default) over the real matmul shapes of Llama models (forward, dgrad, wgrad).
 
 For tokens T and a linear layer in→out, forward is [T,in]x[in,out], the input gradient
 [T,out]x[out,in] and the weight gradient [out,T]x[T,in]; each is 2·T·in·out FLOPs.
@@ -42,18 +42,21 @@ def shapes(models=None, tokens=TOKENS) -> list[dict]:
     return out
 
 
-def run(models=None, tokens=TOKENS) -> list[dict]:
-    """Time every shape; returns rows with time_s, flops and achieved TFLOP/s."""
+def run(models=None, tokens=TOKENS, dtype: str = "bf16") -> list[dict]:
+    """Time every shape in ``dtype`` ("bf16" or "fp32"); returns rows with time_s, flops and
+    achieved TFLOP/s. fp32 keeps torch's default ``allow_tf32 = False`` (true fp32 FMA)."""
     import torch
+    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     results = []
     for sh in shapes(models, tokens):
         m, n, k = sh["m"], sh["n"], sh["k"]
-        a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+        a = torch.randn(m, k, device="cuda", dtype=torch_dtype)
+        b = torch.randn(k, n, device="cuda", dtype=torch_dtype)
         if sh["pass"] == "wgrad":  # dW = dY^T · X: a transposed left operand, as autograd issues it
-            a = torch.randn(k, m, device="cuda", dtype=torch.bfloat16).t()
+            a = torch.randn(k, m, device="cuda", dtype=torch_dtype).t()
         t = time_cuda(lambda: torch.matmul(a, b))
         flops = 2.0 * m * n * k
-        results.append({**sh, "time_s": t, "flops": flops, "tflops": flops / t / 1e12})
+        results.append({**sh, "dtype": dtype, "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+                        "time_s": t, "flops": flops, "tflops": flops / t / 1e12})
         del a, b
     return results

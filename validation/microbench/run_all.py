@@ -2,7 +2,7 @@
 
     python validation/microbench/run_all.py --output microbench.json [--skip cpu_adam,...]
 
-Sections: gemm, attention, membound, hostcopy, fused_adam, cpu_adam. A section that fails is
+Sections: gemm, gemm_fp32, attention, membound, hostcopy, fused_adam, cpu_adam. A section that fails is
 recorded with its error and the others still run. The NCCL sweep needs several GPUs and is
 launched separately (nccl.py).
 """
@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from microbench import adam, attention, gemm, hostcopy, membound  # noqa: E402
 from microbench.common import write_json  # noqa: E402
 
-SECTIONS = {"gemm": gemm.run, "attention": attention.run, "membound": membound.run,
+SECTIONS = {"gemm": gemm.run, "gemm_fp32": lambda: gemm.run(dtype="fp32"),
+            "attention": attention.run, "membound": membound.run,
             "hostcopy": hostcopy.run, "fused_adam": adam.fused_adam, "cpu_adam": adam.cpu_adam}
 
 

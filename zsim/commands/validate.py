@@ -15,7 +15,10 @@ HELP = "compare measured runs (validation/results) with predictions; exit 1 when
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `zsim validate`."""
-    p.add_argument("results", nargs="+", metavar="RESULTS", help="result folders (searched for summary.json)")
+    p.add_argument("results", nargs="*", metavar="RESULTS", help="result folders (searched for summary.json)")
+    p.add_argument("--published", nargs="?", const="", default=None, metavar="FILE",
+                   help="score the published DeepSpeed ZeRO training runs shipped with zsim "
+                        "(or those of FILE, same YAML schema) on each source's own metric")
     p.add_argument("--tolerance", type=float, default=10.0, metavar="PCT",
                    help="largest acceptable step-time and peak-memory MAPE in percent (default 10)")
     p.add_argument("--hardware", default=DEFAULT_PROFILE, help="hardware profile (name or YAML path)")
@@ -32,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.tolerance <= MAX_TOLERANCE_PCT:
         raise ZsimInputError(f"--tolerance must be a percentage in 0-{MAX_TOLERANCE_PCT:g}, got {args.tolerance}")
+    if args.published is not None:
+        if args.results:
+            raise ZsimInputError("--published scores the published runs; give result folders or --published, not both")
+        return _published(args)
+    if not args.results:
+        raise ZsimInputError("give at least one result folder (or --published)")
     models = [m for m in (args.models or "").split(",") if m] or None
     rep = validate(args.results, hardware=args.hardware, topo=args.topo, models=models)
     t, m = rep.mape("time"), rep.mape("memory")
@@ -46,5 +55,27 @@ def run(args: argparse.Namespace) -> int:
     if t > args.tolerance or m > args.tolerance:
         sys.stderr.write(f"zsim validate: MAPE above tolerance {args.tolerance:g}%: "
                          f"step time {t:.1f}%, peak memory {m:.1f}%\n")
+        return 1
+    return 0
+
+
+def _published(args: argparse.Namespace) -> int:
+    """`zsim validate --published [FILE]`: the published runs' table; 1 when the MAPE over
+    the rows nothing was fitted on exceeds the tolerance."""
+    from ..published import format_report, published_report
+
+    report = published_report(args.published or None)
+    data = report.to_json()
+    check_finite_tree(data, "published report")
+    if args.json:
+        sys.stdout.write(dumps_json({**data, "tolerance_pct": args.tolerance}))
+    else:
+        sys.stdout.write(format_report(report) + "\n")
+    mape = report.mape_pct.get("all")
+    if mape is None:
+        sys.stderr.write("zsim validate: no published row could be scored\n")
+        return 1
+    if mape > args.tolerance:
+        sys.stderr.write(f"zsim validate: published-run MAPE {mape:.1f}% above tolerance {args.tolerance:g}%\n")
         return 1
     return 0
