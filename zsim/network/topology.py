@@ -11,7 +11,8 @@ from typing import Any
 import networkx as nx
 
 from ..errors import ZsimInputError
-from ..hardware import PROFILE_DIR, list_profiles, load_yaml_file
+from ..hardware import PROFILE_DIR, list_profiles
+from ..yamlio import load_yaml_file
 from .graph import add_node_graph, build_graph
 from .spec import FabricSpec, NodeSpec, TopologySpec, parse_topology
 from .summary import NetSummary, summarize
