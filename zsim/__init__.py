@@ -15,5 +15,5 @@ __all__ = ["predict", "schedule", "plan", "capacity", "__version__"]
 # submodules imports from this package at import time except __version__ (defined above),
 # and none imports torch.
 from .predict import predict  # noqa: E402
-from .schedule import steady_state_collectives as schedule  # noqa: E402
+from . import schedule  # noqa: E402  (a callable package: zsim.schedule(...) runs steady_state_collectives)
 from .decide.api import capacity, plan  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +208,6 @@ def _resolve_hardware(spec: TopologySpec, file: Path) -> TopologySpec:
         raise ZsimInputError(
             f"{file.name}: node.hardware names unknown profile {hw!r} "
             f"(known: {', '.join(list_profiles())})")
-    from dataclasses import replace
     return replace(spec, node=replace(spec.node, hardware=hw))
 
 

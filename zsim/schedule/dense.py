@@ -34,9 +34,9 @@ def _issue_bucket(em: Emitter, run: RunConfig, bucket: Bucket, layout: FlatLayou
     stream = "comm" if overlap else "compute"
     if overlap and last_reduce:
         em.wait_for.append(last_reduce[-1])
-    for name, nbytes in bucket_collectives(bucket, layout, run):
-        last_reduce.append(em.collective(f"grad_bucket_{index}", name, nbytes, stream=stream,
-                                         deps=(trigger,) if overlap else ()))
+    for call in bucket_collectives(bucket, layout, run):
+        last_reduce.append(em.collective(f"grad_bucket_{index}", call.collective, call.message_bytes,
+                                         stream=stream, deps=(trigger,) if overlap else ()))
     if run.zero.offload_optimizer != OffloadDevice.NONE:
         _offload_copies(em, run, bucket, layout, last_reduce[-1])
 
