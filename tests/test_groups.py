@@ -88,3 +88,11 @@ def test_schedule_is_callable_and_a_package():
     assert callable(zsim.schedule) and stage3.emit_stage3
     counts = zsim.schedule("tinyllama-1.1b", None, 2, stage=1)
     assert counts == zsim.schedule.steady_state_collectives("tinyllama-1.1b", None, 2, stage=1)
+
+
+def test_deprecated_name_form_prices_like_the_loaded_profile():
+    # validation/published/evaluate.py still passes None (the cluster's own profile).
+    cluster = load_topology("dgx-a100").cluster(nodes=2)
+    loaded = collective_cost(cluster, load_profile(cluster.hardware), "all_reduce", 2**24)
+    assert collective_cost(cluster, None, "all_reduce", 2**24) == loaded
+    assert collective_cost(cluster, cluster.hardware, "all_reduce", 2**24) == loaded
