@@ -51,14 +51,25 @@ class Group:
     concurrent: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dim, Dim):
+            if self.dim not in tuple(Dim):
+                raise ZsimInputError(f"group {self.label!r}: unknown dimension {self.dim!r} "
+                                     f"(choose from {', '.join(Dim)})")
+            object.__setattr__(self, "dim", Dim(self.dim))
         for name in ("ranks_per_node", "nodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ZsimInputError(f"group {self.label!r}: {name} must be an integer >= 0, "
                                      f"got {value!r}")
+        object.__setattr__(self, "_hash", hash((self.label, self.dim, self.ranks_per_node,
+                                                self.nodes, self.concurrent)))
 
     def __str__(self) -> str:
         return self.label
+
+    def __hash__(self) -> int:
+        # Groups key the op-pricing caches on every call: hash once (equal groups hash equal).
+        return self._hash
 
     def placement(self, gpus_per_node: int, num_nodes: int) -> tuple[int, int, bool]:
         """(ranks per node, nodes, rails busy) of the group on a cluster of that size;
