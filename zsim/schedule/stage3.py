@@ -91,6 +91,9 @@ class _Stage3:
         self.gpus_per_node = gpus_per_node or run.world_size
         self.mods = build_tree(model)
         self.persist = persistent_params(numels, run)
+        # Per-parameter sizes, computed once: every gather, release and bucket sums them.
+        self.padded = [stage3_padded_numel(n, self.n) for n in numels]
+        self.shard = [stage3_shard_numel(n, self.n) for n in numels]
         first = first_use_modules(self.mods)
         self.events: tuple[Event, ...] = typed_events(
             micro_step_events(self.mods, first, run.activation_checkpointing))
@@ -113,13 +116,13 @@ class _Stage3:
     def _gather(self, params: list[int], forward: bool) -> int | None:
         for p in params:
             if not self.persist[p]:
-                self.gathered += stage3_padded_numel(self.numels[p], self.n)
+                self.gathered += self.padded[p]
         self.max_gathered = max(self.max_gathered, self.gathered)
         return self._emit_gather(params, forward)
 
     def _released(self, p: int) -> None:
         if not self.persist[p]:
-            self.gathered -= stage3_padded_numel(self.numels[p], self.n)
+            self.gathered -= self.padded[p]
         if self.run.zero.zero_hpz_partition_size > 1:
             # partition() of an available param keeps a secondary shard for the hpZ group
             # (partition_parameters.py:1765-1769, 1900-1926) until the step invalidates it
@@ -148,10 +151,10 @@ class _Stage3:
         z = run.zero
         elem = 1 if z.zero_quantized_weights else run.param_bytes
         if hpz:
-            shard = sum(stage3_padded_numel(self.numels[p], self.n) // hpz for p in params)
+            shard = sum(self.padded[p] // hpz for p in params)
             group_size, group = hpz, INTRA_NODE
         else:
-            shard = sum(stage3_shard_numel(self.numels[p], self.n) for p in params)
+            shard = sum(self.shard[p] for p in params)
             group_size, group = self.n, WORLD
         deps = ()
         if z.offload_param != OffloadDevice.NONE:  # shards live on the host: copy them in first (PP:1358-1361)
@@ -178,7 +181,7 @@ class _Stage3:
         self.last_reduce = self._emit_reduction(stream, (self.em.last_compute,))
         self.reduce_events.append(self.last_reduce)
         if z.offload_optimizer != OffloadDevice.NONE:  # each bucket's fp32 grad shards go to the host
-            shard = sum(stage3_shard_numel(self.numels[p], self.n) for p in self.bucket)
+            shard = sum(self.shard[p] for p in self.bucket)
             self.em.add("d2h", "copy", "grad_shards_to_host", deps=(self.last_reduce,), nbytes=4 * shard)
         self.bucket, self.bucket_elems = [], 0
 
@@ -193,7 +196,7 @@ class _Stage3:
         if z.contiguous_gradients and self.bucket_elems <= z.reduce_bucket_size and not z.reduce_scatter:
             return self.em.collective("grad_bucket", "all_reduce", self.bucket_elems * cb,
                                       stream=stream, deps=deps)
-        total = sum(stage3_padded_numel(self.numels[p], self.n) for p in self.bucket)
+        total = sum(self.padded[p] for p in self.bucket)
         return self.em.collective("grad_bucket", "reduce_scatter_tensor", total * cb,
                                   stream=stream, deps=deps)
 
@@ -206,7 +209,7 @@ class _Stage3:
         quantizer): one pair of all_to_all_single per bucket rather than per tensor, scales
         not counted, no fallback for tensors not divisible by 2·world_size.
         """
-        total = sum(stage3_padded_numel(self.numels[p], self.n) for p in self.bucket)
+        total = sum(self.padded[p] for p in self.bucket)
         int4_bytes = total // 2
         intra = self.em.collective("grad_bucket_qgz_intra", "all_to_all_single", int4_bytes,
                                    stream=stream, deps=deps, group=INTRA_NODE)
@@ -222,8 +225,14 @@ class _Stage3:
         waits: dict[str, list] = {}
         for ev in self.events:
             match ev:
-                case Fetch(module=m, forward=forward):
-                    self._fetch(m, forward, waits)
+                case Fetch(module=m, forward=forward):  # a pre hook: gather (and prefetch)
+                    self.hooks_pending += 1
+                    handles = self.coord.fetch(m, forward)
+                    if not forward and self.em.phase == "forward":
+                        self.em.phase = "backward"
+                    name = self.mods[m].compute
+                    if name:  # the module's compute waits for its gathers
+                        waits.setdefault(name, []).extend(h for h in handles if h is not None)
                 case Release(module=m, forward=forward):
                     self.hooks_pending += 1
                     self.coord.release(m, forward)
@@ -236,16 +245,6 @@ class _Stage3:
                     self._grad(p)
                 case Leftovers():
                     self._leftovers()
-
-    def _fetch(self, m: int, forward: bool, waits: dict[str, list]) -> None:
-        """A pre hook: gather (and prefetch); the module's compute waits for its handles."""
-        self.hooks_pending += 1
-        handles = self.coord.fetch(m, forward)
-        if not forward and self.em.phase == "forward":
-            self.em.phase = "backward"
-        name = self.mods[m].compute
-        if name:
-            waits.setdefault(name, []).extend(h for h in handles if h is not None)
 
     def _leftovers(self) -> None:
         """End of backward: the last bucket, the epilogue synchronize, the leftovers."""
