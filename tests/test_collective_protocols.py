@@ -10,10 +10,15 @@ import pytest
 from zsim.collectives import (OPS, collective_choice, collective_cost, protocol_costs,
                               supported_algorithms)
 from zsim.errors import ZsimInputError
-from zsim.hardware import PROTOCOL_NAMES, load_profile, profile_from_dict
+from zsim.hardware import PROTOCOL_NAMES, load_profile, profile_from_dict, shared_profile
 from zsim.network import load_topology
 
 from test_collectives import without_ring
+
+
+def _hw(cluster):
+    """The cluster's own hardware profile, loaded (the collective layer reads no files)."""
+    return shared_profile(cluster.hardware)
 
 CLUSTERS = [("dgx-a100", {}), ("dgx-h100", {"nodes": 2}), ("hgx-h200", {"nodes": 16}),
             ("pcie-8gpu", {"nodes": 4}), ("dgx-a100-40gb", {"nodes": 3}),
@@ -79,11 +84,11 @@ def _ll_cap(cluster, hw, group):
 def test_the_choice_is_the_fastest_option(name, kwargs, op):
     cluster = _cluster(name, kwargs)
     for size in SIZES:
-        options = protocol_costs(cluster, None, op, size)
-        choice = collective_choice(cluster, None, op, size)
+        options = protocol_costs(cluster, _hw(cluster), op, size)
+        choice = collective_choice(cluster, _hw(cluster), op, size)
         assert choice.cost.time_s == min(c.time_s for c in options.values())
         assert options[(choice.algorithm, choice.protocol)] is choice.cost
-        assert collective_cost(cluster, None, op, size) is choice.cost
+        assert collective_cost(cluster, _hw(cluster), op, size) is choice.cost
 
 
 @pytest.mark.parametrize("name,kwargs", CLUSTERS)
@@ -93,26 +98,26 @@ def test_protocol_moves_towards_bandwidth_as_messages_grow(name, kwargs, op):
     # protocols with more bandwidth (LL -> LL128 -> Simple) as the message grows.
     cluster = _cluster(name, kwargs)
     sizes = [2**k for k in range(8, 35)]
-    chosen = [ORDER[collective_choice(cluster, None, op, s, "ring").protocol] for s in sizes]
+    chosen = [ORDER[collective_choice(cluster, _hw(cluster), op, s, "ring").protocol] for s in sizes]
     assert chosen == sorted(chosen)
 
 
 def test_small_messages_use_ll_and_large_ones_simple():
     h100 = load_topology("dgx-h100")
     for cluster in (h100.cluster(), h100.cluster(nodes=16)):
-        assert collective_choice(cluster, None, "all_gather", 64 * 2**10).protocol == "ll"
-        assert collective_choice(cluster, None, "all_reduce", 8 * 2**10).protocol == "ll"
-        assert collective_choice(cluster, None, "all_gather", 8 * 2**30).protocol == "simple"
-        assert collective_choice(cluster, None, "all_reduce", 8 * 2**30).protocol == "simple"
+        assert collective_choice(cluster, _hw(cluster), "all_gather", 64 * 2**10).protocol == "ll"
+        assert collective_choice(cluster, _hw(cluster), "all_reduce", 8 * 2**10).protocol == "ll"
+        assert collective_choice(cluster, _hw(cluster), "all_gather", 8 * 2**30).protocol == "simple"
+        assert collective_choice(cluster, _hw(cluster), "all_reduce", 8 * 2**30).protocol == "simple"
     # Mid sizes on one DGX A100 run LL128 (NCCL's NVLink middle ground).
     a100 = load_topology("dgx-a100").cluster()
-    assert collective_choice(a100, None, "all_reduce", 4 * 2**20).protocol == "ll128"
+    assert collective_choice(a100, _hw(a100), "all_reduce", 4 * 2**20).protocol == "ll128"
 
 
 def test_ll_wins_where_the_ring_is_long():
     # 4,096 ranks: LL's sub-microsecond step latency is what makes a few-MB gather affordable.
     cluster = load_topology("dgx-h100").cluster(nodes=512)
-    options = protocol_costs(cluster, None, "all_gather", 4 * 2**20)
+    options = protocol_costs(cluster, _hw(cluster), "all_gather", 4 * 2**20)
     assert options[("ring", "ll")].time_s < options[("ring", "ll128")].time_s \
         < options[("ring", "simple")].time_s
 
@@ -120,10 +125,10 @@ def test_ll_wins_where_the_ring_is_long():
 def test_no_ll128_between_gpus_without_nvlink():
     # NCCL enables LL128 only over NVLink; the PCIe server runs LL and Simple.
     single = load_topology("pcie-8gpu").cluster()
-    assert {p for (_, p) in protocol_costs(single, None, "all_gather", 2**20)} == {"ll", "simple"}
+    assert {p for (_, p) in protocol_costs(single, _hw(single), "all_gather", 2**20)} == {"ll", "simple"}
     # One rank per node (ZeRO++ inter-node group) only crosses ib, which has LL128.
     multi = load_topology("pcie-8gpu").cluster(nodes=4)
-    inter = protocol_costs(multi, None, "all_gather", 2**20, group="inter_node")
+    inter = protocol_costs(multi, _hw(multi), "all_gather", 2**20, group="inter_node")
     assert ("ring", "ll128") in inter
 
 
@@ -198,19 +203,19 @@ def test_a_protocol_missing_on_a_hop_link_is_not_offered():
 def test_pat_runs_only_with_one_rank_per_node():
     cluster = load_topology("dgx-h100").cluster(nodes=64)
     with pytest.raises(ZsimInputError, match="one rank per node"):
-        collective_cost(cluster, None, "all_gather", 2**20, "pat")
+        collective_cost(cluster, _hw(cluster), "all_gather", 2**20, "pat")
     # auto never offers it to an 8-GPU-per-node world group...
-    assert all(a != "pat" for (a, _) in protocol_costs(cluster, None, "all_gather", 2**20))
+    assert all(a != "pat" for (a, _) in protocol_costs(cluster, _hw(cluster), "all_gather", 2**20))
     # ...but weighs it against the ring for ZeRO++'s one-rank-per-node groups, Simple only.
-    options = protocol_costs(cluster, None, "all_gather", 2**20, group="inter_node")
+    options = protocol_costs(cluster, _hw(cluster), "all_gather", 2**20, group="inter_node")
     assert [p for (a, p) in options if a == "pat"] == ["simple"]
 
 
 def test_pat_beats_the_ring_across_many_nodes_and_loses_at_large_sizes():
     cluster = load_topology("dgx-h100").cluster(nodes=512)
-    mid = protocol_costs(cluster, None, "all_gather", 64 * 2**20, group="inter_node")
+    mid = protocol_costs(cluster, _hw(cluster), "all_gather", 64 * 2**20, group="inter_node")
     assert mid[("pat", "simple")].time_s < mid[("ring", "simple")].time_s  # log2 vs 511 steps
-    big = collective_choice(cluster, None, "all_gather", 64 * 2**30, group="inter_node")
+    big = collective_choice(cluster, _hw(cluster), "all_gather", 64 * 2**30, group="inter_node")
     assert big.algorithm == "ring"  # PAT runs at 0.75 of the ring's bandwidth
 
 
@@ -239,5 +244,5 @@ def test_algorithm_entries_override_the_protocol_for_that_algorithm_only():
 def test_all_to_all_never_runs_ll128():
     # NCCL's all_to_all is point-to-point sends: Simple, or LL for small ones; no LL128.
     cluster = load_topology("dgx-h100").cluster(nodes=4)
-    options = protocol_costs(cluster, None, "all_to_all", 2**20)
+    options = protocol_costs(cluster, _hw(cluster), "all_to_all", 2**20)
     assert {p for (_, p) in options} == {"ll", "simple"}

@@ -9,8 +9,13 @@ import pytest
 
 from zsim.collectives import ALGORITHMS, OPS, bus_factor, collective_cost, supported_algorithms
 from zsim.errors import ZsimInputError
-from zsim.hardware import load_profile
+from zsim.hardware import load_profile, shared_profile
 from zsim.network import load_topology
+
+
+def _hw(cluster):
+    """The cluster's own hardware profile, loaded (the collective layer reads no files)."""
+    return shared_profile(cluster.hardware)
 
 
 def without_ring(hw):
@@ -108,36 +113,37 @@ def test_world_of_one_costs_nothing(name):
     for op, algorithm in itertools.product(OPS, ["auto", *ALGORITHMS]):
         if algorithm != "auto" and op not in ALGORITHMS[algorithm].SUPPORTED_OPS:
             continue
-        cost = collective_cost(c, None, op, 2**30, algorithm)
+        cost = collective_cost(c, _hw(c), op, 2**30, algorithm)
         assert cost.time_s == 0 and cost.algbw_GBps == 0 and cost.busbw_GBps == 0
         assert cost.link_bytes == {}
 
 
 def test_zero_bytes_cost_nothing():
     c = load_topology("dgx-h100").cluster(nodes=2)
-    assert collective_cost(c, None, "all_gather", 0).time_s == 0
+    assert collective_cost(c, _hw(c), "all_gather", 0).time_s == 0
 
 
 def test_auto_is_the_fastest_nccl_algorithm():
     c = load_topology("dgx-h100").cluster(nodes=64)
     for size in SIZES:
-        auto = collective_cost(c, None, "all_reduce", size)
-        ring = collective_cost(c, None, "all_reduce", size, "ring")
-        tree = collective_cost(c, None, "all_reduce", size, "tree")
+        auto = collective_cost(c, _hw(c), "all_reduce", size)
+        ring = collective_cost(c, _hw(c), "all_reduce", size, "ring")
+        tree = collective_cost(c, _hw(c), "all_reduce", size, "tree")
         assert auto.time_s == min(ring.time_s, tree.time_s)
-        assert collective_cost(c, None, "all_gather", size).algorithm == "ring"
+        assert collective_cost(c, _hw(c), "all_gather", size).algorithm == "ring"
     # Trees win at small sizes across many nodes (log-depth latency) - NCCL's choice too.
-    assert collective_cost(c, None, "all_reduce", 2**16).algorithm == "tree"
+    assert collective_cost(c, _hw(c), "all_reduce", 2**16).algorithm == "tree"
 
 
 def test_single_node_prefers_ring():
     c = load_topology("dgx-a100").cluster()
-    assert collective_cost(c, None, "all_reduce", 2**30).algorithm == "ring"
+    assert collective_cost(c, _hw(c), "all_reduce", 2**30).algorithm == "ring"
 
 
 def test_multi_node_is_bound_by_nics_single_node_by_nvlink():
-    one = collective_cost(load_topology("dgx-a100").cluster(), None, "all_gather", 2**32)
-    two = collective_cost(load_topology("dgx-a100").cluster(nodes=2), None, "all_gather", 2**32)
+    one_node, two_nodes = load_topology("dgx-a100").cluster(), load_topology("dgx-a100").cluster(nodes=2)
+    one = collective_cost(one_node, _hw(one_node), "all_gather", 2**32)
+    two = collective_cost(two_nodes, _hw(two_nodes), "all_gather", 2**32)
     assert one.bottleneck == "nvlink" and two.bottleneck == "ib"
     assert two.busbw_GBps < one.busbw_GBps
     assert set(two.link_bytes) == {"nvlink", "pcie", "ib"}
@@ -147,14 +153,14 @@ def test_intra_node_group_matches_one_node_world():
     multi = load_topology("dgx-h100").cluster(nodes=8)
     single = load_topology("dgx-h100").cluster()
     for op in ("all_gather", "reduce_scatter", "all_reduce"):
-        a = collective_cost(multi, None, op, 2**28, "ring", "intra_node").time_s
-        b = collective_cost(single, None, op, 2**28, "ring", "world").time_s
+        a = collective_cost(multi, _hw(multi), op, 2**28, "ring", "intra_node").time_s
+        b = collective_cost(single, _hw(single), op, 2**28, "ring", "world").time_s
         assert a == pytest.approx(b)
 
 
 def test_inter_node_group_uses_one_nic_per_gpu():
     c = load_topology("dgx-h100").cluster(nodes=4)
-    cost = collective_cost(c, None, "all_gather", 2**32, "ring", "inter_node")
+    cost = collective_cost(c, _hw(c), "all_gather", 2**32, "ring", "inter_node")
     assert cost.group_size == 4
     assert cost.bottleneck == "ib"
     hw = load_profile(c.hardware)
@@ -163,8 +169,8 @@ def test_inter_node_group_uses_one_nic_per_gpu():
 
 def test_hpz_style_secondary_gather_is_cheaper_than_world():
     c = load_topology("dgx-a100").cluster(nodes=16)
-    world = collective_cost(c, None, "all_gather", 2**28).time_s
-    intra = collective_cost(c, None, "all_gather", 2**28, group="intra_node").time_s
+    world = collective_cost(c, _hw(c), "all_gather", 2**28).time_s
+    intra = collective_cost(c, _hw(c), "all_gather", 2**28, group="intra_node").time_s
     # DGX A100: 300 GB/s NVLink against 8x25 GB/s of NICs per node, plus a 128-rank ring's
     # latency; NCCL's protocols shrink that latency, so the gain is ~2x, not more.
     assert intra < world / 1.5
@@ -190,7 +196,7 @@ def test_shared_nics_and_oversubscription_slow_things_down(tmp_path):
         c_packed.link_busy_s["ib"] / scattered.net.fabric_share)
     # NIC shared by two GPUs: each rail gets half the bandwidth of a dedicated NIC.
     shared = load_topology("pcie-8gpu").cluster(nodes=2)
-    cost = collective_cost(shared, None, "all_gather", 2**32, group="inter_node")
+    cost = collective_cost(shared, _hw(shared), "all_gather", 2**32, group="inter_node")
     assert cost.busbw_GBps <= 25.0 / 2
 
 
@@ -217,17 +223,17 @@ def test_better_links_are_never_slower():
 def test_bad_arguments(args, match):
     c = load_topology("dgx-a100").cluster()
     with pytest.raises(ZsimInputError, match=match):
-        collective_cost(c, None, *args)
+        collective_cost(c, _hw(c), *args)
 
 
 def test_bad_algorithm_and_group():
     c = load_topology("dgx-a100").cluster()
     with pytest.raises(ZsimInputError, match="unknown algorithm"):
-        collective_cost(c, None, "all_gather", 10, algorithm="butterfly")
+        collective_cost(c, _hw(c), "all_gather", 10, algorithm="butterfly")
     with pytest.raises(ZsimInputError, match="does not implement all_gather"):
-        collective_cost(c, None, "all_gather", 10, algorithm="tree")
+        collective_cost(c, _hw(c), "all_gather", 10, algorithm="tree")
     with pytest.raises(ZsimInputError, match="unknown group"):
-        collective_cost(c, None, "all_gather", 10, group="rack")
+        collective_cost(c, _hw(c), "all_gather", 10, group="rack")
 
 
 def test_profile_without_a_link_type_is_named():
@@ -274,12 +280,12 @@ def test_all_to_all_feels_oversubscription_even_when_packed(tmp_path):
     cluster = load_topology(str(path)).cluster(nodes=256)
     assert cluster.net.fabric_share == 1.0 and cluster.net.a2a_fabric_share < 0.5
     base = load_topology("dgx-h100").cluster(nodes=256)
-    slow = collective_cost(cluster, None, "all_to_all", 2**32)
-    fast = collective_cost(base, None, "all_to_all", 2**32)
+    slow = collective_cost(cluster, _hw(cluster), "all_to_all", 2**32)
+    fast = collective_cost(base, _hw(base), "all_to_all", 2**32)
     assert slow.algorithm == "direct" and slow.time_s > 2 * fast.time_s
     # Rings of a packed job do not notice.
-    ring_slow = collective_cost(cluster, None, "all_gather", 2**32).time_s
-    ring_fast = collective_cost(base, None, "all_gather", 2**32).time_s
+    ring_slow = collective_cost(cluster, _hw(cluster), "all_gather", 2**32).time_s
+    ring_fast = collective_cost(base, _hw(base), "all_gather", 2**32).time_s
     assert ring_slow == pytest.approx(ring_fast)
 
 
@@ -301,6 +307,6 @@ def test_latency_scaling_ring_linear_tree_logarithmic():
 
 def test_hierarchical_loses_to_pipelined_ring_at_large_sizes():
     c = load_topology("dgx-a100").cluster(nodes=4)
-    ring = collective_cost(c, None, "all_gather", 2**33, "ring").time_s
-    hier = collective_cost(c, None, "all_gather", 2**33, "hierarchical").time_s
+    ring = collective_cost(c, _hw(c), "all_gather", 2**33, "ring").time_s
+    hier = collective_cost(c, _hw(c), "all_gather", 2**33, "hierarchical").time_s
     assert hier > ring

@@ -20,7 +20,13 @@ import pytest
 import yaml
 
 from zsim.collectives import collective_cost
+from zsim.hardware import shared_profile
 from zsim.network import load_topology
+
+
+def _hw(cluster):
+    """The cluster's own hardware profile, loaded (the collective layer reads no files)."""
+    return shared_profile(cluster.hardware)
 
 GiB = 2**30
 MiB = 2**20
@@ -29,7 +35,7 @@ MiB = 2**20
 def busbw(topo, op, nbytes, algorithm="auto", **size):
     """Predicted nccl-tests busbw (GB/s) for one collective."""
     cluster = topo.cluster(**size) if not isinstance(topo, str) else load_topology(topo).cluster(**size)
-    return collective_cost(cluster, None, op, nbytes, algorithm).busbw_GBps
+    return collective_cost(cluster, _hw(cluster), op, nbytes, algorithm).busbw_GBps
 
 
 # Source: Azure/AI-benchmarking-guide, Azure_Results/ND_A100_v4_results.md ("NCCL Bandwidth":
@@ -192,7 +198,7 @@ NCCL_MODEL_4096_RANKS_4MIB_MS = {"ll": 4.62, "ll128": 8.88}
 def test_4096_rank_gather_matches_nccl_tuner_model():
     from zsim.collectives import collective_choice, protocol_costs
     cluster = load_topology("dgx-h100").cluster(nodes=512)
-    options = protocol_costs(cluster, None, "all_gather", 4 * MiB)
+    options = protocol_costs(cluster, _hw(cluster), "all_gather", 4 * MiB)
     for proto, ms in NCCL_MODEL_4096_RANKS_4MIB_MS.items():
         assert options[("ring", proto)].time_s * 1e3 == pytest.approx(ms, rel=0.05)
-    assert collective_choice(cluster, None, "all_gather", 4 * MiB).protocol == "ll"
+    assert collective_choice(cluster, _hw(cluster), "all_gather", 4 * MiB).protocol == "ll"

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from zsim.dsconfig import Overrides, build_run_config
+from zsim.groups import INTRA_NODE, WORLD
 from zsim.model import ModelSpec, load_model
 from zsim.ops import STREAMS, collectives_summary
 from zsim.schedule import build_schedule, steady_state_collectives
@@ -195,6 +196,6 @@ def test_hpz_regathers_inside_the_group():
     gathers = [op for op in s.ops if op.collective == "all_gather_into_tensor" and op.phase != "step"]
     fwd = [op for op in gathers if op.phase == "forward" and op.micro_step == 0]
     bwd = [op for op in gathers if op.phase == "backward"]
-    assert {op.group for op in fwd} == {"world"}
-    assert {op.group for op in bwd} == {"intra_node"}
+    assert {op.group for op in fwd} == {WORLD}
+    assert {op.group for op in bwd} == {INTRA_NODE}
     assert all(op.buffer_bytes == 4 * op.message_bytes for op in bwd)

@@ -5,6 +5,7 @@ replaces the gradient reduce-scatter by int4 all-to-alls, only across nodes."""
 import pytest
 
 from zsim.dsconfig import build_run_config
+from zsim.groups import INTRA_NODE
 from zsim.model import load_model
 from zsim.predict import predict
 from zsim.schedule import build_schedule
@@ -30,7 +31,7 @@ def test_qgz_replaces_reduce_scatter_across_nodes_only():
     assert "all_to_all_single" in qgz.collectives
     assert "all_to_all_single" not in one_node.collectives   # DeepSpeed: only when nodes > 1
     rs = _bytes(base, "reduce_scatter_tensor")
-    intra = sum(op.message_bytes for op in qgz.ops if op.group == "intra_node"
+    intra = sum(op.message_bytes for op in qgz.ops if op.group == INTRA_NODE
                 and op.collective == "all_to_all_single")
     # int4 is a quarter of bf16.
     assert intra == pytest.approx(rs / 4, rel=0.01)

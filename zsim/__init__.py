@@ -18,5 +18,5 @@ __all__ = ["predict", "schedule", "plan", "capacity", "RunSettings", "resolve", 
 # and none imports torch.
 from .job import RunSettings, resolve  # noqa: E402
 from .predict import predict  # noqa: E402
-from .schedule import steady_state_collectives as schedule  # noqa: E402
+from . import schedule  # noqa: E402  (a callable package: zsim.schedule(...) runs steady_state_collectives)
 from .decide.api import capacity, plan  # noqa: E402

@@ -77,17 +77,16 @@ A link without ``protocols:`` runs Simple alone with its ``latency_s``.
 from __future__ import annotations
 
 import bisect
-from importlib import resources
+import functools
 import math
+from importlib import resources
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from .errors import ZsimInputError
-from .inputs import read_input_bytes
 from .limits import max_for_key, show_number
+from .yamlio import load_yaml_file  # noqa: F401  (re-exported: its old home)
 
 #: Folder of the profiles that ship with zsim.
 PROFILE_DIR = Path(str(resources.files("zsim").joinpath("data", "topologies", "hardware")))
@@ -630,25 +629,6 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
     ))
 
 
-def load_yaml_file(path: Path, what: str) -> Any:
-    """Parse a YAML file; unreadable or malformed files raise :class:`ZsimInputError`."""
-    data = read_input_bytes(path, f"{what} file")  # regular files of at most 16 MiB
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ZsimInputError(f"cannot read {what} file {path}: {exc.__class__.__name__}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ZsimInputError(f"malformed YAML in {what} file {path}{at}") from None
-    except RecursionError:
-        raise ZsimInputError(f"{what} file {path} is nested too deeply") from None
-    except ValueError:  # an integer beyond Python's 4300-digit limit
-        raise ZsimInputError(f"{what} file {path} holds a number with too many digits") from None
-
-
 def list_profiles() -> list[str]:
     """Names of the profiles that ship with zsim."""
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
@@ -672,3 +652,11 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
             raise ZsimInputError(
                 f"unknown hardware profile {text[:200]!r} (known: {', '.join(list_profiles())})")
     return profile_from_dict(load_yaml_file(path, "hardware profile"), where=str(path.name))
+
+
+@functools.lru_cache(maxsize=64)
+def shared_profile(name_or_path: str) -> HardwareProfile:
+    """:func:`load_profile`, read once per name: for callers that pass profile names through
+    hot paths (the deprecated name form of :mod:`zsim.collectives`). Profiles are frozen,
+    so sharing one is safe."""
+    return load_profile(name_or_path)

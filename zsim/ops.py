@@ -20,8 +20,9 @@ Kinds:
   - ``collective``: ``collective`` is the name DeepSpeed's comms logger uses
     (all_reduce, all_gather_into_tensor, reduce_scatter_tensor, reduce, broadcast);
     ``message_bytes`` is the size the comms logger records, ``buffer_bytes`` the full buffer
-    as nccl-tests counts it; ``group`` is "world" (the data-parallel group), "intra_node" or
-    "inter_node" (ZeRO++ hpZ);
+    as nccl-tests counts it; ``group`` is a :class:`zsim.groups.Group`: which ranks, hence
+    which links (``WORLD``, the data-parallel group; ``INTRA_NODE`` / ``INTER_NODE`` for
+    ZeRO++ hpZ and qgZ); a group's label ("world", ...) is accepted and converted;
   - ``copy``: ``nbytes`` over PCIe in the stream's direction;
   - ``optimizer``: a fused Adam update of ``params`` fp32 parameters on the GPU;
   - ``step_passes``: the GPU kernels of the step's per-tensor loops over ``params`` values
@@ -42,6 +43,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
+
+from .groups import WORLD, Group, as_group
 
 STREAMS = ("compute", "comm", "h2d", "d2h", "cpu", "host")
 KINDS = ("compute", "collective", "copy", "optimizer", "step_passes", "cpu_adam", "cpu_pass", "overhead",
@@ -79,7 +82,7 @@ class Op:
     collective: str = ""
     message_bytes: int = 0
     buffer_bytes: int = 0
-    group: str = "world"
+    group: Group = WORLD
     # copy / optimizer / cpu_adam / overhead
     nbytes: int = 0
     params: int = 0
@@ -97,6 +100,9 @@ class Op:
             raise ValueError(f"op {self.name}: unknown kind {self.kind!r}")
         if any(d >= self.id for d in self.deps):
             raise ValueError(f"op {self.name}: deps must precede the op")
+        if not isinstance(self.group, Group):
+            # A group label from before groups were descriptors ("world", "intra_node", ...).
+            object.__setattr__(self, "group", as_group(self.group))
 
 
 @dataclass

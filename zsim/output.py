@@ -115,16 +115,15 @@ def _curves_png(pred, rows: Sequence[Mapping[str, Any]]) -> bytes:
 
 def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) -> dict[str, float]:
     """Bytes one GPU sends per comms-logger op in one step (nccl-tests' bus convention:
-    2(n-1)/n of the buffer for all_reduce, (n-1)/n for all_gather/reduce_scatter)."""
+    2(n-1)/n of the buffer for all_reduce, (n-1)/n for all_gather/reduce_scatter), n being
+    the ranks of the op's group (:meth:`zsim.groups.Group.size`)."""
     from .collectives.base import bus_factor
     from .ops import LOGGER_TO_COLLECTIVE
 
-    sizes = {"world": world_size, "intra_node": gpus_per_node,
-             "inter_node": max(1, world_size // max(1, gpus_per_node))}
     out: dict[str, float] = {}
     for op in ops:
         if op.kind == "collective":
-            n = sizes.get(op.group, world_size)
+            n = op.group.size(world_size, gpus_per_node)
             sent = bus_factor(LOGGER_TO_COLLECTIVE[op.collective], n) * op.buffer_bytes if n > 1 else 0.0
             out[op.collective] = out.get(op.collective, 0.0) + sent
     return out

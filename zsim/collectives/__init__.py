@@ -4,11 +4,12 @@ API (what the simulator calls)::
 
     from zsim.network import load_topology
     from zsim.hardware import load_profile
+    from zsim.groups import WORLD
     from zsim.collectives import collective_cost, CollectiveCost, ALGORITHMS, OPS, GROUPS
 
     cluster = load_topology("dgx-h100").cluster(nodes=4)      # or .cluster(gpus=8)
     hw = load_profile(cluster.hardware)                       # or any HardwareProfile
-    c = collective_cost(cluster, hw, "all_gather", 2**28, algorithm="auto", group="world")
+    c = collective_cost(cluster, hw, "all_gather", 2**28, algorithm="auto", group=WORLD)
     c.time_s, c.algbw_GBps, c.busbw_GBps, c.algorithm         # algorithm actually used
     c.link_bytes    # {"nvlink": bytes, "ib": bytes, "pcie": bytes} one rank puts on each type
     c.link_busy_s   # {"nvlink": s, ...} seconds each link type is busy; c.utilisation() = busy/time
@@ -24,12 +25,15 @@ API (what the simulator calls)::
   direct for all_to_all; each under its fastest protocol), "ring", "tree"
   (all_reduce/reduce/broadcast), "hierarchical" (not all_to_all), "direct" (all_to_all
   only), "pat" (all_gather/reduce_scatter with one rank per node, as NCCL requires).
-- ``group``: "world" (all ranks), "intra_node" (the ranks of one node; ZeRO++ hpZ),
-  "inter_node" (one rank per node, with every local rank running its own group at the same
-  time, as ZeRO++ and hierarchical schemes do).
-- ``hardware``: a :class:`zsim.hardware.HardwareProfile`, a profile name/path, or None
-  (the cluster's own profile). Per link type it gives efficiency and, per NCCL protocol
+- ``group``: a :class:`zsim.groups.Group` (which ranks: its placement on the topology) or
+  the label of a named one: "world" (all ranks), "intra_node" (the ranks of one node; ZeRO++
+  hpZ), "inter_node" (one rank per node, with every local rank running its own group at the
+  same time, as ZeRO++ and hierarchical schemes do).
+- ``hardware``: a loaded :class:`zsim.hardware.HardwareProfile` (or its :class:`LinkTable`);
+  this layer reads no files. Per link type it gives efficiency and, per NCCL protocol
   (``links.<type>.protocols``), step latency, base latency, bandwidth fraction and caps.
+  Deprecated: a profile name/path or None (the cluster's own profile) still works, loaded
+  once per name through :func:`zsim.hardware.shared_profile`.
 - A group of one rank, or 0 bytes, costs 0 s (algbw = busbw = 0). Bad names or negative
   sizes raise :class:`zsim.errors.ZsimInputError`.
 - Results are cached (lru_cache); the cost does not depend on the node count beyond O(1).
@@ -61,7 +65,8 @@ from dataclasses import dataclass, replace
 from typing import Union
 
 from ..errors import ZsimInputError
-from ..hardware import HardwareProfile, load_profile
+from ..groups import WORLD, Group, as_group
+from ..hardware import HardwareProfile, shared_profile
 from ..network.topology import Cluster
 from . import channels, direct, hierarchical, pat, ring, tree
 from .base import (GROUPS, OPS, CollectiveCost, GroupShape, LinkParams, LinkTable, bus_factor,
@@ -78,8 +83,8 @@ AUTO_CANDIDATES = {"all_reduce": ("ring", "tree"), "all_gather": ("ring", "pat")
                    "reduce_scatter": ("ring", "pat"), "all_to_all": ("direct",)}
 
 __all__ = ["collective_cost", "collective_choice", "protocol_costs", "CollectiveCost", "Choice",
-           "LinkParams", "LinkTable", "link_table", "ALGORITHMS", "OPS", "GROUPS", "bus_factor",
-           "supported_algorithms"]
+           "Hardware", "LinkParams", "LinkTable", "link_table", "ALGORITHMS", "OPS", "GROUPS",
+           "bus_factor", "supported_algorithms", "call_floor_s"]
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,6 @@ class Choice:
     algorithm: str
     protocol: str
     cost: CollectiveCost
-
-
-@functools.lru_cache(maxsize=64)
-def _profile_table(name: str) -> LinkTable:
-    return link_table(load_profile(name))
 
 
 @functools.lru_cache(maxsize=64)  # profiles hash by identity and are frozen
@@ -110,11 +110,11 @@ def supported_algorithms(op: str) -> list[str]:
     return [name for name, mod in ALGORITHMS.items() if op in mod.SUPPORTED_OPS]
 
 
-def _check(op: str, algorithm: str, group: str, buffer_bytes: float) -> None:
+def _check(op: str, algorithm: str, group: Group | str, buffer_bytes: float) -> Group:
+    """Refuse bad input with :class:`ZsimInputError`; return the group as a descriptor."""
     if op not in OPS:
         raise ZsimInputError(f"unknown collective op {op!r} (choose from {', '.join(OPS)})")
-    if group not in GROUPS:
-        raise ZsimInputError(f"unknown group {group!r} (choose from {', '.join(GROUPS)})")
+    group = as_group(group)
     if algorithm != "auto" and algorithm not in ALGORITHMS:
         raise ZsimInputError(
             f"unknown algorithm {algorithm!r} (choose from auto, {', '.join(ALGORITHMS)})")
@@ -126,6 +126,7 @@ def _check(op: str, algorithm: str, group: str, buffer_bytes: float) -> None:
             or not buffer_bytes >= 0 or buffer_bytes == float("inf"):
         raise ZsimInputError(f"buffer size must be a finite non-negative number of bytes, "
                              f"got {buffer_bytes!r}")
+    return group
 
 
 def _group_view(cluster: Cluster, table: LinkTable, links: LinkParams, shape: GroupShape,
@@ -176,7 +177,7 @@ def _candidates(shape: GroupShape, op: str, algorithm: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=65536)
 def _options(cluster: Cluster, table: LinkTable, op: str, buffer_bytes: float, algorithm: str,
-             group: str) -> tuple[Choice, ...]:
+             group: Group) -> tuple[Choice, ...]:
     """Every (algorithm, protocol) considered for one call, in NCCL's order."""
     shape = group_shape(cluster, group)
     names = _candidates(shape, op, algorithm)
@@ -197,39 +198,43 @@ def _options(cluster: Cluster, table: LinkTable, op: str, buffer_bytes: float, a
 
 @functools.lru_cache(maxsize=65536)
 def _cost(cluster: Cluster, table: LinkTable, op: str, buffer_bytes: float, algorithm: str,
-          group: str) -> Choice:
+          group: Group) -> Choice:
     # The fastest option; ties go to the earlier algorithm and protocol, as in NCCL's loop.
     return min(_options(cluster, table, op, buffer_bytes, algorithm, group),
                key=lambda c: c.cost.time_s)
 
 
-def _table(cluster: Cluster, hardware: Union[HardwareProfile, str, None]) -> LinkTable:
-    if hardware is None:
-        return _profile_table(cluster.hardware)
-    if isinstance(hardware, str):
-        return _profile_table(hardware)
-    return link_table(hardware)
+#: What the pricing functions take as ``hardware``: a loaded profile or its link table (a
+#: name/path or None is the deprecated form, see the module docstring).
+Hardware = Union[HardwareProfile, LinkTable, str, None]
 
 
-def collective_choice(cluster: Cluster, hardware: Union[HardwareProfile, str, None], op: str,
-                      buffer_bytes: float, algorithm: str = "auto",
-                      group: str = "world") -> Choice:
+def _table(cluster: Cluster, hardware: Hardware) -> LinkTable:
+    if isinstance(hardware, LinkTable):
+        return hardware
+    if isinstance(hardware, HardwareProfile):
+        return link_table(hardware)
+    # Deprecated: a name/path (None: the cluster's own profile), loaded once per name.
+    return link_table(shared_profile(cluster.hardware if hardware is None else hardware))
+
+
+def collective_choice(cluster: Cluster, hardware: Hardware, op: str, buffer_bytes: float,
+                      algorithm: str = "auto", group: Group | str = WORLD) -> Choice:
     """The algorithm and protocol NCCL's model picks for one call, with its cost."""
-    _check(op, algorithm, group, buffer_bytes)
+    group = _check(op, algorithm, group, buffer_bytes)
     return _cost(cluster, _table(cluster, hardware), op, buffer_bytes, algorithm, group)
 
 
-def protocol_costs(cluster: Cluster, hardware: Union[HardwareProfile, str, None], op: str,
-                   buffer_bytes: float, algorithm: str = "auto",
-                   group: str = "world") -> dict[tuple[str, str], CollectiveCost]:
+def protocol_costs(cluster: Cluster, hardware: Hardware, op: str, buffer_bytes: float,
+                   algorithm: str = "auto",
+                   group: Group | str = WORLD) -> dict[tuple[str, str], CollectiveCost]:
     """The cost of every (algorithm, protocol) pair considered for one call."""
-    _check(op, algorithm, group, buffer_bytes)
+    group = _check(op, algorithm, group, buffer_bytes)
     options = _options(cluster, _table(cluster, hardware), op, buffer_bytes, algorithm, group)
     return {(c.algorithm, c.protocol): c.cost for c in options}
 
 
-def collective_cost(cluster: Cluster, hardware: Union[HardwareProfile, str, None], op: str,
-                    buffer_bytes: float, algorithm: str = "auto",
-                    group: str = "world") -> CollectiveCost:
+def collective_cost(cluster: Cluster, hardware: Hardware, op: str, buffer_bytes: float,
+                    algorithm: str = "auto", group: Group | str = WORLD) -> CollectiveCost:
     """Predicted time and bandwidth of one collective; see the module docstring."""
     return collective_choice(cluster, hardware, op, buffer_bytes, algorithm, group).cost

@@ -22,13 +22,15 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from ..errors import ZsimInputError
+from ..groups import NAMED_GROUPS, Group, as_group
 from ..hardware import PROTOCOL_NAMES, ProtocolLink, RingChannels
 from ..network.topology import Cluster
 
 #: Collective operations, named as in torch.distributed / nccl-tests.
 OPS = ("all_gather", "reduce_scatter", "all_reduce", "reduce", "broadcast", "all_to_all")
-#: Process groups a collective may run on.
-GROUPS = ("world", "intra_node", "inter_node")
+#: Labels of the named process groups a collective may run on (``zsim collective --group``);
+#: any :class:`zsim.groups.Group` may be passed.
+GROUPS = tuple(NAMED_GROUPS)
 
 
 @dataclass(frozen=True)
@@ -163,15 +165,15 @@ class GroupShape:
         return self.ranks_per_node * self.nodes
 
 
-def group_shape(cluster: Cluster, group: str) -> GroupShape:
-    """The shape of ``group`` ("world", "intra_node", "inter_node") on ``cluster``."""
-    if group == "world":
-        return GroupShape(cluster.gpus_per_node, cluster.num_nodes)
-    if group == "intra_node":
-        return GroupShape(cluster.gpus_per_node, 1)
-    if group == "inter_node":
-        return GroupShape(1, cluster.num_nodes, rails_busy=cluster.gpus_per_node > 1)
-    raise ZsimInputError(f"unknown group {group!r} (choose from {', '.join(GROUPS)})")
+def group_shape(cluster: Cluster, group: Group | str) -> GroupShape:
+    """The shape of ``group`` (a :class:`~zsim.groups.Group` or its label) on ``cluster``."""
+    group = as_group(group)
+    per, nodes, rails_busy = group.placement(cluster.gpus_per_node, cluster.num_nodes)
+    if per > cluster.gpus_per_node or nodes > cluster.num_nodes:
+        raise ZsimInputError(
+            f"group {group.label!r} spans {nodes} node(s) x {per} rank(s); the cluster has "
+            f"{cluster.num_nodes} x {cluster.gpus_per_node}")
+    return GroupShape(per, nodes, rails_busy=rails_busy)
 
 
 @dataclass(frozen=True)

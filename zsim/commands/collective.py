@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..collectives import ALGORITHMS, GROUPS, OPS, collective_cost
+from ..groups import WORLD, as_group
 from ..hardware import load_profile
 from ..network import load_topology
 from ..network.units import parse_bytes
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--gpus", type=int, help="the first N GPUs of one node")
     size.add_argument("--nodes", type=int, help="M whole nodes")
     parser.add_argument("--algorithm", default="auto", choices=["auto", *ALGORITHMS])
-    parser.add_argument("--group", default="world", choices=list(GROUPS))
+    parser.add_argument("--group", default=WORLD.label, choices=list(GROUPS))
     parser.add_argument("--hardware", help="hardware profile name or YAML path (default: the topology's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     nbytes = parse_bytes(args.nbytes)
     cluster = load_topology(args.topo).cluster(gpus=args.gpus, nodes=args.nodes)
     hardware = load_profile(args.hardware or cluster.hardware)
-    cost = collective_cost(cluster, hardware, args.op, nbytes, args.algorithm, args.group)
+    cost = collective_cost(cluster, hardware, args.op, nbytes, args.algorithm, as_group(args.group))
     out = {**cost.to_dict(), "topology": cluster.topology, "hardware": hardware.name,
            "world_size": cluster.world_size, "gpus_per_node": cluster.gpus_per_node,
            "num_nodes": cluster.num_nodes, "group": args.group}

@@ -88,6 +88,8 @@ def _host_line(host) -> str:
 
 
 def _draw(args: argparse.Namespace) -> int:
+    # Not a cycle: zsim.network.draw imports matplotlib, which only `zsim topo draw` needs
+    # (every other command starts without it).
     from ..network.draw import draw_topology
     topo = load_topology(args.name)
     path = draw_topology(topo, args.output, nodes=args.nodes)

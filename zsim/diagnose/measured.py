@@ -37,18 +37,28 @@ CPU_ADAM = "ds.DeepSpeedCPUAdam.step"
 US = 1e-6
 
 
+@dataclass(frozen=True, order=True)
+class PhaseRange:
+    """One labelled phase window of a micro-step (trace microseconds); orders by start."""
+
+    start_us: float
+    end_us: float
+    phase: str
+    micro: int
+
+
 @dataclass(frozen=True)
 class PhaseClock:
     """The labelled phase windows of the traced optimizer step (trace microseconds)."""
 
     step: TraceEvent
-    ranges: tuple[tuple[float, float, str, int], ...]   # (start_us, end_us, phase, micro), by start
+    ranges: tuple[PhaseRange, ...]   # by start
 
     def locate(self, t_us: float) -> tuple[str, int | None]:
         """(phase, micro-step) of the window holding ``t_us``; ("other", None) outside all."""
-        i = bisect.bisect_right([r[0] for r in self.ranges], t_us) - 1
-        if i >= 0 and t_us < self.ranges[i][1]:
-            return self.ranges[i][2], self.ranges[i][3]
+        i = bisect.bisect_right([r.start_us for r in self.ranges], t_us) - 1
+        if i >= 0 and t_us < self.ranges[i].end_us:
+            return self.ranges[i].phase, self.ranges[i].micro
         return "other", None
 
     def inside_step(self, t_us: float) -> bool:
@@ -67,7 +77,7 @@ def phase_clock(trace: KinetoTrace) -> PhaseClock:
     for e in trace.of("user_annotation"):
         m = _LABEL.match(e.name)
         if m and e.thread == step.thread and step.start_us <= e.start_us <= step.end_us:
-            ranges.append((e.start_us, e.end_us, PHASE_OF_LABEL[m.group(1)], int(m.group(2))))
+            ranges.append(PhaseRange(e.start_us, e.end_us, PHASE_OF_LABEL[m.group(1)], int(m.group(2))))
     if not ranges:
         raise ZsimInputError(f"trace {trace.path} has no zsim.forward/backward/engine_step ranges "
                              "inside its zsim.step")
@@ -123,17 +133,17 @@ def _gpu_items(trace: KinetoTrace, clock: PhaseClock) -> list[tuple]:
 def event_windows(clock: PhaseClock, gpu_ends: Sequence[tuple[str, int | None, float]]) -> tuple[Window, ...]:
     """Phase windows as CUDA events time them: a boundary passes once the host reached it and
     the GPU finished the work launched before it. Without GPU work: the labels' own ranges."""
-    index = {(p, m): i for i, (_, _, p, m) in enumerate(clock.ranges)}
+    index = {(r.phase, r.micro): i for i, r in enumerate(clock.ranges)}
     drain = [float("-inf")] * len(clock.ranges)
     for p, m, end in gpu_ends:
         if (p, m) in index:
             drain[index[(p, m)]] = max(drain[index[(p, m)]], end)
-    out, lo, drained = [], clock.ranges[0][0], float("-inf")
-    for i, (start, end, p, m) in enumerate(clock.ranges):
+    out, lo, drained = [], clock.ranges[0].start_us, float("-inf")
+    for i, r in enumerate(clock.ranges):
         drained = max(drained, drain[i])
-        lo = max(lo, start)
-        hi = max(end, drained, lo)
-        out.append(Window(p, m, (hi - lo) * US, (lo - clock.step.start_us) * US))
+        lo = max(lo, r.start_us)
+        hi = max(r.end_us, drained, lo)
+        out.append(Window(r.phase, r.micro, (hi - lo) * US, (lo - clock.step.start_us) * US))
         lo = hi
     return tuple(out)
 
@@ -155,7 +165,8 @@ def _host_items(trace: KinetoTrace, clock: PhaseClock, hosts: set) -> list[tuple
     work = top_level(events)
     waits = top_level(e for e in events if e.name in WAIT_OPS)
     items = []
-    for lo, hi, phase, micro in clock.ranges:
+    for r in clock.ranges:
+        lo, hi, phase, micro = r.start_us, r.end_us, r.phase, r.micro
         wait_us = interval_union_s((max(e.start_us, lo), min(e.end_us, hi)) for e in waits)
         wait_ops = [(e.name, _clip_us(e, lo, hi) * US) for e in waits if _clip_us(e, lo, hi) > 0]
         busy_ops = [(e.name, _clip_us(e, lo, hi) * US) for e in work

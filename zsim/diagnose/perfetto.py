@@ -52,7 +52,8 @@ def measured_events(trace: KinetoTrace, clock: PhaseClock | None = None) -> list
     t0, tracks = clock.step.start_us, _Tracks(MEASURED_PID, "measured")
     hosts = host_threads(trace, clock)
     out = [tracks.span("phases", "step", "phase", 0.0, clock.step.dur_us)]
-    out += [tracks.span("phases", _phase_name(p, m), "phase", lo - t0, hi - lo) for lo, hi, p, m in clock.ranges]
+    out += [tracks.span("phases", _phase_name(r.phase, r.micro), "phase", r.start_us - t0, r.end_us - r.start_us)
+            for r in clock.ranges]
     launches = {e.correlation: e.start_us for e in trace.of("cuda_runtime", "cuda_driver") if e.correlation}
     for e in trace.events:
         if e.category in HOST_CATEGORIES and e.thread in hosts and clock.inside_step(e.start_us):

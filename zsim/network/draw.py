@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import networkx as nx
+
 from ..errors import ZsimInputError
 from ..io import atomic_write_with
 from .topology import Topology
+
+matplotlib.use("Agg")  # headless: this module only writes files; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
 
 #: Most nodes a drawing shows (beyond that it is unreadable).
 MAX_DRAWN_NODES = 16
@@ -48,11 +54,6 @@ REPRODUCIBLE_METADATA = {
 
 def draw_topology(topo: Topology, output: str | Path, nodes: int = 1) -> Path:
     """Draw ``nodes`` nodes of ``topo`` (and their fabric) to ``output``; returns the path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import networkx as nx
-
     if nodes > MAX_DRAWN_NODES:
         raise ZsimInputError(f"--nodes {nodes}: drawings show at most {MAX_DRAWN_NODES} nodes")
     out = Path(output)

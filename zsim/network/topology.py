@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from ..errors import ZsimInputError
-from ..hardware import PROFILE_DIR, list_profiles, load_yaml_file
+from ..hardware import PROFILE_DIR, list_profiles
+from ..yamlio import load_yaml_file
 from .graph import add_node_graph, build_graph
 from .spec import FabricSpec, NodeSpec, TopologySpec, parse_topology
 from .summary import NetSummary, summarize
@@ -207,7 +208,6 @@ def _resolve_hardware(spec: TopologySpec, file: Path) -> TopologySpec:
         raise ZsimInputError(
             f"{file.name}: node.hardware names unknown profile {hw!r} "
             f"(known: {', '.join(list_profiles())})")
-    from dataclasses import replace
     return replace(spec, node=replace(spec.node, hardware=hw))
 
 

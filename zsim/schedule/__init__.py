@@ -3,8 +3,32 @@
 Pure data, no time (DESIGN.md). Reproduces what DeepSpeed 0.19.8 really issues
 (../shared/notes/deepspeed-zero.md), checked against its comms logger on CPU
 (validation/cpu_truth, tests/test_schedule_truth.py).
+
+This package is also the API function ``zsim.schedule``: calling it,
+``zsim.schedule(model, ds_config, world_size, **overrides)``, runs
+:func:`steady_state_collectives` (the comms-logger counts of one steady-state optimizer
+step). Being the package itself, rather than a function bound over it, keeps its
+submodules importable as ``import zsim.schedule.stage3``.
 """
+
+import sys
+import types
 
 from .api import Schedule, ScheduleFacts, build_schedule, steady_state_collectives
 
 __all__ = ["Schedule", "ScheduleFacts", "build_schedule", "steady_state_collectives"]
+
+#: ``inspect.signature(zsim.schedule)`` follows this to the function's signature.
+__wrapped__ = steady_state_collectives
+
+
+class _CallableModule(types.ModuleType):
+    """This package's module type: calling the package calls :func:`steady_state_collectives`."""
+
+    def __call__(self, *args, **kwargs):
+        return steady_state_collectives(*args, **kwargs)
+
+
+# The module-type swap is Python's documented way to customise a module
+# (docs: "Customizing module attribute access", sys.modules[__name__].__class__).
+sys.modules[__name__].__class__ = _CallableModule

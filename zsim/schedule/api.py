@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..dsconfig import Overrides, RunConfig, build_run_config
 from ..model import ModelSpec, load_model
 from ..ops import Op, collectives_summary
+from .dense import emit_dense
 from .order import forward_modules
 from .params import flat_layout
+from .stage3 import emit_stage3
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,9 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
     numels = [p.numel for p in params]
     z = run.zero
     if z.stage == 3:
-        from .stage3 import emit_stage3
-        em, extra = emit_stage3(model, run, numels, gpus_per_node)
-        facts = ScheduleFacts(largest_param_numel=max(numels), num_params=sum(numels), **extra)
+        em, stage3 = emit_stage3(model, run, numels, gpus_per_node)
+        facts = ScheduleFacts(largest_param_numel=max(numels), num_params=sum(numels), **asdict(stage3))
     else:
-        from .dense import emit_dense
         layout = flat_layout(numels, run.world_size, round_robin=z.round_robin_gradients)
         em, nb = emit_dense(model, run, forward_modules(model), layout)
         contiguous = z.stage > 0 and z.contiguous_gradients

@@ -21,14 +21,42 @@ what is gathered and released; only numbers, no tensors. Surprises it reproduces
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .z3modules import DsModule
 
-NOT_AVAILABLE, INFLIGHT, AVAILABLE = 0, 1, 2
+
+class ParamStatus(enum.IntEnum):
+    """A parameter's ``ds_status`` (partition_parameters.py ZeroParamStatus)."""
+
+    NOT_AVAILABLE = 0
+    INFLIGHT = 1
+    AVAILABLE = 2
+
+
+NOT_AVAILABLE, INFLIGHT, AVAILABLE = ParamStatus.NOT_AVAILABLE, ParamStatus.INFLIGHT, ParamStatus.AVAILABLE
 _NEVER = -10_000_000_000  # PC's defaultdict(lambda: int(-1e10))
+
+
+class TraceMode(enum.Enum):
+    """The coordinator's trace state (PC ``__trace_mode``): the first forward records the
+    module order, every later one replays it (prefetch and reuse decisions need it)."""
+
+    INVALID = "invalid"
+    RECORD = "record"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class TraceUse:
+    """One use of a parameter in the recorded trace: ``param`` is used at trace ``step``
+    (PC ``__param_order``, one entry per parameter of each traced module)."""
+
+    param: int
+    step: int
 
 
 @dataclass
@@ -43,15 +71,15 @@ class Coordinator:
     max_live: int
     max_reuse: int
     gather: Callable[[list[int], bool], int | None]
-    status: list[int] = field(default_factory=list)
+    status: list[ParamStatus] = field(default_factory=list)
     active: list[set] = field(default_factory=list)
     inflight: dict[int, int | None] = field(default_factory=dict)
     n_available: int = 0
     step_id: int = 0
-    mode: str = "invalid"          # invalid -> record -> complete
-    trace: list[int] = field(default_factory=list)
-    param_order: list[tuple[int, int]] = field(default_factory=list)
-    queue: deque = field(default_factory=deque)
+    mode: TraceMode = TraceMode.INVALID
+    trace: list[int] = field(default_factory=list)      # module index per trace step
+    param_order: list[TraceUse] = field(default_factory=list)
+    queue: deque[TraceUse] = field(default_factory=deque)
     most_recent: dict[int, int] = field(default_factory=dict)
     active_backward: dict[int, None] = field(default_factory=dict)
     release_cache: dict[tuple[int, int], frozenset] = field(default_factory=dict)
@@ -69,12 +97,12 @@ class Coordinator:
             self.status[p] = AVAILABLE
             self._release_param(p)
         self.inflight.clear()
-        if self.mode == "record":
-            self.param_order = [(p, s) for s, m in enumerate(self.trace)
+        if self.mode is TraceMode.RECORD:
+            self.param_order = [TraceUse(p, s) for s, m in enumerate(self.trace)
                                 for p in sorted(set(self.mods[m].params))]
-            self.mode = "complete"
-        elif self.mode == "invalid":
-            self.mode = "record"
+            self.mode = TraceMode.COMPLETE
+        elif self.mode is TraceMode.INVALID:
+            self.mode = TraceMode.RECORD
         self.queue = deque(self.param_order)
         self.most_recent = {}
         self.step_id = 0
@@ -100,7 +128,7 @@ class Coordinator:
     # ---- PC:353-492
     def fetch(self, m: int, forward: bool) -> list[int | None]:
         """A module's pre hook. Returns the handles its compute must wait for."""
-        if self.mode == "record":
+        if self.mode is TraceMode.RECORD:
             self.trace.append(m)
         if not forward:
             self.active_backward[m] = None
@@ -112,7 +140,7 @@ class Coordinator:
             if p in self.inflight:
                 waits.append(self.inflight.pop(p))
                 self.status[p] = AVAILABLE
-        if self.mode == "complete":
+        if self.mode is TraceMode.COMPLETE:
             self._pop_own(params)
             if self.prefetch_bucket > 0:
                 self._prefetch(forward)
@@ -123,18 +151,19 @@ class Coordinator:
         want = [p for p in params if self.most_recent.get(p, _NEVER) < self.step_id]
         popped: set[int] = set()
         while self.queue and len(popped) < len(want):
-            p, s = self.queue.popleft()
-            self.most_recent[p] = s
-            popped.add(p)
+            use = self.queue.popleft()
+            self.most_recent[use.param] = use.step
+            popped.add(use.param)
 
     def _prefetch(self, forward: bool) -> None:
         limit = min(self.max_live - self.n_available, self.prefetch_bucket)
         chosen: dict[int, None] = {}
         numel = 0
         while self.queue and numel < limit:
-            p, s = self.queue.popleft()
+            use = self.queue.popleft()
+            p = use.param
             do = self.status[p] == NOT_AVAILABLE and p not in chosen
-            self.most_recent[p] = max(self.most_recent.get(p, _NEVER), s)
+            self.most_recent[p] = max(self.most_recent.get(p, _NEVER), use.step)
             if do:
                 chosen[p] = None
                 numel += self.numel[p]
@@ -166,7 +195,7 @@ class Coordinator:
     def release(self, m: int, forward: bool) -> None:
         """A module's post hook (post-forward or post-backward)."""
         params = self.mods[m].params
-        if self.mode == "complete":
+        if self.mode is TraceMode.COMPLETE:
             to_release = self._to_release(m)
         else:
             to_release = frozenset(params)

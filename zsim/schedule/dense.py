@@ -9,7 +9,7 @@ allgather_bucket_size are ignored. ``buffered_allreduce_fallback`` all-reduces t
 
 from __future__ import annotations
 
-from ..dsconfig import RunConfig
+from ..dsconfig import OffloadDevice, RunConfig
 from ..model import ModelSpec
 from .buckets import Bucket, chunk_greedy
 from .emit import Emitter
@@ -34,10 +34,10 @@ def _issue_bucket(em: Emitter, run: RunConfig, bucket: Bucket, layout: FlatLayou
     stream = "comm" if overlap else "compute"
     if overlap and last_reduce:
         em.wait_for.append(last_reduce[-1])
-    for name, nbytes in bucket_collectives(bucket, layout, run):
-        last_reduce.append(em.collective(f"grad_bucket_{index}", name, nbytes, stream=stream,
-                                         deps=(trigger,) if overlap else ()))
-    if run.zero.offload_optimizer != "none":
+    for call in bucket_collectives(bucket, layout, run):
+        last_reduce.append(em.collective(f"grad_bucket_{index}", call.collective, call.message_bytes,
+                                         stream=stream, deps=(trigger,) if overlap else ()))
+    if run.zero.offload_optimizer != OffloadDevice.NONE:
         _offload_copies(em, run, bucket, layout, last_reduce[-1])
 
 
@@ -128,7 +128,7 @@ def _backward_loops(em: Emitter, run: RunConfig, tensors: int) -> None:
     host_loop(em, "grad_bucket_copies", STAGE12_BACKWARD, tensors)
     if boundary and run.grad_accum > 1:
         host_loop(em, "grad_partition_copies", STAGE12_BOUNDARY, tensors)
-    if run.zero.offload_optimizer != "none":
+    if run.zero.offload_optimizer != OffloadDevice.NONE:
         # The sync waits for the gradient copies to the host issued so far.
         host_loop(em, "offload_grad_syncs", OFFLOAD12_BOUNDARY if boundary else OFFLOAD12_BACKWARD, tensors,
                   deps=(em.ops.last_on("d2h"),))

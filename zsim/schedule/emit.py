@@ -3,11 +3,13 @@
 Keeps the bookkeeping the stages have in common: the current micro-step and phase, and
 ``wait_for``: ops the compute stream must wait for before its next op (DeepSpeed's
 ``current_stream().wait_stream(reduction_stream)``), attached as deps to the next compute-
-stream op.
+stream op. :class:`NullEmitter` takes the same calls and records nothing: the stage-3 replay
+runs its history steps through it.
 """
 
 from __future__ import annotations
 
+from ..groups import WORLD, Group
 from ..ops import OpList
 
 
@@ -49,7 +51,7 @@ class Emitter:
         return self.add("compute", "compute", f"{pass_}:{module}", modules=(module,), pass_=pass_)
 
     def collective(self, name: str, collective: str, message_bytes: int, *, stream: str = "compute",
-                   deps=(), group: str = "world", buffer_bytes: int | None = None) -> int:
+                   deps=(), group: Group = WORLD, buffer_bytes: int | None = None) -> int:
         """A collective as the comms logger records it; ``buffer_bytes`` defaults to the
         full buffer implied by the op (all_gather_into_tensor: message × group size)."""
         if buffer_bytes is None:
@@ -57,3 +59,26 @@ class Emitter:
                                             else 1)
         return self.add(stream, "collective", name, deps, collective=collective,
                         message_bytes=int(message_bytes), buffer_bytes=int(buffer_bytes), group=group)
+
+
+class NullEmitter(Emitter):
+    """An emitter that records nothing: every op it is asked for has no id (None), which
+    every emitting call accepts as "no dependency". The stage-3 replay runs the steps
+    before the emitted one through it, so that its bookkeeping follows the same code path."""
+
+    def add(self, stream: str, kind: str, name: str, deps=(), **fields) -> None:
+        """Record nothing; pending compute waits are dropped as the next compute op would."""
+        self.wait_for.clear()
+        return None
+
+    # The two calls the stage-3 history makes most, short-circuited: nothing to build.
+    def compute(self, module: str, pass_: str) -> None:
+        """Record nothing (see :meth:`add`)."""
+        self.wait_for.clear()
+        return None
+
+    def collective(self, name: str, collective: str, message_bytes: int, *, stream: str = "compute",
+                   deps=(), group: Group = WORLD, buffer_bytes: int | None = None) -> None:
+        """Record nothing (see :meth:`add`)."""
+        self.wait_for.clear()
+        return None

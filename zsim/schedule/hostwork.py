@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..dsconfig import RunConfig
+from ..dsconfig import OffloadDevice, RunConfig
 from .emit import Emitter
 
 
@@ -108,7 +108,7 @@ def step_loops(run: RunConfig) -> LoopCounts | None:
     if z.stage == 0:
         return STAGE0_STEP if run.precision in ("bf16", "fp16") else None
     if z.stage in (1, 2):
-        return OFFLOAD12_STEP if z.offload_optimizer != "none" else STAGE12_STEP
+        return OFFLOAD12_STEP if z.offload_optimizer != OffloadDevice.NONE else STAGE12_STEP
     return STAGE3_STEP
 
 

@@ -13,13 +13,31 @@ Each bucket becomes collectives by :func:`bucket_collectives`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..dsconfig import RunConfig
 from .buckets import Bucket, chunk_greedy, greedy_buckets
 from .params import FlatLayout
 
 
-def bucket_collectives(bucket: Bucket, layout: FlatLayout, run: RunConfig) -> list[tuple[str, int]]:
-    """``[(logger op, message bytes), ...]`` for reducing one bucket (average_tensor).
+@dataclass(frozen=True)
+class BucketCall:
+    """One collective that reduces (part of) a bucket, as the comms logger records it."""
+
+    collective: str       # logger op: "all_reduce" or "reduce"
+    message_bytes: int
+
+
+@dataclass(frozen=True)
+class OwnerSlice:
+    """Consecutive elements of a bucket that one rank's partition owns."""
+
+    rank: int
+    numel: int
+
+
+def bucket_collectives(bucket: Bucket, layout: FlatLayout, run: RunConfig) -> list[BucketCall]:
+    """The calls that reduce one bucket (average_tensor), in issue order.
 
     - contiguous_gradients=False: ``buffered_reduce_fallback`` all-reduces the whole bucket
       whatever reduce_scatter says (S12:2212, 2230-2237, 2538-2549);
@@ -36,21 +54,28 @@ def bucket_collectives(bucket: Bucket, layout: FlatLayout, run: RunConfig) -> li
     z = run.zero
     cb = run.comm_dtype_bytes
     if not z.contiguous_gradients or not z.reduce_scatter:
-        return [("all_reduce", bucket.numel * cb)]
-    slices: list[tuple[int, int]] = []
+        return [BucketCall("all_reduce", bucket.numel * cb)]
+    slices = _owner_slices(bucket, layout)
+    if z.use_multi_rank_bucket_allreduce:
+        return [BucketCall("all_reduce", n * cb)
+                for n in chunk_greedy([s.numel for s in slices], z.reduce_bucket_size)]
+    per_dst: dict[int, list[int]] = {}
+    for s in slices:
+        per_dst.setdefault(s.rank, []).append(s.numel)
+    return [BucketCall("reduce", n * cb) for sizes in per_dst.values()
+            for n in chunk_greedy(sizes, z.reduce_bucket_size)]
+
+
+def _owner_slices(bucket: Bucket, layout: FlatLayout) -> list[OwnerSlice]:
+    """The bucket cut at partition borders, consecutive slices of one owner merged."""
+    slices: list[OwnerSlice] = []
     for index in bucket.params:
         for rank, n in layout.slices(index):
-            if slices and slices[-1][0] == rank:
-                slices[-1] = (rank, slices[-1][1] + n)
+            if slices and slices[-1].rank == rank:
+                slices[-1] = OwnerSlice(rank, slices[-1].numel + n)
             else:
-                slices.append((rank, n))
-    if z.use_multi_rank_bucket_allreduce:
-        return [("all_reduce", n * cb) for n in chunk_greedy([n for _, n in slices], z.reduce_bucket_size)]
-    per_dst: dict[int, list[int]] = {}
-    for rank, n in slices:
-        per_dst.setdefault(rank, []).append(n)
-    return [("reduce", n * cb) for sizes in per_dst.values()
-            for n in chunk_greedy(sizes, z.reduce_bucket_size)]
+                slices.append(OwnerSlice(rank, n))
+    return slices
 
 
 def stage12_buckets(run: RunConfig, hook_items: list[tuple[int, int]],

@@ -18,16 +18,18 @@ all-reduced instead (S3:1672-1674); an oversized one is still reduce-scattered.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
-from ..dsconfig import RunConfig
+from ..dsconfig import OffloadDevice, RunConfig
+from ..groups import INTER_NODE, INTRA_NODE, WORLD
 from ..model import ModelSpec
 from .coordinator import Coordinator
-from .emit import Emitter
-from .params import stage3_padded_numel, stage3_shard_numel
+from .emit import Emitter, NullEmitter
+from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release, typed_events
 from .hostwork import STAGE3_BACKWARD, host_loop
+from .params import stage3_padded_numel, stage3_shard_numel
 from .step import stage3_step
-from .z3modules import (COMPUTE, COMPUTE_CORE, FETCH, GRAD, LEFTOVERS, RELEASE, build_tree,
-                        first_use_modules, micro_step_events)
+from .z3modules import build_tree, first_use_modules, micro_step_events
 
 HOOK_OVERHEAD = "zero3_module_hook_s"
 
@@ -64,8 +66,22 @@ def sub_groups(numels: list[int], run: RunConfig) -> list[int]:
     return out
 
 
+@dataclass(frozen=True)
+class Stage3Facts:
+    """The stage-3 sizes of :class:`zsim.schedule.api.ScheduleFacts` (see its docstring)."""
+
+    partition_numel: int
+    padded_numel: int
+    ipg_buffer_elems: int
+    ipg_buffer_count: int
+    num_buckets: int
+    max_gathered_numel: int
+    persistent_numel: int
+
+
 class _Stage3:
-    """Simulation + emission state for one build."""
+    """Simulation + emission state for one build. The history steps run through a
+    :class:`NullEmitter`; :meth:`start_emitting` switches to the emitter that records."""
 
     def __init__(self, model: ModelSpec, run: RunConfig, numels: list[int],
                  gpus_per_node: int | None = None):
@@ -75,9 +91,13 @@ class _Stage3:
         self.gpus_per_node = gpus_per_node or run.world_size
         self.mods = build_tree(model)
         self.persist = persistent_params(numels, run)
+        # Per-parameter sizes, computed once: every gather, release and bucket sums them.
+        self.padded = [stage3_padded_numel(n, self.n) for n in numels]
+        self.shard = [stage3_shard_numel(n, self.n) for n in numels]
         first = first_use_modules(self.mods)
-        self.events = micro_step_events(self.mods, first, run.activation_checkpointing)
-        self.em: Emitter | None = None
+        self.events: tuple[Event, ...] = typed_events(
+            micro_step_events(self.mods, first, run.activation_checkpointing))
+        self.em: Emitter = NullEmitter(run.world_size)
         self.coord = Coordinator(self.mods, numels, self.persist, z.stage3_prefetch_bucket_size,
                                  z.stage3_max_live_parameters, z.stage3_max_reuse_distance,
                                  self._gather, released=self._released)
@@ -96,22 +116,20 @@ class _Stage3:
     def _gather(self, params: list[int], forward: bool) -> int | None:
         for p in params:
             if not self.persist[p]:
-                self.gathered += stage3_padded_numel(self.numels[p], self.n)
+                self.gathered += self.padded[p]
         self.max_gathered = max(self.max_gathered, self.gathered)
-        if self.em is None:
-            return None
         return self._emit_gather(params, forward)
 
     def _released(self, p: int) -> None:
         if not self.persist[p]:
-            self.gathered -= stage3_padded_numel(self.numels[p], self.n)
+            self.gathered -= self.padded[p]
         if self.run.zero.zero_hpz_partition_size > 1:
             # partition() of an available param keeps a secondary shard for the hpZ group
             # (partition_parameters.py:1765-1769, 1900-1926) until the step invalidates it
             # (stage3.py:755-759 from _post_step)
             self.secondary.add(p)
 
-    def _emit_gather(self, params: list[int], forward: bool) -> int:
+    def _emit_gather(self, params: list[int], forward: bool) -> int | None:
         """One all_gather_coalesced: one all_gather_into_tensor over the concatenated shards
         (partition_parameters.py:1329-1371; a single parameter: one call, same size).
         ZeRO++ hpZ: parameters that hold a secondary shard are gathered in a separate call
@@ -128,26 +146,25 @@ class _Stage3:
                 handle = self._emit_one_gather(group, hpz if group is with_sec else 0)
         return handle  # the compute waits for the last one (same stream, issued in order)
 
-    def _emit_one_gather(self, params: list[int], hpz: int) -> int:
+    def _emit_one_gather(self, params: list[int], hpz: int) -> int | None:
         run, em = self.run, self.em
         z = run.zero
         elem = 1 if z.zero_quantized_weights else run.param_bytes
         if hpz:
-            shard = sum(stage3_padded_numel(self.numels[p], self.n) // hpz for p in params)
-            group_size, group = hpz, "intra_node"
+            shard = sum(self.padded[p] // hpz for p in params)
+            group_size, group = hpz, INTRA_NODE
         else:
-            shard = sum(stage3_shard_numel(self.numels[p], self.n) for p in params)
-            group_size, group = self.n, "world"
+            shard = sum(self.shard[p] for p in params)
+            group_size, group = self.n, WORLD
         deps = ()
-        if z.offload_param != "none":  # shards live on the host: copy them in first (PP:1358-1361)
+        if z.offload_param != OffloadDevice.NONE:  # shards live on the host: copy them in first (PP:1358-1361)
             deps = (em.add("h2d", "copy", "param_shards_to_device", nbytes=shard * run.param_bytes),)
         return em.collective("allgather_params", "all_gather_into_tensor", shard * elem, stream="comm",
                              deps=deps, group=group, buffer_bytes=shard * group_size * elem)
 
     # ---- gradient buckets
     def _grad(self, p: int) -> None:
-        if self.em is not None:
-            host_loop(self.em, "grad_hook", STAGE3_BACKWARD, 1)
+        host_loop(self.em, "grad_hook", STAGE3_BACKWARD, 1)
         n = self.numels[p]
         if self.bucket_elems + n > self.run.zero.reduce_bucket_size and self.bucket_elems > 0:
             self._flush()
@@ -158,29 +175,32 @@ class _Stage3:
         if not self.bucket:
             return
         self.num_buckets += 1
-        if self.em is not None:
-            run, z = self.run, self.run.zero
-            cb = run.comm_dtype_bytes
-            stream = "comm" if z.overlap_comm else "compute"
-            _throttle(self.em, self.reduce_events, None, "reduce_throttle")
-            deps = (self.em.last_compute,)
-            nodes = self.n // self.gpus_per_node if self.n % self.gpus_per_node == 0 else 1
-            if z.zero_quantized_gradients and nodes > 1:
-                self.last_reduce = self._emit_qgz(stream, deps)
-            elif z.contiguous_gradients and self.bucket_elems <= z.reduce_bucket_size and not z.reduce_scatter:
-                self.last_reduce = self.em.collective("grad_bucket", "all_reduce", self.bucket_elems * cb,
-                                                      stream=stream, deps=deps)
-            else:
-                total = sum(stage3_padded_numel(self.numels[p], self.n) for p in self.bucket)
-                self.last_reduce = self.em.collective("grad_bucket", "reduce_scatter_tensor", total * cb,
-                                                      stream=stream, deps=deps)
-            self.reduce_events.append(self.last_reduce)
-            if z.offload_optimizer != "none":  # each bucket's fp32 grad shards go to the host
-                shard = sum(stage3_shard_numel(self.numels[p], self.n) for p in self.bucket)
-                self.em.add("d2h", "copy", "grad_shards_to_host", deps=(self.last_reduce,), nbytes=4 * shard)
+        z = self.run.zero
+        stream = "comm" if z.overlap_comm else "compute"
+        _throttle(self.em, self.reduce_events, None, "reduce_throttle")
+        self.last_reduce = self._emit_reduction(stream, (self.em.last_compute,))
+        self.reduce_events.append(self.last_reduce)
+        if z.offload_optimizer != OffloadDevice.NONE:  # each bucket's fp32 grad shards go to the host
+            shard = sum(self.shard[p] for p in self.bucket)
+            self.em.add("d2h", "copy", "grad_shards_to_host", deps=(self.last_reduce,), nbytes=4 * shard)
         self.bucket, self.bucket_elems = [], 0
 
-    def _emit_qgz(self, stream: str, deps: tuple) -> int:
+    def _emit_reduction(self, stream: str, deps: tuple) -> int | None:
+        """The bucket's reduction: qgZ across nodes, an all_reduce (reduce_scatter off, the
+        bucket fits) or a reduce_scatter_tensor of the padded flat buffer."""
+        run, z = self.run, self.run.zero
+        cb = run.comm_dtype_bytes
+        nodes = self.n // self.gpus_per_node if self.n % self.gpus_per_node == 0 else 1
+        if z.zero_quantized_gradients and nodes > 1:
+            return self._emit_qgz(stream, deps)
+        if z.contiguous_gradients and self.bucket_elems <= z.reduce_bucket_size and not z.reduce_scatter:
+            return self.em.collective("grad_bucket", "all_reduce", self.bucket_elems * cb,
+                                      stream=stream, deps=deps)
+        total = sum(self.padded[p] for p in self.bucket)
+        return self.em.collective("grad_bucket", "reduce_scatter_tensor", total * cb,
+                                  stream=stream, deps=deps)
+
+    def _emit_qgz(self, stream: str, deps: tuple) -> int | None:
         """ZeRO++ qgZ (all_to_all_quant_reduce, runtime/comm/coalesced_collectives.py:31-75):
         gradients quantized to int4 go through an intra-node all_to_all, are reduced, and the
         reduced int4 data (1/gpus_per_node of it) goes through an inter-node all_to_all.
@@ -189,74 +209,83 @@ class _Stage3:
         quantizer): one pair of all_to_all_single per bucket rather than per tensor, scales
         not counted, no fallback for tensors not divisible by 2·world_size.
         """
-        total = sum(stage3_padded_numel(self.numels[p], self.n) for p in self.bucket)
+        total = sum(self.padded[p] for p in self.bucket)
         int4_bytes = total // 2
         intra = self.em.collective("grad_bucket_qgz_intra", "all_to_all_single", int4_bytes,
-                                   stream=stream, deps=deps, group="intra_node")
+                                   stream=stream, deps=deps, group=INTRA_NODE)
         return self.em.collective("grad_bucket_qgz_inter", "all_to_all_single",
                                   int4_bytes // self.gpus_per_node, stream=stream, deps=(intra,),
-                                  group="inter_node")
+                                  group=INTER_NODE)
 
     # ---- one micro-step
     def micro_step(self) -> None:
         """Replay the hook events of one forward+backward."""
-        coord, em = self.coord, self.em
-        coord.reset_step()
+        self.coord.reset_step()
+        self.em.phase = "forward"
         waits: dict[str, list] = {}
-        if em is not None:
-            em.phase = "forward"
         for ev in self.events:
-            kind = ev[0]
-            if kind == FETCH:
-                self.hooks_pending += 1
-                w = coord.fetch(ev[1], ev[2])
-                if em is not None and ev[2] is False and em.phase == "forward":
-                    em.phase = "backward"
-                name = self.mods[ev[1]].compute
-                if name:
-                    waits.setdefault(name, []).extend(h for h in w if h is not None)
-            elif kind == RELEASE:
-                self.hooks_pending += 1
-                coord.release(ev[1], ev[2])
-            elif kind in (COMPUTE, COMPUTE_CORE):
-                name = ev[1] if kind == COMPUTE else self.mods[ev[1]].compute
-                pass_ = ev[2] if kind == COMPUTE else "bwd"
-                self._compute(name, pass_, waits.pop(name, []))
-            elif kind == GRAD:
-                self._grad(ev[1])
-            elif kind == LEFTOVERS:
-                self._flush()
-                if em is not None and self.last_reduce is not None and self.run.zero.overlap_comm:
-                    em.wait_for.append(self.last_reduce)  # epilogue synchronize (S3:1413-1414)
-                coord.release_backward_leftovers()
-                self._flush_hooks()
+            match ev:
+                case Fetch(module=m, forward=forward):  # a pre hook: gather (and prefetch)
+                    self.hooks_pending += 1
+                    handles = self.coord.fetch(m, forward)
+                    if not forward and self.em.phase == "forward":
+                        self.em.phase = "backward"
+                    name = self.mods[m].compute
+                    if name:  # the module's compute waits for its gathers
+                        waits.setdefault(name, []).extend(h for h in handles if h is not None)
+                case Release(module=m, forward=forward):
+                    self.hooks_pending += 1
+                    self.coord.release(m, forward)
+                case Compute(name=name, pass_=pass_):
+                    self._compute(name, pass_, waits.pop(name, []))
+                case ComputeCore(module=m):
+                    name = self.mods[m].compute
+                    self._compute(name, "bwd", waits.pop(name, []))
+                case Grad(param=p):
+                    self._grad(p)
+                case Leftovers():
+                    self._leftovers()
+
+    def _leftovers(self) -> None:
+        """End of backward: the last bucket, the epilogue synchronize, the leftovers."""
+        self._flush()
+        if self.last_reduce is not None and self.run.zero.overlap_comm:
+            self.em.wait_for.append(self.last_reduce)  # epilogue synchronize (S3:1413-1414)
+        self.coord.release_backward_leftovers()
+        self._flush_hooks()
 
     def _flush_hooks(self) -> None:
         """The host time of the module hooks run since the last compute op (pre/post
         forward/backward of every module, containers included)."""
-        if self.em is not None and self.hooks_pending:
+        if self.hooks_pending:
             self.em.add("compute", "overhead", "zero3_hooks", overhead=HOOK_OVERHEAD, count=self.hooks_pending)
         self.hooks_pending = 0
 
     def _compute(self, name: str, pass_: str, waits: list) -> None:
-        em = self.em
-        if em is None:
-            return
         self._flush_hooks()
         for handle in waits:
-            _throttle(em, self.fetch_events, handle, "fetch_throttle")
-        em.wait_for.extend(waits)
-        em.compute(name, pass_)
+            _throttle(self.em, self.fetch_events, handle, "fetch_throttle")
+        self.em.wait_for.extend(waits)
+        self.em.compute(name, pass_)
 
     def step_boundary(self) -> None:
         """The optimizer step: partition everything, then re-gather persistent params."""
-        if self.em is not None:
-            stage3_step(self.em, self.run, sub_groups(self.numels, self.run),
-                        [stage3_shard_numel(n, self.n) for n, keep in zip(self.numels, self.persist) if keep],
-                        tensors=len(self.numels))
+        stage3_step(self.em, self.run, sub_groups(self.numels, self.run),
+                    [stage3_shard_numel(n, self.n) for n, keep in zip(self.numels, self.persist) if keep],
+                    tensors=len(self.numels))
         self.coord.partition_all()
         self.coord.regather_persistent()
         self.secondary.clear()
+
+    def start_emitting(self) -> None:
+        """Record from here on (the steady-state step). The history ran the same code
+        through a :class:`NullEmitter`, whose ops have no ids: drop the throttle queues it
+        filled with them, and restart the per-step counters."""
+        self.em = Emitter(self.run.world_size)
+        self.fetch_events.clear()
+        self.reduce_events.clear()
+        self.last_reduce = None
+        self.max_gathered, self.num_buckets, self.hooks_pending = self.gathered, 0, 0
 
 
 #: PC:142 (``__max_ongoing_fetch_events``) and S3:462 (``max_param_reduce_events``): DeepSpeed
@@ -279,26 +308,25 @@ def _throttle(em: Emitter, events: deque, new: int | None, name: str) -> None:
 
 
 def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
-                gpus_per_node: int | None = None) -> tuple[Emitter, dict]:
-    """All ops of the second (steady-state) optimizer step; returns (emitter, facts fields)."""
+                gpus_per_node: int | None = None) -> tuple[Emitter, Stage3Facts]:
+    """All ops of the second (steady-state) optimizer step, and the stage-3 facts."""
     sim = _Stage3(model, run, numels, gpus_per_node)
     for _ in range(run.grad_accum):       # step 0: trace recording + accumulation
         sim.micro_step()
     sim.step_boundary()
-    sim.em = Emitter(run.world_size)
-    sim.max_gathered, sim.num_buckets, sim.hooks_pending = sim.gathered, 0, 0
+    sim.start_emitting()
     for micro in range(run.grad_accum):
         sim.em.micro = micro
         sim.micro_step()
     buckets_per_micro = sim.num_buckets // run.grad_accum
     sim.step_boundary()
-    facts = dict(
+    z = run.zero
+    return sim.em, Stage3Facts(
         partition_numel=sum(stage3_shard_numel(n, run.world_size) for n in numels),
         padded_numel=sum(stage3_padded_numel(n, run.world_size) for n in numels),
-        ipg_buffer_elems=run.zero.reduce_bucket_size if run.zero.contiguous_gradients else 0,
-        ipg_buffer_count=1 if run.zero.contiguous_gradients else 0,
+        ipg_buffer_elems=z.reduce_bucket_size if z.contiguous_gradients else 0,
+        ipg_buffer_count=1 if z.contiguous_gradients else 0,
         num_buckets=buckets_per_micro,
         max_gathered_numel=sim.max_gathered,
         persistent_numel=sum(n for n, keep in zip(numels, sim.persist) if keep),
     )
-    return sim.em, facts

@@ -16,7 +16,7 @@ Stage 3 (stage3.py = S3): see :func:`stage3_step`.
 
 from __future__ import annotations
 
-from ..dsconfig import RunConfig
+from ..dsconfig import OffloadDevice, RunConfig
 from .emit import Emitter
 from .hostwork import host_loop, step_loops
 
@@ -58,7 +58,7 @@ def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back:
     """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded:
     the fp32 gradients reached the host bucket by bucket during the backward, see
     dense._offload_copies)."""
-    if run.zero.offload_optimizer == "none":
+    if run.zero.offload_optimizer == OffloadDevice.NONE:
         _gpu_update(em, partition_numel, loops)
         return
     d2h = em.ops.last_on("d2h")
@@ -120,13 +120,13 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
     loops = _loops(em, run, tensors, groups=len(sub_group_numels))
     if run.precision == "fp16":
         em.collective("overflow_check", "all_reduce", 1)
-    norm_bytes = 4 if run.zero.offload_optimizer != "none" else 8
+    norm_bytes = 4 if run.zero.offload_optimizer != OffloadDevice.NONE else 8
     for _ in sub_group_numels:
         em.collective("grad_norm", "all_reduce", norm_bytes)
     for numel in sub_group_numels:
-        if run.zero.offload_optimizer == "none":
+        if run.zero.offload_optimizer == OffloadDevice.NONE:
             _gpu_update(em, numel, loops)
-            if run.zero.offload_param != "none":
+            if run.zero.offload_param != OffloadDevice.NONE:
                 _swap_out_to_host(em, numel)
         else:
             _cpu_update(em, numel, pb, (em.last_compute,) + loops)

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..compute import module_time_s, optimizer_time_s, step_passes_time_s
+from ..groups import Group
 from ..hardware import HardwareProfile
 from ..hostcost import cpu_pass_rate, loop_op_s
 from ..ops import LOGGER_TO_COLLECTIVE, Op
 from ..workload import Workload
 from .engine import OpCost
 
-#: (collective op, full buffer bytes, group) -> (seconds, bottleneck link type)
-CollectiveTimer = Callable[[str, int, str], tuple[float, str]]
+#: (collective op, full buffer bytes, process group) -> (seconds, bottleneck link type)
+CollectiveTimer = Callable[[str, int, Group], tuple[float, str]]
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,15 @@ class Timeline:
         return self.exposed_s.get("compute", 0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """An op of the critical stream that was ready at ``ready_s`` but started at ``start_s``."""
+
+    op_id: int
+    ready_s: float
+    start_s: float
+
+
 def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
              critical_stream: str = "compute") -> Timeline:
     """Run ``ops`` and return their timeline. ``cost`` prices each op."""
@@ -65,7 +74,7 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
     start_s = [0.0] * len(ops)
     finish_s = [0.0] * len(ops)
     prev_on_stream: list[int | None] = [None] * len(ops)
-    waits: list[tuple[int, float, float]] = []   # (op, ready, start) on the critical stream
+    waits: list[_Wait] = []
     by_stream: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
         lst = by_stream[op.stream]
@@ -80,7 +89,7 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
                 yield env.all_of(pending)
             start_s[op.id] = env.now
             if stream == critical_stream and env.now > ready:
-                waits.append((op.id, ready, env.now))
+                waits.append(_Wait(op.id, ready, env.now))
             if costs[op.id].duration_s > 0:
                 yield env.timeout(costs[op.id].duration_s)
             finish_s[op.id] = env.now
@@ -95,8 +104,8 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
     for i in crit:
         exposed[costs[i].category] += finish_s[i] - start_s[i]
     blame = _Blame(ops, costs, start_s, finish_s, prev_on_stream, exposed)
-    for op_id, ready, started in waits:
-        blame.charge(_blocker(ops[op_id], finish_s), ready, started)
+    for wait in waits:
+        blame.charge(_blocker(ops[wait.op_id], finish_s), wait.ready_s, wait.start_s)
     step = max(finish_s, default=0.0)
     critical_end = max((finish_s[i] for i in crit), default=0.0)
     if step > critical_end:
