@@ -125,3 +125,15 @@ def test_inputs_tried():
     for name, n in EXAMPLES.items():
         if TRIED[name]:
             assert TRIED[name] >= n * 0.9, (name, TRIED[name])
+
+
+def test_fp32_gemm_curve_is_used_for_fp32_only():
+    """A profile's fp32 curve prices fp32 GEMMs; bf16 (and profiles without one) use the bf16 curve."""
+    from zsim.hardware import load_profile
+    hw = load_profile("h200-sxm")
+    c = hw.compute
+    assert c.gemm_efficiency_fp32
+    assert c.gemm_eff(1e10, "fp32") != c.gemm_eff(1e10, "bf16")
+    assert c.gemm_eff(1e10) == c.gemm_eff(1e10, "bf16")
+    plain = load_profile("h200-sxm-datasheet").compute
+    assert plain.gemm_efficiency_fp32 == () and plain.gemm_eff(1e10, "fp32") == plain.gemm_eff(1e10)

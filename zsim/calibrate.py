@@ -546,6 +546,8 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
     peak, hbm = hw.gpu.peak_bf16_flops, hw.gpu.hbm_bandwidth_GBps
     if "gemm" in bench:
         values["compute.gemm_efficiency"] = fit_gemm_curve(bench["gemm"], peak)
+    if "gemm_fp32" in bench:   # fp32 training's GEMMs (no TF32) against the fp32 peak
+        values["compute.gemm_efficiency_fp32"] = fit_gemm_curve(bench["gemm_fp32"], hw.gpu.peak_fp32_flops)
     if "attention" in bench:
         values["compute.attention_efficiency"] = round(attention_efficiency(bench["attention"], peak), 4)
         if all("head_dim" in r and "seq" in r for r in bench["attention"]):

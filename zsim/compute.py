@@ -24,7 +24,7 @@ def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
     """Seconds one kernel keeps the GPU busy (launch not included)."""
     c = hw.compute
     if kernel.kind == "gemm":
-        busy = kernel.flops / (peak_flops(hw, precision) * c.gemm_eff(kernel.flops))
+        busy = kernel.flops / (peak_flops(hw, precision) * c.gemm_eff(kernel.flops, precision))
     elif kernel.kind == "attention":
         eff = c.attention_eff(kernel.head_dim, kernel.seq, kernel.backward)
         busy = kernel.flops / (peak_flops(hw, precision) * eff)

@@ -20,6 +20,8 @@ Schema (units in key names)::
     compute:
       # GEMM efficiency (achieved / peak) against log10(2*m*n*k), piecewise linear.
       gemm_efficiency: [[6.0, 0.02], [9.0, 0.35], [10.5, 0.70], [12.0, 0.78]]
+      # Optional: the same for fp32 GEMMs (no TF32) against peak_fp32_flops (default: the above).
+      gemm_efficiency_fp32: [[9.0, 0.30], [10.5, 0.68], [12.0, 0.75]]
       attention_efficiency: 0.45  # flash attention fwd+bwd, fraction of peak
       memory_bound_efficiency: 0.80  # fraction of HBM bandwidth for elementwise kernels
       kernel_launch_s: 4.0e-6     # GPU-side launch of one kernel (also each NCCL call's)
@@ -139,6 +141,8 @@ class ComputeProfile:
     backward_to_forward_ratio: float = 2.0
     host_dispatch_s: float = -1.0   # < 0: same as kernel_launch_s
     attention_curves: tuple[AttentionCurve, ...] = ()   # per head_dim; () = one number
+    #: fp32 GEMMs (no TF32, torch's default) against ``peak_fp32_flops``; () = the bf16 curve.
+    gemm_efficiency_fp32: tuple[tuple[float, float], ...] = ()
 
     def attention_eff(self, head_dim: int, seq: int, backward: bool) -> float:
         """Attention efficiency for a head_dim and sequence: the curve of the nearest
@@ -157,16 +161,19 @@ class ComputeProfile:
         """
         return self.kernel_launch_s if self.host_dispatch_s < 0 else self.host_dispatch_s
 
-    def gemm_eff(self, flops: float) -> float:
-        """Achieved fraction of peak for one GEMM of ``flops`` (= 2·m·n·k) operations."""
+    def gemm_eff(self, flops: float, precision: str = "bf16") -> float:
+        """Achieved fraction of the precision's peak for one GEMM of ``flops`` (= 2·m·n·k)
+        operations: the fp32 curve for fp32 when the profile measured one."""
+        curve = self.gemm_efficiency_fp32 if precision == "fp32" and self.gemm_efficiency_fp32 \
+            else self.gemm_efficiency
         x = math.log10(max(flops, 1.0))
-        xs = [p[0] for p in self.gemm_efficiency]
+        xs = [p[0] for p in curve]
         i = bisect.bisect_left(xs, x)
         if i == 0:
-            return self.gemm_efficiency[0][1]
+            return curve[0][1]
         if i == len(xs):
-            return self.gemm_efficiency[-1][1]
-        (x0, y0), (x1, y1) = self.gemm_efficiency[i - 1], self.gemm_efficiency[i]
+            return curve[-1][1]
+        (x0, y0), (x1, y1) = curve[i - 1], curve[i]
         return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
@@ -361,6 +368,8 @@ class HardwareProfile:
                 **({"attention_curves": {c.head_dim: [list(p) for p in c.points]
                                          for c in self.compute.attention_curves}}
                    if self.compute.attention_curves else {}),
+                **({"gemm_efficiency_fp32": [list(p) for p in self.compute.gemm_efficiency_fp32]}
+                   if self.compute.gemm_efficiency_fp32 else {}),
             },
             "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
             "host": vars(self.host).copy(),
@@ -558,6 +567,24 @@ def with_derived_host_costs(hw: HardwareProfile) -> HardwareProfile:
     return replace(hw, compute=compute, overheads=overheads)
 
 
+def _gemm_curve(curve: Any, key: str, where: str) -> tuple[tuple[float, float], ...]:
+    """A GEMM efficiency curve: at least two [log10_flops, efficiency] points, sorted, <= 1."""
+    if not isinstance(curve, list) or len(curve) < 2:
+        raise ZsimInputError(f"{where}: compute.{key} needs at least two [log10_flops, eff] points")
+    points = []
+    for i, p in enumerate(curve):
+        if not (isinstance(p, (list, tuple)) and len(p) == 2):
+            raise ZsimInputError(f"{where}: compute.{key}[{i}] must be [log10_flops, efficiency]")
+        x = _num({"x": p[0]}, "x", f"{where}.compute.{key}[{i}]")
+        y = _num({"y": p[1]}, "y", f"{where}.compute.{key}[{i}]")
+        if y > 1.0:
+            raise ZsimInputError(f"{where}: compute.{key}[{i}] efficiency {y} exceeds 1")
+        points.append((x, y))
+    if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+        raise ZsimInputError(f"{where}: compute.{key} points must be sorted by log10_flops")
+    return tuple(points)
+
+
 def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") -> HardwareProfile:
     """Build a :class:`HardwareProfile` from parsed YAML, checking every field."""
     if not isinstance(data, Mapping):
@@ -567,20 +594,9 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
     h = _section(data, "host", where)
     o = _section(data, "overheads", where)
     m = data.get("memory", {}) or {}
-    curve = c.get("gemm_efficiency")
-    if not isinstance(curve, list) or len(curve) < 2:
-        raise ZsimInputError(f"{where}: compute.gemm_efficiency needs at least two [log10_flops, eff] points")
-    points = []
-    for i, p in enumerate(curve):
-        if not (isinstance(p, (list, tuple)) and len(p) == 2):
-            raise ZsimInputError(f"{where}: compute.gemm_efficiency[{i}] must be [log10_flops, efficiency]")
-        x = _num({"x": p[0]}, "x", f"{where}.compute.gemm_efficiency[{i}]")
-        y = _num({"y": p[1]}, "y", f"{where}.compute.gemm_efficiency[{i}]")
-        if y > 1.0:
-            raise ZsimInputError(f"{where}: compute.gemm_efficiency[{i}] efficiency {y} exceeds 1")
-        points.append((x, y))
-    if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
-        raise ZsimInputError(f"{where}: compute.gemm_efficiency points must be sorted by log10_flops")
+    points = _gemm_curve(c.get("gemm_efficiency"), "gemm_efficiency", where)
+    points_fp32 = _gemm_curve(c["gemm_efficiency_fp32"], "gemm_efficiency_fp32", where) \
+        if "gemm_efficiency_fp32" in c else ()
     links_raw = _section(data, "links", where)
     links = {}
     for name, lk in sorted(links_raw.items()):
@@ -601,7 +617,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             hbm_bandwidth_GBps=_num(g, "hbm_bandwidth_GBps", f"{where}.gpu"),
         ),
         compute=ComputeProfile(
-            gemm_efficiency=tuple(points),
+            gemm_efficiency=points,
             attention_efficiency=_num(c, "attention_efficiency", f"{where}.compute"),
             memory_bound_efficiency=_num(c, "memory_bound_efficiency", f"{where}.compute"),
             kernel_launch_s=_num(c, "kernel_launch_s", f"{where}.compute", allow_zero=True),
@@ -610,6 +626,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             host_dispatch_s=_num(c, "host_dispatch_s", f"{where}.compute", allow_zero=True)
             if "host_dispatch_s" in c else -1.0,
             attention_curves=_attention_curves(c.get("attention_curves"), f"{where}.compute.attention_curves"),
+            gemm_efficiency_fp32=points_fp32,
         ),
         links=links,
         host=_host(h, f"{where}.host"),

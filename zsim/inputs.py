@@ -22,6 +22,7 @@ from .limits import MAX_INPUT_FILE_BYTES, show_number
 #: microbench.json sections that are lists of rows -> the numeric fields each row needs.
 MICROBENCH_ROWS = {
     "gemm": ("flops", "time_s"),
+    "gemm_fp32": ("flops", "time_s"),
     "attention": ("fwd_bwd_flops", "fwd_bwd_s"),
     "membound": ("GBps",),
     "hostcopy": ("bytes", "h2d_GBps", "d2h_GBps"),
