@@ -14,8 +14,6 @@ from zsim.network import load_topology
 from zsim.ops import Op
 from zsim.output import wire_bytes_per_gpu
 from zsim.schedule.emit import NullEmitter
-from zsim.schedule.events import Compute, Fetch, Leftovers, typed_events
-from zsim.schedule.z3modules import COMPUTE, FETCH, LEFTOVERS
 
 
 @pytest.mark.parametrize("gpus_per_node,nodes", [(1, 1), (1, 4), (8, 1), (8, 4), (4, 16)])
@@ -73,13 +71,6 @@ def test_null_emitter_records_nothing():
     assert em.collective("x", "all_reduce", 4) is None
     assert em.compute("m", "fwd") is None
     assert em.ops.ops == [] and em.wait_for == [] and em.last_compute is None
-
-
-def test_typed_events():
-    events = typed_events([(FETCH, 2, True), (COMPUTE, "model.norm", "fwd"), (LEFTOVERS,)])
-    assert events == (Fetch(2, True), Compute("model.norm", "fwd"), Leftovers())
-    with pytest.raises(ValueError):
-        typed_events([(42,)])
 
 
 def test_schedule_is_callable_and_a_package():

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from zsim.model import PRESETS, ModelSpec, from_hf_config
 from zsim.modeltree import KINDS, SELF, model_tree
 from zsim.schedule.order import forward_modules, hook_order
-from zsim.schedule.z3modules import GRAD, build_tree, first_use_modules, micro_step_events, module_trace
+from zsim.schedule.events import Grad
+from zsim.schedule.z3modules import build_tree, first_use_modules, micro_step_events, module_trace
 from zsim.workload import Workload
 
 VARIANTS = [
@@ -123,7 +124,7 @@ def test_zero3_tree_covers_every_parameter(spec: ModelSpec) -> None:
 def test_zero3_events_fire_one_gradient_hook_per_parameter(spec: ModelSpec, checkpointing: bool) -> None:
     mods = build_tree(spec)
     events = micro_step_events(mods, first_use_modules(mods), checkpointing)
-    grads = [e[1] for e in events if e[0] == GRAD]
+    grads = [e.param for e in events if isinstance(e, Grad)]
     assert sorted(grads) == list(range(len(spec.parameters())))
 
 

@@ -46,21 +46,6 @@ class MemoryEstimate:
     model_states_bytes: int     # params + grads + optimizer_states (the ZeRO-paper terms)
 
 
-def default_facts(run: RunConfig, psi: int, largest_layer_numel: int) -> MemoryFacts:
-    """Facts computed from the config alone, used when no schedule is at hand."""
-    n, z = run.world_size, run.zero
-    # Flat groups are padded to a multiple of 2N (S12:441-446).
-    padded = -(-psi // (2 * n)) * (2 * n)
-    bucket = min(z.reduce_bucket_size, psi)
-    return MemoryFacts(
-        partition_numel=padded // n,
-        ipg_buffer_elems=bucket,
-        ipg_buffer_count=2 if (z.overlap_comm and z.stage in (1, 2)) else 1,
-        max_gathered_numel=min(psi, 2 * largest_layer_numel + z.stage3_prefetch_bucket_size),
-        persistent_numel=0,
-    )
-
-
 def estimate_memory(workload: Workload, run: RunConfig, facts: MemoryFacts,
                     allocator_overhead_fraction: float = 0.0) -> MemoryEstimate:
     """Peak allocated bytes per GPU for ``workload`` under ``run``."""

@@ -31,7 +31,7 @@ from .errors import ZsimInputError
 from .hardware import HardwareProfile
 from .hostcost import HostSpeed
 from .job import Job, RunSettings, resolve
-from .memory import (HostMemoryVerdict, MemoryEstimate, MemoryFacts, default_facts, estimate_memory,
+from .memory import (HostMemoryVerdict, MemoryEstimate, MemoryFacts, estimate_memory,
                      host_memory)
 from .model import ModelSpec
 from .ops import Op
@@ -123,10 +123,8 @@ def host_memory_verdict(run: RunConfig, facts: MemoryFacts, model: ModelSpec, cl
 
 
 def memory_facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
-    """The memory model's inputs from a schedule's facts (or from the config alone)."""
-    f = getattr(schedule, "facts", None)
-    if f is None:
-        return default_facts(run, model.num_parameters, model.layer_param_count())
+    """The memory model's inputs from a schedule's facts."""
+    f = schedule.facts
     return MemoryFacts(
         partition_numel=int(f.partition_numel),
         ipg_buffer_elems=int(f.ipg_buffer_elems),

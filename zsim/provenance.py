@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ZsimInputError
-from .hardware import PROFILE_DIR, HardwareProfile, load_yaml_file
+from .hardware import PROFILE_DIR, HardwareProfile
+from .yamlio import load_yaml_file
 
 #: Memory headroom a plan keeps when the profile has no measured memory error (percent).
 DEFAULT_MEMORY_HEADROOM_PCT = 5.0

@@ -31,7 +31,8 @@ from .calibrate import (CollectiveTimer, Predicted, Predictor, RunResult, defaul
 from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import read_json_file
-from .hardware import PROFILE_DIR, HardwareProfile, load_profile, load_yaml_file
+from .hardware import PROFILE_DIR, HardwareProfile, load_profile
+from .yamlio import load_yaml_file
 
 #: comms-logger op name -> (zsim collective op, factor from logged message bytes to full buffer)
 LOGGED_OPS = {"all_reduce": ("all_reduce", "one"), "reduce_scatter_tensor": ("reduce_scatter", "one"),

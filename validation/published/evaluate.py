@@ -86,11 +86,13 @@ def all_points(data: dict) -> list[dict]:
 def predict(points: list[dict], hardware=None) -> list[Row]:
     """One :class:`Row` per point (``hardware``: a profile to use instead of the shipped)."""
     from zsim.collectives import collective_choice
+    from zsim.hardware import shared_profile
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for p in points:
             cluster = _cluster(p, Path(tmp))
-            c = collective_choice(cluster, hardware, p["op"], p["bytes"], p.get("algorithm", "auto"))
+            hw = hardware if hardware is not None else shared_profile(cluster.hardware)
+            c = collective_choice(cluster, hw, p["op"], p["bytes"], p.get("algorithm", "auto"))
             rows.append(Row(p["id"], p["system"], p["split"], p["op"], c.cost.group_size,
                             p["bytes"], p["busbw_GBps"], c.cost.busbw_GBps,
                             f"{c.algorithm}/{c.protocol}"))

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 from ..defaults import default_ds_config
 from ..dsconfig import load_ds_config
 from ..errors import ZsimInputError
-from ..hardware import load_yaml_file
+from ..yamlio import load_yaml_file
 from ..limits import MAX_SWEEP_CONFIGS
 from ..predict import predict
 from .evaluate import MemoryVerdict

@@ -10,9 +10,7 @@ model's parameters in named_parameters order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Union
-
-from .z3modules import COMPUTE, COMPUTE_CORE, FETCH, GRAD, LEFTOVERS, RELEASE
+from typing import Union
 
 
 @dataclass(frozen=True)
@@ -62,26 +60,4 @@ class Leftovers:
 Event = Union[Fetch, Release, Compute, ComputeCore, Grad, Leftovers]
 
 
-def _typed(raw: tuple) -> Event:
-    kind = raw[0]
-    if kind == FETCH:
-        return Fetch(raw[1], raw[2])
-    if kind == RELEASE:
-        return Release(raw[1], raw[2])
-    if kind == COMPUTE:
-        return Compute(raw[1], raw[2])
-    if kind == COMPUTE_CORE:
-        return ComputeCore(raw[1])
-    if kind == GRAD:
-        return Grad(raw[1])
-    if kind == LEFTOVERS:
-        return Leftovers()
-    raise ValueError(f"unknown stage-3 event {raw!r}")  # an internal invariant, not input
-
-
-def typed_events(raw: Iterable[tuple]) -> tuple[Event, ...]:
-    """The tuple events of :func:`~zsim.schedule.z3modules.micro_step_events` as records."""
-    return tuple(_typed(ev) for ev in raw)
-
-
-__all__ = ["Fetch", "Release", "Compute", "ComputeCore", "Grad", "Leftovers", "Event", "typed_events"]
+__all__ = ["Fetch", "Release", "Compute", "ComputeCore", "Grad", "Leftovers", "Event"]

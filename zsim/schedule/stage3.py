@@ -25,7 +25,7 @@ from ..groups import INTER_NODE, INTRA_NODE, WORLD
 from ..model import ModelSpec
 from .coordinator import Coordinator
 from .emit import Emitter, NullEmitter
-from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release, typed_events
+from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
 from .hostwork import STAGE3_BACKWARD, host_loop
 from .params import stage3_padded_numel, stage3_shard_numel
 from .step import stage3_step
@@ -95,7 +95,7 @@ class _Stage3:
         self.padded = [stage3_padded_numel(n, self.n) for n in numels]
         self.shard = [stage3_shard_numel(n, self.n) for n in numels]
         first = first_use_modules(self.mods)
-        self.events: tuple[Event, ...] = typed_events(
+        self.events: tuple[Event, ...] = tuple(
             micro_step_events(self.mods, first, run.activation_checkpointing))
         self.em: Emitter = NullEmitter(run.world_size)
         self.coord = Coordinator(self.mods, numels, self.persist, z.stage3_prefetch_bucket_size,

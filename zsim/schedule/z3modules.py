@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..model import ModelSpec
 from ..modeltree import SELF, ModelTree, Node, model_tree
+from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,6 @@ class DsModule:
     kind: str = ""          # the module's kind in zsim.modeltree
 
 
-#: Event kinds of one micro-step, in host program order.
-FETCH, RELEASE, COMPUTE, GRAD, LEFTOVERS = range(5)
 
 
 #: Kinds whose inputs are integer ids (no gradient): their post-backward hook never fires.
@@ -103,19 +102,18 @@ def _forward_events(mods: list[DsModule], m: int, pass_: str, out: list) -> None
     """Pre hook (fetch), the module's own compute (leaves; the attention core of self_attn
     runs between v and o), the children, post hook (release)."""
     mod = mods[m]
-    out.append((FETCH, m, True))
+    out.append(Fetch(m, True))
     if not mod.children and mod.compute:
-        out.append((COMPUTE, mod.compute, pass_))
+        out.append(Compute(mod.compute, pass_))
     for k, c in enumerate(mod.children):
         if mod.compute and k == len(mod.children) - 1:  # attention core before o_proj
-            out.append((COMPUTE, mod.compute, pass_))
+            out.append(Compute(mod.compute, pass_))
         _forward_events(mods, c, pass_, out)
-    out.append((RELEASE, m, True))
+    out.append(Release(m, True))
 
 
-def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpointing: bool) -> list[tuple]:
-    """Host-order events of one forward+backward: (FETCH, module, forward), (RELEASE, module,
-    forward), (COMPUTE, name, pass_), (GRAD, param), (LEFTOVERS,).
+def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpointing: bool) -> list[Event]:
+    """Host-order events of one forward+backward (the records of :mod:`.events`).
 
     ``first_use`` maps a parameter to the module index whose backward completes its
     gradient (the first user in forward order). With activation checkpointing, a decoder
@@ -137,10 +135,10 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
         mod = mods[m]
         if not mod.grad_out:
             continue
-        events.append((FETCH, m, False))
+        events.append(Fetch(m, False))
         if mod.children:
             if mod.compute:  # the attention core's backward runs after o_proj's
-                events.append((COMPUTE_AFTER_CHILD, m))
+                events.append(_CoreAfterChild(m))
             continue
         layer = layer_of.get(m)
         if checkpointing and layer is not None and layer not in recomputed:
@@ -150,19 +148,22 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
             recomputed.add(layer)
             for child in mods[layer].children:
                 _forward_events(mods, child, "recompute", events)
-        events.append((COMPUTE, mod.compute, "bwd"))
+        events.append(Compute(mod.compute, "bwd"))
         for p in _grad_order(mod):
             if first_use.get(p) == m:
-                events.append((GRAD, p))
+                events.append(Grad(p))
         if mod.grad_in:
-            events.append((RELEASE, m, False))
-    events.append((LEFTOVERS,))
+            events.append(Release(m, False))
+    events.append(Leftovers())
     return _place_attention_core(events)
 
 
-#: Placeholder event: the container's own compute goes right after its last child's backward
-#: (o_proj for self_attn), resolved by :func:`_place_attention_core`.
-COMPUTE_AFTER_CHILD = 99
+@dataclass(frozen=True)
+class _CoreAfterChild:
+    """Placeholder: the container's own backward compute goes right after its last child's
+    backward (o_proj for self_attn); :func:`_place_attention_core` resolves it."""
+
+    module: int
 
 
 def _grad_order(mod: DsModule) -> tuple[int, ...]:
@@ -174,21 +175,17 @@ def _grad_order(mod: DsModule) -> tuple[int, ...]:
     return mod.params if mod.kind in _LINEAR else tuple(reversed(mod.params))
 
 
-def _place_attention_core(events: list) -> list:
+def _place_attention_core(events: list) -> list[Event]:
     out, pending = [], []
     for ev in events:
-        if ev[0] == COMPUTE_AFTER_CHILD:
-            pending.append(ev[1])
+        if isinstance(ev, _CoreAfterChild):
+            pending.append(ev.module)
             continue
         out.append(ev)
-        if pending and ev[0] == RELEASE and not ev[2]:
+        if pending and isinstance(ev, Release) and not ev.forward:
             # the first backward release after self_attn's pre-backward hook is o_proj's
-            out.append((COMPUTE_CORE, pending.pop()))
+            out.append(ComputeCore(pending.pop()))
     return out
-
-
-#: A container's own compute in backward (attention core): (COMPUTE_CORE, module index).
-COMPUTE_CORE = 98
 
 
 def _descendants(mods: list[DsModule], m: int) -> list[int]:
@@ -205,9 +202,9 @@ def first_use_modules(mods: list[DsModule]) -> dict[int, int]:
     _forward_events(mods, 0, "fwd", events)
     out: dict[int, int] = {}
     for ev in events:
-        if ev[0] == FETCH:
-            for p in mods[ev[1]].params:
-                out.setdefault(p, ev[1])
+        if isinstance(ev, Fetch):
+            for p in mods[ev.module].params:
+                out.setdefault(p, ev.module)
     return out
 
 
@@ -217,4 +214,4 @@ def module_trace(model: ModelSpec, checkpointing: bool = False) -> list[str]:
     ``__submodule_order`` in the CPU truth suite."""
     mods = build_tree(model)
     events = micro_step_events(mods, first_use_modules(mods), checkpointing)
-    return [mods[e[1]].name for e in events if e[0] == FETCH]
+    return [mods[e.module].name for e in events if isinstance(e, Fetch)]
