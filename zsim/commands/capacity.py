@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .. import limits
 from ..decide.capacity import ROWS, capacity_settings
@@ -13,7 +12,7 @@ from ..defaults import CAPACITY_MICRO_BATCH, DEFAULT_SEQ_LEN
 from ..errors import ZsimInputError
 from ..io import dumps_json
 from ..limits import check_finite_tree
-from .common import add_cluster_args, int_up_to, settings_from_args
+from .common import add_cluster_args, add_result_output_arg, emit, int_up_to, settings_from_args
 
 HELP = "largest Llama-family model that fits per ZeRO stage and offload choice, beside the rule of thumb"
 
@@ -25,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-batch", type=int_up_to(limits.MAX_MICRO_BATCH), default=CAPACITY_MICRO_BATCH, help="micro-batch per GPU (default %(default)s)")
     p.add_argument("--stage", help="only these stages, comma-separated (default: 0,1,2,3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_result_output_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +38,5 @@ def run(args: argparse.Namespace) -> int:
     # --stage lists the rows' stages here, not one run setting.
     res = capacity_settings(settings_from_args(args, stage=None), rows=rows)
     check_finite_tree(res.to_dict(), "capacity")
-    if args.json:
-        sys.stdout.write(dumps_json(res.to_dict()))
-    else:
-        print(format_capacity(res))
+    emit(args, dumps_json(res.to_dict()) if args.json else format_capacity(res))
     return 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Callable
 
 from .. import limits
+from ..decide.progress import ProgressBar
 from ..defaults import DEFAULT_MODEL, DEFAULT_SEQ_LEN, DEFAULT_TOPO
 from ..dsconfig import OffloadDevice
 from ..errors import ZsimInputError
+from ..io import atomic_write_text
 from ..job import SETTING_FIELDS, RunSettings
 
 
@@ -96,3 +99,33 @@ def require(condition: bool, message: str) -> None:
     """Raise a ZsimInputError with ``message`` unless ``condition``."""
     if not condition:
         raise ZsimInputError(message)
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    """-q/--quiet and --progress for commands that report progress on stderr."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    g.add_argument("--progress", action="store_true",
+                   help="redraw a progress bar even when stderr is not a terminal "
+                        "(default: a bar on a terminal, a line every few seconds elsewhere)")
+
+
+def progress_for(args: argparse.Namespace, what: str):
+    """The progress reporter ``--quiet`` / ``--progress`` ask for."""
+    return ProgressBar(enabled=not args.quiet, redraw=True if args.progress else None, what=what)
+
+
+def add_result_output_arg(p: argparse.ArgumentParser) -> None:
+    """-o/--output FILE: write the result (the table, or the JSON with --json) to a file."""
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="write the result to FILE (atomically) instead of stdout")
+
+
+def emit(args: argparse.Namespace, text: str) -> None:
+    """Print ``text``, or write it atomically to ``--output``."""
+    if not text.endswith("\n"):
+        text += "\n"
+    if getattr(args, "output", None):
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)

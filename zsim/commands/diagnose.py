@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from ..io import dumps_json
+from .common import add_result_output_arg, emit
 
 HELP = "compare one measured run folder with zsim's prediction, per phase and stream (largest gaps first)"
 
@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", metavar="FILE",
                    help="write a Perfetto/Chrome trace with the measured and the simulated step side by side")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    add_result_output_arg(p)
     p.add_argument("--hardware", default=DEFAULT_PROFILE, help="hardware profile (name or YAML path)")
     p.add_argument("--topo", default=DEFAULT_RUN_TOPO, help="topology the run ran on")
 
@@ -32,8 +33,5 @@ def run(args: argparse.Namespace) -> int:
     d = diagnose(args.run_dir, hardware=args.hardware, topo=args.topo)
     if args.trace:
         write_combined_trace(args.trace, d)
-    if args.json:
-        sys.stdout.write(dumps_json(d.to_dict()))
-    else:
-        print(format_diagnosis(d))
+    emit(args, dumps_json(d.to_dict()) if args.json else format_diagnosis(d))
     return 0

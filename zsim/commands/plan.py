@@ -8,13 +8,12 @@ from pathlib import Path
 
 from .. import limits
 from ..decide.api import plan_settings
-from ..decide.progress import ProgressBar
 from ..decide.text import format_plan
 from ..errors import ZsimInputError
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR
-from .common import add_cluster_args, add_run_args, int_up_to, percent, settings_from_args
+from .common import add_cluster_args, add_quiet_arg, add_run_args, int_up_to, percent, progress_for, settings_from_args
 
 HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s (or --metric), write the best config"
 
@@ -42,14 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for deepspeed_config_auto.json and plan.json (default: output/deepspeed_metrics)")
     p.add_argument("--no-output", action="store_true", help="write no files")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    add_quiet_arg(p)
     p.add_argument("--timing", action="store_true",
                    help="print the search's wall time on stderr (never in the output or the files)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Search, print, write."""
-    bar = ProgressBar(enabled=True if args.progress else None)
+    bar = progress_for(args, "zsim plan")
     try:
         # The run flags (--stage, --micro-batch, ...) pin their axes of the search.
         result = plan_settings(settings_from_args(args), global_batch=args.global_batch, top_n=args.top,

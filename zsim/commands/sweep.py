@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from ..decide.progress import ProgressBar
 from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
 from ..defaults import DEFAULT_MODEL, DEFAULT_TOPO
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
+from .common import add_quiet_arg, progress_for
 
 HELP = "predict every configuration of a grid (flags like --stage 1,2,3 or a YAML file); write CSV and JSON"
 
@@ -22,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help=f"comma-separated values of {axis}")
     p.add_argument("--ds-config", help="base DeepSpeed JSON for every configuration")
     p.add_argument("--output", default="output/sweep", help="folder for sweep.csv and sweep.json (default %(default)s)")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON object (the files are written too)")
+    add_quiet_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             grid[axis] = parse_list(axis, value)
     grid.setdefault("model", [DEFAULT_MODEL])
     grid.setdefault("topo", [DEFAULT_TOPO])
-    bar = ProgressBar(enabled=True if args.progress else None)
+    bar = progress_for(args, "zsim sweep")
     try:
         result = sweep(grid, args.ds_config, progress=bar)
     finally:
@@ -43,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     atomic_write_set(out, {"sweep.csv": result.to_csv(),
                            "sweep.json": dumps_json({"axes": list(result.axes), "rows": list(result.rows)})})
+    if args.json:
+        sys.stdout.write(dumps_json({"axes": list(result.axes), "rows": list(result.rows),
+                                     "files": [str(out / "sweep.csv"), str(out / "sweep.json")]}))
+        return 0
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("fits", "does_not_fit", "invalid")}
     fits = [r for r in result.rows if r["status"] == "fits"]
     print(f"sweep: {len(result.rows)} configurations ({counts['fits']} fit, {counts['does_not_fit']} do not fit, "

@@ -9,6 +9,7 @@ from ..defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from ..errors import ZsimInputError
 from ..io import dumps_json
 from ..limits import MAX_TOLERANCE_PCT, check_finite_tree
+from .common import add_result_output_arg, emit
 
 HELP = "compare measured runs (validation/results) with predictions; exit 1 when MAPE > tolerance"
 
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topo", default=DEFAULT_RUN_TOPO, help="topology the runs ran on")
     p.add_argument("--models", default=None, help="comma-separated model names to compare (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    add_result_output_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +47,8 @@ def run(args: argparse.Namespace) -> int:
     rep = validate(args.results, hardware=args.hardware, topo=args.topo, models=models)
     t, m = rep.mape("time"), rep.mape("memory")
     check_finite_tree(rep.to_dict(), "validation report")
-    if args.json:
-        sys.stdout.write(dumps_json({**rep.to_dict(), "tolerance_pct": args.tolerance}))
-    else:
-        sys.stdout.write(format_report(rep) + "\n")
+    emit(args, dumps_json({**rep.to_dict(), "tolerance_pct": args.tolerance}) if args.json
+         else format_report(rep))
     if t is None or m is None:
         sys.stderr.write("zsim validate: no run could be compared\n")
         return 1
@@ -67,10 +67,7 @@ def _published(args: argparse.Namespace) -> int:
     report = published_report(args.published or None)
     data = report.to_json()
     check_finite_tree(data, "published report")
-    if args.json:
-        sys.stdout.write(dumps_json({**data, "tolerance_pct": args.tolerance}))
-    else:
-        sys.stdout.write(format_report(report) + "\n")
+    emit(args, dumps_json({**data, "tolerance_pct": args.tolerance}) if args.json else format_report(report))
     mape = report.mape_pct.get("all")
     if mape is None:
         sys.stderr.write("zsim validate: no published row could be scored\n")

@@ -1,4 +1,9 @@
-"""A one-line progress bar on stderr for long searches (only on a terminal or when asked)."""
+"""Progress of long commands on stderr: a redrawn bar on a terminal, else plain lines.
+
+On a terminal one line is redrawn in place. When stderr is a file or a pipe (CI logs, a
+script), a line is written when the work starts, at most every ``line_every_s`` after that,
+and when it ends, so a log shows that a long search is alive without one line per
+candidate. ``--quiet`` turns both off."""
 
 from __future__ import annotations
 
@@ -8,17 +13,28 @@ from typing import TextIO
 
 
 class ProgressBar:
-    """Callable ``(done, total, label)`` that redraws one line; :meth:`close` ends it."""
+    """Callable ``(done, total, label)``; :meth:`close` ends its line.
 
-    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None, width: int = 30):
+    ``enabled`` False writes nothing; ``redraw`` None redraws on a terminal and writes
+    plain lines elsewhere (True forces the redrawn bar)."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool = True, width: int = 30,
+                 redraw: bool | None = None, what: str = "zsim", line_every_s: float = 2.0):
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.enabled = enabled
+        self.redraw = _isatty(self.stream) if redraw is None else redraw
         self.width = width
+        self.what = what
+        self.line_every_s = line_every_s
         self._start = time.monotonic()
+        self._last_line = -1.0
         self._drawn = False
 
     def __call__(self, done: int, total: int, label: str = "") -> None:
         if not self.enabled or total <= 0:
+            return
+        if not self.redraw:
+            self._line(done, total, label)
             return
         filled = int(self.width * min(done, total) / total)
         bar = "#" * filled + "." * (self.width - filled)
@@ -27,9 +43,24 @@ class ProgressBar:
         self.stream.flush()
         self._drawn = True
 
+    def _line(self, done: int, total: int, label: str) -> None:
+        now = time.monotonic() - self._start
+        if self._last_line >= 0 and done < total and now - self._last_line < self.line_every_s:
+            return
+        self._last_line = now
+        self.stream.write(f"{self.what}: {min(done, total)}/{total} after {now:.1f} s {label[:60]}\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """Finish the line so that later output starts on a fresh one."""
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):   # a closed or exotic stream
+        return False

@@ -1,0 +1,54 @@
+"""CLI conventions every reporting command keeps: -o/--output FILE writes the result
+atomically instead of stdout, --json prints one object, progress goes to stderr (a line
+every few seconds when stderr is not a terminal) and --quiet silences it."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from zsim.cli import main
+from zsim.decide.progress import ProgressBar
+
+
+def test_output_file_instead_of_stdout(tmp_path, capsys):
+    out = tmp_path / "capacity.json"
+    assert main(["capacity", "--topo", "hgx-h200", "--gpus", "1", "--stage", "3", "--json", "-o", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    assert json.loads(out.read_text())["rows"]
+
+
+def test_sweep_and_report_print_json(tmp_path, capsys):
+    assert main(["sweep", "--model", "tinyllama-1.1b", "--stage", "1,3", "--output", str(tmp_path / "s"),
+                 "--json", "-q"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["rows"]) == 2 and all(f.endswith((".csv", ".json")) for f in data["files"])
+
+
+def test_progress_lines_when_not_a_terminal():
+    stream = io.StringIO()           # not a TTY: plain lines, not redraws
+    bar = ProgressBar(stream=stream, what="zsim plan", line_every_s=3600)
+    for i in range(100):
+        bar(i, 100, f"candidate {i}")
+    bar(100, 100, "done")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("zsim plan: 0/100") and lines[-1].startswith("zsim plan: 100/100")
+    assert len(lines) == 2 and "\r" not in stream.getvalue()
+
+
+def test_quiet_writes_nothing():
+    stream = io.StringIO()
+    bar = ProgressBar(stream=stream, enabled=False)
+    bar(1, 2, "x")
+    bar.close()
+    assert stream.getvalue() == ""
+
+
+def test_plan_reports_progress_on_stderr_unless_quiet(tmp_path, capsys):
+    argv = ["plan", "--model", "tinyllama-1.1b", "--topo", "hgx-h200", "--gpus", "1", "--stage", "0",
+            "--micro-batch", "4", "--global-batch", "16", "--no-output"]
+    assert main(argv) == 0
+    assert "zsim plan:" in capsys.readouterr().err
+    assert main(argv + ["--quiet"]) == 0
+    assert capsys.readouterr().err == ""
