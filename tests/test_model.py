@@ -72,3 +72,42 @@ def test_unknown_model_and_malformed_file(tmp_path):
     path.write_bytes(b"{not json")
     with pytest.raises(ZsimInputError, match="malformed JSON"):
         load_model(str(path))
+
+
+_BASE_HF = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "vocab_size": 1000, "max_position_embeddings": 512}
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"model_type": "mixtral", "num_local_experts": 8}, "mixtral"),
+    ({"model_type": "gpt2"}, "gpt2"),
+    ({"model_type": "t5", "is_encoder_decoder": True}, "t5"),
+    ({"model_type": "llama", "is_encoder_decoder": True}, "encoder-decoder"),
+    ({"model_type": "llama", "num_local_experts": 8}, "mixture of experts"),
+    ({"model_type": "qwen2", "num_experts": 60, "moe_intermediate_size": 1408}, "mixture of experts"),
+    ({"model_type": "llama", "vision_config": {"hidden_size": 1024}}, "vision"),
+    ({"model_type": "llama", "kv_lora_rank": 512}, "MLA"),
+    ({"model_type": "llama", "mlp_bias": True}, "mlp_bias"),
+    ({"model_type": "llama", "hidden_act": "gelu"}, "hidden_act"),
+    ({"model_type": "qwen2", "use_sliding_window": True}, "sliding-window"),
+])
+def test_unmodelled_architectures_are_refused(extra, needle, tmp_path):
+    """Never a silent Llama: a config zsim does not model is one error naming the reason."""
+    with pytest.raises(ZsimInputError, match=needle):
+        from_hf_config({**_BASE_HF, **extra}, name="cfg")
+
+
+def test_refusal_is_one_line_exit_2(tmp_path, capsys):
+    from zsim.cli import main
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**_BASE_HF, "model_type": "mixtral", "num_local_experts": 8}))
+    assert main(["predict", "--model", str(path), "--no-output"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mixtral" in err[0]
+
+
+def test_gpt3_preset_predicts():
+    """The learned-position GPT preset runs (it failed on its position table before)."""
+    from zsim.predict import predict
+    p = predict("gpt3-175b", "dgx-a100", nodes=16, stage=3)
+    assert p.num_parameters == load_model("gpt3-175b").num_parameters and p.step_time_s > 0

@@ -132,9 +132,10 @@ def test_zero3_events_fire_one_gradient_hook_per_parameter(spec: ModelSpec, chec
 def test_gemm_flops_are_two_per_token_per_matrix_parameter(spec: ModelSpec) -> None:
     w = Workload(spec, 2, 64, 2)
     tree = model_tree(spec)
-    # every op but the learned position table (no kernel yet) has kernels in each pass
-    ops = [n for n in tree.forward() if n.kind != "position_embedding"]
+    # every op, the learned position table included, has kernels in each pass
+    ops = list(tree.forward())
     assert [n.op for n in ops] == w.all_modules()
+    assert all(w.kernels(n.op, "fwd") and w.kernels(n.op, "bwd") for n in ops)
     fwd = sum(k.flops for n in ops for k in w.kernels(n.op, "fwd") if k.kind == "gemm")
     bwd = sum(k.flops for n in ops for k in w.kernels(n.op, "bwd") if k.kind == "gemm")
     tables = {"embedding", "position_embedding"}

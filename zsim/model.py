@@ -161,10 +161,48 @@ def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
     return value
 
 
+#: HF ``model_type`` values whose decoder zsim models exactly (absent: llama).
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+#: config.json fields that mean an architecture zsim does not model -> what it is. A config
+#: holding one is refused, never silently priced as a dense Llama.
+_UNMODELLED_FIELDS = {
+    "num_local_experts": "mixture of experts", "num_experts": "mixture of experts",
+    "n_routed_experts": "mixture of experts", "moe_intermediate_size": "mixture of experts",
+    "num_experts_per_tok": "mixture of experts",
+    "vision_config": "a multimodal (vision) tower", "audio_config": "a multimodal (audio) tower",
+    "text_config": "a multimodal wrapper config (give its text_config as the model)",
+    "kv_lora_rank": "multi-head latent attention (MLA)",
+}
+
+
+def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
+    """One clear error for an architecture or field zsim does not model."""
+    model_type = cfg.get("model_type", "llama")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ZsimInputError(f"{name}: model_type {str(model_type)[:40]!r} is not modelled by zsim "
+                             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)} decoders)")
+    if cfg.get("is_encoder_decoder") is True:
+        raise ZsimInputError(f"{name}: encoder-decoder models are not modelled by zsim")
+    for key, what in _UNMODELLED_FIELDS.items():
+        if cfg.get(key) not in (None, 0, False):
+            raise ZsimInputError(f"{name}: {key} means {what}, which zsim does not model")
+    if cfg.get("mlp_bias") is True:
+        raise ZsimInputError(f"{name}: mlp_bias true (biased MLP projections) is not modelled by zsim")
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise ZsimInputError(f"{name}: hidden_act {str(act)[:40]!r} is not modelled by zsim "
+                             "(its Llama-family decoders use SwiGLU with silu)")
+    if model_type == "qwen2" and cfg.get("use_sliding_window") is True:
+        raise ZsimInputError(f"{name}: use_sliding_window true (sliding-window attention) is not modelled by zsim")
+
+
 def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec:
-    """A :class:`ModelSpec` from the fields of a Llama/Mistral/Qwen2 ``config.json``."""
+    """A :class:`ModelSpec` from the fields of a Llama/Mistral/Qwen2 ``config.json``; an
+    architecture or field zsim does not model is refused (:func:`_refuse_unmodelled`)."""
     if not isinstance(cfg, Mapping):
         raise ZsimInputError(f"{name}: model config must be a JSON object")
+    _refuse_unmodelled(cfg, name)
     missing = [k for k in _HF_KEYS if k not in cfg]
     if missing:
         raise ZsimInputError(f"{name}: model config is missing {', '.join(missing)}")

@@ -150,12 +150,11 @@ def model_for(row: Mapping[str, Any]) -> str | ModelSpec:
         raise ZsimInputError(f"published runs: {row['id']}: unknown model shape {m.get('shape')!r}")
     h, heads = int(m["hidden_size"]), int(m["num_heads"])
     # Megatron pretrain_gpt.py: 4h GeLU MLP with biases, LayerNorm, q/k/v biases, tied
-    # embeddings, GPT-2 vocab padded to 50304. The learned position table is left out (the
-    # row's approximations say why).
+    # embeddings, GPT-2 vocab padded to 50304, a learned position table of seq rows.
     return ModelSpec(f"megatron-gpt-{row['id']}", h, int(m["num_layers"]), heads, heads, 4 * h,
                      int(row["flop_formula"]["vocab"]), tie_word_embeddings=True,
                      max_position_embeddings=max(int(row["zsim"]["seq"]), 2048), qkv_bias=True,
-                     mlp="gelu", norm="layernorm", learned_positions=False)
+                     mlp="gelu", norm="layernorm", learned_positions=True)
 
 
 def predict_row(row: Mapping[str, Any]):

@@ -74,9 +74,8 @@ class Workload:
         return total / self.tokens
 
     def all_modules(self) -> list[str]:
-        """Every compute op of the model in forward order (zsim.modeltree), but the learned
-        position embedding: it has no kernel yet (see _node_kernels), so MFU leaves it out."""
-        return [n.op for n in model_tree(self.model).forward() if n.kind != "position_embedding"]
+        """Every compute op of the model in forward order (zsim.modeltree)."""
+        return [n.op for n in model_tree(self.model).forward()]
 
     # ---- activation memory -------------------------------------------------------------------
     def layer_activation_bytes(self) -> int:
@@ -177,6 +176,11 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
     if kind == "embedding":
         # Gather t rows of h; backward scatters t·h gradient values into the V×h table.
         return (_mem(t * h * p * (3 if bwd else 1), launches=3 if bwd else 1),)
+    if kind == "position_embedding":
+        # GPT's learned positions: gather t rows of the P×h table and add them to the token
+        # embeddings (read 2·p, write p); backward scatters into the table and passes the
+        # gradient through the add.
+        return (_mem(t * h * p * (6 if bwd else 4), launches=4 if bwd else 2),)
     if kind == "norm":
         # Residual add (read 2·p, write p) and HF's eager RMSNorm, op by op per element:
         # upcast (read p, write 4), pow (4+4), mean (4), scale (4+4), downcast (4+p),
@@ -206,5 +210,4 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         # SwiGLU: silu(gate)·up reads 2·t·I, writes t·I (bwd ~2×); GELU reads/writes t·I.
         per = (3 if m.mlp == "swiglu" else 2) * t * inter * p
         return (_mem(per * (2 if bwd else 1), launches=4 if bwd else 2),)
-    # position_embedding has no kernel yet (gpt3-175b stops here, as before the tree)
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
