@@ -150,6 +150,7 @@ class CapacityResult:
     family_note: str
     rule_of_thumb: tuple[str, ...]
     comm_busy_s: tuple[tuple[int, float], ...] = ()   # (stage, busy comm seconds per step), reference run
+    host_memory_bytes_per_node: int = 0   # the node's host memory (topology node.host; 0: not given)
 
     def largest(self, stage: int, offload_optimizer: str = _NONE, offload_param: str = _NONE,
                 activation_checkpointing: bool = False) -> int:
@@ -164,6 +165,7 @@ class CapacityResult:
         """JSON-ready table."""
         return {"topology": self.topology, "world_size": self.world_size, "seq_len": self.seq_len,
                 "micro_batch": self.micro_batch, "gpu_memory_bytes": self.gpu_memory_bytes,
+                "host_memory_bytes_per_node": self.host_memory_bytes_per_node,
                 "family": self.family_note, "rule_of_thumb": list(self.rule_of_thumb),
                 "comm_reference": {"model": COMM_REFERENCE_MODEL, "grad_accum": COMM_REFERENCE_GRAD_ACCUM,
                                    "busy_s_by_stage": {str(k): v for k, v in self.comm_busy_s}},
@@ -175,19 +177,6 @@ class CapacityResult:
                           "next_larger_params": r.next_larger.num_parameters if r.next_larger else None,
                           "limit": r.limit, "host_bytes_per_node": r.host_bytes_per_node} for r in self.rows]}
 
-
-#: Host bytes per offloaded parameter: optimizer offload keeps the fp32 master copy, Adam's
-#: m and v and the fp32 gradient partition on the CPU (4 + 4 + 4 + 4); parameter offload
-#: adds the 16-bit parameter partition (2).
-HOST_BYTES_PER_PARAM = {"offload_optimizer": 16, "offload_param": 2}
-
-
-def host_bytes_per_node(params: int, world_size: int, gpus_per_node: int, offload_optimizer: str,
-                        offload_param: str) -> int:
-    """CPU (or NVMe) bytes the offloaded partitions of one node's ranks need."""
-    per_param = (HOST_BYTES_PER_PARAM["offload_optimizer"] if offload_optimizer != OffloadDevice.NONE else 0) + (
-        HOST_BYTES_PER_PARAM["offload_param"] if offload_param != OffloadDevice.NONE else 0)
-    return int(per_param * params / world_size * gpus_per_node)
 
 
 def _fits(spec: ModelSpec, base: Setting, cand: Candidate) -> MemoryVerdict:
@@ -253,7 +242,6 @@ def capacity_settings(settings: RunSettings, *, checkpointing: tuple[bool, ...] 
     ladder = family()
     first = setting_of(RunSettings(model=ladder[0], topo=topo, gpus=gpus, nodes=nodes,
                                    hardware=settings.hardware, seq=seq), read_user_config(None))
-    per_node = min(first.world_size, first.site.cluster.gpus_per_node)
     # Every member is checked with the profile loaded once (hardware=<profile>).
     base = setting_of(replace(first.settings, hardware=first.hardware), read_user_config(None))
     unknown = [r for r in rows if r not in ROWS]
@@ -272,13 +260,14 @@ def capacity_settings(settings: RunSettings, *, checkpointing: tuple[bool, ...] 
                 stage, oo, op, ckpt, largest, fit.peak_bytes if fit else 0,
                 ladder[i + 1] if i + 1 < len(ladder) else None,
                 nofit.reason() if nofit else "the largest family member fits (the ladder ends here)",
-                host_bytes_per_node(largest.num_parameters if largest else 0, first.world_size, per_node, oo, op),
+                fit.host_bytes_per_node if fit else 0,
                 _short_limit(nofit)))
     result = CapacityResult(
         topology=str(topo), world_size=first.world_size, seq_len=seq,
         micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(out),
         family_note=__doc__.split("\n\n")[1].replace("\n", " "), rule_of_thumb=(),
-        comm_busy_s=_comm_reference(base.settings, sorted({r[0] for r in rows})))
+        comm_busy_s=_comm_reference(base.settings, sorted({r[0] for r in rows})),
+        host_memory_bytes_per_node=first.site.cluster.spec.node.host.host_memory_bytes)
     return _with_rule_of_thumb(result)
 
 

@@ -132,6 +132,8 @@ class MemoryVerdict:
     breakdown: Mapping[str, int] = field(default_factory=dict)
     headroom_bytes: int = 0       # kept free for the memory model's error
     host_note: str = ""           # set when the offloaded states exceed the node's host memory
+    host_bytes_per_node: int = 0  # host memory the offloaded states of a node's ranks need
+    host_available_bytes: int = 0  # the node's host memory (0: the topology does not say)
 
     @property
     def overflow_bytes(self) -> int:
@@ -260,7 +262,8 @@ class Evaluator:
         job = self.job(cand, cand.grad_accum)
         mem = memory_stage(job, _schedule_facts(job.model, job.run))
         return MemoryVerdict(mem.gpu.peak_bytes <= s.usable_memory_bytes and mem.host.fits, mem.gpu.peak_bytes,
-                             s.gpu_memory_bytes, dict(mem.gpu.breakdown), s.headroom_bytes, mem.host.note())
+                             s.gpu_memory_bytes, dict(mem.gpu.breakdown), s.headroom_bytes, mem.host.note(),
+                             mem.host.need.bytes_per_node, mem.host.available_bytes)
 
     # ---- time ---------------------------------------------------------------------------
     def job(self, cand: Candidate, grad_accum: int | None) -> Job:

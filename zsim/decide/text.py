@@ -152,8 +152,12 @@ def format_capacity(res: Any) -> str:
     lines.append("next size up: by how much the next larger model overflows the GPU, and its largest term")
     lines += ["", "rule of thumb for 8x A100-80G (ZeRO guides) vs zsim on this cluster:"]
     lines += [f"  {line}" for line in res.rule_of_thumb]
+    have = res.host_memory_bytes_per_node
     lines += ["", "host mem/node: CPU memory the offloaded states of the largest model (last column) need "
-              "per node; zsim does not know the hosts' memory, so check it against your nodes.",
+              "per node (DeepSpeed's CPU buffers, zsim.memory.host_memory); "
+              + (f"a node of {res.topology} has {have / 2**40:.2f} TiB (node.host), and a model whose "
+                 "states need more does not fit." if have > 0 else
+                 "the topology does not give the node's host memory (node.host), so check it against your nodes."),
               f"family: {res.family_note}"]
     table = set(range(2, 2 + len(rows) + 2))     # table lines are sized to fit: never wrapped
     return "\n".join(w for i, line in enumerate(lines) for w in ([line] if i in table else _wrap(line)))
