@@ -58,8 +58,8 @@ def test_every_command_refuses_a_fifo_target(command, tmp_path, capsys):
     os.mkfifo(fifo)
     argv = {"trace": ["predict", *SMALL, "--no-output", "--trace", str(fifo)],
             "output": ["predict", *SMALL, "--output", str(folder)],
-            "plan": ["plan", *SMALL, "--output", str(folder)],
-            "sweep": ["sweep", "--model", "tinyllama-1.1b", "--gpus", "2", "--stage", "1", "--output", str(folder)],
+            "plan": ["plan", *SMALL, "-q", "--output", str(folder)],
+            "sweep": ["sweep", "-q", "--model", "tinyllama-1.1b", "--gpus", "2", "--stage", "1", "--output", str(folder)],
             "draw": ["topo", "draw", "dgx-a100", "-o", str(fifo)],
             "calibrate": ["calibrate", *(_calibrate_inputs(tmp_path) if command == "calibrate" else []),
                           "-o", str(fifo)]}[command]
@@ -81,8 +81,8 @@ def test_two_runs_write_identical_bytes(command, tmp_path, capsys):
     for i in range(2):
         out = tmp_path / f"run{i}"
         argv = {"predict": ["predict", *SMALL, "--output", str(out), "--trace", str(out / "trace.json")],
-                "plan": ["plan", *SMALL, "--output", str(out)],
-                "sweep": ["sweep", "--model", "tinyllama-1.1b", "--gpus", "1,2", "--stage", "1,3",
+                "plan": ["plan", *SMALL, "-q", "--output", str(out)],
+                "sweep": ["sweep", "-q", "--model", "tinyllama-1.1b", "--gpus", "1,2", "--stage", "1,3",
                           "--output", str(out)],
                 "draw": ["topo", "draw", "dgx-h100", "--nodes", "2", "-o", str(out / "t.svg")],
                 "calibrate": ["calibrate", *(_calibrate_inputs(tmp_path) if command == "calibrate" else []),

@@ -1,9 +1,10 @@
 """Progress of long commands on stderr: a redrawn bar on a terminal, else plain lines.
 
 On a terminal one line is redrawn in place. When stderr is a file or a pipe (CI logs, a
-script), a line is written when the work starts, at most every ``line_every_s`` after that,
-and when it ends, so a log shows that a long search is alive without one line per
-candidate. ``--quiet`` turns both off."""
+script), a line is written once the work has run ``line_every_s``, then at most every
+``line_every_s``, and when it ends if any line was written: a log shows that a long search
+is alive, a short command writes nothing, and never one line per candidate. ``--quiet``
+turns both off."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ class ProgressBar:
 
     def _line(self, done: int, total: int, label: str) -> None:
         now = time.monotonic() - self._start
-        if self._last_line >= 0 and done < total and now - self._last_line < self.line_every_s:
+        if done >= total and self._last_line < 0:
+            return                    # finished before the first line was due: stay silent
+        if done < total and now - max(self._last_line, 0.0) < self.line_every_s:
             return
         self._last_line = now
         self.stream.write(f"{self.what}: {min(done, total)}/{total} after {now:.1f} s {label[:60]}\n")
