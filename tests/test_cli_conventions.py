@@ -62,3 +62,12 @@ def test_plan_reports_progress_on_stderr_unless_quiet(tmp_path, capsys):
     assert "/" in capsys.readouterr().err
     assert main(argv + ["--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_plan_without_a_valid_batch_shape_says_why(capsys):
+    """A pinned micro-batch whose grad-accum would exceed DeepSpeed's bound is no candidate;
+    when nothing is left, one line says which batch identity cannot be met."""
+    code = main(["plan", "--model", "tinyllama-1.1b", "--topo", "hgx-h200", "--gpus", "1", "--stage", "0",
+                 "--micro-batch", "1", "--global-batch", "512", "--no-output", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "grad-accum at most" in err[0]

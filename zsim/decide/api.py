@@ -29,7 +29,7 @@ from ..defaults import DEFAULT_SEQ_LEN, DEFAULT_TOPO
 from ..errors import ZsimInputError
 from ..hardware import HardwareProfile
 from ..job import RunSettings
-from ..limits import MAX_TOP, check_int_range
+from ..limits import MAX_GRAD_ACCUM, MAX_TOP, check_int_range
 from ..model import load_model
 from ..provenance import Provenance
 
@@ -185,6 +185,11 @@ def build_space(user: UserConfig, pinned: Pins, data_parallel: int, seq_len: int
         prefetch_buckets=_axis(fixed, pinned, "prefetch_bucket_size", PREFETCH_BUCKETS),
         global_batch=gb, global_batch_note=note,
         overlap_comm=(fixed["overlap_comm"],) if "overlap_comm" in fixed else None)
+    if not any(True for _ in space.batches()):
+        raise ZsimInputError(
+            f"no batch shape gives global batch {gb} on {space.data_parallel} data-parallel ranks with "
+            f"micro-batch in {list(space.micro_batches)} and grad-accum at most {MAX_GRAD_ACCUM} "
+            "(give --global-batch or another --micro-batch)")
     if not any(True for _ in space.structures()):
         raise ZsimInputError("no valid configuration in the search space (offload_param needs stage 3, "
                              "offload_optimizer needs stage >= 1)")

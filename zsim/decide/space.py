@@ -15,6 +15,7 @@ from typing import Iterator
 
 from ..dsconfig import OffloadDevice, default_overlap_comm, offload_error, overlap_comm_applies
 from ..errors import ZsimInputError
+from ..limits import MAX_GRAD_ACCUM
 
 #: Global batch (in tokens) used when neither --global-batch nor the config fixes one:
 #: about a million tokens, the order of magnitude Llama-style pretraining recipes use.
@@ -89,8 +90,8 @@ class SearchSpace:
         for micro in self.micro_batches:
             if self.global_batch is not None:
                 per_rank, rem = divmod(self.global_batch, self.data_parallel * micro)
-                if rem or per_rank < 1:
-                    continue
+                if rem or per_rank < 1 or per_rank > MAX_GRAD_ACCUM:
+                    continue          # no such batch shape (DeepSpeed's grad-accum bound: zsim.limits)
                 if self.grad_accums is not None and per_rank not in self.grad_accums:
                     continue
                 yield micro, per_rank
