@@ -27,13 +27,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import yaml
 
+from .collectives import collective_cost
 from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
 from .hardware import HardwareProfile, load_profile, profile_from_dict
 from .hostcost import HostSpeed
 from .job import RunSettings
+from .network import load_topology
 from .predict import predict_settings
 
 #: Parameters fitted to step times (dotted paths into the profile YAML).
@@ -426,8 +429,6 @@ CollectiveTimer = Callable[[str, int, int, HardwareProfile], float]
 
 def default_collective_timer(topo: str) -> CollectiveTimer:
     """Predicted collective time on the first ``world`` GPUs of one node of ``topo``."""
-    from .collectives import collective_cost
-    from .network import load_topology
     topology = load_topology(topo)
 
     def timer(op: str, nbytes: int, world: int, hw: HardwareProfile) -> float:
@@ -592,7 +593,6 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
 
 def profile_yaml(cal: Calibration) -> str:
     """The calibrated profile as YAML text that :func:`zsim.hardware.load_profile` reads."""
-    import yaml
     header = ("# Calibrated by `zsim calibrate`; the `calibration` section records the sources\n"
               "# (microbenchmarks, fit runs, versions) and the fit errors.\n")
     return header + yaml.safe_dump(_plain(cal.to_yaml_dict()), sort_keys=False, default_flow_style=None,

@@ -13,7 +13,9 @@ import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .collectives.base import bus_factor
 from .io import atomic_write_set, dumps_json
+from .ops import LOGGER_TO_COLLECTIVE
 from .provenance import Provenance
 
 #: Columns of a predicted ``training_metrics.csv`` (one row per micro-step; times in ms from
@@ -117,9 +119,6 @@ def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) 
     """Bytes one GPU sends per comms-logger op in one step (nccl-tests' bus convention:
     2(n-1)/n of the buffer for all_reduce, (n-1)/n for all_gather/reduce_scatter), n being
     the ranks of the op's group (:meth:`zsim.groups.Group.size`)."""
-    from .collectives.base import bus_factor
-    from .ops import LOGGER_TO_COLLECTIVE
-
     out: dict[str, float] = {}
     for op in ops:
         if op.kind == "collective":

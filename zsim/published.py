@@ -24,6 +24,7 @@ import yaml
 
 from .errors import ZsimInputError
 from .model import ModelSpec
+from .predict import predict
 
 #: The shipped data file (next to this module, under data/published/).
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "published" / "training_runs.yaml"
@@ -159,8 +160,6 @@ def model_for(row: Mapping[str, Any]) -> str | ModelSpec:
 
 def predict_row(row: Mapping[str, Any]):
     """zsim's :class:`~zsim.predict.Prediction` of one expressible row."""
-    from .predict import predict
-
     z = row["zsim"]
     ds = json.loads(json.dumps(DS_CONFIGS[z["ds_config"]]))
     ds["train_micro_batch_size_per_gpu"] = int(z["micro_batch"])
