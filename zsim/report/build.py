@@ -16,7 +16,7 @@ from ..io import atomic_write_set, dumps_json
 from ..output import format_bytes
 from . import figures
 from .data import ReportData, collect_settings
-from .render import to_html, to_markdown
+from .render import Block, Figure, Heading, Para, Pre, Table, to_html, to_markdown
 
 GIB = 2**30
 
@@ -77,19 +77,19 @@ def _per_stage_table(d: ReportData) -> tuple:
     rows = [[f"ZeRO-{s}", "yes" if p.fits else "no", format_bytes(p.peak_memory_bytes),
              f"{p.step_time_s:.3f} s", f"{p.tokens_per_s:,.0f}", f"{p.exposed_comm_s:.3f} s"]
             for s, p in sorted(d.per_stage.items())]
-    return ("table", header, rows)
+    return Table(tuple(header), tuple(rows))
 
 
 def _ranked_table(d: ReportData) -> tuple:
     header, rows = side_by_side_cells(d.plan.ranked)
-    return ("table", header, rows)
+    return Table(tuple(header), tuple(rows))
 
 
 def _memory_table(d: ReportData) -> tuple:
     header = ["GPUs N", "ZeRO-3 states", "baseline states / N", "ZeRO-3 peak", "baseline peak / N"]
     rows = [[m.gpus, format_bytes(m.zero3_states_bytes), format_bytes(m.baseline_states_over_n),
              format_bytes(m.zero3_peak_bytes), format_bytes(m.baseline_peak_over_n)] for m in d.memory_vs_n]
-    return ("table", header, rows)
+    return Table(tuple(header), tuple(rows))
 
 
 def _trust(plan: Any) -> list[str]:
@@ -106,59 +106,59 @@ def _trust(plan: Any) -> list[str]:
     return lines
 
 
-def blocks(d: ReportData, command: str = "") -> tuple[str, list[tuple]]:
+def blocks(d: ReportData, command: str = "") -> tuple[str, list[Block]]:
     """Title and blocks of the report (``command``: how to reproduce it, shown when given)."""
     plan, best = d.plan, d.plan.best
     p, c = best.prediction, best.candidate
     title = (f"zsim report: {plan.model} on {p.world_size} GPUs ({p.num_nodes} x {p.topology} node"
              f"{'s' if p.num_nodes > 1 else ''})")
-    out: list[tuple] = [
-        ("p", f"Predicted by zsim {__version__} with the "
-              f"{'calibrated' if d.hardware_calibrated else 'uncalibrated (datasheet)'} hardware profile "
-              f"{p.hardware}; these are simulator predictions, not measurements. Model {plan.model}: "
-              f"{plan.num_parameters / 1e9:.2f}B parameters, sequence length {plan.seq_len}, {p.precision}. "
-              f"{plan.global_batch_note}."),
-        ("h", 2, "Recommendation"),
-        ("p", "Use " + _config_line(c, p) + "."),
+    out: list[Block] = [
+        Para(f"Predicted by zsim {__version__} with the "
+             f"{'calibrated' if d.hardware_calibrated else 'uncalibrated (datasheet)'} hardware profile "
+             f"{p.hardware}; these are simulator predictions, not measurements. Model {plan.model}: "
+             f"{plan.num_parameters / 1e9:.2f}B parameters, sequence length {plan.seq_len}, {p.precision}. "
+             f"{plan.global_batch_note}."),
+        Heading(2, "Recommendation"),
+        Para("Use " + _config_line(c, p) + "."),
     ]
-    out += [("p", line) for line in _why(d)]
-    out += [("p", line) for line in _trust(plan)]
-    out += [("p", n) for n in plan.notes[1:]]
-    out += [("h", 3, "deepspeed_config_auto.json"),
-            ("pre", json.dumps(plan.ds_config_auto, indent=2, sort_keys=True))]
+    out += [Para(line) for line in _why(d)]
+    out += [Para(line) for line in _trust(plan)]
+    out += [Para(n) for n in plan.notes[1:]]
+    out += [Heading(3, "deepspeed_config_auto.json"),
+            Pre(json.dumps(plan.ds_config_auto, indent=2, sort_keys=True))]
     if command:
-        out += [("p", "Reproduce with:"), ("pre", command)]
-    out += [("h", 2, "Top configurations"), _ranked_table(d)]
+        out += [Para("Reproduce with:"), Pre(command)]
+    out += [Heading(2, "Top configurations"), _ranked_table(d)]
     if plan.rejected:
-        out += [("p", "Configurations that do not fit (largest memory term, overflow):")]
-        out += [("pre", "\n".join(line.strip() for line in rejection_summary(plan.rejected)))]
+        out += [Para("Configurations that do not fit (largest memory term, overflow):")]
+        out += [Pre("\n".join(line.strip() for line in rejection_summary(plan.rejected)))]
     out += [
-        ("h", 2, "Memory per stage"),
-        ("p", f"Per-GPU peak at micro-batch {c.micro_batch}, checkpointing "
-              f"{'on' if c.activation_checkpointing else 'off'}, no offload."),
-        ("img", "memory_by_stage", "Per-GPU memory breakdown per ZeRO stage", figures.memory_by_stage(d.per_stage)),
+        Heading(2, "Memory per stage"),
+        Para(f"Per-GPU peak at micro-batch {c.micro_batch}, checkpointing "
+             f"{'on' if c.activation_checkpointing else 'off'}, no offload."),
+        Figure("memory_by_stage", "Per-GPU memory breakdown per ZeRO stage", figures.memory_by_stage(d.per_stage)),
         _per_stage_table(d),
-        ("h", 2, "Step time per stage"),
-        ("img", "time_by_stage", "Step-time breakdown per ZeRO stage (compute, exposed communication per "
-                                 "link type, offload copies, optimizer)", figures.time_by_stage(d.per_stage)),
-        ("h", 2, "Timeline of one step"),
-        ("p", "The recommended configuration's optimizer step as simulated: one row per stream."),
-        ("img", "timeline", "Gantt chart of one optimizer step (streams as rows)",
+        Heading(2, "Step time per stage"),
+        Figure("time_by_stage", "Step-time breakdown per ZeRO stage (compute, exposed communication per "
+               "link type, offload copies, optimizer)", figures.time_by_stage(d.per_stage)),
+        Heading(2, "Timeline of one step"),
+        Para("The recommended configuration's optimizer step as simulated: one row per stream."),
+        Figure("timeline", "Gantt chart of one optimizer step (streams as rows)",
          figures.gantt(d.best.timeline, f"{plan.model} {c.label()}", c.grad_accum)),
-        ("h", 2, "Scaling with node count"),
-        ("p", f"Weak scaling: micro-batch {c.micro_batch} and grad-accum {c.grad_accum} per GPU at every node "
-              "count, so the global batch grows with the nodes. Dotted: linear scaling from the first point. "
-              "x on the axis: does not fit."),
-        ("img", "scaling", "Throughput vs node count per ZeRO stage",
+        Heading(2, "Scaling with node count"),
+        Para(f"Weak scaling: micro-batch {c.micro_batch} and grad-accum {c.grad_accum} per GPU at every node "
+             "count, so the global batch grows with the nodes. Dotted: linear scaling from the first point. "
+             "x on the axis: does not fit."),
+        Figure("scaling", "Throughput vs node count per ZeRO stage",
          figures.curves(d.scaling, "nodes", "Scaling with node count", log2x=True, ideal=True, logy=True)),
-        ("h", 2, "Throughput vs micro-batch"),
-        ("p", f"Fixed global batch {p.train_batch}: grad-accum = per-GPU batch / micro-batch."),
-        ("img", "micro_batch", "Throughput vs micro-batch per ZeRO stage",
+        Heading(2, "Throughput vs micro-batch"),
+        Para(f"Fixed global batch {p.train_batch}: grad-accum = per-GPU batch / micro-batch."),
+        Figure("micro_batch", "Throughput vs micro-batch per ZeRO stage",
          figures.curves(d.micro, "micro-batch per GPU", "Throughput vs micro-batch", log2x=True)),
-        ("h", 2, "Memory_ZeRO3 vs Memory_baseline / N"),
-        ("p", "The guides' Memory_ZeRO3 ~ Memory_baseline / N holds for model states (parameters, gradients, "
-              "optimizer states) but not for the peak: activations and communication buffers are not sharded."),
-        ("img", "memory_vs_n", "ZeRO-3 per-GPU memory against the stage-0 baseline divided by N",
+        Heading(2, "Memory_ZeRO3 vs Memory_baseline / N"),
+        Para("The guides' Memory_ZeRO3 ~ Memory_baseline / N holds for model states (parameters, gradients, "
+             "optimizer states) but not for the peak: activations and communication buffers are not sharded."),
+        Figure("memory_vs_n", "ZeRO-3 per-GPU memory against the stage-0 baseline divided by N",
          figures.memory_vs_n(d.memory_vs_n)),
         _memory_table(d),
     ]
@@ -194,7 +194,7 @@ def write_report(settings: RunSettings, output: str | Path = DEFAULT_REPORT_DIR,
     kw = {"scaling_nodes": scaling_nodes} if scaling_nodes else {}
     data = collect_settings(settings, global_batch=global_batch, progress=progress, **kw)
     title, blks = blocks(data, _command(settings, global_batch, output))
-    figures = {f"figures/{b[1]}.png": b[3] for b in blks if b[0] == "img"}
+    figures = {f"figures/{b.name}.png": b.png for b in blks if isinstance(b, Figure)}
     paths = atomic_write_set(output, {**figures, "report.html": to_html(title, blks),
                                       "report.md": to_markdown(title, blks),
                                       "deepspeed_config_auto.json": dumps_json(data.plan.ds_config_auto)})

@@ -1,18 +1,59 @@
 """Render report blocks to one self-contained HTML page and a Markdown twin.
 
-A report is a list of blocks — ("h", level, text), ("p", text), ("pre", text),
-("table", header, rows), ("img", name, caption, png_bytes) — rendered twice: HTML embeds each
-PNG as a base64 data URI (no external resources, no scripts), Markdown links
-``figures/<name>.png`` written beside it.
+A report is a list of blocks — :class:`Heading`, :class:`Para`, :class:`Pre`,
+:class:`Table`, :class:`Figure` — rendered twice: HTML embeds each PNG as a base64 data URI
+(no external resources, no scripts), Markdown links ``figures/<name>.png`` written beside it.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
 
-Block = tuple
+
+@dataclass(frozen=True)
+class Heading:
+    """A section heading (``level`` 2 or 3; the title is level 1)."""
+
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Para:
+    """A paragraph of plain text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Pre:
+    """Preformatted text (a config, a command, a list)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table: a header row and data rows (cells printed with ``str``)."""
+
+    header: tuple
+    rows: tuple
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG figure, written as ``figures/<name>.png`` beside the Markdown."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+#: One block of a report.
+Block = Union[Heading, Para, Pre, Table, Figure]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -33,25 +74,24 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>"]
     for b in blocks:
-        kind = b[0]
-        if kind == "h":
-            out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
-        elif kind == "p":
-            out.append(f"<p>{html.escape(b[1])}</p>")
-        elif kind == "pre":
-            out.append(f"<pre>{html.escape(b[1])}</pre>")
-        elif kind == "table":
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            out.append(f"<p>{html.escape(b.text)}</p>")
+        elif isinstance(b, Pre):
+            out.append(f"<pre>{html.escape(b.text)}</pre>")
+        elif isinstance(b, Table):
             out.append("<table>")
-            out.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in b[1]) + "</tr>")
-            for row in b[2]:
+            out.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in b.header) + "</tr>")
+            for row in b.rows:
                 out.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
             out.append("</table>")
-        elif kind == "img":
-            data = base64.b64encode(b[3]).decode("ascii")
-            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
-                       f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+        elif isinstance(b, Figure):
+            data = base64.b64encode(b.png).decode("ascii")
+            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.caption)}">'
+                       f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
         else:
-            raise ValueError(f"unknown block {kind!r}")
+            raise ValueError(f"unknown block {b!r}")  # an internal invariant, not input
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
 
@@ -64,18 +104,17 @@ def to_markdown(title: str, blocks: Sequence[Block], figure_dir: str = "figures"
     """The Markdown twin; figures are referenced as ``figure_dir/<name>.png``."""
     out = [f"# {title}", ""]
     for b in blocks:
-        kind = b[0]
-        if kind == "h":
-            out += ["#" * b[1] + " " + b[2], ""]
-        elif kind == "p":
-            out += [b[1], ""]
-        elif kind == "pre":
-            out += ["```", b[1], "```", ""]
-        elif kind == "table":
-            out.append("| " + " | ".join(_md_cell(c) for c in b[1]) + " |")
-            out.append("|" + "|".join(["---"] + ["---:"] * (len(b[1]) - 1)) + "|")
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b[2]]
+        if isinstance(b, Heading):
+            out += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Para):
+            out += [b.text, ""]
+        elif isinstance(b, Pre):
+            out += ["```", b.text, "```", ""]
+        elif isinstance(b, Table):
+            out.append("| " + " | ".join(_md_cell(c) for c in b.header) + " |")
+            out.append("|" + "|".join(["---"] + ["---:"] * (len(b.header) - 1)) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
             out.append("")
-        elif kind == "img":
-            out += [f"![{b[2]}]({figure_dir}/{b[1]}.png)", "", f"*{b[2]}*", ""]
+        elif isinstance(b, Figure):
+            out += [f"![{b.caption}]({figure_dir}/{b.name}.png)", "", f"*{b.caption}*", ""]
     return "\n".join(out)
