@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .dsconfig import RunConfig
+from .dsconfig import OffloadDevice, RunConfig
 from .workload import Workload
 
 
@@ -116,7 +116,7 @@ class _States:
 def _model_states(run: RunConfig, psi: int, part: int) -> _States:
     """params / grads / optimizer_states as DeepSpeed 0.19.8 allocates them."""
     z, p = run.zero, run.param_bytes
-    off_opt, off_par = z.offload_optimizer != "none", z.offload_param != "none"
+    off_opt, off_par = z.offload_optimizer.offloaded, z.offload_param.offloaded
     mixed = run.precision != "fp32"
     if z.stage == 0:
         # bf16/fp16 without ZeRO: FP16_Optimizer keeps fp32 masters (4Ψ) and Adam m, v (8Ψ)
@@ -158,7 +158,7 @@ class _Buffers:
 def _buffers(run: RunConfig, f: MemoryFacts, psi: int) -> _Buffers:
     z, p = run.zero, run.param_bytes
     part = f.partition_numel
-    off_opt = z.offload_optimizer != "none"
+    off_opt = z.offload_optimizer.offloaded
     static = live = buckets = step = 0
     if z.stage == 0 and run.precision != "fp32":
         # FP16_Optimizer.step: each grad cast to fp32 (4Ψ) and flattened into one fp32
@@ -232,9 +232,9 @@ def host_memory(run: RunConfig, facts: MemoryFacts, ranks_per_node: int,
     ``facts.partition_numel`` is the rank's partition; ``largest_param_numel`` sizes the
     stage-1/2 pinned gradient staging buffer (0: left out)."""
     terms: dict[str, int] = {}
-    if run.zero.offload_optimizer == "cpu":
+    if run.zero.offload_optimizer == OffloadDevice.CPU:
         terms.update(_offloaded_optimizer_terms(run, facts.partition_numel, largest_param_numel))
-    if run.zero.stage == 3 and run.zero.offload_param == "cpu":
+    if run.zero.stage == 3 and run.zero.offload_param == OffloadDevice.CPU:
         terms.update(_offloaded_param_terms(run, facts.partition_numel))
     per_rank = int(sum(terms.values()))
     return HostMemoryEstimate(bytes_per_rank=per_rank, ranks_per_node=int(ranks_per_node),
@@ -304,7 +304,7 @@ def _offloaded_param_terms(run: RunConfig, part: int) -> dict[str, int]:
     # S3:888-911 param_groups_fp16_flat_cpu_memory: pinned 16-bit flat buffers holding the
     # rank's parameter partitions (S3:977-986 places fp16_partitioned_groups_flat in them).
     terms = {"bit16_params": run.param_bytes * part}
-    if run.zero.offload_optimizer == "none":
+    if run.zero.offload_optimizer == OffloadDevice.NONE:
         # S3:2854-2859 _reassign_or_swap_out_partitioned_parameters copies the GPU fp32
         # sub-group into the CPU 16-bit partition: torch stages it as a pageable fp32 tensor
         # of the sub-group's size (the pageable swap-out of zsim/schedule/step.py).

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..dsconfig import AUTO, _as_int, load_ds_config
+from ..dsconfig import AUTO, OffloadDevice, _as_int, load_ds_config
 from ..errors import ZsimInputError
 from .space import Candidate
 
@@ -152,7 +152,7 @@ def candidate_config(user: UserConfig, cand: Candidate, data_parallel: int) -> d
         if axis in user.fixed:
             continue
         device = getattr(cand, axis)
-        if device == "none":
+        if device == OffloadDevice.NONE:
             zero.pop(axis, None)
         else:
             section = dict(zero.get(axis) or {})

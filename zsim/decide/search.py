@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..dsconfig import OffloadDevice
 from .evaluate import Evaluator, MemoryVerdict, Screened
 from .space import Candidate, SearchSpace
 
@@ -89,7 +90,7 @@ def _target(values: tuple[int, ...]) -> int:
 def _order(structures: Iterable[Candidate]) -> list[Candidate]:
     # Likely-fast first so the lower bound prunes early: no offload, no recomputation,
     # large micro-batches.
-    return sorted(structures, key=lambda c: ((c.offload_optimizer != "none") + (c.offload_param != "none"),
+    return sorted(structures, key=lambda c: ((c.offload_optimizer != OffloadDevice.NONE) + (c.offload_param != OffloadDevice.NONE),
                                              c.activation_checkpointing, -c.micro_batch, -c.stage))
 
 
