@@ -1,8 +1,9 @@
 """Per-GPU memory model: what torch.cuda.max_memory_allocated reports for one rank.
 
-Model states follow DeepSpeed 0.19.8's real allocations (../shared/notes/deepspeed-zero.md,
-"Memory"), grouped so that params + grads + optimizer_states reproduce the ZeRO paper's
-formulas (K = 12 for mixed-precision Adam):
+Model states follow DeepSpeed 0.19.8's real allocations (source lines at each term; which
+buffers exist at which moment is checked on real DeepSpeed on CPU by
+validation/cpu_truth/zero_memory.py), grouped so that params + grads + optimizer_states
+reproduce the ZeRO paper's formulas (K = 12 for mixed-precision Adam):
 
     stage 0   16Ψ          (2Ψ params, 2Ψ grads, 12Ψ fp32 master + Adam m, v)
     stage 1   4Ψ + 12Ψ/N

@@ -20,7 +20,7 @@ HELP = "predict per-GPU memory, step time and collectives of one DeepSpeed ZeRO 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `zsim predict` (DESIGN.md's contract)."""
+    """Options of `zsim predict` (the command-line contract of docs/design.md)."""
     add_run_args(p)
     add_cluster_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")

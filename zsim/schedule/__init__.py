@@ -1,7 +1,7 @@
 """The schedule layer: a model + DeepSpeed config -> the ops one rank issues per step.
 
-Pure data, no time (DESIGN.md). Reproduces what DeepSpeed 0.19.8 really issues
-(../shared/notes/deepspeed-zero.md), checked against its comms logger on CPU
+Pure data, no time (docs/design.md). Reproduces what DeepSpeed 0.19.8 really issues (each
+rule cites its DeepSpeed source line), checked against its comms logger on CPU
 (validation/cpu_truth, tests/test_schedule_truth.py).
 
 This package is also the API function ``zsim.schedule``: calling it,
