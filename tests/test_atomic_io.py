@@ -92,12 +92,15 @@ def test_killed_writer_leaves_old_or_new(private_tmp, sig):
     mid_write = 0
     for trial in range(6):
         before = _generation(target)
+        # Unbuffered binary pipes: a buffered readline() reads ahead, and communicate() reads
+        # the raw pipe, so "start"/"done" lines the read-ahead took would be lost (the test
+        # then blamed the writer for a generation it never saw being written).
         child = subprocess.Popen([sys.executable, str(script), str(target), str(SIZE)], env=ENV,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        assert child.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.0, 0.4))
         child.send_signal(sig)
-        out, err = child.communicate(timeout=60)
+        out, err = (b.decode() for b in child.communicate(timeout=60))
         words = out.split()
         done = [int(b) for a, b in zip(words, words[1:]) if a == "done"]
         started = [int(b) for a, b in zip(words, words[1:]) if a == "start"]

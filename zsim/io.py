@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -82,8 +83,13 @@ def _check_target(target: Path) -> None:
 def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = None
     try:
+        held = _hold_signals()
+        try:   # the name is bound before a held signal can be raised (in the finally)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        finally:
+            _release_signals(held)
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
@@ -92,12 +98,32 @@ def _replace(target: Path, writer: Callable[[Any], Any]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         raise
     return target
+
+
+#: Signals the CLI turns into KeyboardInterrupt (zsim/cli.py): held back while the temporary
+#: file is created, so that one cannot arrive after the file exists but before its name is
+#: known to the cleanup above (a stray .tmp file was seen after SIGINT).
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _hold_signals():
+    """Block SIGINT/SIGTERM at the OS level (where possible); returns the previous mask."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+
+
+def _release_signals(previous) -> None:
+    """Restore the mask of :func:`_hold_signals`; a held signal is raised from here."""
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def atomic_write_set(folder: str | Path, files: Mapping[str, bytes | str]) -> list[Path]:
