@@ -12,7 +12,7 @@ from zsim.calibrate import Predicted
 from zsim.cli import main
 from zsim.hardware import load_profile
 from zsim.validate import compare_collectives
-from zsim.validate import per_call_latencies, validate
+from zsim.validate import PHASES, per_call_latencies, validate
 
 from test_calibrate import write_run
 
@@ -133,3 +133,17 @@ def test_only_failed_runs_is_a_failure_not_a_crash(tmp_path, capsys):
     assert main(["validate", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "SKIPPED status=failed" in captured.out and "Traceback" not in captured.err
+
+
+def test_phases_are_scored_when_asked():
+    """`zsim validate --phases`: each run's forward/backward/step error and their MAPE per
+    split; without it, no phase figures (and no timelines kept)."""
+    folder = Path(__file__).resolve().parent.parent / "validation" / "results" / "h200" / "2026-12-01-m3"
+    with_phases = validate([folder], phases=True)
+    data = with_phases.to_dict()
+    traced = [r for r in data["runs"] if "forward_err_pct" in r]
+    assert traced and set(data["phase_mape_pct"]) == set(PHASES)
+    c = next(c for c in with_phases.runs if c.phase_err("step") is not None)
+    assert c.phase_err("step") == c.predicted.phase_s["step"] / c.run.phase_s["step"] - 1.0
+    plain = validate([folder]).to_dict()
+    assert "phase_mape_pct" not in plain and not any("forward_err_pct" in r for r in plain["runs"])

@@ -34,6 +34,9 @@ from .inputs import read_json_file
 from .hardware import PROFILE_DIR, HardwareProfile, load_profile
 from .yamlio import load_yaml_file
 
+#: The phases of an optimizer step that runs record and ``--phases`` scores.
+PHASES = ("forward", "backward", "step")
+
 #: comms-logger op name -> (zsim collective op, factor from logged message bytes to full buffer)
 LOGGED_OPS = {"all_reduce": ("all_reduce", "one"), "reduce_scatter_tensor": ("reduce_scatter", "one"),
               "all_gather_into_tensor": ("all_gather", "world")}
@@ -61,6 +64,16 @@ class RunComparison:
         if self.predicted is None:
             return None
         return self.predicted.peak_memory_bytes / self.run.peak_memory_bytes - 1.0
+
+    def phase_err(self, phase: str) -> float | None:
+        """Relative error of one phase ("forward", "backward", "step"; per optimizer step),
+        when both the run and the prediction have it (``zsim validate --phases``)."""
+        if self.predicted is None:
+            return None
+        measured, predicted = self.run.phase_s.get(phase), self.predicted.phase_s.get(phase)
+        if not measured or predicted is None:
+            return None
+        return predicted / measured - 1.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,12 @@ class Report:
         errs = [abs(c.time_err if which == "time" else c.mem_err) for c in rows]
         return 100 * statistics.fmean(errs) if errs else None
 
+    def phase_mape(self, phase: str, rows: Sequence[RunComparison] | None = None) -> float | None:
+        """MAPE of one phase over the ``rows`` (default scored()) that have it."""
+        rows = self.scored() if rows is None else rows
+        errs = [abs(e) for e in (c.phase_err(phase) for c in rows) if e is not None]
+        return 100 * statistics.fmean(errs) if errs else None
+
     def collective_mape(self, min_bytes: int = 16 << 20) -> float | None:
         """MAPE of per-collective times for messages of at least ``min_bytes``."""
         errs = [abs(c.err) for c in self.collectives if c.buffer_bytes >= min_bytes]
@@ -115,6 +134,7 @@ class Report:
                     "measured_peak_memory_bytes": c.run.peak_memory_bytes,
                     "predicted_peak_memory_bytes": c.predicted.peak_memory_bytes if c.predicted else None,
                     "peak_memory_err_pct": None if c.mem_err is None else 100 * c.mem_err,
+                    **{f"{ph}_err_pct": 100 * e for ph in PHASES if (e := c.phase_err(ph)) is not None},
                     "error": c.error}
         return {"runs": [row(c) for c in self.runs],
                 "skipped": [{"run_id": r.run_id, "status": r.status, "error": r.error} for r in self.skipped],
@@ -123,7 +143,9 @@ class Report:
                                  "err_pct": 100 * c.err} for c in self.collectives],
                 "scored_on": "eval" if self.split_known else "all",
                 "step_time_mape_pct": self.mape("time"), "peak_memory_mape_pct": self.mape("memory"),
-                "collective_mape_pct_ge_16MiB": self.collective_mape()}
+                "collective_mape_pct_ge_16MiB": self.collective_mape(),
+                **({"phase_mape_pct": {ph: self.phase_mape(ph) for ph in PHASES}}
+                   if any(self.phase_mape(ph) is not None for ph in PHASES) else {})}
 
 
 def profile_split(hardware: str | Path | HardwareProfile | None) -> set[str] | None:
@@ -199,9 +221,10 @@ def split_of(run: RunResult, fit_ids: set[str], fit_models: set[str], fit_sessio
 
 def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile | None = DEFAULT_PROFILE, *,
              topo: str = DEFAULT_RUN_TOPO, predictor: Predictor | None = None,
-             collective_timer: CollectiveTimer | None = None, models: Sequence[str] | None = None
-             ) -> Report:
-    """Compare every run under ``paths`` with its prediction."""
+             collective_timer: CollectiveTimer | None = None, models: Sequence[str] | None = None,
+             phases: bool = False) -> Report:
+    """Compare every run under ``paths`` with its prediction; with ``phases`` also each
+    run's forward/backward/step phase times (slower: every prediction keeps its timeline)."""
     runs = find_runs(paths)
     if not runs:
         raise ZsimInputError(f"no run folders (with summary.json) under {', '.join(map(str, paths))}")
@@ -212,7 +235,7 @@ def validate(paths: Sequence[str | Path], hardware: str | Path | HardwareProfile
     fitted = [r for r in runs if fit_ids is not None and r.run_id in fit_ids]
     fit_models = {r.model_name for r in fitted}
     fit_sessions = {run_session(r) for r in fitted}
-    predictor = predictor or default_predictor(topo)
+    predictor = predictor or default_predictor(topo, phases=phases)
     comparisons, skipped, colls = [], [], []
     timer = collective_timer
     for r in runs:
@@ -263,8 +286,11 @@ def format_report(rep: Report, show_collectives: bool = True) -> str:
     for split, label in labels + (("all", "all"),):
         rows = [c for c in rep.runs if c.predicted and (split == "all" or c.split == split)]
         if rows:
+            phase = [rep.phase_mape(ph, rows) for ph in PHASES]
             lines.append(f"MAPE {label:30s} ({len(rows):3d} runs): step time {rep.mape('time', rows):5.1f}%  "
-                         f"peak memory {rep.mape('memory', rows):5.1f}%")
+                         f"peak memory {rep.mape('memory', rows):5.1f}%"
+                         + ("" if all(p is None for p in phase) else "  phases fwd/bwd/step "
+                            + "/".join("-" if p is None else f"{p:.1f}" for p in phase) + "%"))
     cm = rep.collective_mape()
     if cm is not None:
         lines.append(f"MAPE collectives >= 16 MiB: {cm:5.1f}%")

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topo", default=DEFAULT_RUN_TOPO, help="topology the runs ran on")
     p.add_argument("--models", default=None, help="comma-separated model names to compare (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--phases", action="store_true",
+                   help="also score each run's forward / backward / step phase times (slower)")
     add_result_output_arg(p)
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.results:
         raise ZsimInputError("give at least one result folder (or --published)")
     models = [m for m in (args.models or "").split(",") if m] or None
-    rep = validate(args.results, hardware=args.hardware, topo=args.topo, models=models)
+    rep = validate(args.results, hardware=args.hardware, topo=args.topo, models=models, phases=args.phases)
     t, m = rep.mape("time"), rep.mape("memory")
     check_finite_tree(rep.to_dict(), "validation report")
     emit(args, dumps_json({**rep.to_dict(), "tolerance_pct": args.tolerance}) if args.json
