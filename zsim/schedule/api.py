@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -10,40 +10,10 @@ from ..dsconfig import Overrides, RunConfig, build_run_config
 from ..model import ModelSpec, load_model
 from ..ops import Op, collectives_summary
 from .dense import emit_dense
+from .facts import ScheduleFacts
 from .order import forward_modules
 from .params import flat_layout
 from .stage3 import emit_stage3
-
-
-@dataclass(frozen=True)
-class ScheduleFacts:
-    """Sizes the memory model needs, from the same arithmetic that produced the ops.
-
-    - ``partition_numel``: padded per-rank numel of the flat fp32 partition (stage 1/2:
-      flat group padded to 2·N, divided by N; stage 3: sum of ceil(numel/N) over params);
-    - ``padded_numel``: stage 1/2 the padded flat 16-bit buffer every rank holds in full;
-      stage 3 the sum of per-parameter padded numels (partition_numel × N);
-    - ``ipg_buffer_elems`` / ``ipg_buffer_count``: the contiguous gradient bucket buffer
-      (reduce_bucket_size elements, two with overlap_comm in stage 1/2; 0 when
-      contiguous_gradients is off or in stage 0);
-    - ``num_buckets``: gradient reductions (buckets) per reducing micro-step;
-    - ``max_gathered_numel``: stage 3, the peak numel of NON-persistent parameters
-      gathered at once during fwd/bwd (from the fetch/release simulation, padded numels);
-    - ``persistent_numel``: stage 3, numel of persistent parameters (held in full);
-    - ``largest_param_numel``: the largest single parameter;
-    - ``num_params``: parameter count Ψ; ``rank``: the rank whose view is modelled (0).
-    """
-
-    partition_numel: int
-    padded_numel: int
-    ipg_buffer_elems: int
-    ipg_buffer_count: int
-    num_buckets: int
-    max_gathered_numel: int
-    persistent_numel: int
-    largest_param_numel: int
-    num_params: int
-    rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,8 +39,7 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
     numels = [p.numel for p in params]
     z = run.zero
     if z.stage == 3:
-        em, stage3 = emit_stage3(model, run, numels, gpus_per_node)
-        facts = ScheduleFacts(largest_param_numel=max(numels), num_params=sum(numels), **asdict(stage3))
+        em, facts = emit_stage3(model, run, numels, gpus_per_node)
     else:
         layout = flat_layout(numels, run.world_size, round_robin=z.round_robin_gradients)
         em, nb = emit_dense(model, run, forward_modules(model), layout)

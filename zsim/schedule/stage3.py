@@ -18,7 +18,6 @@ all-reduced instead (S3:1672-1674); an oversized one is still reduce-scattered.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from ..dsconfig import OffloadDevice, RunConfig
 from ..groups import INTER_NODE, INTRA_NODE, WORLD
@@ -26,6 +25,7 @@ from ..model import ModelSpec
 from .coordinator import Coordinator
 from .emit import Emitter, NullEmitter
 from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
+from .facts import ScheduleFacts
 from .hostwork import STAGE3_BACKWARD, host_loop
 from .params import stage3_padded_numel, stage3_shard_numel
 from .step import stage3_step
@@ -64,19 +64,6 @@ def sub_groups(numels: list[int], run: RunConfig) -> list[int]:
             out.append(acc)
             acc = 0
     return out
-
-
-@dataclass(frozen=True)
-class Stage3Facts:
-    """The stage-3 sizes of :class:`zsim.schedule.api.ScheduleFacts` (see its docstring)."""
-
-    partition_numel: int
-    padded_numel: int
-    ipg_buffer_elems: int
-    ipg_buffer_count: int
-    num_buckets: int
-    max_gathered_numel: int
-    persistent_numel: int
 
 
 class _Stage3:
@@ -308,8 +295,8 @@ def _throttle(em: Emitter, events: deque, new: int | None, name: str) -> None:
 
 
 def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
-                gpus_per_node: int | None = None) -> tuple[Emitter, Stage3Facts]:
-    """All ops of the second (steady-state) optimizer step, and the stage-3 facts."""
+                gpus_per_node: int | None = None) -> tuple[Emitter, ScheduleFacts]:
+    """All ops of the second (steady-state) optimizer step, and its size facts."""
     sim = _Stage3(model, run, numels, gpus_per_node)
     for _ in range(run.grad_accum):       # step 0: trace recording + accumulation
         sim.micro_step()
@@ -321,7 +308,7 @@ def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
     buckets_per_micro = sim.num_buckets // run.grad_accum
     sim.step_boundary()
     z = run.zero
-    return sim.em, Stage3Facts(
+    return sim.em, ScheduleFacts(
         partition_numel=sum(stage3_shard_numel(n, run.world_size) for n in numels),
         padded_numel=sum(stage3_padded_numel(n, run.world_size) for n in numels),
         ipg_buffer_elems=z.reduce_bucket_size if z.contiguous_gradients else 0,
@@ -329,4 +316,5 @@ def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
         num_buckets=buckets_per_micro,
         max_gathered_numel=sim.max_gathered,
         persistent_numel=sum(n for n, keep in zip(numels, sim.persist) if keep),
+        largest_param_numel=max(numels), num_params=sum(numels),
     )
