@@ -8,12 +8,12 @@ Without torch/transformers the tests skip — unless ZSIM_REQUIRE_TRUTH=1 (CI), 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from truth_packages import require_truth_packages
 from zsim.model import load_model
 from zsim.workload import Workload
 
@@ -25,15 +25,8 @@ if str(ROOT) not in sys.path:
 @pytest.fixture(scope="module")
 def truth():
     """The measuring module (skips, or fails under ZSIM_REQUIRE_TRUTH=1, without transformers)."""
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-        from validation.cpu_truth import activation_memory
-    except Exception as exc:  # ImportError, or a broken install raising anything else
-        message = f"activation truth needs torch and transformers: {exc!r}"
-        if os.environ.get("ZSIM_REQUIRE_TRUTH") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_truth_packages("activation truth", "torch", "transformers")
+    from validation.cpu_truth import activation_memory
     return activation_memory
 
 
@@ -90,7 +83,7 @@ def test_stage2_gradient_partition_absent_at_the_loss(truth):
     """Real DeepSpeed: stage 2 allocates its gradient partition at the first reduction of a
     backward and hands it to the step, so at the loss it holds what stage 1 holds, and 2 B
     per parameter (bf16, one rank) more after backward than before it — zsim/memory.py."""
-    pytest.importorskip("deepspeed")
+    require_truth_packages("ZeRO memory truth", "deepspeed")
     one, two = _zero_marks(1, 29541), _zero_marks(2, 29542)
     assert two["loss_moment"] == pytest.approx(one["loss_moment"], abs=0.01)
     assert two["after_backward"] - two["start_of_step"] == pytest.approx(2.0, abs=0.01)
@@ -109,7 +102,7 @@ def test_stage3_on_one_rank_gathers_nothing(truth):
     """Real DeepSpeed, one rank, stage 3 with every parameter gathered (persistence 0): the
     forward leaves exactly stage 1's bytes on top of the step's start (no gathered copies),
     and zsim's stage-3 memory model has no gathered-parameter term at world size 1."""
-    pytest.importorskip("deepspeed")
+    require_truth_packages("ZeRO memory truth", "deepspeed")
     import subprocess
     one = _zero_marks(1, 29543)
     out = subprocess.run([sys.executable, str(ROOT / "validation" / "cpu_truth" / "zero_memory.py"), "3", "29544",

@@ -20,27 +20,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from validation.cpu_truth.cases import CASES  # noqa: E402
+from truth_packages import require_truth_packages  # noqa: E402
 
 pytestmark = pytest.mark.schedule_truth
-
-
-def _require_deepspeed() -> None:
-    """Skip without deepspeed/torch/transformers, or fail when CI requires the truth suite."""
-    try:
-        import deepspeed  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install raising anything else
-        message = f"schedule truth needs torch, deepspeed==0.19.8 and transformers: {exc!r}"
-        if os.environ.get("ZSIM_REQUIRE_TRUTH") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def truth_results() -> dict:
     """DeepSpeed's steady-state collectives of every case (run once per session)."""
-    _require_deepspeed()
+    require_truth_packages("schedule truth", "torch", "deepspeed", "transformers")
     import deepspeed
     assert deepspeed.__version__.startswith("0.19.8"), f"deepspeed {deepspeed.__version__}, need 0.19.8"
     from validation.cpu_truth.runner import run_cases
