@@ -147,7 +147,7 @@ def job_at(site: JobSite, settings: RunSettings) -> Job:
     ds_config = DEFAULT_DS_CONFIG if settings.ds_config is None else settings.ds_config
     run = build_run_config(ds_config, site.model, site.cluster.world_size, settings.overrides())
     return Job(settings, site.model, site.cluster, site.hardware, run, site.provenance, site.cpu_threads,
-               tuple(run.notes) + _site_notes(site.model, run))
+               tuple(run.notes) + _site_notes(site.model, run, site.hardware))
 
 
 def resolve(settings: RunSettings) -> Job:
@@ -155,9 +155,13 @@ def resolve(settings: RunSettings) -> Job:
     return job_at(place(settings), settings)
 
 
-def _site_notes(spec: ModelSpec, run: RunConfig) -> tuple[str, ...]:
+def _site_notes(spec: ModelSpec, run: RunConfig, hw: HardwareProfile) -> tuple[str, ...]:
     """What the prediction approximates for this run, in the order `zsim predict` prints it."""
     notes = []
+    if not hw.host.prices_code_paths:
+        notes.append(f"hardware profile {hw.name} has no measured host speed: DeepSpeed's per-tensor "
+                     "host loops are not priced and kernel dispatch uses its flat guess, so host-bound "
+                     "steps (small models, ZeRO-3, eager HF code) are optimistic")
     if run.seq_len > spec.max_position_embeddings:
         notes.append(f"seq {run.seq_len} exceeds the model's max_position_embeddings "
                      f"{spec.max_position_embeddings}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -230,7 +231,8 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
     ]
     for k, v in pred.memory_breakdown.items():
         lines.append(f"  {MEMORY_LABELS.get(k, k.replace('_', ' ')):<22}{format_bytes(v):>14}")
-    lines.append("  (ZeRO buffers: gradient buckets, gathered ZeRO-3 parameters and flat copies)")
+    lines.append("  (ZeRO buffers: gradient buckets, gathered ZeRO-3 parameters and flat copies;")
+    lines.append("   allocator overhead: the profile's fraction of the peak for what the terms above miss)")
     lines += [
         "",
         f"step time    {pred.step_time_s * 1e3:.1f} ms   tokens/s (all GPUs) {pred.tokens_per_s:,.0f}   "
@@ -253,5 +255,5 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
         lines.append(f"  {op:<26}{calls:>6} call{'s' if calls != 1 else ' '}  {format_bytes(total):>12} logged"
                      + wire)
     for note in pred.notes:
-        lines.append(f"note: {note}")
+        lines += textwrap.wrap(note, 100, initial_indent="note: ", subsequent_indent="      ")
     return "\n".join(lines)
