@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -90,6 +91,9 @@ OTHER = {
     "calibrate": ["calibrate", str(RESULTS / "2026-11-28"), "--base", "h200-sxm-datasheet",
                   "--name", "snap", "--fit-models", "llama-0.13b,llama-3b", "-o", "{out}/profile.yaml"],
 }
+#: A progress line of plan/sweep/report on a non-terminal stderr (zsim.decide.progress).
+PROGRESS = re.compile(r"zsim (plan|sweep|report): \d+/\d+ after ")
+
 DIAGNOSE = ["llama-0.13b-z3-offparam-mb4-ga1-s1024-r1", "llama-3b-z2-mb4-ga1-s1024-ac-r1",
             "tinyllama-1.1b-z2-offopt-mb2-ga8-s1024-guide-r1", "llama-0.13b-z0-mb4-ga1-s1024-r1"]
 
@@ -107,7 +111,9 @@ def run(argv: list[str], out: Path) -> None:
     text = stdout.getvalue().replace(str(work), "WORK")
     out.mkdir(parents=True, exist_ok=True)
     (out / "stdout").write_text(f"exit {code}\n{text}")
-    (out / "stderr").write_text(stderr.getvalue().replace(str(work), "WORK"))
+    # Progress lines come every couple of seconds of wall time: not behaviour, left out.
+    errors = [line for line in stderr.getvalue().splitlines(keepends=True) if not PROGRESS.match(line)]
+    (out / "stderr").write_text("".join(errors).replace(str(work), "WORK"))
     for f in sorted(p for p in work.rglob("*") if p.is_file()):
         rel = f.relative_to(work).as_posix().replace("/", "__")
         data = f.read_bytes()
