@@ -32,6 +32,12 @@ PRESETS: dict[str, dict] = {
     # a Llama-3-size vocabulary (128,256) on a small body: embeddings and lm_head dominate
     "llama-0.7b-v128k": dict(hidden_size=1536, num_hidden_layers=12, num_attention_heads=24,
                              num_key_value_heads=8, intermediate_size=4096, vocab_size=128256),
+    # session m5's unseen sizes: head_dim 128 with 5:1 GQA, ~1.5B
+    "llama-1.5b-gqa": dict(hidden_size=2560, num_hidden_layers=20, num_attention_heads=20,
+                           num_key_value_heads=4, intermediate_size=6912),
+    # ~4.1B: a Qwen2-7B-like width (3584, 28 heads, 4 KV heads) on 24 layers
+    "llama-4b-gqa": dict(hidden_size=3584, num_hidden_layers=24, num_attention_heads=28,
+                         num_key_value_heads=4, intermediate_size=12288),
 }
 
 _COMMON = dict(vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=4096,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 #: sizes the residual overheads are fitted on; the other sizes are evaluation only
 FIT_MODELS = ("llama-0.13b", "llama-3b")
-EVAL_MODELS = ("llama-0.55b", "tinyllama-1.1b", "llama-2-7b", "llama-1.2b-hd128", "llama-0.7b-v128k")
+EVAL_MODELS = ("llama-0.55b", "tinyllama-1.1b", "llama-2-7b", "llama-1.2b-hd128", "llama-0.7b-v128k",
+               "llama-1.5b-gqa", "llama-4b-gqa")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class Run:
     def timeout_s(self) -> int:
         """Wall-clock limit of the run on an H200 (start-up, JIT builds and offload included)."""
         base = {"llama-0.13b": 90, "llama-0.55b": 100, "tinyllama-1.1b": 120, "llama-3b": 170,
-                "llama-2-7b": 240, "llama-1.2b-hd128": 120, "llama-0.7b-v128k": 110}[self.model]
+                "llama-2-7b": 240, "llama-1.2b-hd128": 120, "llama-0.7b-v128k": 110,
+                "llama-1.5b-gqa": 120, "llama-4b-gqa": 200}[self.model]
         return (base + (90 if self.offload != "none" else 0) + (30 if self.ga > 1 else 0)
                 + (20 if self.gpus > 1 else 0))
 
@@ -200,8 +202,25 @@ PLAN_1201_EVAL: tuple[Run, ...] = _repeated((
     Run(L, 3, 2, 1, 2048, offload="param", profile=True),
 ))
 
+S3, M3 = "llama-1.5b-gqa", "llama-4b-gqa"
+#: session m5 (2026-12-01, third session): two sizes no fit or evaluation has seen (head_dim
+#: 128 with 5:1 and 7:1 GQA), every stage and optimizer offload, two processes each; and two
+#: traced fit-size runs for the step phase of stages 1/2 (the largest systematic gap).
+PLAN_1201_M5: tuple[Run, ...] = (
+    Run(XL, 1, 4, 1, 1024, profile=True, tag="m5"),
+    Run(XL, 2, 4, 1, 1024, ac=True, profile=True, tag="m5"),
+) + _repeated((
+    Run(S3, 1, 4, 1, 2048),
+    Run(S3, 3, 4, 1, 2048),
+    Run(S3, 2, 8, 2, 1024),
+    Run(M3, 3, 2, 1, 2048, ac=True),
+    Run(M3, 2, 2, 1, 2048, ac=True),
+    Run(M3, 1, 4, 1, 1024, ac=True),
+    Run(S3, 2, 4, 1, 1024, offload="opt"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
-         "h200-1201-eval": PLAN_1201_EVAL}
+         "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5}
 
 
 def split_of(model: str) -> str:
