@@ -209,6 +209,7 @@ S3, M3 = "llama-1.5b-gqa", "llama-4b-gqa"
 PLAN_1201_M5: tuple[Run, ...] = (
     Run(XL, 1, 4, 1, 1024, profile=True, tag="m5"),
     Run(XL, 2, 4, 1, 1024, ac=True, profile=True, tag="m5"),
+    Run(XXL, 3, 1, 1, 1024, ac=True, profile=True, tag="m5"),
 ) + _repeated((
     Run(S3, 1, 4, 1, 2048),
     Run(S3, 3, 4, 1, 2048),
