@@ -60,13 +60,6 @@ def _module_time_by_shape(workload: Workload, key: str, pass_: str, hw: Hardware
     return gpu_s, host_s
 
 
-#: HBM bytes per parameter that DeepSpeed's step moves besides the Adam kernel itself, in
-#: mixed precision: cast/flatten the 16-bit gradients to fp32 (read 2+2, write 4+2), the
-#: gradient norm (read 4), unscale/clip (read 4, write 4), and copying the updated fp32
-#: master back into the 16-bit parameters (read 4, write 2).
-STEP_EXTRA_BYTES_PER_PARAM = 28
-
-
 def _hbm_s(nbytes: float, hw: HardwareProfile) -> float:
     return nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * hw.compute.memory_bound_efficiency)
 
@@ -77,10 +70,11 @@ def optimizer_time_s(params: int, hw: HardwareProfile) -> float:
     return _hbm_s(params * hw.overheads.optimizer_bytes_per_param, hw) + hw.compute.kernel_launch_s
 
 
-def step_passes_time_s(params: int, hw: HardwareProfile) -> float:
-    """The GPU side of the step's per-tensor loops (casts, norm, unscale, copy back):
-    ``STEP_EXTRA_BYTES_PER_PARAM`` of HBM traffic per parameter. These kernels run while the
-    host is still issuing the loop (in the trace of llama-0.13b-z1-mb4-ga1-s1024-r1 1,713
-    small kernels, 5.0 ms of GPU time, run inside the 39 ms host loop before Adam's 7 kernels
-    start), so they are a separate op that overlaps the loop, not part of Adam's."""
-    return _hbm_s(params * STEP_EXTRA_BYTES_PER_PARAM, hw)
+def step_passes_time_s(nbytes: int, hw: HardwareProfile) -> float:
+    """The GPU side of the step's per-tensor loops (casts, norm, unscale, copy back): their
+    ``nbytes`` of HBM traffic (zsim.schedule.steppasses counts them per stage). These kernels
+    run while the host is still issuing the loop (in the trace of
+    llama-0.13b-z1-mb4-ga1-s1024-r1 1,713 small kernels run inside the 39 ms host loop
+    before Adam's 7 kernels start), so they are a separate op that overlaps the loop, not
+    part of Adam's."""
+    return _hbm_s(nbytes, hw)

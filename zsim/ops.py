@@ -25,8 +25,8 @@ Kinds:
     ZeRO++ hpZ and qgZ); a group's label ("world", ...) is accepted and converted;
   - ``copy``: ``nbytes`` over PCIe in the stream's direction;
   - ``optimizer``: a fused Adam update of ``params`` fp32 parameters on the GPU;
-  - ``step_passes``: the GPU kernels of the step's per-tensor loops over ``params`` values
-    (they run while the host issues the loop, before the update);
+  - ``step_passes``: the GPU kernels of the step's per-tensor loops over ``params`` values,
+    ``nbytes`` of HBM traffic (they run while the host issues the loop, before the update);
   - ``cpu_adam``: a DeepSpeedCPUAdam update of ``params`` parameters on the host;
   - ``overhead``: fixed host-side time, ``count`` × the named overhead of the hardware profile
     (e.g. "zero3_module_hook_s");

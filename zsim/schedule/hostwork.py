@@ -64,15 +64,51 @@ class LoopCounts:
         """Host synchronisations for ``tensors`` tensors."""
         return round(self.syncs_per_tensor * tensors + self.syncs_fixed)
 
+    def __add__(self, other: "LoopCounts") -> "LoopCounts":
+        """Two loops run one after the other, as one count."""
+        return LoopCounts(self.ops_per_tensor + other.ops_per_tensor,
+                          self.syncs_per_tensor + other.syncs_per_tensor,
+                          self.ops_fixed + other.ops_fixed, self.syncs_fixed + other.syncs_fixed)
 
-#: The step of stage 0 in bf16/fp16 (FP16_Optimizer): ~15.3-16.8 ops and 1 sync per tensor.
-STAGE0_STEP = LoopCounts(ops_per_tensor=15.5, syncs_per_tensor=1.0, syncs_fixed=6)
-#: The step of stages 1/2 (no offload): 15.6-15.8 ops per tensor, 9 fixed, 6 syncs.
-STAGE12_STEP = LoopCounts(ops_per_tensor=15.6, ops_fixed=9, syncs_fixed=6)
+
+#: The step's loops, one per stretch between two of DeepSpeed's host synchronisations (the
+#: host waits for the GPU at each, so a stretch costs the longer of its host loop and the GPU
+#: passes it issues: zsim.schedule.steppasses). Per-stretch shares of the launches from the
+#: traces (zsim.<phase> ranges split at cudaStreamSynchronize / aten::item), scaled to the
+#: totals of the table above:
+#: - stage 0 (tinyllama-1.1b-z0-mb4-ga1-s2048-r1): 201 overflow stretches of 12-14 launches
+#:   and one sync each (U:291-295), then the cast/flatten/norm (211 launches, FO:283-330) and
+#:   the unscale/update/copy back (258, FO:344-364);
+#: - stages 1/2 (llama-3b-z1-mb4-ga1-s1024-m5, 237 tensors): overflow 3,452 launches (S12:3229-3235,
+#:   then .item() S12:3248), norm 669 (S12:2680-2693), scalar checks 21 (S12:3043),
+#:   flatten/cast 254 (S12:3111-3118, then the clip's is_invalid_grad_norm S12:3203), unscale,
+#:   update and copy back 187 (S12:3119-3145).
+#: - stage 3 (llama-3b-z3-mb2-ga1-s2048-ac-r1, 4 sub-groups): a norm per sub-group with a stream
+#:   sync after each (S3:2419-2470; 196+214+214+76 launches), then the update of every sub-group
+#:   (22 + 219 launches: the check S3:2888, the loop S3:2910-2929).
+#: stage 0 in fp32 (torch optimizer after the engine's clip_grad_norm_, not traced): per
+#: parameter one norm kernel (U:395-399; .float() of an fp32 tensor launches nothing) and one
+#: mul_ (U:426-427).
+STAGE0_FP32_STEP = LoopCounts(ops_per_tensor=2.0)
+STAGE0_STEP_OVERFLOW = LoopCounts(ops_per_tensor=13.3, syncs_per_tensor=1.0)
+STAGE0_STEP_NORM = LoopCounts(ops_per_tensor=1.0, syncs_fixed=3)
+STAGE0_STEP_UPDATE = LoopCounts(ops_per_tensor=1.2, syncs_fixed=3)
+STAGE12_STEP_OVERFLOW = LoopCounts(ops_per_tensor=11.8)
+STAGE12_STEP_NORM = LoopCounts(ops_per_tensor=2.3, syncs_fixed=1)
+STAGE12_STEP_CHECKS = LoopCounts(ops_per_tensor=0.0, ops_fixed=9, syncs_fixed=3)
+STAGE12_STEP_CAST = LoopCounts(ops_per_tensor=0.87, syncs_fixed=1)
+STAGE12_STEP_UPDATE = LoopCounts(ops_per_tensor=0.63, syncs_fixed=1)
+STAGE3_STEP_NORM = LoopCounts(ops_per_tensor=5.0)        # per sub-group; a sync after each
+STAGE3_STEP_UPDATE = LoopCounts(ops_per_tensor=1.8, syncs_fixed=3)
+#: Whole-step totals (the table above): stage 0 in bf16/fp16 (FP16_Optimizer) ~15.3-16.8 ops
+#: and 1 sync per tensor; stages 1/2 15.6-15.8 ops per tensor, 9 fixed, 6 syncs; stage 3
+#: ~6.8 aten ops per tensor (see the module docstring).
+STAGE0_STEP = STAGE0_STEP_OVERFLOW + STAGE0_STEP_NORM + STAGE0_STEP_UPDATE
+STAGE12_STEP = (STAGE12_STEP_OVERFLOW + STAGE12_STEP_NORM + STAGE12_STEP_CHECKS + STAGE12_STEP_CAST
+                + STAGE12_STEP_UPDATE)
+STAGE3_STEP = STAGE3_STEP_NORM + STAGE3_STEP_UPDATE
 #: The step of stages 1/2 with offload_optimizer: a copy and two scalar reads per tensor.
 OFFLOAD12_STEP = LoopCounts(ops_per_tensor=1.0, syncs_per_tensor=1.0, syncs_fixed=6)
-#: The step of stage 3: ~6.8 aten ops per tensor (see the module docstring).
-STAGE3_STEP = LoopCounts(ops_per_tensor=6.8, syncs_fixed=5)
 #: Backward of every stage, every micro-step: autograd's AccumulateGrad and the engine's
 #: per-gradient copy (stage 0: 831 module kernels in zsim's workload against 946 launches +
 #: 136 memcpy in llama-0.13b-z0-mb4-ga1-s1024-r1, i.e. ~2.3 per tensor).
@@ -102,8 +138,10 @@ def host_loop(em: Emitter, name: str, counts: LoopCounts, tensors: int, groups: 
 
 
 def step_loops(run: RunConfig) -> LoopCounts | None:
-    """The step's per-tensor loops for the run's stage and precision (None: not traced:
-    stage 0 in fp32 uses the torch optimizer directly)."""
+    """The step's per-tensor loops for the run's stage and precision as one count (None:
+    not traced: stage 0 in fp32 uses the torch optimizer directly). The optimizer-offload
+    paths issue them as one loop; the GPU paths split them at DeepSpeed's host syncs
+    (zsim.schedule.steppasses)."""
     z = run.zero
     if z.stage == 0:
         return STAGE0_STEP if run.precision in ("bf16", "fp16") else None
@@ -112,6 +150,6 @@ def step_loops(run: RunConfig) -> LoopCounts | None:
     return STAGE3_STEP
 
 
-__all__ = ["STAGE3_BACKWARD", "GRAD_ACCUMULATE", "LoopCounts", "host_loop", "step_loops", "STAGE0_STEP", "STAGE12_STEP", "STAGE3_STEP",
+__all__ = ["STAGE3_BACKWARD", "GRAD_ACCUMULATE", "LoopCounts", "host_loop", "step_loops", "STAGE0_STEP", "STAGE12_STEP", "STAGE3_STEP", "STAGE0_FP32_STEP",
            "STAGE12_BACKWARD", "STAGE12_BOUNDARY", "OFFLOAD12_BACKWARD", "OFFLOAD12_BOUNDARY",
            "OFFLOAD12_STEP"]

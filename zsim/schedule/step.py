@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from ..dsconfig import OffloadDevice, RunConfig
 from .emit import Emitter
-from .hostwork import host_loop, step_loops
+from .hostwork import LoopCounts, host_loop, step_loops
+from .steppasses import StepSegment, pass_bytes, step_segments
 
 
 def _check_overflow(run: RunConfig) -> bool:
@@ -45,22 +46,63 @@ def _cpu_update(em: Emitter, numel: int, param_bytes_back: int, deps: tuple) -> 
     em.wait_for.append(h2d)
 
 
-def _gpu_update(em: Emitter, numel: int, loops: tuple[int, ...]) -> None:
-    """On the GPU: the loops' own kernels (casts, norm, unscale: ``step_passes``) run while
-    the host issues them; the fused Adam kernel is issued after the loops, so it waits for
-    them and for those kernels (stream order)."""
-    em.add("compute", "step_passes", "step_tensor_passes", params=numel)
-    em.add("compute", "optimizer", "optimizer_step", deps=loops, params=numel)
+def _stretch(em: Emitter, seg: StepSegment, tensors: int, groups: int, sync: bool) -> int | None:
+    """The host loop of one stretch; after the first, it starts with the host sync that ends
+    the stretch before (the host waits for the GPU there, see system/host.py)."""
+    loop = seg.loop if not sync or seg.loop.syncs(tensors) else seg.loop + LoopCounts(0.0, syncs_fixed=1)
+    return host_loop(em, f"step_{seg.name}", loop, tensors, groups)
+
+
+def _passes(em: Emitter, name: str, passes, numel: int, issued_after: int | None) -> None:
+    """One GPU op for ``passes`` over ``numel`` parameters. Their kernels are issued by the
+    stretch's loop, so they start once the host reached it (``issued_after``: the loop of
+    the stretch before) and overlap the loop; the next sync waits for both."""
+    if passes:
+        em.add("compute", "step_passes", name, deps=(issued_after,), params=numel,
+               nbytes=pass_bytes(passes, numel))
+
+
+def gpu_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], tensors: int,
+             collectives=None, after_update=None) -> None:
+    """The step on the GPU path as DeepSpeed runs it: stretches separated by host syncs
+    (:mod:`.steppasses`), each costing the longer of its host loop and its GPU passes; the
+    last ends in the fused Adam update of each sub-group (issued after the loop, so it waits
+    for it) and the copy back. ``collectives(em, name)`` emits the stage's collectives that
+    belong after a stretch (the overflow flag, the norms); ``after_update(em, numel)`` what
+    follows each sub-group's update (stage 3's swap-out with offload_param)."""
+    total = sum(sub_group_numels)
+    prev: int | None = None          # the loop of the stretch before: the host is past it
+    first = True
+    for seg in step_segments(run):
+        if seg.per_sub_group:
+            for numel in sub_group_numels:
+                share = max(1, round(tensors * numel / total)) if total else tensors
+                loop = _stretch(em, seg, share, 1, sync=not first)
+                _passes(em, f"step_{seg.name}_passes", seg.passes, numel, prev)
+                if collectives:
+                    collectives(em, seg.name)
+                prev, first = loop if loop is not None else prev, False
+            continue
+        loop = _stretch(em, seg, tensors, len(sub_group_numels), sync=not first)
+        first = False
+        if not seg.update:
+            _passes(em, f"step_{seg.name}_passes", seg.passes, total, prev)
+            if collectives:
+                collectives(em, seg.name)
+            prev = loop if loop is not None else prev
+            continue
+        for numel in sub_group_numels:
+            _passes(em, "step_update_passes", seg.passes, numel, prev)
+            em.add("compute", "optimizer", "optimizer_step", deps=(loop,), params=numel)
+            _passes(em, "step_copy_back", seg.after_update, numel, None)
+            if after_update:
+                after_update(em, numel)
 
 
 def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back: int,
             loops: tuple[int, ...] = ()) -> None:
-    """The optimizer update of ``partition_numel`` fp32 elements (on the GPU, or offloaded:
-    the fp32 gradients reached the host bucket by bucket during the backward, see
-    dense._offload_copies)."""
-    if run.zero.offload_optimizer == OffloadDevice.NONE:
-        _gpu_update(em, partition_numel, loops)
-        return
+    """The optimizer-offload update of ``partition_numel`` fp32 elements (the fp32 gradients
+    reached the host bucket by bucket during the backward, see dense._offload_copies)."""
     d2h = em.ops.last_on("d2h")
     _cpu_update(em, partition_numel, param_bytes_back, (d2h, em.last_compute) + loops)
 
@@ -70,12 +112,21 @@ def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel
     """Ops of the stage-1/2 optimizer step (one param group of ``tensors`` tensors)."""
     em.phase = "step"
     pb = run.param_bytes
-    loops = _loops(em, run, tensors)
-    if _check_overflow(run):
-        em.collective("overflow_check", "all_reduce", 1)
-    if run.zero.compute_grad_norm:
-        em.collective("grad_norm", "all_reduce", 4)
-    _update(em, run, partition_numel, pb, loops)
+
+    def collectives(em: Emitter, stretch: str) -> None:
+        # the overflow stretch exists exactly when the flag is checked (_check_overflow)
+        if stretch == "overflow" and _check_overflow(run):
+            em.collective("overflow_check", "all_reduce", 1)
+        if stretch == "norm" and run.zero.compute_grad_norm:
+            em.collective("grad_norm", "all_reduce", 4)
+
+    if run.zero.offload_optimizer == OffloadDevice.NONE:
+        gpu_step(em, run, [partition_numel], tensors, collectives)
+    else:
+        loops = _loops(em, run, tensors)
+        collectives(em, "overflow")
+        collectives(em, "norm")
+        _update(em, run, partition_numel, pb, loops)
     em.collective("allgather_params", "all_gather_into_tensor", partition_numel * pb,
                   buffer_bytes=padded_numel * pb)
 
@@ -90,10 +141,9 @@ def stage0_step(em: Emitter, run: RunConfig, numel: int, tensors: int = 0) -> No
     collective [E].
     """
     em.phase = "step"
-    loops = _loops(em, run, tensors)
     if run.precision == "fp32" and run.gradient_clipping > 0:
         em.collective("clip_grad_norm", "all_reduce", 4)
-    _gpu_update(em, numel, loops)
+    gpu_step(em, run, [numel], tensors)
 
 
 def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persistent_shards: list[int],
@@ -117,18 +167,24 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
     """
     em.phase = "step"
     pb = run.param_bytes
-    loops = _loops(em, run, tensors, groups=len(sub_group_numels))
-    if run.precision == "fp16":
-        em.collective("overflow_check", "all_reduce", 1)
-    norm_bytes = 4 if run.zero.offload_optimizer != OffloadDevice.NONE else 8
-    for _ in sub_group_numels:
-        em.collective("grad_norm", "all_reduce", norm_bytes)
-    for numel in sub_group_numels:
-        if run.zero.offload_optimizer == OffloadDevice.NONE:
-            _gpu_update(em, numel, loops)
-            if run.zero.offload_param != OffloadDevice.NONE:
-                _swap_out_to_host(em, numel)
-        else:
+    offloaded = run.zero.offload_optimizer != OffloadDevice.NONE
+
+    def collectives(em: Emitter, stretch: str) -> None:
+        if stretch == "overflow":
+            em.collective("overflow_check", "all_reduce", 1)
+        if stretch == "norm":
+            em.collective("grad_norm", "all_reduce", 4 if offloaded else 8)
+
+    if not offloaded:
+        swap = _swap_out_to_host if run.zero.offload_param != OffloadDevice.NONE else None
+        gpu_step(em, run, sub_group_numels, tensors, collectives, after_update=swap)
+    else:
+        loops = _loops(em, run, tensors, groups=len(sub_group_numels))
+        if run.precision == "fp16":
+            collectives(em, "overflow")
+        for _ in sub_group_numels:
+            collectives(em, "norm")
+        for numel in sub_group_numels:
             _cpu_update(em, numel, pb, (em.last_compute,) + loops)
     for shard in persistent_shards:
         em.collective("allgather_persistent", "all_gather_into_tensor", shard * pb)

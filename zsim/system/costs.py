@@ -81,7 +81,7 @@ class OpCoster:
         if op.kind == "optimizer":
             return OpCost(optimizer_time_s(op.params, hw), "optimizer")
         if op.kind == "step_passes":
-            return OpCost(step_passes_time_s(op.params, hw), "optimizer")
+            return OpCost(step_passes_time_s(op.nbytes, hw), "optimizer")
         if op.kind in ("cpu_adam", "cpu_pass"):
             name = "adam" if op.kind == "cpu_adam" else op.cpu_pass
             rate = cpu_pass_rate(hw, name, self.host.threads(hw))
