@@ -71,6 +71,13 @@ class LayerShape:
         return self.seq_len * self.micro_batch * self.hidden_size
 
 
+def _recompute(value: Recompute | str) -> Recompute:
+    try:
+        return Recompute(value)
+    except ValueError:
+        raise ZsimInputError(f"recompute must be one of {', '.join(Recompute)}, got {value!r}") from None
+
+
 def layer_activation_bytes(shape: LayerShape, tp: int = 1, sequence_parallel: bool = False,
                            recompute: Recompute | str = Recompute.NONE) -> float:
     """Bytes one layer keeps for backward on one TP rank (Table 2, see the module docstring).
@@ -80,7 +87,7 @@ def layer_activation_bytes(shape: LayerShape, tp: int = 1, sequence_parallel: bo
     sequence-parallel region's own shard)."""
     if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
         raise ZsimInputError(f"--tp must be a positive integer, got {tp!r}")
-    recompute = Recompute(recompute)
+    recompute = _recompute(recompute)
     s, b, h, a, f = shape.seq_len, shape.micro_batch, shape.hidden_size, shape.num_heads, shape.ffn_hidden_size
     if recompute is Recompute.FULL:
         return 2 * shape.sbh / (tp if sequence_parallel else 1)
