@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from truth_packages import require_truth_packages
 from zsim.collectives.base import GroupShape, group_shape
 from zsim.errors import ZsimInputError
 from zsim.groups import Dim, Group
@@ -49,8 +50,9 @@ def test_megatron_equation_one_and_the_example_of_24_ranks():
 
 def test_deepspeed_pipe_model_data_topology_agrees():
     """DeepSpeed's own PipeModelDataParallelTopology (axes pipe, data, model) numbers ranks
-    the same way (skips without deepspeed)."""
-    topo_mod = pytest.importorskip("deepspeed.runtime.pipe.topology")
+    the same way (skips without deepspeed, fails under ZSIM_REQUIRE_TRUTH=1)."""
+    require_truth_packages("DeepSpeed's pipeline topology", "deepspeed")
+    from deepspeed.runtime.pipe import topology as topo_mod
     for pp, tp, dp in ((2, 2, 2), (4, 2, 3), (3, 1, 4)):
         topo = topo_mod.PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=dp)
         layout = derive_layout(pp * tp * dp, tp=tp, pp=pp)
@@ -108,8 +110,10 @@ def test_batch_identity():
 
 
 def test_uniform_partition_matches_deepspeed():
-    """runtime/utils.py:606 partition_uniform (skips without deepspeed)."""
-    utils = pytest.importorskip("deepspeed.runtime.utils")
+    """runtime/utils.py:606 partition_uniform (skips without deepspeed, fails under
+    ZSIM_REQUIRE_TRUTH=1)."""
+    require_truth_packages("DeepSpeed's partition_uniform", "deepspeed")
+    from deepspeed.runtime import utils
     for layers in (4, 7, 30, 70, 105):
         for pp in (1, 2, 3, 4, 8):
             if layers < pp:
