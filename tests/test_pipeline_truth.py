@@ -24,9 +24,10 @@ if str(ROOT) not in sys.path:
 
 pytestmark = pytest.mark.schedule_truth
 
-#: (stages, micro-batches per step, data-parallel replicas, layers): fewer micro-batches
-#: than stages, equal, more; an odd layer count (uneven partition); a replicated stage.
-CASES = [(2, 4, 1, 4), (3, 2, 1, 7), (2, 3, 2, 4), (4, 5, 1, 8)]
+#: (stages, micro-batches per step, data-parallel replicas, layers, ZeRO stage): fewer
+#: micro-batches than stages, equal, more; an odd layer count (uneven partition); replicated
+#: stages, under ZeRO-1 (what DeepSpeed's pipeline engine runs with data parallelism).
+CASES = [(2, 4, 1, 4, 0), (3, 2, 1, 7, 0), (2, 3, 2, 4, 1), (4, 5, 1, 8, 0)]
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +42,9 @@ def _as_lists(steps):
     return [[[c.kind.value, c.buffer] for c in step] for step in steps]
 
 
-@pytest.mark.parametrize("stages,micro_batches,dp,layers", CASES)
-def test_pipeline_engine_runs_zsims_schedule(truth, stages, micro_batches, dp, layers):
-    result = truth.run(stages, micro_batches, dp=dp, layers=layers)
+@pytest.mark.parametrize("stages,micro_batches,dp,layers,zero_stage", CASES)
+def test_pipeline_engine_runs_zsims_schedule(truth, stages, micro_batches, dp, layers, zero_stage):
+    result = truth.run(stages, micro_batches, dp=dp, layers=layers, zero_stage=zero_stage)
     assert result["replicas_agree"], "data-parallel replicas of a stage ran different schedules"
     assert sorted(result["stages"]) == list(range(stages))
     counts = stage_layer_counts(layers, stages)

@@ -8,7 +8,7 @@ record the atomic steps the schedule yields. Two ``train_batch`` calls run; the 
 kept. The model is a stack of small ``nn.Linear`` layers (``LayerSpec``), partitioned
 ``uniform``; ``parts`` (the stage boundaries DeepSpeed chose) is recorded too.
 
-    python -m validation.cpu_truth.pipeline_schedule --stages 2 --micro-batches 4 [--dp 1]
+    python -m validation.cpu_truth.pipeline_schedule --stages 2 --micro-batches 4 [--dp 2 --zero-stage 1]
 
 prints one JSON object: ``{"stages": {stage: {"executed": [...], "steps": [[...]], ...}}}``
 (data-parallel replicas of a stage must agree; the result says whether they do).
@@ -70,8 +70,9 @@ def worker(case: dict, out: Path) -> None:
     net = PipelineModule(layers=layers, num_stages=case["stages"], loss_fn=torch.nn.MSELoss(),
                          partition_method="uniform")
     config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": case["micro_batches"],
-              "steps_per_print": 10**9, "zero_optimization": {"stage": case.get("zero_stage", 0)}}
-    # A client optimizer: DeepSpeed's own would compile an op.
+              "steps_per_print": 10**9, "zero_optimization": {"stage": case.get("zero_stage", 0)},
+              "zero_allow_untested_optimizer": True}
+    # A client optimizer: DeepSpeed's own would compile an op (ZeRO then needs the flag above).
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
     engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer, config=config)
     data = [(torch.randn(1, WIDTH), torch.randn(1, WIDTH)) for _ in range(case["micro_batches"])]
@@ -143,6 +144,7 @@ def main() -> int:
     ap.add_argument("--micro-batches", type=int, default=4)
     ap.add_argument("--dp", type=int, default=1)
     ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--zero-stage", type=int, default=0, choices=(0, 1))
     args = ap.parse_args()
     if args.worker:
         worker(json.loads(Path(args.worker[0]).read_text()), Path(args.worker[1]))
@@ -152,7 +154,7 @@ def main() -> int:
         # rank has passed the barrier; gloo's threads at exit sometimes abort the process
         # ("terminate called without an active exception").
         os._exit(0)
-    print(json.dumps(run(args.stages, args.micro_batches, args.dp, args.layers), indent=1))
+    print(json.dumps(run(args.stages, args.micro_batches, args.dp, args.layers, args.zero_stage), indent=1))
     return 0
 
 
