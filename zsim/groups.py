@@ -31,6 +31,7 @@ class Dim(enum.StrEnum):
     DATA = "data"
     TENSOR = "tensor"
     PIPELINE = "pipeline"
+    SEQUENCE = "sequence"   # DeepSpeed-Ulysses' sequence-parallel group (zsim.parallel.layout)
     EXPERT = "expert"
 
 

@@ -12,6 +12,7 @@ from ..hostcost import LAUNCHERS
 from ..io import dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR, format_prediction, wire_bytes_per_gpu, write_prediction_outputs
+from ..parallel.cli import add_parallel_args, refuse_model_parallel
 from ..predict import predict_settings
 from ..trace import write_trace
 from .common import add_cluster_args, add_run_args, int_up_to, settings_from_args
@@ -36,10 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     p.add_argument("--cpu-threads", type=int_up_to(4096), default=None,
                    help="threads per rank of the CPU passes (OMP_NUM_THREADS), overriding --launcher")
+    add_parallel_args(p, " (above 1: refused, not modelled yet)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict, then print and write what was asked."""
+    refuse_model_parallel(args)
     # Outputs and wire bytes read the prediction's ops: keep the timeline.
     pred = predict_settings(settings_from_args(args), keep_timeline=True)
     check_finite_tree(pred.to_dict(), "prediction")  # before anything is printed or written

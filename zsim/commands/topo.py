@@ -7,6 +7,7 @@ import json
 
 from .. import limits
 from ..network import list_topologies, load_topology
+from ..parallel.cli import add_parallel_args, asked_placement, placement_dict, placement_lines
 
 HELP = "list, describe (show) and draw topologies"
 
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="topology name or YAML path")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    add_parallel_args(p, "; with any of these, print the rank mapping")
     p = sub.add_parser("draw", help="draw a topology graph to an image (matplotlib)")
     p.add_argument("name", help="topology name or YAML path")
     p.add_argument("--nodes", type=int, default=1)
@@ -46,6 +48,9 @@ def _show(args: argparse.Namespace) -> int:
     topo = load_topology(args.name)
     info = topo.describe(nodes=args.nodes)
     limits.check_finite_tree(info, "topology")
+    placed = asked_placement(args, info["cluster"]["gpus_per_node"], info["cluster"]["num_nodes"])
+    if placed is not None:
+        info["parallel"] = placement_dict(placed)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -74,6 +79,8 @@ def _show(args: argparse.Namespace) -> int:
     for k, v in c["bandwidth_GBps"].items():
         print(f"    {k:<16} {v:g}")
     print(f"    fabric_share     {c['fabric_share']:g}")
+    for line in placement_lines(placed) if placed is not None else ():
+        print(line)
     return 0
 
 

@@ -1,0 +1,88 @@
+"""The command line of the 3D layout: ``--tp/--pp/--sp`` flags, predict's refusal of what is
+not modelled yet, and the rank mapping ``zsim topo show`` prints."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import limits
+from ..errors import ZsimInputError
+from .layout import LABELS, RANK_ORDER, LayoutPlacement, derive_layout, place_layout
+
+#: Rank rows `zsim topo show` prints before it says how many more there are (--json has all).
+MAX_RANK_ROWS = 64
+
+_FLAGS = (("tp", "tensor-parallel degree (Megatron-style)"),
+          ("pp", "pipeline-parallel stages (DeepSpeed's pipeline engine)"),
+          ("sp", "DeepSpeed-Ulysses sequence-parallel degree"))
+
+
+def _degree(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 1 <= value <= limits.MAX_WORLD_SIZE:
+        raise argparse.ArgumentTypeError(f"must be in 1..{limits.MAX_WORLD_SIZE}, got {value}")
+    return value
+
+
+def add_parallel_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    """``--tp``, ``--pp``, ``--sp`` (absent: None, i.e. 1)."""
+    for name, text in _FLAGS:
+        p.add_argument(f"--{name}", type=_degree, default=None, help=text + what)
+
+
+def refuse_model_parallel(args: argparse.Namespace) -> None:
+    """Raise one line when a degree above 1 is asked of a command that does not model it."""
+    asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
+    if asked:
+        raise ZsimInputError(f"{' '.join(asked)}: tensor/pipeline parallel timing not modelled yet "
+                             "(zsim predicts data-parallel ZeRO only; `zsim topo show` prints the rank mapping)")
+
+
+def asked_placement(args: argparse.Namespace, gpus_per_node: int, num_nodes: int) -> LayoutPlacement | None:
+    """The layout the flags ask for on that cluster, or None when no flag was given."""
+    if all(getattr(args, name, None) is None for name, _ in _FLAGS):
+        return None
+    layout = derive_layout(gpus_per_node * num_nodes, tp=args.tp or 1, pp=args.pp or 1, sp=args.sp or 1)
+    return place_layout(layout, gpus_per_node, num_nodes)
+
+
+def placement_dict(placed: LayoutPlacement) -> dict[str, Any]:
+    """Plain data of a placement: degrees, each group's shape, every rank's coordinates."""
+    lay = placed.layout
+    return {
+        "degrees": {"tp": lay.tp, "sp": lay.sp, "dp": lay.dp, "pp": lay.pp},
+        "rank_order": [LABELS[d] for d in RANK_ORDER],
+        "groups": [{"label": g.label, "ranks_per_node": g.ranks_per_node, "nodes": g.nodes,
+                    "copies": lay.world_size // lay.degree(g.dim),
+                    "first": list(lay.group_ranks(g.dim)[0])} for g in placed.groups],
+        "ranks": [{"rank": r, "node": placed.node_of(r), "local_rank": r % placed.gpus_per_node,
+                   **vars(lay.coords(r))} for r in range(lay.world_size)],
+    }
+
+
+def placement_lines(placed: LayoutPlacement) -> list[str]:
+    """What `zsim topo show --tp/--pp/--sp` prints under the cluster."""
+    lay = placed.layout
+    out = [f"  parallel    tp {lay.tp} x sp {lay.sp} x dp {lay.dp} x pp {lay.pp} = {lay.world_size} ranks; "
+           "rank order tensor fastest, then sequence, data, pipeline (Megatron's)"]
+    for g in placed.groups:
+        first = lay.group_ranks(g.dim)[0]
+        shown = ", ".join(map(str, first[:8])) + (", ..." if len(first) > 8 else "")
+        out.append(f"    {g.label:<10} {lay.degree(g.dim)} ranks, {g.ranks_per_node} per node on "
+                   f"{g.nodes} node(s); {lay.world_size // lay.degree(g.dim)} groups, the first [{shown}]")
+    out.append("    rank  node  gpu    tp  sp  dp  pp")
+    for r in range(min(lay.world_size, MAX_RANK_ROWS)):
+        c = lay.coords(r)
+        out.append(f"    {r:>4}  {placed.node_of(r):>4}  {r % placed.gpus_per_node:>3}  "
+                   f"{c.tp:>4}{c.sp:>4}{c.dp:>4}{c.pp:>4}")
+    if lay.world_size > MAX_RANK_ROWS:
+        out.append(f"    ... {lay.world_size - MAX_RANK_ROWS} more ranks (--json lists all)")
+    return out
+
+
+__all__ = ["add_parallel_args", "refuse_model_parallel", "asked_placement", "placement_dict",
+           "placement_lines", "MAX_RANK_ROWS"]
