@@ -437,8 +437,38 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte
         found = False
     if not found:
-        raise ZsimInputError(
-            f"unknown model {text[:200]!r}: not a preset ({', '.join(sorted(PRESETS))}) and no such file")
+        bundled = bundled_model_path(text)
+        if bundled is None:
+            raise ZsimInputError(
+                f"unknown model {text[:200]!r}: not a preset ({', '.join(sorted(PRESETS))}), not one of the "
+                f"{len(bundled_model_names())} Hub names zsim knows offline (zsim.model.bundled_model_names) and "
+                "no such file: download the model's config.json and pass --model path/to/config.json")
+        return _read_config(bundled, name=text)
+    return _read_config(path)
+
+
+#: Hub config.json files bundled with zsim: ``<org>--<name>.json`` (sources in SOURCES.md there).
+MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+
+def bundled_model_names() -> list[str]:
+    """The ``ORG/NAME`` Hub names whose config.json zsim bundles (offline ``--model``)."""
+    return sorted(p.stem.replace("--", "/", 1) for p in MODELS_DIR.glob("*--*.json"))
+
+
+def bundled_model_path(name: str) -> Path | None:
+    """The bundled config.json of Hub name ``ORG/NAME`` (case-insensitive), or None."""
+    if name.count("/") != 1:
+        return None
+    wanted = name.replace("/", "--", 1).lower()
+    for p in MODELS_DIR.glob("*--*.json"):
+        if p.stem.lower() == wanted:
+            return p
+    return None
+
+
+def _read_config(path: Path, name: str = "") -> ModelSpec:
+    """The spec of the config.json at ``path``, named ``name`` (default: from the path)."""
     data = read_input_bytes(path, "model config")
     try:
         cfg = json.loads(data.decode("utf-8"))
@@ -449,5 +479,5 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
     except (RecursionError, ValueError):  # nested too deeply; an integer of over 4300 digits
         raise ZsimInputError(f"model config {path} is nested too deeply or holds too large a number") from None
     # HF layout: <model name>/config.json; any other file is named by itself.
-    name = (path.parent.name if path.name == "config.json" else "") or path.stem
+    name = name or (path.parent.name if path.name == "config.json" else "") or path.stem
     return from_hf_config(cfg, name=name if name.isprintable() else repr(name))
