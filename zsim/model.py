@@ -283,8 +283,6 @@ _DEFAULTS = {"gpt2": {"vocab_size": 50257, "max_position_embeddings": 1024},
 
 def _bool(cfg: Mapping[str, Any], key: str, default: bool, name: str) -> bool:
     value = cfg.get(key, default)
-    if value is None:
-        return default
     if not isinstance(value, bool):
         raise ZsimInputError(f"{name}: {key} must be true or false, got {value!r}")
     return value
@@ -330,8 +328,9 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
     if missing:
         raise ZsimInputError(f"{name}: model config is missing {', '.join(missing)}")
     for f, k in keys.items():
-        if cfg.get(k) is not None:
-            kw[f] = _int_field(cfg, k, name)
+        optional = f in defaults or f == "max_position_embeddings"
+        if k in cfg and not (cfg[k] is None and optional):
+            kw[f] = _int_field(cfg, k, name)   # a required key given as null is refused here
         elif f in defaults:
             kw[f] = defaults[f]
     if mt == "gpt2":
@@ -372,10 +371,11 @@ def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]
         bias = b("attention_bias", False)
         return dict(qkv_bias=bias, o_bias=bias, mlp_bias=b("mlp_bias", False),
                     attention_dropout=f("attention_dropout"))
-    if mt == "mistral":
-        return dict(attention_dropout=f("attention_dropout"))
-    if mt == "qwen2":
-        return dict(qkv_bias=True, attention_dropout=f("attention_dropout"))
+    if mt in ("mistral", "qwen2"):
+        # attention_bias is read by neither (modeling_mistral.py: no biases; modeling_qwen2.py:
+        # q/k/v always biased, o_proj never), only checked to be a boolean
+        b("attention_bias", False)
+        return dict(qkv_bias=mt == "qwen2", attention_dropout=f("attention_dropout"))
     if mt == "qwen3":
         bias = b("attention_bias", False)
         return dict(qkv_bias=bias, o_bias=bias, qk_norm=True, attention_dropout=f("attention_dropout"))
