@@ -80,15 +80,20 @@ _BASE_HF = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 2
 
 @pytest.mark.parametrize("extra, needle", [
     ({"model_type": "mixtral", "num_local_experts": 8}, "mixtral"),
-    ({"model_type": "gpt2"}, "gpt2"),
+    ({"model_type": "bloom"}, "bloom.*ALiBi"),
+    ({"model_type": "gemma2", "head_dim": 64, "attn_logit_softcapping": 50.0}, "softcapping"),
+    ({"model_type": "falcon", "alibi": True}, "ALiBi"),
+    ({"model_type": "gpt2", "n_embd": 64, "n_layer": 1, "n_head": 4, "reorder_and_upcast_attn": True},
+     "reorder_and_upcast_attn"),
+    ({"model_type": "opt", "layer_norm_elementwise_affine": False}, "layer_norm_elementwise_affine"),
     ({"model_type": "t5", "is_encoder_decoder": True}, "t5"),
     ({"model_type": "llama", "is_encoder_decoder": True}, "encoder-decoder"),
     ({"model_type": "llama", "num_local_experts": 8}, "mixture of experts"),
     ({"model_type": "qwen2", "num_experts": 60, "moe_intermediate_size": 1408}, "mixture of experts"),
     ({"model_type": "llama", "vision_config": {"hidden_size": 1024}}, "vision"),
     ({"model_type": "llama", "kv_lora_rank": 512}, "MLA"),
-    ({"model_type": "llama", "mlp_bias": True}, "mlp_bias"),
-    ({"model_type": "llama", "hidden_act": "gelu"}, "hidden_act"),
+    ({"model_type": "llama", "hidden_act": "gelu_fast"}, "hidden_act"),
+    ({"model_type": "gpt_neox", "hidden_act": "relu2"}, "hidden_act"),
     ({"model_type": "qwen2", "use_sliding_window": True}, "sliding-window"),
 ])
 def test_unmodelled_architectures_are_refused(extra, needle, tmp_path):

@@ -44,10 +44,14 @@ def module_time_s(workload: Workload, module: str, pass_: str, hw: HardwareProfi
 
 
 def _shape_key(module: str) -> str:
-    # Layers share shapes: "model.layers.17.mlp.up_proj" costs what "model.layers.0..." costs.
+    # Layers share shapes: "model.layers.17.mlp.up_proj" costs what "model.layers.0..." costs
+    # (and "transformer.h.17.attn" what "transformer.h.0.attn" does): the first numeric part
+    # of a module name is its decoder layer's index in every zsim.modeltree family.
     parts = module.split(".")
-    if len(parts) >= 3 and parts[0] == "model" and parts[1] == "layers":
-        parts[2] = "0"
+    for k, part in enumerate(parts):
+        if part.isdigit():
+            parts[k] = "0"
+            break
     return ".".join(parts)
 
 

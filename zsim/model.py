@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from .errors import ZsimInputError
 from .inputs import read_input_bytes
 from .limits import MODEL_FIELD_MAX, show_number
-from .modeltree import ModelTree, Param, model_tree  # Param: re-exported, zsim.model.Param
+from .modeltree import ACTIVATIONS, FAMILY_BUILDERS, ModelTree, Param, model_tree  # Param: re-exported
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,20 @@ class ModelSpec:
     mlp: str = "swiglu"
     norm: str = "rmsnorm"
     learned_positions: bool = False   # GPT-3: a learned position embedding table
+    family: str = "llama"             # module tree builder (zsim.modeltree.FAMILY_BUILDERS)
+    o_bias: bool = False              # Llama attention_bias: o_proj is biased too
+    mlp_bias: bool = False            # Llama mlp_bias: gate/up/down biased
+    qk_norm: bool = False             # Qwen3: per-head RMSNorm of q and k
+    activation: str = "silu"          # hidden_act (zsim.modeltree.ACTIVATIONS)
+    rotary_dim: int = 0               # rotated values per head (partial rotary); 0: head_dim
+    parallel_residual: bool = False   # attention and MLP read the same input (NeoX, Falcon, Phi)
+    parallel_norms: int = 2           # Falcon, parallel: 1 shared LayerNorm or 2 (ln_attn, ln_mlp)
+    dropout: float = 0.0              # residual/embedding dropout probability (masks when > 0)
+    attention_dropout: float = 0.0    # inside SDPA (flash: no mask kept)
+    lm_head_bias: bool = False        # Phi
+    embed_dim: int = 0                # OPT word_embed_proj_dim; 0: hidden_size
+    post_norm: bool = False           # OPT do_layer_norm_before false: LayerNorm after the residual
+    sliding_window: int = 0           # attention window (0: none); longer sequences are refused
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -65,6 +79,19 @@ class ModelSpec:
             raise ZsimInputError(f"model {self.name!r}: mlp must be swiglu or gelu, got {self.mlp!r}")
         if self.norm not in ("rmsnorm", "layernorm"):
             raise ZsimInputError(f"model {self.name!r}: norm must be rmsnorm or layernorm, got {self.norm!r}")
+        if self.family not in FAMILY_BUILDERS:
+            raise ZsimInputError(f"model {self.name!r}: family must be one of {', '.join(FAMILY_BUILDERS)}, "
+                                 f"got {self.family!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ZsimInputError(f"model {self.name!r}: activation must be one of {', '.join(ACTIVATIONS)}, "
+                                 f"got {self.activation!r}")
+        if self.rotary_dim == 0:
+            object.__setattr__(self, "rotary_dim", self.head_dim)
+        if not 0 < self.rotary_dim <= self.head_dim:
+            raise ZsimInputError(f"model {self.name!r}: rotary_dim {self.rotary_dim} must be in 1..head_dim")
+        for key in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ZsimInputError(f"model {self.name!r}: {key} must be in [0, 1), got {getattr(self, key)!r}")
 
     # ---- shapes ---------------------------------------------------------------------
     @property
@@ -85,7 +112,7 @@ class ModelSpec:
 
     def layer_parameters(self, i: int) -> list[Param]:
         """Parameters of decoder layer ``i`` in HF registration order."""
-        layer = self.tree.node(f"model.layers.{i}")
+        layer = self.tree.layer(i)
         if layer is None:
             raise IndexError(f"model {self.name!r} has no decoder layer {i}")
         return [p for n in layer.walk() for p in n.params]
@@ -132,15 +159,6 @@ PRESETS: dict[str, ModelSpec] = {
 #: The model `zsim predict` uses when none is given.
 DEFAULT_MODEL = "llama-2-7b"
 
-_HF_KEYS = {
-    "hidden_size": "hidden_size",
-    "num_hidden_layers": "num_layers",
-    "num_attention_heads": "num_heads",
-    "intermediate_size": "intermediate_size",
-    "vocab_size": "vocab_size",
-}
-
-
 #: Most decoder layers a config.json may ask for (the largest published models have ~130): the
 #: simulator replays every layer, so a typo like 1e9 would run for hours instead of answering.
 MAX_HF_LAYERS = MODEL_FIELD_MAX["num_hidden_layers"]
@@ -162,7 +180,14 @@ def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
 
 
 #: HF ``model_type`` values whose decoder zsim models exactly (absent: llama).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "phi", "gpt2",
+                         "gpt_neox", "falcon", "opt")
+
+#: Architectures seen on the Hub that zsim refuses, with why (one line each).
+_REFUSED_MODEL_TYPES = {
+    "bloom": "BLOOM's ALiBi attention runs eagerly (baddbmm + fp32 softmax, s x s scores kept), "
+             "which zsim's attention model does not price",
+}
 
 #: config.json fields that mean an architecture zsim does not model -> what it is. A config
 #: holding one is refused, never silently priced as a dense Llama.
@@ -173,54 +198,225 @@ _UNMODELLED_FIELDS = {
     "vision_config": "a multimodal (vision) tower", "audio_config": "a multimodal (audio) tower",
     "text_config": "a multimodal wrapper config (give its text_config as the model)",
     "kv_lora_rank": "multi-head latent attention (MLA)",
+    # Gemma-2: transformers runs softcapped attention eagerly (sdpa cannot softcap,
+    # modeling_gemma2.py _supports_sdpa = False): s x s scores kept, not modelled
+    "attn_logit_softcapping": "attention-logit softcapping (eager attention with s x s scores)",
+    "final_logit_softcapping": "final-logit softcapping (extra t x V logits tensors)",
+    "use_sliding_window": "sliding-window attention on some layers (Qwen)",
+    "qk_layernorm": "LayerNorm of q and k (Phi qk_layernorm)",
+    "alibi": "ALiBi attention (eager, s x s scores kept)",
+    "reorder_and_upcast_attn": "GPT-2's upcast eager attention",
+    "scale_attn_by_inverse_layer_idx": "GPT-2's per-layer attention scaling (eager attention)",
+    "add_cross_attention": "cross-attention",
+    "layerdrop": "LayerDrop (layers skipped at random)",
 }
+
+#: tie_word_embeddings when config.json leaves it out: each config class's default.
+_TIED_BY_DEFAULT = {"gemma", "gemma2", "gpt2", "falcon", "opt"}
 
 
 def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
     """One clear error for an architecture or field zsim does not model."""
     model_type = cfg.get("model_type", "llama")
+    if model_type in _REFUSED_MODEL_TYPES:
+        raise ZsimInputError(f"{name}: model_type {model_type!r} is not modelled by zsim: "
+                             f"{_REFUSED_MODEL_TYPES[model_type]}")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ZsimInputError(f"{name}: model_type {str(model_type)[:40]!r} is not modelled by zsim "
                              f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)} decoders)")
     if cfg.get("is_encoder_decoder") is True:
         raise ZsimInputError(f"{name}: encoder-decoder models are not modelled by zsim")
     for key, what in _UNMODELLED_FIELDS.items():
-        if cfg.get(key) not in (None, 0, False):
+        if cfg.get(key) not in (None, 0, False, 0.0):
             raise ZsimInputError(f"{name}: {key} means {what}, which zsim does not model")
-    if cfg.get("mlp_bias") is True:
-        raise ZsimInputError(f"{name}: mlp_bias true (biased MLP projections) is not modelled by zsim")
-    act = cfg.get("hidden_act", "silu")
-    if act != "silu":
+    if model_type == "opt" and cfg.get("layer_norm_elementwise_affine") is False:
+        raise ZsimInputError(f"{name}: layer_norm_elementwise_affine false (LayerNorms without "
+                             "parameters) is not modelled by zsim")
+    if model_type == "falcon" and cfg.get("new_decoder_architecture") is not True \
+            and cfg.get("parallel_attn", True) is not True and cfg.get("num_ln_in_parallel_attn") == 2:
+        raise ZsimInputError(f"{name}: num_ln_in_parallel_attn 2 without parallel_attn is not modelled by zsim")
+    act = _activation(cfg, model_type)
+    if act not in ACTIVATIONS:
         raise ZsimInputError(f"{name}: hidden_act {str(act)[:40]!r} is not modelled by zsim "
-                             "(its Llama-family decoders use SwiGLU with silu)")
-    if model_type == "qwen2" and cfg.get("use_sliding_window") is True:
-        raise ZsimInputError(f"{name}: use_sliding_window true (sliding-window attention) is not modelled by zsim")
+                             f"(modelled: {', '.join(ACTIVATIONS)})")
+    gated = model_type in _GATED
+    if gated and act not in ("silu", "gelu_pytorch_tanh", "gelu"):
+        raise ZsimInputError(f"{name}: hidden_act {act!r} in a gated (SwiGLU-style) MLP is not modelled by zsim")
+
+
+#: Families whose MLP is gated: down(act(gate(x)) * up(x)).
+_GATED = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"}
+
+
+def _activation(cfg: Mapping[str, Any], model_type: str) -> Any:
+    """The activation HF builds: each family reads its own key (Gemma-2 hidden_activation,
+    GPT-2/OPT activation_function, Falcon activation); Gemma's legacy "gelu" means the tanh
+    approximation (configuration_gemma.py)."""
+    if model_type in ("gpt2", "opt"):
+        return cfg.get("activation_function", "gelu_new" if model_type == "gpt2" else "relu")
+    if model_type == "falcon":
+        return cfg.get("activation", "gelu")
+    if model_type == "gemma2":
+        return cfg.get("hidden_activation") or "gelu_pytorch_tanh"
+    if model_type == "gemma":
+        act = cfg.get("hidden_activation") or cfg.get("hidden_act", "gelu_pytorch_tanh")
+        return "gelu_pytorch_tanh" if act == "gelu" else act
+    default = {"phi": "gelu_new", "gpt_neox": "gelu"}.get(model_type, "silu")
+    return cfg.get("hidden_act", default)
+
+
+#: HF key per ModelSpec field, for families that do not use Llama's names.
+_KEYS = {
+    "gpt2": {"hidden_size": "n_embd", "num_layers": "n_layer", "num_heads": "n_head",
+             "max_position_embeddings": "n_positions"},
+    "opt": {"intermediate_size": "ffn_dim"},
+    "falcon": {"intermediate_size": "ffn_hidden_size"},
+}
+_LLAMA_KEYS = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+               "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
+               "max_position_embeddings": "max_position_embeddings"}
+#: Defaults of the config classes for keys a published config.json may leave out.
+_DEFAULTS = {"gpt2": {"vocab_size": 50257, "max_position_embeddings": 1024},
+             "opt": {"max_position_embeddings": 2048}, "falcon": {"max_position_embeddings": 2048},
+             "phi": {"max_position_embeddings": 2048}, "gpt_neox": {"max_position_embeddings": 2048}}
+
+
+def _bool(cfg: Mapping[str, Any], key: str, default: bool, name: str) -> bool:
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise ZsimInputError(f"{name}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _float(cfg: Mapping[str, Any], key: str, default: float, name: str) -> float:
+    value = cfg.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ZsimInputError(f"{name}: {key} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _rotary_fraction(cfg: Mapping[str, Any], name: str, default: float) -> float:
+    """partial_rotary_factor (Phi), rotary_pct (GPT-NeoX) or rope_parameters' factor."""
+    rope = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), Mapping) else {}
+    for key, value in (("partial_rotary_factor", cfg.get("partial_rotary_factor")),
+                       ("rotary_pct", cfg.get("rotary_pct")),
+                       ("rope_parameters.partial_rotary_factor", rope.get("partial_rotary_factor"))):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ZsimInputError(f"{name}: {key} must be a number in (0, 1], got {value!r}")
+            return float(value)
+    return default
 
 
 def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec:
-    """A :class:`ModelSpec` from the fields of a Llama/Mistral/Qwen2 ``config.json``; an
-    architecture or field zsim does not model is refused (:func:`_refuse_unmodelled`)."""
+    """A :class:`ModelSpec` from a decoder's ``config.json`` as published on the Hub (model
+    types :data:`SUPPORTED_MODEL_TYPES`); an architecture or field zsim does not model is
+    refused (:func:`_refuse_unmodelled`)."""
     if not isinstance(cfg, Mapping):
         raise ZsimInputError(f"{name}: model config must be a JSON object")
     _refuse_unmodelled(cfg, name)
-    missing = [k for k in _HF_KEYS if k not in cfg]
+    mt = cfg.get("model_type", "llama")
+    keys = {**_LLAMA_KEYS, **_KEYS.get(mt, {})}
+    defaults = _DEFAULTS.get(mt, {})
+    kw: dict[str, Any] = {}
+    if mt in ("gpt2", "opt", "falcon") and keys["intermediate_size"] not in cfg:
+        keys.pop("intermediate_size")   # n_inner / ffn_hidden_size null: 4 x hidden
+    missing = [k for f, k in keys.items()
+               if k not in cfg and f not in defaults and f != "max_position_embeddings"]
     if missing:
         raise ZsimInputError(f"{name}: model config is missing {', '.join(missing)}")
-    kwargs: dict[str, Any] = {field: _int_field(cfg, key, name) for key, field in _HF_KEYS.items()}
-    kwargs["num_kv_heads"] = (_int_field(cfg, "num_key_value_heads", name)
-                              if cfg.get("num_key_value_heads") is not None else kwargs["num_heads"])
-    if cfg.get("head_dim") is not None:
-        kwargs["head_dim"] = _int_field(cfg, "head_dim", name)
-    if cfg.get("max_position_embeddings") is not None:
-        kwargs["max_position_embeddings"] = _int_field(cfg, "max_position_embeddings", name)
-    tie = cfg.get("tie_word_embeddings", False)
-    if not isinstance(tie, bool):
-        raise ZsimInputError(f"{name}: tie_word_embeddings must be true or false, got {tie!r}")
-    model_type = cfg.get("model_type", "llama")
-    bias = cfg.get("attention_bias", model_type == "qwen2")
-    if not isinstance(bias, bool):
-        raise ZsimInputError(f"{name}: attention_bias must be true or false, got {bias!r}")
-    return ModelSpec(name=name, tie_word_embeddings=tie, qkv_bias=bias, **kwargs)
+    for f, k in keys.items():
+        optional = f in defaults or f == "max_position_embeddings"
+        if k in cfg and not (cfg[k] is None and optional):
+            kw[f] = _int_field(cfg, k, name)   # a required key given as null is refused here
+        elif f in defaults:
+            kw[f] = defaults[f]
+    if mt == "gpt2":
+        kw["intermediate_size"] = (_int_field(cfg, "n_inner", name) if cfg.get("n_inner") is not None
+                                   else 4 * kw["hidden_size"])
+    kw.setdefault("intermediate_size", 4 * kw["hidden_size"])
+    kw["num_kv_heads"] = (_int_field(cfg, "num_key_value_heads", name)
+                          if cfg.get("num_key_value_heads") is not None else kw["num_heads"])
+    if mt == "falcon":
+        kw["num_kv_heads"] = _falcon_kv_heads(cfg, kw["num_heads"], name)
+    if cfg.get("head_dim") is not None and mt not in ("gpt2", "opt", "falcon", "gpt_neox", "phi"):
+        kw["head_dim"] = _int_field(cfg, "head_dim", name)
+    kw["tie_word_embeddings"] = _bool(cfg, "tie_word_embeddings", mt in _TIED_BY_DEFAULT, name)
+    kw["activation"] = _activation(cfg, mt)
+    kw.update(_family_fields(cfg, mt, name))
+    if "rotary_fraction" in kw:
+        head_dim = kw.get("head_dim") or kw["hidden_size"] // kw["num_heads"]
+        kw["rotary_dim"] = max(1, int(head_dim * kw.pop("rotary_fraction")))
+    window = cfg.get("sliding_window") if mt in ("mistral", "phi3", "gemma2") else None
+    if window is not None:
+        kw["sliding_window"] = _int_field(cfg, "sliding_window", name)
+    return ModelSpec(name=name, **kw)
+
+
+def _falcon_kv_heads(cfg: Mapping[str, Any], heads: int, name: str) -> int:
+    """Falcon's KV heads (modeling_falcon.py FalconAttention): num_kv_heads with
+    new_decoder_architecture, else 1 when multi_query (the default), else all heads."""
+    if cfg.get("new_decoder_architecture") is True:
+        return _int_field(cfg, "num_kv_heads", name) if cfg.get("num_kv_heads") is not None else heads
+    return 1 if cfg.get("multi_query", True) is not False else heads
+
+
+def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]:
+    """The ModelSpec fields that differ by family: tree, biases, norms, positions, dropout."""
+    b = lambda key, default: _bool(cfg, key, default, name)  # noqa: E731
+    f = lambda key, default=0.0: _float(cfg, key, default, name)  # noqa: E731
+    if mt in ("llama",):
+        bias = b("attention_bias", False)
+        return dict(qkv_bias=bias, o_bias=bias, mlp_bias=b("mlp_bias", False),
+                    attention_dropout=f("attention_dropout"))
+    if mt in ("mistral", "qwen2"):
+        # attention_bias is read by neither (modeling_mistral.py: no biases; modeling_qwen2.py:
+        # q/k/v always biased, o_proj never), only checked to be a boolean
+        b("attention_bias", False)
+        return dict(qkv_bias=mt == "qwen2", attention_dropout=f("attention_dropout"))
+    if mt == "qwen3":
+        bias = b("attention_bias", False)
+        return dict(qkv_bias=bias, o_bias=bias, qk_norm=True, attention_dropout=f("attention_dropout"))
+    if mt in ("gemma", "gemma2"):
+        bias = b("attention_bias", False)
+        return dict(family="gemma" if mt == "gemma" else "gemma2", qkv_bias=bias, o_bias=bias,
+                    attention_dropout=f("attention_dropout"))
+    if mt == "phi3":
+        return dict(family="phi3", dropout=max(f("resid_pdrop"), f("embd_pdrop")),
+                    attention_dropout=f("attention_dropout"), rotary_fraction=_rotary_fraction(cfg, name, 1.0))
+    if mt == "phi":
+        return dict(family="phi", mlp="gelu", norm="layernorm", qkv_bias=True, o_bias=True, mlp_bias=True,
+                    lm_head_bias=True, parallel_residual=True, dropout=max(f("resid_pdrop"), f("embd_pdrop")),
+                    attention_dropout=f("attention_dropout"), rotary_fraction=_rotary_fraction(cfg, name, 0.5))
+    if mt == "gpt2":
+        return dict(family="gpt2", mlp="gelu", norm="layernorm", qkv_bias=True, o_bias=True, mlp_bias=True,
+                    learned_positions=True, dropout=max(f("resid_pdrop", 0.1), f("embd_pdrop", 0.1)),
+                    attention_dropout=f("attn_pdrop", 0.1))
+    if mt == "gpt_neox":
+        bias = b("attention_bias", True)
+        return dict(family="gpt_neox", mlp="gelu", norm="layernorm", qkv_bias=bias, o_bias=bias, mlp_bias=True,
+                    parallel_residual=b("use_parallel_residual", True), dropout=f("hidden_dropout"),
+                    attention_dropout=f("attention_dropout"), rotary_fraction=_rotary_fraction(cfg, name, 0.25))
+    if mt == "falcon":
+        bias = b("bias", False)
+        new = b("new_decoder_architecture", False)
+        parallel = new or b("parallel_attn", True)
+        norms = cfg.get("num_ln_in_parallel_attn") or (2 if new else 1)
+        if norms not in (1, 2):
+            raise ZsimInputError(f"{name}: num_ln_in_parallel_attn must be 1 or 2, got {norms!r}")
+        return dict(family="falcon", mlp="gelu", norm="layernorm", qkv_bias=bias, o_bias=bias, mlp_bias=bias,
+                    parallel_residual=parallel, parallel_norms=norms, dropout=f("hidden_dropout"),
+                    attention_dropout=f("attention_dropout"))
+    if mt == "opt":
+        bias = b("enable_bias", True)
+        embed = cfg.get("word_embed_proj_dim")
+        return dict(family="opt", mlp="gelu", norm="layernorm", qkv_bias=bias, o_bias=bias, mlp_bias=bias,
+                    learned_positions=True, post_norm=not b("do_layer_norm_before", True),
+                    embed_dim=_int_field(cfg, "word_embed_proj_dim", name) if embed is not None else 0,
+                    dropout=f("dropout", 0.1), attention_dropout=f("attention_dropout"))
+    raise ZsimInputError(f"{name}: model_type {mt!r} is not modelled by zsim")  # unreachable: refused above
 
 
 def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
@@ -241,8 +437,38 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte
         found = False
     if not found:
-        raise ZsimInputError(
-            f"unknown model {text[:200]!r}: not a preset ({', '.join(sorted(PRESETS))}) and no such file")
+        bundled = bundled_model_path(text)
+        if bundled is None:
+            raise ZsimInputError(
+                f"unknown model {text[:200]!r}: not a preset ({', '.join(sorted(PRESETS))}), not one of the "
+                f"{len(bundled_model_names())} Hub names zsim knows offline (zsim.model.bundled_model_names) and "
+                "no such file: download the model's config.json and pass --model path/to/config.json")
+        return _read_config(bundled, name=text)
+    return _read_config(path)
+
+
+#: Hub config.json files bundled with zsim: ``<org>--<name>.json`` (sources in SOURCES.md there).
+MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+
+def bundled_model_names() -> list[str]:
+    """The ``ORG/NAME`` Hub names whose config.json zsim bundles (offline ``--model``)."""
+    return sorted(p.stem.replace("--", "/", 1) for p in MODELS_DIR.glob("*--*.json"))
+
+
+def bundled_model_path(name: str) -> Path | None:
+    """The bundled config.json of Hub name ``ORG/NAME`` (case-insensitive), or None."""
+    if name.count("/") != 1:
+        return None
+    wanted = name.replace("/", "--", 1).lower()
+    for p in MODELS_DIR.glob("*--*.json"):
+        if p.stem.lower() == wanted:
+            return p
+    return None
+
+
+def _read_config(path: Path, name: str = "") -> ModelSpec:
+    """The spec of the config.json at ``path``, named ``name`` (default: from the path)."""
     data = read_input_bytes(path, "model config")
     try:
         cfg = json.loads(data.decode("utf-8"))
@@ -253,5 +479,5 @@ def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:
     except (RecursionError, ValueError):  # nested too deeply; an integer of over 4300 digits
         raise ZsimInputError(f"model config {path} is nested too deeply or holds too large a number") from None
     # HF layout: <model name>/config.json; any other file is named by itself.
-    name = (path.parent.name if path.name == "config.json" else "") or path.stem
+    name = name or (path.parent.name if path.name == "config.json" else "") or path.stem
     return from_hf_config(cfg, name=name if name.isprintable() else repr(name))

@@ -115,9 +115,9 @@ class Workload:
 def layer_modules(model: ModelSpec, i: int) -> list[str]:
     """Compute ops of decoder layer ``i`` in forward order (zsim.modeltree)."""
     tree = model_tree(model)
-    layer = tree.node(f"model.layers.{i}")
-    if layer is None or layer.kind != "decoder_layer":
-        raise ZsimInputError(f"workload: unknown module {f'model.layers.{i}'!r}")
+    layer = tree.layer(i)
+    if layer is None:
+        raise ZsimInputError(f"workload: model {model.name!r} has no decoder layer {i}")
     return [n.op for n in tree.forward(layer)]
 
 
@@ -129,24 +129,75 @@ def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
 
     - each RMSNorm (HF's eager LlamaRMSNorm): the fp32 upcast of its input (4h, saved by the
       scale), the p-byte downcast (p·h, saved by the weight multiply) and its output (p·h,
-      saved by the next linear); a LayerNorm (aten's native kernel): its input and output
-      (2·p·h) and fp32 mean and rstd (8);
+      saved by the next linear); Gemma's (x·rsqrt in fp32, times 1 + weight, then cast):
+      the fp32 input and normalised values (8h) and the output (p·h); a LayerNorm (aten's
+      native kernel): its input and output (2·p·h) and fp32 mean and rstd (8) — two
+      LayerNorms reading the same input (parallel residual) keep that input once;
     - attention: roped q (p·q) and k (p·kv), v (p·kv), the SDPA output (p·q) and its fp32
       logsumexp (4·heads). transformers passes k and v unexpanded (``enable_gqa``) when
       there is no mask and head_dim <= 256 (integrations/sdpa_attention.py,
       use_gqa_in_sdpa), as in unpadded causal training; otherwise repeat_kv's expanded
       copies (p·q each) are what SDPA saves. o_proj's input is the SDPA output itself: the
       flash kernels write it token-major, so HF's ``transpose(1, 2).contiguous()`` copies
-      nothing;
-    - SwiGLU MLP: gate, silu(gate), up, and their product (4·p·I); GELU MLP: fc1 output and
-      GELU output (2·p·I).
+      nothing. A fused q/k/v projection's output (p·(q + 2kv)) stays alive through the
+      views SDPA keeps of it (v; GPT-2's unroped q and k too);
+    - Qwen3's q/k RMSNorms: their fp32 upcasts and p-byte downcasts, (4 + p)·(q + kv), and
+      fp32 rsqrt per head (4 per head);
+    - gated MLP (SwiGLU, GeGLU, Phi-3's fused gate_up): gate, act(gate), up, and their
+      product (4·p·I); plain MLP: fc1 output and activation output (2·p·I) for GELU, the
+      ReLU output only (1·p·I: ReLU saves its result, which fc2 saves too), and for
+      NewGELUActivation (a Python formula) its input, tanh output, 0.5·x, 1 + tanh and
+      output (5·p·I);
+    - dropout with p > 0 (residual dropouts): a 1-byte mask per value, per dropout site.
+      Not counted: embedding dropout's mask (once per model, t·h bytes) and attention
+      dropout inside SDPA (the CUDA flash kernel keeps a seed, not a mask).
     """
     h = m.hidden_size
-    norm = (4 + 2 * p) * h if m.norm == "rmsnorm" else 2 * p * h + 8
+    if m.norm == "rmsnorm":
+        one_norm = (8 + p) * h if m.family in ("gemma", "gemma2") else (4 + 2 * p) * h
+        norms = _norm_count(m) * one_norm
+    else:
+        norms = _norm_count(m) * (2 * p * h + 8) - _shared_norm_inputs(m) * p * h
     kv = m.kv_dim if m.head_dim <= _SDPA_GQA_MAX_HEAD_DIM else m.q_dim
-    attn = p * (2 * m.q_dim + 2 * kv) + 4 * m.num_heads
-    mlp = (4 if m.mlp == "swiglu" else 2) * p * m.intermediate_size
-    return 2 * norm + attn + mlp
+    if m.family in _FUSED_QKV:
+        roped = 0 if m.family == "gpt2" else p * (m.q_dim + kv)
+        attn = p * (m.q_dim + 2 * m.kv_dim) + roped + p * m.q_dim + 4 * m.num_heads
+    else:
+        attn = p * (2 * m.q_dim + 2 * kv) + 4 * m.num_heads
+    if m.qk_norm:
+        attn += (4 + p) * (m.q_dim + m.kv_dim) + 4 * (m.num_heads + m.num_kv_heads)
+    if m.mlp == "swiglu":
+        mlp = 4 * p * m.intermediate_size
+    else:
+        mlp = _PLAIN_MLP_SAVED[m.activation] * p * m.intermediate_size
+    masks = _DROPOUT_SITES.get(m.family, 0) * h if m.dropout > 0 else 0
+    return norms + attn + mlp + masks
+
+
+#: Families whose q, k and v come from one projection's output.
+_FUSED_QKV = frozenset({"phi3", "gpt2", "gpt_neox", "falcon"})
+#: Values per intermediate element a plain (ungated) MLP keeps, by activation (see above).
+_PLAIN_MLP_SAVED = {"gelu": 2, "gelu_pytorch_tanh": 2, "gelu_new": 5, "relu": 1, "silu": 2}
+#: Residual dropout sites per layer (modeltree: the dropouts each layer calls; OPT's and
+#: Falcon's functional dropouts after attention and the MLP).
+_DROPOUT_SITES = {"phi3": 2, "phi": 2, "gpt2": 2, "gpt_neox": 2, "falcon": 2, "opt": 2}
+
+
+def _norm_count(m: ModelSpec) -> int:
+    """Norms per decoder layer (zsim.modeltree's layer builders)."""
+    if m.family == "gemma2":
+        return 4
+    if m.family == "phi" or (m.family == "falcon" and m.parallel_residual and m.parallel_norms == 1):
+        return 1
+    return 2
+
+
+def _shared_norm_inputs(m: ModelSpec) -> int:
+    """LayerNorms whose input another LayerNorm of the layer already keeps (parallel
+    residual with two norms: both read the layer input)."""
+    two_on_input = (m.family == "gpt_neox" and m.parallel_residual) or (
+        m.family == "falcon" and m.parallel_residual and m.parallel_norms == 2)
+    return 1 if two_on_input else 0
 
 
 #: Largest head_dim for which transformers lets SDPA handle grouped-query heads itself
@@ -174,40 +225,86 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
     kind = node.kind
     # Launch counts are those of HF's eager Llama code (one per torch op that runs a kernel).
     if kind == "embedding":
-        # Gather t rows of h; backward scatters t·h gradient values into the V×h table.
-        return (_mem(t * h * p * (3 if bwd else 1), launches=3 if bwd else 1),)
+        # Gather t rows of the table; backward scatters t·width gradient values into it.
+        width = node.params[0].shape[1]
+        gather = _mem(t * width * p * (3 if bwd else 1), launches=3 if bwd else 1)
+        if m.family in ("gemma", "gemma2"):
+            # GemmaTextScaledWordEmbedding: times sqrt(hidden) (read p, write p; bwd the same)
+            return (gather, _mem(t * width * p * 2, launches=1))
+        return (gather,)
     if kind == "position_embedding":
         # GPT's learned positions: gather t rows of the P×h table and add them to the token
         # embeddings (read 2·p, write p); backward scatters into the table and passes the
         # gradient through the add.
         return (_mem(t * h * p * (6 if bwd else 4), launches=4 if bwd else 2),)
     if kind == "norm":
+        width = t * (_norm_values(m, node) if node.width else h)
+        if m.norm == "layernorm":
+            # Residual add (read 2·p, write p) and aten's native LayerNorm (read p, write p,
+            # fp32 mean/rstd per row); backward reads x, dy and writes dx (3·p) plus the
+            # weight/bias reductions.
+            return (_mem(width * 5 * p * (2 if bwd else 1), launches=4 if bwd else 2),)
         # Residual add (read 2·p, write p) and HF's eager RMSNorm, op by op per element:
         # upcast (read p, write 4), pow (4+4), mean (4), scale (4+4), downcast (4+p),
         # weight (p+p) = 30 + 4p bytes; backward about twice that. 9 kernels, ~14 backward.
         per_elem = 3 * p + 30 + 4 * p
-        return (_mem(t * h * per_elem * (2 if bwd else 1), launches=14 if bwd else 9),)
+        return (_mem(width * per_elem * (2 if bwd else 1), launches=14 if bwd else 9),)
     if kind == "lm_head":
-        logits = _gemm(t, vocab, h)
+        width = _head_width(w)
+        logits = _gemm(t, vocab, width)
         # Loss: upcast logits (t·V·(p+4)), log_softmax (2·4·t·V), nll; backward mirrors it.
         loss = _mem(t * vocab * (p + 4 + 8 + (12 if bwd else 0)), launches=8 if bwd else 6)
         return (logits, logits, loss) if bwd else (logits, loss)
-    if kind == "linear":
-        n, k = node.params[0].shape   # weight (out, in)
+    if kind in ("linear", "mm_linear", "conv1d"):
+        n, k = node.params[0].shape   # Linear weight (out, in); Conv1D weight (in, out)
+        if kind == "conv1d":
+            n, k = k, n
         # Forward: one GEMM; backward: data gradient and weight gradient, each 2·t·n·k.
         return (_gemm(t, n, k), _gemm(t, k, n)) if bwd else (_gemm(t, n, k),)
     if kind == "attention":
         # Causal flash attention: QKᵀ and PV over half the s×s square, per head:
         # fwd 2 GEMMs × 2·s·s·hd / 2 per head per sequence; bwd 5 GEMMs (2.5× fwd).
         s, b = w.seq_len, w.micro_batch
+        if m.sliding_window and s > m.sliding_window:
+            raise ZsimInputError(
+                f"model {m.name!r}: sequence length {s} exceeds its sliding_window {m.sliding_window}: "
+                "windowed attention (an explicit mask, no flash kernel) is not modelled by zsim")
         fwd_flops = 2.0 * 2 * b * s * s * q / 2
-        # RoPE on q and k (mul, slice, neg, cat, mul, add each) and the transposed copy.
-        rope = _mem(t * (q + kvd) * p * 3, launches=20 if bwd else 13)
         attn = Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0), head_dim=m.head_dim, seq=s,
                       backward=bwd)
+        if m.learned_positions:
+            return (attn,)
+        # RoPE on q and k (mul, slice, neg, cat, mul, add each) and the transposed copy;
+        # partial rotary rotates rotary_dim of each head_dim values.
+        rotated = (q + kvd) * m.rotary_dim // m.head_dim
+        rope = _mem(t * rotated * p * 3, launches=20 if bwd else 13)
         return (attn, rope)
     if kind == "activation":
-        # SwiGLU: silu(gate)·up reads 2·t·I, writes t·I (bwd ~2×); GELU reads/writes t·I.
-        per = (3 if m.mlp == "swiglu" else 2) * t * inter * p
-        return (_mem(per * (2 if bwd else 1), launches=4 if bwd else 2),)
+        # Gated: act(gate)·up reads 2·t·I, writes t·I (bwd ~2×); plain GELU/ReLU read and
+        # write t·I; NewGELUActivation runs eight elementwise ops (read+write each).
+        if m.mlp == "swiglu":
+            per, launches = 3 * t * inter * p, 2
+        elif m.activation == "gelu_new":
+            per, launches = 16 * t * inter * p, 8
+        else:
+            per, launches = 2 * t * inter * p, 2
+        return (_mem(per * (2 if bwd else 1), launches=launches * (2 if bwd else 1)),)
+    if kind == "dropout":
+        # native_dropout: read p, write p and a 1-byte mask; backward reads dy and the mask.
+        width = t * (node.width or h)
+        return (_mem(width * ((p + 1 + p) if bwd else (p + p + 1)), launches=1),)
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
+
+
+def _norm_values(m: ModelSpec, node: Node) -> int:
+    """Values per token a norm of ``node.width`` normalises: Qwen3's per-head q/k norms
+    run over every head (q or kv values per token)."""
+    return m.q_dim if node.name.endswith("q_norm") else m.kv_dim
+
+
+def _head_width(w: Workload) -> int:
+    """Input width of lm_head: its weight's (OPT's word_embed_proj_dim may differ from h)."""
+    tree = model_tree(w.model)
+    node = tree.op_node("lm_head")
+    shape = node.params[0].shape if node.params else tree.parameters()[tree.uses(node)[0]].shape
+    return shape[1]

@@ -29,6 +29,7 @@ class Module:
     name: str
     layer: int
     params: tuple[int, ...]
+    in_layer: bool = False   # inside a decoder layer (recomputed with activation checkpointing)
 
 
 def forward_modules(model: ModelSpec) -> list[Module]:
@@ -36,7 +37,7 @@ def forward_modules(model: ModelSpec) -> list[Module]:
     MLP activation, timed as "model.layers.{i}.mlp") that the workload model times: the
     compute ops of :meth:`zsim.modeltree.ModelTree.forward`."""
     tree = model_tree(model)
-    return [Module(n.op, n.layer, tree.uses(n)) for n in tree.forward()]
+    return [Module(n.op, n.layer, tree.uses(n), 0 <= n.layer < model.num_layers) for n in tree.forward()]
 
 
 def hook_order(modules: list[Module]) -> list[tuple[int, int]]:

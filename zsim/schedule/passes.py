@@ -38,11 +38,11 @@ def backward(em: Emitter, modules: list[Module], checkpointing: bool,
     em.phase = "backward"
     layers: dict[int, list[tuple[int, Module]]] = {}
     for fpos, r in enumerate(modules):
-        if r.name.startswith("model.layers."):
+        if r.in_layer:
             layers.setdefault(r.layer, []).append((fpos, r))
     current_layer = None
     for bpos, m in enumerate(reversed(modules)):
-        if checkpointing and m.layer in layers and m.name.startswith("model.layers.") and m.layer != current_layer:
+        if checkpointing and m.in_layer and m.layer != current_layer:
             current_layer = m.layer
             for fpos, r in layers[m.layer]:
                 pre(fpos, r, "recompute")

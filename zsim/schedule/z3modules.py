@@ -39,6 +39,7 @@ class DsModule:
     grad_in: bool = True    # post-backward hook fires
     children: tuple[int, ...] = ()
     kind: str = ""          # the module's kind in zsim.modeltree
+    after_core: int = 1     # children called after the module's own op (its core)
 
 
 
@@ -73,17 +74,27 @@ def _add(tree: ModelTree, node: Node, mods: list[DsModule]) -> int:
 def _ds_module(tree: ModelTree, node: Node, children: tuple[int, ...]) -> DsModule:
     grad_out = node.kind not in _NO_GRAD_OUT
     grad_in = grad_out and node.kind not in _IDS_IN
-    return DsModule(node.name, tree.uses(node), node.op, grad_out, grad_in, children, node.kind)
+    return DsModule(node.name, tree.uses(node), node.op, grad_out, grad_in, children, node.kind,
+                    _children_after_core(node))
+
+
+def _children_after_core(node: Node) -> int:
+    """How many children ``node`` calls after its own op; they must be leaves (one backward
+    release each), so the core's backward runs after that many releases."""
+    calls = list(node.calls)
+    if SELF not in calls:
+        return 1
+    after = [node.child(c) for c in calls[calls.index(SELF) + 1:]]
+    if not after or any(c.children for c in after):
+        raise ValueError(f"z3modules: {node.name!r} runs its own op before a container or last")
+    return len(after)
 
 
 def _hooked_calls(node: Node) -> list[Node]:
     """The children ``node`` calls, in order, with module lists flattened. A container's own
-    op must run just before its last child (self_attn's core before o_proj): that is where
-    :func:`_forward_events` and :func:`_place_attention_core` put it."""
-    calls = list(node.calls)
-    if SELF in calls and calls.index(SELF) != len(calls) - 2:
-        raise ValueError(f"z3modules: {node.name!r} runs its own op at {calls.index(SELF)}, "
-                         "not just before its last child")
+    op (self_attn's core) runs before the leaves that follow it in ``calls`` (o_proj; GPT-2's
+    c_proj and resid_dropout): :func:`_forward_events` and :func:`_place_attention_core`
+    put it there from :func:`_children_after_core`."""
     out: list[Node] = []
     for c in node.called():
         if c is None:
@@ -106,7 +117,7 @@ def _forward_events(mods: list[DsModule], m: int, pass_: str, out: list) -> None
     if not mod.children and mod.compute:
         out.append(Compute(mod.compute, pass_))
     for k, c in enumerate(mod.children):
-        if mod.compute and k == len(mod.children) - 1:  # attention core before o_proj
+        if mod.compute and k == len(mod.children) - mod.after_core:  # attention core before o_proj
             out.append(Compute(mod.compute, pass_))
         _forward_events(mods, c, pass_, out)
     out.append(Release(m, True))
@@ -138,7 +149,7 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
         events.append(Fetch(m, False))
         if mod.children:
             if mod.compute:  # the attention core's backward runs after o_proj's
-                events.append(_CoreAfterChild(m))
+                events.append(_CoreAfterChild(m, mod.after_core))
             continue
         layer = layer_of.get(m)
         if checkpointing and layer is not None and layer not in recomputed:
@@ -164,6 +175,7 @@ class _CoreAfterChild:
     backward (o_proj for self_attn); :func:`_place_attention_core` resolves it."""
 
     module: int
+    after: int = 1   # backward releases (of the children called after the core) to wait for
 
 
 def _grad_order(mod: DsModule) -> tuple[int, ...]:
@@ -176,15 +188,19 @@ def _grad_order(mod: DsModule) -> tuple[int, ...]:
 
 
 def _place_attention_core(events: list) -> list[Event]:
-    out, pending = [], []
+    out: list = []
+    pending: list[list[int]] = []   # [module, releases still to wait for]
     for ev in events:
         if isinstance(ev, _CoreAfterChild):
-            pending.append(ev.module)
+            pending.append([ev.module, ev.after])
             continue
         out.append(ev)
         if pending and isinstance(ev, Release) and not ev.forward:
-            # the first backward release after self_attn's pre-backward hook is o_proj's
-            out.append(ComputeCore(pending.pop()))
+            # the backward releases after self_attn's pre-backward hook are those of the
+            # leaves called after the core (o_proj's alone in Llama)
+            pending[-1][1] -= 1
+            if pending[-1][1] == 0:
+                out.append(ComputeCore(pending.pop()[0]))
     return out
 
 

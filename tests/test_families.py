@@ -1,0 +1,97 @@
+"""Model families from their published config.json, bundled Hub names, and the presets.
+
+- every bundled ``ORG/NAME`` config parses, predicts, and (where transformers is installed)
+  has exactly the parameters transformers builds for it on the meta device;
+- each family at a real size (its transformers config class's defaults, which are the
+  documented checkpoint's shapes) counts what transformers counts;
+- an unknown Hub name says how to pass a config.json;
+- every preset predicts, and gpt3-175b (which failed at every stage before) also plans.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from zsim.cli import main
+from zsim.errors import ZsimInputError
+from zsim.model import PRESETS, bundled_model_names, bundled_model_path, from_hf_config, load_model
+
+NAMES = bundled_model_names()
+
+
+def _hf_count(cfg: dict) -> int:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.AutoConfig.for_model(**cfg)
+    with torch.device("meta"):
+        hf = transformers.AutoModelForCausalLM.from_config(hf_cfg)
+    return sum(p.numel() for p in hf.parameters())
+
+
+def test_bundled_names_cover_the_guide_example():
+    assert "Qwen/Qwen2.5-7B" in NAMES and len(NAMES) == len(set(n.lower() for n in NAMES))
+    assert load_model("qwen/qwen2.5-7b").num_parameters == load_model("Qwen/Qwen2.5-7B").num_parameters
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_name_predicts(name, capsys):
+    assert main(["predict", "--model", name, "--stage", "3", "--nodes", "2", "--micro-batch", "1",
+                 "--seq", "1024", "--no-output"]) == 0
+    assert name in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_name_counts_what_transformers_builds(name):
+    import json
+    cfg = json.loads(bundled_model_path(name).read_text())
+    assert load_model(name).num_parameters == _hf_count(cfg)
+
+
+#: transformers config classes whose defaults are a real published size, per family.
+REAL_SIZES = ["LlamaConfig", "MistralConfig", "Qwen2Config", "Qwen3Config", "GemmaConfig", "Phi3Config",
+              "PhiConfig", "GPT2Config", "GPTNeoXConfig", "FalconConfig", "OPTConfig"]
+
+
+@pytest.mark.parametrize("cls", REAL_SIZES)
+def test_real_size_counts_what_transformers_builds(cls):
+    transformers = pytest.importorskip("transformers")
+    cfg = {k: v for k, v in getattr(transformers, cls)().to_dict().items() if not k.startswith("_")}
+    assert from_hf_config(cfg, name=cls).num_parameters == _hf_count(cfg)
+
+
+def test_gemma2_published_defaults_are_refused():
+    """Gemma-2 as published softcaps attention logits (eager attention): refused in one line."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.Gemma2Config().to_dict()
+    with pytest.raises(ZsimInputError, match="softcapping"):
+        from_hf_config(cfg, name="gemma-2")
+
+
+def test_unknown_hub_name_says_how_to_pass_a_config(capsys):
+    assert main(["predict", "--model", "nobody/no-such-model", "--no-output"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.json" in err[0] and "--model path/to/config.json" in err[0]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_predicts(name):
+    assert main(["predict", "--model", name, "--stage", "3", "--nodes", "16", "--micro-batch", "1",
+                 "--no-output"]) == 0
+
+
+def test_gpt3_preset_plans():
+    assert main(["plan", "--model", "gpt3-175b", "--nodes", "16", "--no-output", "-q", "--top", "1"]) == 0
+
+
+def test_sliding_window_beyond_its_window_is_refused(capsys):
+    import json
+    import tempfile
+    from pathlib import Path
+    cfg = {"model_type": "mistral", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 1000, "sliding_window": 512}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "config.json"
+        path.write_text(json.dumps(cfg))
+        assert main(["predict", "--model", str(path), "--seq", "512", "--gpus", "1", "--no-output"]) == 0
+        assert main(["predict", "--model", str(path), "--seq", "1024", "--gpus", "1", "--no-output"]) == 2
+    assert "sliding_window" in capsys.readouterr().err
