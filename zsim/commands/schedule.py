@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from dataclasses import asdict
+
 from .. import limits
-from ..dsconfig import build_run_config
-from ..model import load_model
-from ..output import format_bytes, wire_bytes_per_gpu
-from ..schedule import build_schedule
+from ..output import format_bytes
+from ..schedule.result import schedule as schedule_api
 from .common import int_up_to, settings_from_args
 
 HELP = "print the collectives DeepSpeed issues in one steady-state optimizer step (comms-logger units)"
@@ -29,16 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `zsim schedule`."""
-    model = load_model(args.model)
     # The run flags this command has (--stage, --micro-batch, --grad-accum) override the config.
-    run_config = build_run_config(args.ds_config, model, args.world_size, settings_from_args(args).overrides())
-    schedule = build_schedule(model, run_config)
+    given = {k: v for k, v in asdict(settings_from_args(args).overrides()).items() if v is not None}
+    result = schedule_api(args.model, args.ds_config, args.world_size, **given)
     if args.json:
-        print(json.dumps(schedule.collectives))
+        print(json.dumps(result.collectives))
         return 0
-    wire = wire_bytes_per_gpu(schedule.ops, args.world_size, args.world_size)
-    print(format_table(schedule.collectives, run_config.zero.stage, run_config.grad_accum, args.world_size, wire))
-    for note in run_config.notes:  # what "auto" resolved to, what the command line overrode
+    print(format_table(result.collectives, result.stage, result.grad_accum, result.world_size,
+                       result.wire_bytes_per_gpu))
+    for note in result.notes:  # what "auto" resolved to, what the command line overrode
         print(f"note: {note}")
     return 0
 
