@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{axis.replace('_', '-')}", dest=f"axis_{axis}", metavar="LIST",
                        help=f"comma-separated values of {axis}")
     p.add_argument("--ds-config", help="base DeepSpeed JSON for every configuration")
-    p.add_argument("--output", default="output/sweep", help="folder for sweep.csv and sweep.json (default %(default)s)")
+    p.add_argument("-o", "--output", default="output/sweep", help="folder for sweep.csv and sweep.json (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON object (the files are written too)")
     add_quiet_arg(p)
 
