@@ -115,7 +115,10 @@ def format_plan(result: Any) -> str:
                   else "deepspeed_config_auto.json: values chosen"]
         lines += [f"  {c.describe()}" for c in result.changes]
     lines += [f"note: {n}" for n in result.notes[1:]]
-    return "\n".join(lines)
+    # Lines longer than the terminal (rejections, notes) wrap; the table is narrower already.
+    return "\n".join(part for line in lines
+                     for part in (_wrap(line, "      " if line.startswith("note: ") else "    ")
+                                  if len(line) > TEXT_COLUMNS else [line]))
 
 
 #: Width of the text outputs.
