@@ -12,7 +12,7 @@ import pytest
 from zsim.cli import build_parser, main
 
 #: Commands that write files or print a report.
-REPORTING = ("predict", "plan", "sweep", "capacity", "report", "validate", "diagnose")
+REPORTING = ("predict", "plan", "sweep", "capacity", "report", "validate", "diagnose", "collective")
 #: Commands that take long enough (seconds) to report progress.
 SLOW = ("plan", "sweep", "capacity", "report")
 

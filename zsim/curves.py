@@ -119,3 +119,18 @@ def training_curves_png(pred, rows: Sequence[Mapping[str, Any]], windows) -> byt
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
+
+
+def memory_over_time_png(pred, windows, dpi: int = 100) -> bytes:
+    """Only the memory-over-time panel, as its own PNG (the report's figure)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    _memory_over_time(ax, pred, windows)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
