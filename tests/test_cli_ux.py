@@ -57,3 +57,15 @@ def test_plan_text_fits_100_columns(capsys):
     assert "do not fit (largest memory term and overflow):" in out
     too_wide = [line for line in out.splitlines() if len(line) > 100]
     assert too_wide == []
+
+
+def test_provenance_says_when_the_calibration_was_measured():
+    from zsim.provenance import provenance_from_dict
+
+    p = provenance_from_dict({"name": "x", "calibrated": True,
+                              "calibration": {"fit_runs": ["a", "b"], "base_profile": "x-datasheet",
+                                              "microbench_meta": {"date_utc": "2026-11-28T10:24:19+00:00"}}})
+    assert p.measured_on == "2026-11-28" and p.to_dict()["measured_on"] == "2026-11-28"
+    assert p.kind() == "calibrated on 2 runs (from x-datasheet; microbenchmarks of 2026-11-28)"
+    datasheet = provenance_from_dict({"name": "y", "calibration": {"microbench_meta": {"date_utc": "2026-01-01"}}})
+    assert datasheet.measured_on == "" and datasheet.kind() == "datasheet only (not calibrated)"
