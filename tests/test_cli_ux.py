@@ -69,3 +69,14 @@ def test_provenance_says_when_the_calibration_was_measured():
     assert p.kind() == "calibrated on 2 runs (from x-datasheet; microbenchmarks of 2026-11-28)"
     datasheet = provenance_from_dict({"name": "y", "calibration": {"microbench_meta": {"date_utc": "2026-01-01"}}})
     assert datasheet.measured_on == "" and datasheet.kind() == "datasheet only (not calibrated)"
+
+
+def test_sweep_prints_a_row_per_configuration(tmp_path, capsys):
+    assert main(["sweep", "--model", "tinyllama-1.1b", "--stage", "0,3", "--micro-batch", "1,2",
+                 "-o", str(tmp_path / "s"), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["stage", "micro_batch"])
+    rows = lines[header + 1:header + 5]
+    assert [r.split()[:2] for r in rows] == [["0", "1"], ["0", "2"], ["3", "1"], ["3", "2"]]
+    assert all(("ms" in r or " s " in r) and "GiB" in r for r in rows)
+    assert max(len(line) for line in lines) <= 100 or lines[0].startswith("sweep:")
