@@ -14,7 +14,7 @@ from zsim.cli import build_parser, main
 #: Commands that write files or print a report.
 REPORTING = ("predict", "plan", "sweep", "capacity", "report", "validate", "diagnose", "collective")
 #: Commands that take long enough (seconds) to report progress.
-SLOW = ("plan", "sweep", "capacity", "report")
+SLOW = ("plan", "sweep", "capacity", "report", "calibrate")
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
