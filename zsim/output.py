@@ -150,7 +150,7 @@ _TIME_LABELS = {
 }
 
 
-def _time_label(key: str) -> str:
+def time_label(key: str) -> str:
     """Human label of a time-breakdown key: exposed_comm_ib_s -> 'exposed comm, IB'."""
     if key in _TIME_LABELS:
         return _TIME_LABELS[key]
@@ -200,7 +200,7 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
         f"{pred.precision} peak)",
     ]
     for k, v in pred.time_breakdown.items():
-        lines.append(f"  {_time_label(k):<36}{format_seconds(v):>12}")
+        lines.append(f"  {time_label(k):<36}{format_seconds(v):>12}")
     lines.append("  (exposed = time the GPU's compute stream waited for it; the rows sum to the step)")
     lines.append("")
     lines.append("collectives per optimizer step, per GPU (logged: sizes as DeepSpeed's comms logger counts them"

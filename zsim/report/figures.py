@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any, Mapping
 
+from ..curves import TERM_COLOURS, memory_over_time_png
+from ..output import MEMORY_LABELS, time_label
+
 GIB = 2**30
 #: 100 dpi: a 8.5-inch figure is 850 px wide, text at 9-10 pt reads at 100 % zoom.
 _DPI = 100
@@ -27,7 +30,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float) -> None:
+def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float, label=str,
+             colours: Mapping[str, str] | None = None) -> None:
+    """Stacked bars per stage of the ``attr`` mapping's terms, named by ``label(key)``."""
     terms: list[str] = []
     for p in per_stage.values():
         for k, v in getattr(p, attr).items():
@@ -38,7 +43,8 @@ def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float) -> None:
     cmap = _plt().get_cmap("tab10")
     for i, term in enumerate(terms):
         vals = [getattr(per_stage[s], attr).get(term, 0) / scale for s in stages]
-        ax.bar([f"ZeRO-{s}" for s in stages], vals, bottom=bottom, label=term, color=cmap(i % 10))
+        ax.bar([f"ZeRO-{s}" for s in stages], vals, bottom=bottom, label=label(term),
+               color=(colours or {}).get(term, cmap(i % 10)))
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
@@ -47,10 +53,10 @@ def memory_by_stage(per_stage: Mapping[int, Any]) -> bytes:
     """Stacked per-GPU memory terms per stage, with the GPU's memory as a line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 4))
-    _stacked(ax, per_stage, "memory_breakdown", GIB)
+    _stacked(ax, per_stage, "memory_breakdown", GIB, label=lambda k: MEMORY_LABELS.get(k, k), colours=TERM_COLOURS)
     gpu = next(iter(per_stage.values())).gpu_memory_bytes / GIB
-    ax.axhline(gpu, color="red", linestyle="--", linewidth=1)
-    ax.text(-0.4, gpu * 1.01, f"GPU memory {gpu:.0f} GiB", color="red", fontsize=8, va="bottom")
+    ax.axhline(gpu, color="black", linestyle="--", linewidth=1.2, label=f"GPU memory {gpu:.0f} GiB")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylabel("GiB per GPU (peak)")
     ax.set_title("Memory breakdown per ZeRO stage")
     return _png(fig)
@@ -60,7 +66,7 @@ def time_by_stage(per_stage: Mapping[int, Any]) -> bytes:
     """Stacked step-time categories per stage (compute, exposed comm per link, offload, optimizer)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 4))
-    _stacked(ax, per_stage, "time_breakdown", 1.0)
+    _stacked(ax, per_stage, "time_breakdown", 1.0, label=time_label)
     ax.set_ylabel("seconds per optimizer step")
     ax.set_title("Step-time breakdown per ZeRO stage")
     return _png(fig)
@@ -160,7 +166,6 @@ def memory_over_time(pred: Any) -> bytes:
     """GPU memory over the optimizer step of ``pred`` (kept with its timeline), peak labelled
     (:func:`zsim.curves.memory_over_time_png`)."""
     # Not at the top: zsim.diagnose imports numpy, which only this figure needs.
-    from ..curves import memory_over_time_png
     from ..diagnose.predicted import predicted_side
 
     return memory_over_time_png(pred, predicted_side(pred).windows, dpi=_DPI)
