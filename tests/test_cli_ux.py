@@ -80,3 +80,19 @@ def test_sweep_prints_a_row_per_configuration(tmp_path, capsys):
     assert [r.split()[:2] for r in rows] == [["0", "1"], ["0", "2"], ["3", "1"], ["3", "2"]]
     assert all(("ms" in r or " s " in r) and "GiB" in r for r in rows)
     assert max(len(line) for line in lines) <= 100 or lines[0].startswith("sweep:")
+
+
+def test_schedule_table_gives_wire_bytes_per_row(capsys, tmp_path):
+    import zsim
+
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 0}, "train_micro_batch_size_per_gpu": 1}))
+    assert main(["schedule", "--model", "tinyllama-1.1b", "--ds-config", str(ds), "--world-size", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert "on the wire/GPU" in lines[2]
+    result = zsim.schedule("tinyllama-1.1b", str(ds), 4)
+    # Stage 0 all-reduces: each row's wire bytes are 2(n-1)/n of its logged bytes.
+    total = next(line for line in lines if line.startswith("total"))
+    from zsim.output import format_bytes
+    assert total.split()[-2:] == format_bytes(1.5 * result.logged_bytes).split()

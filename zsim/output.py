@@ -85,6 +85,19 @@ def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) 
     return out
 
 
+def wire_bytes_per_message(ops: Sequence[Any], world_size: int, gpus_per_node: int) -> dict[tuple[str, int], float]:
+    """:func:`wire_bytes_per_gpu` split by comms-logger row: ``{(op, message_bytes): bytes}``,
+    what one GPU sends in the step for all calls of that op and logged size."""
+    out: dict[tuple[str, int], float] = {}
+    for op in ops:
+        if op.kind == "collective":
+            n = op.group.size(world_size, gpus_per_node)
+            sent = bus_factor(LOGGER_TO_COLLECTIVE[op.collective], n) * op.buffer_bytes if n > 1 else 0.0
+            key = (op.collective, op.message_bytes)
+            out[key] = out.get(key, 0.0) + sent
+    return out
+
+
 def write_prediction_outputs(pred, out_dir: str | Path) -> list[Path]:
     """Write the four files of a prediction into ``out_dir`` as one set (atomically).
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 
 from .. import limits
-from ..output import format_bytes
+from ..output import format_bytes, wire_bytes_per_message
 from ..schedule.result import schedule as schedule_api
 from .common import int_up_to, settings_from_args
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.collectives))
         return 0
     print(format_table(result.collectives, result.stage, result.grad_accum, result.world_size,
-                       result.wire_bytes_per_gpu))
+                       wire_bytes_per_message(result.ops, result.world_size, result.gpus_per_node)))
     for note in result.notes:  # what "auto" resolved to, what the command line overrode
         print(f"note: {note}")
     return 0
@@ -44,19 +44,26 @@ def run(args: argparse.Namespace) -> int:
 
 def format_table(collectives: dict, stage: int, grad_accum: int, world_size: int,
                  wire_bytes: dict | None = None) -> str:
-    """A human-readable table: op, message bytes, count, total bytes per step (and per op, the
-    bytes one GPU puts on the wire, ``wire_bytes``)."""
-    lines = [f"ZeRO stage {stage}, {world_size} ranks, {grad_accum} micro-step(s) per optimizer step "
-             "(rank 0, sizes as the comms logger records them)",
-             f"{'op':<26}{'message_bytes':>16}{'count':>8}{'total_bytes':>18}"]
-    grand = 0
+    """A human-readable table: op, message bytes, count, total bytes per step and, with
+    ``wire_bytes`` (:func:`zsim.output.wire_bytes_per_message`), the bytes one GPU puts on
+    the wire for that row."""
+    wire_head = f"{'on the wire/GPU':>17}" if wire_bytes is not None else ""
+    lines = [f"ZeRO stage {stage}, {world_size} ranks, {grad_accum} micro-step(s) per optimizer step",
+             "(rank 0; message_bytes as DeepSpeed's comms logger records them)",
+             f"{'op':<26}{'message_bytes':>16}{'count':>8}{'total_bytes':>18}{wire_head}"]
+    grand, wire_total = 0, 0.0
     for op in sorted(collectives):
         for size, count in sorted(collectives[op].items(), key=lambda kv: int(kv[0])):
             total = int(size) * count
             grand += total
-            lines.append(f"{op:<26}{int(size):>16,}{count:>8}{total:>18,}")
-    lines.append(f"{'total':<26}{'':>16}{sum(sum(v.values()) for v in collectives.values()):>8}{grand:>18,}")
-    if wire_bytes:
-        lines.append("on the wire per GPU (bytes one rank sends, nccl-tests' bus convention, one node): "
-                     + ", ".join(f"{op} {format_bytes(wire_bytes[op])}" for op in sorted(wire_bytes)))
+            wire = ""
+            if wire_bytes is not None:
+                sent = wire_bytes.get((op, int(size)), 0.0)
+                wire_total += sent
+                wire = f"{format_bytes(sent):>17}"
+            lines.append(f"{op:<26}{int(size):>16,}{count:>8}{total:>18,}{wire}")
+    lines.append(f"{'total':<26}{'':>16}{sum(sum(v.values()) for v in collectives.values()):>8}{grand:>18,}"
+                 + (f"{format_bytes(wire_total):>17}" if wire_bytes is not None else ""))
+    if wire_bytes is not None:
+        lines.append("on the wire/GPU: bytes one rank sends for the row's calls (nccl-tests' bus convention)")
     return "\n".join(lines)
