@@ -85,7 +85,8 @@ def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) 
     return out
 
 
-def wire_bytes_per_message(ops: Sequence[Any], world_size: int, gpus_per_node: int) -> dict[tuple[str, int], float]:
+def wire_bytes_per_message(ops: Sequence[Any], world_size: int,
+                           gpus_per_node: int) -> dict[tuple[str, int], float]:
     """:func:`wire_bytes_per_gpu` split by comms-logger row: ``{(op, message_bytes): bytes}``,
     what one GPU sends in the step for all calls of that op and logged size."""
     out: dict[tuple[str, int], float] = {}

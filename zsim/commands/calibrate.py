@@ -62,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
     n_fit = len(select_fit_runs(find_runs(args.results), fit_models))
     passes = 2 + _GN_ITERATIONS * (len(params) + _GN_HALVINGS) + _MEMORY_PASSES
     bar = progress_for(args, "zsim calibrate")
+    predictor = counting_predictor(default_predictor(args.topo, phases=True), n_fit, passes, bar)
     try:
         cal = calibrate(args.results, base=args.base, fit_models=fit_models, name=args.name,
-                        topo=args.topo, link=args.link, time_params=params,
-                        predictor=counting_predictor(default_predictor(args.topo, phases=True), n_fit, passes, bar))
+                        topo=args.topo, link=args.link, time_params=params, predictor=predictor)
         bar(passes, passes, "done")
     finally:
         bar.close()

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
              "(bytes one rank sends, summed over link types)"]
     for kind, busy in sorted(cost.link_busy_s.items()):
         util = cost.utilisation()[kind]
-        lines.append(f"    {kind:<7} {format_bytes(cost.link_bytes[kind]):>12} per GPU, busy {format_seconds(busy)} "
-                     f"({util:.0%} of the collective)")
+        lines.append(f"    {kind:<7} {format_bytes(cost.link_bytes[kind]):>12} per GPU, "
+                     f"busy {format_seconds(busy)} ({util:.0%} of the collective)")
     emit(args, "\n".join(lines))
     return 0

@@ -79,7 +79,8 @@ def format_rows(rows, axes) -> list[str]:
         if r["status"] == "invalid":
             lines.append(f"{cells}  {'invalid':<12} {r.get('reason', '')}"[:100])
             continue
+        term = r.get("largest_memory_term") or ""
         lines.append(f"{cells}  {r['status']:<12} {format_seconds(r['step_time_s']):>9} "
                      f"{r['tokens_per_s']:>10,.0f} {format_bytes(r['peak_memory_bytes']):>10}  "
-                     f"{MEMORY_LABELS.get(r.get('largest_memory_term') or '', r.get('largest_memory_term') or '')}"[:100])
+                     f"{MEMORY_LABELS.get(term, term)}"[:100])
     return lines

@@ -134,7 +134,8 @@ def draw_topology(topo: Topology, output: str | Path, nodes: int = 1) -> Path:
     _label_rows(ax, g, pos, nodes)
     nvswitches = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "nvswitch")
     nv_note = f", {nvswitches // nodes} NVSwitch chips per server" if nvswitches else ""
-    ax.set_title(f"{topo.name}: {nodes} server{'s' if nodes != 1 else ''}{nv_note} (edge width ~ GB/s per direction; "
+    servers = f"{nodes} server{'s' if nodes != 1 else ''}"
+    ax.set_title(f"{topo.name}: {servers}{nv_note} (edge width ~ GB/s per direction; "
                  "numbers: index within the row)", fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, markerscale=0.6)
     ax.axis("off")
