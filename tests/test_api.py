@@ -25,7 +25,7 @@ CALLS = {
                         top_n=1, refine=0),
     "capacity": lambda f: f(TOPO, gpus=8, checkpointing=(False,)),
 }
-RESULT_TYPES = {"predict": "Prediction", "schedule": "dict", "plan": "PlanResult",
+RESULT_TYPES = {"predict": "Prediction", "schedule": "ScheduleResult", "plan": "PlanResult",
                 "capacity": "CapacityResult"}
 #: The submodule each name could be shadowed by (importing it sets that attribute on zsim).
 SUBMODULES = {"predict": "zsim.predict", "schedule": "zsim.schedule", "plan": "zsim.decide.api",
@@ -51,7 +51,7 @@ def test_from_import_gives_the_functions():
         assert callable(f) and f is getattr(zsim, name), name
         assert f.__doc__, name
     assert type(predict(MODEL, TOPO, gpus=8, stage=3, seq=512)).__name__ == "Prediction"
-    assert type(schedule(MODEL, DS_CONFIG, 8)).__name__ == "dict"
+    assert type(schedule(MODEL, DS_CONFIG, 8)).__name__ == "ScheduleResult"
 
 
 def test_import_zsim_does_not_import_torch():

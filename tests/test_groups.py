@@ -77,8 +77,8 @@ def test_schedule_is_callable_and_a_package():
     import zsim.schedule.stage3 as stage3  # failed while zsim.schedule was a function
 
     assert callable(zsim.schedule) and stage3.emit_stage3
-    counts = zsim.schedule("tinyllama-1.1b", None, 2, stage=1)
-    assert counts == zsim.schedule.steady_state_collectives("tinyllama-1.1b", None, 2, stage=1)
+    result = zsim.schedule("tinyllama-1.1b", None, 2, stage=1)
+    assert result.collectives == zsim.schedule.steady_state_collectives("tinyllama-1.1b", None, 2, stage=1)
 
 
 def test_deprecated_name_form_prices_like_the_loaded_profile():

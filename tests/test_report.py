@@ -34,7 +34,7 @@ def test_html_is_self_contained_with_decodable_figures(report):
     assert "<script" not in text
     assert not re.search(r'(src|href)="(?!data:)', text)          # nothing fetched from anywhere
     srcs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
-    assert len(srcs) == 6
+    assert len(srcs) == 7
     for src in srcs:
         png = base64.b64decode(src, validate=True)
         assert png.startswith(PNG) and len(png) > 2000
@@ -43,11 +43,11 @@ def test_html_is_self_contained_with_decodable_figures(report):
 def test_markdown_twin_links_figures_beside_it(report):
     md = report.markdown.read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", md)
-    assert len(links) == 6
+    assert len(links) == 7
     for link in links:
         assert (report.markdown.parent / link).read_bytes().startswith(PNG)
     for heading in ("Recommendation", "Memory per stage", "Step time per stage", "Timeline of one step",
-                    "Scaling with node count", "Throughput vs micro-batch", "Memory_ZeRO3 vs Memory_baseline / N"):
+                    "GPU memory over one step", "Scaling with node count", "Throughput vs micro-batch", "Memory_ZeRO3 vs Memory_baseline / N"):
         assert f"## {heading}" in md
 
 

@@ -108,7 +108,7 @@ def fresh_report():
 
 def test_fresh_report_renders_in_chromium(fresh_report):
     _require_browser()
-    _assert_clean(load_in_chromium(fresh_report.html), min_images=6)
+    _assert_clean(load_in_chromium(fresh_report.html), min_images=7)
 
 
 def test_checked_in_example_renders_in_chromium():
@@ -116,7 +116,7 @@ def test_checked_in_example_renders_in_chromium():
     pages = sorted((ROOT / "reports").glob("*/report.html"))
     assert pages, "no example report under reports/"
     for page in pages:
-        _assert_clean(load_in_chromium(page), min_images=6)
+        _assert_clean(load_in_chromium(page), min_images=7)
 
 
 def test_the_check_catches_a_broken_page(tmp_path):

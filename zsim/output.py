@@ -1,6 +1,7 @@
 """The output folder of a prediction: ``training_metrics.csv`` (the simulated step per
 micro-step: forward, backward and optimizer-step wall times), ``training_curves.png`` (time
-per phase and the memory breakdown), ``summary.json`` and ``deepspeed_config_auto.json``.
+per phase, the memory breakdown at the peak and memory over the step, :mod:`zsim.curves`),
+``summary.json`` and ``deepspeed_config_auto.json``.
 
 Measured runs (validation/train.py) write the same file names with one row per measured
 step; a prediction has one simulated step, so its CSV is that step split per micro-step.
@@ -71,51 +72,6 @@ def _metrics_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _phase_totals_ms(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    totals = {"forward": 0.0, "backward": 0.0, "optimizer step": 0.0}
-    for r in rows:
-        totals["forward"] += r["forward_ms"]
-        totals["backward"] += r["backward_ms"]
-        totals["optimizer step"] += r["optimizer_step_ms"]
-    return totals
-
-
-def _barh(ax, labels: list[str], values: list[float], color: str, unit: str) -> None:
-    bars = ax.barh(labels, values, color=color)
-    ax.invert_yaxis()
-    top = max(values, default=0.0) or 1.0
-    for bar, v in zip(bars, values):
-        ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, f"{v:,.1f} {unit}",
-                va="center", fontsize=8)
-    ax.set_xlim(0, top * 1.25)
-
-
-def _curves_png(pred, rows: Sequence[Mapping[str, Any]]) -> bytes:
-    # Not at the top: matplotlib takes ~0.5 s to import and only the PNG needs it; the Agg
-    # backend must be chosen before pyplot is imported.
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    phases = _phase_totals_ms(rows)
-    _barh(ax1, list(phases), list(phases.values()), "tab:blue", "ms")
-    ax1.set_xlabel(f"milliseconds per optimizer step ({pred.grad_accum} micro-step"
-                   f"{'s' if pred.grad_accum != 1 else ''} summed)")
-    ax1.set_title(f"step {pred.step_time_s * 1e3:,.1f} ms, {pred.tokens_per_s:,.0f} tokens/s (predicted)")
-    mem = {MEMORY_LABELS.get(k, k.replace("_", " ")): v / 2**30 for k, v in pred.memory_breakdown.items() if v > 0}
-    _barh(ax2, list(mem), list(mem.values()), "tab:orange", "GiB")
-    ax2.set_xlabel("GiB per GPU at the peak")
-    ax2.set_title(f"peak {pred.peak_memory_bytes / 2**30:.1f} of {pred.gpu_memory_bytes / 2**30:.1f} GiB "
-                  f"({'fits' if pred.fits else 'does not fit'})")
-    fig.suptitle(f"{pred.model} ZeRO-{pred.stage} on {pred.world_size} GPUs ({pred.topology})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) -> dict[str, float]:
     """Bytes one GPU sends per comms-logger op in one step (nccl-tests' bus convention:
     2(n-1)/n of the buffer for all_reduce, (n-1)/n for all_gather/reduce_scatter), n being
@@ -129,6 +85,20 @@ def wire_bytes_per_gpu(ops: Sequence[Any], world_size: int, gpus_per_node: int) 
     return out
 
 
+def wire_bytes_per_message(ops: Sequence[Any], world_size: int,
+                           gpus_per_node: int) -> dict[tuple[str, int], float]:
+    """:func:`wire_bytes_per_gpu` split by comms-logger row: ``{(op, message_bytes): bytes}``,
+    what one GPU sends in the step for all calls of that op and logged size."""
+    out: dict[tuple[str, int], float] = {}
+    for op in ops:
+        if op.kind == "collective":
+            n = op.group.size(world_size, gpus_per_node)
+            sent = bus_factor(LOGGER_TO_COLLECTIVE[op.collective], n) * op.buffer_bytes if n > 1 else 0.0
+            key = (op.collective, op.message_bytes)
+            out[key] = out.get(key, 0.0) + sent
+    return out
+
+
 def write_prediction_outputs(pred, out_dir: str | Path) -> list[Path]:
     """Write the four files of a prediction into ``out_dir`` as one set (atomically).
 
@@ -137,11 +107,14 @@ def write_prediction_outputs(pred, out_dir: str | Path) -> list[Path]:
     # by every command (plan and capacity format bytes with it).
     from .diagnose.predicted import predicted_side
 
-    rows = micro_step_rows(pred, predicted_side(pred).windows)
+    from .curves import training_curves_png
+
+    windows = predicted_side(pred).windows
+    rows = micro_step_rows(pred, windows)
     summary: dict[str, Any] = {"status": "ok", "kind": "predicted", **pred.to_dict()}
     return atomic_write_set(out_dir, {
         "training_metrics.csv": _metrics_csv(rows),
-        "training_curves.png": _curves_png(pred, rows),
+        "training_curves.png": training_curves_png(pred, rows, windows),
         "summary.json": dumps_json(summary),
         "deepspeed_config_auto.json": dumps_json(dict(pred.ds_config_resolved)),
     })
@@ -191,7 +164,7 @@ _TIME_LABELS = {
 }
 
 
-def _time_label(key: str) -> str:
+def time_label(key: str) -> str:
     """Human label of a time-breakdown key: exposed_comm_ib_s -> 'exposed comm, IB'."""
     if key in _TIME_LABELS:
         return _TIME_LABELS[key]
@@ -235,13 +208,13 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
     lines.append("   allocator overhead: the profile's fraction of the peak for what the terms above miss)")
     lines += [
         "",
-        f"step time    {pred.step_time_s * 1e3:.1f} ms   tokens/s (all GPUs) {pred.tokens_per_s:,.0f}   "
+        f"step time    {format_seconds(pred.step_time_s)}   tokens/s (all GPUs) {pred.tokens_per_s:,.0f}   "
         f"TFLOP/s/GPU {pred.tflops_per_gpu:.1f}   MFU {pred.mfu * 100:.1f}%",
         "             (TFLOP/s and MFU count model FLOPs, recomputation excluded, against the "
         f"{pred.precision} peak)",
     ]
     for k, v in pred.time_breakdown.items():
-        lines.append(f"  {_time_label(k):<36}{v * 1e3:>10.2f} ms")
+        lines.append(f"  {time_label(k):<36}{format_seconds(v):>12}")
     lines.append("  (exposed = time the GPU's compute stream waited for it; the rows sum to the step)")
     lines.append("")
     lines.append("collectives per optimizer step, per GPU (logged: sizes as DeepSpeed's comms logger counts them"

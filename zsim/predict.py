@@ -33,6 +33,7 @@ from .hostcost import HostSpeed
 from .job import Job, RunSettings, resolve
 from .memory import (HostMemoryVerdict, MemoryEstimate, MemoryFacts, estimate_memory,
                      host_memory)
+from .memory_curve import MemoryMoment, memory_moments
 from .model import ModelSpec
 from .ops import Op
 from .schedule import Schedule, build_schedule
@@ -90,11 +91,14 @@ class Prediction:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     host_memory_bytes_per_node: int = 0     # host memory the offloaded states of a node's ranks need
     host_memory_available_bytes: int = 0    # the node's host memory (0: the topology does not say)
+    #: GPU memory at each moment of a micro-step the memory model compares
+    #: (:func:`zsim.memory_curve.memory_moments`; kept with the timeline, for drawings).
+    memory_moments: tuple[MemoryMoment, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (no timeline, ops or resolved config)."""
-        out = asdict(replace(self, timeline=None, ops=None))   # nothing large to deep-copy
-        for key in ("timeline", "ops", "ds_config_resolved"):
+        out = asdict(replace(self, timeline=None, ops=None, memory_moments=()))   # nothing large to deep-copy
+        for key in ("timeline", "ops", "ds_config_resolved", "memory_moments"):
             out.pop(key)
         out["notes"] = list(self.notes)
         return out
@@ -230,6 +234,8 @@ def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
         ds_config_resolved=run.resolved, provenance=job.provenance.to_dict(),
         host_memory_bytes_per_node=memory.host.need.bytes_per_node,
         host_memory_available_bytes=memory.host.available_bytes,
+        memory_moments=memory_moments(workload_of(job), run, memory.facts,
+                                      hw.memory.allocator_overhead_fraction) if keep_timeline else (),
     )
 
 

@@ -42,6 +42,9 @@ class Provenance:
     peak_memory_mape_pct: float | None
     peak_memory_max_pct: float | None
     evaluated_on: str = ""
+    #: When the calibration's measurements were taken: the UTC date of its microbenchmarks
+    #: (calibration.microbench_meta.date_utc; "" when not recorded or not calibrated).
+    measured_on: str = ""
 
     @property
     def memory_headroom_pct(self) -> float:
@@ -60,8 +63,10 @@ class Provenance:
         if not self.calibrated:
             return "datasheet only (not calibrated)"
         runs = f" on {self.fit_runs} runs" if self.fit_runs else ""
-        base = f" (from {self.base_profile})" if self.base_profile else ""
-        return f"calibrated{runs}{base}"
+        origin = [f"from {self.base_profile}"] if self.base_profile else []
+        if self.measured_on:
+            origin.append(f"microbenchmarks of {self.measured_on}")
+        return f"calibrated{runs}" + (f" ({'; '.join(origin)})" if origin else "")
 
     def error_text(self) -> str:
         """``step time 5.4 % MAPE (max 12.6 %), peak memory 6.1 % (max 9.3 %)`` or not measured."""
@@ -84,7 +89,8 @@ class Provenance:
                 "base_profile": self.base_profile, "step_time_mape_pct": self.step_time_mape_pct,
                 "step_time_max_pct": self.step_time_max_pct,
                 "peak_memory_mape_pct": self.peak_memory_mape_pct,
-                "peak_memory_max_pct": self.peak_memory_max_pct, "evaluated_on": self.evaluated_on}
+                "peak_memory_max_pct": self.peak_memory_max_pct, "evaluated_on": self.evaluated_on,
+                "measured_on": self.measured_on}
 
 
 def _profile_path(name_or_path: str | Path) -> Path | None:
@@ -123,12 +129,15 @@ def provenance_from_dict(data: Mapping[str, Any], where: str = "hardware profile
     err = _mapping(data, "measured_error", where)
     cal = _mapping(data, "calibration", where)
     runs = cal.get("fit_runs") or ()
+    meta = cal.get("microbench_meta")
+    date = str(meta.get("date_utc") or "")[:10] if isinstance(meta, Mapping) else ""
     return Provenance(
         profile=str(data.get("name") or where), calibrated=data.get("calibrated") is True,
         fit_runs=len(runs) if isinstance(runs, (list, tuple, Mapping)) else 0,
         base_profile=str(cal.get("base_profile") or ""),
         **{k: _pct(err, k, where) for k in _ERROR_KEYS},
-        evaluated_on=" ".join(str(err.get("evaluated_on") or "").split()))
+        evaluated_on=" ".join(str(err.get("evaluated_on") or "").split()),
+        measured_on=date if data.get("calibrated") is True else "")
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -261,7 +261,7 @@ def _pct(v: float | None) -> str:
 
 def format_report(rep: Report, show_collectives: bool = True) -> str:
     """The human-readable table `zsim validate` prints."""
-    lines = [f"{'run':48s} {'split':7s} {'step meas':>9s} {'pred':>8s} {'err':>7s}  "
+    lines = [f"{'run':48s} {'split':7s} {'step s':>9s} {'pred s':>8s} {'err':>7s}  "
              f"{'peak GiB':>8s} {'pred':>7s} {'err':>7s}"]
     for c in rep.runs:
         if c.predicted is None:

@@ -8,6 +8,7 @@ import sys
 from ..defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from ..hardware import load_profile
 from ..io import atomic_write_text
+from .common import add_quiet_arg, progress_for
 
 HELP = "fit a hardware profile (YAML) from validation/ microbenchmarks and training runs"
 
@@ -28,18 +29,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit-params", default=None,
                    help="comma-separated dotted profile keys fitted to step times "
                         "(default: the host code-path costs, host.sync_s and overheads.step_fixed_s)")
+    add_quiet_arg(p)
+
+
+#: Gauss-Newton's iterations and line-search halvings, the golden-section search's passes
+#: (zsim.calibrate.gauss_newton, fit_allocator_overhead): the most passes over the fit runs.
+_GN_ITERATIONS, _GN_HALVINGS, _MEMORY_PASSES = 6, 6, 35
+
+
+def counting_predictor(predict, runs_per_pass: int, passes: int, bar):
+    """``predict`` that reports progress each time it has predicted every fit run once."""
+    calls = [0]
+
+    def counted(run, hw):
+        calls[0] += 1
+        if calls[0] % max(1, runs_per_pass) == 0:
+            done = calls[0] // max(1, runs_per_pass)
+            bar(min(done, passes - 1), passes, f"pass {done}: predicted the {runs_per_pass} fit runs")
+        return predict(run, hw)
+    return counted
 
 
 def run(args: argparse.Namespace) -> int:
     """Fit, write the YAML atomically, print what was fitted."""
     # Not at the top: zsim.calibrate imports numpy, which every other command's start would pay for
     # (cli.build_parser imports every command module).
-    from ..calibrate import TIME_PARAMS, calibrate, profile_yaml
+    from ..calibrate import TIME_PARAMS, calibrate, default_predictor, find_runs, profile_yaml, select_fit_runs
 
     fit_models = [m for m in (args.fit_models or "").split(",") if m] or None
     params = tuple(x for x in (args.fit_params or "").split(",") if x) or TIME_PARAMS
-    cal = calibrate(args.results, base=args.base, fit_models=fit_models, name=args.name,
-                    topo=args.topo, link=args.link, time_params=params)
+    # Progress: the fits predict every fit run once per pass, at most this many passes.
+    n_fit = len(select_fit_runs(find_runs(args.results), fit_models))
+    passes = 2 + _GN_ITERATIONS * (len(params) + _GN_HALVINGS) + _MEMORY_PASSES
+    bar = progress_for(args, "zsim calibrate")
+    predictor = counting_predictor(default_predictor(args.topo, phases=True), n_fit, passes, bar)
+    try:
+        cal = calibrate(args.results, base=args.base, fit_models=fit_models, name=args.name,
+                        topo=args.topo, link=args.link, time_params=params, predictor=predictor)
+        bar(passes, passes, "done")
+    finally:
+        bar.close()
     atomic_write_text(args.output, profile_yaml(cal))
     load_profile(args.output)  # what was written must load
     d = cal.details

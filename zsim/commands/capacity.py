@@ -12,7 +12,8 @@ from ..defaults import CAPACITY_MICRO_BATCH, DEFAULT_SEQ_LEN
 from ..errors import ZsimInputError
 from ..io import dumps_json
 from ..limits import check_finite_tree
-from .common import add_cluster_args, add_result_output_arg, emit, int_up_to, settings_from_args
+from .common import (add_cluster_args, add_quiet_arg, add_result_output_arg, emit, int_up_to, progress_for,
+                     settings_from_args)
 
 HELP = "largest Llama-family model that fits per ZeRO stage and offload choice, beside the rule of thumb"
 
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", help="only these stages, comma-separated (default: 0,1,2,3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_result_output_arg(p)
+    add_quiet_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
             raise ZsimInputError(f"--stage must list stages 0-3, got {args.stage!r}")
         rows = tuple(r for r in ROWS if r[0] in stages)
     # --stage lists the rows' stages here, not one run setting.
-    res = capacity_settings(settings_from_args(args, stage=None), rows=rows)
+    bar = progress_for(args, "zsim capacity")
+    try:
+        res = capacity_settings(settings_from_args(args, stage=None), rows=rows, progress=bar)
+    finally:
+        bar.close()
     check_finite_tree(res.to_dict(), "capacity")
     emit(args, dumps_json(res.to_dict()) if args.json else format_capacity(res))
     return 0

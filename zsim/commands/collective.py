@@ -12,6 +12,7 @@ from ..network import load_topology
 from ..network.units import parse_bytes
 from ..output import format_bytes, format_seconds
 from ..limits import check_finite_tree
+from .common import add_result_output_arg, emit
 
 HELP = "predict one collective (time_s, algbw_GBps, busbw_GBps, as nccl-tests reports them)"
 
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", default=WORLD.label, choices=list(GROUPS))
     parser.add_argument("--hardware", help="hardware profile name or YAML path (default: the topology's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_result_output_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,19 +45,20 @@ def run(args: argparse.Namespace) -> int:
            "num_nodes": cluster.num_nodes, "group": args.group}
     check_finite_tree(out, "collective")
     if args.json:
-        print(json.dumps(out, indent=2, sort_keys=True))
+        emit(args, json.dumps(out, indent=2, sort_keys=True))
         return 0
-    print(f"{args.op} of {format_bytes(nbytes)} ({nbytes:,} bytes) on {cluster.topology}: {cluster.num_nodes} "
-          f"node(s) x {cluster.gpus_per_node} GPU(s), group {args.group} ({cost.group_size} ranks), "
-          f"hardware {hardware.name}")
-    print(f"  algorithm            {cost.algorithm}")
-    print(f"  time                 {format_seconds(cost.time_s)}")
-    print(f"  algbw_GBps           {cost.algbw_GBps:.2f} GB/s (buffer / time)")
-    print(f"  busbw_GBps           {cost.busbw_GBps:.2f} GB/s (nccl-tests convention)")
-    print(f"  on the wire per GPU  {format_bytes(sum(cost.link_bytes.values()))} "
-          f"(bytes one rank sends, summed over link types)")
+    lines = [f"{args.op} of {format_bytes(nbytes)} ({nbytes:,} bytes) on {cluster.topology}: {cluster.num_nodes} "
+             f"node(s) x {cluster.gpus_per_node} GPU(s), group {args.group} ({cost.group_size} ranks), "
+             f"hardware {hardware.name}",
+             f"  algorithm            {cost.algorithm}",
+             f"  time                 {format_seconds(cost.time_s)}",
+             f"  algbw_GBps           {cost.algbw_GBps:.2f} GB/s (buffer / time)",
+             f"  busbw_GBps           {cost.busbw_GBps:.2f} GB/s (nccl-tests convention)",
+             f"  on the wire per GPU  {format_bytes(sum(cost.link_bytes.values()))} "
+             "(bytes one rank sends, summed over link types)"]
     for kind, busy in sorted(cost.link_busy_s.items()):
         util = cost.utilisation()[kind]
-        print(f"    {kind:<7} {format_bytes(cost.link_bytes[kind]):>12} per GPU, busy {format_seconds(busy)} "
-              f"({util:.0%} of the collective)")
+        lines.append(f"    {kind:<7} {format_bytes(cost.link_bytes[kind]):>12} per GPU, "
+                     f"busy {format_seconds(busy)} ({util:.0%} of the collective)")
+    emit(args, "\n".join(lines))
     return 0

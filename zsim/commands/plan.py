@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of GPU memory a winner must leave free for the memory model's error "
                         "(default: the hardware profile's measured peak-memory error, 5 %% if not measured)")
     p.add_argument("--top", type=int_up_to(limits.MAX_TOP), default=5, help="configurations shown (default %(default)s)")
-    p.add_argument("--output", default=None,
+    p.add_argument("-o", "--output", default=None,
                    help="folder for deepspeed_config_auto.json and plan.json (default: output/deepspeed_metrics)")
     p.add_argument("--no-output", action="store_true", help="write no files")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_cluster_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", help="write a Chrome/Perfetto trace of one step to this file")
-    p.add_argument("--output", default=None,
+    p.add_argument("-o", "--output", default=None,
                    help="write training_metrics.csv, training_curves.png, summary.json, "
                         "deepspeed_config_auto.json here (default: output/deepspeed_metrics)")
     p.add_argument("--no-output", action="store_true", help="write no output folder")
@@ -60,11 +60,21 @@ def run(args: argparse.Namespace) -> int:
         for line in host_memory_lines(pred):
             print(line)
         if written:
-            print(f"\nwrote {len(written)} files to {Path(written[0]).parent}: {', '.join(Path(w).name for w in written)}"
-                  " (training_metrics.csv: forward/backward/step ms per micro-step)")
+            print(f"\nwrote {len(written)} files to {Path(written[0]).parent}:")
+            for path in written:
+                print(f"  {Path(path).name:<28}{FILE_DESCRIPTIONS.get(Path(path).name, '')}")
         if args.trace:
             print(f"wrote the Perfetto trace {args.trace}")
     return 0
+
+
+#: What each file of the output folder holds (printed after the prediction).
+FILE_DESCRIPTIONS = {
+    "training_metrics.csv": "forward/backward/optimizer-step ms per micro-step",
+    "training_curves.png": "time per phase, memory at the peak and over the step",
+    "summary.json": "this prediction as JSON (what --json prints)",
+    "deepspeed_config_auto.json": 'the DeepSpeed config with every "auto" resolved',
+}
 
 
 def host_memory_lines(pred) -> list[str]:

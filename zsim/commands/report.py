@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_cluster_args(p)
     add_seq_arg(p)
     p.add_argument("--global-batch", type=int_up_to(limits.MAX_TRAIN_BATCH), help="global batch in sequences")
-    p.add_argument("--output", default=DEFAULT_REPORT_DIR, help="output folder (default %(default)s)")
+    p.add_argument("-o", "--output", default=DEFAULT_REPORT_DIR, help="output folder (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the written files and the winner as one JSON object")
     add_quiet_arg(p)
 

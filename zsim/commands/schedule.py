@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from dataclasses import asdict
+
 from .. import limits
-from ..dsconfig import build_run_config
-from ..model import load_model
-from ..output import format_bytes, wire_bytes_per_gpu
-from ..schedule import build_schedule
+from ..output import format_bytes, wire_bytes_per_message
+from ..schedule.result import schedule as schedule_api
 from .common import int_up_to, settings_from_args
 
 HELP = "print the collectives DeepSpeed issues in one steady-state optimizer step (comms-logger units)"
@@ -29,35 +29,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `zsim schedule`."""
-    model = load_model(args.model)
     # The run flags this command has (--stage, --micro-batch, --grad-accum) override the config.
-    run_config = build_run_config(args.ds_config, model, args.world_size, settings_from_args(args).overrides())
-    schedule = build_schedule(model, run_config)
+    given = {k: v for k, v in asdict(settings_from_args(args).overrides()).items() if v is not None}
+    result = schedule_api(args.model, args.ds_config, args.world_size, **given)
     if args.json:
-        print(json.dumps(schedule.collectives))
+        print(json.dumps(result.collectives))
         return 0
-    wire = wire_bytes_per_gpu(schedule.ops, args.world_size, args.world_size)
-    print(format_table(schedule.collectives, run_config.zero.stage, run_config.grad_accum, args.world_size, wire))
-    for note in run_config.notes:  # what "auto" resolved to, what the command line overrode
+    print(format_table(result.collectives, result.stage, result.grad_accum, result.world_size,
+                       wire_bytes_per_message(result.ops, result.world_size, result.gpus_per_node)))
+    for note in result.notes:  # what "auto" resolved to, what the command line overrode
         print(f"note: {note}")
     return 0
 
 
 def format_table(collectives: dict, stage: int, grad_accum: int, world_size: int,
                  wire_bytes: dict | None = None) -> str:
-    """A human-readable table: op, message bytes, count, total bytes per step (and per op, the
-    bytes one GPU puts on the wire, ``wire_bytes``)."""
-    lines = [f"ZeRO stage {stage}, {world_size} ranks, {grad_accum} micro-step(s) per optimizer step "
-             "(rank 0, sizes as the comms logger records them)",
-             f"{'op':<26}{'message_bytes':>16}{'count':>8}{'total_bytes':>18}"]
-    grand = 0
+    """A human-readable table: op, message bytes, count, total bytes per step and, with
+    ``wire_bytes`` (:func:`zsim.output.wire_bytes_per_message`), the bytes one GPU puts on
+    the wire for that row."""
+    wire_head = f"{'on the wire/GPU':>17}" if wire_bytes is not None else ""
+    lines = [f"ZeRO stage {stage}, {world_size} ranks, {grad_accum} micro-step(s) per optimizer step",
+             "(rank 0; message_bytes as DeepSpeed's comms logger records them)",
+             f"{'op':<26}{'message_bytes':>16}{'count':>8}{'total_bytes':>18}{wire_head}"]
+    grand, wire_total = 0, 0.0
     for op in sorted(collectives):
         for size, count in sorted(collectives[op].items(), key=lambda kv: int(kv[0])):
             total = int(size) * count
             grand += total
-            lines.append(f"{op:<26}{int(size):>16,}{count:>8}{total:>18,}")
-    lines.append(f"{'total':<26}{'':>16}{sum(sum(v.values()) for v in collectives.values()):>8}{grand:>18,}")
-    if wire_bytes:
-        lines.append("on the wire per GPU (bytes one rank sends, nccl-tests' bus convention, one node): "
-                     + ", ".join(f"{op} {format_bytes(wire_bytes[op])}" for op in sorted(wire_bytes)))
+            wire = ""
+            if wire_bytes is not None:
+                sent = wire_bytes.get((op, int(size)), 0.0)
+                wire_total += sent
+                wire = f"{format_bytes(sent):>17}"
+            lines.append(f"{op:<26}{int(size):>16,}{count:>8}{total:>18,}{wire}")
+    lines.append(f"{'total':<26}{'':>16}{sum(sum(v.values()) for v in collectives.values()):>8}{grand:>18,}"
+                 + (f"{format_bytes(wire_total):>17}" if wire_bytes is not None else ""))
+    if wire_bytes is not None:
+        lines.append("on the wire/GPU: bytes one rank sends for the row's calls (nccl-tests' bus convention)")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
 from ..defaults import DEFAULT_MODEL, DEFAULT_TOPO
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
+from ..output import MEMORY_LABELS, format_bytes, format_seconds
 from .common import add_quiet_arg, progress_for
 
 HELP = "predict every configuration of a grid (flags like --stage 1,2,3 or a YAML file); write CSV and JSON"
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{axis.replace('_', '-')}", dest=f"axis_{axis}", metavar="LIST",
                        help=f"comma-separated values of {axis}")
     p.add_argument("--ds-config", help="base DeepSpeed JSON for every configuration")
-    p.add_argument("--output", default="output/sweep", help="folder for sweep.csv and sweep.json (default %(default)s)")
+    p.add_argument("-o", "--output", default="output/sweep", help="folder for sweep.csv and sweep.json (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON object (the files are written too)")
     add_quiet_arg(p)
 
@@ -53,7 +54,33 @@ def run(args: argparse.Namespace) -> int:
     fits = [r for r in result.rows if r["status"] == "fits"]
     print(f"sweep: {len(result.rows)} configurations ({counts['fits']} fit, {counts['does_not_fit']} do not fit, "
           f"{counts['invalid']} invalid); wrote {out / 'sweep.csv'} and {out / 'sweep.json'}")
+    if len(result.rows) <= MAX_PRINTED_ROWS:
+        print("\n".join(["", *format_rows(result.rows, result.axes), ""]))
+    else:
+        print(f"({len(result.rows)} rows: more than {MAX_PRINTED_ROWS}, see {out / 'sweep.csv'})")
     if fits:
         best = max(fits, key=lambda r: r["tokens_per_s"])
         print("best: " + " ".join(f"{a}={best[a]}" for a in result.axes) + f" -> {best['tokens_per_s']:,.0f} tokens/s")
     return 0
+
+
+#: Most rows the text output lists (the files always hold every row).
+MAX_PRINTED_ROWS = 60
+
+
+def format_rows(rows, axes) -> list[str]:
+    """One line per configuration: the swept axes, then the verdict in human units."""
+    names = [a for a in axes if len({str(r.get(a)) for r in rows}) > 1] or list(axes)[:1]
+    width = {a: max(len(a), *(len(str(r.get(a))) for r in rows)) for a in names}
+    head = "  ".join(f"{a:>{width[a]}}" for a in names)
+    lines = [f"{head}  {'status':<12} {'step':>9} {'tokens/s':>10} {'peak/GPU':>10}  largest term"]
+    for r in rows:
+        cells = "  ".join(f"{str(r.get(a)):>{width[a]}}" for a in names)
+        if r["status"] == "invalid":
+            lines.append(f"{cells}  {'invalid':<12} {r.get('reason', '')}"[:100])
+            continue
+        term = r.get("largest_memory_term") or ""
+        lines.append(f"{cells}  {r['status']:<12} {format_seconds(r['step_time_s']):>9} "
+                     f"{r['tokens_per_s']:>10,.0f} {format_bytes(r['peak_memory_bytes']):>10}  "
+                     f"{MEMORY_LABELS.get(term, term)}"[:100])
+    return lines

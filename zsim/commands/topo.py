@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 import json
 
 from .. import limits
@@ -55,7 +56,7 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     node = topo.node
-    print(f"{topo.name}: {topo.spec.description}")
+    print("\n".join(textwrap.wrap(f"{topo.name}: {topo.spec.description}", 100, subsequent_indent="    ")))
     print(f"  file        {topo.spec.path}")
     print(f"  hardware    {node.hardware}, {node.gpus_per_node} GPUs per node")
     if node.has_nvlink:
@@ -91,7 +92,8 @@ def _host_line(host) -> str:
     cores = f"{host.cpu_cores} CPU cores" if host.cpu_cores else "CPU cores not given"
     mem = (f"{host.host_memory_bytes / 2**40:.2f} TiB host memory" if host.host_memory_bytes
            else "host memory not given")
-    return f"{cores}, {mem}" + (f"\n              source: {host.source}" if host.source else "")
+    source = textwrap.wrap(f"source: {host.source}", 100 - 14, break_on_hyphens=False) if host.source else []
+    return "\n".join([f"{cores}, {mem}"] + [" " * 14 + line for line in source])
 
 
 def _draw(args: argparse.Namespace) -> int:

@@ -52,7 +52,14 @@ def run(args: argparse.Namespace) -> int:
     emit(args, dumps_json({**rep.to_dict(), "tolerance_pct": args.tolerance}) if args.json
          else format_report(rep))
     if t is None or m is None:
-        sys.stderr.write("zsim validate: no run could be compared\n")
+        compared = sum(1 for c in rep.runs if c.predicted is not None)
+        if compared and rep.split_known:
+            # The exit code is decided on runs the profile's fit never saw; here there are none.
+            sys.stderr.write(f"zsim validate: {compared} run(s) compared, none of them an eval run (a model "
+                             "size and machine session the profile's fit never saw), so nothing is scored; "
+                             "the MAPE per split is in the table\n")
+        else:
+            sys.stderr.write("zsim validate: no run could be compared\n")
         return 1
     if t > args.tolerance or m > args.tolerance:
         sys.stderr.write(f"zsim validate: MAPE above tolerance {args.tolerance:g}%: "

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..defaults import CAPACITY_MICRO_BATCH, DEFAULT_SEQ_LEN, DEFAULT_TOPO
 from ..dsconfig import OffloadDevice, default_overlap_comm
@@ -231,9 +231,11 @@ def capacity(topo: str | Path = DEFAULT_TOPO, *, gpus: int | None = None, nodes:
 
 
 def capacity_settings(settings: RunSettings, *, checkpointing: tuple[bool, ...] = (False, True),
-                      rows: tuple[tuple[int, str, str], ...] = ROWS) -> CapacityResult:
+                      rows: tuple[tuple[int, str, str], ...] = ROWS,
+                      progress: Callable[[int, int, str], None] | None = None) -> CapacityResult:
     """:func:`capacity` of run settings: their cluster fields, ``seq`` and ``micro_batch``
-    (the model is the ladder's; the other run fields are the rows')."""
+    (the model is the ladder's; the other run fields are the rows'). ``progress(done, total,
+    what)`` is called after each table cell and the communication reference."""
     seq, micro_batch = settings.seq, settings.micro_batch
     for name, value in (("--seq", seq), ("--micro-batch", micro_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -249,8 +251,11 @@ def capacity_settings(settings: RunSettings, *, checkpointing: tuple[bool, ...] 
         raise ZsimInputError(f"capacity: unknown row {unknown[0] if unknown else '(none given)'}")
     out: list[CapacityRow] = []
     hint = -1
+    total = len(rows) * len(checkpointing) + 1     # + the communication reference
+    tell = progress or (lambda done, of, what: None)
     for stage, oo, op in rows:
         for ckpt in checkpointing:
+            tell(len(out), total, f"ZeRO-{stage} offload {oo}/{op}, checkpointing {'on' if ckpt else 'off'}")
             cand = Candidate(stage, oo, op, micro_batch, 1, ckpt, 200_000_000, 50_000_000,
                              overlap_comm=default_overlap_comm(stage))
             i, fit, nofit = _largest(ladder, base, cand, hint)
@@ -262,11 +267,14 @@ def capacity_settings(settings: RunSettings, *, checkpointing: tuple[bool, ...] 
                 nofit.reason() if nofit else "the largest family member fits (the ladder ends here)",
                 fit.host_bytes_per_node if fit else 0,
                 _short_limit(nofit)))
+    tell(len(out), total, "communication reference")
+    comm = _comm_reference(base.settings, sorted({r[0] for r in rows}))
+    tell(total, total, "done")
     result = CapacityResult(
         topology=str(topo), world_size=first.world_size, seq_len=seq,
         micro_batch=micro_batch, gpu_memory_bytes=first.gpu_memory_bytes, rows=tuple(out),
         family_note=__doc__.split("\n\n")[1].replace("\n", " "), rule_of_thumb=(),
-        comm_busy_s=_comm_reference(base.settings, sorted({r[0] for r in rows})),
+        comm_busy_s=comm,
         host_memory_bytes_per_node=first.site.cluster.spec.node.host.host_memory_bytes)
     return _with_rule_of_thumb(result)
 

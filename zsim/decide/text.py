@@ -115,7 +115,10 @@ def format_plan(result: Any) -> str:
                   else "deepspeed_config_auto.json: values chosen"]
         lines += [f"  {c.describe()}" for c in result.changes]
     lines += [f"note: {n}" for n in result.notes[1:]]
-    return "\n".join(lines)
+    # Lines longer than the terminal (rejections, notes) wrap; the table is narrower already.
+    return "\n".join(part for line in lines
+                     for part in (_wrap(line, "      " if line.startswith("note: ") else "    ")
+                                  if len(line) > TEXT_COLUMNS else [line]))
 
 
 #: Width of the text outputs.
@@ -153,7 +156,8 @@ def format_capacity(res: Any) -> str:
     lines += ["", "rule of thumb for 8x A100-80G (ZeRO guides) vs zsim on this cluster:"]
     lines += [f"  {line}" for line in res.rule_of_thumb]
     have = res.host_memory_bytes_per_node
-    lines += ["", "host mem/node: CPU memory the offloaded states of the largest model (last column) need "
+    lines += ["", "host mem/node: CPU memory the offloaded states of the largest model in the "
+              f"ckpt {'on' if cols[-1] else 'off'} column need "
               "per node (DeepSpeed's CPU buffers, zsim.memory.host_memory); "
               + (f"a node of {res.topology} has {have / 2**40:.2f} TiB (node.host), and a model whose "
                  "states need more does not fit." if have > 0 else

@@ -13,7 +13,7 @@ from ..dsconfig import OffloadDevice
 from ..job import RunSettings
 from ..decide.text import rejection_summary, side_by_side_cells, tie_lines
 from ..io import atomic_write_set, dumps_json
-from ..output import format_bytes
+from ..output import format_bytes, format_count
 from . import figures
 from .data import ReportData, collect_settings
 from .render import Block, Figure, Heading, Para, Pre, Table, to_html, to_markdown
@@ -42,8 +42,8 @@ def _config_line(c: Any, p: Any) -> str:
             + f", micro-batch {c.micro_batch} x grad-accum {c.grad_accum} x data-parallel {p.world_size} "
             f"= global batch {p.train_batch}, activation checkpointing {'on' if c.activation_checkpointing else 'off'}"
             + (f", overlap_comm {'on' if c.overlap_comm else 'off'}" if c.stage in (1, 2) else "")
-            + (f", reduce bucket {c.reduce_bucket_size:.0e}" if c.stage else "")
-            + (f", prefetch bucket {c.prefetch_bucket_size:.0e}" if c.stage == 3 else ""))
+            + (f", reduce bucket {format_count(c.reduce_bucket_size)} elements" if c.stage else "")
+            + (f", prefetch bucket {format_count(c.prefetch_bucket_size)} elements" if c.stage == 3 else ""))
 
 
 def _why(d: ReportData) -> list[str]:
@@ -145,10 +145,16 @@ def blocks(d: ReportData, command: str = "") -> tuple[str, list[Block]]:
         Para("The recommended configuration's optimizer step as simulated: one row per stream."),
         Figure("timeline", "Gantt chart of one optimizer step (streams as rows)",
          figures.gantt(d.best.timeline, f"{plan.model} {c.label()}", c.grad_accum)),
+        Heading(2, "GPU memory over one step"),
+        Para("The recommended configuration's allocated memory per GPU at each moment the memory model "
+             "compares (forward, the loss's backward, the first layers backward visits, the end of backward, "
+             "the optimizer step), placed on the simulated phases; the peak is marked with what is live."),
+        Figure("memory_over_time", "Stacked memory terms per GPU over one optimizer step, peak labelled",
+               figures.memory_over_time(d.best)),
         Heading(2, "Scaling with node count"),
         Para(f"Weak scaling: micro-batch {c.micro_batch} and grad-accum {c.grad_accum} per GPU at every node "
-             "count, so the global batch grows with the nodes. Dotted: linear scaling from the first point. "
-             "x on the axis: does not fit."),
+             "count, so the global batch grows with the nodes. Dashed black: linear scaling from each stage's "
+             "first point; right: the scaling efficiency against it. x on the axis: does not fit."),
         Figure("scaling", "Throughput vs node count per ZeRO stage",
          figures.curves(d.scaling, "nodes", "Scaling with node count", log2x=True, ideal=True, logy=True)),
         Heading(2, "Throughput vs micro-batch"),

@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 from typing import Any, Mapping
 
+from ..curves import TERM_COLOURS, memory_over_time_png
+from ..output import MEMORY_LABELS, time_label
+
 GIB = 2**30
-_DPI = 72
+#: 100 dpi: a 8.5-inch figure is 850 px wide, text at 9-10 pt reads at 100 % zoom.
+_DPI = 100
 
 
 def _plt():
@@ -26,7 +30,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float) -> None:
+def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float, label=str,
+             colours: Mapping[str, str] | None = None) -> None:
+    """Stacked bars per stage of the ``attr`` mapping's terms, named by ``label(key)``."""
     terms: list[str] = []
     for p in per_stage.values():
         for k, v in getattr(p, attr).items():
@@ -37,19 +43,20 @@ def _stacked(ax, per_stage: Mapping[int, Any], attr: str, scale: float) -> None:
     cmap = _plt().get_cmap("tab10")
     for i, term in enumerate(terms):
         vals = [getattr(per_stage[s], attr).get(term, 0) / scale for s in stages]
-        ax.bar([f"ZeRO-{s}" for s in stages], vals, bottom=bottom, label=term, color=cmap(i % 10))
+        ax.bar([f"ZeRO-{s}" for s in stages], vals, bottom=bottom, label=label(term),
+               color=(colours or {}).get(term, cmap(i % 10)))
         bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def memory_by_stage(per_stage: Mapping[int, Any]) -> bytes:
     """Stacked per-GPU memory terms per stage, with the GPU's memory as a line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 4))
-    _stacked(ax, per_stage, "memory_breakdown", GIB)
+    _stacked(ax, per_stage, "memory_breakdown", GIB, label=lambda k: MEMORY_LABELS.get(k, k), colours=TERM_COLOURS)
     gpu = next(iter(per_stage.values())).gpu_memory_bytes / GIB
-    ax.axhline(gpu, color="red", linestyle="--", linewidth=1)
-    ax.text(-0.4, gpu * 1.01, f"GPU memory {gpu:.0f} GiB", color="red", fontsize=8, va="bottom")
+    ax.axhline(gpu, color="black", linestyle="--", linewidth=1.2, label=f"GPU memory {gpu:.0f} GiB")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylabel("GiB per GPU (peak)")
     ax.set_title("Memory breakdown per ZeRO stage")
     return _png(fig)
@@ -59,7 +66,7 @@ def time_by_stage(per_stage: Mapping[int, Any]) -> bytes:
     """Stacked step-time categories per stage (compute, exposed comm per link, offload, optimizer)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 4))
-    _stacked(ax, per_stage, "time_breakdown", 1.0)
+    _stacked(ax, per_stage, "time_breakdown", 1.0, label=time_label)
     ax.set_ylabel("seconds per optimizer step")
     ax.set_title("Step-time breakdown per ZeRO stage")
     return _png(fig)
@@ -91,16 +98,39 @@ def gantt(timeline: Any, title: str, grad_accum: int = 1) -> bytes:
         ax.set_xlabel("seconds")
         ax.set_title(f"{title}: {what}", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i % 10)) for i in range(len(cats))]
-    axes[0, 0].legend(handles, cats, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0, 0].legend(handles, cats, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
+
+
+def _efficiency(ax, series: Mapping[int, list], cmap) -> None:
+    """tokens/s against linear scaling from each stage's first fitting point, in %."""
+    for i, (stage, points) in enumerate(sorted(series.items())):
+        fit = [(p.x, p.tokens_per_s) for p in points if p.tokens_per_s is not None]
+        if len(fit) > 1:
+            x0, y0 = fit[0]
+            ax.plot([x for x, _ in fit], [100 * y / (y0 * x / x0) for x, y in fit], marker="o",
+                    color=cmap(i), label=f"ZeRO-{stage}")
+    ax.axhline(100, color="black", linestyle="--", linewidth=1.2)
+    ax.set_xscale("log", base=2)
+    ax.set_ylabel("% of linear scaling")
+    ax.set_title("Scaling efficiency")
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, 90), max(high, 102))
 
 
 def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ideal: bool = False,
            logy: bool = False) -> bytes:
-    """tokens/s per stage against x; points that do not fit are marked × along the bottom."""
+    """tokens/s per stage against x; points that do not fit are marked × along the bottom.
+
+    ``ideal``: a dashed black line of linear scaling from each stage's first fitting point,
+    and a second panel with the efficiency against it."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8.5, 4))
+    if ideal:
+        fig, (ax, eff) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": (1.5, 1)})
+    else:
+        fig, ax = plt.subplots(figsize=(8.5, 4))
     cmap = plt.get_cmap("tab10")
+    reference_labelled = False
     for i, (stage, points) in enumerate(sorted(series.items())):
         fit = [(p.x, p.tokens_per_s) for p in points if p.tokens_per_s is not None]
         miss = [p.x for p in points if p.tokens_per_s is None]
@@ -109,8 +139,9 @@ def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ide
             if ideal:
                 x0, y0 = fit[0]
                 xs = [p.x for p in points if p.x >= x0]
-                ax.plot(xs, [y0 * x / x0 for x in xs], linestyle=":",
-                        color=cmap(i), linewidth=1)
+                ax.plot(xs, [y0 * x / x0 for x in xs], linestyle="--", color="black", linewidth=1.2,
+                        zorder=0, label=None if reference_labelled else "linear scaling")
+                reference_labelled = True
         if miss:
             # x in data coordinates, y in axes coordinates: the bottom edge whatever the scale.
             ax.plot(miss, [0.03 + 0.03 * i] * len(miss), marker="x", linestyle="none", color=cmap(i),
@@ -122,8 +153,22 @@ def curves(series: Mapping[int, list], xlabel: str, title: str, log2x: bool, ide
     ax.set_xlabel(xlabel)
     ax.set_ylabel("tokens/s (whole job)")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if ideal:
+        _efficiency(eff, series, cmap)
+        eff.set_xlabel(xlabel)
+        ax.legend(fontsize=9, loc="upper left")
+    else:
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
+
+
+def memory_over_time(pred: Any) -> bytes:
+    """GPU memory over the optimizer step of ``pred`` (kept with its timeline), peak labelled
+    (:func:`zsim.curves.memory_over_time_png`)."""
+    # Not at the top: zsim.diagnose imports numpy, which only this figure needs.
+    from ..diagnose.predicted import predicted_side
+
+    return memory_over_time_png(pred, predicted_side(pred).windows, dpi=_DPI)
 
 
 def memory_vs_n(points: list) -> bytes:

@@ -5,9 +5,10 @@ rule cites its DeepSpeed source line), checked against its comms logger on CPU
 (validation/cpu_truth, tests/test_schedule_truth.py).
 
 This package is also the API function ``zsim.schedule``: calling it,
-``zsim.schedule(model, ds_config, world_size, **overrides)``, runs
-:func:`steady_state_collectives` (the comms-logger counts of one steady-state optimizer
-step). Being the package itself, rather than a function bound over it, keeps its
+``zsim.schedule(model, ds_config, world_size, **overrides)``, runs :func:`schedule`
+(:mod:`zsim.schedule.result`) and returns a frozen :class:`ScheduleResult`, whose
+``collectives`` are the comms-logger counts :func:`steady_state_collectives` returns as a
+plain dict. Being the package itself, rather than a function bound over it, keeps its
 submodules importable as ``import zsim.schedule.stage3``.
 """
 
@@ -15,18 +16,19 @@ import sys
 import types
 
 from .api import Schedule, ScheduleFacts, build_schedule, steady_state_collectives
+from .result import ScheduleResult, schedule as _schedule
 
-__all__ = ["Schedule", "ScheduleFacts", "build_schedule", "steady_state_collectives"]
+__all__ = ["Schedule", "ScheduleFacts", "ScheduleResult", "build_schedule", "steady_state_collectives"]
 
 #: ``inspect.signature(zsim.schedule)`` follows this to the function's signature.
-__wrapped__ = steady_state_collectives
+__wrapped__ = _schedule
 
 
 class _CallableModule(types.ModuleType):
-    """This package's module type: calling the package calls :func:`steady_state_collectives`."""
+    """This package's module type: calling the package calls :func:`zsim.schedule.result.schedule`."""
 
     def __call__(self, *args, **kwargs):
-        return steady_state_collectives(*args, **kwargs)
+        return _schedule(*args, **kwargs)
 
 
 # The module-type swap is Python's documented way to customise a module
