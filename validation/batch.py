@@ -126,6 +126,8 @@ def main(argv=None) -> int:
             train.append("--activation-checkpointing")
         if r.profile:
             train.append("--profile")
+        if r.pyprofile:
+            train += ["--pyprofile", str(r.pyprofile)]
         run_env = dict(env)
         if r.omp_threads:
             run_env["OMP_NUM_THREADS"] = str(r.omp_threads)

@@ -40,6 +40,7 @@ class Run:
     profile: bool = False     # trace one settled step with torch.profiler
     omp_threads: int = 0      # OMP_NUM_THREADS for the job (0: the launcher's default)
     base: str = ""            # a DeepSpeed config file the run starts from (repo-relative)
+    pyprofile: int = 0        # settled steps to run under cProfile after the timed ones
 
     @property
     def run_id(self) -> str:
@@ -220,8 +221,18 @@ PLAN_1201_M5: tuple[Run, ...] = (
     Run(S3, 2, 4, 1, 1024, offload="opt"),
 ))
 
+#: session m5, call 3: ZeRO-3's host hooks under cProfile, on configurations zsim prices
+#: well (llama-0.13b, llama-3b mb8 s512) and badly (llama-3b with checkpointing, llama-1.5b-gqa).
+PLAN_1201_M5_PY: tuple[Run, ...] = (
+    Run(S, 3, 4, 1, 1024, pyprofile=3, tag="py"),
+    Run(XL, 3, 8, 1, 512, pyprofile=3, tag="py"),
+    Run(XL, 3, 2, 1, 2048, ac=True, pyprofile=3, tag="py"),
+    Run(S3, 3, 4, 1, 2048, pyprofile=3, tag="py"),
+)
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
-         "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5}
+         "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
+         "h200-1201-m5-py": PLAN_1201_M5_PY}
 
 
 def split_of(model: str) -> str:

@@ -80,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="after the timed steps, trace one more step with torch.profiler "
                         "(CPU ops, CUDA kernels, memcpys, NCCL; DeepSpeed's functions labelled) "
                         "into trace.json.gz (rank 0)")
+    p.add_argument("--pyprofile", type=int, default=0, metavar="N",
+                   help="after the timed steps, run N more under cProfile (rank 0) and write "
+                        "pyprofile.txt (functions by own time) and pyprofile.pstats")
     p.add_argument("--comms-steps", type=int, default=1,
                    help="steps of the separate comms-logger pass after the timed steps (0: none)")
     p.add_argument("--output", default="output/deepspeed_metrics")
@@ -437,6 +440,12 @@ def run(args, rec: Recorder) -> None:
     if args.profile:
         s["profile"] = profile_steps(rec, rank, total, one_step, device)
         total += 2
+    if args.pyprofile:
+        try:  # a diagnostic: its failure must not fail the timed run
+            s["pyprofile"] = pyprofile_steps(rec, rank, total, args.pyprofile, one_step)
+        except Exception as e:  # noqa: BLE001
+            s["pyprofile"] = {"error": f"{type(e).__name__}: {e}"}
+        total += args.pyprofile
     if args.comms_steps:
         dist.configure(enabled=True, prof_all=True, verbose=False)
         for step in range(total, total + args.comms_steps):
@@ -476,6 +485,31 @@ def profile_steps(rec: Recorder, rank: int, first: int, one_step, device) -> dic
         raw.unlink(missing_ok=True)
         out["file"] = "trace.json.gz"
     return out
+
+
+def pyprofile_steps(rec: Recorder, rank: int, first: int, n: int, one_step) -> dict:
+    """Run ``n`` settled steps under cProfile (the host's Python, function by function: what
+    torch.profiler's op view cannot split, e.g. inside ZeRO-3's fetch and release hooks).
+
+    The rows have phase ``pyprofile`` and never enter the statistics; cProfile slows Python
+    code, so only the relative split between DeepSpeed's functions is meaningful."""
+    import cProfile
+    import io
+    import pstats
+    prof = cProfile.Profile()
+    prof.enable()
+    for step in range(first, first + n):
+        rec.row(one_step(step, "pyprofile"))
+    prof.disable()
+    if rank != 0:
+        return {"steps": n}
+    prof.dump_stats(str(rec.out / "pyprofile.pstats"))
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf)
+    st.sort_stats("tottime").print_stats(80)
+    st.sort_stats("cumulative").print_stats(80)
+    atomic_write(rec.out / "pyprofile.txt", buf.getvalue())
+    return {"steps": n, "file": "pyprofile.txt"}
 
 
 def finalize(rec: Recorder) -> None:
