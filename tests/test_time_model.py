@@ -237,9 +237,11 @@ def test_third_evaluation_set_stays_within_its_measured_error():
     between DeepSpeed's host syncs). Guarded at 10 % and 12 %."""
     from zsim.diagnose.predicted import predicted_phases
     hw = load_profile("h200-sxm")
+    folder = RESULTS.parent / "2026-12-01-m5"
+    sessions = json.loads((folder / "_batch" / "manifest.json").read_text())["runs"]
     step_errs, phase_errs = [], []
-    for run in find_runs([RESULTS.parent / "2026-12-01-m5"]):
-        if not run.ok:
+    for run in find_runs([folder]):
+        if not run.ok or sessions[run.run_id]["machine_session"] != "m5":
             continue
         pred, phases = predicted_phases(run, hw, "hgx-h200")
         step_errs.append(abs(pred.step_time_s / run.step_time_s - 1))
