@@ -44,9 +44,9 @@ def test_a100_gemm_curve_is_the_azure_measurement_times_the_h200_shape_factor():
     for (x, y), (mx, my) in zip(curve, measured):
         assert x == pytest.approx(mx, abs=0.001) and y == pytest.approx(my, abs=0.001)
     # The 0.93: our H200 model-shape curve over square torch matmuls there (655 TFLOP/s at
-    # 4096^3, 759.5 at 8192^3; shared/notes on the H200 machine), mean of the two ratios.
+    # 4096^3, 760 at 8192^3: h200-sxm-datasheet.yaml's source line), mean of the two ratios.
     h200 = load_profile("h200-sxm").compute
-    ratios = [h200.gemm_eff(2 * 4096**3) / (655 / 989), h200.gemm_eff(2 * 8192**3) / (759.5 / 989)]
+    ratios = [h200.gemm_eff(2 * 4096**3) / (655 / 989), h200.gemm_eff(2 * 8192**3) / (760 / 989)]
     assert sum(ratios) / 2 == pytest.approx(0.93, abs=0.005)
 
 
