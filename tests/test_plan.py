@@ -204,7 +204,7 @@ def test_real_search_matches_exhaustive_enumeration():
     # real grad_accum.
     from zsim.predict import predict
     result = plan("tinyllama-1.1b", "dgx-a100", global_batch=32, seq=1024, constraints=Constraints(stage=2))
-    best = None
+    seen = []
     for micro, ckpt, bucket, oo, overlap in itertools.product(
             (1, 2, 4), (False, True), (50_000_000, 200_000_000, 500_000_000), ("none", "cpu"), (False, True)):
         zero = {"stage": 2, "reduce_bucket_size": bucket, "overlap_comm": overlap}
@@ -213,12 +213,16 @@ def test_real_search_matches_exhaustive_enumeration():
         p = predict("tinyllama-1.1b", "dgx-a100", ds_config={"bf16": {"enabled": True}, "gradient_clipping": 1.0,
                                                               "zero_optimization": zero},
                     micro_batch=micro, grad_accum=32 // (8 * micro), seq=1024, activation_checkpointing=ckpt)
-        if p.fits and (best is None or p.tokens_per_s > best[0]):
-            best = (p.tokens_per_s, (micro, ckpt, bucket, oo, overlap))
+        if p.fits:
+            seen.append((p.tokens_per_s, (micro, ckpt, bucket, oo, overlap)))
+    best = max(t for t, _ in seen)
+    # Configurations that tie exactly (e.g. bucket sizes that do not change a host-bound step)
+    # are all "the best"; the plan may break the tie its own way.
+    tied = {cfg for t, cfg in seen if t == best}
     c = result.best.candidate
     assert (c.micro_batch, c.activation_checkpointing, c.reduce_bucket_size, c.offload_optimizer,
-            c.overlap_comm) == best[1]
-    assert result.best.prediction.tokens_per_s == pytest.approx(best[0], rel=1e-9)
+            c.overlap_comm) in tied
+    assert result.best.prediction.tokens_per_s == pytest.approx(best, rel=1e-9)
 
 
 def test_nothing_fits_names_the_term(capsys):

@@ -43,7 +43,7 @@ def test_provenance_reads_the_profile(measured_profile):
     plain = profile_provenance("a100-sxm-80gb")
     assert not plain.calibrated and plain.step_time_mape_pct is None
     assert plain.memory_headroom_pct == 5.0 and plain.step_time_error_pct == 10.0
-    assert "datasheet only" in plain.describe() and "not measured" in plain.describe()
+    assert "not calibrated" in plain.describe() and "not measured" in plain.describe()
 
 
 def test_predict_says_which_profile_and_its_error(measured_profile, capsys):
@@ -111,5 +111,5 @@ def test_plan_text_names_profile_headroom_and_metric(capsys):
     assert main(["plan", "--model", "tinyllama-1.1b", "--seq", "512", "--global-batch", "16", "--top", "2",
                  "--metric", "memory", "--memory-headroom", "7.5", "--no-output"]) == 0
     out = capsys.readouterr().out
-    assert "hardware profile a100-sxm-80gb: datasheet only" in out
+    assert "hardware profile a100-sxm-80gb: not calibrated" in out
     assert "memory headroom 7.5 %" in out and "by peak memory per GPU (lowest first)" in out

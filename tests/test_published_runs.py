@@ -108,3 +108,42 @@ def test_validate_published_cli(capsys):
     assert data["expressible_rows"] == len(data["rows"]) > 0
     assert code == (0 if data["mape_pct"]["all"] <= 100 else 1)
     assert main(["validate", "some-folder", "--published"]) == 2
+
+
+def test_figure_readings_carry_an_uncertainty(runs, tmp_path):
+    figure_rows = [r for r in runs if r["measured"].get("reading") == "figure"]
+    assert len(figure_rows) >= 40
+    for row in figure_rows:
+        assert row["measured"]["reading_uncertainty"] > 0, row["id"]
+    # The loader refuses a figure reading without one.
+    doc = yaml.safe_load(DEFAULT_PATH.read_text())
+    row = next(r for r in doc["runs"] if r["measured"].get("reading") == "figure")
+    del row["measured"]["reading_uncertainty"]
+    bad = tmp_path / "runs.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ZsimInputError, match="reading_uncertainty"):
+        load_runs(bad)
+
+
+def test_azure_chart_rows_follow_their_recipe_and_the_fixed_split(runs):
+    """The trend-chart bars (Figures 5-7 of the DeepSpeed on Azure post): the recipe's config,
+    and the split fixed by row id before they were scored (micro-batch 2 and 8 -> fit)."""
+    chart = [r for r in runs if "trend.png" in r.get("source_file", "")
+             and r["measured"]["reading"] == "figure"]
+    assert len(chart) == 49
+    for row in chart:
+        z = row["zsim"]
+        assert z["ds_config"] == "azure-z3" and z["activation_checkpointing"], row["id"]
+        assert z["offload_optimizer"] == ("none" if "gpt175b" in row["id"] else "cpu"), row["id"]
+        assert z["nodes"] * 8 == row["config"]["gpus"], row["id"]
+        assert row["split"] == ("fit" if z["micro_batch"] in (2, 8) else "eval"), row["id"]
+        assert f"mb{z['micro_batch']}-seq{z['seq']}" in row["id"], row["id"]
+
+
+def test_the_report_gives_each_source_its_own_mape(report):
+    assert report.mape_by_source_pct
+    for key, mape in report.mape_by_source_pct.items():
+        src, split = key.rsplit(" ", 1)
+        rows = [r for r in report.rows if report.sources[r.id] == src and r.split == split]
+        assert rows and mape == pytest.approx(sum(abs(r.error_pct) for r in rows) / len(rows))
+    assert "| source | split | rows | MAPE % |" in format_report(report)

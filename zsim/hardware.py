@@ -53,6 +53,8 @@ Schema (units in key names)::
       h2d_bandwidth_GBps: 54      # pinned host-to-device copy, one GPU
       d2h_bandwidth_GBps: 55
       cpu_adam_params_per_s: 1.0e9   # DeepSpeedCPUAdam on one node's cores
+      speed_from: h200-sxm           # optional: host speed and code-path costs borrowed from
+                                     # another profile's measurements (predict notes it)
     overheads:
       zero3_module_hook_s: 2.0e-5    # per module per pass: fetch/release bookkeeping
       step_fixed_s: 2.0e-3           # engine.step() bookkeeping outside the optimizer
@@ -298,6 +300,9 @@ class HostProfile:
     cpu_unscale_1thread_params_per_s: float = 0.0
     cpu_cast_params_per_s: float = 0.0
     cpu_cast_1thread_params_per_s: float = 0.0
+    #: Profile whose measured host speed and code-path costs this one borrows ("" = measured
+    #: on this profile's own machine); `zsim predict` says so in its notes.
+    speed_from: str = ""
 
     @property
     def prices_code_paths(self) -> bool:
@@ -519,6 +524,10 @@ def _host(h: Mapping[str, Any], where: str) -> HostProfile:
     opt = {k: _num(h, k, where, allow_zero=True) for k in _HOST_OPTIONAL if k in h}
     if "cpu_threads" in h:
         opt["cpu_threads"] = int(_num(h, "cpu_threads", where, allow_zero=True))
+    if "speed_from" in h:   # "" (as to_dict writes it for a profile's own speed) = absent
+        if not isinstance(h["speed_from"], str):
+            raise ZsimInputError(f"{where}: speed_from must name the profile the host speed comes from")
+        opt["speed_from"] = h["speed_from"].strip()
     return HostProfile(h2d_bandwidth_GBps=_num(h, "h2d_bandwidth_GBps", where),
                        d2h_bandwidth_GBps=_num(h, "d2h_bandwidth_GBps", where),
                        cpu_adam_params_per_s=_num(h, "cpu_adam_params_per_s", where), **opt)

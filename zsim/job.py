@@ -162,6 +162,10 @@ def _site_notes(spec: ModelSpec, run: RunConfig, hw: HardwareProfile) -> tuple[s
         notes.append(f"hardware profile {hw.name} has no measured host speed: DeepSpeed's per-tensor "
                      "host loops are not priced and kernel dispatch uses its flat guess, so host-bound "
                      "steps (small models, ZeRO-3, eager HF code) are optimistic")
+    elif hw.host.speed_from:
+        notes.append(f"hardware profile {hw.name} prices host time with the host speed measured for "
+                     f"{hw.host.speed_from} (transferred, not measured on this machine's CPU): "
+                     "host-bound steps may be off by the CPUs' speed ratio")
     if run.seq_len > spec.max_position_embeddings:
         notes.append(f"seq {run.seq_len} exceeds the model's max_position_embeddings "
                      f"{spec.max_position_embeddings}")

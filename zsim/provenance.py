@@ -59,9 +59,12 @@ class Provenance:
         return DEFAULT_STEP_TIME_ERROR_PCT if m is None else m
 
     def kind(self) -> str:
-        """``calibrated on 31 runs (from h200-sxm-datasheet)`` or ``datasheet only``."""
+        """``calibrated on 31 runs (from h200-sxm-datasheet)`` or ``not calibrated (...)``.
+
+        An uncalibrated profile holds datasheet figures, published measurements and labelled
+        transfers from another profile (each sourced in its YAML), never a fit on this GPU."""
         if not self.calibrated:
-            return "datasheet only (not calibrated)"
+            return "not calibrated (datasheet and published figures, sources in the profile YAML)"
         runs = f" on {self.fit_runs} runs" if self.fit_runs else ""
         origin = [f"from {self.base_profile}"] if self.base_profile else []
         if self.measured_on:

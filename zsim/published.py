@@ -101,6 +101,11 @@ def _check_row(row: Any, seen: set[str]) -> None:
             or not isinstance(measured.get("value"), (int, float)) or measured["value"] <= 0):
         raise ZsimInputError(f"published runs: {rid}: measured needs a metric ({', '.join(METRICS)}) "
                              "and a positive value")
+    if measured.get("reading") == "figure":
+        unc = measured.get("reading_uncertainty")
+        if isinstance(unc, bool) or not isinstance(unc, (int, float)) or not unc > 0:
+            raise ZsimInputError(f"published runs: {rid}: a value read off a figure needs a positive "
+                                 "reading_uncertainty")
     if not isinstance(row.get("expressible"), bool):
         raise ZsimInputError(f"published runs: {rid}: expressible must be true or false")
     if row["expressible"]:
@@ -186,6 +191,11 @@ class ScoredRow:
     topo: str
     world_size: int
     reading: str
+    # Where zsim's step goes (seconds): GPU kernels, communication the compute stream waited
+    # for, and all communication time (hidden or not); README "Where the misses are" uses them.
+    compute_s: float = 0.0
+    exposed_comm_s: float = 0.0
+    comm_busy_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -197,10 +207,14 @@ class PublishedReport:
     not_expressible: tuple[tuple[str, str], ...]     # (id, reason)
     total_rows: int
     mape_pct: dict[str, float] = field(default_factory=dict)   # split -> MAPE; "all" too
+    #: "<source URL> <split>" -> MAPE, so one source with many rows cannot hide another's error.
+    mape_by_source_pct: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)      # row id -> source URL
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "total_rows": self.total_rows,
                 "expressible_rows": len(self.rows), "mape_pct": self.mape_pct,
+                "mape_by_source_pct": self.mape_by_source_pct,
                 "rows": [asdict(r) for r in self.rows],
                 "not_expressible": [{"id": i, "reason": r} for i, r in self.not_expressible]}
 
@@ -214,7 +228,10 @@ def score_row(row: Mapping[str, Any]) -> ScoredRow:
                      published=published, predicted=predicted,
                      error_pct=(predicted - published) / published * 100.0,
                      step_time_s=p.step_time_s, fits=p.fits, topo=row["zsim"]["topo"],
-                     world_size=p.world_size, reading=row["measured"].get("reading", "quote"))
+                     world_size=p.world_size, reading=row["measured"].get("reading", "quote"),
+                     compute_s=p.time_breakdown.get("compute_s", 0.0),
+                     exposed_comm_s=sum(v for k, v in p.time_breakdown.items() if k.startswith("exposed_comm")),
+                     comm_busy_s=sum(p.comm_busy_s.values()))
 
 
 def _mape(rows: list[ScoredRow]) -> float:
@@ -228,9 +245,17 @@ def published_report(path: str | Path | None = None) -> PublishedReport:
     mape = {s: _mape([r for r in scored if r.split == s]) for s in ("fit", "eval")}
     mape["all"] = _mape(list(scored))
     mape = {k: v for k, v in mape.items() if not math.isnan(v)}
+    sources = {r["id"]: r["source"] for r in runs if r["expressible"]}
+    by_source = {}
+    for src in dict.fromkeys(sources.values()):
+        for split in ("fit", "eval"):
+            rows = [r for r in scored if sources[r.id] == src and r.split == split]
+            if rows:
+                by_source[f"{src} {split}"] = _mape(rows)
     return PublishedReport(path=str(Path(path) if path is not None else DEFAULT_PATH), rows=scored,
                            not_expressible=tuple((r["id"], r["reason"]) for r in runs if not r["expressible"]),
-                           total_rows=len(runs), mape_pct=mape)
+                           total_rows=len(runs), mape_pct=mape, mape_by_source_pct=by_source,
+                           sources=sources)
 
 
 def format_report(report: PublishedReport) -> str:
@@ -243,6 +268,12 @@ def format_report(report: PublishedReport) -> str:
         if rows:
             worst = max(rows, key=lambda r: abs(r.error_pct))
             out.append(f"| {split} | {len(rows)} | {report.mape_pct[split]:.1f} | {worst.id} {worst.error_pct:+.1f}% |")
+    if report.mape_by_source_pct:
+        out += ["", "| source | split | rows | MAPE % |", "|---|---|---:|---:|"]
+        for key, value in report.mape_by_source_pct.items():
+            src, split = key.rsplit(" ", 1)
+            n = sum(1 for r in report.rows if report.sources.get(r.id) == src and r.split == split)
+            out.append(f"| {src} | {split} | {n} | {value:.1f} |")
     out += ["", "| row | split | metric | published | zsim | error | zsim step s | fits | topo x GPUs | reading |",
             "|---|---|---|---:|---:|---:|---:|---|---|---|"]
     for r in report.rows:
