@@ -46,6 +46,14 @@ def _hf_count(cfg: dict) -> int:
     return sum(p.numel() for p in hf.parameters())
 
 
+def test_every_bundled_config_has_one_source_row():
+    """SOURCES.md names where each bundled config.json came from: one row per file, none stale."""
+    from zsim.model import MODELS_DIR
+    rows = [line.split("|")[1].strip() for line in (MODELS_DIR / "SOURCES.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith(("| File", "| ---"))]
+    assert sorted(rows) == sorted(p.stem for p in MODELS_DIR.glob("*--*.json"))
+
+
 def test_bundled_names_cover_the_guide_example():
     assert "Qwen/Qwen2.5-7B" in NAMES and len(NAMES) == len(set(n.lower() for n in NAMES))
     assert load_model("qwen/qwen2.5-7b").num_parameters == load_model("Qwen/Qwen2.5-7B").num_parameters
