@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from truth_packages import require_truth_packages
 from zsim.model import PRESETS, ModelSpec, from_hf_config
 from zsim.modeltree import KINDS, SELF, model_tree
 from zsim.schedule.order import forward_modules, hook_order
@@ -235,8 +236,9 @@ HF_CONFIGS.update(FAMILY_CONFIGS)
 
 @pytest.mark.parametrize("name", sorted(HF_CONFIGS))
 def test_tree_is_what_hugging_face_builds(name: str) -> None:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    require_truth_packages("the tree against transformers", "torch", "transformers")
+    import torch
+    import transformers
     cfg = HF_CONFIGS[name]
     hf_cfg = transformers.AutoConfig.for_model(**cfg)
     with torch.device("meta"):

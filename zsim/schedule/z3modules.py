@@ -159,7 +159,8 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
             recomputed.add(layer)
             for child in mods[layer].children:
                 _forward_events(mods, child, "recompute", events)
-        events.append(Compute(mod.compute, "bwd"))
+        if mod.compute:  # a leaf with hooks but no kernels (a p=0 dropout) computes nothing
+            events.append(Compute(mod.compute, "bwd"))
         for p in _grad_order(mod):
             if first_use.get(p) == m:
                 events.append(Grad(p))
