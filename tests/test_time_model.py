@@ -194,24 +194,30 @@ def test_predict_accepts_cpu_threads_and_host_speed():
 
 
 def test_predicted_order_of_measured_configs_matches_where_they_differ():
-    """For every pair of 2026-12-01 configurations of one model and batch shape whose measured
-    step times differ by more than 20 % (beyond the between-process noise of up to 15 %),
-    zsim puts them in the same order: what `zsim plan` ranks on."""
+    """For every pair of different configurations of one model and batch shape, measured on
+    one machine (same machine session and GPU count), whose step times differ by more than
+    20 % (beyond the between-process noise of up to 15 %), zsim puts them in the same order:
+    what `zsim plan` ranks on. All four results folders: 77 such pairs, none misordered (the
+    2-GPU runs of 2026-11-28 ran on another machine, hence their own group)."""
+    import re
+    from zsim.validate import run_session
     hw = load_profile("h200-sxm")
+    folders = [RESULTS.parent / f for f in ("2026-11-28", "2026-12-01", "2026-12-01-m3", "2026-12-01-m5")]
     by_shape: dict[tuple, list[tuple[float, float, str]]] = {}
-    for run in find_runs([RESULTS]):
+    for run in find_runs(folders):
         if not run.ok:
             continue
-        shape = (run.model_name, run.micro_batch, run.grad_accum, run.seq)
-        by_shape.setdefault(shape, []).append((run.step_time_s, predict_run(run, hw).step_time_s, run.run_id))
+        shape = (run.model_name, run.micro_batch, run.grad_accum, run.seq, run_session(run), run.world_size)
+        by_shape.setdefault(shape, []).append((run.step_time_s, predict_run(run, hw).step_time_s,
+                                               re.sub(r"-r\d+$", "", run.run_id)))
     pairs = 0
     for runs in by_shape.values():
         for i, (m1, p1, a) in enumerate(runs):
             for m2, p2, b in runs[i + 1:]:
-                if max(m1, m2) > 1.2 * min(m1, m2):
+                if a != b and max(m1, m2) > 1.2 * min(m1, m2):
                     pairs += 1
                     assert (m1 < m2) == (p1 < p2), (a, b, m1, m2, p1, p2)
-    assert pairs >= 10
+    assert pairs >= 60
 
 
 def test_zero3_host_waits_on_the_gather_three_back():
