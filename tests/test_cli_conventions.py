@@ -71,3 +71,18 @@ def test_plan_without_a_valid_batch_shape_says_why(capsys):
                  "--micro-batch", "1", "--global-batch", "512", "--no-output", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "grad-accum at most" in err[0]
+
+
+def test_progress_writes_one_line_when_a_phase_starts():
+    """Not a TTY: besides the periodic line, each new phase ("phase: detail") gets a line once
+    the work has run past the first interval; candidates within a phase get none."""
+    stream = io.StringIO()
+    bar = ProgressBar(stream=stream, what="zsim plan", line_every_s=0.0)
+    bar._last_line = 0.0                  # one periodic line already written
+    bar.line_every_s = 3600               # no further periodic lines
+    for i in range(5):
+        bar(i, 10, f"structures: candidate {i}")
+    bar(5, 10, "buckets: refining")
+    bar(6, 10, "buckets: refining")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "structures: candidate 0" in lines[0] and "buckets:" in lines[1], lines

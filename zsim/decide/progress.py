@@ -2,9 +2,10 @@
 
 On a terminal one line is redrawn in place. When stderr is a file or a pipe (CI logs, a
 script), a line is written once the work has run ``line_every_s``, then at most every
-``line_every_s``, and when it ends if any line was written: a log shows that a long search
-is alive, a short command writes nothing, and never one line per candidate. ``--quiet``
-turns both off."""
+``line_every_s``, at the start of each phase (a label ``"phase: detail"`` names its phase),
+and when it ends if any line was written: a log shows that a long search is alive and
+which phase it is in, a short command writes nothing, and never one line per candidate.
+``--quiet`` turns both off."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class ProgressBar:
         self._start = time.monotonic()
         self._last_line = -1.0
         self._drawn = False
+        self._phase: str | None = None
 
     def __call__(self, done: int, total: int, label: str = "") -> None:
         if not self.enabled or total <= 0:
@@ -46,9 +48,13 @@ class ProgressBar:
 
     def _line(self, done: int, total: int, label: str) -> None:
         now = time.monotonic() - self._start
+        phase = label.split(":", 1)[0] if ":" in label else None
+        new_phase = phase is not None and phase != self._phase
+        self._phase = phase if phase is not None else self._phase
         if done >= total and self._last_line < 0:
             return                    # finished before the first line was due: stay silent
-        if done < total and now - max(self._last_line, 0.0) < self.line_every_s:
+        started = self._last_line >= 0 or now >= self.line_every_s
+        if done < total and not (new_phase and started) and now - max(self._last_line, 0.0) < self.line_every_s:
             return
         self._last_line = now
         self.stream.write(f"{self.what}: {min(done, total)}/{total} after {now:.1f} s {label[:60]}\n")

@@ -150,7 +150,7 @@ def _phase_structures(space: SearchSpace, ev: Evaluator, st: _State, structures:
                       progress: Progress | None, total: int) -> None:
     for i, cand in enumerate(structures):
         if progress:
-            progress(i, total, cand.label())
+            progress(i, total, f"structures: {cand.label()}")
         chosen, verdict = _pick_buckets(space, ev, cand)
         if chosen is None:
             st.rejected.append(Rejection(cand, verdict))
@@ -168,7 +168,7 @@ def _phase_buckets(space: SearchSpace, ev: Evaluator, st: _State, refine: int, p
     seen = {s.candidate for s in st.screened}
     for j, top in enumerate(_best_per_structure(st.screened)[:refine]):
         if progress:
-            progress(done + j, total, "buckets")
+            progress(done + j, total, "buckets: refining the best structures")
         for variant in space.bucket_variants(top.candidate):
             if variant not in seen and ev.memory(variant).fits:
                 seen.add(variant)
@@ -205,7 +205,7 @@ def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
     if metric != "memory":
         _phase_buckets(space, ev, st, refine, progress, len(structures), total)
     if progress:
-        progress(total, total, "finalists")
+        progress(total, total, "finalists: full predictions")
     ranked = _finalists(ev, st, top_n)
     return SearchOutcome(ranked=tuple(ranked), rejected=tuple(st.rejected), structures=len(structures),
                          fitting=st.fitting, pruned=st.pruned, screened=len(st.screened),
