@@ -12,7 +12,7 @@ backward while gradients fill), so a curve through the moments is the model's cu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from .dsconfig import RunConfig
@@ -110,6 +110,11 @@ def memory_curve(moments: tuple[MemoryMoment, ...], windows) -> tuple[CurvePoint
                 points.append(CurvePoint(w.start_s + m.position * w.wall_s, m, w.micro_step))
     if points:   # after the step: back to what forward starts from
         points.append(CurvePoint(points[-1].time_s, by_phase["forward"][0], points[-1].micro_step))
+    # A window's end (start + wall) and the next window's start are one instant computed two
+    # ways: keep the rounding of the sums from ordering them backwards.
+    for i in range(1, len(points)):
+        if points[i].time_s < points[i - 1].time_s:
+            points[i] = replace(points[i], time_s=points[i - 1].time_s)
     return tuple(points)
 
 
