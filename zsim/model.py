@@ -62,6 +62,7 @@ class ModelSpec:
     experts_per_token: int = 0        # top-k experts each token is routed to
     expert_intermediate_size: int = 0  # each expert's I (0: intermediate_size); Qwen-MoE moe_intermediate_size
     shared_expert_size: int = 0       # Qwen2-MoE shared expert's intermediate size (0: none)
+    norm_topk: bool = False           # the k routing weights renormalised to sum 1 (Mixtral always)
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -489,7 +490,8 @@ def _moe_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]:
         if len(set(given.values())) > 1:
             raise ZsimInputError(f"{name}: num_local_experts and num_experts disagree ({given})")
         experts = next(iter(given.values()), experts)
-    fields: dict[str, Any] = dict(family=mt, num_experts=experts,
+    norm = True if mt == "mixtral" else _bool(cfg, "norm_topk_prob", False, name)
+    fields: dict[str, Any] = dict(family=mt, num_experts=experts, norm_topk=norm,
                                   experts_per_token=get_int("num_experts_per_tok", top_k),
                                   attention_dropout=_float(cfg, "attention_dropout", 0.0, name))
     if mt != "mixtral":

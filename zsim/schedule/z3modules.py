@@ -149,7 +149,11 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
         events.append(Fetch(m, False))
         if mod.children:
             if mod.compute:  # the attention core's backward runs after o_proj's
-                events.append(_CoreAfterChild(m, mod.after_core))
+                # a container with its own parameters (MoE experts: gate_up_proj, down_proj
+                # around act_fn) completes their gradients with its own backward, then its
+                # post-backward hook releases them
+                grads = tuple(p for p in _grad_order(mod) if first_use.get(p) == m)
+                events.append(_CoreAfterChild(m, mod.after_core, grads, bool(mod.params) and mod.grad_in))
             continue
         layer = layer_of.get(m)
         if checkpointing and layer is not None and layer not in recomputed:
@@ -177,6 +181,8 @@ class _CoreAfterChild:
 
     module: int
     after: int = 1   # backward releases (of the children called after the core) to wait for
+    grads: tuple[int, ...] = ()   # gradient hooks of the container's own parameters
+    release: bool = False         # its post-backward release (a container with parameters)
 
 
 def _grad_order(mod: DsModule) -> tuple[int, ...]:
@@ -190,10 +196,10 @@ def _grad_order(mod: DsModule) -> tuple[int, ...]:
 
 def _place_attention_core(events: list) -> list[Event]:
     out: list = []
-    pending: list[list[int]] = []   # [module, releases still to wait for]
+    pending: list[list] = []   # [placeholder, releases still to wait for]
     for ev in events:
         if isinstance(ev, _CoreAfterChild):
-            pending.append([ev.module, ev.after])
+            pending.append([ev, ev.after])
             continue
         out.append(ev)
         if pending and isinstance(ev, Release) and not ev.forward:
@@ -201,7 +207,11 @@ def _place_attention_core(events: list) -> list[Event]:
             # leaves called after the core (o_proj's alone in Llama)
             pending[-1][1] -= 1
             if pending[-1][1] == 0:
-                out.append(ComputeCore(pending.pop()[0]))
+                core = pending.pop()[0]
+                out.append(ComputeCore(core.module))
+                out.extend(Grad(p) for p in core.grads)
+                if core.release:
+                    out.append(Release(core.module, False))
     return out
 
 
