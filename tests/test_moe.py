@@ -4,7 +4,8 @@
   for tiny configs and for the config classes' defaults (Mixtral-8x7B, Qwen1.5-MoE-A2.7B,
   Qwen3-MoE), and its call order is the order HF's forward really calls the modules;
 - forward GEMM FLOPs are 2 × the ACTIVE matrix parameters per token (top-k experts);
-- the ZeRO-3 view covers every parameter, the fused experts being one module with its own;
+- the ZeRO-3 view is DeepSpeed's: the sparse MoE block is one leaf module (its children
+  unhooked) holding every parameter below it (schedule truth: validation/cpu_truth/cases.py);
 - activation bytes per layer equal what HF's graph keeps (measured on CPU);
 - unmodelled MoE layouts and DeepSeek-V2/V3 are refused in one line; predict works.
 """
@@ -139,19 +140,33 @@ def test_expert_groups_are_the_expected_rows():
 
 @pytest.mark.parametrize("name", sorted(MOE_CONFIGS))
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_zero3_view_covers_every_parameter(name, checkpointing):
+def test_zero3_sees_the_moe_block_as_one_leaf(name, checkpointing):
+    """DeepSpeed 0.19.8's default leaf modules (the three SparseMoeBlock classes): the block
+    is hooked, its children are not; it holds every parameter below it and reduces their
+    gradients together, in parameter order, after its backward."""
     spec = _spec(name)
     tree = model_tree(spec)
     mods = build_tree(spec)
     uses = Counter(p for m in mods for p in m.params)
     assert set(uses) == set(range(len(tree.parameters())))
-    experts = [m for m in mods if m.kind == "experts"]
-    assert len(experts) == spec.num_layers and all(len(m.params) == 2 and m.children for m in experts)
+    blocks = [m for m in mods if m.kind == "moe_block"]
+    assert [m.name for m in blocks] == [f"model.layers.{i}.mlp" for i in range(spec.num_layers)]
+    for m in blocks:
+        below = [p for n in tree.node(m.name).walk() for p in n.params]
+        assert not m.children and [tree.parameters()[i] for i in m.params] == below
+    assert not any(".mlp." in m.name for m in mods)
     events = micro_step_events(mods, first_use_modules(mods), checkpointing)
-    assert sorted(e.param for e in events if isinstance(e, Grad)) == list(range(len(tree.parameters())))
+    grads = [e.param for e in events if isinstance(e, Grad)]
+    assert sorted(grads) == list(range(len(tree.parameters())))
+    block = blocks[-1].params
+    assert [p for p in grads if p in block] == list(block)
     trace = module_trace(spec, checkpointing)
-    assert trace.count("model.layers.0.mlp.experts.act_fn") == (3 if checkpointing else 2)
-    # gradient hooks: down_proj completes before gate_up_proj (autograd runs down's GEMM first)
+    assert trace.count("model.layers.0.mlp") == (3 if checkpointing else 2)
+    # the block's op is priced as its ops (router, experts, act_fn [, shared expert])
+    w = Workload(spec, 1, 32, 2)
+    ops = [n.op for n in tree.forward(tree.node("model.layers.0.mlp"))]
+    assert w.kernels("model.layers.0.mlp", "bwd") == tuple(k for op in ops for k in w.kernels(op, "bwd"))
+    # stages 1/2 (plain autograd hooks): down_proj's gradient completes before gate_up_proj's
     order = [p for p, _ in hook_order(forward_modules(spec))]
     down = tree.param_index("model.layers.1.mlp.experts.down_proj")
     assert order.index(down) < order.index(tree.param_index("model.layers.1.mlp.experts.gate_up_proj"))

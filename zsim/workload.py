@@ -247,8 +247,8 @@ def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
     node = tree.op_node(module)
     if node is None:
         layer = tree.node(module)
-        if layer is not None and layer.kind == "decoder_layer":
-            # A whole layer: its ops' kernels in forward order.
+        if layer is not None and layer.kind in ("decoder_layer", "moe_block"):
+            # A whole layer (or a MoE block, one ZeRO-3 leaf): its ops' kernels in forward order.
             return tuple(k for sub in tree.forward(layer) for k in _kernels(w, sub.op, pass_))
         raise ZsimInputError(f"workload: unknown module {module!r}")
     return _node_kernels(w, node, pass_ == "bwd")

@@ -50,6 +50,14 @@ _IDS_IN = frozenset({"causal_lm", "model", "embedding", "position_embedding"})
 _NO_GRAD_OUT = frozenset({"rotary"})
 #: Kinds that run as LinearFunctionForZeroStage3 under zero.Init (see _grad_order).
 _LINEAR = frozenset({"linear", "lm_head"})
+#: Kinds DeepSpeed treats as ZeRO-3 leaf modules by default: MixtralSparseMoeBlock,
+#: Qwen2MoeSparseMoeBlock and Qwen3MoeSparseMoeBlock are DEFAULT_LEAF_MODULE_CLASSES
+#: (zero/leaf_module_config.py:11-15, applied by engine.py:2076). A leaf's children get no
+#: hooks (parameter_offload.py:350-356), its pre-forward hook fetches every parameter below
+#: it (recurse=True, :546), and its parameters' gradients are reduced together, in
+#: parameter order, by one full backward hook when the block's backward is done
+#: (stage3.py:1534-1559) [E: the CPU truth trace of a tiny Mixtral].
+_Z3_LEAF = frozenset({"moe_block"})
 
 
 def build_tree(model: ModelSpec) -> list[DsModule]:
@@ -66,7 +74,7 @@ def build_tree(model: ModelSpec) -> list[DsModule]:
 
 
 def _add(tree: ModelTree, node: Node, mods: list[DsModule]) -> int:
-    children = tuple(_add(tree, c, mods) for c in _hooked_calls(node))
+    children = () if node.kind in _Z3_LEAF else tuple(_add(tree, c, mods) for c in _hooked_calls(node))
     mods.append(_ds_module(tree, node, children))
     return len(mods) - 1
 
@@ -74,6 +82,11 @@ def _add(tree: ModelTree, node: Node, mods: list[DsModule]) -> int:
 def _ds_module(tree: ModelTree, node: Node, children: tuple[int, ...]) -> DsModule:
     grad_out = node.kind not in _NO_GRAD_OUT
     grad_in = grad_out and node.kind not in _IDS_IN
+    if node.kind in _Z3_LEAF:
+        # one hooked module holding its subtree's parameters; its compute is the block's ops
+        # (zsim.workload prices a block name as its ops in forward order)
+        params = tuple(i for n in node.walk() for i in tree.uses(n))
+        return DsModule(node.name, params, node.name, grad_out, grad_in, (), node.kind)
     return DsModule(node.name, tree.uses(node), node.op, grad_out, grad_in, children, node.kind,
                     _children_after_core(node))
 
@@ -149,11 +162,7 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
         events.append(Fetch(m, False))
         if mod.children:
             if mod.compute:  # the attention core's backward runs after o_proj's
-                # a container with its own parameters (MoE experts: gate_up_proj, down_proj
-                # around act_fn) completes their gradients with its own backward, then its
-                # post-backward hook releases them
-                grads = tuple(p for p in _grad_order(mod) if first_use.get(p) == m)
-                events.append(_CoreAfterChild(m, mod.after_core, grads, bool(mod.params) and mod.grad_in))
+                events.append(_CoreAfterChild(m, mod.after_core))
             continue
         layer = layer_of.get(m)
         if checkpointing and layer is not None and layer not in recomputed:
@@ -181,8 +190,6 @@ class _CoreAfterChild:
 
     module: int
     after: int = 1   # backward releases (of the children called after the core) to wait for
-    grads: tuple[int, ...] = ()   # gradient hooks of the container's own parameters
-    release: bool = False         # its post-backward release (a container with parameters)
 
 
 def _grad_order(mod: DsModule) -> tuple[int, ...]:
@@ -191,15 +198,17 @@ def _grad_order(mod: DsModule) -> tuple[int, ...]:
     by default), whose single backward node returns (input, weight, bias) grads
     (runtime/zero/linear.py:80-142): the WEIGHT's hook fires before the bias's [E] — the
     opposite of plain autograd (stage 1/2)."""
+    if mod.kind in _Z3_LEAF:   # reduce_leaf_module_grads: the leaf's parameters in order
+        return mod.params
     return mod.params if mod.kind in _LINEAR else tuple(reversed(mod.params))
 
 
 def _place_attention_core(events: list) -> list[Event]:
     out: list = []
-    pending: list[list] = []   # [placeholder, releases still to wait for]
+    pending: list[list[int]] = []   # [module, releases still to wait for]
     for ev in events:
         if isinstance(ev, _CoreAfterChild):
-            pending.append([ev, ev.after])
+            pending.append([ev.module, ev.after])
             continue
         out.append(ev)
         if pending and isinstance(ev, Release) and not ev.forward:
@@ -207,11 +216,7 @@ def _place_attention_core(events: list) -> list[Event]:
             # leaves called after the core (o_proj's alone in Llama)
             pending[-1][1] -= 1
             if pending[-1][1] == 0:
-                core = pending.pop()[0]
-                out.append(ComputeCore(core.module))
-                out.extend(Grad(p) for p in core.grads)
-                if core.release:
-                    out.append(Release(core.module, False))
+                out.append(ComputeCore(pending.pop()[0]))
     return out
 
 
