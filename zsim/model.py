@@ -28,6 +28,8 @@ class ModelSpec:
 
     ``mlp`` is "swiglu" (gate/up/down, Llama) or "gelu" (fc1/fc2 with biases, GPT-3).
     ``norm`` is "rmsnorm" (weight only) or "layernorm" (weight and bias).
+    ``num_experts`` > 0 (families :data:`MOE_FAMILIES`) replaces every layer's MLP by a sparse
+    MoE block of that many experts, ``experts_per_token`` routed per token.
     """
 
     name: str

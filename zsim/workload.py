@@ -3,7 +3,8 @@
 Module names follow Hugging Face (``model.layers.3.self_attn.q_proj``); the schedule layer
 emits compute ops naming them. Shapes in comments use b = micro-batch, s = sequence length,
 t = b·s tokens, h = hidden, q = heads·head_dim, kv = kv_heads·head_dim, I = intermediate,
-V = vocab, p = bytes per 16-bit/32-bit model value.
+V = vocab, p = bytes per 16-bit/32-bit model value; in MoE blocks E = experts, k = experts per
+token, S = t·k routed (token, expert) rows.
 
 Nothing here knows about time: :mod:`zsim.compute` turns kernels into seconds with a
 hardware profile.

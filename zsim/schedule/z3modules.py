@@ -16,6 +16,10 @@ module's inputs, parameter_offload.py:470-520) release a leaf right after its ba
 modules whose inputs need no gradient (root, model, embed_tokens: input_ids) never get one,
 and their parameters are released by ``release_backward_leftovers`` at the end of the
 backward (stage3.py:3059-3068).
+
+A sparse MoE block (Mixtral, Qwen2-MoE, Qwen3-MoE) is a ZeRO-3 leaf module by default
+(:data:`_Z3_LEAF`): one hooked module that fetches, releases and reduces every parameter
+below it; its router, experts and shared expert get no hooks.
 """
 
 from __future__ import annotations
