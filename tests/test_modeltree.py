@@ -251,3 +251,18 @@ def test_tree_is_what_hugging_face_builds(name: str) -> None:
     head = tree.node("lm_head")
     assert (hf.lm_head.weight is hf.get_input_embeddings().weight) == bool(head.shares)
     assert sum(p.numel() for p in hf.parameters()) == from_hf_config(cfg, name=name).num_parameters
+
+
+#: MoE families (fused 3-D experts, so not in VARIANTS' Linear-only invariants; tests/test_moe.py
+#: checks their own): their trees are compared with transformers' here too.
+HF_CONFIGS.update({
+    "mixtral": {"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128, "num_local_experts": 4,
+                "num_experts_per_tok": 2},
+    "qwen2_moe": {"model_type": "qwen2_moe", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128, "num_experts": 4,
+                  "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48},
+    "qwen3_moe": {"model_type": "qwen3_moe", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128, "num_experts": 4,
+                  "num_experts_per_tok": 2, "moe_intermediate_size": 32, "head_dim": 32},
+})

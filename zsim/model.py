@@ -28,6 +28,8 @@ class ModelSpec:
 
     ``mlp`` is "swiglu" (gate/up/down, Llama) or "gelu" (fc1/fc2 with biases, GPT-3).
     ``norm`` is "rmsnorm" (weight only) or "layernorm" (weight and bias).
+    ``num_experts`` > 0 (families :data:`MOE_FAMILIES`) replaces every layer's MLP by a sparse
+    MoE block of that many experts, ``experts_per_token`` routed per token.
     """
 
     name: str
@@ -58,6 +60,11 @@ class ModelSpec:
     embed_dim: int = 0                # OPT word_embed_proj_dim; 0: hidden_size
     post_norm: bool = False           # OPT do_layer_norm_before false: LayerNorm after the residual
     sliding_window: int = 0           # attention window (0: none); longer sequences are refused
+    num_experts: int = 0              # routed experts per MoE layer (0: a dense MLP)
+    experts_per_token: int = 0        # top-k experts each token is routed to
+    expert_intermediate_size: int = 0  # each expert's I (0: intermediate_size); Qwen-MoE moe_intermediate_size
+    shared_expert_size: int = 0       # Qwen2-MoE shared expert's intermediate size (0: none)
+    norm_topk: bool = False           # the k routing weights renormalised to sum 1 (Mixtral always)
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -92,8 +99,36 @@ class ModelSpec:
         for key in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ZsimInputError(f"model {self.name!r}: {key} must be in [0, 1), got {getattr(self, key)!r}")
+        self._check_experts()
+
+    def _check_experts(self) -> None:
+        """A MoE spec: a MoE family, 1 <= top-k <= experts; a dense one has no expert fields."""
+        moe = self.family in MOE_FAMILIES
+        if not moe:
+            if self.num_experts or self.experts_per_token or self.shared_expert_size:
+                raise ZsimInputError(f"model {self.name!r}: experts need a mixture-of-experts family "
+                                     f"({', '.join(MOE_FAMILIES)}), got {self.family!r}")
+            return
+        for key in ("num_experts", "experts_per_token"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ZsimInputError(f"model {self.name!r}: {key} must be a positive integer, got {value!r}")
+        if self.experts_per_token > self.num_experts:
+            raise ZsimInputError(f"model {self.name!r}: num_experts_per_tok {self.experts_per_token} exceeds "
+                                 f"the {self.num_experts} experts")
+        if self.expert_intermediate_size == 0:
+            object.__setattr__(self, "expert_intermediate_size", self.intermediate_size)
+        if self.expert_intermediate_size < 0 or self.shared_expert_size < 0:
+            raise ZsimInputError(f"model {self.name!r}: expert sizes must be positive")
+        if self.mlp != "swiglu":
+            raise ZsimInputError(f"model {self.name!r}: MoE experts are gated (swiglu) in zsim")
 
     # ---- shapes ---------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        """Whether the decoder layers hold a sparse mixture-of-experts block."""
+        return self.num_experts > 0
+
     @property
     def q_dim(self) -> int:
         """Width of the query projection output (heads × head_dim)."""
@@ -133,6 +168,12 @@ class ModelSpec:
     def largest_parameter_numel(self) -> int:
         """Elements of the largest single parameter (embeddings, lm_head or a projection)."""
         return max(p.numel for p in self.tree.parameters())
+
+
+#: Families whose decoder layers hold a sparse MoE block (zsim.modeltree.moe_layer): HF
+#: model_type names. Expert parallelism (DeepSpeed-MoE's ep_size, expert groups) is not
+#: modelled: every rank holds every expert, which ZeRO partitions like any parameter.
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 
 # ---- presets ----------------------------------------------------------------------------
@@ -181,13 +222,20 @@ def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
 
 #: HF ``model_type`` values whose decoder zsim models exactly (absent: llama).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "phi", "gpt2",
-                         "gpt_neox", "falcon", "opt")
+                         "gpt_neox", "falcon", "opt") + MOE_FAMILIES
 
 #: Architectures seen on the Hub that zsim refuses, with why (one line each).
 _REFUSED_MODEL_TYPES = {
     "bloom": "BLOOM's ALiBi attention runs eagerly (baddbmm + fp32 softmax, s x s scores kept), "
              "which zsim's attention model does not price",
+    "deepseek_v2": "multi-head latent attention (MLA) and DeepSeek-MoE's fine-grained routed and shared "
+                   "experts (n_routed_experts)",
+    "deepseek_v3": "multi-head latent attention (MLA) and DeepSeek-MoE's fine-grained routed and shared "
+                   "experts (n_routed_experts)",
 }
+
+#: config.json fields of the modelled MoE families read by zsim (exempt from the refusal table).
+_MOE_FIELDS = frozenset({"num_local_experts", "num_experts", "moe_intermediate_size", "num_experts_per_tok"})
 
 #: config.json fields that mean an architecture zsim does not model -> what it is. A config
 #: holding one is refused, never silently priced as a dense Llama.
@@ -227,6 +275,8 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
     if cfg.get("is_encoder_decoder") is True:
         raise ZsimInputError(f"{name}: encoder-decoder models are not modelled by zsim")
     for key, what in _UNMODELLED_FIELDS.items():
+        if model_type in MOE_FAMILIES and key in _MOE_FIELDS:
+            continue
         if cfg.get(key) not in (None, 0, False, 0.0):
             raise ZsimInputError(f"{name}: {key} means {what}, which zsim does not model")
     if model_type == "opt" and cfg.get("layer_norm_elementwise_affine") is False:
@@ -245,7 +295,7 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
 
 
 #: Families whose MLP is gated: down(act(gate(x)) * up(x)).
-_GATED = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"}
+_GATED = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", *MOE_FAMILIES}
 
 
 def _activation(cfg: Mapping[str, Any], model_type: str) -> Any:
@@ -349,7 +399,7 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
     if "rotary_fraction" in kw:
         head_dim = kw.get("head_dim") or kw["hidden_size"] // kw["num_heads"]
         kw["rotary_dim"] = max(1, int(head_dim * kw.pop("rotary_fraction")))
-    window = cfg.get("sliding_window") if mt in ("mistral", "phi3", "gemma2") else None
+    window = cfg.get("sliding_window") if mt in ("mistral", "phi3", "gemma2", "mixtral") else None
     if window is not None:
         kw["sliding_window"] = _int_field(cfg, "sliding_window", name)
     return ModelSpec(name=name, **kw)
@@ -409,6 +459,8 @@ def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]
         return dict(family="falcon", mlp="gelu", norm="layernorm", qkv_bias=bias, o_bias=bias, mlp_bias=bias,
                     parallel_residual=parallel, parallel_norms=norms, dropout=f("hidden_dropout"),
                     attention_dropout=f("attention_dropout"))
+    if mt in MOE_FAMILIES:
+        return _moe_fields(cfg, mt, name)
     if mt == "opt":
         bias = b("enable_bias", True)
         embed = cfg.get("word_embed_proj_dim")
@@ -417,6 +469,54 @@ def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]
                     embed_dim=_int_field(cfg, "word_embed_proj_dim", name) if embed is not None else 0,
                     dropout=f("dropout", 0.1), attention_dropout=f("attention_dropout"))
     raise ZsimInputError(f"{name}: model_type {mt!r} is not modelled by zsim")  # unreachable: refused above
+
+
+#: Defaults of MixtralConfig / Qwen2MoeConfig / Qwen3MoeConfig (transformers 5) for the MoE keys
+#: a config.json may leave out: (experts, top-k, expert I, shared expert I; None: intermediate_size).
+_MOE_DEFAULTS = {"mixtral": (8, 2, None, 0), "qwen2_moe": (60, 4, 1408, 5632), "qwen3_moe": (128, 8, 768, 0)}
+
+
+def _moe_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]:
+    """The MoE fields of a Mixtral / Qwen2-MoE / Qwen3-MoE config.json; a layout or option zsim
+    does not model (dense layers between sparse ones, the load-balancing loss, router jitter)
+    is refused in one line."""
+    experts, top_k, inter, shared = _MOE_DEFAULTS[mt]
+
+    def get_int(key: str, default: int | None) -> int | None:
+        return _int_field(cfg, key, name) if cfg.get(key) is not None else default
+
+    if mt == "qwen2_moe":   # Qwen2MoeConfig has no num_local_experts alias
+        experts = get_int("num_experts", experts)
+    else:                   # attribute_map: num_experts -> num_local_experts
+        given = {k: _int_field(cfg, k, name) for k in ("num_local_experts", "num_experts") if cfg.get(k) is not None}
+        if len(set(given.values())) > 1:
+            raise ZsimInputError(f"{name}: num_local_experts and num_experts disagree ({given})")
+        experts = next(iter(given.values()), experts)
+    norm = True if mt == "mixtral" else _bool(cfg, "norm_topk_prob", False, name)
+    fields: dict[str, Any] = dict(family=mt, num_experts=experts, norm_topk=norm,
+                                  experts_per_token=get_int("num_experts_per_tok", top_k),
+                                  attention_dropout=_float(cfg, "attention_dropout", 0.0, name))
+    if mt != "mixtral":
+        fields["expert_intermediate_size"] = get_int("moe_intermediate_size", inter)
+    if mt == "qwen2_moe":
+        fields["shared_expert_size"] = get_int("shared_expert_intermediate_size", shared)
+        fields["qkv_bias"] = _bool(cfg, "qkv_bias", True, name)   # q/k/v biased, o_proj never
+    if mt == "qwen3_moe":
+        bias = _bool(cfg, "attention_bias", False, name)
+        fields.update(qkv_bias=bias, o_bias=bias, qk_norm=True)
+    if mt != "mixtral":
+        step = cfg.get("decoder_sparse_step", 1)
+        if step != 1:
+            raise ZsimInputError(f"{name}: decoder_sparse_step {step!r} (dense MLP layers between MoE layers) "
+                                 "is not modelled by zsim")
+        if cfg.get("mlp_only_layers") not in (None, []):
+            raise ZsimInputError(f"{name}: mlp_only_layers (dense MLP layers among MoE layers) is not modelled by zsim")
+    if cfg.get("output_router_logits") not in (None, False):
+        raise ZsimInputError(f"{name}: output_router_logits true (the router load-balancing loss) is not "
+                             "modelled by zsim")
+    if cfg.get("router_jitter_noise") not in (None, 0, 0.0):
+        raise ZsimInputError(f"{name}: router_jitter_noise (router input jitter in training) is not modelled by zsim")
+    return fields
 
 
 def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:

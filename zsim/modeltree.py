@@ -78,6 +78,11 @@ KINDS = frozenset({
     "dropout",              # nn.Dropout that forward() calls (a kernel only when p > 0)
     "unused",               # registered but never called on the sdpa path (an eager-only dropout)
     "lm_head",              # output projection to the vocabulary (maybe tied to embed_tokens)
+    "moe_block",            # sparse MoE block (MixtralSparseMoeBlock): router, experts [, shared expert]
+    "router",               # top-k router (XTopKRouter): weight (E, h), linear + softmax + top-k
+    "experts",              # fused experts (XExperts): gate_up_proj (E, 2I, h), down_proj (E, h, I)
+    "expert_activation",    # the experts' act_fn: SiLU(gate)·up over the routed rows
+    "expert_gate",          # Qwen2-MoE shared_expert_gate (1, h): linear, sigmoid, scale, add
 })
 
 
@@ -254,15 +259,18 @@ def _attention(spec: "ModelSpec", prefix: str, i: int, qkv_bias: bool, o_bias: b
     return Node(a, "attention", i, children=children, calls=calls, op=a)
 
 
-def _gated_mlp(spec: "ModelSpec", p: str, i: int) -> Node:
+def _gated_mlp(spec: "ModelSpec", p: str, i: int, local: str = "mlp", inter: int = 0) -> Node:
     """LlamaMLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)); the activation runs between
-    gate and up and is timed, with the product, as the op ``<layer>.mlp``."""
-    h, inter, b = spec.hidden_size, spec.intermediate_size, spec.mlp_bias
-    return Node(f"{p}.mlp", "mlp", i, children=(
-        _linear(f"{p}.mlp.gate_proj", inter, h, i, b),   # (I, h)
-        _linear(f"{p}.mlp.up_proj", inter, h, i, b),     # (I, h)
-        _linear(f"{p}.mlp.down_proj", h, inter, i, b),   # (h, I)
-        Node(f"{p}.mlp.act_fn", "activation", i, op=f"{p}.mlp"),
+    gate and up and is timed, with the product, as the op ``<layer>.mlp`` (``local``: the
+    module's name in its parent, Qwen2-MoE's ``mlp.shared_expert``, of width ``inter``)."""
+    h, b = spec.hidden_size, spec.mlp_bias
+    inter = inter or spec.intermediate_size
+    m = f"{p}.{local}"
+    return Node(m, "mlp", i, children=(
+        _linear(f"{m}.gate_proj", inter, h, i, b),   # (I, h)
+        _linear(f"{m}.up_proj", inter, h, i, b),     # (I, h)
+        _linear(f"{m}.down_proj", h, inter, i, b),   # (h, I)
+        Node(f"{m}.act_fn", "activation", i, op=m, width=inter),
     ), calls=("gate_proj", "act_fn", "up_proj", "down_proj"))
 
 
@@ -277,6 +285,62 @@ def llama_layer(spec: "ModelSpec", i: int) -> Node:
     return Node(p, "decoder_layer", i, children=(
         _attention(spec, p, i, spec.qkv_bias, spec.o_bias),
         _gated_mlp(spec, p, i),
+        _norm(spec, f"{p}.input_layernorm", i),
+        _norm(spec, f"{p}.post_attention_layernorm", i),
+    ), calls=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
+
+
+def _experts(spec: "ModelSpec", m: str, i: int) -> Node:
+    """XExperts (MixtralExperts, Qwen2MoeExperts, Qwen3MoeExperts): all E experts' weights as
+    two 3-D parameters, gate_up_proj (E, 2I, h) and down_proj (E, h, I), and the act_fn
+    submodule (ACT2FN returns an nn.Module) that ``_apply_gate`` calls once between the two
+    grouped GEMMs (integrations/moe.py grouped_mm_experts_forward). Its own op (the GEMMs,
+    the sort/gather/scatter of the routed rows) runs around act_fn; zsim times both GEMMs as
+    the op ``<experts>`` before act_fn (the order inside one module changes no hook)."""
+    h, e, inter = spec.hidden_size, spec.num_experts, spec.expert_intermediate_size
+    x = f"{m}.experts"
+    return Node(x, "experts", i, (
+        Param(f"{x}.gate_up_proj", (e, 2 * inter, h), x, i),   # (E, 2I, h)
+        Param(f"{x}.down_proj", (e, h, inter), x, i),          # (E, h, I)
+    ), children=(Node(f"{x}.act_fn", "expert_activation", i, op=f"{x}.act_fn", width=inter),),
+        calls=(SELF, "act_fn"), op=x)
+
+
+def _router(spec: "ModelSpec", m: str, i: int) -> Node:
+    """XTopKRouter: weight (E, h); F.linear, fp32 softmax, top-k (and its normalisation)."""
+    g = f"{m}.gate"
+    return Node(g, "router", i, (Param(f"{g}.weight", (spec.num_experts, spec.hidden_size), g, i),), op=g)
+
+
+def _moe_block(spec: "ModelSpec", p: str, i: int) -> Node:
+    """The sparse MoE block as each family registers and calls it:
+
+    - Mixtral (MixtralSparseMoeBlock): gate, experts; calls gate, experts;
+    - Qwen2-MoE (Qwen2MoeSparseMoeBlock): gate, experts, shared_expert (a Qwen2MoeMLP of
+      shared_expert_intermediate_size), shared_expert_gate (1, h); calls shared_expert,
+      gate, experts, shared_expert_gate (sigmoid(gate(x)) · shared + routed);
+    - Qwen3-MoE (Qwen3MoeSparseMoeBlock): experts registered BEFORE gate; calls gate, experts.
+    """
+    m = f"{p}.mlp"
+    gate, experts = _router(spec, m, i), _experts(spec, m, i)
+    if spec.family == "qwen3_moe":
+        return Node(m, "moe_block", i, children=(experts, gate), calls=("gate", "experts"))
+    if spec.shared_expert_size:
+        shared = _gated_mlp(spec, m, i, "shared_expert", spec.shared_expert_size)
+        shared_gate = _linear(f"{m}.shared_expert_gate", 1, spec.hidden_size, i, False, "expert_gate")
+        return Node(m, "moe_block", i, children=(gate, experts, shared, shared_gate),
+                    calls=("shared_expert", "gate", "experts", "shared_expert_gate"))
+    return Node(m, "moe_block", i, children=(gate, experts), calls=("gate", "experts"))
+
+
+def moe_layer(spec: "ModelSpec", i: int) -> Node:
+    """MixtralDecoderLayer / Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer: Llama's layer with
+    the sparse MoE block as ``mlp`` (every layer: decoder_sparse_step 1, no mlp_only_layers;
+    zsim.model refuses other layouts)."""
+    p = f"model.layers.{i}"
+    return Node(p, "decoder_layer", i, children=(
+        _attention(spec, p, i, spec.qkv_bias, spec.o_bias),
+        _moe_block(spec, p, i),
         _norm(spec, f"{p}.input_layernorm", i),
         _norm(spec, f"{p}.post_attention_layernorm", i),
     ), calls=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
@@ -351,7 +415,8 @@ def _root(model: Node, head: Node) -> ModelTree:
 
 
 def llama_tree(spec: "ModelSpec") -> ModelTree:
-    """XForCausalLM(model: XModel, lm_head) for Llama, Mistral, Qwen2/3, Gemma(-2), GPT-3.
+    """XForCausalLM(model: XModel, lm_head) for Llama, Mistral, Qwen2/3, Gemma(-2), GPT-3 and
+    the MoE decoders Mixtral, Qwen2-MoE and Qwen3-MoE (:func:`moe_layer`).
 
     XModel registers embed_tokens (V, h) [, embed_positions (P, h)], layers, norm and, with
     rotary positions, rotary_emb; it calls embed_tokens, then the positions, the layers in
@@ -359,7 +424,10 @@ def llama_tree(spec: "ModelSpec") -> ModelTree:
     """
     n = spec.num_layers
     embed = _embedding("model.embed_tokens", spec.vocab_size, spec.hidden_size)
-    build_layer = gemma2_layer if spec.family == "gemma2" else LAYER_BUILDERS[spec.mlp]
+    if spec.num_experts:
+        build_layer = moe_layer
+    else:
+        build_layer = gemma2_layer if spec.family == "gemma2" else LAYER_BUILDERS[spec.mlp]
     layers = _layers(spec, "model.layers", build_layer)
     norm = _norm(spec, "model.norm", n)
     if spec.learned_positions:
@@ -596,6 +664,9 @@ FAMILY_BUILDERS: dict[str, Callable[["ModelSpec"], ModelTree]] = {
     "gpt_neox": gpt_neox_tree,
     "falcon": falcon_tree,
     "opt": opt_tree,
+    "mixtral": llama_tree,
+    "qwen2_moe": llama_tree,
+    "qwen3_moe": llama_tree,
 }
 
 

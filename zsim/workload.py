@@ -3,7 +3,8 @@
 Module names follow Hugging Face (``model.layers.3.self_attn.q_proj``); the schedule layer
 emits compute ops naming them. Shapes in comments use b = micro-batch, s = sequence length,
 t = b·s tokens, h = hidden, q = heads·head_dim, kv = kv_heads·head_dim, I = intermediate,
-V = vocab, p = bytes per 16-bit/32-bit model value.
+V = vocab, p = bytes per 16-bit/32-bit model value; in MoE blocks E = experts, k = experts per
+token, S = t·k routed (token, expert) rows.
 
 Nothing here knows about time: :mod:`zsim.compute` turns kernels into seconds with a
 hardware profile.
@@ -109,6 +110,11 @@ class Workload:
         (t·I·p, two alive) at the widest point.
         """
         m = self.model
+        if m.is_moe:
+            # Unmeasured estimate: the routed rows' gradients of gate_up's output (2·I) and of
+            # the activation product (I) per (token, expert) row, or the shared expert's two.
+            widest = max(3 * m.experts_per_token * m.expert_intermediate_size, 2 * m.shared_expert_size)
+            return self.tokens * self.param_bytes * (2 * m.hidden_size + widest)
         return self.tokens * self.param_bytes * (2 * m.hidden_size + 2 * m.intermediate_size)
 
 
@@ -166,12 +172,43 @@ def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
         attn = p * (2 * m.q_dim + 2 * kv) + 4 * m.num_heads
     if m.qk_norm:
         attn += (4 + p) * (m.q_dim + m.kv_dim) + 4 * (m.num_heads + m.num_kv_heads)
-    if m.mlp == "swiglu":
+    if m.is_moe:
+        mlp = _moe_saved_per_token(m, p)
+    elif m.mlp == "swiglu":
         mlp = 4 * p * m.intermediate_size
     else:
         mlp = _PLAIN_MLP_SAVED[m.activation] * p * m.intermediate_size
     masks = _DROPOUT_SITES.get(m.family, 0) * h if m.dropout > 0 else 0
     return norms + attn + mlp + masks
+
+
+def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
+    """Bytes per token the sparse MoE block keeps for backward (transformers 5, grouped_mm
+    experts), measured with validation/cpu_truth/moe_activation_memory.py (tests/test_moe.py):
+
+    - router: the fp32 softmax output (4·E), top-k's int64 indices (8·k); Mixtral, which
+      renormalises the k weights in place and keeps them fp32, also 8·k + 4 (the fp32 top-k
+      values, the in-place division's saved copy and its row sum); Qwen casts the weights to
+      p bytes (p·k) and with norm_topk_prob keeps 4·k + 4 more (measured);
+    - per routed row (k per token): the int64 gather indices perm // k, perm and the inverse
+      permutation (24), the gathered input rows (p·h, saved by the gate_up grouped GEMM),
+      gate_up's output (2·p·I, saved by act_fn and the product), act_fn's output and the
+      product (2·p·I), down's output and the gathered routing weight (p·h + w: 4 bytes in
+      Mixtral, whose weights stay fp32, p in Qwen), saved by the weighting multiply;
+    - Qwen2-MoE's shared expert: a gated MLP (4·p·I_shared), its output (p·h) and the
+      sigmoid of its gate (p), both saved by their product.
+
+    Not counted: the grouped GEMMs' int32 offsets (4·E bytes per layer, not per token).
+    """
+    k, h, e = m.experts_per_token, m.hidden_size, m.num_experts
+    weight_bytes = 4 if m.family == "mixtral" else p
+    if m.family == "mixtral":   # always renormalised, the weights kept fp32
+        router = 4 * e + 16 * k + 4
+    else:
+        router = 4 * e + 8 * k + p * k + (4 * k + 4 if m.norm_topk else 0)
+    rows = k * (24 + 2 * p * h + 4 * p * m.expert_intermediate_size + weight_bytes)
+    shared = 4 * p * m.shared_expert_size + p * h + p if m.shared_expert_size else 0
+    return router + rows + shared
 
 
 #: Families whose q, k and v come from one projection's output.
@@ -211,8 +248,8 @@ def _kernels(w: Workload, module: str, pass_: str) -> tuple[Kernel, ...]:
     node = tree.op_node(module)
     if node is None:
         layer = tree.node(module)
-        if layer is not None and layer.kind == "decoder_layer":
-            # A whole layer: its ops' kernels in forward order.
+        if layer is not None and layer.kind in ("decoder_layer", "moe_block"):
+            # A whole layer (or a MoE block, one ZeRO-3 leaf): its ops' kernels in forward order.
             return tuple(k for sub in tree.forward(layer) for k in _kernels(w, sub.op, pass_))
         raise ZsimInputError(f"workload: unknown module {module!r}")
     return _node_kernels(w, node, pass_ == "bwd")
@@ -279,11 +316,13 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         rotated = (q + kvd) * m.rotary_dim // m.head_dim
         rope = _mem(t * rotated * p * 3, launches=20 if bwd else 13)
         return (attn, rope)
+    if kind in _MOE_KINDS:
+        return _moe_kernels(w, node, bwd)
     if kind == "activation":
         # Gated: act(gate)·up reads 2·t·I, writes t·I (bwd ~2×); plain GELU/ReLU read and
         # write t·I; NewGELUActivation runs eight elementwise ops (read+write each).
         if m.mlp == "swiglu":
-            per, launches = 3 * t * inter * p, 2
+            per, launches = 3 * t * (node.width or inter) * p, 2
         elif m.activation == "gelu_new":
             per, launches = 16 * t * inter * p, 8
         else:
@@ -294,6 +333,83 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         width = t * (node.width or h)
         return (_mem(width * ((p + 1 + p) if bwd else (p + p + 1)), launches=1),)
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
+
+
+#: Node kinds of the sparse MoE block (zsim.modeltree._moe_block), priced by _moe_kernels.
+_MOE_KINDS = frozenset({"router", "experts", "expert_activation", "expert_gate"})
+
+
+def expert_groups(m: ModelSpec, tokens: int) -> tuple[int, float]:
+    """(experts that run, expected rows each) for ``tokens`` routed tokens: S = tokens·top-k
+    (token, expert) rows spread evenly over the E experts, so min(E, S) experts run, with
+    S / min(E, S) rows each (the expected load under balanced routing; real routing is
+    uneven, which zsim does not model)."""
+    rows = tokens * m.experts_per_token
+    groups = min(m.num_experts, rows)
+    return groups, rows / groups
+
+
+def _grouped_gemm(groups: int, rows: float, n: int, k: int) -> tuple[Kernel, ...]:
+    """One grouped GEMM (torch grouped_mm): ``groups`` per-expert (rows × k)·(k × n) products
+    in one launch, each priced at its own size (small groups run at small-GEMM efficiency)."""
+    one = 2.0 * rows * n * k
+    return tuple(Kernel("gemm", flops=one, launches=1 if g == 0 else 0) for g in range(groups))
+
+
+def _moe_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
+    """Kernels of the sparse MoE block's ops (transformers 5 Mixtral/Qwen2-MoE/Qwen3-MoE).
+
+    Assumed implementation: transformers' default experts implementation, "grouped_mm"
+    (modeling_utils.py get_correct_experts_implementation: None -> "grouped_mm" for every
+    @use_experts_implementation class; integrations/moe.py _can_use_grouped_mm: CUDA SM80+
+    with torch >= 2.9). grouped_mm_experts_forward does NOT loop over experts in Python: it
+    sorts the S = t·k (token, expert) rows by expert, gathers them (hidden_states[perm // k]),
+    runs ONE grouped GEMM for gate_up_proj and one for down_proj over all experts (offsets
+    from histc/cumsum), scales by the routing weights, un-permutes and sums the k rows of
+    each token (no index_add_). The host issues one launch set per MoE layer, not per expert.
+    The eager fallback (experts_implementation="eager": a Python loop over the experts hit,
+    one index + 2 linears + index_add_ each) is not modelled.
+
+    GEMMs are priced per expert on the expected rows (:func:`expert_groups`), so FLOPs are
+    2·t·k·3·I·h forward: 2 × the active expert parameters per token.
+    """
+    m, t, p = w.model, w.tokens, w.param_bytes
+    h, e, k = m.hidden_size, m.num_experts, m.experts_per_token
+    s = t * k
+    twice = 2 if bwd else 1
+    kind = node.kind
+    if kind == "router":
+        # F.linear (t × h)·(h × E); fp32 softmax (cast t·E·(p + 4), softmax 2·4·t·E), top-k
+        # (reads 4·t·E, writes t·k·(4 + 8)), normalisation / cast of the k weights.
+        gemms = (_gemm(t, e, h), _gemm(t, h, e)) if bwd else (_gemm(t, e, h),)
+        mem = t * e * (p + 12) + t * k * 12 * 2
+        return gemms + (_mem(mem * twice, launches=8 if bwd else 6),)
+    if kind == "experts":
+        groups, rows = expert_groups(m, t)
+        inter = m.expert_intermediate_size
+        # the routing weights are fp32 in Mixtral (no cast back after the fp32 softmax),
+        # p-byte in Qwen-MoE (``.to(router_logits.dtype)``): the weighted rows follow them
+        wb = 4 if m.family == "mixtral" else p
+        up = _grouped_gemm(groups, rows, 2 * inter, h)
+        down = _grouped_gemm(groups, rows, h, inter)
+        if bwd:   # data and weight gradients of each grouped GEMM
+            up, down = up + _grouped_gemm(groups, rows, h, 2 * inter), down + _grouped_gemm(groups, rows, inter, h)
+        # sort of the S expert ids, perm // k, histc + cumsum; gather S rows (read + write
+        # S·h·p) and the S weights
+        route = _mem(s * (8 * 4 + 2 * h * p + 2 * wb), launches=7)
+        # proj_out · weights (read S·h·p + S·wb, write S·h·wb), index back (S·h·wb twice),
+        # sum of each token's k rows (read S·h·wb, write t·h·wb), cast to p bytes
+        combine = _mem(s * h * (p + 4 * wb) + t * h * (wb + (wb + p if wb != p else 0)), launches=6)
+        return up + down + (_mem(route.nbytes * twice, route.launches * twice),
+                            _mem(combine.nbytes * twice, combine.launches * twice))
+    if kind == "expert_activation":
+        # act_fn(gate) · up over the S routed rows (as the dense gated activation, per row)
+        return (_mem(3 * s * node.width * p * twice, launches=2 * twice),)
+    # expert_gate (Qwen2-MoE shared_expert_gate, (1, h)): F.linear to one logit per token,
+    # sigmoid, times the shared expert's output (read t·h·p, write t·h·p) and the add to
+    # the routed output (read 2·t·h·p, write t·h·p)
+    gemms = (_gemm(t, 1, h), _gemm(t, h, 1)) if bwd else (_gemm(t, 1, h),)
+    return gemms + (_mem(5 * t * h * p * twice, launches=3 * twice),)
 
 
 def _norm_values(m: ModelSpec, node: Node) -> int:

@@ -145,3 +145,22 @@ CASES += [
     case("s2-fp32-w4-gas2-overlap-roundrobin-b9000", "qwen2-gqa", 4, 2, "fp32", gas=2, overlap_comm=True,
          round_robin_gradients=True, reduce_bucket_size=9_000),
 ]
+
+#: Mixtral (4 experts, top-2; fused 3-D experts), untied, GQA.
+MIXTRAL = dict(LLAMA_GQA, model_type="mixtral", num_local_experts=4, num_experts_per_tok=2)
+#: Qwen2-MoE (4 experts, top-2, a shared expert and its gate), q/k/v biases.
+QWEN2_MOE = dict(LLAMA_GQA, model_type="qwen2_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                 shared_expert_intermediate_size=48)
+MODELS.update({"mixtral-gqa": MIXTRAL, "qwen2-moe-gqa": QWEN2_MOE})
+
+CASES += [
+    # ---- mixture of experts without expert parallelism: the sparse MoE block is a ZeRO-3
+    # leaf module by default (DeepSpeed 0.19.8 DEFAULT_LEAF_MODULE_CLASSES)
+    case("s3-bf16-w2-mixtral-reuse0-persist0", "mixtral-gqa", 2, 3, stage3_param_persistence_threshold=0,
+         stage3_max_reuse_distance=0),
+    _ckpt(case("s3-bf16-w3-mixtral-ckpt-b6000", "mixtral-gqa", 3, 3, reduce_bucket_size=6_000)),
+    case("s3-bf16-w2-qwen2moe-persist0-prefetch3000-b5000", "qwen2-moe-gqa", 2, 3,
+         stage3_param_persistence_threshold=0, reduce_bucket_size=5_000, stage3_prefetch_bucket_size=3_000),
+    case("s2-bf16-w2-mixtral-b10000", "mixtral-gqa", 2, 2, reduce_bucket_size=10_000),
+    case("s1-bf16-w2-qwen2moe-gas2-b8000", "qwen2-moe-gqa", 2, 1, gas=2, reduce_bucket_size=8_000),
+]

@@ -1,7 +1,8 @@
 """One rank of a CPU schedule-truth case (launched by harness.py, one process per rank).
 
 Reads the case JSON (argv[1]), builds a randomly initialised Hugging Face causal LM from the
-case's config (LlamaForCausalLM or Qwen2ForCausalLM; no downloads), trains it with DeepSpeed on
+case's config (LlamaForCausalLM, Qwen2ForCausalLM or, by model_type, another family's causal LM
+such as MixtralForCausalLM; no downloads), trains it with DeepSpeed on
 the gloo backend with the comms logger on, and writes, for every optimizer step, the
 cumulative comms-logger counts ``{op: {msg_bytes: count}}`` to argv[2] (rank 0; every rank
 writes ``<argv[2]>.rank<R>`` so that per-rank differences can be inspected).
@@ -28,9 +29,13 @@ def _build_model(case: dict):
 
     cfg = dict(case["model"])
     arch = cfg.pop("model_type", "llama")
-    cls_cfg = transformers.Qwen2Config if arch == "qwen2" else transformers.LlamaConfig
-    cls_model = transformers.Qwen2ForCausalLM if arch == "qwen2" else transformers.LlamaForCausalLM
-    config = cls_cfg(**cfg)
+    if arch in ("llama", "qwen2"):
+        cls_cfg = transformers.Qwen2Config if arch == "qwen2" else transformers.LlamaConfig
+        cls_model = transformers.Qwen2ForCausalLM if arch == "qwen2" else transformers.LlamaForCausalLM
+        config = cls_cfg(**cfg)
+    else:   # another family (Mixtral, Qwen2-MoE): its config class and causal LM by model_type
+        config = transformers.AutoConfig.for_model(arch, **cfg)
+        cls_model = transformers.AutoModelForCausalLM.from_config
     config._attn_implementation = "sdpa"
     torch.manual_seed(1234)
     if case["ds_config"].get("zero_optimization", {}).get("stage", 0) == 3 and case.get("zero_init", True):

@@ -16,6 +16,10 @@ module's inputs, parameter_offload.py:470-520) release a leaf right after its ba
 modules whose inputs need no gradient (root, model, embed_tokens: input_ids) never get one,
 and their parameters are released by ``release_backward_leftovers`` at the end of the
 backward (stage3.py:3059-3068).
+
+A sparse MoE block (Mixtral, Qwen2-MoE, Qwen3-MoE) is a ZeRO-3 leaf module by default
+(:data:`_Z3_LEAF`): one hooked module that fetches, releases and reduces every parameter
+below it; its router, experts and shared expert get no hooks.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ _IDS_IN = frozenset({"causal_lm", "model", "embedding", "position_embedding"})
 _NO_GRAD_OUT = frozenset({"rotary"})
 #: Kinds that run as LinearFunctionForZeroStage3 under zero.Init (see _grad_order).
 _LINEAR = frozenset({"linear", "lm_head"})
+#: Kinds DeepSpeed treats as ZeRO-3 leaf modules by default: MixtralSparseMoeBlock,
+#: Qwen2MoeSparseMoeBlock and Qwen3MoeSparseMoeBlock are DEFAULT_LEAF_MODULE_CLASSES
+#: (zero/leaf_module_config.py:11-15, applied by engine.py:2076). A leaf's children get no
+#: hooks (parameter_offload.py:350-356), its pre-forward hook fetches every parameter below
+#: it (recurse=True, :546), and its parameters' gradients are reduced together, in
+#: parameter order, by one full backward hook when the block's backward is done
+#: (stage3.py:1534-1559) [E: the CPU truth trace of a tiny Mixtral].
+_Z3_LEAF = frozenset({"moe_block"})
 
 
 def build_tree(model: ModelSpec) -> list[DsModule]:
@@ -66,7 +78,7 @@ def build_tree(model: ModelSpec) -> list[DsModule]:
 
 
 def _add(tree: ModelTree, node: Node, mods: list[DsModule]) -> int:
-    children = tuple(_add(tree, c, mods) for c in _hooked_calls(node))
+    children = () if node.kind in _Z3_LEAF else tuple(_add(tree, c, mods) for c in _hooked_calls(node))
     mods.append(_ds_module(tree, node, children))
     return len(mods) - 1
 
@@ -74,6 +86,11 @@ def _add(tree: ModelTree, node: Node, mods: list[DsModule]) -> int:
 def _ds_module(tree: ModelTree, node: Node, children: tuple[int, ...]) -> DsModule:
     grad_out = node.kind not in _NO_GRAD_OUT
     grad_in = grad_out and node.kind not in _IDS_IN
+    if node.kind in _Z3_LEAF:
+        # one hooked module holding its subtree's parameters; its compute is the block's ops
+        # (zsim.workload prices a block name as its ops in forward order)
+        params = tuple(i for n in node.walk() for i in tree.uses(n))
+        return DsModule(node.name, params, node.name, grad_out, grad_in, (), node.kind)
     return DsModule(node.name, tree.uses(node), node.op, grad_out, grad_in, children, node.kind,
                     _children_after_core(node))
 
@@ -185,6 +202,8 @@ def _grad_order(mod: DsModule) -> tuple[int, ...]:
     by default), whose single backward node returns (input, weight, bias) grads
     (runtime/zero/linear.py:80-142): the WEIGHT's hook fires before the bias's [E] — the
     opposite of plain autograd (stage 1/2)."""
+    if mod.kind in _Z3_LEAF:   # reduce_leaf_module_grads: the leaf's parameters in order
+        return mod.params
     return mod.params if mod.kind in _LINEAR else tuple(reversed(mod.params))
 
 
