@@ -93,3 +93,14 @@ def test_precision_and_comm_dtype():
     assert run.precision == "fp16" and run.comm_dtype_bytes == 4 and run.param_bytes == 2
     run = build_run_config({}, SPEC, 2)
     assert run.precision == "fp32" and run.param_bytes == 4
+
+
+@pytest.mark.parametrize("zero", [{"stage": 3, "stage3_module_granularity_threshold": 1000},
+                                  {"stage": 3, "leaf_module": {"classes": ["torch.nn.Linear"]}}])
+def test_hook_tree_keys_other_than_the_default_are_refused(zero):
+    """They change which modules get ZeRO-3 hooks; zsim models DeepSpeed's defaults only."""
+    from zsim.dsconfig import Overrides, build_run_config
+    from zsim.errors import ZsimInputError
+    from zsim.model import load_model
+    with pytest.raises(ZsimInputError, match="not modelled"):
+        build_run_config({"zero_optimization": zero}, load_model("tinyllama-1.1b"), 8, Overrides())

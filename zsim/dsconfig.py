@@ -61,13 +61,13 @@ _ZERO_OTHER_KEYS = {
     "load_from_fp32_weights", "elastic_checkpoint", "offload_param", "offload_optimizer", "zenflow",
     "cpu_offload_param", "cpu_offload_use_pin_memory", "cpu_offload",
     "stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save",
-    "stage3_module_granularity_threshold", "module_granularity_threshold",
+    "stage3_module_granularity_threshold", "module_granularity_threshold",   # 0 only: see below
     "stage3_use_all_reduce_for_fetch_params", "use_all_reduce_for_fetch_params",
     "stage3_allgather_sequential", "allgather_sequential", "stage3_gather_fp16_weights_on_model_save",
     "ignore_unused_parameters", "legacy_stage1", "parameter_alignment",
     "zero_quantized_nontrainable_weights", "memory_efficient_linear", "pipeline_loading_checkpoint",
     "override_module_apply", "log_trace_cache_warnings", "enable_sanity_checks",
-    "save_muon_momentum_buffer_in_memory", "leaf_module", "mics_shard_size",
+    "save_muon_momentum_buffer_in_memory", "leaf_module", "mics_shard_size",   # leaf_module: default only
     "mics_hierarchical_params_gather",
 }
 
@@ -334,6 +334,21 @@ def _offload_device(section: Any, key: str) -> tuple[OffloadDevice, bool]:
     return OffloadDevice(device.lower()), _as_bool(pin, f"zero_optimization.{key}.pin_memory")
 
 
+def _refuse_hook_tree_changes(section: Mapping[str, Any]) -> None:
+    """Keys that change which modules get ZeRO-3 hooks, which zsim does not model beyond
+    DeepSpeed's defaults: ``leaf_module`` (default: the three HF MoE blocks,
+    runtime/zero/leaf_module_config.py:11-15) and the module-granularity threshold (default
+    0, off: runtime/zero/config.py:26, :265)."""
+    for key in ("stage3_module_granularity_threshold", "module_granularity_threshold"):
+        if section.get(key, 0) not in (0, None):
+            raise ZsimInputError(f"ds_config: zero_optimization.{key} = {section[key]!r}: automatic leaf "
+                                 "modules by granularity are not modelled (only the default 0)")
+    leaf = section.get("leaf_module")
+    if leaf not in (None, {}):
+        raise ZsimInputError("ds_config: zero_optimization.leaf_module: custom ZeRO-3 leaf modules are not "
+                             "modelled (only DeepSpeed's default: the HF MoE blocks)")
+
+
 def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> tuple[dict[str, Any], dict]:
     """Concrete ZeRO values and the resolved zero_optimization section."""
     section = dict(_section(raw, "zero_optimization"))
@@ -344,6 +359,7 @@ def _parse_zero(raw: Mapping[str, Any], model: ModelSpec, notes: list[str]) -> t
     if unknown:
         raise ZsimInputError(f"ds_config: unknown key zero_optimization.{unknown[0]!r} "
                              "(DeepSpeed 0.19.8 rejects it)")
+    _refuse_hook_tree_changes(section)
     h = model.hidden_size
     # HF Trainer's "auto" rules (transformers integrations/deepspeed.py).
     hf_auto = {
