@@ -114,7 +114,7 @@ def blocks(d: ReportData, command: str = "") -> tuple[str, list[Block]]:
              f"{'s' if p.num_nodes > 1 else ''})")
     out: list[Block] = [
         Para(f"Predicted by zsim {__version__} with the "
-             f"{'calibrated' if d.hardware_calibrated else 'uncalibrated (datasheet)'} hardware profile "
+             f"{'calibrated' if d.hardware_calibrated else 'uncalibrated (datasheet and published figures)'} hardware profile "
              f"{p.hardware}; these are simulator predictions, not measurements. Model {plan.model}: "
              f"{plan.num_parameters / 1e9:.2f}B parameters, sequence length {plan.seq_len}, {p.precision}. "
              f"{plan.global_batch_note}."),
