@@ -230,9 +230,19 @@ PLAN_1201_M5_PY: tuple[Run, ...] = (
     Run(S3, 3, 4, 1, 2048, pyprofile=3, tag="py"),
 )
 
+#: session m7: the same ZeRO-3 configurations on another machine, to measure how much
+#: host-bound ZeRO-3 steps differ between lent machines (m6 ran them 20-30 % slower).
+PLAN_1201_M7: tuple[Run, ...] = (
+    Run(S, 3, 4, 1, 1024, tag="m7"),
+    Run(XL, 3, 8, 1, 512, tag="m7"),
+    Run(L, 3, 4, 1, 2048, tag="m7"),
+    Run(S3, 3, 4, 1, 2048, tag="m7"),
+    Run(S, 1, 4, 1, 1024, tag="m7"),
+)
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
-         "h200-1201-m5-py": PLAN_1201_M5_PY}
+         "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7}
 
 
 def split_of(model: str) -> str:
