@@ -60,3 +60,14 @@ def test_topo_show_refuses_bad_layouts(flags, match, capsys):
     assert main(["topo", "show", "dgx-h100", *flags]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and match in err
+
+
+@pytest.mark.parametrize("command", ["plan", "sweep", "report"])
+def test_every_deciding_command_refuses_model_parallel_degrees(command, capsys, tmp_path):
+    """plan, sweep and report take --tp/--pp/--sp like predict and refuse a degree above 1 in one
+    line (exit 2) until their timing is modelled, never a silent data-parallel answer."""
+    from zsim.cli import main
+    extra = ["--output", str(tmp_path / "r")] if command == "report" else []
+    assert main([command, "--model", "tinyllama-1.1b", "--topo", "dgx-h100", "--pp", "2", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pp 2" in err[0] and "not modelled" in err[0]

@@ -8,6 +8,7 @@ import sys
 from .. import limits
 from ..io import dumps_json
 from ..report.build import DEFAULT_REPORT_DIR, write_report
+from ..parallel.cli import add_parallel_args, refuse_model_parallel
 from .common import MODEL_HELP, add_cluster_args, add_quiet_arg, add_seq_arg, int_up_to, progress_for, settings_from_args
 
 HELP = "write an HTML + Markdown report: memory/time per stage, timeline, scaling, recommendation"
@@ -22,10 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default=DEFAULT_REPORT_DIR, help="output folder (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the written files and the winner as one JSON object")
     add_quiet_arg(p)
+    add_parallel_args(p, " (above 1: refused, not modelled yet)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and say where it is."""
+    refuse_model_parallel(args)
     bar = progress_for(args, "zsim report")
     try:
         files = write_report(settings_from_args(args), args.output, global_batch=args.global_batch, progress=bar)
