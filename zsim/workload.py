@@ -335,7 +335,7 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
 
 
-#: Node kinds of the sparse MoE block (zsim.modeltree._moe_block), priced by _moe_kernels.
+#: Node kinds of the sparse MoE block (zsim.modeltree.moe._moe_block), priced by _moe_kernels.
 _MOE_KINDS = frozenset({"router", "experts", "expert_activation", "expert_gate"})
 
 
