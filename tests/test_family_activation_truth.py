@@ -1,0 +1,35 @@
+"""zsim's activation bytes per layer of the dense non-Llama families against what HF's autograd
+keeps on CPU (validation/cpu_truth/family_activation_memory.py, micro-batch 2 x 512 tokens).
+
+Measured 2026-12-01: GPT-2, Gemma and Qwen3 equal within 0.1 %; GPT-NeoX -5.5 %, OPT -7.0 %,
+Phi-2 -3.7 %, Phi-3 -4.4 %: zsim misses one p-byte hidden-sized tensor per layer in those four,
+not yet traced to its op. Falcon is measured but not held to zsim: its materialised causal mask
+sends CPU's SDPA down the math path, which keeps the score matrix CUDA's kernels do not."""
+
+from __future__ import annotations
+
+import pytest
+
+from truth_packages import require_truth_packages
+
+EXACT = ("gpt2", "gemma", "qwen3")
+KNOWN_SHORT = ("gpt_neox", "opt", "phi", "phi3")
+
+
+@pytest.fixture(scope="module")
+def truth():
+    require_truth_packages("the families' activation truth", "torch", "transformers")
+    from validation.cpu_truth import family_activation_memory as fam
+    return fam
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_saved_bytes_equal_what_hf_keeps(truth, name):
+    assert truth.zsim_per_layer_bytes(name) == pytest.approx(truth.per_layer_bytes(name), rel=0.005)
+
+
+@pytest.mark.parametrize("name", KNOWN_SHORT)
+def test_saved_bytes_within_their_measured_error(truth, name):
+    """zsim is short by at most 8 % (one p-byte hidden tensor per layer at this shape)."""
+    measured, predicted = truth.per_layer_bytes(name), truth.zsim_per_layer_bytes(name)
+    assert 0.92 * measured <= predicted <= measured

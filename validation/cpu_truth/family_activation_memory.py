@@ -1,0 +1,81 @@
+"""Activation-memory truth of the dense non-Llama families, on CPU.
+
+The dispatch-mode tracker of activation_memory.py on a tiny model of each family built from
+its config.json through ``AutoModelForCausalLM`` (bf16, sdpa, no KV cache; per-layer bytes =
+(kept(4 layers) - kept(2 layers)) / 2, micro-batch 2 x 512 tokens), against zsim's
+``Workload.layer_activation_bytes``.
+
+What CPU cannot stand in for: SDPA with an explicit mask or with attention dropout runs the
+math path on CPU, which keeps the score matrix; on CUDA the memory-efficient and flash kernels
+keep none. So the cases run without attention dropout, and Falcon (transformers always
+materialises its causal mask, modeling_falcon.py ``allow_is_causal_skip=False``) is measured
+but not held to zsim: measured 16.5 MiB against zsim's 6.9 MiB per layer.
+
+    python -m validation.cpu_truth.family_activation_memory     # measured vs zsim per layer
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from validation.cpu_truth.moe_activation_memory import kept_bytes
+
+MICRO_BATCH, SEQ = 2, 512
+_COMMON = dict(vocab_size=1000, max_position_embeddings=1024)
+
+#: Tiny configs, attention dropout off (see the module docstring).
+SHAPES: dict[str, dict] = {
+    "gpt2": dict(model_type="gpt2", n_embd=256, n_head=4, n_positions=1024, vocab_size=1000,
+                 tie_word_embeddings=True, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
+    "gpt_neox": dict(_COMMON, model_type="gpt_neox", hidden_size=256, intermediate_size=1024, num_attention_heads=4,
+                     rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False),
+    "opt": dict(_COMMON, model_type="opt", hidden_size=256, ffn_dim=1024, num_attention_heads=4,
+                word_embed_proj_dim=256),
+    "phi": dict(_COMMON, model_type="phi", hidden_size=256, intermediate_size=1024, num_attention_heads=4,
+                partial_rotary_factor=0.5, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0),
+    "phi3": dict(_COMMON, model_type="phi3", hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                 num_key_value_heads=4, sliding_window=None, pad_token_id=0, bos_token_id=1, eos_token_id=1),
+    "gemma": dict(_COMMON, model_type="gemma", hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                  num_key_value_heads=1, head_dim=64, hidden_act="gelu_pytorch_tanh"),
+    "qwen3": dict(_COMMON, model_type="qwen3", hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=64, tie_word_embeddings=False),
+    "falcon": dict(_COMMON, model_type="falcon", hidden_size=256, num_attention_heads=4, new_decoder_architecture=False,
+                   multi_query=True, parallel_attn=True, bias=False, attention_dropout=0.0, hidden_dropout=0.0),
+}
+
+
+def _layers_key(cfg: dict) -> str:
+    return "n_layer" if cfg["model_type"] == "gpt2" else "num_hidden_layers"
+
+
+def per_layer_bytes(name: str) -> float:
+    """Bytes one decoder layer of :data:`SHAPES` ``name`` keeps for backward, measured."""
+    cfg = SHAPES[name]
+    key = _layers_key(cfg)
+    return (kept_bytes(cfg, 4, MICRO_BATCH, SEQ, key) - kept_bytes(cfg, 2, MICRO_BATCH, SEQ, key)) / 2
+
+
+def zsim_per_layer_bytes(name: str) -> int:
+    """zsim's per-layer activation bytes for the same shape and batch."""
+    from zsim.model import load_model
+    from zsim.workload import Workload
+
+    cfg = SHAPES[name]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "config.json"
+        path.write_text(json.dumps(dict(cfg, **{_layers_key(cfg): 2})))
+        return Workload(load_model(path), MICRO_BATCH, SEQ, 2).layer_activation_bytes()
+
+
+def main() -> int:
+    """Print measured vs zsim per-layer bytes for :data:`SHAPES`."""
+    for name in SHAPES:
+        meas, z = per_layer_bytes(name), zsim_per_layer_bytes(name)
+        print(f"{name:9s} measured {meas / 2**20:8.2f} MiB/layer  zsim {z / 2**20:8.2f}  {100 * (z / meas - 1):+6.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
