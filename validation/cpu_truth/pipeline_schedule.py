@@ -29,7 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):          # run as a file by the launcher below
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from validation.cpu_truth.harness import BASE_ENV, TruthRunError, free_port  # noqa: E402
+from validation.cpu_truth.harness import TruthRunError, _env, free_port  # noqa: E402
 
 #: Width of every linear layer (tiny: the schedule, not the arithmetic, is measured).
 WIDTH = 8
@@ -89,14 +89,6 @@ def worker(case: dict, out: Path) -> None:
         "executed": executed, "steps": steps}))
     path.with_name(path.name + ".tmp").replace(path)
     deepspeed.comm.barrier()
-
-
-def _env(rank: int, world: int, port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(BASE_ENV)
-    env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    return env
 
 
 def run(stages: int, micro_batches: int, dp: int = 1, layers: int | None = None,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .moe import moe_layer
 from .nodes import ModelTree, Node
-from .parts import _attention, _embedding, _gated_mlp, _head, _layers, _linear, _norm, _root
+from .parts import _attention, _embedding, _gated_mlp, _head, _layers, _linear, _norm, _pre_norm_layer, _root
 
 if TYPE_CHECKING:  # the spec is read by attribute only; zsim.model imports this package
     from ..model import ModelSpec
@@ -19,13 +19,7 @@ def llama_layer(spec: "ModelSpec", i: int) -> Node:
     Registration: self_attn, mlp, input_layernorm, post_attention_layernorm; forward:
     x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x)).
     """
-    p = f"model.layers.{i}"
-    return Node(p, "decoder_layer", i, children=(
-        _attention(spec, p, i, spec.qkv_bias, spec.o_bias),
-        _gated_mlp(spec, p, i),
-        _norm(spec, f"{p}.input_layernorm", i),
-        _norm(spec, f"{p}.post_attention_layernorm", i),
-    ), calls=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
+    return _pre_norm_layer(spec, i, _gated_mlp(spec, f"model.layers.{i}", i))
 
 
 def gemma2_layer(spec: "ModelSpec", i: int) -> Node:

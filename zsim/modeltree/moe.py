@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .nodes import SELF, Node, Param
-from .parts import _attention, _gated_mlp, _linear, _norm
+from .parts import _gated_mlp, _linear, _pre_norm_layer
 
 if TYPE_CHECKING:  # the spec is read by attribute only; zsim.model imports this package
     from ..model import ModelSpec
@@ -58,10 +58,4 @@ def moe_layer(spec: "ModelSpec", i: int) -> Node:
     """MixtralDecoderLayer / Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer: Llama's layer with
     the sparse MoE block as ``mlp`` (every layer: decoder_sparse_step 1, no mlp_only_layers;
     zsim.model refuses other layouts)."""
-    p = f"model.layers.{i}"
-    return Node(p, "decoder_layer", i, children=(
-        _attention(spec, p, i, spec.qkv_bias, spec.o_bias),
-        _moe_block(spec, p, i),
-        _norm(spec, f"{p}.input_layernorm", i),
-        _norm(spec, f"{p}.post_attention_layernorm", i),
-    ), calls=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
+    return _pre_norm_layer(spec, i, _moe_block(spec, f"model.layers.{i}", i))

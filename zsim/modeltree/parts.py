@@ -106,3 +106,16 @@ def _layers(spec: "ModelSpec", name: str, build: Callable[["ModelSpec", int], No
 def _root(model: Node, head: Node) -> ModelTree:
     local = model.name
     return ModelTree(Node("", "causal_lm", -1, children=(model, head), calls=(local, "lm_head")))
+
+
+def _pre_norm_layer(spec: "ModelSpec", i: int, mlp: Node) -> Node:
+    """The Llama-shaped decoder layer around ``mlp`` (its ``mlp`` child): registration
+    self_attn, mlp, input_layernorm, post_attention_layernorm; forward
+    x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x))."""
+    p = f"model.layers.{i}"
+    return Node(p, "decoder_layer", i, children=(
+        _attention(spec, p, i, spec.qkv_bias, spec.o_bias),
+        mlp,
+        _norm(spec, f"{p}.input_layernorm", i),
+        _norm(spec, f"{p}.post_attention_layernorm", i),
+    ), calls=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
