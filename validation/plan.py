@@ -240,9 +240,29 @@ PLAN_1201_M7: tuple[Run, ...] = (
     Run(S, 1, 4, 1, 1024, tag="m7"),
 )
 
+
+def _probe_session(tag: str, extra: tuple[Run, ...]) -> tuple[Run, ...]:
+    """One machine session of the in-run host probe (train.py ``HostProbe``): the ZeRO-3
+    configurations of sessions m5-m7 and a stage-1 control, two processes each, then
+    ``extra`` unseen configurations."""
+    from dataclasses import replace
+    base = (Run(S, 3, 4, 1, 1024), Run(XL, 3, 8, 1, 512), Run(L, 3, 4, 1, 2048),
+            Run(S3, 3, 4, 1, 2048), Run(S, 1, 4, 1, 1024))
+    return _repeated(tuple(replace(r, tag=tag) for r in base)) + tuple(
+        replace(r, tag=f"{r.tag}-{tag}" if r.tag else tag) for r in extra)
+
+
+#: sessions m8a-m8c (2026-12-01, fourth session): does the host speed measured *during* a
+#: run (between its steps) explain the 20-37 % spread of host-bound ZeRO-3 steps between
+#: machines and processes, where the one snapshot before DeepSpeed did not? Three machines,
+#: each with one unseen configuration at the end (fp16 stage 2; stage-3 knobs; 4k tokens, AC).
+PLAN_1201_M8 = (_probe_session("m8a", (Run(M, 2, 4, 1, 2048, precision="fp16"),))
+                + _probe_session("m8b", (Run(L, 3, 4, 1, 2048, zero=Z3_TIGHT, tag="tight"),))
+                + _probe_session("m8c", (Run(S2, 3, 2, 1, 4096, ac=True),)))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
-         "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7}
+         "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8}
 
 
 def split_of(model: str) -> str:

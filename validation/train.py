@@ -149,6 +149,66 @@ def host_speed(device) -> dict:
     return res
 
 
+def _python_loop(n: int = 100_000) -> int:
+    """A trivial pure-Python loop (CPU speed alone); x10 is ``host_speed``'s 1e6 loop."""
+    acc = 0
+    for i in range(n):
+        acc += i
+    return acc
+
+
+class _RawLinear:
+    """``nn.Linear``'s call path without ``torch.nn.functional.linear``: ZeRO-3 replaces that
+    function process-wide with its Python autograd function (deepspeed 0.19.8
+    runtime/zero/partition_parameters.py:412-419, "This will persist unless manually reset"),
+    which would make a probe after ``deepspeed.initialize`` time DeepSpeed, not the host."""
+
+    def __new__(cls, lin):
+        import torch
+
+        class Raw(torch.nn.Linear):
+            def forward(self, x):
+                return torch._C._nn.linear(x, self.weight, self.bias)
+
+        raw = Raw(lin.in_features, lin.out_features, device=lin.weight.device)
+        raw.load_state_dict(lin.state_dict())
+        return raw
+
+
+class HostProbe:
+    """The host speed again between timed steps, outside the timed region.
+
+    ``host_speed`` is one snapshot of about a second before DeepSpeed starts; the host
+    thread's speed also drifts during a run (noisy neighbours, frequency), so each step is
+    followed by a short probe of the same two kinds (empty launches, small ``nn.Linear``
+    calls on a module DeepSpeed does not hook, see :class:`_RawLinear`) and the summary keeps
+    their medians over the timed steps (``host_speed_in_run``). About 5 ms per step.
+    """
+
+    def __init__(self, device):
+        import torch
+        self.torch = torch
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.x = torch.zeros(16, device=device)
+        self.lin = _RawLinear(torch.nn.Linear(64, 64, device=device))
+        self.inp = torch.zeros(8, 64, device=device)
+
+    def _per_call(self, fn, n: int) -> float:
+        self.sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        self.sync()
+        return (time.perf_counter() - t0) / n
+
+    def __call__(self) -> dict:
+        """One probe: seconds per empty launch and per small Linear call."""
+        with self.torch.no_grad():
+            return {"probe_empty_kernel_launch_s": self._per_call(lambda: self.x.add_(1.0), 300),
+                    "probe_small_linear_call_s": self._per_call(lambda: self.lin(self.inp), 100),
+                    "probe_python_loop_s": self._per_call(_python_loop, 1) * 10}
+
+
 def launcher_env() -> dict:
     """The launcher's settings that change host speed: OMP threads, ranks per node, launcher."""
     env = os.environ
@@ -371,6 +431,7 @@ def run(args, rec: Recorder) -> None:
 
     # Before DeepSpeed exists: ZeRO-3 hooks would slow every module call of the benchmark.
     s["host_speed"] = host_speed(device)
+    probe = HostProbe(device)  # built before DeepSpeed too: its modules stay plain
     torch.manual_seed(args.seed)
     t_init = time.perf_counter()
     model, config = build_model(cfg, ds_config, args.activation_checkpointing, device)
@@ -434,7 +495,9 @@ def run(args, rec: Recorder) -> None:
                 "wall_utc": _now()}
 
     for step in range(total):
-        rec.row(one_step(step, "warmup" if step < args.warmup else "timed"))
+        row = one_step(step, "warmup" if step < args.warmup else "timed")
+        row.update(probe())  # after the step's own sync: never inside its timing
+        rec.row(row)
         if step >= args.warmup:
             s["peak_memory_allocated_bytes"], s["peak_memory_reserved_bytes"] = peak_alloc, peak_res
     if args.profile:
@@ -525,6 +588,12 @@ def finalize(rec: Recorder) -> None:
         for k in ("fwd_s", "bwd_s", "opt_s"):
             s[f"{k[:-2]}_time_s_median"] = statistics.median(
                 r[k] for r in rec.rows if r["phase"] == "timed")
+        probes = [r for r in rec.rows if r["phase"] == "timed" and "probe_small_linear_call_s" in r]
+        if probes:
+            s["host_speed_in_run"] = {
+                k: statistics.median(r["probe_" + k] for r in probes)
+                for k in ("empty_kernel_launch_s", "small_linear_call_s", "python_loop_s")}
+            s["host_speed_in_run"]["steps"] = len(probes)
     measured = [r for r in rec.rows if r["phase"] in ("warmup", "timed")]
     if measured:
         s.setdefault("peak_memory_allocated_bytes", max(r["peak_allocated_bytes"] for r in measured))
