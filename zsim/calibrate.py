@@ -34,7 +34,7 @@ from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
 from .hardware import HardwareProfile, load_profile, profile_from_dict
-from .hostcost import HostSpeed
+from .hostcost import HostSpeed, in_run_host_speed
 from .job import RunSettings
 from .network import load_topology
 from .predict import predict_settings
@@ -70,7 +70,8 @@ class RunResult:
     peak_memory_bytes: int | None
     comms: Mapping[str, Any] = field(default_factory=dict, repr=False)
     versions: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    host_speed: HostSpeed | None = None       # the run's own host-speed microbenchmark
+    host_speed: HostSpeed | None = None       # the run's own host-speed snapshot (shown, not used)
+    host_speed_in_run: HostSpeed | None = None  # measured between its timed steps (used)
     cpu_threads: float | None = None          # threads of its CPU-side passes
     phase_s: Mapping[str, float] = field(default_factory=dict)  # median forward/backward/step
 
@@ -137,7 +138,7 @@ def _run_from_summary(folder: Path, s: Mapping[str, Any]) -> RunResult:
         activation_checkpointing=bool(s.get("activation_checkpointing", False)),
         step_time_s=num("step_time_s_median"), peak_memory_bytes=num("peak_memory_allocated_bytes", int),
         comms=s.get("comms") or {}, versions=s.get("versions") or {},
-        host_speed=HostSpeed.from_summary(s), cpu_threads=_cpu_threads(s), phase_s=_phases(s),
+        host_speed=HostSpeed.from_summary(s), host_speed_in_run=in_run_host_speed(s), cpu_threads=_cpu_threads(s), phase_s=_phases(s),
     )
 
 
@@ -472,11 +473,12 @@ def predict_run(run: RunResult, hw: HardwareProfile | str | Path | None, topo: s
     """The prediction of a run's own configuration with its CPU thread count: the one place
     calibrate, validate and diagnose turn a run folder into a prediction.
 
-    The host speed is the profile's reference speed of the machine type, not the run's own
-    record: the per-process microbenchmark (2,000 launches, ~20 ms) varied from 14 to 25 us
-    per Linear call between processes on one machine whose runs did not differ that much,
-    and using it made the step-time error worse (12.3 % against 9.9 % MAPE over the 33 runs
-    of validation/results/h200/2026-12-01). It is recorded and shown, not yet used.
+    The host speed is the one the run measured between its timed steps when it has that
+    record (:func:`zsim.hostcost.in_run_host_speed`), else the profile's reference speed of
+    the machine type. The snapshot before DeepSpeed starts is not used: it varied from 14 to
+    25 us per Linear call between processes on one machine whose runs did not differ that
+    much, and using it made the step-time error worse (12.3 % against 9.9 % MAPE over the 33
+    runs of validation/results/h200/2026-12-01; 15.8 % against 12.0 % over the 33 of -m8).
     """
     return predict_settings(run_settings(run, hw, topo), keep_timeline)
 
@@ -487,7 +489,8 @@ def run_settings(run: RunResult, hw: HardwareProfile | str | Path | None,
     return RunSettings(model=str(run.config_path), topo=topo, gpus=run.world_size,
                        ds_config=str(run.ds_config_path), hardware=hw, seq=run.seq,
                        micro_batch=run.micro_batch, grad_accum=run.grad_accum,
-                       activation_checkpointing=run.activation_checkpointing, cpu_threads=run.cpu_threads)
+                       activation_checkpointing=run.activation_checkpointing, cpu_threads=run.cpu_threads,
+                       host_speed=run.host_speed_in_run)
 
 
 def default_predictor(topo: str = DEFAULT_RUN_TOPO, phases: bool = False) -> Predictor:

@@ -55,6 +55,35 @@ class HostSpeed:
         return cls(float(lin), float(empty)) if ok else None
 
 
+#: The in-run probe (validation/train.py ``HostProbe``, between timed steps) reads slower than
+#: the snapshot before DeepSpeed starts on the same process: median ratios over the 33
+#: processes of validation/results/h200/2026-12-01-m8 (three machines), 1.176 for the small
+#: Linear call and 1.027 for the empty launch (`python validation/host_probe.py`). The probe
+#: runs after a training step has filled the caches; dividing by these ratios puts its reading
+#: on the snapshot's scale, the scale of the profiles' reference speed. A ratio of two host
+#: measurements, not fitted on any step time.
+IN_RUN_PER_SNAPSHOT = {"small_linear_call_s": 1.176, "empty_kernel_launch_s": 1.027}
+
+
+def in_run_host_speed(summary: Mapping[str, Any]) -> HostSpeed | None:
+    """The host speed a run measured between its timed steps (``host_speed_in_run``, the
+    median over the steps), on the snapshot's scale; None for runs made before the probe.
+
+    The snapshot of :meth:`HostSpeed.from_summary` is about a second before DeepSpeed starts
+    and did not follow the run (using it made the step-time error worse); the host thread's
+    speed drifts during a run, and the in-run medians follow the step time between machines
+    and processes (validation/README.md, "Host speed during a run").
+    """
+    hs = summary.get("host_speed_in_run")
+    if not isinstance(hs, Mapping):
+        return None
+    vals = {k: hs.get(k) for k in IN_RUN_PER_SNAPSHOT}
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < 1 for v in vals.values()):
+        return None
+    return HostSpeed(*(float(vals[k]) / IN_RUN_PER_SNAPSHOT[k]
+                       for k in ("small_linear_call_s", "empty_kernel_launch_s")))
+
+
 def at_host_speed(hw: HardwareProfile, speed: HostSpeed | None) -> HardwareProfile:
     """``hw`` with its host costs in seconds for a host of ``speed`` (the profile's own
     reference speed when None): the per-kernel dispatch of module code and the ZeRO-3 hook
@@ -132,5 +161,5 @@ def launcher_cpu_threads(launcher: str, ranks_per_node: int, cpu_cores: int,
     return max(1.0, cpu_cores / ranks)
 
 
-__all__ = ["HostSpeed", "at_host_speed", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
+__all__ = ["HostSpeed", "in_run_host_speed", "IN_RUN_PER_SNAPSHOT", "at_host_speed", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
            "LAUNCHERS", "launcher_cpu_threads"]

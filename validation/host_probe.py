@@ -1,0 +1,89 @@
+"""Does the host speed measured during a run explain its step time? (results folders with
+``host_speed_in_run``, e.g. validation/results/h200/2026-12-01-m8).
+
+Prints, over every ok run that has the in-run probe:
+
+- the instrument ratio in-run / snapshot per probe kind (medians over the runs): the number
+  ``zsim.hostcost.IN_RUN_PER_SNAPSHOT`` holds;
+- per run, the correlation over its timed steps between step time and the probe after it;
+- the step-time error of zsim's prediction with three host speeds: the profile's reference
+  (what predictions used before the probe), the run's snapshot, and the in-run medians on
+  the snapshot's scale (what :func:`zsim.calibrate.predict_run` uses now).
+
+Usage: python validation/host_probe.py validation/results/h200/2026-12-01-m8 [--hardware h200-sxm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+
+import numpy as np
+
+from zsim.calibrate import find_runs, predict_settings, run_settings
+from zsim.hostcost import HostSpeed, in_run_host_speed
+
+KINDS = ("small_linear_call_s", "empty_kernel_launch_s")
+
+
+def _summary(run) -> dict:
+    return json.loads((run.path / "summary.json").read_text())
+
+
+def _rows(run) -> list[dict]:
+    raw = json.loads((run.path / "raw_metrics.json").read_text())
+    rows = raw.get("rows", raw) if isinstance(raw, dict) else raw
+    return [r for r in rows if r.get("phase") == "timed" and "probe_small_linear_call_s" in r]
+
+
+def instrument_ratios(summaries: list[dict]) -> dict[str, float]:
+    """Median of in-run probe / snapshot per probe kind."""
+    return {k: statistics.median(s["host_speed_in_run"][k] / s["host_speed"][k] for s in summaries)
+            for k in KINDS}
+
+
+def step_correlation(rows: list[dict]) -> float:
+    """Pearson correlation of step time with the Linear-call probe after each step."""
+    y = np.array([r["step_time_s"] for r in rows])
+    x = np.array([r["probe_small_linear_call_s"] for r in rows])
+    return float(np.corrcoef(x, y)[0, 1]) if len(rows) > 2 and x.std() > 0 and y.std() > 0 else float("nan")
+
+
+def main(argv=None) -> int:
+    """Print the three tables; 0 when at least one run has the probe."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--hardware", default="h200-sxm")
+    args = p.parse_args(argv)
+    runs = [r for r in find_runs(args.paths) if r.ok and r.host_speed_in_run is not None]
+    if not runs:
+        print("no ok run with host_speed_in_run", file=sys.stderr)
+        return 1
+    summaries = [_summary(r) for r in runs]
+    ratios = instrument_ratios(summaries)
+    print("in-run / snapshot (median over %d runs): " % len(runs)
+          + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    errs: dict[str, list[float]] = {"reference": [], "snapshot": [], "in-run": []}
+    print(f"{'run':46s} {'step ms':>8s} {'corr':>5s} {'reference':>9s} {'snapshot':>9s} {'in-run':>8s}")
+    for run, s in zip(runs, summaries):
+        snap = HostSpeed(s["host_speed"]["small_linear_call_s"], s["host_speed"]["empty_kernel_launch_s"])
+        base = run_settings(run, args.hardware)
+        line = []
+        for name, speed in (("reference", None), ("snapshot", snap), ("in-run", in_run_host_speed(s))):
+            pred = predict_settings(dataclasses.replace(base, host_speed=speed)).step_time_s
+            e = 100 * (pred - run.step_time_s) / run.step_time_s
+            errs[name].append(e)
+            line.append(f"{e:+8.1f}%")
+        print(f"{run.run_id[:46]:46s} {run.step_time_s * 1e3:8.1f} {step_correlation(_rows(run)):5.2f} "
+              + " ".join(line))
+    for name, e in errs.items():
+        print(f"{name:10s} MAPE {statistics.fmean(abs(v) for v in e):5.1f} %  max {max(abs(v) for v in e):5.1f} %"
+              f"  mean {statistics.fmean(e):+5.1f} %  ({len(e)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
