@@ -197,7 +197,7 @@ def test_predicted_order_of_measured_configs_matches_where_they_differ():
     """For every pair of different configurations of one model and batch shape, measured on
     one machine (same machine session and GPU count), whose step times differ by more than
     20 % (beyond the between-process noise of up to 15 %), zsim puts them in the same order:
-    what `zsim plan` ranks on. All four results folders: 77 such pairs, none misordered (the
+    what `zsim plan` ranks on. All five results folders: 74 such pairs, none misordered (the
     2-GPU runs of 2026-11-28 ran on another machine, hence their own group)."""
     import re
     from zsim.validate import run_session
