@@ -260,9 +260,15 @@ PLAN_1201_M8 = (_probe_session("m8a", (Run(M, 2, 4, 1, 2048, precision="fp16"),)
                 + _probe_session("m8b", (Run(L, 3, 4, 1, 2048, zero=Z3_TIGHT, tag="tight"),))
                 + _probe_session("m8c", (Run(S2, 3, 2, 1, 4096, ac=True),)))
 
+#: session m8d: traces of the largest miss left at the in-run host speed (llama-3b mb8 s512
+#: ZeRO-3, -15 to -27 % on all three m8 machines) and of a configuration zsim prices well.
+PLAN_1201_M8D = (Run(XL, 3, 8, 1, 512, profile=True, tag="m8d"),
+                 Run(L, 3, 4, 1, 2048, profile=True, tag="m8d"))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
-         "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8}
+         "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
+         "h200-1201-m8d": PLAN_1201_M8D}
 
 
 def split_of(model: str) -> str:
