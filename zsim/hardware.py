@@ -146,11 +146,23 @@ class ComputeProfile:
     #: fp32 GEMMs (no TF32, torch's default) against ``peak_fp32_flops``; () = the bf16 curve.
     gemm_efficiency_fp32: tuple[tuple[float, float], ...] = ()
 
-    def attention_eff(self, head_dim: int, seq: int, backward: bool) -> float:
+    def attention_eff(self, head_dim: int, seq: int, backward: bool, v_head_dim: int = 0) -> float:
         """Attention efficiency for a head_dim and sequence: the curve of the nearest
-        measured head_dim (the larger on a tie), else ``attention_efficiency``."""
+        measured head_dim (the larger on a tie), else ``attention_efficiency``.
+
+        A value head dim other than the q/k one (DeepSeek's MLA: 192 and 128) is refused when
+        the profile measured curves: they are timed with equal head dims, where torch SDPA
+        runs its flash kernel; with unequal ones it cannot (check_head_dim_size_flash asks
+        for equal last dimensions) and runs the memory-efficient kernel, which no curve
+        measured. A profile of one figure (no curves) applies that figure to every kernel."""
         if not self.attention_curves or head_dim <= 0 or seq <= 0:
             return self.attention_efficiency
+        if v_head_dim and v_head_dim != head_dim:
+            raise ZsimInputError(
+                f"attention with q/k head dim {head_dim} and v head dim {v_head_dim} (MLA) runs SDPA's "
+                "memory-efficient kernel, which this hardware profile's attention curves (flash, equal head "
+                "dims) do not measure: zsim does not price it (a profile without attention_curves, such as "
+                "h200-sxm-datasheet, applies its one attention_efficiency)")
         curve = min(self.attention_curves, key=lambda c: (abs(c.head_dim - head_dim), -c.head_dim))
         return curve.eff(seq, backward)
 
