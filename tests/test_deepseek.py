@@ -8,7 +8,9 @@
   fp32 (DeepseekV2TopkRouter casts input and weight); attention FLOPs use the q/k head dim for
   QKᵀ and the v head dim for PV;
 - the ZeRO-3 view: DeepSeek's MoE block is not one of DeepSpeed's default leaf modules, so
-  every module below it is hooked; every parameter's gradient hook fires once;
+  every module below it is hooked; every parameter's gradient hook fires once (DeepSpeed's own
+  collectives, their order and its stage-3 module trace, with and without checkpointing, are
+  the schedule-truth cases s*-deepseekv2/v3-* of validation/cpu_truth/cases.py);
 - the MLA kernel is refused by profiles with measured (flash, equal head dims) attention
   curves and priced by a one-figure profile; predict answers there;
 - activation bytes: DeepSeek's dense first layers keep less than its MoE layers, and the
