@@ -192,3 +192,25 @@ def test_3d_rows_quoted_tflops_are_megatrons_formula_at_the_quoted_step(runs, ri
     step = row["measured"]["also"]["step_time_s"]
     assert flops / (step * cfg["gpus"]) / 1e12 == pytest.approx(row["measured"]["value"], rel=0.006)
     assert row["flop_formula"]["vocab"] == vocab
+
+
+@pytest.mark.parametrize("tag", ["22b", "175b", "530b", "1t"])
+def test_korthikanti_table5_times_give_its_mfu(runs, tag):
+    """Table 5's iteration time with Table 3's layout reproduces Table 5's MFU through the
+    paper's model-FLOPs formula 72*B*L*s*h^2*(1 + s/(6h) + v/(12hL)) at 312 TFLOP/s: the two
+    transcribed tables agree with each other (to the 2-3 digits printed)."""
+    row = next(r for r in runs if r["id"].startswith(f"korthikanti-{tag}-"))
+    cfg = row["config"]
+    layers, hidden = (int(x) for x in __import__("re").findall(r"(\d+) layers, hidden (\d+)", cfg["model"])[0])
+    s, v, b = cfg["seq"], row["flop_formula"]["vocab"], cfg["global_batch"]
+    flops = 72 * b * layers * s * hidden**2 * (1 + s / (6 * hidden) + v / (12 * hidden * layers))
+    mfu = flops / (row["measured"]["value"] * cfg["gpus"] * 312e12)
+    assert mfu == pytest.approx(row["measured"]["also"]["mfu"], rel=0.01)
+
+
+def test_narayanan_rows_per_gpu_times_gpus_is_the_aggregate(runs):
+    rows = [r for r in runs if r["id"].startswith("narayanan-")]
+    assert len(rows) == 9
+    for r in rows:
+        agg = r["measured"]["value"] * r["config"]["gpus"] / 1000
+        assert agg == pytest.approx(r["measured"]["also"]["aggregate_pflops"], rel=0.006), r["id"]
