@@ -519,6 +519,11 @@ def _deepseek_router_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
     group-limited routing (V2 group_limited_greedy, every V3) the group max or top-2 sum,
     the group top-k, the mask and the masked_fill (about 13·t·E) and V3's sigmoid and bias
     add (4·4·t·E), gather and renormalisation of the k weights (about 32·t·k).
+
+    The weight itself is a p-byte parameter like any other: transformers lists ``gate.weight``
+    in ``_keep_in_fp32_modules_strict``, but DeepSpeed 0.19.8 keeps only buffers in fp32
+    (runtime/keep_in_fp32.py: "parameters named by the lists still follow the training dtype");
+    V3's fp32 e_score_correction_bias buffer (E values per layer) is not counted.
     """
     m, t, p = w.model, w.tokens, w.param_bytes
     h, e, k = m.hidden_size, m.num_experts, m.experts_per_token
