@@ -245,3 +245,37 @@ def test_deepseek_v2_lite_predicts_at_stage_3(capsys):
                  "--hardware", "h200-sxm-datasheet", "--json", "--no-output"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["num_parameters"] == 15_706_484_224 and out["step_time_s"] > 0 and out["fits"]
+
+
+def _rows(head_dim, v_head_dim, eff_fwd, eff_bwd, peak=1e15):
+    """Attention microbenchmark rows (validation/microbench/attention.py) at two sequences."""
+    out = []
+    for seq in (1024, 4096):
+        f = 2.0 * 4 * 16 * seq * seq * (head_dim + v_head_dim) / 2
+        out.append({"head_dim": head_dim, "v_head_dim": v_head_dim, "seq": seq, "fwd_flops": f,
+                    "fwd_s": f / (peak * eff_fwd), "fwd_bwd_flops": 3.5 * f,
+                    "fwd_bwd_s": f / (peak * eff_fwd) + 2.5 * f / (peak * eff_bwd)})
+    return out
+
+
+def test_a_measured_mla_curve_prices_the_mla_kernel():
+    """calibrate keeps the memory-efficient kernel's rows (v_head_dim 128 at q/k 192) apart:
+    their own curve, keyed "192x128", out of the flash aggregate; the profile prices MLA with
+    exactly that curve and round-trips it."""
+    from zsim.calibrate import attention_curves, attention_efficiency
+    from zsim.hardware import profile_from_dict
+    rows = _rows(128, 128, 0.5, 0.4) + _rows(192, 128, 0.3, 0.2)
+    curves = attention_curves(rows, 1e15)
+    assert list(curves) == [128, "192x128"]
+    assert [p[1:] for p in curves["192x128"]] == [[0.3, 0.2], [0.3, 0.2]]
+    assert attention_efficiency(rows, 1e15) == pytest.approx(attention_efficiency(rows[:2], 1e15))
+    data = load_profile("h200-sxm").to_dict()
+    data["compute"]["attention_curves"] = curves
+    prof = profile_from_dict(data)
+    assert prof.compute.attention_eff(192, 2048, False, 128) == pytest.approx(0.3)
+    assert prof.compute.attention_eff(192, 2048, True, 128) == pytest.approx(0.2)
+    assert prof.compute.attention_eff(192, 2048, False) == pytest.approx(0.5)   # equal dims: flash curves only
+    with pytest.raises(ZsimInputError, match="'576x512'"):
+        prof.compute.attention_eff(576, 2048, False, 512)
+    again = profile_from_dict(prof.to_dict())
+    assert again.compute.attention_curves == prof.compute.attention_curves
