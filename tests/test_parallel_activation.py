@@ -17,6 +17,20 @@ from zsim.parallel.activation import (LayerShape, Recompute, in_flight_microbatc
 from zsim.parallel.pipeline import deepspeed_train_schedule, flatten, one_f_one_b, peak_in_flight
 
 #: The paper's Table 3 models: (attention heads a, hidden h, layers L, pipeline p); s = 2048, t = 8.
+#: Checked against a public transcription of Table 3 (the paper's own text is not in the
+#: searchable sources; code-index file 55271916660, "13. Model Configurations Used (Table 3)"):
+#:   | Model | Attn Heads | Hidden Size | Layers | TP | PP | GPUs | Global Batch | Micro Batch |
+#:   | 22B | 64 | 6144 | 48 | 8 | 1 | 8 | 4 | 4 |
+#:   | 175B (GPT-3) | 96 | 12288 | 96 | 8 | 8 | 64 | 64 | 1 |
+#:   | 530B (MT-NLG) | 128 | 20480 | 105 | 8 | 35 | 280 | 280 | 1 |
+#:   | 1T | 160 | 25600 | 128 | 8 | 64 | 512 | 512 | 1 |
+#:   "All models use: s = 2048, v = 51200"
+#: Every shape below equals it. Independently: the 530B shape and TP 8 x PP 35 are MT-NLG's
+#: (Microsoft/NVIDIA: "8-way tensor-slicing within a node, and 35-way pipeline parallelism
+#: across nodes"; 105 layers, hidden 20480, 128 heads in cli99/llm-analysis's mt-nlg-530b.json),
+#: and that transcription's Table 5 MFU/HFU equal Megatron-LM's README table (22B 41.5 %/43.7 %
+#: ... 1T 56.3 %/57.0 %). The tests use micro-batch b = 1 as the unit of the per-layer
+#: expressions (Table 2 is per b); Table 3 runs 22B at micro-batch 4 and the rest at 1.
 TABLE3 = {"22B": (64, 6144, 48, 1), "175B": (96, 12288, 96, 8), "530B": (128, 20480, 105, 35),
           "1T": (160, 25600, 128, 64)}
 S, T = 2048, 8

@@ -147,3 +147,70 @@ def test_the_report_gives_each_source_its_own_mape(report):
         rows = [r for r in report.rows if report.sources[r.id] == src and r.split == split]
         assert rows and mape == pytest.approx(sum(abs(r.error_pct) for r in rows) / len(rows))
     assert "| source | split | rows | MAPE % |" in format_report(report)
+
+
+#: Why a 3D-parallel row is not expressible yet: the phrase marks the rows to flip once
+#: `zsim predict` prices tensor and pipeline parallelism.
+TP_PP_PENDING = "tensor/pipeline parallel timing"
+
+
+def _parallel(row) -> bool:
+    cfg = row["config"]
+    return any(not isinstance(cfg.get(k, 1), int) or cfg.get(k, 1) > 1
+               for k in ("tensor_parallel", "pipeline_parallel"))
+
+
+def test_3d_parallel_rows_wait_for_tensor_pipeline_timing(runs):
+    """Every row with tensor or pipeline parallelism is not expressible, says why with the one
+    marker phrase, and already carries its split (eval: not a DeepCompile or Azure chart row),
+    fixed before it is ever scored; its GPUs are TP x PP x DP."""
+    parallel = [r for r in runs if _parallel(r)]
+    assert len(parallel) >= 12
+    for row in parallel:
+        assert not row["expressible"] and TP_PP_PENDING in row["reason"], row["id"]
+        cfg = row["config"]
+        if isinstance(cfg.get("tensor_parallel"), int):
+            assert row["split"] == "eval", row["id"]
+            assert cfg["tensor_parallel"] * cfg["pipeline_parallel"] * cfg["data_parallel"] == cfg["gpus"], row["id"]
+    assert all(_parallel(r) for r in runs if TP_PP_PENDING in r.get("reason", ""))
+
+
+@pytest.mark.parametrize("rid, layers, hidden, vocab", [
+    ("bloom-176b-384xa100-tp4-pp12-dp8-zero1", 70, 14336, 250880),
+    ("bigscience-181b-48nodes-zs1-tp8-pp12", 72, 14336, 250880),
+    ("bigscience-181b-48nodes-tp8-pp6-mbs4", 72, 14336, 250880),
+    ("mtnlg-530b-2240xa100-tp8-pp35-dp8", 105, 20480, 50272),
+    ("mtnlg-530b-3360xa100-tp8-pp35-dp12", 105, 20480, 50272),
+])
+def test_3d_rows_quoted_tflops_are_megatrons_formula_at_the_quoted_step(runs, rid, layers, hidden, vocab):
+    """The quoted TFLOP/s is Megatron's count at the quoted step time (so the step time and
+    the TFLOP/s were read from the right columns): BLOOM's log line 104.70 s -> 149.77."""
+    row = by_id(runs, rid)
+    cfg = row["config"]
+    flops = megatron_flops_per_step(global_batch=cfg["global_batch"], seq=cfg["seq"], layers=layers,
+                                    hidden=hidden, vocab=vocab)
+    step = row["measured"]["also"]["step_time_s"]
+    assert flops / (step * cfg["gpus"]) / 1e12 == pytest.approx(row["measured"]["value"], rel=0.006)
+    assert row["flop_formula"]["vocab"] == vocab
+
+
+@pytest.mark.parametrize("tag", ["22b", "175b", "530b", "1t"])
+def test_korthikanti_table5_times_give_its_mfu(runs, tag):
+    """Table 5's iteration time with Table 3's layout reproduces Table 5's MFU through the
+    paper's model-FLOPs formula 72*B*L*s*h^2*(1 + s/(6h) + v/(12hL)) at 312 TFLOP/s: the two
+    transcribed tables agree with each other (to the 2-3 digits printed)."""
+    row = next(r for r in runs if r["id"].startswith(f"korthikanti-{tag}-"))
+    cfg = row["config"]
+    layers, hidden = (int(x) for x in __import__("re").findall(r"(\d+) layers, hidden (\d+)", cfg["model"])[0])
+    s, v, b = cfg["seq"], row["flop_formula"]["vocab"], cfg["global_batch"]
+    flops = 72 * b * layers * s * hidden**2 * (1 + s / (6 * hidden) + v / (12 * hidden * layers))
+    mfu = flops / (row["measured"]["value"] * cfg["gpus"] * 312e12)
+    assert mfu == pytest.approx(row["measured"]["also"]["mfu"], rel=0.01)
+
+
+def test_narayanan_rows_per_gpu_times_gpus_is_the_aggregate(runs):
+    rows = [r for r in runs if r["id"].startswith("narayanan-")]
+    assert len(rows) == 9
+    for r in rows:
+        agg = r["measured"]["value"] * r["config"]["gpus"] / 1000
+        assert agg == pytest.approx(r["measured"]["also"]["aggregate_pflops"], rel=0.006), r["id"]

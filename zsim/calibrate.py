@@ -222,8 +222,15 @@ def fit_gemm_curve(rows: Sequence[Mapping], peak_flops: float, step: float = 0.5
     return [[round(float(k), 3), round(float(c), 4)] for k, c in zip(knots, coef)]
 
 
+def _equal_dims(r: Mapping) -> bool:
+    """An attention row timed with equal q/k and v head dims (SDPA's flash kernel)."""
+    return int(r.get("v_head_dim") or r.get("head_dim") or 0) == int(r.get("head_dim") or 0)
+
+
 def attention_efficiency(rows: Sequence[Mapping], peak_flops: float) -> float:
-    """Aggregate fwd+bwd efficiency: total FLOPs over total time (time-weighted)."""
+    """Aggregate fwd+bwd efficiency: total FLOPs over total time (time-weighted), of the
+    equal-head-dim rows (the memory-efficient kernel of unequal dims has its own curves)."""
+    rows = [r for r in rows if _equal_dims(r)] or list(rows)
     flops = sum(r["fwd_bwd_flops"] for r in rows)
     time_s = sum(r["fwd_bwd_s"] for r in rows)
     if not rows or time_s <= 0:
@@ -231,20 +238,24 @@ def attention_efficiency(rows: Sequence[Mapping], peak_flops: float) -> float:
     return min(1.0, flops / time_s / peak_flops)
 
 
-def attention_curves(rows: Sequence[Mapping], peak_flops: float) -> dict[int, list[list[float]]]:
+def attention_curves(rows: Sequence[Mapping], peak_flops: float) -> dict[int | str, list[list[float]]]:
     """Per head_dim: [log2(seq), forward efficiency, backward efficiency] from the attention
     microbenchmark (median over the model shapes that share a head_dim and seq; backward =
-    (fwd+bwd - fwd) FLOPs over (fwd+bwd - fwd) time)."""
-    cells: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    (fwd+bwd - fwd) FLOPs over (fwd+bwd - fwd) time). Rows of unequal q/k and v head dims
+    (MLA) make curves keyed "QKxV" ("192x128")."""
+    cells: dict[tuple[int | str, int], list[tuple[float, float]]] = {}
     for r in rows:
         fwd = r["fwd_flops"] / r["fwd_s"] / peak_flops
         bwd_s = r["fwd_bwd_s"] - r["fwd_s"]
         if bwd_s <= 0:
             continue
         bwd = (r["fwd_bwd_flops"] - r["fwd_flops"]) / bwd_s / peak_flops
-        cells.setdefault((int(r["head_dim"]), int(r["seq"])), []).append((fwd, bwd))
-    out: dict[int, list[list[float]]] = {}
-    for (hd, seq), vals in sorted(cells.items()):
+        key: int | str = int(r["head_dim"]) if _equal_dims(r) else f"{int(r['head_dim'])}x{int(r['v_head_dim'])}"
+        cells.setdefault((key, int(r["seq"])), []).append((fwd, bwd))
+    out: dict[int | str, list[list[float]]] = {}
+    # equal-dim curves first, by head_dim (as before), then the "QKxV" ones
+    for (hd, seq), vals in sorted(cells.items(), key=lambda kv: (isinstance(kv[0][0], str), str(kv[0][0]).zfill(12),
+                                                                 kv[0][1])):
         f = statistics.median(v[0] for v in vals)
         b = statistics.median(v[1] for v in vals)
         out.setdefault(hd, []).append([round(math.log2(seq), 4), round(min(f, 1.0), 4), round(min(b, 1.0), 4)])

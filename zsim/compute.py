@@ -24,9 +24,10 @@ def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
     """Seconds one kernel keeps the GPU busy (launch not included)."""
     c = hw.compute
     if kernel.kind == "gemm":
-        busy = kernel.flops / (peak_flops(hw, precision) * c.gemm_eff(kernel.flops, precision))
+        prec = kernel.precision or precision   # DeepSeek's router GEMM runs in fp32
+        busy = kernel.flops / (peak_flops(hw, prec) * c.gemm_eff(kernel.flops, prec))
     elif kernel.kind == "attention":
-        eff = c.attention_eff(kernel.head_dim, kernel.seq, kernel.backward)
+        eff = c.attention_eff(kernel.head_dim, kernel.seq, kernel.backward, kernel.v_head_dim)
         busy = kernel.flops / (peak_flops(hw, precision) * eff)
     else:
         busy = kernel.nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * c.memory_bound_efficiency)
@@ -40,17 +41,18 @@ def module_time_s(workload: Workload, module: str, pass_: str, hw: HardwareProfi
 
     Cached: the same layer repeats L times, so layers share one entry by shape.
     """
-    return _module_time_by_shape(workload, _shape_key(module), pass_, hw, precision)
+    return _module_time_by_shape(workload, _shape_key(module, workload.model.dense_layers), pass_, hw, precision)
 
 
-def _shape_key(module: str) -> str:
+def _shape_key(module: str, dense_layers: int = 0) -> str:
     # Layers share shapes: "model.layers.17.mlp.up_proj" costs what "model.layers.0..." costs
     # (and "transformer.h.17.attn" what "transformer.h.0.attn" does): the first numeric part
-    # of a module name is its decoder layer's index in every zsim.modeltree family.
+    # of a module name is its decoder layer's index in every zsim.modeltree family. DeepSeek's
+    # layers from first_k_dense_replace (``dense_layers``) on are MoE: they share the first one's.
     parts = module.split(".")
     for k, part in enumerate(parts):
         if part.isdigit():
-            parts[k] = "0"
+            parts[k] = str(dense_layers) if dense_layers and int(part) >= dense_layers else "0"
             break
     return ".".join(parts)
 

@@ -23,6 +23,10 @@ Schema (units in key names)::
       # Optional: the same for fp32 GEMMs (no TF32) against peak_fp32_flops (default: the above).
       gemm_efficiency_fp32: [[9.0, 0.30], [10.5, 0.68], [12.0, 0.75]]
       attention_efficiency: 0.45  # flash attention fwd+bwd, fraction of peak
+      # Optional: per head_dim [[log2_seq, fwd_eff, bwd_eff], ...] (calibrate's attention
+      # microbenchmark); a key "192x128" is unequal q/k and v head dims (MLA), SDPA's
+      # memory-efficient kernel, the only curve that prices such attention.
+      attention_curves: {64: [[10.0, 0.22, 0.14], [12.0, 0.34, 0.31]], "192x128": [[12.0, 0.3, 0.2]]}
       memory_bound_efficiency: 0.80  # fraction of HBM bandwidth for elementwise kernels
       kernel_launch_s: 4.0e-6     # GPU-side launch of one kernel (also each NCCL call's)
       host_dispatch_s: 2.0e-5     # host time per eager kernel (optional; default kernel_launch_s)
@@ -118,6 +122,14 @@ class AttentionCurve:
 
     head_dim: int
     points: tuple[tuple[float, float, float], ...]
+    #: the value head dim when it differs from head_dim (MLA: q/k 192, v 128; YAML key
+    #: "192x128"): SDPA's memory-efficient kernel, measured separately; 0 = equal dims
+    v_head_dim: int = 0
+
+    @property
+    def key(self) -> str:
+        """The curve's key in the profile YAML: "128", or "192x128" for unequal head dims."""
+        return f"{self.head_dim}x{self.v_head_dim}" if self.v_head_dim else str(self.head_dim)
 
     def eff(self, seq: int, backward: bool) -> float:
         """Efficiency at ``seq``, linear in log2(seq) between points, flat beyond them."""
@@ -146,12 +158,30 @@ class ComputeProfile:
     #: fp32 GEMMs (no TF32, torch's default) against ``peak_fp32_flops``; () = the bf16 curve.
     gemm_efficiency_fp32: tuple[tuple[float, float], ...] = ()
 
-    def attention_eff(self, head_dim: int, seq: int, backward: bool) -> float:
+    def attention_eff(self, head_dim: int, seq: int, backward: bool, v_head_dim: int = 0) -> float:
         """Attention efficiency for a head_dim and sequence: the curve of the nearest
-        measured head_dim (the larger on a tie), else ``attention_efficiency``."""
+        measured head_dim (the larger on a tie), else ``attention_efficiency``.
+
+        A value head dim other than the q/k one (DeepSeek's MLA: 192 and 128) needs a curve
+        measured at exactly those dims (key "192x128", from validation/microbench/attention.py):
+        the equal-dim curves are timed where torch SDPA runs its flash kernel, and with unequal
+        dims it cannot (check_head_dim_size_flash asks for equal last dimensions) and runs the
+        memory-efficient kernel. Without such a curve it is refused. A profile of one figure
+        (no curves) applies that figure to every kernel."""
         if not self.attention_curves or head_dim <= 0 or seq <= 0:
             return self.attention_efficiency
-        curve = min(self.attention_curves, key=lambda c: (abs(c.head_dim - head_dim), -c.head_dim))
+        if v_head_dim and v_head_dim != head_dim:
+            for c in self.attention_curves:
+                if (c.head_dim, c.v_head_dim) == (head_dim, v_head_dim):
+                    return c.eff(seq, backward)
+            raise ZsimInputError(
+                f"attention with q/k head dim {head_dim} and v head dim {v_head_dim} (MLA) runs SDPA's "
+                f"memory-efficient kernel, which this hardware profile does not measure (no attention curve "
+                f"'{head_dim}x{v_head_dim}'; its curves are flash, equal head dims): zsim does not price it "
+                "(run zsim calibrate with the attention microbenchmark, or use a profile without "
+                "attention_curves, such as h200-sxm-datasheet, which applies its one attention_efficiency)")
+        equal = [c for c in self.attention_curves if not c.v_head_dim] or list(self.attention_curves)
+        curve = min(equal, key=lambda c: (abs(c.head_dim - head_dim), -c.head_dim))
         return curve.eff(seq, backward)
 
     @property
@@ -370,7 +400,7 @@ class HardwareProfile:
                 "kernel_launch_s": self.compute.kernel_launch_s,
                 "host_dispatch_s": self.compute.dispatch_s,
                 "backward_to_forward_ratio": self.compute.backward_to_forward_ratio,
-                **({"attention_curves": {c.head_dim: [list(p) for p in c.points]
+                **({"attention_curves": {(c.key if c.v_head_dim else c.head_dim): [list(p) for p in c.points]
                                          for c in self.compute.attention_curves}}
                    if self.compute.attention_curves else {}),
                 **({"gemm_efficiency_fp32": [list(p) for p in self.compute.gemm_efficiency_fp32]}
@@ -534,16 +564,21 @@ def _host(h: Mapping[str, Any], where: str) -> HostProfile:
 
 
 def _attention_curves(raw: Any, where: str) -> tuple[AttentionCurve, ...]:
-    """``{head_dim: [[log2_seq, fwd_eff, bwd_eff], ...]}`` -> curves (absent: none)."""
+    """``{head_dim: [[log2_seq, fwd_eff, bwd_eff], ...]}`` -> curves (absent: none); a key
+    "QKxV" ("192x128") is a curve of unequal q/k and v head dims."""
     if raw is None:
         return ()
     if not isinstance(raw, Mapping) or not raw:
         raise ZsimInputError(f"{where}: expected a mapping head_dim -> [[log2_seq, fwd_eff, bwd_eff], ...]")
     curves = []
     for key, pts in sorted(raw.items(), key=lambda kv: str(kv[0])):
-        hd = int(key) if isinstance(key, str) and key.isdigit() else key
-        if not isinstance(hd, int) or not 0 < hd <= 4096:
-            raise ZsimInputError(f"{where}: head_dim key {hd!r} must be an integer in 1..4096")
+        vd = 0
+        if isinstance(key, str) and key.count("x") == 1 and all(k.isdigit() for k in key.split("x")):
+            hd, vd = (int(k) for k in key.split("x"))
+        else:
+            hd = int(key) if isinstance(key, str) and key.isdigit() else key
+        if not isinstance(hd, int) or not 0 < hd <= 4096 or not 0 <= vd <= 4096:
+            raise ZsimInputError(f"{where}: head_dim key {key!r} must be an integer in 1..4096 or QKxV")
         if not isinstance(pts, list) or not pts:
             raise ZsimInputError(f"{where}.{hd}: expected a list of [log2_seq, fwd_eff, bwd_eff]")
         rows = []
@@ -557,7 +592,7 @@ def _attention_curves(raw: Any, where: str) -> tuple[AttentionCurve, ...]:
             rows.append((x, effs[0], effs[1]))
         if any(b[0] <= a[0] for a, b in zip(rows, rows[1:])):
             raise ZsimInputError(f"{where}.{hd}: points must be sorted by log2_seq")
-        curves.append(AttentionCurve(hd, tuple(rows)))
+        curves.append(AttentionCurve(hd, tuple(rows), 0 if vd == hd else vd))
     return tuple(curves)
 
 

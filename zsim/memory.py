@@ -198,12 +198,13 @@ def _buffers(run: RunConfig, f: MemoryFacts, psi: int) -> _Buffers:
 def _activations(w: Workload, run: RunConfig) -> dict[str, int]:
     """Activation bytes alive at the start of backward, and the logits/loss peak."""
     layers = w.model.num_layers
+    per_layer = w.activation_bytes_per_layer()   # DeepSeek's dense first layers keep less
     kept_logits, transient_logits = w.logits_bytes()
     if run.activation_checkpointing:
         # Each layer keeps its input; one layer is recomputed at a time during backward.
-        act = layers * w.checkpoint_bytes() + w.layer_activation_bytes()
+        act = layers * w.checkpoint_bytes() + max(per_layer)
     else:
-        act = layers * w.layer_activation_bytes()
+        act = sum(per_layer)
     return {"activations": int(act), "working": int(w.backward_working_bytes()),
             "logits_loss": int(kept_logits + transient_logits)}
 

@@ -65,6 +65,15 @@ class ModelSpec:
     expert_intermediate_size: int = 0  # each expert's I (0: intermediate_size); Qwen-MoE moe_intermediate_size
     shared_expert_size: int = 0       # Qwen2-MoE shared expert's intermediate size (0: none)
     norm_topk: bool = False           # the k routing weights renormalised to sum 1 (Mixtral always)
+    # DeepSeek-V2/V3 (families deepseek_v2/deepseek_v3): multi-head latent attention (MLA) and
+    # DeepSeek-MoE. With kv_lora_rank > 0, head_dim is the q/k head dim (qk_nope + qk_rope),
+    # rotary_dim is qk_rope_head_dim and v_head_dim the value head dim.
+    kv_lora_rank: int = 0             # MLA: width of the compressed key/value latent (0: no MLA)
+    q_lora_rank: int = 0              # MLA: width of the compressed query (0: a plain q_proj)
+    v_head_dim: int = 0               # value head dim (0: head_dim)
+    dense_layers: int = 0             # first_k_dense_replace: leading layers with a dense MLP
+    router_groups: int = 0            # n_group of group-limited routing (0: plain top-k)
+    router_topk_groups: int = 0       # topk_group: groups a token may route into
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -100,6 +109,37 @@ class ModelSpec:
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ZsimInputError(f"model {self.name!r}: {key} must be in [0, 1), got {getattr(self, key)!r}")
         self._check_experts()
+        self._check_mla()
+
+    def _check_mla(self) -> None:
+        """MLA fields only on a DeepSeek family, with a value head dim and a rotary part
+        smaller than the q/k head dim (the rest is qk_nope_head_dim)."""
+        if self.v_head_dim == 0:
+            object.__setattr__(self, "v_head_dim", self.head_dim)
+        if self.family not in DEEPSEEK_FAMILIES:
+            if self.kv_lora_rank or self.q_lora_rank or self.dense_layers or self.router_groups \
+                    or self.v_head_dim != self.head_dim:
+                raise ZsimInputError(f"model {self.name!r}: MLA and DeepSeek-MoE fields need a DeepSeek family "
+                                     f"({', '.join(DEEPSEEK_FAMILIES)}), got {self.family!r}")
+            return
+        for key in ("kv_lora_rank", "v_head_dim"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ZsimInputError(f"model {self.name!r}: {key} must be a positive integer, got {value!r}")
+        if not 0 < self.rotary_dim < self.head_dim:
+            raise ZsimInputError(f"model {self.name!r}: qk_rope_head_dim {self.rotary_dim} must be below the q/k "
+                                 f"head dim {self.head_dim} (qk_nope_head_dim must be positive)")
+        if self.num_kv_heads != self.num_heads:
+            raise ZsimInputError(f"model {self.name!r}: MLA expands keys and values to every head: "
+                                 f"num_key_value_heads {self.num_kv_heads} must equal num_attention_heads "
+                                 f"{self.num_heads}")
+        if not 0 <= self.dense_layers <= self.num_layers or self.q_lora_rank < 0:
+            raise ZsimInputError(f"model {self.name!r}: first_k_dense_replace {self.dense_layers} must be in "
+                                 f"0..num_hidden_layers")
+        if self.router_groups and (self.num_experts % self.router_groups
+                                   or not 0 < self.router_topk_groups <= self.router_groups):
+            raise ZsimInputError(f"model {self.name!r}: n_group {self.router_groups} must divide the "
+                                 f"{self.num_experts} experts, with 1 <= topk_group <= n_group")
 
     def _check_experts(self) -> None:
         """A MoE spec: a MoE family, 1 <= top-k <= experts; a dense one has no expert fields."""
@@ -128,6 +168,20 @@ class ModelSpec:
     def is_moe(self) -> bool:
         """Whether the decoder layers hold a sparse mixture-of-experts block."""
         return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        """Whether attention is DeepSeek's multi-head latent attention."""
+        return self.kv_lora_rank > 0
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Whether decoder layer ``i`` holds the MoE block (DeepSeek's first layers are dense)."""
+        return self.is_moe and i >= self.dense_layers
+
+    @property
+    def v_dim(self) -> int:
+        """Width of the attention output before o_proj (heads × v_head_dim)."""
+        return self.num_heads * self.v_head_dim
 
     @property
     def q_dim(self) -> int:
@@ -173,7 +227,9 @@ class ModelSpec:
 #: Families whose decoder layers hold a sparse MoE block (zsim.modeltree.moe_layer): HF
 #: model_type names. Expert parallelism (DeepSpeed-MoE's ep_size, expert groups) is not
 #: modelled: every rank holds every expert, which ZeRO partitions like any parameter.
-MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+#: DeepSeek-V2/V3: MLA attention and DeepSeek-MoE (zsim.modeltree.deepseek).
+DEEPSEEK_FAMILIES = ("deepseek_v2", "deepseek_v3")
 
 
 # ---- presets ----------------------------------------------------------------------------
@@ -228,14 +284,12 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"
 _REFUSED_MODEL_TYPES = {
     "bloom": "BLOOM's ALiBi attention runs eagerly (baddbmm + fp32 softmax, s x s scores kept), "
              "which zsim's attention model does not price",
-    "deepseek_v2": "multi-head latent attention (MLA) and DeepSeek-MoE's fine-grained routed and shared "
-                   "experts (n_routed_experts)",
-    "deepseek_v3": "multi-head latent attention (MLA) and DeepSeek-MoE's fine-grained routed and shared "
-                   "experts (n_routed_experts)",
 }
 
 #: config.json fields of the modelled MoE families read by zsim (exempt from the refusal table).
 _MOE_FIELDS = frozenset({"num_local_experts", "num_experts", "moe_intermediate_size", "num_experts_per_tok"})
+#: ... and of the DeepSeek families (zsim.model._deepseek_fields).
+_DEEPSEEK_FIELDS = _MOE_FIELDS | {"n_routed_experts", "kv_lora_rank"}
 
 #: config.json fields that mean an architecture zsim does not model -> what it is. A config
 #: holding one is refused, never silently priced as a dense Llama.
@@ -276,6 +330,8 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
         raise ZsimInputError(f"{name}: encoder-decoder models are not modelled by zsim")
     for key, what in _UNMODELLED_FIELDS.items():
         if model_type in MOE_FAMILIES and key in _MOE_FIELDS:
+            continue
+        if model_type in DEEPSEEK_FAMILIES and key in _DEEPSEEK_FIELDS:
             continue
         if cfg.get(key) not in (None, 0, False, 0.0):
             raise ZsimInputError(f"{name}: {key} means {what}, which zsim does not model")
@@ -391,7 +447,10 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
                           if cfg.get("num_key_value_heads") is not None else kw["num_heads"])
     if mt == "falcon":
         kw["num_kv_heads"] = _falcon_kv_heads(cfg, kw["num_heads"], name)
-    if cfg.get("head_dim") is not None and mt not in ("gpt2", "opt", "falcon", "gpt_neox", "phi"):
+    # DeepSeek's config classes overwrite head_dim with qk_rope_head_dim (configuration_deepseek_v2.py
+    # __post_init__): the q/k head dim comes from its MLA fields (_deepseek_fields)
+    if cfg.get("head_dim") is not None and mt not in ("gpt2", "opt", "falcon", "gpt_neox", "phi",
+                                                      *DEEPSEEK_FAMILIES):
         kw["head_dim"] = _int_field(cfg, "head_dim", name)
     kw["tie_word_embeddings"] = _bool(cfg, "tie_word_embeddings", mt in _TIED_BY_DEFAULT, name)
     kw["activation"] = _activation(cfg, mt)
@@ -459,6 +518,8 @@ def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]
         return dict(family="falcon", mlp="gelu", norm="layernorm", qkv_bias=bias, o_bias=bias, mlp_bias=bias,
                     parallel_residual=parallel, parallel_norms=norms, dropout=f("hidden_dropout"),
                     attention_dropout=f("attention_dropout"))
+    if mt in DEEPSEEK_FAMILIES:
+        return _deepseek_fields(cfg, mt, name)
     if mt in MOE_FAMILIES:
         return _moe_fields(cfg, mt, name)
     if mt == "opt":
@@ -517,6 +578,90 @@ def _moe_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]:
     if cfg.get("router_jitter_noise") not in (None, 0, 0.0):
         raise ZsimInputError(f"{name}: router_jitter_noise (router input jitter in training) is not modelled by zsim")
     return fields
+
+
+#: Defaults of DeepseekV2Config / DeepseekV3Config (transformers 5.24) for the keys a config.json
+#: may leave out: (routed experts, shared experts, expert I, top-k, kv_lora_rank, q_lora_rank,
+#: qk_nope_head_dim, qk_rope_head_dim, v_head_dim, first_k_dense_replace); V2's top-k has no
+#: default (None: its router cannot run).
+_DEEPSEEK_DEFAULTS = {"deepseek_v2": (64, 2, 1407, None, 512, 1536, 128, 64, 128, 0),
+                      "deepseek_v3": (256, 1, 2048, 8, 512, 1536, 128, 64, 128, 3)}
+#: The scoring function each family's router runs whatever config.json says: softmax in
+#: DeepseekV2TopkRouter, sigmoid plus e_score_correction_bias in DeepseekV3TopkRouter.
+_DEEPSEEK_SCORING = {"deepseek_v2": "softmax", "deepseek_v3": "sigmoid"}
+
+
+def _deepseek_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]:
+    """The MLA and DeepSeek-MoE fields of a DeepSeek-V2/V3 config.json, as transformers 5 builds
+    them (modeling_deepseek_v2.py / modeling_deepseek_v3.py).
+
+    Read and modelled: the MLA ranks and head dims, routed/shared experts, first_k_dense_replace,
+    group-limited routing (n_group, topk_group), attention_bias, V2's mlp_bias. Ignored because
+    transformers 5 ignores them: moe_layer_freq 1, topk_method (V3), aux_loss_alpha and seq_aux
+    (no auxiliary loss is computed), num_nextn_predict_layers (no multi-token-prediction module
+    is built), norm_topk_prob in V2. quantization_config (V3's FP8 checkpoint blocks) describes
+    how the published weights are stored, not the training run: zsim prices the run in its own
+    precision (bf16 by default) with every weight in that precision. Refused: what transformers
+    would build differently from the checkpoint (another moe_layer_freq, ep_size, a scoring_func
+    the family does not run) and V2 top-k methods it does not implement.
+    """
+    experts, shared, inter, top_k, kv_rank, q_rank, nope, rope, v_dim, dense = _DEEPSEEK_DEFAULTS[mt]
+
+    def get_int(key: str, default: int | None) -> int | None:
+        return _int_field(cfg, key, name) if cfg.get(key) is not None else default
+
+    for key, allowed in (("moe_layer_freq", (None, 1)), ("ep_size", (None, 1))):
+        if cfg.get(key) not in allowed:
+            raise ZsimInputError(f"{name}: {key} {cfg.get(key)!r} is not modelled by zsim (transformers 5 builds "
+                                 "every layer from first_k_dense_replace on as MoE, on every rank)")
+    scoring = cfg.get("scoring_func", _DEEPSEEK_SCORING[mt])
+    if scoring != _DEEPSEEK_SCORING[mt]:
+        raise ZsimInputError(f"{name}: scoring_func {str(scoring)[:20]!r}: transformers 5 {mt} always scores "
+                             f"experts with {_DEEPSEEK_SCORING[mt]}, so zsim does not model it")
+    if cfg.get("output_router_logits") not in (None, False):
+        raise ZsimInputError(f"{name}: output_router_logits true (router logits kept per layer) is not modelled by zsim")
+    top_k = get_int("num_experts_per_tok", top_k)
+    if top_k is None:
+        raise ZsimInputError(f"{name}: model config is missing num_experts_per_tok")
+    experts = get_int("n_routed_experts", experts)
+    groups, topk_groups = 0, 0
+    if mt == "deepseek_v2":
+        method = cfg.get("topk_method", "greedy")
+        if method == "group_limited_greedy":
+            groups, topk_groups = get_int("n_group", None), get_int("topk_group", None)
+            if groups is None or topk_groups is None:
+                raise ZsimInputError(f"{name}: topk_method group_limited_greedy needs n_group and topk_group")
+        elif method != "greedy":
+            raise ZsimInputError(f"{name}: topk_method {str(method)[:30]!r} is not one transformers 5 DeepSeek-V2 "
+                                 "runs (greedy, group_limited_greedy)")
+    else:
+        groups, topk_groups = get_int("n_group", 8), get_int("topk_group", 4)
+    # q_lora_rank null: a plain q_proj (DeepSeek-V2-Lite)
+    q_rank = (_int_field(cfg, "q_lora_rank", name) if cfg.get("q_lora_rank") is not None else 0) \
+        if "q_lora_rank" in cfg else q_rank
+    nope, rope = get_int("qk_nope_head_dim", nope), get_int("qk_rope_head_dim", rope)
+    bias = _bool(cfg, "attention_bias", False, name)
+    return dict(family=mt, num_experts=experts, experts_per_token=top_k,
+                expert_intermediate_size=get_int("moe_intermediate_size", inter),
+                shared_expert_size=get_int("n_shared_experts", shared) * get_int("moe_intermediate_size", inter),
+                norm_topk=mt == "deepseek_v3" and _bool(cfg, "norm_topk_prob", True, name),
+                kv_lora_rank=get_int("kv_lora_rank", kv_rank), q_lora_rank=q_rank, head_dim=nope + rope,
+                rotary_dim=rope, v_head_dim=get_int("v_head_dim", v_dim),
+                dense_layers=min(_first_dense(cfg, dense, name), _int_field(cfg, "num_hidden_layers", name)),
+                router_groups=groups, router_topk_groups=topk_groups, qkv_bias=bias, o_bias=bias,
+                mlp_bias=mt == "deepseek_v2" and _bool(cfg, "mlp_bias", False, name),
+                attention_dropout=_float(cfg, "attention_dropout", 0.0, name))
+
+
+def _first_dense(cfg: Mapping[str, Any], default: int, name: str) -> int:
+    """first_k_dense_replace: 0 (every layer MoE) is valid; a count above the layers means
+    every layer is dense (DeepseekV2DecoderLayer: MoE iff layer_idx >= first_k_dense_replace)."""
+    value = cfg.get("first_k_dense_replace")
+    if value is None:
+        return default
+    if value == 0 and not isinstance(value, bool):
+        return 0
+    return _int_field(cfg, "first_k_dense_replace", name)
 
 
 def load_model(model: str | Path | ModelSpec | None) -> ModelSpec:

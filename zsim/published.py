@@ -29,7 +29,7 @@ from .predict import predict
 #: The shipped data file (next to this module, under data/published/).
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "published" / "training_runs.yaml"
 
-METRICS = ("tflops_per_gpu", "tokens_per_s_per_gpu", "samples_per_s")
+METRICS = ("tflops_per_gpu", "tokens_per_s_per_gpu", "samples_per_s", "step_time_s")
 
 #: Named DeepSpeed configs the rows refer to (each from the recipe the row cites).
 DS_CONFIGS: dict[str, dict[str, Any]] = {
@@ -140,6 +140,8 @@ def source_metric(row: Mapping[str, Any], step_time_s: float, gpus: int) -> floa
         return mb * ga * seq / step_time_s
     if metric == "samples_per_s":
         return mb * ga * gpus / step_time_s
+    if metric == "step_time_s":   # a published iteration time (Korthikanti et al. Table 5)
+        return step_time_s
     shape = z["model"]
     flops = megatron_flops_per_step(global_batch=mb * ga * gpus, seq=seq, layers=int(shape["num_layers"]),
                                     hidden=int(shape["hidden_size"]), vocab=int(row["flop_formula"]["vocab"]))

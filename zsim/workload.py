@@ -31,6 +31,8 @@ class Kernel:
     head_dim: int = 0      # attention: the kernel's speed depends on head_dim and seq
     seq: int = 0
     backward: bool = False
+    v_head_dim: int = 0    # attention: the value head dim when it differs from head_dim (MLA)
+    precision: str = ""    # a GEMM run in another precision than the model's ("fp32"); "" = the run's
 
 
 def _gemm(m: int, n: int, k: int) -> Kernel:
@@ -79,12 +81,25 @@ class Workload:
         return [n.op for n in model_tree(self.model).forward()]
 
     # ---- activation memory -------------------------------------------------------------------
-    def layer_activation_bytes(self) -> int:
+    def layer_activation_bytes(self, layer: int = -1) -> int:
         """Bytes one decoder layer keeps for backward, for one micro-batch (no checkpointing).
 
         Per token, what autograd saves in HF's Llama layer (see _layer_saved_per_token).
+        Every layer keeps the same except DeepSeek's first first_k_dense_replace (dense MLP)
+        layers: ``layer`` picks one (default: the last layer, a MoE one when any is).
         """
-        return self.tokens * _layer_saved_per_token(self.model, self.param_bytes)
+        m = self.model
+        i = m.num_layers - 1 if layer < 0 else layer
+        # DeepSeek's router multiplies by an fp32 copy of its weight (E·h·4 per layer, saved
+        # by the fp32 F.linear whatever the batch)
+        router_weight = 4 * m.num_experts * m.hidden_size if m.is_mla and m.is_moe_layer(i) else 0
+        return self.tokens * _layer_saved_per_token(m, self.param_bytes, i) + router_weight
+
+    def activation_bytes_per_layer(self) -> tuple[int, ...]:
+        """:meth:`layer_activation_bytes` of every decoder layer, in order."""
+        dense = self.layer_activation_bytes(0)
+        moe = self.layer_activation_bytes()
+        return tuple(moe if self.model.is_moe_layer(i) else dense for i in range(self.model.num_layers))
 
     def checkpoint_bytes(self) -> int:
         """Bytes a checkpointed layer keeps: its input hidden states, t·h·p."""
@@ -110,12 +125,15 @@ class Workload:
         (t·I·p, two alive) at the widest point.
         """
         m = self.model
+        dense = 2 * m.intermediate_size
         if m.is_moe:
             # Unmeasured estimate: the routed rows' gradients of gate_up's output (2·I) and of
-            # the activation product (I) per (token, expert) row, or the shared expert's two.
-            widest = max(3 * m.experts_per_token * m.expert_intermediate_size, 2 * m.shared_expert_size)
+            # the activation product (I) per (token, expert) row, or the shared expert's two;
+            # DeepSeek's leading dense layers as a dense MLP's.
+            widest = max(3 * m.experts_per_token * m.expert_intermediate_size, 2 * m.shared_expert_size,
+                         dense if m.dense_layers else 0)
             return self.tokens * self.param_bytes * (2 * m.hidden_size + widest)
-        return self.tokens * self.param_bytes * (2 * m.hidden_size + 2 * m.intermediate_size)
+        return self.tokens * self.param_bytes * (2 * m.hidden_size + dense)
 
 
 def layer_modules(model: ModelSpec, i: int) -> list[str]:
@@ -127,7 +145,7 @@ def layer_modules(model: ModelSpec, i: int) -> list[str]:
     return [n.op for n in tree.forward(layer)]
 
 
-def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
+def _layer_saved_per_token(m: ModelSpec, p: int, layer: int = 0) -> int:
     """Bytes per token that autograd keeps for one decoder layer.
 
     Measured on HF's own graph (validation/cpu_truth/activation_memory.py, checked by
@@ -159,6 +177,8 @@ def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
       dropout inside SDPA (the CUDA flash kernel keeps a seed, not a mask).
     """
     h = m.hidden_size
+    if m.is_mla:
+        return _deepseek_saved_per_token(m, p, layer)
     if m.norm == "rmsnorm":
         one_norm = (8 + p) * h if m.family in ("gemma", "gemma2") else (4 + 2 * p) * h
         norms = _norm_count(m) * one_norm
@@ -180,6 +200,44 @@ def _layer_saved_per_token(m: ModelSpec, p: int) -> int:
         mlp = _PLAIN_MLP_SAVED[m.activation] * p * m.intermediate_size
     masks = _DROPOUT_SITES.get(m.family, 0) * h if m.dropout > 0 else 0
     return norms + attn + mlp + masks
+
+
+def _deepseek_saved_per_token(m: ModelSpec, p: int, layer: int) -> int:
+    """Bytes per token a DeepSeek-V2/V3 decoder layer keeps (modeling_deepseek_v2.py), measured
+    with validation/cpu_truth/family_activation_memory.py (tests/test_family_activation_truth.py):
+
+    - the two RMSNorms of the residual stream and the latent ones (kv_a_layernorm over
+      kv_lora_rank, q_a_layernorm over q_lora_rank): (4 + 2p) per value, as Llama's, and the
+      fp32 rsqrt of each row (4 per norm);
+    - MLA: the concatenated query and the assembled key (p·H·d_qk each), kv_b_proj's output
+      (p·H·(nope + d_v), alive through the value view SDPA keeps), the SDPA output (p·H·d_v)
+      and its fp32 logsumexp (4·H). q_proj's / q_b_proj's output and the rotary copies die:
+      cat, the casts and the products with the shared cos/sin (or complex frequencies) keep
+      none of them;
+    - a dense layer's MLP: 4·p·I, as Llama's;
+    - a MoE layer: the router's fp32 copy of its input (4h, saved by the fp32 F.linear) and
+      scores (4·E), its top-k indices (8·k); V3's renormalised fp32 weights and their row sum
+      (4·k + 4; its group mask dies with the scores it selected), V2's group-limited bool mask
+      (E, kept by masked_fill on the path to the weights); plus, per layer, the fp32 copy of
+      the router weight (:meth:`Workload.layer_activation_bytes`);
+      the routed rows as Mixtral's (fp32 routing weights); the shared experts' gated MLP
+      (4·p·I_shared: their output is added, nothing kept).
+    """
+    h, heads, d_qk, d_v = m.hidden_size, m.num_heads, m.head_dim, m.v_head_dim
+    nope = d_qk - m.rotary_dim
+    latent = m.kv_lora_rank + m.q_lora_rank
+    norms = (4 + 2 * p) * (2 * h + latent) + 4 * (3 + (1 if m.q_lora_rank else 0))
+    attn = p * heads * (2 * d_qk + nope + 2 * d_v) + 4 * heads
+    if not m.is_moe_layer(layer):
+        return norms + attn + 4 * p * m.intermediate_size
+    k, e = m.experts_per_token, m.num_experts
+    router = 4 * h + 4 * e + 8 * k
+    if m.family == "deepseek_v3":
+        router += 4 * k + 4
+    elif m.router_groups:
+        router += e
+    rows = k * (24 + 2 * p * h + 4 * p * m.expert_intermediate_size + 4)
+    return norms + attn + router + rows + 4 * p * m.shared_expert_size
 
 
 def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
@@ -306,6 +364,8 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
             raise ZsimInputError(
                 f"model {m.name!r}: sequence length {s} exceeds its sliding_window {m.sliding_window}: "
                 "windowed attention (an explicit mask, no flash kernel) is not modelled by zsim")
+        if m.is_mla:
+            return _mla_attention_kernels(w, bwd)
         fwd_flops = 2.0 * 2 * b * s * s * q / 2
         attn = Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0), head_dim=m.head_dim, seq=s,
                       backward=bwd)
@@ -333,6 +393,34 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         width = t * (node.width or h)
         return (_mem(width * ((p + 1 + p) if bwd else (p + p + 1)), launches=1),)
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
+
+
+def _mla_attention_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
+    """DeepSeek's MLA core (modeling_deepseek_v2.py DeepseekV2Attention.forward): RoPE on the
+    qk_rope part of q (heads·r) and on the single shared k_pe (r), the query concatenation
+    (torch.cat of q_nope and q_pe, read and write p·H·(nope + r)), the key assembly (new_empty,
+    copy_ of k_nope and of k_pe expanded to every head: the same), then SDPA with q/k head dim
+    d_qk = nope + r and v head dim d_v. Causal FLOPs: QKᵀ 2·s·s·d_qk and PV 2·s·s·d_v per head
+    per sequence, halved; backward 2.5× forward as for every attention kernel.
+
+    SDPA on CUDA cannot run its flash kernel when d_v differs from d_qk (torch's
+    check_head_dim_size_flash asks for equal last dimensions), so this kernel is the
+    memory-efficient one; :meth:`zsim.hardware.ComputeProfile.attention_eff` refuses to price it
+    from curves measured with equal head dims. RoPE byte counts are op-by-op estimates
+    (unmeasured): V2's complex form (float copy, complex multiply, cast back: 2p + 16 bytes per
+    rotated value), V3's interleaved form (two strided slices, four multiplies, two adds, a
+    cat: about 16p).
+    """
+    m, t, p = w.model, w.tokens, w.param_bytes
+    s, b, heads, d_qk, d_v = w.seq_len, w.micro_batch, m.num_heads, m.head_dim, m.v_head_dim
+    fwd_flops = 2.0 * b * s * s * heads * (d_qk + d_v) / 2
+    attn = Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0), head_dim=d_qk, seq=s, backward=bwd,
+                  v_head_dim=d_v)
+    rotated = (heads + 1) * m.rotary_dim
+    per_rotated = 2 * p + 16 if m.family == "deepseek_v2" else 16 * p
+    rope = _mem(t * rotated * per_rotated, launches=(14 if m.family == "deepseek_v2" else 16) * (2 if bwd else 1))
+    assemble = _mem(t * 4 * p * heads * d_qk * (2 if bwd else 1), launches=4 if bwd else 3)
+    return (attn, rope, assemble)
 
 
 #: Node kinds of the sparse MoE block (zsim.modeltree.moe._moe_block), priced by _moe_kernels.
@@ -378,6 +466,8 @@ def _moe_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
     s = t * k
     twice = 2 if bwd else 1
     kind = node.kind
+    if kind == "router" and m.family in _DEEPSEEK:
+        return _deepseek_router_kernels(w, bwd)
     if kind == "router":
         # F.linear (t × h)·(h × E); fp32 softmax (cast t·E·(p + 4), softmax 2·4·t·E), top-k
         # (reads 4·t·E, writes t·k·(4 + 8)), normalisation / cast of the k weights.
@@ -387,9 +477,9 @@ def _moe_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
     if kind == "experts":
         groups, rows = expert_groups(m, t)
         inter = m.expert_intermediate_size
-        # the routing weights are fp32 in Mixtral (no cast back after the fp32 softmax),
-        # p-byte in Qwen-MoE (``.to(router_logits.dtype)``): the weighted rows follow them
-        wb = 4 if m.family == "mixtral" else p
+        # the routing weights are fp32 in Mixtral and DeepSeek (no cast back after the fp32
+        # scores), p-byte in Qwen-MoE (``.to(router_logits.dtype)``): the weighted rows follow them
+        wb = 4 if m.family in _FP32_ROUTING_WEIGHTS else p
         up = _grouped_gemm(groups, rows, 2 * inter, h)
         down = _grouped_gemm(groups, rows, h, inter)
         if bwd:   # data and weight gradients of each grouped GEMM
@@ -400,6 +490,8 @@ def _moe_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         # proj_out · weights (read S·h·p + S·wb, write S·h·wb), index back (S·h·wb twice),
         # sum of each token's k rows (read S·h·wb, write t·h·wb), cast to p bytes
         combine = _mem(s * h * (p + 4 * wb) + t * h * (wb + (wb + p if wb != p else 0)), launches=6)
+        if m.family in _DEEPSEEK:   # DeepseekV2Moe adds shared_experts(x) to it: read 2·t·h·p, write t·h·p
+            combine = _mem(combine.nbytes + 3 * t * h * p, launches=7)
         return up + down + (_mem(route.nbytes * twice, route.launches * twice),
                             _mem(combine.nbytes * twice, combine.launches * twice))
     if kind == "expert_activation":
@@ -412,10 +504,52 @@ def _moe_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
     return gemms + (_mem(5 * t * h * p * twice, launches=3 * twice),)
 
 
+#: DeepSeek families; and the families whose routing weights stay fp32 into the experts.
+_DEEPSEEK = frozenset({"deepseek_v2", "deepseek_v3"})
+_FP32_ROUTING_WEIGHTS = frozenset({"mixtral"}) | _DEEPSEEK
+
+
+def _deepseek_router_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
+    """DeepseekV2TopkRouter / DeepseekV3TopkRouter: ``F.linear(x.float(), weight.float())``,
+    an fp32 GEMM (t × h)·(h × E) on fp32 copies of the input and the weight (torch runs fp32
+    matmuls without TF32 by default), then the scoring in fp32.
+
+    Memory passes (estimates, op by op): the casts (t·h·(p + 4), E·h·(p + 4)); V2 softmax
+    (2·4·t·E), top-k (reads 4·t·E, writes 12·t·k), the routed_scaling_factor multiply; with
+    group-limited routing (V2 group_limited_greedy, every V3) the group max or top-2 sum,
+    the group top-k, the mask and the masked_fill (about 13·t·E) and V3's sigmoid and bias
+    add (4·4·t·E), gather and renormalisation of the k weights (about 32·t·k).
+
+    The weight itself is a p-byte parameter like any other: transformers lists ``gate.weight``
+    in ``_keep_in_fp32_modules_strict``, but DeepSpeed 0.19.8 keeps only buffers in fp32
+    (runtime/keep_in_fp32.py: "parameters named by the lists still follow the training dtype");
+    V3's fp32 e_score_correction_bias buffer (E values per layer) is not counted.
+    """
+    m, t, p = w.model, w.tokens, w.param_bytes
+    h, e, k = m.hidden_size, m.num_experts, m.experts_per_token
+    gemms = (_gemm(t, e, h), _gemm(t, h, e)) if bwd else (_gemm(t, e, h),)
+    gemms = tuple(Kernel("gemm", flops=g.flops, precision="fp32") for g in gemms)
+    mem = (t + e) * h * (p + 4) + t * e * 12 + t * k * 12 + t * k * 8
+    launches = 7
+    if m.router_groups:
+        mem += t * e * 13
+        launches += 8
+    if m.family == "deepseek_v3":
+        mem += t * e * 16 + t * k * 32
+        launches += 6
+    twice = 2 if bwd else 1
+    return gemms + (_mem(mem * twice, launches=launches * twice),)
+
+
 def _norm_values(m: ModelSpec, node: Node) -> int:
     """Values per token a norm of ``node.width`` normalises: Qwen3's per-head q/k norms
-    run over every head (q or kv values per token)."""
-    return m.q_dim if node.name.endswith("q_norm") else m.kv_dim
+    run over every head (q or kv values per token); DeepSeek's latent norms (q_a_layernorm,
+    kv_a_layernorm) over their width."""
+    if node.name.endswith("q_norm"):
+        return m.q_dim
+    if node.name.endswith("k_norm"):
+        return m.kv_dim
+    return node.width
 
 
 def _head_width(w: Workload) -> int:

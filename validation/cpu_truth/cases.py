@@ -164,6 +164,26 @@ CASES += [
     case("s1-bf16-w2-qwen2moe-gas2-b8000", "qwen2-moe-gqa", 2, 1, gas=2, reduce_bucket_size=8_000),
 ]
 
+#: DeepSeek-V2 (V2-Lite-shaped: MLA without q LoRA, a dense first layer, 4 experts top-2, 2 shared)
+#: and DeepSeek-V3 (q LoRA, group-limited sigmoid routing); their MoE block is NOT a ZeRO-3 leaf
+#: module (not in DEFAULT_LEAF_MODULE_CLASSES), so the experts module fetches its own parameters.
+DEEPSEEK_V2 = dict(LLAMA_GQA, model_type="deepseek_v2", num_hidden_layers=3, num_key_value_heads=4,
+                   q_lora_rank=None, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=12,
+                   n_routed_experts=4, n_shared_experts=2, num_experts_per_tok=2, moe_intermediate_size=24,
+                   first_k_dense_replace=1)
+DEEPSEEK_V3 = dict(DEEPSEEK_V2, model_type="deepseek_v3", q_lora_rank=20, n_shared_experts=1, n_group=2,
+                   topk_group=1)
+MODELS.update({"deepseek-v2-lite-shaped": DEEPSEEK_V2, "deepseek-v3-qlora": DEEPSEEK_V3})
+
+CASES += [
+    case("s3-bf16-w2-deepseekv2-persist0-prefetch3000-b5000", "deepseek-v2-lite-shaped", 2, 3,
+         stage3_param_persistence_threshold=0, reduce_bucket_size=5_000, stage3_prefetch_bucket_size=3_000),
+    case("s3-bf16-w2-deepseekv3-reuse0-persist0", "deepseek-v3-qlora", 2, 3, stage3_param_persistence_threshold=0,
+         stage3_max_reuse_distance=0),
+    case("s2-bf16-w2-deepseekv3-b8000", "deepseek-v3-qlora", 2, 2, reduce_bucket_size=8_000),
+    _ckpt(case("s3-bf16-w2-deepseekv2-ckpt-b6000", "deepseek-v2-lite-shaped", 2, 3, reduce_bucket_size=6_000)),
+]
+
 #: Cases whose recorded DeepSpeed order is not reproducible: s3-bf16-w3-mixtral-ckpt-b6000 matched
 #: zsim exactly when run alone (twice, in two environments) but not once inside the full suite's
 #: load (CI rehearsal of 2026-12-01), so its order depends on timing (a world-3 stage-3 run with

@@ -24,6 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
+from .deepseek import deepseek_layer, mla_attention
 from .gpt import falcon_tree, gpt2_tree, gpt_neox_tree, opt_tree
 from .llama import LAYER_BUILDERS, gemma2_layer, gpt_layer, llama_layer, llama_tree
 from .moe import moe_layer
@@ -48,6 +49,8 @@ FAMILY_BUILDERS: dict[str, Callable[["ModelSpec"], ModelTree]] = {
     "mixtral": llama_tree,
     "qwen2_moe": llama_tree,
     "qwen3_moe": llama_tree,
+    "deepseek_v2": llama_tree,
+    "deepseek_v3": llama_tree,
 }
 
 
@@ -63,4 +66,5 @@ def model_tree(spec: "ModelSpec") -> ModelTree:
 
 __all__ = ["ACTIVATIONS", "FAMILY_BUILDERS", "KINDS", "LAYER_BUILDERS", "SELF", "ModelTree", "Node", "Param",
            "build_model_tree", "model_tree", "llama_tree", "llama_layer", "gemma2_layer", "gpt_layer", "moe_layer",
+           "deepseek_layer", "mla_attention",
            "phi3_tree", "phi_tree", "gpt2_tree", "gpt_neox_tree", "falcon_tree", "opt_tree"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from .deepseek import deepseek_layer
 from .moe import moe_layer
 from .nodes import ModelTree, Node
 from .parts import _attention, _embedding, _gated_mlp, _head, _layers, _linear, _norm, _pre_norm_layer, _root
@@ -65,7 +66,8 @@ LAYER_BUILDERS: dict[str, Callable[["ModelSpec", int], Node]] = {
 
 def llama_tree(spec: "ModelSpec") -> ModelTree:
     """XForCausalLM(model: XModel, lm_head) for Llama, Mistral, Qwen2/3, Gemma(-2), GPT-3 and
-    the MoE decoders Mixtral, Qwen2-MoE and Qwen3-MoE (:func:`moe_layer`).
+    the MoE decoders Mixtral, Qwen2-MoE and Qwen3-MoE (:func:`moe_layer`) and DeepSeek-V2/V3
+    (:func:`zsim.modeltree.deepseek.deepseek_layer`).
 
     XModel registers embed_tokens (V, h) [, embed_positions (P, h)], layers, norm and, with
     rotary positions, rotary_emb; it calls embed_tokens, then the positions, the layers in
@@ -73,7 +75,9 @@ def llama_tree(spec: "ModelSpec") -> ModelTree:
     """
     n = spec.num_layers
     embed = _embedding("model.embed_tokens", spec.vocab_size, spec.hidden_size)
-    if spec.num_experts:
+    if spec.is_mla:
+        build_layer = deepseek_layer
+    elif spec.num_experts:
         build_layer = moe_layer
     else:
         build_layer = gemma2_layer if spec.family == "gemma2" else LAYER_BUILDERS[spec.mlp]

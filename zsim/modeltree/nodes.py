@@ -60,6 +60,8 @@ KINDS = frozenset({
     "experts",              # fused experts (XExperts): gate_up_proj (E, 2I, h), down_proj (E, h, I)
     "expert_activation",    # the experts' act_fn: SiLU(gate)·up over the routed rows
     "expert_gate",          # Qwen2-MoE shared_expert_gate (1, h): linear, sigmoid, scale, add
+    "moe_container",        # DeepSeek-MoE block (DeepseekV2Moe): gate, experts, shared_experts;
+                            # not a DeepSpeed ZeRO-3 leaf, so its children are hooked
 })
 
 

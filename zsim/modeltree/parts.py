@@ -112,9 +112,15 @@ def _pre_norm_layer(spec: "ModelSpec", i: int, mlp: Node) -> Node:
     """The Llama-shaped decoder layer around ``mlp`` (its ``mlp`` child): registration
     self_attn, mlp, input_layernorm, post_attention_layernorm; forward
     x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x))."""
+    attn = _attention(spec, f"model.layers.{i}", i, spec.qkv_bias, spec.o_bias)
+    return _pre_norm_attention_layer(spec, i, attn, mlp)
+
+
+def _pre_norm_attention_layer(spec: "ModelSpec", i: int, attn: Node, mlp: Node) -> Node:
+    """:func:`_pre_norm_layer` with its ``self_attn`` given (DeepSeek's MLA)."""
     p = f"model.layers.{i}"
     return Node(p, "decoder_layer", i, children=(
-        _attention(spec, p, i, spec.qkv_bias, spec.o_bias),
+        attn,
         mlp,
         _norm(spec, f"{p}.input_layernorm", i),
         _norm(spec, f"{p}.post_attention_layernorm", i),

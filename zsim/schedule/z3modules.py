@@ -19,7 +19,9 @@ backward (stage3.py:3059-3068).
 
 A sparse MoE block (Mixtral, Qwen2-MoE, Qwen3-MoE) is a ZeRO-3 leaf module by default
 (:data:`_Z3_LEAF`): one hooked module that fetches, releases and reduces every parameter
-below it; its router, experts and shared expert get no hooks.
+below it; its router, experts and shared expert get no hooks. DeepSeek's MoE block
+(DeepseekV2Moe, DeepseekV3MoE) is not in DeepSpeed's default leaf list, so its gate, experts
+(with act_fn) and shared_experts are hooked like any module.
 """
 
 from __future__ import annotations
@@ -166,7 +168,8 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
         events.append(Fetch(m, False))
         if mod.children:
             if mod.compute:  # the attention core's backward runs after o_proj's
-                events.append(_CoreAfterChild(m, mod.after_core))
+                grads = tuple(p for p in _grad_order(mod) if first_use.get(p) == m)
+                events.append(_CoreAfterChild(m, mod.after_core, grads, bool(mod.params) and mod.grad_in))
             continue
         layer = layer_of.get(m)
         if checkpointing and layer is not None and layer not in recomputed:
@@ -194,6 +197,15 @@ class _CoreAfterChild:
 
     module: int
     after: int = 1   # backward releases (of the children called after the core) to wait for
+    #: gradient hooks of the container's own parameters, after its core's backward: DeepSeek's
+    #: experts module (not a ZeRO-3 leaf there) owns gate_up_proj and down_proj and calls its
+    #: act_fn child between the two grouped GEMMs; zsim times both GEMMs as one op after
+    #: act_fn's backward, so down_proj's hook (really before act_fn's backward) fires with
+    #: gate_up_proj's, after it
+    grads: tuple[int, ...] = ()
+    #: the container owns parameters: its post-backward hook releases them after its core
+    #: (containers without parameters release nothing, so their hook is not emitted)
+    release: bool = False
 
 
 def _grad_order(mod: DsModule) -> tuple[int, ...]:
@@ -209,10 +221,10 @@ def _grad_order(mod: DsModule) -> tuple[int, ...]:
 
 def _place_attention_core(events: list) -> list[Event]:
     out: list = []
-    pending: list[list[int]] = []   # [module, releases still to wait for]
+    pending: list[list] = []   # [module, releases still to wait for, its own gradient hooks]
     for ev in events:
         if isinstance(ev, _CoreAfterChild):
-            pending.append([ev.module, ev.after])
+            pending.append([ev.module, ev.after, ev.grads, ev.release])
             continue
         out.append(ev)
         if pending and isinstance(ev, Release) and not ev.forward:
@@ -220,7 +232,11 @@ def _place_attention_core(events: list) -> list[Event]:
             # leaves called after the core (o_proj's alone in Llama)
             pending[-1][1] -= 1
             if pending[-1][1] == 0:
-                out.append(ComputeCore(pending.pop()[0]))
+                module, _, grads, release = pending.pop()
+                out.append(ComputeCore(module))
+                out += [Grad(p) for p in grads]
+                if release:
+                    out.append(Release(module, False))
     return out
 
 
