@@ -152,13 +152,18 @@ def test_mla_attention_flops_use_both_head_dims():
     assert back[0].flops == 2.5 * core[0].flops and back[0].backward
 
 
-def test_unequal_head_dims_are_refused_by_measured_curves_and_priced_by_one_figure():
+def test_unequal_head_dims_need_their_own_measured_curve():
+    """h200-sxm's '192x128' curve (microbenchmark of validation/results/h200/2026-12-01-m8d)
+    prices MLA; measured curves without it refuse in one line; one figure prices everything."""
+    from dataclasses import replace
     measured = load_profile("h200-sxm").compute
-    assert measured.attention_curves
-    with pytest.raises(ZsimInputError, match="memory-efficient") as err:
-        measured.attention_eff(192, 4096, False, 128)
-    assert "\n" not in str(err.value)
+    mla = next(c for c in measured.attention_curves if c.v_head_dim == 128 and c.head_dim == 192)
+    assert measured.attention_eff(192, 4096, False, 128) == pytest.approx(mla.points[-1][1])
     assert measured.attention_eff(128, 4096, False, 128) == measured.attention_eff(128, 4096, False)
+    flash_only = replace(measured, attention_curves=tuple(c for c in measured.attention_curves if not c.v_head_dim))
+    with pytest.raises(ZsimInputError, match="memory-efficient") as err:
+        flash_only.attention_eff(192, 4096, False, 128)
+    assert "\n" not in str(err.value)
     single = load_profile("h200-sxm-datasheet").compute
     assert not single.attention_curves
     assert single.attention_eff(192, 4096, True, 128) == single.attention_efficiency
