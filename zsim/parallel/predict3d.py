@@ -48,7 +48,7 @@ from ..defaults import DEFAULT_DS_CONFIG
 from ..dsconfig import build_run_config
 from ..errors import ZsimInputError
 from ..groups import INTER_NODE, INTRA_NODE, WORLD, Dim, Group
-from ..job import Job, RunSettings, place
+from ..job import Job, JobSite, RunSettings, place
 from ..collectives.base import bus_factor
 from ..ops import LOGGER_TO_COLLECTIVE, collectives_summary
 from ..predict import (JobMemory, Prediction, host_memory_verdict, memory_facts, predict_settings, present,
@@ -205,8 +205,9 @@ class _Setup:
     p2p: Group | None
 
 
-def _setup(settings: RunSettings, ask: ParallelAsk) -> _Setup:
-    site = place(settings)
+def _setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = None) -> _Setup:
+    """Everything the stages share; ``site``: already placed (else placed here)."""
+    site = site or place(settings)
     cluster, spec = site.cluster, site.model
     layout = derive_layout(cluster.world_size, ask.tp, ask.pp, ask.sp)
     check_family(spec, ask.flags())
@@ -302,48 +303,78 @@ def _tp_seconds(sim) -> float:
     return sum(span.end_s - span.start_s for span in sim.timeline.spans if _is_split(sim.ops[span.op_id]))
 
 
-def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: bool = False) -> ParallelPrediction:
+def _stage_class(counts: tuple[int, ...], stage: int) -> tuple[int, bool, bool]:
+    """Stages of equal layer count, both not first or last, issue the same ops (every decoder
+    layer has one shape): they are simulated once."""
+    return counts[stage], stage == 0, stage == len(counts) - 1
+
+
+def _class_schedules(s: _Setup, run, counts: tuple[int, ...]) -> dict[tuple[int, bool, bool], tuple[int, Schedule]]:
+    """One schedule per stage class: ``{class: (first stage of the class, schedule)}``."""
+    out: dict[tuple[int, bool, bool], tuple[int, Schedule]] = {}
+    for i in range(len(counts)):
+        key = _stage_class(counts, i)
+        if key not in out:
+            out[key] = (i, _stage_schedule(s, run, i, counts))
+    return out
+
+
+def stage_memories(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = None) -> tuple[JobMemory, ...]:
+    """Every stage's memory under ``ask`` without simulating (what a search checks first)."""
+    s = _setup(settings, ask, site)
+    counts = stage_layer_counts(s.shard.num_layers, ask.pp)
+    one = replace(s.run, grad_accum=1)
+    schedules = _class_schedules(s, one, counts)
+    job = _stage_job(s, s.run)
+    return tuple(_memory(s, job, schedules[_stage_class(counts, i)][1], i, counts, s.run.grad_accum)[0]
+                 for i in range(ask.pp))
+
+
+def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: bool = False,
+                     site: JobSite | None = None) -> ParallelPrediction:
     """Predict one optimizer step under ``ask`` (see the module docstring); bad or unmodelled
-    input raises :class:`~zsim.errors.ZsimInputError`."""
-    s = _setup(settings, ask)
+    input raises :class:`~zsim.errors.ZsimInputError`. ``site``: the placed job (a search
+    places once)."""
+    s = _setup(settings, ask, site)
     pp, m = ask.pp, s.run.grad_accum
     counts = stage_layer_counts(s.shard.num_layers, pp)
     sim_run = replace(s.run, grad_accum=1) if pp > 1 else s.run
-    stages, preds, tp_s, colls, wires = [], [], [], [], []
-    for i in range(pp):
-        job = _stage_job(s, sim_run)
-        schedule = _stage_schedule(s, sim_run, i, counts)
-        # memory under the whole step's run: gradients accumulate over the m micro-batches
-        memory, in_flight = _memory(s, _stage_job(s, s.run), schedule, i, counts, m)
+    job, step_job = _stage_job(s, sim_run), _stage_job(s, s.run)
+    simulated = {}
+    for key, (i, schedule) in _class_schedules(s, sim_run, counts).items():
         sim = simulate_stage(job, schedule, s.workload)
-        pred = present(job, schedule, memory, sim, keep_timeline, s.workload)
-        fwd, bwd, tail = _pass_times(sim) if pp > 1 else (0.0, 0.0, 0.0)
+        simulated[key] = (schedule, sim, _pass_times(sim) if pp > 1 else (0.0, 0.0, 0.0))
+    stages, preds = [], []
+    for i in range(pp):
+        schedule, sim, (fwd, bwd, tail) = simulated[_stage_class(counts, i)]
+        # memory under the whole step's run: gradients accumulate over the m micro-batches
+        memory, in_flight = _memory(s, step_job, schedule, i, counts, m)
         stages.append(StageResult(i, counts[i], sum(counts[:i]), schedule.facts.num_params, in_flight, fwd, bwd,
-                                  tail, memory.gpu.peak_bytes, pred.fits, dict(memory.gpu.breakdown)))
-        preds.append(pred)
-        colls.append(_step_collectives(schedule.ops, m) if pp > 1 else pred.collectives)
-        wires.append(_wire_bytes(schedule.ops, m if pp > 1 else 1, s.site.cluster.world_size,
-                                 s.site.cluster.gpus_per_node))
-        tp_s.append(_tp_seconds(sim) * (m if pp > 1 else 1))
+                                  tail, memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
+                                  and memory.host.fits, dict(memory.gpu.breakdown)))
+        preds.append(memory)
     worst = max(range(pp), key=lambda i: (stages[i].peak_memory_bytes, -i))
+    schedule, sim, _ = simulated[_stage_class(counts, worst)]
+    base = present(job, schedule, preds[worst], sim, keep_timeline, s.workload)
     hw = s.site.hardware
     if pp > 1:
         step_s, bubble, p2p_s, breakdown = _pipeline_step(s, stages, m)
     else:
-        step_s, bubble, p2p_s, breakdown = preds[0].step_time_s, 0.0, 0.0, dict(preds[0].time_breakdown)
+        step_s, bubble, p2p_s, breakdown = base.step_time_s, 0.0, 0.0, dict(base.time_breakdown)
     full = Workload(s.site.model, s.run.micro_batch, s.run.seq_len, s.run.param_bytes)
     tokens = s.run.tokens_per_step
     tflops = full.model_flops_per_token() * tokens / s.site.cluster.world_size / step_s / 1e12
-    base = preds[worst]
+    split = m if pp > 1 else 1
     pred = replace(base, model=s.site.model.name, num_parameters=s.site.model.num_parameters,
-                   grad_accum=m, step_time_s=step_s, tokens_per_s=tokens / step_s, tflops_per_gpu=tflops,
-                   mfu=tflops * 1e12 / peak_flops(hw, s.run.precision), time_breakdown=breakdown,
-                   fits=all(st.fits for st in stages) and base.fits,
-                   collectives=colls[worst],
+                   grad_accum=m, train_batch=s.run.train_batch, step_time_s=step_s, tokens_per_s=tokens / step_s,
+                   tflops_per_gpu=tflops, mfu=tflops * 1e12 / peak_flops(hw, s.run.precision),
+                   time_breakdown=breakdown, fits=all(st.fits for st in stages),
+                   collectives=_step_collectives(schedule.ops, m) if pp > 1 else base.collectives,
                    exposed_comm_s=sum(v for k, v in breakdown.items() if k.startswith("exposed_comm_")),
                    notes=base.notes + _notes(ask))
+    wire = _wire_bytes(schedule.ops, split, s.site.cluster.world_size, s.site.cluster.gpus_per_node)
     return ParallelPrediction(pred, s.layout, ask.sequence_parallel, s.zero_size, tuple(stages), worst, bubble,
-                              p2p_s, tp_s[worst], wires[worst])
+                              p2p_s, _tp_seconds(sim) * split, wire)
 
 
 def _is_split(op) -> bool:
@@ -416,4 +447,4 @@ def _notes(ask: ParallelAsk) -> tuple[str, ...]:
     return tuple(out)
 
 
-__all__ = ["ParallelAsk", "StageResult", "ParallelPrediction", "predict_any", "predict_parallel"]
+__all__ = ["ParallelAsk", "StageResult", "ParallelPrediction", "predict_any", "predict_parallel", "stage_memories"]
