@@ -62,10 +62,11 @@ def test_topo_show_refuses_bad_layouts(flags, match, capsys):
     assert err.count("\n") == 1 and match in err
 
 
-@pytest.mark.parametrize("command", ["plan", "sweep", "report"])
+@pytest.mark.parametrize("command", ["sweep", "report"])
 def test_every_deciding_command_refuses_model_parallel_degrees(command, capsys, tmp_path):
-    """plan, sweep and report take --tp/--pp/--sp like predict and refuse a degree above 1 in one
-    line (exit 2) until their timing is modelled, never a silent data-parallel answer."""
+    """sweep and report take --tp/--pp/--sp like predict and refuse a degree above 1 in one
+    line (exit 2) until they model it, never a silent data-parallel answer (plan searches
+    them: tests/test_parallel_plan.py)."""
     from zsim.cli import main
     extra = ["--output", str(tmp_path / "r")] if command == "report" else []
     assert main([command, "--model", "tinyllama-1.1b", "--topo", "dgx-h100", "--pp", "2", *extra]) == 2

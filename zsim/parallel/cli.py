@@ -52,8 +52,9 @@ def refuse_model_parallel(args: argparse.Namespace) -> None:
     """Raise one line when a degree above 1 is asked of a command that does not model it."""
     asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
     if asked:
-        raise ZsimInputError(f"{' '.join(asked)}: tensor/pipeline parallel timing not modelled yet "
-                             "(zsim predicts data-parallel ZeRO only; `zsim topo show` prints the rank mapping)")
+        raise ZsimInputError(f"{' '.join(asked)}: not modelled by this command yet (`zsim predict` and "
+                             "`zsim plan --search-3d` answer tensor/pipeline/sequence parallelism; "
+                             "`zsim topo show` prints the rank mapping)")
 
 
 def asked_placement(args: argparse.Namespace, gpus_per_node: int, num_nodes: int) -> LayoutPlacement | None:
