@@ -7,9 +7,9 @@ every candidate trains the same tokens per step and is ranked by tokens/s.
 
 Phases:
 
-1. **Memory first.** Every layout (tp dividing the GPUs per node and the heads, KV heads and
-   MLP width; pp up to the layers; Ulysses sp only without tp and pp, as
-   :func:`zsim.parallel.layout.derive_layout` requires) x ZeRO stage (0-1 under pp, which
+1. **Memory first.** Every layout (powers of two: tp dividing the GPUs per node and the heads,
+   KV heads and MLP width; pp up to the layers; Ulysses sp up to the GPUs per node unless
+   pinned, only without tp and pp, as :func:`zsim.parallel.layout.derive_layout` requires) x ZeRO stage (0-1 under pp, which
    DeepSpeed's PipelineEngine requires) x offload x micro-batch x checkpointing is checked
    against GPU memory with :class:`zsim.parallel.predict3d.StageMemoryModel` (no
    simulation); a candidate fits when its worst stage fits under the headroom.
@@ -20,7 +20,10 @@ Phases:
    step time found is dropped unsimulated. Without a pipeline the screen simulates gradient
    accumulation 1 and 2 and extrapolates linearly (each micro-step repeats the same ops:
    :mod:`zsim.decide.evaluate`); with one, each stage's one micro-batch is simulated and
-   the pipeline timeline composes the step exactly.
+   the pipeline timeline composes the step exactly. Without a pipeline a second floor is the
+   host thread's busy time, which the micro-batch does not change: a candidate is dropped
+   when a simulated one of the same layout, ZeRO stage, offload and checkpointing with no
+   more micro-steps already kept the host busy past the bar.
 3. **Finalists.** The best ``top_n`` are predicted at their real gradient accumulation.
 """
 
@@ -141,7 +144,8 @@ def layouts(site: JobSite, pins: Pins) -> list[ParallelAsk]:
                 continue
             if world % (tp * pp):
                 continue
-            sps = [pins.sp] if pins.sp else (_powers_of_two(world) if tp == pp == 1 and llama else [1])
+            # Ulysses degrees up to a node's GPUs unless pinned: the all-to-alls stay on NVLink
+            sps = [pins.sp] if pins.sp else (_powers_of_two(min(world, gpn)) if tp == pp == 1 and llama else [1])
             for sp in sps:
                 if sp > 1 and (tp > 1 or pp > 1 or spec.num_heads % sp or world % sp):
                     continue
@@ -195,17 +199,34 @@ def _layout_fits(settings: RunSettings, site: JobSite, ask: ParallelAsk, pins: P
     return checked, fit
 
 
-def _screen(settings: RunSettings, site: JobSite, cand: Candidate3D) -> tuple[float, ParallelPrediction | None]:
-    """(step seconds, the prediction when it is the exact one) of a candidate: exact with a
-    pipeline (each stage's one micro-batch composes the step) or at most 2 micro-steps,
-    else extrapolated from gradient accumulation 1 and 2."""
+def _screen(settings: RunSettings, site: JobSite, cand: Candidate3D) -> tuple[float, ParallelPrediction | None,
+                                                                           list[tuple[int, float]]]:
+    """(step seconds, the prediction when it is the exact one, (micro-steps, host busy
+    seconds) samples) of a candidate: exact with a pipeline (each stage's one micro-batch
+    composes the step) or at most 2 micro-steps, else extrapolated from gradient
+    accumulation 1 and 2."""
     fields = cand.run_fields()
     if cand.ask.pp > 1 or cand.grad_accum <= 2:
         exact = predict_parallel(settings.with_run(**fields), cand.ask, site=site)
-        return exact.prediction.step_time_s, exact
-    one = predict_parallel(settings.with_run(**{**fields, "grad_accum": 1}), cand.ask, site=site).prediction
-    two = predict_parallel(settings.with_run(**{**fields, "grad_accum": 2}), cand.ask, site=site).prediction
-    return one.step_time_s + (cand.grad_accum - 1) * (two.step_time_s - one.step_time_s), None
+        hosts = [] if cand.ask.pp > 1 else [(cand.grad_accum, exact.stages[0].host_s)]
+        return exact.prediction.step_time_s, exact, hosts
+    one = predict_parallel(settings.with_run(**{**fields, "grad_accum": 1}), cand.ask, site=site)
+    two = predict_parallel(settings.with_run(**{**fields, "grad_accum": 2}), cand.ask, site=site)
+    t1, t2 = one.prediction.step_time_s, two.prediction.step_time_s
+    return t1 + (cand.grad_accum - 1) * (t2 - t1), None, [(1, one.stages[0].host_s), (2, two.stages[0].host_s)]
+
+
+def _host_floor(samples: list[tuple[int, float]], grad_accum: int) -> float:
+    """A lower bound of the step from the host thread's busy time, which does not depend on
+    the micro-batch (the same ops, launches and loops) and grows with the micro-steps: at
+    least what a run of no more micro-steps kept it busy, and, once runs of 1 and 2
+    micro-steps were simulated, their line (every micro-step repeats the same host work,
+    the linearity the step-time extrapolation rests on)."""
+    known = dict(samples)
+    floor = max((h for g, h in known.items() if g <= grad_accum), default=0.0)
+    if 1 in known and 2 in known:
+        floor = max(floor, known[1] + (grad_accum - 1) * (known[2] - known[1]))
+    return floor
 
 
 def plan_parallel(settings: RunSettings, pins: Pins, global_batch: int | None = None, top_n: int = 5,
@@ -232,11 +253,17 @@ def plan_parallel(settings: RunSettings, pins: Pins, global_batch: int | None = 
     fit.sort(key=lambda x: (x[0], x[1].label()))
     screened: list[tuple[float, Candidate3D]] = []
     exact: dict[Candidate3D, ParallelPrediction] = {}
+    hosts: dict[tuple, list[tuple[int, float]]] = {}   # (layout, ZeRO, offload, ckpt) -> host samples
     for floor, cand in fit:
-        if len(screened) >= top_n and floor >= sorted(t for t, _ in screened)[top_n - 1]:
+        bar = sorted(t for t, _ in screened)[top_n - 1] if len(screened) >= top_n else float("inf")
+        if floor >= bar:
             break
-        step, pred = _screen(settings, site, cand)
+        key = (cand.ask, cand.stage, cand.offload_optimizer, cand.checkpointing)
+        if cand.ask.pp == 1 and _host_floor(hosts.get(key, []), cand.grad_accum) >= bar:
+            continue                  # host-bound: cannot enter the ranking
+        step, pred, samples = _screen(settings, site, cand)
         screened.append((step, cand))
+        hosts.setdefault(key, []).extend(samples)
         if pred is not None:
             exact[cand] = pred
     screened.sort(key=lambda x: (x[0], x[1].label()))

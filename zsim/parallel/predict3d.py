@@ -98,6 +98,7 @@ class StageResult:
     reduce_and_step_s: float    # after its last backward: gradient reduction, optimizer step
     compute_s: float            # kernel time on its compute stream in the simulation (one
                                 # micro-batch under a pipeline, the whole step without one)
+    host_s: float               # busy time of its host thread in the same simulation
     peak_memory_bytes: int
     fits: bool
     memory_breakdown: dict[str, int]
@@ -301,6 +302,11 @@ def _pass_times(sim) -> tuple[float, float, float]:
     return fwd_end, bwd_end - fwd_end, sim.timeline.step_time_s - bwd_end
 
 
+def _host_seconds(sim) -> float:
+    """Seconds the host thread was busy in the simulation (it issues everything, in order)."""
+    return sum(span.end_s - span.start_s for span in sim.timeline.spans if span.stream == "host")
+
+
 def _tp_seconds(sim) -> float:
     """Seconds the split's collectives took in the simulation."""
     return sum(span.end_s - span.start_s for span in sim.timeline.spans if _is_split(sim.ops[span.op_id]))
@@ -444,7 +450,7 @@ def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: boo
         # memory under the whole step's run: gradients accumulate over the m micro-batches
         memory, in_flight = _memory(s, step_job, schedule, i, counts, m)
         stages.append(StageResult(i, counts[i], sum(counts[:i]), schedule.facts.num_params, in_flight, fwd, bwd,
-                                  tail, sim.timeline.compute_s, memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
+                                  tail, sim.timeline.compute_s, _host_seconds(sim), memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
                                   and memory.host.fits, dict(memory.gpu.breakdown)))
         preds.append(memory)
     worst = max(range(pp), key=lambda i: (stages[i].peak_memory_bytes, -i))
