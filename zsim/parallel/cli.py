@@ -71,7 +71,7 @@ def parallel_lines(result: ParallelPrediction) -> list[str]:
     lay, gib = result.layout, 2 ** 30
     megatron = " + Megatron sequence parallelism" if result.sequence_parallel else ""
     out = ["", f"parallel     tp {lay.tp}{megatron} x sp {lay.sp} x dp {lay.dp} x pp {lay.pp} = "
-               f"{lay.world_size} ranks; ZeRO partitions over {result.zero_group_size} ranks "
+               f"{lay.world_size} ranks; ZeRO partitions over {result.zero_group_size} rank(s) "
                f"({'sequence x data' if lay.sp > 1 else 'data'}-parallel group); "
                f"global batch = micro-batch x grad-accum x dp {lay.dp}"]
     if lay.tp > 1 or lay.sp > 1:
