@@ -21,9 +21,9 @@ Phases:
    accumulation 1 and 2 and extrapolates linearly (each micro-step repeats the same ops:
    :mod:`zsim.decide.evaluate`); with one, each stage's one micro-batch is simulated and
    the pipeline timeline composes the step exactly. Without a pipeline a second floor is the
-   host thread's busy time, which the micro-batch does not change: a candidate is dropped
-   when a simulated one of the same layout, ZeRO stage, offload and checkpointing with no
-   more micro-steps already kept the host busy past the bar.
+   busy time of the host thread and of ZeRO's communication stream, which the micro-batch
+   does not change: a candidate is dropped when a simulated one of the same layout, ZeRO
+   stage, offload and checkpointing bounds it past the bar (:func:`_busy_floor`).
 3. **Finalists.** The best ``top_n`` are predicted at their real gradient accumulation.
 """
 
@@ -208,24 +208,33 @@ def _screen(settings: RunSettings, site: JobSite, cand: Candidate3D) -> tuple[fl
     fields = cand.run_fields()
     if cand.ask.pp > 1 or cand.grad_accum <= 2:
         exact = predict_parallel(settings.with_run(**fields), cand.ask, site=site)
-        hosts = [] if cand.ask.pp > 1 else [(cand.grad_accum, exact.stages[0].host_s)]
-        return exact.prediction.step_time_s, exact, hosts
+        busy = [] if cand.ask.pp > 1 else [(cand.grad_accum, _busy(exact))]
+        return exact.prediction.step_time_s, exact, busy
     one = predict_parallel(settings.with_run(**{**fields, "grad_accum": 1}), cand.ask, site=site)
     two = predict_parallel(settings.with_run(**{**fields, "grad_accum": 2}), cand.ask, site=site)
     t1, t2 = one.prediction.step_time_s, two.prediction.step_time_s
-    return t1 + (cand.grad_accum - 1) * (t2 - t1), None, [(1, one.stages[0].host_s), (2, two.stages[0].host_s)]
+    return t1 + (cand.grad_accum - 1) * (t2 - t1), None, [(1, _busy(one)), (2, _busy(two))]
 
 
-def _host_floor(samples: list[tuple[int, float]], grad_accum: int) -> float:
-    """A lower bound of the step from the host thread's busy time, which does not depend on
-    the micro-batch (the same ops, launches and loops) and grows with the micro-steps: at
-    least what a run of no more micro-steps kept it busy, and, once runs of 1 and 2
-    micro-steps were simulated, their line (every micro-step repeats the same host work,
-    the linearity the step-time extrapolation rests on)."""
-    known = dict(samples)
-    floor = max((h for g, h in known.items() if g <= grad_accum), default=0.0)
-    if 1 in known and 2 in known:
-        floor = max(floor, known[1] + (grad_accum - 1) * (known[2] - known[1]))
+def _busy(result: ParallelPrediction) -> tuple[float, float]:
+    """(host thread, ZeRO communication stream) busy seconds of a one-stage simulation."""
+    return result.stages[0].host_s, result.stages[0].comm_s
+
+
+def _busy_floor(samples: list[tuple[int, tuple[float, float]]], grad_accum: int) -> float:
+    """A lower bound of the step from two serial streams whose work does not depend on the
+    micro-batch: the host thread (the same ops, launches and loops) and ZeRO's communication
+    stream (the same parameter gathers and gradient reductions; the split's collectives run
+    on the compute stream). Both grow with the micro-steps: the step takes at least what a
+    run of no more micro-steps kept either busy, and, once runs of 1 and 2 micro-steps were
+    simulated, their line (every micro-step repeats the same work: the linearity the
+    step-time extrapolation rests on)."""
+    floor = 0.0
+    for k in (0, 1):
+        known = {g: busy[k] for g, busy in samples}
+        floor = max(floor, max((b for g, b in known.items() if g <= grad_accum), default=0.0))
+        if 1 in known and 2 in known:
+            floor = max(floor, known[1] + (grad_accum - 1) * (known[2] - known[1]))
     return floor
 
 
@@ -253,17 +262,17 @@ def plan_parallel(settings: RunSettings, pins: Pins, global_batch: int | None = 
     fit.sort(key=lambda x: (x[0], x[1].label()))
     screened: list[tuple[float, Candidate3D]] = []
     exact: dict[Candidate3D, ParallelPrediction] = {}
-    hosts: dict[tuple, list[tuple[int, float]]] = {}   # (layout, ZeRO, offload, ckpt) -> host samples
+    busy: dict[tuple, list] = {}   # (layout, ZeRO, offload, ckpt) -> (micro-steps, (host, comm) busy s)
     for floor, cand in fit:
         bar = sorted(t for t, _ in screened)[top_n - 1] if len(screened) >= top_n else float("inf")
         if floor >= bar:
             break
         key = (cand.ask, cand.stage, cand.offload_optimizer, cand.checkpointing)
-        if cand.ask.pp == 1 and _host_floor(hosts.get(key, []), cand.grad_accum) >= bar:
-            continue                  # host-bound: cannot enter the ranking
+        if cand.ask.pp == 1 and _busy_floor(busy.get(key, []), cand.grad_accum) >= bar:
+            continue                  # host- or communication-bound: cannot enter the ranking
         step, pred, samples = _screen(settings, site, cand)
         screened.append((step, cand))
-        hosts.setdefault(key, []).extend(samples)
+        busy.setdefault(key, []).extend(samples)
         if pred is not None:
             exact[cand] = pred
     screened.sort(key=lambda x: (x[0], x[1].label()))

@@ -39,6 +39,7 @@ saved tensors) on the rank's shard; the last stage adds the logits and loss.
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -99,6 +100,7 @@ class StageResult:
     compute_s: float            # kernel time on its compute stream in the simulation (one
                                 # micro-batch under a pipeline, the whole step without one)
     host_s: float               # busy time of its host thread in the same simulation
+    comm_s: float               # busy time of its ZeRO communication stream in the same simulation
     peak_memory_bytes: int
     fits: bool
     memory_breakdown: dict[str, int]
@@ -178,6 +180,12 @@ def _map_groups(schedule: Schedule, zero: Group) -> tuple:
                                  concurrent=True)}
     return tuple(replace(op, group=mapping.get(op.group, op.group)) if op.kind == "collective" else op
                  for op in schedule.ops)
+
+
+@lru_cache(maxsize=64)
+def _modules(spec) -> tuple:
+    """The model's modules in forward order (cached: a search asks for them per candidate)."""
+    return tuple(forward_modules(spec))
 
 
 def _stage_keep(first_layer: int, layers: int, first: bool, last: bool, num_layers: int):
@@ -302,9 +310,9 @@ def _pass_times(sim) -> tuple[float, float, float]:
     return fwd_end, bwd_end - fwd_end, sim.timeline.step_time_s - bwd_end
 
 
-def _host_seconds(sim) -> float:
-    """Seconds the host thread was busy in the simulation (it issues everything, in order)."""
-    return sum(span.end_s - span.start_s for span in sim.timeline.spans if span.stream == "host")
+def _stream_seconds(sim, stream: str) -> float:
+    """Seconds ``stream`` was busy in the simulation (a stream runs its ops one at a time)."""
+    return sum(span.end_s - span.start_s for span in sim.timeline.spans if span.stream == stream)
 
 
 def _tp_seconds(sim) -> float:
@@ -383,7 +391,7 @@ class StageMemoryModel:
                                s.shard.num_layers)
             # layers share shapes (zsim.compute prices by shape): each distinct module once, times its count
             shapes: Counter[tuple[str, bool]] = Counter(
-                (_shape_key(mod.name), mod.in_layer) for mod in forward_modules(s.shard) if keep(mod))
+                (_shape_key(mod.name), mod.in_layer) for mod in _modules(s.shard) if keep(mod))
             total = 0.0
             for (name, in_layer), count in shapes.items():
                 passes = ("fwd", "bwd") + (("recompute",) if checkpointing and in_layer else ())
@@ -450,7 +458,8 @@ def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: boo
         # memory under the whole step's run: gradients accumulate over the m micro-batches
         memory, in_flight = _memory(s, step_job, schedule, i, counts, m)
         stages.append(StageResult(i, counts[i], sum(counts[:i]), schedule.facts.num_params, in_flight, fwd, bwd,
-                                  tail, sim.timeline.compute_s, _host_seconds(sim), memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
+                                  tail, sim.timeline.compute_s, _stream_seconds(sim, "host"),
+                                  _stream_seconds(sim, "comm"), memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
                                   and memory.host.fits, dict(memory.gpu.breakdown)))
         preds.append(memory)
     worst = max(range(pp), key=lambda i: (stages[i].peak_memory_bytes, -i))

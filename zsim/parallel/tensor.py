@@ -39,6 +39,7 @@ line 457): 4 all-to-alls forward and 4 backward per layer.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
@@ -102,7 +103,11 @@ def insert_collectives(ops: Iterable[Op], rule: Rule) -> tuple[Op, ...]:
     new_id: dict[int, int] = {}
 
     def add(op: Op) -> None:
-        out.append(replace(op, id=len(out), deps=tuple(new_id[d] for d in op.deps)))
+        deps = tuple(new_id[d] for d in op.deps)
+        if op.id == len(out) and deps == op.deps:
+            out.append(op)                      # nothing inserted before it yet
+        else:
+            out.append(_renumbered(op, len(out), deps))
 
     for op in ops:
         before, after = rule(op) if op.kind == "compute" else ((), ())
@@ -113,6 +118,16 @@ def insert_collectives(ops: Iterable[Op], rule: Rule) -> tuple[Op, ...]:
         for ins in after:
             out.append(_collective_op(len(out), op, ins))
     return tuple(out)
+
+
+def _renumbered(op: Op, op_id: int, deps: tuple[int, ...]) -> Op:
+    """``op`` with a new id and deps. A shallow copy, not ``dataclasses.replace``: only the
+    numbering changes, consistently (deps keep preceding the op), so the checks the op
+    passed when it was built still hold; replace would rerun them for every op of the step."""
+    new = copy.copy(op)
+    object.__setattr__(new, "id", op_id)
+    object.__setattr__(new, "deps", deps)
+    return new
 
 
 def _collective_op(op_id: int, at: Op, ins: Insert) -> Op:
