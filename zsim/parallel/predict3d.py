@@ -546,7 +546,7 @@ def _notes(ask: ParallelAsk) -> tuple[str, ...]:
     out = []
     if ask.tp > 1:
         out.append("tensor parallelism: the backward TP collectives are placed on the compute stream; Megatron "
-                   "overlaps them with the weight-gradient GEMMs (layers.py:694-712), so that time is an upper bound")
+                   "overlaps them with the weight-gradient GEMMs (layers.py:694-710), so that time is an upper bound")
     if ask.sp > 1:
         out.append("Ulysses: activation memory is the rank's sequence shard through zsim's activation model; "
                    "copies the all-to-alls keep are not counted")

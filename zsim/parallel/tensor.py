@@ -13,7 +13,7 @@ Megatron-LM sources (``megatron/core/tensor_parallel``, commit d98e8a64):
   gradient (``LinearWithGradAccumulationAndAsyncCommunication.backward``, line 696). With
   sequence parallelism the forward all-gathers the input along the sequence (line 628), the
   backward all-gathers it again for the weight gradient (line 674) and reduce-scatters the
-  input gradient (line 712) instead of all-reducing it.
+  input gradient (line 707) instead of all-reducing it.
 - ``layers.py:232`` VocabParallelEmbedding: each rank looks up its vocabulary slice and the
   output is all-reduced (line 383; reduce-scattered with sequence parallelism, line 378).
 - ``cross_entropy.py:130,146,150``: the vocab-parallel loss all-reduces three fp32 values per
@@ -27,7 +27,7 @@ Per decoder layer and micro-batch that is 2 all-reduces of ``b·s·h`` activatio
 block's column-parallel linears): the 4 of Megatron's f/g operators (Shoeybi et al. 2019,
 Figure 4). zsim places them all on the compute stream: the forward ones block it in
 Megatron too; the backward ones Megatron issues asynchronously behind the weight-gradient
-GEMM (``layers.py:694-712``, relying on CUDA_DEVICE_MAX_CONNECTIONS=1), which zsim does not
+GEMM (``layers.py:694-710``, relying on CUDA_DEVICE_MAX_CONNECTIONS=1), which zsim does not
 overlap: its backward TP time is an upper bound.
 
 DeepSpeed-Ulysses (deepspeed 0.19.8 ``sequence/layer.py:508-560``, DistributedAttention):
