@@ -218,3 +218,11 @@ def test_refusals_are_one_line_exit_2(flags, match, capsys):
 def test_moe_models_are_refused_under_tensor_parallelism():
     with pytest.raises(ZsimInputError, match="MoE"):
         shard_model(load_model("mistralai/Mixtral-8x7B-v0.1"), 2)
+
+
+def test_the_memory_curve_peaks_at_the_worst_stage_estimate():
+    """With the timeline kept (predict's outputs), the memory moments drawn are the worst
+    stage's: their largest equals its peak (in-flight micro-batches, its own parameters)."""
+    result = predict_parallel(BASE, ParallelAsk(tp=2, pp=4), keep_timeline=True)
+    peak = max(m.total_bytes for m in result.prediction.memory_moments)
+    assert peak == result.prediction.peak_memory_bytes == result.stages[result.worst_stage].peak_memory_bytes

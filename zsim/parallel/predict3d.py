@@ -56,6 +56,7 @@ from ..schedule.order import forward_modules
 from ..predict import (JobMemory, Prediction, host_memory_verdict, memory_facts, predict_settings, present,
                        simulate_stage)
 from ..memory import estimate_memory
+from ..memory_curve import memory_moments
 from ..schedule import Schedule, build_schedule
 from ..workload import Workload
 from .activation import in_flight_microbatches
@@ -465,6 +466,11 @@ def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: boo
     worst = max(range(pp), key=lambda i: (stages[i].peak_memory_bytes, -i))
     schedule, sim, _ = simulated[_stage_class(counts, worst)]
     base = present(job, schedule, preds[worst], sim, keep_timeline, s.workload)
+    if keep_timeline:     # the worst stage's memory over a micro-step, as its estimate sees it
+        stage_work = replace(s.workload, model=replace(s.shard, num_layers=counts[worst]))
+        base = replace(base, memory_moments=memory_moments(
+            stage_work, s.run, preds[worst].facts, s.site.hardware.memory.allocator_overhead_fraction,
+            parameters=schedule.facts.num_params, in_flight=stages[worst].in_flight, logits=worst == pp - 1))
     hw = s.site.hardware
     if pp > 1:
         step_s, bubble, p2p_s, breakdown = _pipeline_step(s, stages, m)
