@@ -226,3 +226,10 @@ def test_the_memory_curve_peaks_at_the_worst_stage_estimate():
     result = predict_parallel(BASE, ParallelAsk(tp=2, pp=4), keep_timeline=True)
     peak = max(m.total_bytes for m in result.prediction.memory_moments)
     assert peak == result.prediction.peak_memory_bytes == result.stages[result.worst_stage].peak_memory_bytes
+
+
+def test_pipeline_breakdown_sums_to_the_step():
+    pred = predict_parallel(BASE, ParallelAsk(tp=2, pp=2)).prediction
+    assert sum(pred.time_breakdown.values()) == pytest.approx(pred.step_time_s, rel=1e-9)
+    assert pred.time_breakdown["pipeline_bubble_s"] > 0
+    assert pred.exposed_comm_s == pred.time_breakdown["exposed_comm_split_s"] > 0

@@ -161,6 +161,10 @@ _TIME_LABELS = {
     "host_s": "host-bound (Python dispatch, hooks)",
     "framework_s": "engine bookkeeping",
     "idle_s": "idle",
+    "exposed_comm_split_s": "exposed comm, TP/Ulysses collectives",
+    "pipeline_pass_other_s": "pipeline passes: host and waits",
+    "pipeline_bubble_s": "pipeline bubble (stage idle)",
+    "reduce_and_step_s": "gradient reduction + optimizer step",
 }
 
 

@@ -102,6 +102,7 @@ class StageResult:
                                 # micro-batch under a pipeline, the whole step without one)
     host_s: float               # busy time of its host thread in the same simulation
     comm_s: float               # busy time of its ZeRO communication stream in the same simulation
+    split_comm_s: float         # its TP/Ulysses collectives (compute stream) in the same simulation
     peak_memory_bytes: int
     fits: bool
     memory_breakdown: dict[str, int]
@@ -460,7 +461,7 @@ def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: boo
         memory, in_flight = _memory(s, step_job, schedule, i, counts, m)
         stages.append(StageResult(i, counts[i], sum(counts[:i]), schedule.facts.num_params, in_flight, fwd, bwd,
                                   tail, sim.timeline.compute_s, _stream_seconds(sim, "host"),
-                                  _stream_seconds(sim, "comm"), memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
+                                  _stream_seconds(sim, "comm"), _tp_seconds(sim), memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
                                   and memory.host.fits, dict(memory.gpu.breakdown)))
         preds.append(memory)
     worst = max(range(pp), key=lambda i: (stages[i].peak_memory_bytes, -i))
@@ -541,10 +542,15 @@ def _pipeline_step(s: _Setup, stages: list[StageResult], m: int) -> tuple[float,
             for i in range(pp)]
     framework_s = hw.overheads.step_fixed_s + m * hw.overheads.micro_step_fixed_s
     slowest = max(range(pp), key=lambda i: ends[i])
+    st = stages[slowest]
     busy = tl.busy_s(slowest)
     path = ends[slowest]
-    breakdown = {"pipeline_compute_s": busy, "pipeline_wait_s": path - busy - stages[slowest].reduce_and_step_s,
-                 "reduce_and_step_s": stages[slowest].reduce_and_step_s, "framework_s": framework_s}
+    # the slowest stage's path: its m forward/backward passes (kernels, the split's
+    # collectives, the rest: host and waits inside a pass), idle time, reduction and step
+    breakdown = {"compute_s": m * st.compute_s, "exposed_comm_split_s": m * st.split_comm_s,
+                 "pipeline_pass_other_s": busy - m * (st.compute_s + st.split_comm_s),
+                 "pipeline_bubble_s": path - busy - st.reduce_and_step_s,
+                 "reduce_and_step_s": st.reduce_and_step_s, "framework_s": framework_s}
     return path + framework_s, tl.bubble_fraction, p2p_s, breakdown
 
 
