@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 from ..decide.space import default_global_batch
 from ..errors import ZsimInputError
