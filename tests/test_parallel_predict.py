@@ -17,7 +17,8 @@ from zsim.model import load_model
 from zsim.parallel.activation import LayerShape, layer_activation_bytes
 from zsim.parallel.layout import stage_layer_counts
 from zsim.parallel.pipeline import bubble_fraction, deepspeed_train_schedule, flatten, one_f_one_b, timeline
-from zsim.parallel.predict3d import ParallelAsk, _setup, _stage_schedule, predict_any, predict_parallel
+from zsim.parallel.predict3d import ParallelAsk, predict_any, predict_parallel
+from zsim.parallel.stages import stage_schedule, stage_setup
 from zsim.parallel.tensor import shard_model
 from zsim.predict import predict_settings
 from zsim.workload import Workload
@@ -26,9 +27,9 @@ BASE = RunSettings(model="llama-2-7b", topo="dgx-h100", nodes=2, stage=1, micro_
 
 
 def _split_ops(ask: ParallelAsk, settings: RunSettings = BASE, stage: int = 0):
-    s = _setup(settings, ask)
+    s = stage_setup(settings, ask)
     counts = stage_layer_counts(s.shard.num_layers, ask.pp)
-    return s, _stage_schedule(s, s.run, stage, counts).ops
+    return s, stage_schedule(s, s.run, stage, counts).ops
 
 
 def test_data_parallel_only_is_todays_prediction():
