@@ -249,6 +249,8 @@ def _pipeline_step(s: StageSetup, stages: list[StageResult], m: int) -> tuple[fl
                  "pipeline_pass_other_s": busy - m * (st.compute_s + st.split_comm_s),
                  "pipeline_bubble_s": path - busy - st.reduce_and_step_s,
                  "reduce_and_step_s": st.reduce_and_step_s, "framework_s": framework_s}
+    if not breakdown["exposed_comm_split_s"]:
+        del breakdown["exposed_comm_split_s"]       # no tensor or sequence parallelism
     return path + framework_s, tl.bubble_fraction, p2p_s, breakdown
 
 
