@@ -1,5 +1,5 @@
-"""``--tp/--pp/--sp`` on the command line: predict refuses degrees above 1 in one line;
-``zsim topo show`` prints (and ``--json`` lists) the rank mapping; without the flags
+"""``--tp/--pp/--sp`` on the command line: predict answers them (tests/test_parallel_predict.py),
+plan, sweep and report refuse degrees above 1 in one line; ``zsim topo show`` prints (and ``--json`` lists) the rank mapping; without the flags
 nothing changes."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from zsim.cli import main
 
 
 @pytest.mark.parametrize("flags", [["--tp", "2"], ["--pp", "4"], ["--sp", "2"], ["--tp", "2", "--pp", "2"]])
-def test_predict_refuses_model_parallel_in_one_line(flags, capsys):
-    assert main(["predict", "--no-output", *flags]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "tensor/pipeline parallel timing not modelled yet" in err
-    assert " ".join(flags) in err
+def test_predict_answers_model_parallel_degrees(flags, capsys):
+    assert main(["predict", "--no-output", "--json", *flags]) == 0
+    par = json.loads(capsys.readouterr().out)["parallel"]
+    for name, value in zip(flags[::2], flags[1::2]):
+        assert par[name.lstrip("-")] == int(value)
 
 
 def test_predict_accepts_degree_one(capsys):
@@ -62,10 +62,11 @@ def test_topo_show_refuses_bad_layouts(flags, match, capsys):
     assert err.count("\n") == 1 and match in err
 
 
-@pytest.mark.parametrize("command", ["plan", "sweep", "report"])
+@pytest.mark.parametrize("command", ["sweep", "report"])
 def test_every_deciding_command_refuses_model_parallel_degrees(command, capsys, tmp_path):
-    """plan, sweep and report take --tp/--pp/--sp like predict and refuse a degree above 1 in one
-    line (exit 2) until their timing is modelled, never a silent data-parallel answer."""
+    """sweep and report take --tp/--pp/--sp like predict and refuse a degree above 1 in one
+    line (exit 2) until they model it, never a silent data-parallel answer (plan searches
+    them: tests/test_parallel_plan.py)."""
     from zsim.cli import main
     extra = ["--output", str(tmp_path / "r")] if command == "report" else []
     assert main([command, "--model", "tinyllama-1.1b", "--topo", "dgx-h100", "--pp", "2", *extra]) == 2

@@ -69,3 +69,19 @@ def test_stage_deepspeed_rejects_is_an_invalid_row():
 def test_cli_bad_value_exits_2(capsys):
     assert main(["sweep", "--micro-batch", "two"]) == 2
     assert "micro_batch values must be integers" in capsys.readouterr().err
+
+
+def test_sweep_jobs_gives_the_rows_of_one_process(tmp_path):
+    """--jobs N predicts in N worker processes (concurrent.futures); rows and their order
+    equal the one-process sweep's."""
+    grid = {"model": ["tinyllama-1.1b"], "topo": ["dgx-a100"], "stage": [0, 1, 2, 3], "micro_batch": [1, 2]}
+    one = sweep(grid)
+    two = sweep(grid, jobs=2)
+    assert two.rows == one.rows and len(two.rows) == 8
+    assert main(["sweep", "--model", "tinyllama-1.1b", "--topo", "dgx-a100", "--stage", "1,2", "--jobs", "2",
+                 "-o", str(tmp_path), "-q"]) == 0
+    with pytest.raises(SystemExit) as exc:       # argparse's own usage error
+        main(["sweep", "--jobs", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(ZsimInputError, match="jobs"):
+        sweep(grid, jobs=0)

@@ -48,13 +48,18 @@ class MemoryEstimate:
 
 
 def estimate_memory(workload: Workload, run: RunConfig, facts: MemoryFacts,
-                    allocator_overhead_fraction: float = 0.0) -> MemoryEstimate:
-    """Peak allocated bytes per GPU for ``workload`` under ``run``."""
-    psi = workload.model.num_parameters
+                    allocator_overhead_fraction: float = 0.0, *, parameters: int | None = None,
+                    in_flight: int = 1, logits: bool = True) -> MemoryEstimate:
+    """Peak allocated bytes per GPU for ``workload`` under ``run``.
+
+    A pipeline stage (zsim.parallel) passes the ``parameters`` it holds (default: the whole
+    model's), the micro-batches whose activations it holds at once (``in_flight``, 1F1B's
+    ``min(p - i, m)``) and whether it computes the logits and loss (the last stage)."""
+    psi = workload.model.num_parameters if parameters is None else parameters
     z, p = run.zero, run.param_bytes
     states = _model_states(run, psi, facts.partition_numel)
     buffers = _buffers(run, facts, psi)
-    act = _activations(workload, run)
+    act = _activations(workload, run, in_flight, logits)
     static = states.params + states.grads_static + states.optimizer + buffers.static
     # Backward, three moments (activations drain while full gradients fill, linearly, so
     # each stretch peaks at an end):
@@ -195,16 +200,17 @@ def _buffers(run: RunConfig, f: MemoryFacts, psi: int) -> _Buffers:
     return _Buffers(static=static, live=live, buckets=buckets, step=step)
 
 
-def _activations(w: Workload, run: RunConfig) -> dict[str, int]:
-    """Activation bytes alive at the start of backward, and the logits/loss peak."""
+def _activations(w: Workload, run: RunConfig, in_flight: int = 1, logits: bool = True) -> dict[str, int]:
+    """Activation bytes alive at the start of backward, and the logits/loss peak
+    (``in_flight`` micro-batches held; ``logits``: this rank computes the loss)."""
     layers = w.model.num_layers
     per_layer = w.activation_bytes_per_layer()   # DeepSeek's dense first layers keep less
-    kept_logits, transient_logits = w.logits_bytes()
+    kept_logits, transient_logits = w.logits_bytes() if logits else (0, 0)
     if run.activation_checkpointing:
         # Each layer keeps its input; one layer is recomputed at a time during backward.
-        act = layers * w.checkpoint_bytes() + max(per_layer)
+        act = in_flight * layers * w.checkpoint_bytes() + max(per_layer)
     else:
-        act = sum(per_layer)
+        act = in_flight * sum(per_layer)
     return {"activations": int(act), "working": int(w.backward_working_bytes()),
             "logits_loss": int(kept_logits + transient_logits)}
 

@@ -50,12 +50,16 @@ def _moment(name: str, phase: str, position: float, terms: dict[str, int], overh
 
 
 def memory_moments(workload: Workload, run: RunConfig, facts: MemoryFacts,
-                   allocator_overhead_fraction: float = 0.0) -> tuple[MemoryMoment, ...]:
+                   allocator_overhead_fraction: float = 0.0, *, parameters: int | None = None,
+                   in_flight: int = 1, logits: bool = True) -> tuple[MemoryMoment, ...]:
     """The moments of one micro-step that :func:`zsim.memory.estimate_memory` compares, in
-    time order (the optimizer step's moment applies to the last micro-step only)."""
-    states = _model_states(run, workload.model.num_parameters, facts.partition_numel)
-    buffers = _buffers(run, facts, workload.model.num_parameters)
-    act = _activations(workload, run)
+    time order (the optimizer step's moment applies to the last micro-step only);
+    ``parameters``, ``in_flight`` and ``logits`` as in :func:`~zsim.memory.estimate_memory`
+    (a pipeline stage)."""
+    psi = workload.model.num_parameters if parameters is None else parameters
+    states = _model_states(run, psi, facts.partition_numel)
+    buffers = _buffers(run, facts, psi)
+    act = _activations(workload, run, in_flight, logits)
     f = allocator_overhead_fraction
     grads_fb = states.grads_static + states.grads_prev
     base = {"params": states.params, "optimizer_states": states.optimizer}

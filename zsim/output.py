@@ -161,6 +161,10 @@ _TIME_LABELS = {
     "host_s": "host-bound (Python dispatch, hooks)",
     "framework_s": "engine bookkeeping",
     "idle_s": "idle",
+    "exposed_comm_split_s": "exposed comm, TP/Ulysses collectives",
+    "pipeline_pass_other_s": "pipeline passes: host and waits",
+    "pipeline_bubble_s": "pipeline bubble (stage idle)",
+    "reduce_and_step_s": "gradient reduction + optimizer step",
 }
 
 
@@ -186,15 +190,16 @@ def provenance_lines(provenance: Mapping[str, Any] | None, indent: str = "profil
 
 
 def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
-                      wire_bytes: Mapping[str, float] | None = None) -> str:
-    """The human-readable text `zsim predict` prints (``wire_bytes``: :func:`wire_bytes_per_gpu`)."""
+                      wire_bytes: Mapping[str, float] | None = None, data_parallel: int | None = None) -> str:
+    """The human-readable text `zsim predict` prints (``wire_bytes``: :func:`wire_bytes_per_gpu`;
+    ``data_parallel``: the data-parallel ranks the batch is split over when not all GPUs)."""
     lines = [
         f"model        {pred.model} ({pred.num_parameters / 1e9:.2f}B params)",
         f"cluster      {pred.world_size} GPUs = {pred.num_nodes} node(s) x {pred.gpus_per_node} "
         f"({pred.topology}, hardware {pred.hardware})",
         f"config       ZeRO-{pred.stage}, {pred.precision}, micro-batch {pred.micro_batch}, "
         f"grad-accum {pred.grad_accum}, seq {pred.seq_len}, global batch {pred.train_batch}"
-        f" (= {pred.micro_batch} x {pred.grad_accum} x {pred.world_size})",
+        f" (= {pred.micro_batch} x {pred.grad_accum} x {pred.world_size if data_parallel is None else data_parallel})",
         f"             offload optimizer {pred.offload_optimizer}, offload param {pred.offload_param}, "
         f"activation checkpointing {'on' if pred.activation_checkpointing else 'off'}",
         *provenance_lines(getattr(pred, "provenance", None)),

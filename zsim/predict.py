@@ -181,17 +181,21 @@ def schedule_stage(job: Job) -> Schedule:
     return build_schedule(job.model, job.run, gpus_per_node=job.cluster.gpus_per_node)
 
 
-def memory_stage(job: Job, facts: MemoryFacts) -> JobMemory:
+def memory_stage(job: Job, facts: MemoryFacts, workload: Workload | None = None) -> JobMemory:
     """GPU peak memory and host memory of ``job`` from the schedule's size ``facts``
-    (:func:`memory_facts`; a search passes cached ones: they do not depend on the batch)."""
-    gpu = estimate_memory(workload_of(job), job.run, facts, job.hardware.memory.allocator_overhead_fraction)
+    (:func:`memory_facts`; a search passes cached ones: they do not depend on the batch).
+    ``workload``: the rank's kernels when they are not :func:`workload_of` the job (a
+    tensor- or sequence-parallel shard, zsim.parallel)."""
+    gpu = estimate_memory(workload or workload_of(job), job.run, facts,
+                          job.hardware.memory.allocator_overhead_fraction)
     return JobMemory(facts, gpu, host_memory_verdict(job.run, facts, job.model, job.cluster))
 
 
-def simulate_stage(job: Job, schedule: Schedule) -> Simulated:
-    """Simulate one optimizer step of ``schedule`` on ``job``'s cluster and hardware."""
+def simulate_stage(job: Job, schedule: Schedule, workload: Workload | None = None) -> Simulated:
+    """Simulate one optimizer step of ``schedule`` on ``job``'s cluster and hardware
+    (``workload``: as in :func:`memory_stage`)."""
     hw = job.hardware
-    coster = OpCoster(workload_of(job), job.run.precision, hw, collective_timer(job.cluster, hw),
+    coster = OpCoster(workload or workload_of(job), job.run.precision, hw, collective_timer(job.cluster, hw),
                       host_share(job.cluster, job.cpu_threads))
     ops = tuple(split_host(schedule.ops))
     timeline = simulate(ops, coster)
@@ -204,12 +208,14 @@ def simulate_stage(job: Job, schedule: Schedule) -> Simulated:
 
 
 def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
-            keep_timeline: bool = False) -> Prediction:
-    """The :class:`Prediction` of the stages' results (``keep_timeline``: with timeline and ops)."""
+            keep_timeline: bool = False, workload: Workload | None = None) -> Prediction:
+    """The :class:`Prediction` of the stages' results (``keep_timeline``: with timeline and ops;
+    ``workload``: as in :func:`memory_stage`)."""
     run, spec, cluster, hw = job.run, job.model, job.cluster, job.hardware
+    work = workload or workload_of(job)
     step_s = sim.step_time_s
     tokens_per_gpu = run.micro_batch * run.grad_accum * run.seq_len
-    tflops = workload_of(job).model_flops_per_token() * tokens_per_gpu / step_s / 1e12
+    tflops = work.model_flops_per_token() * tokens_per_gpu / step_s / 1e12
     breakdown = _time_breakdown(sim.timeline, sim.framework_s)
     host_note = () if memory.host.fits else (memory.host.note(),)
     return Prediction(
@@ -234,7 +240,7 @@ def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
         ds_config_resolved=run.resolved, provenance=job.provenance.to_dict(),
         host_memory_bytes_per_node=memory.host.need.bytes_per_node,
         host_memory_available_bytes=memory.host.available_bytes,
-        memory_moments=memory_moments(workload_of(job), run, memory.facts,
+        memory_moments=memory_moments(work, run, memory.facts,
                                       hw.memory.allocator_overhead_fraction) if keep_timeline else (),
     )
 

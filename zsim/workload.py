@@ -52,6 +52,14 @@ class Workload:
     micro_batch: int
     seq_len: int
     param_bytes: int = 2
+    #: Megatron sequence parallelism inside a TP group of this degree: norms, dropouts and
+    #: residual adds run on 1/shards of the tokens (Korthikanti et al. 2022, Section 4.2.2);
+    #: ``model`` is then already the TP rank's shard (zsim.parallel.tensor.shard_model).
+    sequence_shards: int = 1
+    #: DeepSpeed-Ulysses degree: ``seq_len`` is the rank's shard of the sequence; attention
+    #: runs over ``seq_len * ulysses`` tokens with 1/ulysses of the heads
+    #: (deepspeed/sequence/layer.py DistributedAttention).
+    ulysses: int = 1
 
     @property
     def tokens(self) -> int:
@@ -93,7 +101,13 @@ class Workload:
         # DeepSeek's router multiplies by an fp32 copy of its weight (E·h·4 per layer, saved
         # by the fp32 F.linear whatever the batch)
         router_weight = 4 * m.num_experts * m.hidden_size if m.is_mla and m.is_moe_layer(i) else 0
-        return self.tokens * _layer_saved_per_token(m, self.param_bytes, i) + router_weight
+        saved = _layer_saved_per_token(m, self.param_bytes, i)
+        if self.sequence_shards == 1:
+            return self.tokens * saved + router_weight
+        # Megatron sequence parallelism: what the norms and dropout masks keep is the
+        # sequence-parallel region's shard (Korthikanti et al. 2022, Table 2: 34/t).
+        split = _norms_and_masks_per_token(m, self.param_bytes)
+        return self.tokens * (saved - split) + self.tokens * split // self.sequence_shards + router_weight
 
     def activation_bytes_per_layer(self) -> tuple[int, ...]:
         """:meth:`layer_activation_bytes` of every decoder layer, in order."""
@@ -102,8 +116,9 @@ class Workload:
         return tuple(moe if self.model.is_moe_layer(i) else dense for i in range(self.model.num_layers))
 
     def checkpoint_bytes(self) -> int:
-        """Bytes a checkpointed layer keeps: its input hidden states, t·h·p."""
-        return self.tokens * self.model.hidden_size * self.param_bytes
+        """Bytes a checkpointed layer keeps: its input hidden states, t·h·p (under Megatron
+        sequence parallelism the rank's 1/shards of them: Table 2's 2sbh/t)."""
+        return self.tokens * self.model.hidden_size * self.param_bytes // self.sequence_shards
 
     def logits_bytes(self) -> tuple[int, int]:
         """(kept until backward, extra transient peak) bytes of logits and loss, t·V based.
@@ -133,7 +148,8 @@ class Workload:
             widest = max(3 * m.experts_per_token * m.expert_intermediate_size, 2 * m.shared_expert_size,
                          dense if m.dense_layers else 0)
             return self.tokens * self.param_bytes * (2 * m.hidden_size + widest)
-        return self.tokens * self.param_bytes * (2 * m.hidden_size + dense)
+        residual = 2 * m.hidden_size // self.sequence_shards
+        return self.tokens * self.param_bytes * (residual + dense)
 
 
 def layer_modules(model: ModelSpec, i: int) -> list[str]:
@@ -179,11 +195,6 @@ def _layer_saved_per_token(m: ModelSpec, p: int, layer: int = 0) -> int:
     h = m.hidden_size
     if m.is_mla:
         return _deepseek_saved_per_token(m, p, layer)
-    if m.norm == "rmsnorm":
-        one_norm = (8 + p) * h if m.family in ("gemma", "gemma2") else (4 + 2 * p) * h
-        norms = _norm_count(m) * one_norm
-    else:
-        norms = _norm_count(m) * (2 * p * h + 8) - _shared_norm_inputs(m) * p * h
     kv = m.kv_dim if m.head_dim <= _SDPA_GQA_MAX_HEAD_DIM else m.q_dim
     if m.family in _FUSED_QKV:
         roped = 0 if m.family == "gpt2" else p * (m.q_dim + kv)
@@ -198,8 +209,21 @@ def _layer_saved_per_token(m: ModelSpec, p: int, layer: int = 0) -> int:
         mlp = 4 * p * m.intermediate_size
     else:
         mlp = _PLAIN_MLP_SAVED[m.activation] * p * m.intermediate_size
+    return _norms_and_masks_per_token(m, p) + attn + mlp
+
+
+def _norms_and_masks_per_token(m: ModelSpec, p: int) -> int:
+    """The hidden-width part of :func:`_layer_saved_per_token`: the norms' saved tensors and
+    the residual dropout masks (what Megatron's tensor parallelism does not split and its
+    sequence parallelism does)."""
+    h = m.hidden_size
+    if m.norm == "rmsnorm":
+        one_norm = (8 + p) * h if m.family in ("gemma", "gemma2") else (4 + 2 * p) * h
+        norms = _norm_count(m) * one_norm
+    else:
+        norms = _norm_count(m) * (2 * p * h + 8) - _shared_norm_inputs(m) * p * h
     masks = _DROPOUT_SITES.get(m.family, 0) * h if m.dropout > 0 else 0
-    return norms + attn + mlp + masks
+    return norms + masks
 
 
 def _deepseek_saved_per_token(m: ModelSpec, p: int, layer: int) -> int:
@@ -333,7 +357,8 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         # gradient through the add.
         return (_mem(t * h * p * (6 if bwd else 4), launches=4 if bwd else 2),)
     if kind == "norm":
-        width = t * (_norm_values(m, node) if node.width else h)
+        # Megatron sequence parallelism: the norm (and its residual add) runs on t/shards tokens.
+        width = t * (_norm_values(m, node) if node.width else h) // w.sequence_shards
         if m.norm == "layernorm":
             # Residual add (read 2·p, write p) and aten's native LayerNorm (read p, write p,
             # fp32 mean/rstd per row); backward reads x, dy and writes dx (3·p) plus the
@@ -367,6 +392,10 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         if m.is_mla:
             return _mla_attention_kernels(w, bwd)
         fwd_flops = 2.0 * 2 * b * s * s * q / 2
+        if w.ulysses > 1:
+            # Ulysses: the full sequence S = s·u with q/u of the query width: u times the FLOPs.
+            s = s * w.ulysses
+            fwd_flops = 2.0 * 2 * b * s * s * (q / w.ulysses) / 2
         attn = Kernel("attention", flops=fwd_flops * (2.5 if bwd else 1.0), head_dim=m.head_dim, seq=s,
                       backward=bwd)
         if m.learned_positions:
@@ -390,7 +419,7 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         return (_mem(per * (2 if bwd else 1), launches=launches * (2 if bwd else 1)),)
     if kind == "dropout":
         # native_dropout: read p, write p and a 1-byte mask; backward reads dy and the mask.
-        width = t * (node.width or h)
+        width = t * (node.width or h) // w.sequence_shards
         return (_mem(width * ((p + 1 + p) if bwd else (p + p + 1)), launches=1),)
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
 

@@ -13,7 +13,8 @@ from ..errors import ZsimInputError
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR
-from ..parallel.cli import add_parallel_args, refuse_model_parallel
+from ..parallel.cli import add_parallel_args
+from ..parallel.plan3d import Pins, plan_lines, plan_parallel
 from .common import add_cluster_args, add_quiet_arg, add_run_args, int_up_to, percent, progress_for, settings_from_args
 
 HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s (or --metric), write the best config"
@@ -45,12 +46,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_quiet_arg(p)
     p.add_argument("--timing", action="store_true",
                    help="print the search's wall time on stderr (never in the output or the files)")
-    add_parallel_args(p, " (above 1: refused, not modelled yet)")
+    add_parallel_args(p, " (pins it in the joint search; any of them implies --search-3d)")
+    p.add_argument("--search-3d", action="store_true",
+                   help="search tensor x pipeline (x Ulysses sequence) parallel degrees jointly with ZeRO stage, "
+                        "offload, micro-batch and checkpointing at a fixed global batch (docs/parallelism.md)")
+
+
+def _run_3d(args: argparse.Namespace) -> int:
+    """The joint tensor/pipeline/sequence search: print, write plan.json."""
+    if args.grad_accum is not None:
+        raise ZsimInputError("--grad-accum with --search-3d: the global batch and each layout's data-parallel "
+                             "size fix it (give --global-batch)")
+    settings = settings_from_args(args)
+    pins = Pins(tp=args.tp, pp=args.pp, sp=args.sp, stage=args.stage, micro_batch=args.micro_batch,
+                checkpointing=args.activation_checkpointing, offload_optimizer=args.offload_optimizer)
+    result = plan_parallel(settings, pins, global_batch=args.global_batch, top_n=args.top,
+                           memory_headroom_pct=args.memory_headroom)
+    check_finite_tree(result.to_dict(), "plan")
+    out = Path(args.output or DEFAULT_OUTPUT_DIR)
+    if result.ranked and not args.no_output:
+        atomic_write_set(out, {"plan.json": dumps_json(result.to_dict())})
+    if args.json:
+        sys.stdout.write(dumps_json(result.to_dict()))
+    else:
+        print("\n".join(plan_lines(result)))
+        if result.ranked and not args.no_output:
+            print(f"\nwrote {out / 'plan.json'}")
+    if args.timing:
+        sys.stderr.write(f"zsim plan: searched in {result.elapsed_s:.1f} s\n")
+    if not result.ranked:
+        raise ZsimInputError("no configuration of the joint space fits in GPU memory")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Search, print, write."""
-    refuse_model_parallel(args)
+    if args.search_3d or any((getattr(args, k) or 1) > 1 for k in ("tp", "pp", "sp")):
+        return _run_3d(args)
     bar = progress_for(args, "zsim plan")
     try:
         # The run flags (--stage, --micro-batch, ...) pin their axes of the search.

@@ -12,8 +12,8 @@ from ..hostcost import LAUNCHERS
 from ..io import dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR, format_prediction, wire_bytes_per_gpu, write_prediction_outputs
-from ..parallel.cli import add_parallel_args, refuse_model_parallel
-from ..predict import predict_settings
+from ..parallel.cli import add_parallel_args, parallel_ask, parallel_lines
+from ..parallel.predict3d import predict_any
 from ..trace import write_trace
 from .common import add_cluster_args, add_run_args, int_up_to, settings_from_args
 
@@ -37,15 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     p.add_argument("--cpu-threads", type=int_up_to(4096), default=None,
                    help="threads per rank of the CPU passes (OMP_NUM_THREADS), overriding --launcher")
-    add_parallel_args(p, " (above 1: refused, not modelled yet)")
+    add_parallel_args(p, " (see docs/parallelism.md for what is modelled)", megatron_sp=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict, then print and write what was asked."""
-    refuse_model_parallel(args)
     # Outputs and wire bytes read the prediction's ops: keep the timeline.
-    pred = predict_settings(settings_from_args(args), keep_timeline=True)
-    check_finite_tree(pred.to_dict(), "prediction")  # before anything is printed or written
+    result = predict_any(settings_from_args(args), parallel_ask(args), keep_timeline=True)
+    parallel = None if hasattr(result, "timeline") else result
+    pred = result if parallel is None else parallel.prediction
+    check_finite_tree(result.to_dict(), "prediction")  # before anything is printed or written
     if args.trace:
         write_trace(args.trace, pred.timeline, label=f"{pred.model} ZeRO-{pred.stage}",
                     link_utilisation=dict(pred.link_utilisation))
@@ -54,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_output:
         written = write_prediction_outputs(pred, args.output or DEFAULT_OUTPUT_DIR)
     if args.json:
-        sys.stdout.write(dumps_json(pred.to_dict()))
+        sys.stdout.write(dumps_json(result.to_dict()))
     else:
-        print(format_prediction(pred, wire_bytes=wire_bytes_per_gpu(ops, pred.world_size, pred.gpus_per_node)))
+        wire = (wire_bytes_per_gpu(ops, pred.world_size, pred.gpus_per_node) if parallel is None
+                else parallel.wire_bytes)
+        print(format_prediction(pred, wire_bytes=wire, data_parallel=None if parallel is None else parallel.layout.dp))
+        for line in parallel_lines(parallel) if parallel is not None else ():
+            print(line)
         for line in host_memory_lines(pred):
             print(line)
         if written:

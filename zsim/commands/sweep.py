@@ -12,7 +12,7 @@ from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
 from ..output import MEMORY_LABELS, format_bytes, format_seconds
 from ..parallel.cli import add_parallel_args, refuse_model_parallel
-from .common import add_quiet_arg, progress_for
+from .common import add_quiet_arg, int_up_to, progress_for
 
 HELP = "predict every configuration of a grid (flags like --stage 1,2,3 or a YAML file); write CSV and JSON"
 
@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="output/sweep", help="folder for sweep.csv and sweep.json (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON object (the files are written too)")
     add_quiet_arg(p)
+    p.add_argument("--jobs", type=int_up_to(64), default=1,
+                   help="worker processes predicting configurations at once (default %(default)s)")
     add_parallel_args(p, " (above 1: refused, not modelled yet)")
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     grid.setdefault("topo", [DEFAULT_TOPO])
     bar = progress_for(args, "zsim sweep")
     try:
-        result = sweep(grid, args.ds_config, progress=bar)
+        result = sweep(grid, args.ds_config, progress=bar, jobs=args.jobs)
     finally:
         bar.close()
     check_finite_tree(list(result.rows), "sweep")

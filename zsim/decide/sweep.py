@@ -23,7 +23,9 @@ import csv
 import io
 import itertools
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -179,8 +181,13 @@ def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predi
 
 
 def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | Path | None = None,
-          predictor: Callable | None = None, progress: Callable | None = None) -> SweepResult:
-    """Run every configuration of ``grid`` (``predictor``: default :func:`zsim.predict.predict`)."""
+          predictor: Callable | None = None, progress: Callable | None = None, jobs: int = 1) -> SweepResult:
+    """Run every configuration of ``grid`` (``predictor``: default :func:`zsim.predict.predict`).
+
+    ``jobs`` > 1 predicts in that many worker processes (``concurrent.futures``), the rows in
+    grid order as with one; the predictor must then be picklable (a module-level function)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ZsimInputError(f"sweep: jobs must be a positive integer, got {jobs!r}")
     if "gpus" in grid and "nodes" in grid:
         raise ZsimInputError("sweep: give gpus or nodes, not both")
     size = math.prod(len(v) for v in grid.values())
@@ -189,10 +196,18 @@ def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | 
     base = load_ds_config(base_config) if base_config is not None else None
     configs = configurations(grid)
     rows = []
-    for i, cfg in enumerate(configs):
-        if progress:
-            progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
-        rows.append(run_one(cfg, base, predictor or predict))
+    if jobs > 1 and len(configs) > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:
+            results = pool.map(run_one, configs, repeat(base), repeat(predictor or predict))
+            for i, (cfg, row) in enumerate(zip(configs, results)):
+                if progress:
+                    progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
+                rows.append(row)
+    else:
+        for i, cfg in enumerate(configs):
+            if progress:
+                progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
+            rows.append(run_one(cfg, base, predictor or predict))
     if progress:
         progress(len(configs), len(configs), "done")
     return SweepResult(axes=tuple(a for a in AXES if a in grid), rows=tuple(rows))

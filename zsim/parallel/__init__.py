@@ -1,6 +1,8 @@
-"""Parallelism beyond data parallelism: the 3D layout, Megatron's activation memory and the
-pipeline schedules (1F1B, DeepSpeed's pipeline engine).
+"""Parallelism beyond data parallelism: the 3D layout, Megatron's activation memory, the
+pipeline schedules (1F1B, DeepSpeed's pipeline engine), the TP/Ulysses split of one rank
+(``tensor``), each stage's representative rank (``stages``) and its memory and step floor
+without simulation (``stagemem``), the 3D prediction (``predict3d``: `zsim predict
+--tp/--pp/--sp`) and the joint search (``plan3d``: `zsim plan --search-3d`).
 
-What exists and what is not modelled yet: docs/parallelism.md. Nothing here is wired into
-``zsim predict``'s timing; the CLI refuses tensor/pipeline/sequence degrees above 1.
+What is modelled and what is not yet: docs/parallelism.md.
 """

@@ -9,6 +9,7 @@ from typing import Any
 from .. import limits
 from ..errors import ZsimInputError
 from .layout import LABELS, RANK_ORDER, LayoutPlacement, derive_layout, place_layout
+from .predict3d import ParallelAsk, ParallelPrediction
 
 #: Rank rows `zsim topo show` prints before it says how many more there are (--json has all).
 MAX_RANK_ROWS = 64
@@ -28,18 +29,32 @@ def _degree(text: str) -> int:
     return value
 
 
-def add_parallel_args(p: argparse.ArgumentParser, what: str = "") -> None:
-    """``--tp``, ``--pp``, ``--sp`` (absent: None, i.e. 1)."""
+def add_parallel_args(p: argparse.ArgumentParser, what: str = "", megatron_sp: bool = False) -> None:
+    """``--tp``, ``--pp``, ``--sp`` (absent: None, i.e. 1) and, where the command models it,
+    ``--sequence-parallel`` (Megatron's, inside the TP group)."""
     for name, text in _FLAGS:
         p.add_argument(f"--{name}", type=_degree, default=None, help=text + what)
+    if megatron_sp:
+        p.add_argument("--sequence-parallel", action="store_true",
+                       help="Megatron sequence parallelism inside the tensor-parallel group (needs --tp > 1): "
+                            "reduce-scatter/all-gather instead of all-reduce, norms and dropouts on 1/tp "
+                            "of the tokens")
+
+
+def parallel_ask(args: argparse.Namespace):
+    """The :class:`zsim.parallel.predict3d.ParallelAsk` of the flags."""
+    return ParallelAsk(tp=getattr(args, "tp", None) or 1, pp=getattr(args, "pp", None) or 1,
+                       sp=getattr(args, "sp", None) or 1,
+                       sequence_parallel=bool(getattr(args, "sequence_parallel", False)))
 
 
 def refuse_model_parallel(args: argparse.Namespace) -> None:
     """Raise one line when a degree above 1 is asked of a command that does not model it."""
     asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
     if asked:
-        raise ZsimInputError(f"{' '.join(asked)}: tensor/pipeline parallel timing not modelled yet "
-                             "(zsim predicts data-parallel ZeRO only; `zsim topo show` prints the rank mapping)")
+        raise ZsimInputError(f"{' '.join(asked)}: not modelled by this command yet (`zsim predict` and "
+                             "`zsim plan --search-3d` answer tensor/pipeline/sequence parallelism; "
+                             "`zsim topo show` prints the rank mapping)")
 
 
 def asked_placement(args: argparse.Namespace, gpus_per_node: int, num_nodes: int) -> LayoutPlacement | None:
@@ -48,6 +63,31 @@ def asked_placement(args: argparse.Namespace, gpus_per_node: int, num_nodes: int
         return None
     layout = derive_layout(gpus_per_node * num_nodes, tp=args.tp or 1, pp=args.pp or 1, sp=args.sp or 1)
     return place_layout(layout, gpus_per_node, num_nodes)
+
+
+def parallel_lines(result: ParallelPrediction) -> list[str]:
+    """What `zsim predict --tp/--pp/--sp` prints after the prediction: layout, ZeRO group,
+    the split's communication, and one row per pipeline stage."""
+    lay, gib = result.layout, 2 ** 30
+    megatron = " + Megatron sequence parallelism" if result.sequence_parallel else ""
+    out = ["", f"parallel     tp {lay.tp}{megatron} x sp {lay.sp} x dp {lay.dp} x pp {lay.pp} = "
+               f"{lay.world_size} ranks; ZeRO partitions over {result.zero_group_size} rank(s) "
+               f"({'sequence x data' if lay.sp > 1 else 'data'}-parallel group); "
+               f"global batch = micro-batch x grad-accum x dp {lay.dp}"]
+    if lay.tp > 1 or lay.sp > 1:
+        out.append(f"  TP/Ulysses collectives on the compute stream, worst stage, per step: "
+                   f"{result.tp_comm_s * 1e3:,.1f} ms")
+    if lay.pp > 1:
+        out.append(f"  pipeline: DeepSpeed TrainSchedule, bubble {result.bubble_fraction * 100:.1f}% of the "
+                   f"forward/backward span, send/recv of one micro-batch {result.p2p_s * 1e3:,.2f} ms")
+        out.append("  stage  layers   params/GPU  in-flight  fwd/mb ms  bwd/mb ms  reduce+step ms  peak GiB  fits")
+        for st in result.stages:
+            mark = "  <- worst" if st.stage == result.worst_stage else ""
+            out.append(f"  {st.stage:>5}  {st.first_layer:>3}+{st.layers:<3} {st.parameters / 1e9:>9.2f}B "
+                       f"{st.in_flight:>10} {st.forward_s * 1e3:>10.1f} {st.backward_s * 1e3:>10.1f} "
+                       f"{st.reduce_and_step_s * 1e3:>15.1f} {st.peak_memory_bytes / gib:>9.1f}  "
+                       f"{'yes' if st.fits else 'no'}{mark}")
+    return out
 
 
 def placement_dict(placed: LayoutPlacement) -> dict[str, Any]:
@@ -84,5 +124,5 @@ def placement_lines(placed: LayoutPlacement) -> list[str]:
     return out
 
 
-__all__ = ["add_parallel_args", "refuse_model_parallel", "asked_placement", "placement_dict",
+__all__ = ["add_parallel_args", "parallel_ask", "parallel_lines", "refuse_model_parallel", "asked_placement", "placement_dict",
            "placement_lines", "MAX_RANK_ROWS"]

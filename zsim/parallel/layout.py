@@ -219,6 +219,11 @@ def _group_shape(ranks: tuple[int, ...], gpus_per_node: int) -> tuple[int, int]:
     return counts.pop(), len(per_node)
 
 
+def group_shape(ranks: tuple[int, ...], gpus_per_node: int) -> tuple[int, int]:
+    """(ranks per node, nodes) of the group of ``ranks`` (refused when uneven over nodes)."""
+    return _group_shape(tuple(ranks), gpus_per_node)
+
+
 def place_layout(layout: ParallelLayout, gpus_per_node: int, num_nodes: int,
                  allow_tp_across_nodes: bool = False) -> LayoutPlacement:
     """Place ``layout`` on the cluster: each dimension's groups as one :class:`Group` (every
@@ -247,4 +252,4 @@ def place_layout(layout: ParallelLayout, gpus_per_node: int, num_nodes: int,
 
 __all__ = ["RANK_ORDER", "RankCoords", "ParallelLayout", "derive_layout", "check_model",
            "stage_layer_counts", "PipelineBatch", "pipeline_batch", "LayoutPlacement", "LABELS",
-           "place_layout"]
+           "group_shape", "place_layout"]

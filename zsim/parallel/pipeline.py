@@ -184,11 +184,15 @@ class Timeline:
         return 1 - sum(self.busy_s(i) for i in range(len(self.stages))) / total
 
 
-def timeline(per_stage: list[tuple[Instruction, ...]], forward_s: float, backward_s: float) -> Timeline:
+def timeline(per_stage: list[tuple[Instruction, ...]], forward_s: float | tuple[float, ...],
+             backward_s: float | tuple[float, ...], transfer_s: float = 0.0) -> Timeline:
     """Run the stages' compute in their listed order: forward of micro-batch j on stage i
-    after stage i-1's forward of j, backward after stage i+1's backward of j (communication
-    free). Refuses an order that deadlocks."""
+    after stage i-1's forward of j, backward after stage i+1's backward of j. ``forward_s``
+    and ``backward_s`` are one time for every stage or one per stage; ``transfer_s`` is the
+    time an activation or gradient takes from one stage to the next (0: communication free).
+    Refuses an order that deadlocks."""
     pp = len(per_stage)
+    fwd, bwd = _per_stage(forward_s, pp, "forward_s"), _per_stage(backward_s, pp, "backward_s")
     queues = [[c for c in cmds if c.kind in (Kind.FORWARD, Kind.BACKWARD)] for cmds in per_stage]
     done: dict[tuple[Kind, int, int], float] = {}
     clock, pos = [0.0] * pp, [0] * pp
@@ -206,8 +210,8 @@ def timeline(per_stage: list[tuple[Instruction, ...]], forward_s: float, backwar
                     needs.append(own)
                 if any(n not in done for n in needs):
                     break
-                start = max([clock[i]] + [done[n] for n in needs])
-                end = start + (forward_s if forward else backward_s)
+                start = max([clock[i]] + [done[n] + (transfer_s if n[1] != i else 0.0) for n in needs])
+                end = start + (fwd[i] if forward else bwd[i])
                 done[(cmd.kind, i, cmd.micro_batch)] = clock[i] = end
                 out[i].append((cmd.kind, cmd.micro_batch, start, end))
                 pos[i] += 1
@@ -216,6 +220,16 @@ def timeline(per_stage: list[tuple[Instruction, ...]], forward_s: float, backwar
             raise ZsimInputError("the pipeline schedule deadlocks: a stage waits for work "
                                  "that a stage behind it never reaches")
     return Timeline(tuple(tuple(s) for s in out))
+
+
+def _per_stage(value: float | tuple[float, ...], pp: int, name: str) -> tuple[float, ...]:
+    """One time per stage from one time or a sequence of ``pp``."""
+    if isinstance(value, (int, float)):
+        return (float(value),) * pp
+    times = tuple(float(v) for v in value)
+    if len(times) != pp:
+        raise ZsimInputError(f"{name}: {len(times)} stage times for {pp} stages")
+    return times
 
 
 __all__ = ["Kind", "Phase", "Instruction", "bubble_fraction", "one_f_one_b", "deepspeed_buffers",

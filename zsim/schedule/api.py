@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..dsconfig import Overrides, RunConfig, build_run_config
 from ..model import ModelSpec, load_model
 from ..ops import Op, collectives_summary
 from .dense import emit_dense
 from .facts import ScheduleFacts
-from .order import forward_modules
+from .order import Module, forward_modules
 from .params import flat_layout
 from .stage3 import emit_stage3
 
@@ -25,7 +25,8 @@ class Schedule:
     facts: ScheduleFacts
 
 
-def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None) -> Schedule:
+def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None,
+                   keep: Callable[[Module], bool] | None = None) -> Schedule:
     """The ops of one steady-state optimizer step of ``model`` under ``run``.
 
     ``gpus_per_node`` matters only for ZeRO++ qgZ, which DeepSpeed enables only across
@@ -34,15 +35,27 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
     Stage 3 describes a step after the first (trace-recording) one, so prefetch is active.
     Rank 0 is modelled; every rank issues the same collectives with the same comms-logger
     sizes (bucket slices differ per rank only in what each keeps, not in what is sent).
+
+    ``keep`` selects the modules a pipeline stage runs (zsim.parallel; stages 0-2 only): the
+    stage holds the parameters those modules use, in the model's order.
     """
     params = model.parameters()
     numels = [p.numel for p in params]
+    modules = forward_modules(model)
     z = run.zero
+    if keep is not None:
+        if z.stage == 3:
+            raise ValueError("build_schedule: a module subset needs ZeRO stage 0-2")
+        modules = [m for m in modules if keep(m)]
+        held = sorted({p for m in modules for p in m.params})
+        index = {p: i for i, p in enumerate(held)}
+        modules = [replace(m, params=tuple(index[p] for p in m.params)) for m in modules]
+        numels = [numels[p] for p in held]
     if z.stage == 3:
         em, facts = emit_stage3(model, run, numels, gpus_per_node)
     else:
         layout = flat_layout(numels, run.world_size, round_robin=z.round_robin_gradients)
-        em, nb = emit_dense(model, run, forward_modules(model), layout)
+        em, nb = emit_dense(model, run, modules, layout)
         contiguous = z.stage > 0 and z.contiguous_gradients
         facts = ScheduleFacts(
             partition_numel=layout.partition_numel if z.stage else sum(numels),
