@@ -20,6 +20,7 @@ from .errors import ZsimInputError
 from .inputs import read_input_bytes
 from .limits import MODEL_FIELD_MAX, show_number
 from .modeltree import ACTIVATIONS, FAMILY_BUILDERS, ModelTree, Param, model_tree  # Param: re-exported
+from .modeltree.dsmoe import DeepSpeedMoE, check_deepspeed_moe
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class ModelSpec:
     expert_intermediate_size: int = 0  # each expert's I (0: intermediate_size); Qwen-MoE moe_intermediate_size
     shared_expert_size: int = 0       # Qwen2-MoE shared expert's intermediate size (0: none)
     norm_topk: bool = False           # the k routing weights renormalised to sum 1 (Mixtral always)
+    # DeepSpeed-MoE layers (deepspeed.moe.layer.MoE) replace the MoE blocks; the tree is then
+    # one rank's (its num_experts / ep_size local experts): zsim.modeltree.dsmoe, docs/moe.md
+    deepspeed_moe: DeepSpeedMoE | None = None
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -100,6 +104,8 @@ class ModelSpec:
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ZsimInputError(f"model {self.name!r}: {key} must be in [0, 1), got {getattr(self, key)!r}")
         self._check_experts()
+        if self.deepspeed_moe is not None:
+            check_deepspeed_moe(self, self.deepspeed_moe)
 
     def _check_experts(self) -> None:
         """A MoE spec: a MoE family, 1 <= top-k <= experts; a dense one has no expert fields."""
