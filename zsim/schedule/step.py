@@ -131,6 +131,16 @@ def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel
                   buffer_bytes=padded_numel * pb)
 
 
+def moe_stage12_step(em: Emitter, run: RunConfig, layout, tensors: int = 0) -> None:
+    """The stage-1/2 step with DeepSpeed-MoE param groups (a zsim.parallel.expert
+    GroupedLayout): each group stepped on its own, the norms and all-gathers per group."""
+    from ..parallel.expert import moe_step_allgathers, moe_step_collectives
+    em.phase = "step"
+    gpu_step(em, run, layout.partition_numels(), tensors,
+             moe_step_collectives(layout, _check_overflow(run), run.zero.compute_grad_norm))
+    moe_step_allgathers(em, layout, run.param_bytes)
+
+
 def stage0_step(em: Emitter, run: RunConfig, numel: int, tensors: int = 0) -> None:
     """Stage 0: gradients were all-reduced by the engine; the update is local.
 
