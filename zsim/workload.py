@@ -18,6 +18,7 @@ from functools import lru_cache
 from .errors import ZsimInputError
 from .model import ModelSpec
 from .modeltree import Node, model_tree
+from .parallel.expert import DS_MOE_KINDS, ds_moe_kernels
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,11 @@ class Workload:
 
         Per token, what autograd saves in HF's Llama layer (see _layer_saved_per_token).
         """
+        if self.model.deepspeed_moe is not None:   # DeepSpeed-MoE layers: zsim.parallel.expert
+            from .parallel.expert import saved_activation_bytes
+            rest = _layer_saved_per_token(self.model, self.param_bytes) - _moe_saved_per_token(
+                self.model, self.param_bytes)
+            return self.tokens * rest + saved_activation_bytes(self)
         return self.tokens * _layer_saved_per_token(self.model, self.param_bytes)
 
     def checkpoint_bytes(self) -> int:
@@ -110,6 +116,9 @@ class Workload:
         (t·I·p, two alive) at the widest point.
         """
         m = self.model
+        if m.deepspeed_moe is not None:
+            from .parallel.expert import backward_working_bytes
+            return backward_working_bytes(self)
         if m.is_moe:
             # Unmeasured estimate: the routed rows' gradients of gate_up's output (2·I) and of
             # the activation product (I) per (token, expert) row, or the shared expert's two.
@@ -318,6 +327,8 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         return (attn, rope)
     if kind in _MOE_KINDS:
         return _moe_kernels(w, node, bwd)
+    if kind in DS_MOE_KINDS:   # DeepSpeed-MoE layers (expert parallelism)
+        return ds_moe_kernels(w, node, bwd)
     if kind == "activation":
         # Gated: act(gate)·up reads 2·t·I, writes t·I (bwd ~2×); plain GELU/ReLU read and
         # write t·I; NewGELUActivation runs eight elementwise ops (read+write each).

@@ -395,20 +395,29 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
 # ---- memory -----------------------------------------------------------------------------------------
 
 def saved_activation_bytes(w: Any) -> int:
-    """Bytes one DeepSpeed-MoE layer keeps for backward beyond attention and norms
-    (an estimate from the code, not measured): the gate's fp32 input (S·h·4) and its fp32
-    S × E intermediates (softmax, masks: ~4 of them), the received buffer each expert
-    Linear reads (E·C·h·p, the local experts' ep·C rows each), the experts' gate/up outputs
-    and activation product (3·E_local·ep·C·I·p), the expert output buffer and the decode's
-    gathered rows (E·C·h·p + S·k·h·p)."""
+    """Bytes one DeepSpeed-MoE layer's MLP keeps for backward (an estimate read from the
+    code, not measured): the gate's fp32 input (S·h·4) and ~4 fp32 S × E intermediates
+    (softmax, masks, SM:429-482), the received [E, C, M] buffer the local experts' Linears
+    read (their chunks are views of it, experts.py:29), each expert row's gate and up outputs
+    and their product (3·I·p per row, E_local·ep·C rows), the decode's gathered rows and
+    fp32 gates (S·k·(h·p + 4), SM:208-212); with use_residual the dense expert over S tokens
+    (as Llama's MLP, 4·I·p per token) and the coefficient's input and softmax."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
-    s, e, h = plan.tokens, plan.num_experts, plan.hidden_size
+    s, e, h, inter = plan.tokens, plan.num_experts, plan.hidden_size, m.expert_intermediate_size
     gate = s * h * 4 + 4 * s * e * 4
-    expert_rows = plan.local_experts * plan.expert_rows
-    experts = plan.buffer_numel * p + 3 * expert_rows * m.expert_intermediate_size * p
-    combine = plan.buffer_numel * p + s * plan.k * h * p
-    residual = 0
-    if plan.moe.use_residual:
-        residual = s * (4 * m.expert_intermediate_size + h + 2) * p
+    experts = plan.buffer_numel * p + 3 * plan.local_experts * plan.expert_rows * inter * p
+    combine = s * plan.k * (h * p + 4)
+    residual = s * (4 * inter * p + h * p + 2 * 4) if plan.moe.use_residual else 0
     return gate + experts + combine + residual
+
+
+def backward_working_bytes(w: Any) -> int:
+    """Transient bytes during a DeepSpeed-MoE layer's backward (estimate): the gradients of
+    the residual stream (2·S·h·p), of one expert's intermediates (3·ep·C·I·p) and the
+    all-to-all's input and output buffers of the [E, C, M] gradient (_AllToAll allocates its
+    output with empty_like, SM:102-104)."""
+    m, p = w.model, w.param_bytes
+    plan = expert_plan(m, w.micro_batch, w.seq_len, p)
+    return (2 * plan.tokens * plan.hidden_size * p + 3 * plan.expert_rows * m.expert_intermediate_size * p
+            + 2 * plan.buffer_numel * p)
