@@ -12,7 +12,7 @@ from ..hostcost import LAUNCHERS
 from ..io import dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR, format_prediction, wire_bytes_per_gpu, write_prediction_outputs
-from ..parallel.cli import add_parallel_args, refuse_model_parallel
+from ..parallel.cli import add_expert_args, add_parallel_args, refuse_model_parallel
 from ..predict import predict_settings
 from ..trace import write_trace
 from .common import add_cluster_args, add_run_args, int_up_to, settings_from_args
@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-threads", type=int_up_to(4096), default=None,
                    help="threads per rank of the CPU passes (OMP_NUM_THREADS), overriding --launcher")
     add_parallel_args(p, " (above 1: refused, not modelled yet)")
+    add_expert_args(p)
 
 
 def run(args: argparse.Namespace) -> int:

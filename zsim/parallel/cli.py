@@ -34,6 +34,16 @@ def add_parallel_args(p: argparse.ArgumentParser, what: str = "") -> None:
         p.add_argument(f"--{name}", type=_degree, default=None, help=text + what)
 
 
+def add_expert_args(p: argparse.ArgumentParser) -> None:
+    """``--ep`` and ``--moe-config``: DeepSpeed-MoE expert parallelism (zsim.parallel.expert)."""
+    p.add_argument("--ep", type=_degree, default=None,
+                   help="expert-parallel degree: the model's MoE blocks are DeepSpeed-MoE layers "
+                        "(deepspeed.moe.layer.MoE) with this ep_size (docs/moe.md)")
+    p.add_argument("--moe-config", default=None,
+                   help="JSON object of deepspeed.moe.layer.MoE arguments (ep_size, k, capacity_factor, "
+                        "min_capacity, drop_tokens, use_residual, ...); implies DeepSpeed-MoE layers")
+
+
 def refuse_model_parallel(args: argparse.Namespace) -> None:
     """Raise one line when a degree above 1 is asked of a command that does not model it."""
     asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
@@ -84,5 +94,5 @@ def placement_lines(placed: LayoutPlacement) -> list[str]:
     return out
 
 
-__all__ = ["add_parallel_args", "refuse_model_parallel", "asked_placement", "placement_dict",
+__all__ = ["add_expert_args", "add_parallel_args", "refuse_model_parallel", "asked_placement", "placement_dict",
            "placement_lines", "MAX_RANK_ROWS"]

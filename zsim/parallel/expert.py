@@ -78,6 +78,22 @@ def moe_config(given: Mapping[str, Any] | None, ep: int | None) -> DeepSpeedMoE 
     return DeepSpeedMoE(**values)
 
 
+def with_deepspeed_moe(spec: "ModelSpec", given: "str | Any | Mapping[str, Any] | None",
+                       ep: int | None) -> "ModelSpec":
+    """``spec`` with DeepSpeed-MoE layers as ``--moe-config`` (a JSON file or a mapping of
+    MoE keyword arguments) and ``--ep`` describe them; ``spec`` itself when neither is given."""
+    import dataclasses
+    if given is not None and not isinstance(given, Mapping):
+        from ..inputs import read_json_file
+        given = read_json_file(given, "DeepSpeed-MoE config")
+        if not isinstance(given, Mapping):
+            raise ZsimInputError("DeepSpeed-MoE config: expected a JSON object of deepspeed.moe.layer.MoE arguments")
+    moe = moe_config(given, ep)
+    if moe is None:
+        return spec
+    return dataclasses.replace(spec, deepspeed_moe=moe)
+
+
 def _f32(x: float) -> float:
     """``x`` rounded to float32 (torch.tensor(python float) is float32)."""
     return struct.unpack("f", struct.pack("f", x))[0]
@@ -138,6 +154,29 @@ def expert_plan(spec: "ModelSpec", micro_batch: int, seq_len: int, value_bytes: 
                              f"{moe.min_capacity} (deepspeed/moe/sharded_moe.py:278)")
     c = capacity(tokens, spec.num_experts, k, moe.capacity_factor, moe.min_capacity)
     return ExpertPlan(moe, spec.num_experts, moe.local_experts(spec), k, tokens, c, spec.hidden_size, value_bytes)
+
+
+def global_parameter_count(spec: "ModelSpec") -> int:
+    """Parameters of the whole model over all ranks: one rank's non-expert parameters plus
+    every expert (each rank holds num_experts / ep_size of them)."""
+    params = spec.parameters()
+    expert = sum(p.numel for p in params if ".deepspeed_experts." in p.name)
+    moe = spec.deepspeed_moe
+    scale = moe.ep_size if moe is not None else 1
+    return sum(p.numel for p in params) - expert + expert * scale
+
+
+def expert_note(spec: "ModelSpec", run: "RunConfig") -> str:
+    """The line predict prints about the DeepSpeed-MoE layers of the run."""
+    plan = expert_plan(spec, run.micro_batch, run.seq_len, run.param_bytes)
+    moe = plan.moe
+    return (f"DeepSpeed-MoE layers, ep_size {moe.ep_size}: each rank holds {plan.local_experts} of "
+            f"{plan.num_experts} experts per layer ({spec.num_parameters / 1e9:.2f}B of "
+            f"{global_parameter_count(spec) / 1e9:.2f}B parameters); top-{plan.k}, capacity {plan.capacity} "
+            f"tokens per expert (capacity_factor {moe.capacity_factor:g}, min_capacity {moe.min_capacity}); "
+            + (f"{6 if run.activation_checkpointing else 4} all-to-alls of {plan.all_to_all_bytes / 2**20:.1f} MiB "
+               "per layer and micro-batch" if moe.ep_size > 1 else "no all-to-all (ep_size 1)")
+            + "; experts compute on the full [E, C, M] buffer, padded whatever the routing")
 
 
 # ---- groups -----------------------------------------------------------------------------------
