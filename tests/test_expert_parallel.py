@@ -304,3 +304,26 @@ def test_cli_ep_flag_and_refusals(tmp_path: Path, capsys) -> None:
         assert code == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("zsim: error:"), err
+
+
+# ---- activation memory ----------------------------------------------------------------------------
+
+def _activation_shapes() -> list[str]:
+    from validation.cpu_truth.expert_activation_memory import SHAPES
+    return list(SHAPES)
+
+
+@pytest.mark.parametrize("shape", _activation_shapes())
+def test_layer_activation_bytes_match_deepspeed_moe(shape: str) -> None:
+    """A decoder layer with a DeepSpeed-MoE MLP keeps what zsim says (CPU dispatch-mode count
+    of the real layer, validation/cpu_truth/expert_activation_memory.py), within 0.5 %."""
+    require_truth_packages("DeepSpeed-MoE activation truth", "torch", "deepspeed", "transformers")
+    from validation.cpu_truth.expert_activation_memory import per_layer_bytes, zsim_per_layer_bytes
+    assert zsim_per_layer_bytes(shape) == pytest.approx(per_layer_bytes(shape), rel=0.005)
+
+
+def test_layer_activation_bytes_do_not_depend_on_ep() -> None:
+    """The all-to-all saves nothing and the local experts' rows total E·C for every ep."""
+    from validation.cpu_truth.expert_activation_memory import zsim_per_layer_bytes
+    assert zsim_per_layer_bytes("mixtral-4e-top2", 1) == zsim_per_layer_bytes("mixtral-4e-top2", 2) \
+        == zsim_per_layer_bytes("mixtral-4e-top2", 4)

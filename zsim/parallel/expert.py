@@ -434,21 +434,46 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
 # ---- memory -----------------------------------------------------------------------------------------
 
 def saved_activation_bytes(w: Any) -> int:
-    """Bytes one DeepSpeed-MoE layer's MLP keeps for backward (an estimate read from the
-    code, not measured): the gate's fp32 input (S·h·4) and ~4 fp32 S × E intermediates
-    (softmax, masks, SM:429-482), the received [E, C, M] buffer the local experts' Linears
-    read (their chunks are views of it, experts.py:29), each expert row's gate and up outputs
-    and their product (3·I·p per row, E_local·ep·C rows), the decode's gathered rows and
-    fp32 gates (S·k·(h·p + 4), SM:208-212); with use_residual the dense expert over S tokens
-    (as Llama's MLP, 4·I·p per token) and the coefficient's input and softmax."""
+    """Bytes one DeepSpeed-MoE layer's MLP keeps for backward, as measured on CPU by
+    validation/cpu_truth/expert_activation_memory.py (every saved tensor listed by a dispatch
+    mode; tests/test_expert_parallel.py compares whole layers):
+
+    - gate (SM:568-572): the fp32 copies of the input (S·h·4) and of wg (E·h·4), the fp32
+      softmax (S·E·4), the expert mean and counts (E·(4 + 8));
+    - the gating function's saved intermediates: top-1 (SM:216-305) the int64 mask product
+      S·E·8, the route gates S·4 and indices S·8; top-2 (SM:322-400) two fp32 masks
+      2·S·E·4, four fp32 S-vectors and the stacked gates and indices k·S·(4 + 8); top-k
+      (SM:415-497) the normalised and masked gates 2·S·E·4, the bool mask S·E, two fp32
+      S-vectors, the top-k indices and stacked routes k·S·(8 + 4 + 8);
+    - the encode's slot map (E·C + 1)·8 and the dispatched [E, C, M] buffer E·C·h·p that the
+      experts' Linears read (chunks are views of it, experts.py:29);
+    - per dispatched row (E·C over the local experts: E/ep experts × ep·C rows) the gate and
+      up outputs, the SiLU and the product: 4·I·p (LlamaMLP);
+    - the decode's gathered rows k·S·h·p (SM:208);
+    - use_residual (L:124-131): the dense expert over S tokens (4·I·p per token and its
+      output h·p), the routed output cast back (h·p) and the coefficients' softmax 2·p.
+
+    The all-to-all saves nothing (SM:97-109), so the bytes do not depend on ep. The MLP's
+    input (post_attention_layernorm's p-byte output, which zsim's norm term counts because
+    Llama's gate_proj saves it) is saved by nobody here: the gate keeps its fp32 copy and
+    the encode's index_select keeps only its indices; so it is subtracted unless the
+    residual expert reads it."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
-    s, e, h, inter = plan.tokens, plan.num_experts, plan.hidden_size, m.expert_intermediate_size
-    gate = s * h * 4 + 4 * s * e * 4
-    experts = plan.buffer_numel * p + 3 * plan.local_experts * plan.expert_rows * inter * p
-    combine = s * plan.k * (h * p + 4)
-    residual = s * (4 * inter * p + h * p + 2 * 4) if plan.moe.use_residual else 0
-    return gate + experts + combine + residual
+    s, e, h, k, c = plan.tokens, plan.num_experts, plan.hidden_size, plan.k, plan.capacity
+    inter = m.expert_intermediate_size
+    gate = s * h * 4 + e * h * 4 + s * e * 4 + e * 12
+    if k == 1:
+        gating = s * e * 8 + s * 4 + s * 8
+    elif k == 2:
+        gating = 2 * s * e * 4 + 4 * s * 4 + k * s * (4 + 8)
+    else:
+        gating = 2 * s * e * 4 + s * e + 2 * s * 4 + k * s * (8 + 4 + 8)
+    encode = (e * c + 1) * 8 + plan.buffer_numel * p
+    experts = 4 * plan.local_experts * plan.expert_rows * inter * p
+    decode = k * s * h * p
+    residual = s * (4 * inter * p + 2 * h * p + 2 * p) if plan.moe.use_residual else -s * h * p
+    return gate + gating + encode + experts + decode + residual
 
 
 def backward_working_bytes(w: Any) -> int:
