@@ -1,4 +1,5 @@
-"""Activation-memory truth of DeepSpeed-MoE layers, on CPU, in one process.
+"""Activation-memory truth of DeepSpeed-MoE layers, on CPU, in one process (torch is
+imported only to measure: zsim's side and the shapes need no torch).
 
 The dispatch-mode tracker of activation_memory.py (:class:`LiveBytes`) on a tiny MoE model
 whose MoE blocks are ``deepspeed.moe.layer.MoE`` layers (expert_parallel.py), bf16, sdpa.
@@ -14,9 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
-from validation.cpu_truth.activation_memory import LiveBytes
 from validation.cpu_truth.expert_cases import MIXTRAL_4E, QWEN3_MOE_8E
 
 #: (model config, MoE arguments, micro-batch, sequence length) per shape.
@@ -35,8 +33,10 @@ SHAPES: dict[str, tuple[dict, dict, int, int]] = {
 
 def kept_bytes(cfg: dict, moe: dict, layers: int, micro_batch: int, seq_len: int) -> int:
     """Bytes live after one bf16 forward + loss of the DeepSpeed-MoE model (output dropped)."""
+    import torch
     import transformers
 
+    from validation.cpu_truth.activation_memory import LiveBytes
     from validation.cpu_truth.expert_parallel import replace_moe_blocks
 
     hf_cfg = transformers.AutoConfig.for_model(**dict(cfg, num_hidden_layers=layers))
