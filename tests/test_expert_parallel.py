@@ -327,3 +327,16 @@ def test_layer_activation_bytes_do_not_depend_on_ep() -> None:
     from validation.cpu_truth.expert_activation_memory import zsim_per_layer_bytes
     assert zsim_per_layer_bytes("mixtral-4e-top2", 1) == zsim_per_layer_bytes("mixtral-4e-top2", 2) \
         == zsim_per_layer_bytes("mixtral-4e-top2", 4)
+
+
+def test_plan_searches_only_modelled_stages(capsys) -> None:
+    """plan --ep searches ZeRO-1/2 without offload; pinning stage 3 is one error."""
+    from zsim.cli import main
+    base = ["plan", "--model", "mistralai/Mixtral-8x7B-v0.1", "--nodes", "2", "--ep", "8", "--seq", "1024",
+            "--micro-batch", "1", "--no-output", "--json", "-q"]
+    assert main(base) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {c["stage"] for c in out["ranked"] + out["rejected"]} <= {1, 2}
+    assert main(base + ["--stage", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "stages 1 and 2" in err

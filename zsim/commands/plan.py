@@ -13,7 +13,7 @@ from ..errors import ZsimInputError
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR
-from ..parallel.cli import add_parallel_args, refuse_model_parallel
+from ..parallel.cli import add_expert_args, add_parallel_args, refuse_model_parallel
 from .common import add_cluster_args, add_quiet_arg, add_run_args, int_up_to, percent, progress_for, settings_from_args
 
 HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s (or --metric), write the best config"
@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing", action="store_true",
                    help="print the search's wall time on stderr (never in the output or the files)")
     add_parallel_args(p, " (above 1: refused, not modelled yet)")
+    add_expert_args(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -241,6 +241,19 @@ def check_run(spec: "ModelSpec", run: "RunConfig") -> None:
     expert_plan(spec, run.micro_batch, run.seq_len, run.param_bytes)
 
 
+def expert_space(space: Any) -> Any:
+    """``plan``'s search space (a zsim.decide.space.SearchSpace) cut to what is modelled
+    with DeepSpeed-MoE layers: ZeRO stages 1 and 2 without offload (:func:`check_run`)."""
+    import dataclasses
+    stages = tuple(s for s in space.stages if s in (1, 2))
+    none_opt = tuple(o for o in space.offload_optimizer if str(o) == "none")
+    none_par = tuple(o for o in space.offload_param if str(o) == "none")
+    if not stages or not none_opt or not none_par:
+        raise ZsimInputError("DeepSpeed-MoE layers are modelled with ZeRO stages 1 and 2 without offload; "
+                             "the given stage/offload leave nothing to search")
+    return dataclasses.replace(space, stages=stages, offload_optimizer=none_opt, offload_param=none_par)
+
+
 # ---- ZeRO-1/2 layout over several param groups --------------------------------------------------
 
 @dataclass(frozen=True)
