@@ -254,6 +254,15 @@ def test_config_refusals(given: dict, msg: str) -> None:
         _spec(**given)
 
 
+def test_data_before_expert_layout_refused() -> None:
+    """DeepSpeed's D + E group layout (use_data_before_expert_parallelism) is refused."""
+    spec = _spec(ep_size=2)
+    cfg = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}, "bf16": {"enabled": True},
+           "use_data_before_expert_parallelism": True}
+    with pytest.raises(ZsimInputError, match="use_data_before_expert_parallelism"):
+        build_schedule(spec, build_run_config(cfg, spec, 4, Overrides(seq_len=16)))
+
+
 def test_top1_needs_min_capacity_tokens() -> None:
     """Top-1 gating asserts tokens >= min_capacity (sharded_moe.py:278)."""
     spec = _spec(ep_size=2, k=1, min_capacity=32)

@@ -238,6 +238,11 @@ def check_run(spec: "ModelSpec", run: "RunConfig") -> None:
         if value != modelled:
             raise ZsimInputError(f"DeepSpeed-MoE layers with zero_optimization.{key}={str(value).lower()} are not "
                                  "modelled")
+    if run.resolved.get("use_data_before_expert_parallelism"):
+        # runtime/constants.py:419, config.py:537: the D + E layout (G:435-436) strides the
+        # expert-parallel group across the data-parallel ranks instead
+        raise ZsimInputError("DeepSpeed-MoE with use_data_before_expert_parallelism=true is not modelled "
+                             "(only the default E + D layout of deepspeed/utils/groups.py:437-438)")
     expert_plan(spec, run.micro_batch, run.seq_len, run.param_bytes)
 
 
