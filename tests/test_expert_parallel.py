@@ -90,7 +90,8 @@ def test_parameters_and_zero_groups_match_deepspeed(case: dict, truth: dict) -> 
                    "partition_numel": lay.partition_numel, "group_size": g.world,
                    "group_ranks": (list(range(rank % ep, world, ep)) if g.moe else list(range(world)))}
                   for g, lay in zip(layout.groups, layout.layouts)]
-        assert extras["optimizer_groups"] == groups
+        stage = case["ds_config"]["zero_optimization"]["stage"]
+        assert extras["optimizer_groups"] == (groups if stage else [])   # stage 0: no ZeRO groups
 
 
 @pytest.mark.schedule_truth
@@ -225,7 +226,6 @@ def test_default_k_is_the_models() -> None:
 
 @pytest.mark.parametrize("moe,stage,zero,msg", [
     (dict(ep_size=2), 3, {}, "engine.py:2214"),
-    (dict(ep_size=2), 0, {}, "stage 0"),
     (dict(ep_size=2), 2, {"offload_optimizer": {"device": "cpu"}}, "Offload"),
     (dict(ep_size=2), 2, {"round_robin_gradients": True}, "round_robin_gradients"),
     (dict(ep_size=2), 2, {"reduce_scatter": False}, "reduce_scatter"),
@@ -252,6 +252,17 @@ def test_config_refusals(given: dict, msg: str) -> None:
     """Bad or unmodelled MoE arguments are one ZsimInputError naming the key."""
     with pytest.raises(ZsimInputError, match=msg):
         _spec(**given)
+
+
+def test_stage0_reduces_expert_gradients_over_their_group() -> None:
+    """Stage 0: the engine all-reduces non-expert gradients over all ranks, then the expert
+    ones over the expert-data-parallel group; bf16's overflow flag goes over the
+    expert-parallel group."""
+    spec = _spec(ep_size=2, k=2)
+    ops = _collectives(spec, _run(spec, 4, 0), "all_reduce")
+    expert = sum(p.numel for p in spec.parameters() if ".deepspeed_experts." in p.name)
+    assert [(o.message_bytes, o.group.label) for o in ops] == [
+        ((spec.num_parameters - expert) * 2, "world"), (expert * 2, "expert_data_2"), (1, "expert_2")]
 
 
 def test_data_before_expert_layout_refused() -> None:
@@ -339,13 +350,13 @@ def test_layer_activation_bytes_do_not_depend_on_ep() -> None:
 
 
 def test_plan_searches_only_modelled_stages(capsys) -> None:
-    """plan --ep searches ZeRO-1/2 without offload; pinning stage 3 is one error."""
+    """plan --ep searches stages 0-2 without offload; pinning stage 3 is one error."""
     from zsim.cli import main
     base = ["plan", "--model", "mistralai/Mixtral-8x7B-v0.1", "--nodes", "2", "--ep", "8", "--seq", "1024",
             "--micro-batch", "1", "--no-output", "--json", "-q"]
     assert main(base) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {c["stage"] for c in out["ranked"] + out["rejected"]} <= {1, 2}
+    assert {c["stage"] for c in out["ranked"] + out["rejected"]} <= {0, 1, 2}
     assert main(base + ["--stage", "3"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "stages 1 and 2" in err
+    assert err.count("\n") == 0 and "stages 0, 1 and 2" in err

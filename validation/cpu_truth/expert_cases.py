@@ -47,6 +47,10 @@ EP_CASES: list[dict] = [
     ep_case("ep4-w4-s2-bf16-qwen3-mb2-cf0.7-ckpt", QWEN3_MOE_8E, 4, 2,
             dict(ep_size=4, k=2, capacity_factor=0.7, min_capacity=3), micro=2, checkpointing=True,
             reduce_bucket_size=5000),
+    # stage 0: the engine all-reduces non-expert, then expert gradients; bf16's overflow flag
+    # goes over the expert-parallel group
+    ep_case("ep2-w4-s0-bf16-gas2", MIXTRAL_4E, 4, 0, dict(ep_size=2, k=2), gas=2),
+    ep_case("ep2-w4-s0-fp32", MIXTRAL_4E, 4, 0, dict(ep_size=2, k=2), "fp32"),
     ep_case("ep2-w4-s2-bf16-residual-overlap", MIXTRAL_4E, 4, 2, dict(ep_size=2, k=2, use_residual=True),
             overlap_comm=True, reduce_bucket_size=9000),
 ]

@@ -1,4 +1,4 @@
-"""DeepSpeed-MoE expert parallelism (deepspeed 0.19.8) for ZeRO stages 1 and 2.
+"""DeepSpeed-MoE expert parallelism (deepspeed 0.19.8) without ZeRO and with ZeRO stages 1 and 2.
 
 Sources (deepspeed 0.19.8): L = moe/layer.py, SM = moe/sharded_moe.py, MU = moe/utils.py,
 G = utils/groups.py, S12 = runtime/zero/stage_1_and_2.py, ENG = runtime/engine.py,
@@ -29,8 +29,8 @@ RU = runtime/utils.py.
   checkpointing recomputes the forward, all-to-alls included. Capacity: :func:`capacity`.
 
 ZeRO-3 is refused as DeepSpeed refuses it (ENG:2214-2215: "Native DeepSpeed MoE is not
-supported with ZeRO Stage 3"); stage 0 (the engine's own expert all-reduce), offload and a
-few bucket options are not modelled and refused (:func:`check_run`).
+supported with ZeRO Stage 3"); offload and a few bucket options are not modelled and
+refused (:func:`check_run`). Stage 0: :func:`stage0_reductions`, :func:`stage0_step_collectives`.
 """
 
 from __future__ import annotations
@@ -227,8 +227,6 @@ def check_run(spec: "ModelSpec", run: "RunConfig") -> None:
     if z.stage == 3:
         raise ZsimInputError("DeepSpeed-MoE layers with ZeRO-3: DeepSpeed refuses them (\"Native DeepSpeed MoE is "
                              "not supported with ZeRO Stage 3\", deepspeed/runtime/engine.py:2214)")
-    if z.stage == 0:
-        raise ZsimInputError("DeepSpeed-MoE layers without ZeRO (stage 0) are not modelled: use stage 1 or 2")
     if z.offload_optimizer != OffloadDevice.NONE or z.offload_param != OffloadDevice.NONE:
         raise ZsimInputError("DeepSpeed-MoE layers with ZeRO-Offload are not modelled")
     for key, value, modelled in (("round_robin_gradients", z.round_robin_gradients, False),
@@ -248,13 +246,13 @@ def check_run(spec: "ModelSpec", run: "RunConfig") -> None:
 
 def expert_space(space: Any) -> Any:
     """``plan``'s search space (a zsim.decide.space.SearchSpace) cut to what is modelled
-    with DeepSpeed-MoE layers: ZeRO stages 1 and 2 without offload (:func:`check_run`)."""
+    with DeepSpeed-MoE layers: stages 0, 1 and 2 without offload (:func:`check_run`)."""
     import dataclasses
-    stages = tuple(s for s in space.stages if s in (1, 2))
+    stages = tuple(s for s in space.stages if s in (0, 1, 2))
     none_opt = tuple(o for o in space.offload_optimizer if str(o) == "none")
     none_par = tuple(o for o in space.offload_param if str(o) == "none")
     if not stages or not none_opt or not none_par:
-        raise ZsimInputError("DeepSpeed-MoE layers are modelled with ZeRO stages 1 and 2 without offload; "
+        raise ZsimInputError("DeepSpeed-MoE layers are modelled with stages 0, 1 and 2 without offload; "
                              "the given stage/offload leave nothing to search")
     return dataclasses.replace(space, stages=stages, offload_optimizer=none_opt, offload_param=none_par)
 
@@ -409,6 +407,30 @@ def moe_step_allgathers(em: "Emitter", layout: GroupedLayout, param_bytes: int) 
         if g.world > 1:
             em.collective("allgather_params", "all_gather_into_tensor", lay.partition_numel * param_bytes,
                           group=g.group, buffer_bytes=lay.padded_numel * param_bytes)
+
+
+def stage0_reductions(layout: GroupedLayout) -> list[tuple[list[int], Group]]:
+    """Stage 0: the engine's buffered_allreduce_fallback splits the gradients of
+    ``module.parameters()`` into non-expert ones, all-reduced over all ranks first, and the
+    expert ones, all-reduced over the expert-data-parallel group (ENG:3841-3936; both
+    chunked at 5e8 elements by allreduce_no_retain, ENG:3828-3839)."""
+    n = layout.numels
+    dense = [n[p] for g in layout.groups if not g.moe for p in g.params if n[p]]
+    expert = [n[p] for g in layout.groups if g.moe for p in g.params if n[p]]
+    out = [(dense, WORLD)]
+    if expert:
+        out.append((expert, next(g.group for g in layout.groups if g.moe)))
+    return out
+
+
+def stage0_step_collectives(run: "RunConfig", groups: ExpertGroups):
+    """Stage 0's step with MoE parameters: FP16_Optimizer (bf16 and fp16) checks overflow
+    with CheckOverflow, which all-reduces the flag over the largest expert-parallel group
+    when there are MoE parameters (RU:297-310); fp32 has no such check."""
+    def collectives(em: "Emitter", stretch: str) -> None:
+        if stretch == "overflow" and run.precision != "fp32" and groups.ep_size > 0:
+            em.collective("expert_overflow_check", "all_reduce", 1, group=groups.expert)
+    return collectives
 
 
 # ---- kernels ---------------------------------------------------------------------------------------

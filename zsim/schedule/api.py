@@ -68,10 +68,12 @@ def _emit_expert_parallel(model: ModelSpec, run: RunConfig, numels: list[int], g
     plan = expert_plan(model, run.micro_batch, run.seq_len, run.param_bytes)
     em, nb = emit_dense(model, run, forward_modules(model), layout, expert=(plan, groups))
     z = run.zero
+    zero = z.stage > 0   # stage 0: no partitions, no buckets (the engine all-reduces)
     facts = ScheduleFacts(
-        partition_numel=layout.partition_numel, padded_numel=layout.padded_numel,
-        ipg_buffer_elems=z.reduce_bucket_size if z.contiguous_gradients else 0,
-        ipg_buffer_count=(2 if z.overlap_comm else 1) if z.contiguous_gradients else 0,
+        partition_numel=layout.partition_numel if zero else sum(numels),
+        padded_numel=layout.padded_numel if zero else sum(numels),
+        ipg_buffer_elems=z.reduce_bucket_size if zero and z.contiguous_gradients else 0,
+        ipg_buffer_count=(2 if z.overlap_comm else 1) if zero and z.contiguous_gradients else 0,
         num_buckets=nb, max_gathered_numel=0, persistent_numel=0,
         largest_param_numel=max(numels), num_params=sum(numels))
     return em, facts

@@ -10,6 +10,7 @@ allgather_bucket_size are ignored. ``buffered_allreduce_fallback`` all-reduces t
 from __future__ import annotations
 
 from ..dsconfig import OffloadDevice, RunConfig
+from ..groups import WORLD
 from ..model import ModelSpec
 from .buckets import Bucket, chunk_greedy
 from .emit import Emitter
@@ -121,16 +122,35 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
             if run.zero.overlap_comm and last_reduce:
                 em.wait_for.append(last_reduce[-1])  # epilogue synchronize (S12:1027-1029)
         if run.zero.stage == 0 and micro == run.grad_accum - 1:
-            sizes = [n for n in numels if n]
-            for chunk in chunk_greedy(sizes, STAGE0_ALLREDUCE_ELEMS):
-                em.collective("allreduce_gradients", "all_reduce", chunk * run.comm_dtype_bytes)
+            # DeepSpeed-MoE: the non-expert gradients, then the expert ones over their own
+            # group (ENG:3921-3936, zsim.parallel.expert.stage0_reductions)
+            for sizes, group in _stage0_reductions(numels, layout, expert):
+                for chunk in chunk_greedy(sizes, STAGE0_ALLREDUCE_ELEMS):
+                    em.collective("allreduce_gradients", "all_reduce", chunk * run.comm_dtype_bytes, group=group)
     if run.zero.stage == 0:
-        stage0_step(em, run, sum(numels), tensors=len(numels))
+        stage0_step(em, run, sum(numels), tensors=len(numels),
+                    collectives=_stage0_expert_collectives(run, expert))
     elif expert:
         moe_stage12_step(em, run, layout, tensors=len(numels))
     else:
         stage12_step(em, run, layout.partition_numel, layout.padded_numel, tensors=len(numels))
     return em, len(buckets)
+
+
+def _stage0_reductions(numels, layout, expert) -> list:
+    """[(gradient sizes in order, group)] the engine all-reduces at stage 0."""
+    if not expert:
+        return [([n for n in numels if n], WORLD)]
+    from ..parallel.expert import stage0_reductions
+    return stage0_reductions(layout)
+
+
+def _stage0_expert_collectives(run: RunConfig, expert):
+    """The stage-0 step's extra collectives with DeepSpeed-MoE layers, or None."""
+    if not expert:
+        return None
+    from ..parallel.expert import stage0_step_collectives
+    return stage0_step_collectives(run, expert[1])
 
 
 def _all_to_all_hooks(em: Emitter, model: ModelSpec, expert):
