@@ -26,7 +26,8 @@ from zsim.dsconfig import Overrides, build_run_config  # noqa: E402
 from zsim.errors import ZsimInputError  # noqa: E402
 from zsim.model import from_hf_config, load_model  # noqa: E402
 from zsim.parallel.expert import (capacity, expert_groups, expert_plan, global_parameter_count,  # noqa: E402
-                                  moe_config, moe_layout, with_deepspeed_moe)
+                                  moe_config, with_deepspeed_moe)
+from zsim.parallel.expert_zero import moe_layout  # noqa: E402
 from zsim.schedule import build_schedule  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 from .errors import ZsimInputError
 from .model import ModelSpec
 from .modeltree import Node, model_tree
-from .parallel.expert import DS_MOE_KINDS, ds_moe_kernels
+from .parallel.expert_work import DS_MOE_KINDS, ds_moe_kernels
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ class Workload:
 
         Per token, what autograd saves in HF's Llama layer (see _layer_saved_per_token).
         """
-        if self.model.deepspeed_moe is not None:   # DeepSpeed-MoE layers: zsim.parallel.expert
-            from .parallel.expert import saved_activation_bytes
+        if self.model.deepspeed_moe is not None:   # DeepSpeed-MoE layers: zsim.parallel.expert_work
+            from .parallel.expert_work import saved_activation_bytes
             rest = _layer_saved_per_token(self.model, self.param_bytes) - _moe_saved_per_token(
                 self.model, self.param_bytes)
             return self.tokens * rest + saved_activation_bytes(self)
@@ -117,7 +117,7 @@ class Workload:
         """
         m = self.model
         if m.deepspeed_moe is not None:
-            from .parallel.expert import backward_working_bytes
+            from .parallel.expert_work import backward_working_bytes
             return backward_working_bytes(self)
         if m.is_moe:
             # Unmeasured estimate: the routed rows' gradients of gate_up's output (2·I) and of

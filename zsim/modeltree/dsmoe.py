@@ -121,7 +121,7 @@ def check_deepspeed_moe(spec: "ModelSpec", moe: DeepSpeedMoE) -> None:
 def _expert_mlp(spec: "ModelSpec", name: str, i: int) -> Node:
     """One local expert: LlamaMLP's modules (gate_proj, up_proj, down_proj, act_fn) whose ops
     run on the rows DeepSpeed dispatches to it (kinds ``expert_linear`` and
-    ``expert_mlp_activation``: priced per dispatched row, zsim.parallel.expert)."""
+    ``expert_mlp_activation``: priced per dispatched row, zsim.parallel.expert_work)."""
     h, inter = spec.hidden_size, spec.expert_intermediate_size
 
     def lin(local: str, out: int, in_: int) -> Node:

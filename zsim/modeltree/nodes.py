@@ -60,7 +60,7 @@ KINDS = frozenset({
     "experts",              # fused experts (XExperts): gate_up_proj (E, 2I, h), down_proj (E, h, I)
     "expert_activation",    # the experts' act_fn: SiLU(gate)·up over the routed rows
     "expert_gate",          # Qwen2-MoE shared_expert_gate (1, h): linear, sigmoid, scale, add
-    # DeepSpeed-MoE layers (zsim.modeltree.dsmoe; kernels in zsim.parallel.expert):
+    # DeepSpeed-MoE layers (zsim.modeltree.dsmoe; kernels in zsim.parallel.expert_work):
     "ds_moe",               # containers: the user's wrapper, deepspeed.moe.layer.MoE, Experts
     "ds_moe_layer",         # MOELayer: its own op encodes tokens into [E, C, M] and decodes them
     "ds_moe_gate",          # TopKGate: fp32 linear with wg's weight (E, h) and top-k gating

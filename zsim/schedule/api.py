@@ -60,7 +60,8 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
 def _emit_expert_parallel(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: int | None):
     """Stages 1/2 with DeepSpeed-MoE layers (zsim.parallel.expert): the MoE param groups'
     layout, the all-to-alls and the per-group step."""
-    from ..parallel.expert import check_run, expert_groups, expert_plan, moe_layout
+    from ..parallel.expert import check_run, expert_groups, expert_plan
+    from ..parallel.expert_zero import moe_layout
     moe = model.deepspeed_moe
     check_run(model, run)
     groups = expert_groups(run.world_size, moe.ep_size, gpus_per_node)

@@ -123,7 +123,7 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
                 em.wait_for.append(last_reduce[-1])  # epilogue synchronize (S12:1027-1029)
         if run.zero.stage == 0 and micro == run.grad_accum - 1:
             # DeepSpeed-MoE: the non-expert gradients, then the expert ones over their own
-            # group (ENG:3921-3936, zsim.parallel.expert.stage0_reductions)
+            # group (ENG:3921-3936, zsim.parallel.expert_zero.stage0_reductions)
             for sizes, group in _stage0_reductions(numels, layout, expert):
                 for chunk in chunk_greedy(sizes, STAGE0_ALLREDUCE_ELEMS):
                     em.collective("allreduce_gradients", "all_reduce", chunk * run.comm_dtype_bytes, group=group)
@@ -141,7 +141,7 @@ def _stage0_reductions(numels, layout, expert) -> list:
     """[(gradient sizes in order, group)] the engine all-reduces at stage 0."""
     if not expert:
         return [([n for n in numels if n], WORLD)]
-    from ..parallel.expert import stage0_reductions
+    from ..parallel.expert_zero import stage0_reductions
     return stage0_reductions(layout)
 
 
@@ -149,15 +149,15 @@ def _stage0_expert_collectives(run: RunConfig, expert):
     """The stage-0 step's extra collectives with DeepSpeed-MoE layers, or None."""
     if not expert:
         return None
-    from ..parallel.expert import stage0_step_collectives
+    from ..parallel.expert_zero import stage0_step_collectives
     return stage0_step_collectives(run, expert[1])
 
 
 def _all_to_all_hooks(em: Emitter, model: ModelSpec, expert):
-    """The DeepSpeed-MoE all-to-all hooks (zsim.parallel.expert), or None."""
+    """The DeepSpeed-MoE all-to-all hooks (zsim.parallel.expert_zero), or None."""
     if not expert:
         return None
-    from ..parallel.expert import AllToAllHooks
+    from ..parallel.expert_zero import AllToAllHooks
     plan, groups = expert
     return AllToAllHooks(em, model, plan, groups.expert)
 

@@ -132,9 +132,9 @@ def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel
 
 
 def moe_stage12_step(em: Emitter, run: RunConfig, layout, tensors: int = 0) -> None:
-    """The stage-1/2 step with DeepSpeed-MoE param groups (a zsim.parallel.expert
+    """The stage-1/2 step with DeepSpeed-MoE param groups (a zsim.parallel.expert_zero
     GroupedLayout): each group stepped on its own, the norms and all-gathers per group."""
-    from ..parallel.expert import moe_step_allgathers, moe_step_collectives
+    from ..parallel.expert_zero import moe_step_allgathers, moe_step_collectives
     em.phase = "step"
     gpu_step(em, run, layout.partition_numels(), tensors,
              moe_step_collectives(layout, _check_overflow(run), run.zero.compute_grad_norm))
