@@ -206,6 +206,29 @@ def test_expert_gradients_and_states_use_the_expert_data_group() -> None:
     assert reduces == {"world", "expert_data_4"}
 
 
+@pytest.mark.parametrize("limit", [6144, 12288, 20000, 40000])
+def test_expert_param_groups_match_deepspeeds_split(limit: int) -> None:
+    """The expert parameters are cut into param groups as DeepSpeed's
+    split_params_into_different_moe_groups_for_optimizer cuts them at ``max_group_size``
+    (run on tensors of the same sizes, marked as DeepSpeed marks expert parameters)."""
+    require_truth_packages("MoE param-group truth", "torch", "deepspeed")
+    import torch
+    from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
+    spec = _spec(ep_size=2, k=2)
+    params = []
+    for p in spec.parameters():
+        t = torch.nn.Parameter(torch.empty(p.numel))
+        if ".deepspeed_experts." in p.name:
+            t.allreduce, t.group_name = False, "ep_size_2"   # experts.py:24-26
+        params.append(t)
+    groups = split_params_into_different_moe_groups_for_optimizer({"params": params, "name": "dense"},
+                                                                   max_group_size=limit)
+    index = {id(t): i for i, t in enumerate(params)}
+    theirs = [(bool(g.get("moe")), [index[id(t)] for t in g["params"]]) for g in groups]
+    layout = moe_layout(spec, 4, expert_groups(4, 2, None), max_group_numel=limit)
+    assert [(g.moe, list(g.params)) for g in layout.groups] == theirs
+
+
 def test_expert_groups_placement() -> None:
     """The expert-parallel group stays in a node while ep divides the node's GPUs; a larger
     one spans whole nodes; the expert-data-parallel group takes every ep-th rank."""

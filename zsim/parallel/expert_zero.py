@@ -71,11 +71,12 @@ class GroupedLayout:
         return [p for g in self.groups for p in g.params]
 
 
-def moe_layout(spec: "ModelSpec", world: int, groups: ExpertGroups) -> GroupedLayout:
+def moe_layout(spec: "ModelSpec", world: int, groups: ExpertGroups,
+               max_group_numel: int = MOE_PARAM_GROUP_MAX_NUMEL) -> GroupedLayout:
     """The param groups DeepSpeed builds for ``spec`` (MU:72-149): the non-expert
     parameters in one group over all ranks, then the expert parameters in order, cut into
-    groups of at most :data:`MOE_PARAM_GROUP_MAX_NUMEL` elements, over the expert-data-
-    parallel group."""
+    groups of at most ``max_group_numel`` elements (:data:`MOE_PARAM_GROUP_MAX_NUMEL`, what
+    the engine passes), over the expert-data-parallel group."""
     from ..schedule.params import flat_layout
     params = spec.parameters()
     expert = [i for i, p in enumerate(params) if ".deepspeed_experts." in p.name]
@@ -85,11 +86,11 @@ def moe_layout(spec: "ModelSpec", world: int, groups: ExpertGroups) -> GroupedLa
     size = 0
     for i in expert:
         n = params[i].numel
-        if n > MOE_PARAM_GROUP_MAX_NUMEL:
+        if n > max_group_numel:
             # MU:134-137 would append an empty group before it; not modelled
             raise ZsimInputError(f"expert parameter {params[i].name} has {n} elements, more than DeepSpeed's MoE "
-                                 f"param group limit {MOE_PARAM_GROUP_MAX_NUMEL} (deepspeed/moe/utils.py:74)")
-        if chunks and size + n <= MOE_PARAM_GROUP_MAX_NUMEL:
+                                 f"param group limit {max_group_numel} (deepspeed/moe/utils.py:74)")
+        if chunks and size + n <= max_group_numel:
             chunks[-1].append(i)
             size += n
         else:

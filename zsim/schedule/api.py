@@ -58,7 +58,7 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
 
 
 def _emit_expert_parallel(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: int | None):
-    """Stages 1/2 with DeepSpeed-MoE layers (zsim.parallel.expert): the MoE param groups'
+    """Stages 0-2 with DeepSpeed-MoE layers (zsim.parallel.expert): the MoE param groups'
     layout, the all-to-alls and the per-group step."""
     from ..parallel.expert import check_run, expert_groups, expert_plan
     from ..parallel.expert_zero import moe_layout
