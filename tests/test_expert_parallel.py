@@ -384,3 +384,26 @@ def test_plan_searches_only_modelled_stages(capsys) -> None:
     assert main(base + ["--stage", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "stages 0, 1 and 2" in err
+
+
+@pytest.mark.parametrize("k,experts,tokens", [(1, 8, 512), (2, 8, 512), (3, 8, 512), (2, 16, 256), (1, 4, 128)])
+def test_layer_launches_match_the_ops_deepspeed_moe_dispatches(k: int, experts: int, tokens: int) -> None:
+    """The kernels zsim prices for one DeepSpeed-MoE layer launch as many ops as the real
+    layer dispatches, forward and backward (CPU dispatch-mode count, expert_op_counts.py).
+    The non-expert counts were read at 8 experts and 512 tokens; the other shapes check that
+    the experts' part follows zsim's expert kernels and nothing depends on the tokens."""
+    require_truth_packages("DeepSpeed-MoE op counts", "torch", "deepspeed", "transformers")
+    from validation.cpu_truth.expert_op_counts import op_counts
+    from zsim.modeltree import model_tree
+    from zsim.workload import Workload
+    measured = op_counts(k, experts, tokens)
+    cfg = dict(MIXTRAL_4E, hidden_size=256, intermediate_size=384, num_local_experts=experts)
+    spec = dataclasses.replace(from_hf_config(cfg, "ops"), deepspeed_moe=moe_config({"k": k, "ep_size": 1}, None))
+    w = Workload(spec, 1, tokens)
+    layer = model_tree(spec).node("model.layers.0.mlp")
+    ops = [n.op for n in model_tree(spec).forward(layer)]
+    fwd = sum(kern.launches for op in ops for kern in w.kernels(op, "fwd"))
+    bwd = sum(kern.launches for op in ops for kern in w.kernels(op, "bwd"))
+    # the experts' torch.cat (experts.py:38) is one op more than the kernels the experts price
+    assert fwd + 1 == measured["gate"] + measured["encode"] + measured["experts"] + measured["decode"]
+    assert bwd == measured["backward"]

@@ -14,36 +14,55 @@ from .expert import expert_plan
 DS_MOE_KINDS = frozenset({"ds_moe_gate", "ds_moe_layer", "expert_linear", "expert_mlp_activation"})
 
 
+#: Torch ops (kernel launches) one DeepSpeed-MoE layer dispatches outside its experts,
+#: measured by validation/cpu_truth/expert_op_counts.py (deepspeed 0.19.8, torch 2.13, the
+#: second step, bf16): the gate's forward by k (top-1 41, top-2 73 with its Gumbel sampling,
+#: top-k 44), the encode (13 for top-1, else 14) and decode (6), and the backward of the
+#: gate, encode and decode together (17, 47, 29: the layer's backward less 10 per expert,
+#: which the expert kernels below launch: 3 × 2 GEMMs, SiLU's and the product's backward).
+GATE_FORWARD_OPS = {1: 41, 2: 73}
+GATE_FORWARD_OPS_TOPK = 44
+ENCODE_DECODE_OPS = {1: 13 + 6}
+ENCODE_DECODE_OPS_TOPK = 14 + 6
+BACKWARD_OPS = {1: 17, 2: 47}
+BACKWARD_OPS_TOPK = 29
+
+
 def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
     """Kernels of a DeepSpeed-MoE layer's ops on one rank (``w``: a zsim.workload.Workload).
 
-    - gate (SM:568-590): the input and wg cast to fp32, F.linear (S × h)·(h × E) in fp32,
-      softmax, top-k, masks and cumsum over S × E (about a dozen fp32 passes);
+    - gate (SM:568-590): the input and wg cast to fp32, F.linear (S × h)·(h × E) in fp32
+      (priced as a GEMM of the model's dtype: the fp32 rate is not modelled), softmax,
+      top-k, masks and cumsum over S × E (an estimate of a dozen fp32 passes); its backward
+      carries every measured non-expert backward launch of the layer (:data:`BACKWARD_OPS`);
     - MOELayer's own op: the sparse encode gathers the [E, C, M] buffer (SM:188-201) and the
-      decode gathers S·k rows and sums them weighted in fp32 (SM:204-213);
+      decode gathers S·k rows and sums them weighted in fp32 (SM:204-213), timed together;
     - each expert Linear: one GEMM over its ep·C dispatched rows (backward two);
     - the expert activation: SiLU(gate)·up over ep·C rows of width I.
     """
-    from ..workload import Kernel, _gemm, _mem
+    from ..errors import ZsimInputError
+    from ..workload import _gemm, _mem
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
-    s, e, h = plan.tokens, plan.num_experts, plan.hidden_size
+    s, e, h, k = plan.tokens, plan.num_experts, plan.hidden_size, plan.k
     twice = 2 if bwd else 1
     if node.kind == "ds_moe_gate":
-        gemm = (_gemm(s, e, h), _gemm(s, h, e)) if bwd else (_gemm(s, e, h),)
-        mem = s * h * (p + 4) + s * e * 4 * 12
-        return gemm + (_mem(mem * twice, launches=20 * twice),)
+        mem = (s * h * (p + 4) + s * e * 4 * 12) * twice
+        if bwd:
+            return (_gemm(s, e, h), _gemm(s, h, e), _mem(mem, launches=BACKWARD_OPS.get(k, BACKWARD_OPS_TOPK) - 2))
+        return (_gemm(s, e, h), _mem(mem, launches=GATE_FORWARD_OPS.get(k, GATE_FORWARD_OPS_TOPK) - 1))
     if node.kind == "ds_moe_layer":
         encode = plan.buffer_numel * 2 * p
-        decode = s * plan.k * h * (p + 4 + 4) + s * h * (4 + p)
-        return (_mem((encode + decode) * twice, launches=12 * twice),)
+        decode = s * k * h * (p + 4 + 4) + s * h * (4 + p)
+        launches = 0 if bwd else ENCODE_DECODE_OPS.get(k, ENCODE_DECODE_OPS_TOPK)   # backward: on the gate's
+        return (_mem((encode + decode) * twice, launches=launches),)
     rows = plan.expert_rows
     if node.kind == "expert_linear":
         out, in_ = node.params[0].shape
         return (_gemm(rows, out, in_), _gemm(rows, in_, out)) if bwd else (_gemm(rows, out, in_),)
     if node.kind == "expert_mlp_activation":
         return (_mem(3 * rows * node.width * p * twice, launches=2 * twice),)
-    return (Kernel("memory"),)
+    raise ZsimInputError(f"workload: no DeepSpeed-MoE kernels for {node.kind!r}")
 
 
 # ---- memory -----------------------------------------------------------------------------------------
