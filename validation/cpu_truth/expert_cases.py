@@ -47,6 +47,11 @@ EP_CASES: list[dict] = [
     ep_case("ep4-w4-s2-bf16-qwen3-mb2-cf0.7-ckpt", QWEN3_MOE_8E, 4, 2,
             dict(ep_size=4, k=2, capacity_factor=0.7, min_capacity=3), micro=2, checkpointing=True,
             reduce_bucket_size=5000),
+    # 8 ranks: ep 4 (expert-data-parallel groups [0, 4], [1, 5], ...), stage 1 with overlap_comm
+    ep_case("ep4-w8-s1-bf16-overlap-qwen3-b3000", QWEN3_MOE_8E, 8, 1, dict(ep_size=4, k=2, min_capacity=0),
+            overlap_comm=True, reduce_bucket_size=3000),
+    ep_case("ep2-w8-s2-fp32-gas2-b4000", MIXTRAL_4E, 8, 2, dict(ep_size=2, k=2), "fp32", gas=2,
+            reduce_bucket_size=4000),
     # stage 0: the engine all-reduces non-expert, then expert gradients; bf16's overflow flag
     # goes over the expert-parallel group
     ep_case("ep2-w4-s0-bf16-gas2", MIXTRAL_4E, 4, 0, dict(ep_size=2, k=2), gas=2),
