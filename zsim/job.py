@@ -55,6 +55,11 @@ class RunSettings:
     host_speed: HostSpeed | None = None               # None: the profile's reference machine
     launcher: str | None = None                       # None: cpu_threads as given
     cpu_threads: float | None = None                  # per rank; None: the node's cores shared
+    # DeepSpeed-MoE expert parallelism (zsim.parallel.expert, docs/moe.md): the model's MoE
+    # blocks become deepspeed.moe.layer.MoE layers of ep_size ``ep``; ``moe_config`` holds
+    # the layer's other arguments (a JSON file or mapping). Neither: the model's own blocks.
+    ep: int | None = None
+    moe_config: str | Path | Mapping[str, Any] | None = None
 
     def overrides(self) -> Overrides:
         """The run fields as :class:`zsim.dsconfig.Overrides` (each wins over ds_config)."""
@@ -126,6 +131,9 @@ def place(settings: RunSettings) -> JobSite:
     """Load the model, the cluster and the hardware profile of ``settings`` (bad input raises
     :class:`~zsim.errors.ZsimInputError`)."""
     spec = load_model(settings.model)
+    if settings.ep is not None or settings.moe_config is not None:
+        from .parallel.expert import with_deepspeed_moe
+        spec = with_deepspeed_moe(spec, settings.moe_config, settings.ep)
     cluster = load_topology(settings.topo).cluster(gpus=settings.gpus, nodes=settings.nodes)
     given = settings.hardware
     hw = given if isinstance(given, HardwareProfile) else load_profile(given or cluster.hardware)
@@ -175,6 +183,9 @@ def _site_notes(spec: ModelSpec, run: RunConfig, hw: HardwareProfile) -> tuple[s
     if run.zero.zero_quantized_gradients and run.zero.stage == 3:
         notes.append("ZeRO++ qgZ is approximated (int4 all_to_all pairs per gradient bucket; "
                      "not checked against DeepSpeed's comms logger)")
+    if spec.deepspeed_moe is not None:
+        from .parallel.expert import expert_note
+        notes.append(expert_note(spec, run))
     return tuple(notes)
 
 

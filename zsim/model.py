@@ -20,6 +20,7 @@ from .errors import ZsimInputError
 from .inputs import read_input_bytes
 from .limits import MODEL_FIELD_MAX, show_number
 from .modeltree import ACTIVATIONS, FAMILY_BUILDERS, ModelTree, Param, model_tree  # Param: re-exported
+from .modeltree.dsmoe import DeepSpeedMoE, check_deepspeed_moe
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class ModelSpec:
     dense_layers: int = 0             # first_k_dense_replace: leading layers with a dense MLP
     router_groups: int = 0            # n_group of group-limited routing (0: plain top-k)
     router_topk_groups: int = 0       # topk_group: groups a token may route into
+    # DeepSpeed-MoE layers (deepspeed.moe.layer.MoE) replace the MoE blocks; the tree is then
+    # one rank's (its num_experts / ep_size local experts): zsim.modeltree.dsmoe, docs/moe.md
+    deepspeed_moe: DeepSpeedMoE | None = None
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -140,6 +144,8 @@ class ModelSpec:
                                    or not 0 < self.router_topk_groups <= self.router_groups):
             raise ZsimInputError(f"model {self.name!r}: n_group {self.router_groups} must divide the "
                                  f"{self.num_experts} experts, with 1 <= topk_group <= n_group")
+        if self.deepspeed_moe is not None:
+            check_deepspeed_moe(self, self.deepspeed_moe)
 
     def _check_experts(self) -> None:
         """A MoE spec: a MoE family, 1 <= top-k <= experts; a dense one has no expert fields."""

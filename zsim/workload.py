@@ -18,6 +18,7 @@ from functools import lru_cache
 from .errors import ZsimInputError
 from .model import ModelSpec
 from .modeltree import Node, model_tree
+from .parallel.expert_work import DS_MOE_KINDS, ds_moe_kernels
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class Workload:
         """
         m = self.model
         i = m.num_layers - 1 if layer < 0 else layer
+        if m.deepspeed_moe is not None:   # DeepSpeed-MoE layers: zsim.parallel.expert_work
+            from .parallel.expert_work import saved_activation_bytes
+            rest = _layer_saved_per_token(m, self.param_bytes, i) - _moe_saved_per_token(m, self.param_bytes)
+            return self.tokens * rest + saved_activation_bytes(self)
         # DeepSeek's router multiplies by an fp32 copy of its weight (E·h·4 per layer, saved
         # by the fp32 F.linear whatever the batch)
         router_weight = 4 * m.num_experts * m.hidden_size if m.is_mla and m.is_moe_layer(i) else 0
@@ -140,6 +145,9 @@ class Workload:
         (t·I·p, two alive) at the widest point.
         """
         m = self.model
+        if m.deepspeed_moe is not None:
+            from .parallel.expert_work import backward_working_bytes
+            return backward_working_bytes(self)
         dense = 2 * m.intermediate_size
         if m.is_moe:
             # Unmeasured estimate: the routed rows' gradients of gate_up's output (2·I) and of
@@ -407,6 +415,8 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         return (attn, rope)
     if kind in _MOE_KINDS:
         return _moe_kernels(w, node, bwd)
+    if kind in DS_MOE_KINDS:   # DeepSpeed-MoE layers (expert parallelism)
+        return ds_moe_kernels(w, node, bwd)
     if kind == "activation":
         # Gated: act(gate)·up reads 2·t·I, writes t·I (bwd ~2×); plain GELU/ReLU read and
         # write t·I; NewGELUActivation runs eight elementwise ops (read+write each).

@@ -165,17 +165,20 @@ class Launched:
         if any(codes) or not self.out_path.exists():
             tail = self.log_path.read_text(errors="replace")[-4000:]
             raise TruthRunError(f"DeepSpeed truth run failed (exit codes {codes}, kept {self.workdir}):\n{tail}")
-        per_rank, sequence = [], []
+        per_rank, sequence, extras = [], [], []
         for r in range(int(self.case["world_size"])):
             data = json.loads(Path(f"{self.out_path}.rank{r}").read_text())
             per_rank.append(step_difference(data["steps"]))
+            # what a case records besides the counts (expert_parallel.py: grouped sequence,
+            # optimizer groups, parameters), per rank
+            extras.append({k: v for k, v in data.items() if k not in ("rank", "steps", "sequence", "module_trace")})
             if r == 0:
                 sequence = data.get("sequence", [])
                 trace = data.get("module_trace")
         if os.environ.get("ZSIM_TRUTH_KEEP") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)  # nothing is kept between runs
         return {"collectives": per_rank[0], "per_rank": per_rank, "sequence": sequence,
-                "module_trace": trace, "wall_s": wall}
+                "module_trace": trace, "extras": extras, "wall_s": wall}
 
 
 def launch(case: dict) -> Launched:

@@ -46,6 +46,9 @@ def _build_model(case: dict):
             model = cls_model(config)
     else:
         model = cls_model(config)
+    if case.get("deepspeed_moe") is not None:   # DeepSpeed-MoE layers (expert parallelism)
+        from validation.cpu_truth.expert_parallel import replace_moe_blocks
+        replace_moe_blocks(model, case["deepspeed_moe"])
     if case.get("activation_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -122,7 +125,13 @@ def run_rank(case_path: str, out_path: str) -> int:
     model = _build_model(case)
     _mark("model built")
     ds_config = case["ds_config"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if "optimizer" not in ds_config else None
+    moe = case.get("deepspeed_moe") is not None
+    if moe:
+        from validation.cpu_truth import expert_parallel
+        params = expert_parallel.moe_param_groups(model)
+    else:
+        params = model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=1e-4) if "optimizer" not in ds_config else None
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                            optimizer=optimizer, config=ds_config)
     _mark("deepspeed.initialize done")
@@ -133,9 +142,14 @@ def run_rank(case_path: str, out_path: str) -> int:
     gas = ds_config.get("gradient_accumulation_steps", 1)
     sequence: list = []
     _record_sequence(dist.comms_logger, sequence)
+    grouped: list = []
+    if moe:
+        expert_parallel.record_groups(grouped)
     steps, sequences = [], []
+    grouped_steps = []
     for _ in range(case.get("steps", 3)):
         sequence.clear()
+        grouped.clear()
         for _ in range(gas):
             ids = torch.randint(0, vocab, (micro, seq), generator=gen)
             loss = engine(input_ids=ids, labels=ids).loss
@@ -143,9 +157,14 @@ def run_rank(case_path: str, out_path: str) -> int:
             engine.step()
         steps.append(_counts(dist.comms_logger.comms_dict))
         sequences.append(list(sequence))
+        grouped_steps.append(list(grouped))
     del dtype
     _mark("steps done")
     result = {"rank": rank, "steps": steps, "sequence": sequences[-1]}
+    if moe:
+        result["group_sequence"] = grouped_steps[-1]
+        result["optimizer_groups"] = expert_parallel.optimizer_facts(engine)
+        result["parameter_numels"] = expert_parallel.parameter_numels(engine.module)
     if rank == 0 and hasattr(engine.optimizer, "parameter_offload"):  # stage 3: the module trace
         names = {id(m): n for n, m in engine.module.named_modules()}
         coord = engine.optimizer.parameter_offload.get_param_coordinator()

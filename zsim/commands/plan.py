@@ -13,7 +13,7 @@ from ..errors import ZsimInputError
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR
-from ..parallel.cli import add_parallel_args
+from ..parallel.cli import add_expert_args, add_parallel_args, refuse_expert_with_3d
 from ..parallel.plan3d import Pins, plan_lines, plan_parallel
 from .common import add_cluster_args, add_quiet_arg, add_run_args, int_up_to, percent, progress_for, settings_from_args
 
@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-3d", action="store_true",
                    help="search tensor x pipeline (x Ulysses sequence) parallel degrees jointly with ZeRO stage, "
                         "offload, micro-batch and checkpointing at a fixed global batch (docs/parallelism.md)")
+    add_expert_args(p)
 
 
 def _run_3d(args: argparse.Namespace) -> int:
@@ -82,6 +83,7 @@ def _run_3d(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Search, print, write."""
     if args.search_3d or any((getattr(args, k) or 1) > 1 for k in ("tp", "pp", "sp")):
+        refuse_expert_with_3d(args, search_3d=True)
         return _run_3d(args)
     bar = progress_for(args, "zsim plan")
     try:

@@ -12,7 +12,7 @@ from ..hostcost import LAUNCHERS
 from ..io import dumps_json
 from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR, format_prediction, wire_bytes_per_gpu, write_prediction_outputs
-from ..parallel.cli import add_parallel_args, parallel_ask, parallel_lines
+from ..parallel.cli import add_expert_args, add_parallel_args, parallel_ask, parallel_lines, refuse_expert_with_3d
 from ..parallel.predict3d import predict_any
 from ..trace import write_trace
 from .common import add_cluster_args, add_run_args, int_up_to, settings_from_args
@@ -38,10 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-threads", type=int_up_to(4096), default=None,
                    help="threads per rank of the CPU passes (OMP_NUM_THREADS), overriding --launcher")
     add_parallel_args(p, " (see docs/parallelism.md for what is modelled)", megatron_sp=True)
+    add_expert_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict, then print and write what was asked."""
+    refuse_expert_with_3d(args)
     # Outputs and wire bytes read the prediction's ops: keep the timeline.
     result = predict_any(settings_from_args(args), parallel_ask(args), keep_timeline=True)
     parallel = None if hasattr(result, "timeline") else result

@@ -277,6 +277,9 @@ def plan_settings(settings: RunSettings, *, global_batch: int | None = None, top
         memory_headroom_pct = setting.provenance.memory_headroom_pct
     setting = replace(setting, memory_headroom_pct=check_headroom(memory_headroom_pct))
     space = build_space(user, settings, setting.world_size, seq_len, global_batch)
+    if settings.ep is not None or settings.moe_config is not None:   # DeepSpeed-MoE layers
+        from ..parallel.expert import expert_space
+        space = expert_space(space)
     ev = Evaluator(setting, predictor)
     outcome = search(space, ev, top_n=top_n, refine=refine, progress=progress, metric=metric)
     band, ties = _ties(outcome.ranked, metric, setting.provenance)

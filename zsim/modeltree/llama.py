@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from .deepseek import deepseek_layer
+from .dsmoe import deepspeed_moe_block
 from .moe import moe_layer
 from .nodes import ModelTree, Node
 from .parts import _attention, _embedding, _gated_mlp, _head, _layers, _linear, _norm, _pre_norm_layer, _root
@@ -57,6 +58,11 @@ def gpt_layer(spec: "ModelSpec", i: int) -> Node:
     ), calls=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
 
 
+def deepspeed_moe_layer(spec: "ModelSpec", i: int) -> Node:
+    """A MoE decoder layer whose ``mlp`` is a DeepSpeed-MoE layer (zsim.modeltree.dsmoe)."""
+    return _pre_norm_layer(spec, i, deepspeed_moe_block(spec, f"model.layers.{i}", i))
+
+
 #: Decoder layer builder per ``ModelSpec.mlp`` for the Llama-shaped tree (:func:`llama_tree`).
 LAYER_BUILDERS: dict[str, Callable[["ModelSpec", int], Node]] = {
     "swiglu": llama_layer,
@@ -75,7 +81,9 @@ def llama_tree(spec: "ModelSpec") -> ModelTree:
     """
     n = spec.num_layers
     embed = _embedding("model.embed_tokens", spec.vocab_size, spec.hidden_size)
-    if spec.is_mla:
+    if spec.deepspeed_moe is not None:
+        build_layer = deepspeed_moe_layer
+    elif spec.is_mla:
         build_layer = deepseek_layer
     elif spec.num_experts:
         build_layer = moe_layer

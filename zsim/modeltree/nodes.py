@@ -62,6 +62,12 @@ KINDS = frozenset({
     "expert_gate",          # Qwen2-MoE shared_expert_gate (1, h): linear, sigmoid, scale, add
     "moe_container",        # DeepSeek-MoE block (DeepseekV2Moe): gate, experts, shared_experts;
                             # not a DeepSpeed ZeRO-3 leaf, so its children are hooked
+    # DeepSpeed-MoE layers (zsim.modeltree.dsmoe; kernels in zsim.parallel.expert_work):
+    "ds_moe",               # containers: the user's wrapper, deepspeed.moe.layer.MoE, Experts
+    "ds_moe_layer",         # MOELayer: its own op encodes tokens into [E, C, M] and decodes them
+    "ds_moe_gate",          # TopKGate: fp32 linear with wg's weight (E, h) and top-k gating
+    "expert_linear",        # a local expert's Linear, run on the rows dispatched to it
+    "expert_mlp_activation",  # a local expert's SiLU(gate)·up over its dispatched rows
 })
 
 

@@ -48,6 +48,16 @@ def parallel_ask(args: argparse.Namespace):
                        sequence_parallel=bool(getattr(args, "sequence_parallel", False)))
 
 
+def add_expert_args(p: argparse.ArgumentParser) -> None:
+    """``--ep`` and ``--moe-config``: DeepSpeed-MoE expert parallelism (zsim.parallel.expert)."""
+    p.add_argument("--ep", type=_degree, default=None,
+                   help="expert-parallel degree: the model's MoE blocks are DeepSpeed-MoE layers "
+                        "(deepspeed.moe.layer.MoE) with this ep_size (docs/moe.md)")
+    p.add_argument("--moe-config", default=None,
+                   help="JSON object of deepspeed.moe.layer.MoE arguments (ep_size, k, capacity_factor, "
+                        "min_capacity, drop_tokens, use_residual, ...); implies DeepSpeed-MoE layers")
+
+
 def refuse_model_parallel(args: argparse.Namespace) -> None:
     """Raise one line when a degree above 1 is asked of a command that does not model it."""
     asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
@@ -55,6 +65,19 @@ def refuse_model_parallel(args: argparse.Namespace) -> None:
         raise ZsimInputError(f"{' '.join(asked)}: not modelled by this command yet (`zsim predict` and "
                              "`zsim plan --search-3d` answer tensor/pipeline/sequence parallelism; "
                              "`zsim topo show` prints the rank mapping)")
+
+
+def refuse_expert_with_3d(args: argparse.Namespace, search_3d: bool = False) -> None:
+    """Raise one line when expert parallelism is asked together with tensor, pipeline or
+    sequence parallelism (or the joint 3D search): the two models are not combined."""
+    if getattr(args, "ep", None) is None and getattr(args, "moe_config", None) is None:
+        return
+    asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
+    if search_3d:
+        asked.append("--search-3d")
+    if asked:
+        raise ZsimInputError(f"--ep/--moe-config with {' '.join(asked)}: expert parallelism combined with "
+                             "tensor/pipeline/sequence parallelism is not modelled")
 
 
 def asked_placement(args: argparse.Namespace, gpus_per_node: int, num_nodes: int) -> LayoutPlacement | None:
@@ -124,5 +147,6 @@ def placement_lines(placed: LayoutPlacement) -> list[str]:
     return out
 
 
-__all__ = ["add_parallel_args", "parallel_ask", "parallel_lines", "refuse_model_parallel", "asked_placement", "placement_dict",
+__all__ = ["add_expert_args", "add_parallel_args", "parallel_ask", "parallel_lines", "refuse_model_parallel",
+           "refuse_expert_with_3d", "asked_placement", "placement_dict",
            "placement_lines", "MAX_RANK_ROWS"]

@@ -51,7 +51,9 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
         index = {p: i for i, p in enumerate(held)}
         modules = [replace(m, params=tuple(index[p] for p in m.params)) for m in modules]
         numels = [numels[p] for p in held]
-    if z.stage == 3:
+    if model.deepspeed_moe is not None:
+        em, facts = _emit_expert_parallel(model, run, numels, gpus_per_node)
+    elif z.stage == 3:
         em, facts = emit_stage3(model, run, numels, gpus_per_node)
     else:
         layout = flat_layout(numels, run.world_size, round_robin=z.round_robin_gradients)
@@ -66,6 +68,29 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
             largest_param_numel=max(numels), num_params=sum(numels))
     ops = tuple(em.ops.ops)
     return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
+
+
+def _emit_expert_parallel(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: int | None):
+    """Stages 0-2 with DeepSpeed-MoE layers (zsim.parallel.expert): the MoE param groups'
+    layout, the all-to-alls and the per-group step."""
+    from ..parallel.expert import check_run, expert_groups, expert_plan
+    from ..parallel.expert_zero import moe_layout
+    moe = model.deepspeed_moe
+    check_run(model, run)
+    groups = expert_groups(run.world_size, moe.ep_size, gpus_per_node)
+    layout = moe_layout(model, run.world_size, groups)
+    plan = expert_plan(model, run.micro_batch, run.seq_len, run.param_bytes)
+    em, nb = emit_dense(model, run, forward_modules(model), layout, expert=(plan, groups))
+    z = run.zero
+    zero = z.stage > 0   # stage 0: no partitions, no buckets (the engine all-reduces)
+    facts = ScheduleFacts(
+        partition_numel=layout.partition_numel if zero else sum(numels),
+        padded_numel=layout.padded_numel if zero else sum(numels),
+        ipg_buffer_elems=z.reduce_bucket_size if zero and z.contiguous_gradients else 0,
+        ipg_buffer_count=(2 if z.overlap_comm else 1) if zero and z.contiguous_gradients else 0,
+        num_buckets=nb, max_gathered_numel=0, persistent_numel=0,
+        largest_param_numel=max(numels), num_params=sum(numels))
+    return em, facts
 
 
 def steady_state_collectives(model: str | Path | ModelSpec, ds_config: str | Path | Mapping[str, Any] | None,

@@ -10,6 +10,7 @@ allgather_bucket_size are ignored. ``buffered_allreduce_fallback`` all-reduces t
 from __future__ import annotations
 
 from ..dsconfig import OffloadDevice, RunConfig
+from ..groups import WORLD
 from ..model import ModelSpec
 from .buckets import Bucket, chunk_greedy
 from .emit import Emitter
@@ -19,7 +20,7 @@ from .order import Module, hook_order
 from .params import FlatLayout
 from .passes import backward, forward
 from .stage12 import bucket_collectives, reduces_on, stage12_buckets
-from .step import stage0_step, stage12_step
+from .step import moe_stage12_step, stage0_step, stage12_step
 
 #: engine.py:151 — the bucket stage 0 really uses (allreduce_gradients' default argument).
 STAGE0_ALLREDUCE_ELEMS = 500_000_000
@@ -36,7 +37,7 @@ def _issue_bucket(em: Emitter, run: RunConfig, bucket: Bucket, layout: FlatLayou
         em.wait_for.append(last_reduce[-1])
     for call in bucket_collectives(bucket, layout, run):
         last_reduce.append(em.collective(f"grad_bucket_{index}", call.collective, call.message_bytes,
-                                         stream=stream, deps=(trigger,) if overlap else ()))
+                                         stream=stream, deps=(trigger,) if overlap else (), group=call.group))
     if run.zero.offload_optimizer != OffloadDevice.NONE:
         _offload_copies(em, run, bucket, layout, last_reduce[-1])
 
@@ -62,13 +63,18 @@ def _offload_copies(em: Emitter, run: RunConfig, bucket: Bucket, layout: FlatLay
         em.add("d2h", "copy", "fp32_grads_to_host", deps=(last,), nbytes=4 * sum(n for _, n in owned))
 
 
-def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: FlatLayout) -> tuple[Emitter, int]:
-    """All ops of one optimizer step for stages 0/1/2; returns (emitter, buckets per micro-step)."""
+def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: FlatLayout,
+               expert=None) -> tuple[Emitter, int]:
+    """All ops of one optimizer step for stages 0/1/2; returns (emitter, buckets per micro-step).
+
+    ``expert``: (ExpertPlan, ExpertGroups) of DeepSpeed-MoE layers (zsim.parallel.expert),
+    whose ``layout`` is then a GroupedLayout; None for every other model."""
     em = Emitter(run.world_size)
     numels = layout.numels
     hooks = hook_order(modules)
     hook_items = [(p, numels[p]) for p, _ in hooks]
-    flat_items = [(p, numels[p]) for p in range(len(numels))]
+    flat_items = [(p, numels[p]) for p in (layout.flat_order() if expert else range(len(numels)))]
+    a2a = _all_to_all_hooks(em, model, expert)
     if run.zero.stage == 0:
         buckets, in_hooks = [], False
     else:
@@ -84,12 +90,17 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
 
     for micro in range(run.grad_accum):
         em.micro = micro
-        forward(em, modules)
+        if a2a is None:
+            forward(em, modules)
+        else:
+            forward(em, modules, post=a2a.post)
         reducing = run.zero.stage > 0 and reduces_on(run, micro)
         last_reduce: list[int] = []
 
         def post(pos: int, m: Module, pass_: str) -> None:
             if pass_ != "bwd":
+                if a2a is not None:
+                    a2a.post(pos, m, pass_)
                 return
             if reducing and in_hooks:
                 for hpos in hooks_at.get(pos, ()):
@@ -97,8 +108,13 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
                         _issue_bucket(em, run, buckets[k], layout, em.last_compute, k, last_reduce)
             if m.params:
                 _backward_loops(em, run, len(m.params))
+            if a2a is not None:
+                a2a.post(pos, m, pass_)
 
-        backward(em, modules, run.activation_checkpointing, post=post)
+        if a2a is None:
+            backward(em, modules, run.activation_checkpointing, post=post)
+        else:
+            backward(em, modules, run.activation_checkpointing, pre=a2a.pre, post=post)
         if reducing:  # the epilogue flushes what is left (all buckets for stage 1 w/o overlap)
             for k, b in enumerate(buckets):
                 if b.trigger is None or not in_hooks:
@@ -106,14 +122,44 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
             if run.zero.overlap_comm and last_reduce:
                 em.wait_for.append(last_reduce[-1])  # epilogue synchronize (S12:1027-1029)
         if run.zero.stage == 0 and micro == run.grad_accum - 1:
-            sizes = [n for n in numels if n]
-            for chunk in chunk_greedy(sizes, STAGE0_ALLREDUCE_ELEMS):
-                em.collective("allreduce_gradients", "all_reduce", chunk * run.comm_dtype_bytes)
+            # DeepSpeed-MoE: the non-expert gradients, then the expert ones over their own
+            # group (ENG:3921-3936, zsim.parallel.expert_zero.stage0_reductions)
+            for sizes, group in _stage0_reductions(numels, layout, expert):
+                for chunk in chunk_greedy(sizes, STAGE0_ALLREDUCE_ELEMS):
+                    em.collective("allreduce_gradients", "all_reduce", chunk * run.comm_dtype_bytes, group=group)
     if run.zero.stage == 0:
-        stage0_step(em, run, sum(numels), tensors=len(numels))
+        stage0_step(em, run, sum(numels), tensors=len(numels),
+                    collectives=_stage0_expert_collectives(run, expert))
+    elif expert:
+        moe_stage12_step(em, run, layout, tensors=len(numels))
     else:
         stage12_step(em, run, layout.partition_numel, layout.padded_numel, tensors=len(numels))
     return em, len(buckets)
+
+
+def _stage0_reductions(numels, layout, expert) -> list:
+    """[(gradient sizes in order, group)] the engine all-reduces at stage 0."""
+    if not expert:
+        return [([n for n in numels if n], WORLD)]
+    from ..parallel.expert_zero import stage0_reductions
+    return stage0_reductions(layout)
+
+
+def _stage0_expert_collectives(run: RunConfig, expert):
+    """The stage-0 step's extra collectives with DeepSpeed-MoE layers, or None."""
+    if not expert:
+        return None
+    from ..parallel.expert_zero import stage0_step_collectives
+    return stage0_step_collectives(run, expert[1])
+
+
+def _all_to_all_hooks(em: Emitter, model: ModelSpec, expert):
+    """The DeepSpeed-MoE all-to-all hooks (zsim.parallel.expert_zero), or None."""
+    if not expert:
+        return None
+    from ..parallel.expert_zero import AllToAllHooks
+    plan, groups = expert
+    return AllToAllHooks(em, model, plan, groups.expert)
 
 
 def _backward_loops(em: Emitter, run: RunConfig, tensors: int) -> None:

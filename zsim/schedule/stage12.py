@@ -14,8 +14,10 @@ Each bucket becomes collectives by :func:`bucket_collectives`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..dsconfig import RunConfig
+from ..groups import WORLD, Group
 from .buckets import Bucket, chunk_greedy, greedy_buckets
 from .params import FlatLayout
 
@@ -26,13 +28,14 @@ class BucketCall:
 
     collective: str       # logger op: "all_reduce" or "reduce"
     message_bytes: int
+    group: Group = WORLD  # the group it runs on (DeepSpeed-MoE: expert gradients' own group)
 
 
 @dataclass(frozen=True)
 class OwnerSlice:
     """Consecutive elements of a bucket that one rank's partition owns."""
 
-    rank: int
+    rank: Any             # a FlatLayout's rank; a GroupedLayout's (param group, rank)
     numel: int
 
 
@@ -56,6 +59,13 @@ def bucket_collectives(bucket: Bucket, layout: FlatLayout, run: RunConfig) -> li
     if not z.contiguous_gradients or not z.reduce_scatter:
         return [BucketCall("all_reduce", bucket.numel * cb)]
     slices = _owner_slices(bucket, layout)
+    group_of = getattr(layout, "group_of", None)
+    if group_of is not None:   # DeepSpeed-MoE param groups: one reduction per group (S12:1628-1712)
+        per_group: dict[Group, list[int]] = {}
+        for s in slices:
+            per_group.setdefault(group_of(s.rank), []).append(s.numel)
+        return [BucketCall("all_reduce", n * cb, g) for g, sizes in per_group.items()
+                for n in chunk_greedy(sizes, z.reduce_bucket_size)]
     if z.use_multi_rank_bucket_allreduce:
         return [BucketCall("all_reduce", n * cb)
                 for n in chunk_greedy([s.numel for s in slices], z.reduce_bucket_size)]

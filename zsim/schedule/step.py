@@ -131,19 +131,29 @@ def stage12_step(em: Emitter, run: RunConfig, partition_numel: int, padded_numel
                   buffer_bytes=padded_numel * pb)
 
 
-def stage0_step(em: Emitter, run: RunConfig, numel: int, tensors: int = 0) -> None:
+def moe_stage12_step(em: Emitter, run: RunConfig, layout, tensors: int = 0) -> None:
+    """The stage-1/2 step with DeepSpeed-MoE param groups (a zsim.parallel.expert_zero
+    GroupedLayout): each group stepped on its own, the norms and all-gathers per group."""
+    from ..parallel.expert_zero import moe_step_allgathers, moe_step_collectives
+    em.phase = "step"
+    gpu_step(em, run, layout.partition_numels(), tensors,
+             moe_step_collectives(layout, _check_overflow(run), run.zero.compute_grad_norm))
+    moe_step_allgathers(em, layout, run.param_bytes)
+
+
+def stage0_step(em: Emitter, run: RunConfig, numel: int, tensors: int = 0, collectives=None) -> None:
     """Stage 0: gradients were all-reduced by the engine; the update is local.
 
     In fp32 (no fp16/bf16 wrapper) with gradient_clipping > 0 — DeepSpeed's DEFAULT is 1.0
     (runtime/constants.py:203) — the engine clips through ``clip_grad_norm_``, which
     all-reduces a 4-byte norm over the data-parallel group (engine.py:3506-3511,
     runtime/utils.py:414-418). The bf16 wrapper (DDP_BFLOAT16 -> FP16_Optimizer) issues no
-    collective [E].
+    collective [E]. ``collectives``: what DeepSpeed-MoE layers add (zsim.parallel.expert).
     """
     em.phase = "step"
     if run.precision == "fp32" and run.gradient_clipping > 0:
         em.collective("clip_grad_norm", "all_reduce", 4)
-    gpu_step(em, run, [numel], tensors)
+    gpu_step(em, run, [numel], tensors, collectives)
 
 
 def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persistent_shards: list[int],
