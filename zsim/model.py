@@ -114,6 +114,8 @@ class ModelSpec:
                 raise ZsimInputError(f"model {self.name!r}: {key} must be in [0, 1), got {getattr(self, key)!r}")
         self._check_experts()
         self._check_mla()
+        if self.deepspeed_moe is not None:
+            check_deepspeed_moe(self, self.deepspeed_moe)
 
     def _check_mla(self) -> None:
         """MLA fields only on a DeepSeek family, with a value head dim and a rotary part
@@ -144,8 +146,6 @@ class ModelSpec:
                                    or not 0 < self.router_topk_groups <= self.router_groups):
             raise ZsimInputError(f"model {self.name!r}: n_group {self.router_groups} must divide the "
                                  f"{self.num_experts} experts, with 1 <= topk_group <= n_group")
-        if self.deepspeed_moe is not None:
-            check_deepspeed_moe(self, self.deepspeed_moe)
 
     def _check_experts(self) -> None:
         """A MoE spec: a MoE family, 1 <= top-k <= experts; a dense one has no expert fields."""
