@@ -56,9 +56,10 @@ DS_CONFIGS: dict[str, dict[str, Any]] = {
     },
     # Megatron-LM (Narayanan et al. 2021) expressed as DeepSpeed's engine without ZeRO: fp16
     # with dynamic loss scaling, Adam with fp32 master weights, gradients all-reduced over
-    # the data-parallel group after the last micro-batch's backward (Megatron-LM's
-    # train_step calls model.allreduce_gradients() after forward_backward_func; DeepSpeed's
-    # stage 0 all-reduces at the accumulation boundary), clip-grad 1.0 (Megatron's default).
+    # the data-parallel group after the last micro-batch's backward (Megatron-LM's 2021
+    # train_step: the local DDP's allreduce_gradients() after forward_backward_func, as the
+    # rows state; DeepSpeed's stage 0 all-reduces at the accumulation boundary), clip-grad
+    # 1.0 (Megatron's default).
     "megatron-lm-fp16": {
         "fp16": {"enabled": True, "initial_scale_power": 32, "loss_scale_window": 1000,
                  "hysteresis": 2, "min_loss_scale": 1},
