@@ -149,30 +149,126 @@ def test_the_report_gives_each_source_its_own_mape(report):
     assert "| source | split | rows | MAPE % |" in format_report(report)
 
 
-#: Why a 3D-parallel row is not expressible yet: the phrase marks the rows to flip once
-#: `zsim predict` prices tensor and pipeline parallelism.
-TP_PP_PENDING = "tensor/pipeline parallel timing"
-
-
 def _parallel(row) -> bool:
     cfg = row["config"]
     return any(not isinstance(cfg.get(k, 1), int) or cfg.get(k, 1) > 1
                for k in ("tensor_parallel", "pipeline_parallel"))
 
 
-def test_3d_parallel_rows_wait_for_tensor_pipeline_timing(runs):
-    """Every row with tensor or pipeline parallelism is not expressible, says why with the one
-    marker phrase, and already carries its split (eval: not a DeepCompile or Azure chart row),
-    fixed before it is ever scored; its GPUs are TP x PP x DP."""
+#: The 3D rows zsim expresses (pipeline size 1: Megatron-LM's pipeline schedule plays no part).
+EXPRESSIBLE_3D = {"narayanan-3.6b-64xa100-tp2-pp1-dp32", "narayanan-7.5b-128xa100-tp4-pp1-dp32",
+                  "narayanan-18b-256xa100-tp8-pp1-dp32"}
+
+
+def test_3d_rows_keep_their_fixed_split_and_layout(runs):
+    """Every row with tensor or pipeline parallelism carries the split fixed before it was
+    scored (eval: none is a DeepCompile or Azure chart row) and GPUs = TP x PP x DP."""
     parallel = [r for r in runs if _parallel(r)]
-    assert len(parallel) >= 12
+    assert len(parallel) >= 25
     for row in parallel:
-        assert not row["expressible"] and TP_PP_PENDING in row["reason"], row["id"]
         cfg = row["config"]
         if isinstance(cfg.get("tensor_parallel"), int):
             assert row["split"] == "eval", row["id"]
             assert cfg["tensor_parallel"] * cfg["pipeline_parallel"] * cfg["data_parallel"] == cfg["gpus"], row["id"]
-    assert all(_parallel(r) for r in runs if TP_PP_PENDING in r.get("reason", ""))
+    assert {r["id"] for r in parallel if r["expressible"]} == EXPRESSIBLE_3D
+
+
+def test_expressible_3d_rows_give_zsim_the_sources_layout(runs):
+    """The zsim block of an expressible 3D row is the source's layout: TP, PP, GPUs, micro-batch,
+    and grad-accum = global batch / (micro-batch x DP)."""
+    for rid in EXPRESSIBLE_3D:
+        row, = (r for r in runs if r["id"] == rid)
+        cfg, z = row["config"], row["zsim"]
+        assert (z["tp"], z.get("pp", 1)) == (cfg["tensor_parallel"], cfg["pipeline_parallel"]), rid
+        assert z["nodes"] * cfg["gpus_per_node"] == cfg["gpus"], rid
+        assert z["micro_batch"] == cfg["micro_batch"] and z["seq"] == cfg["seq"], rid
+        assert z["micro_batch"] * z["grad_accum"] * cfg["data_parallel"] == cfg["global_batch"], rid
+        assert z["activation_checkpointing"] is cfg["activation_checkpointing"] is True, rid
+        assert z["ds_config"] == "megatron-lm-fp16" and row["assumptions"], rid
+
+
+def test_3d_rows_left_inexpressible_say_why_in_one_line(runs):
+    """No row waits on tensor/pipeline timing any more: each one left says, in one line, what
+    else zsim does not model (interleaved 1F1B, selective recompute, ALiBi, an unstated config)."""
+    left = [r for r in runs if _parallel(r) and not r["expressible"]]
+    assert len(left) == 22
+    for row in left:
+        reason = row["reason"]
+        assert reason.strip() and "\n" not in reason and "not in zsim predict yet" not in reason, row["id"]
+        assert "tensor/pipeline parallel timing" not in reason, row["id"]
+        rid = row["id"]
+        expected = ("interleaved" if rid.startswith("narayanan-") else "selective" if rid.startswith("korthikanti-")
+                    else "ALiBi" if rid.startswith(("bloom-", "bigscience-")) else
+                    "not in the quoted text" if rid.startswith("mtnlg-") else "V100")
+        assert expected in reason, rid
+
+
+def test_3d_rows_predict_with_their_layout(report, runs):
+    """The expressible 3D rows predict through the 3D path: the layout is the row's, the TP
+    collectives are priced, and they and the kernels fit inside the step (both on the
+    compute stream)."""
+    rows = {r.id: r for r in report.rows if r.layout}
+    assert set(rows) == EXPRESSIBLE_3D
+    for rid, r in rows.items():
+        cfg = by_id(runs, rid)["config"]
+        assert r.layout == f"tp{cfg['tensor_parallel']} x pp1 x dp{cfg['data_parallel']}", rid
+        assert r.world_size == cfg["gpus"] and r.fits, rid
+        assert r.tp_comm_s > 0 and r.reduce_and_step_s > 0 and r.pipeline_bubble_s == 0, rid
+        assert r.compute_s + r.tp_comm_s < r.step_time_s, rid
+    assert set(report.mape_3d_pct) == {"eval"}
+    assert report.mape_3d_pct["eval"] == pytest.approx(sum(abs(r.error_pct) for r in rows.values()) / len(rows))
+    assert "| eval, 3D rows | 3 |" in format_report(report)
+
+
+def test_megatron_formula_counts_data_parallel_ranks_only(runs):
+    """Under TP the global batch is micro-batch x grad-accum x DP, not x GPUs: Narayanan et al.
+    Table 1, 18B: B = 1024 on 256 GPUs (TP 8 x DP 32); 135 TFLOP/s per GPU is
+    96*1024*2048*40*6144^2*(1 + 2048/36864 + 51200/983040) / (135e12 * 256) = 9.40 s per step."""
+    row = by_id(runs, "narayanan-18b-256xa100-tp8-pp1-dp32")
+    by_hand = 96 * 1024 * 2048 * 40 * 6144**2 * (1 + 2048 / (6 * 6144) + 51200 / (16 * 40 * 6144))
+    step = by_hand / (135e12 * 256)
+    assert step == pytest.approx(9.40, abs=0.01)
+    assert source_metric(row, step, 256) == pytest.approx(135.0, rel=1e-9)
+
+
+def test_a_pipeline_row_passes_its_layout_through(tmp_path):
+    """A (made-up, unscored) pipeline row: predict_row takes the 3D path with the row's degrees,
+    and the score reports the slowest stage's bubble and reduction + step."""
+    from zsim.published import score_row
+    row = {"id": "synthetic-pp2", "split": "eval", "measured": {"metric": "step_time_s", "value": 1.0},
+           "zsim": {"topo": "dgx-a100", "nodes": 1, "ds_config": "megatron-lm-fp16", "micro_batch": 1,
+                    "grad_accum": 4, "seq": 1024, "tp": 2, "pp": 2, "sequence_parallel": True,
+                    "model": {"shape": "megatron-gpt", "hidden_size": 1024, "num_layers": 8, "num_heads": 16}},
+           "flop_formula": {"name": "megatron", "vocab": 51200}}
+    r = score_row(row)
+    assert r.layout == "tp2+sp x pp2 x dp2" and r.world_size == 8
+    assert r.pipeline_bubble_s > 0 and r.reduce_and_step_s > 0 and r.tp_comm_s > 0
+    assert r.predicted == r.step_time_s
+
+
+def test_data_parallel_rows_take_the_plain_path(runs):
+    """A row without a layout predicts exactly as zsim.predict.predict (the path is unchanged)."""
+    from zsim.predict import predict
+    from zsim.published import DS_CONFIGS, model_for, predict_row
+    row = by_id(runs, "hf-blog-granite7b-4xa100-zero3")
+    z = row["zsim"]
+    ds = dict(DS_CONFIGS[z["ds_config"]], train_micro_batch_size_per_gpu=z["micro_batch"],
+              gradient_accumulation_steps=z.get("grad_accum", 1))
+    where = {"gpus": z["gpus"]} if "gpus" in z else {"nodes": z["nodes"]}
+    plain = predict(model=model_for(row), topo=z["topo"], ds_config=ds, seq=z["seq"],
+                    activation_checkpointing=bool(z.get("activation_checkpointing", False)),
+                    offload_optimizer=z.get("offload_optimizer"), **where)
+    assert predict_row(row).step_time_s == plain.step_time_s
+
+
+def test_bad_degrees_are_input_errors(tmp_path):
+    doc = yaml.safe_load(DEFAULT_PATH.read_text())
+    row = next(r for r in doc["runs"] if r["id"] == "narayanan-3.6b-64xa100-tp2-pp1-dp32")
+    row["zsim"]["tp"] = 0
+    bad = tmp_path / "runs.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ZsimInputError, match="zsim.tp"):
+        load_runs(bad)
 
 
 @pytest.mark.parametrize("rid, layers, hidden, vocab", [

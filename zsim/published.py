@@ -23,8 +23,9 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ZsimInputError
+from .job import RunSettings
 from .model import ModelSpec
-from .predict import predict
+from .parallel.predict3d import ParallelAsk, predict_any
 
 #: The shipped data file (next to this module, under data/published/).
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "published" / "training_runs.yaml"
@@ -52,6 +53,18 @@ DS_CONFIGS: dict[str, dict[str, Any]] = {
         "bf16": {"enabled": True},
         "gradient_clipping": 1.0,
         "zero_optimization": {"stage": 3, "sub_group_size": 100000000},
+    },
+    # Megatron-LM (Narayanan et al. 2021) expressed as DeepSpeed's engine without ZeRO: fp16
+    # with dynamic loss scaling, Adam with fp32 master weights, gradients all-reduced over
+    # the data-parallel group after the last micro-batch's backward (Megatron-LM's 2021
+    # train_step: the local DDP's allreduce_gradients() after forward_backward_func, as the
+    # rows state; DeepSpeed's stage 0 all-reduces at the accumulation boundary), clip-grad
+    # 1.0 (Megatron's default).
+    "megatron-lm-fp16": {
+        "fp16": {"enabled": True, "initial_scale_power": 32, "loss_scale_window": 1000,
+                 "hysteresis": 2, "min_loss_scale": 1},
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": 0},
     },
     # huggingface/accelerate#2624's DeepSpeed config.
     "hf-z3-bf16": {
@@ -113,6 +126,10 @@ def _check_row(row: Any, seen: set[str]) -> None:
             raise ZsimInputError(f"published runs: {rid}: split must be fit or eval")
         if not isinstance(row.get("zsim"), Mapping):
             raise ZsimInputError(f"published runs: {rid}: an expressible row needs a zsim section")
+        for key in ("tp", "pp", "sp"):
+            degree = row["zsim"].get(key, 1)
+            if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
+                raise ZsimInputError(f"published runs: {rid}: zsim.{key} must be a positive integer")
         if measured["metric"] == "tflops_per_gpu" and (row.get("flop_formula") or {}).get("name") != "megatron":
             raise ZsimInputError(f"published runs: {rid}: TFLOP/s rows need a formula zsim knows (megatron)")
     elif not isinstance(row.get("reason"), str) or not row["reason"].strip():
@@ -130,20 +147,30 @@ def megatron_flops_per_step(*, global_batch: int, seq: int, layers: int, hidden:
         1.0 + seq / (6.0 * hidden) + vocab / (16.0 * layers * hidden))
 
 
+def data_parallel_ranks(row: Mapping[str, Any], gpus: int) -> int:
+    """The row's data-parallel ranks: ``gpus / (tp * pp * sp)`` (all of them without a 3D layout)."""
+    z = row["zsim"]
+    return gpus // (int(z.get("tp", 1)) * int(z.get("pp", 1)) * int(z.get("sp", 1)))
+
+
 def source_metric(row: Mapping[str, Any], step_time_s: float, gpus: int) -> float:
-    """zsim's step time of ``gpus`` ranks in the row's published metric (the source's own formula)."""
+    """zsim's step time of ``gpus`` ranks in the row's published metric (the source's own formula).
+
+    The global batch is micro-batch x grad-accum x data-parallel ranks (a tensor/pipeline
+    group of ranks shares one sample stream: DeepSpeed runtime/config.py:461-469)."""
     z = row["zsim"]
     mb, ga = int(z["micro_batch"]), int(z.get("grad_accum", 1))
     seq = int(z["seq"])
+    global_batch = mb * ga * data_parallel_ranks(row, gpus)
     metric = row["measured"]["metric"]
     if metric == "tokens_per_s_per_gpu":
-        return mb * ga * seq / step_time_s
+        return global_batch * seq / step_time_s / gpus
     if metric == "samples_per_s":
-        return mb * ga * gpus / step_time_s
+        return global_batch / step_time_s
     if metric == "step_time_s":   # a published iteration time (Korthikanti et al. Table 5)
         return step_time_s
     shape = z["model"]
-    flops = megatron_flops_per_step(global_batch=mb * ga * gpus, seq=seq, layers=int(shape["num_layers"]),
+    flops = megatron_flops_per_step(global_batch=global_batch, seq=seq, layers=int(shape["num_layers"]),
                                     hidden=int(shape["hidden_size"]), vocab=int(row["flop_formula"]["vocab"]))
     return flops / (step_time_s * gpus) / 1e12
 
@@ -165,16 +192,27 @@ def model_for(row: Mapping[str, Any]) -> str | ModelSpec:
                      mlp="gelu", norm="layernorm", learned_positions=True)
 
 
+def parallel_ask(row: Mapping[str, Any]) -> ParallelAsk:
+    """The row's tensor / pipeline / Ulysses degrees and Megatron sequence parallelism
+    (``zsim: {tp, pp, sp, sequence_parallel}``; absent: data parallelism only)."""
+    z = row["zsim"]
+    return ParallelAsk(tp=int(z.get("tp", 1)), pp=int(z.get("pp", 1)), sp=int(z.get("sp", 1)),
+                       sequence_parallel=bool(z.get("sequence_parallel", False)))
+
+
 def predict_row(row: Mapping[str, Any]):
-    """zsim's :class:`~zsim.predict.Prediction` of one expressible row."""
+    """zsim's prediction of one expressible row: a :class:`~zsim.predict.Prediction`, or a
+    :class:`~zsim.parallel.predict3d.ParallelPrediction` when the row has a 3D layout (the
+    plain path is taken unchanged when it has none, as `zsim predict` does)."""
     z = row["zsim"]
     ds = json.loads(json.dumps(DS_CONFIGS[z["ds_config"]]))
     ds["train_micro_batch_size_per_gpu"] = int(z["micro_batch"])
     ds["gradient_accumulation_steps"] = int(z.get("grad_accum", 1))
-    kwargs: dict[str, Any] = {"gpus": z["gpus"]} if "gpus" in z else {"nodes": z["nodes"]}
-    return predict(model=model_for(row), topo=z["topo"], ds_config=ds, seq=int(z["seq"]),
-                   activation_checkpointing=bool(z.get("activation_checkpointing", False)),
-                   offload_optimizer=z.get("offload_optimizer"), **kwargs)
+    where = {"gpus": z["gpus"]} if "gpus" in z else {"nodes": z["nodes"]}
+    settings = RunSettings(model=model_for(row), topo=z["topo"], ds_config=ds, seq=int(z["seq"]),
+                           activation_checkpointing=bool(z.get("activation_checkpointing", False)),
+                           offload_optimizer=z.get("offload_optimizer"), **where)
+    return predict_any(settings, parallel_ask(row))
 
 
 # ---- scoring -----------------------------------------------------------------------------
@@ -198,6 +236,12 @@ class ScoredRow:
     compute_s: float = 0.0
     exposed_comm_s: float = 0.0
     comm_busy_s: float = 0.0
+    # 3D rows (tp x pp x dp): the layout and the rest of the slowest stage's step: its
+    # TP collectives (on the compute stream), pipeline idle time, gradient reduction + step.
+    layout: str = ""
+    tp_comm_s: float = 0.0
+    pipeline_bubble_s: float = 0.0
+    reduce_and_step_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -212,28 +256,43 @@ class PublishedReport:
     #: "<source URL> <split>" -> MAPE, so one source with many rows cannot hide another's error.
     mape_by_source_pct: dict[str, float] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)      # row id -> source URL
+    #: split -> MAPE of the rows with a tensor/pipeline layout alone (they are in mape_pct too).
+    mape_3d_pct: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "total_rows": self.total_rows,
                 "expressible_rows": len(self.rows), "mape_pct": self.mape_pct,
-                "mape_by_source_pct": self.mape_by_source_pct,
+                "mape_by_source_pct": self.mape_by_source_pct, "mape_3d_pct": self.mape_3d_pct,
                 "rows": [asdict(r) for r in self.rows],
                 "not_expressible": [{"id": i, "reason": r} for i, r in self.not_expressible]}
 
 
 def score_row(row: Mapping[str, Any]) -> ScoredRow:
     """Predict one expressible row and compare it on its published metric."""
-    p = predict_row(row)
+    result = predict_row(row)
+    p = getattr(result, "prediction", result)       # a 3D prediction wraps the worst stage's
     published = float(row["measured"]["value"])
     predicted = source_metric(row, p.step_time_s, p.world_size)
+    bd = p.time_breakdown
+    exposed = sum(v for k, v in bd.items() if k.startswith("exposed_comm"))
+    extra: dict[str, Any] = {}
+    if p is not result:
+        lay = result.layout
+        if lay.pp > 1:     # the slowest stage's path (zsim.parallel.predict3d._pipeline_step)
+            reduce_and_step = bd.get("reduce_and_step_s", 0.0)
+        else:              # one stage: the TP collectives are exposed (compute stream); the
+            # rest of the exposed communication is the data-parallel reduction, then the step
+            reduce_and_step = exposed - result.tp_comm_s + bd.get("optimizer_s", 0.0)
+        extra = {"layout": f"tp{lay.tp}{'+sp' if result.sequence_parallel else ''} x pp{lay.pp} x dp{lay.dp}",
+                 "tp_comm_s": result.tp_comm_s, "pipeline_bubble_s": bd.get("pipeline_bubble_s", 0.0),
+                 "reduce_and_step_s": reduce_and_step}
     return ScoredRow(id=row["id"], split=row["split"], metric=row["measured"]["metric"],
                      published=published, predicted=predicted,
                      error_pct=(predicted - published) / published * 100.0,
                      step_time_s=p.step_time_s, fits=p.fits, topo=row["zsim"]["topo"],
                      world_size=p.world_size, reading=row["measured"].get("reading", "quote"),
-                     compute_s=p.time_breakdown.get("compute_s", 0.0),
-                     exposed_comm_s=sum(v for k, v in p.time_breakdown.items() if k.startswith("exposed_comm")),
-                     comm_busy_s=sum(p.comm_busy_s.values()))
+                     compute_s=bd.get("compute_s", 0.0),
+                     exposed_comm_s=exposed, comm_busy_s=sum(p.comm_busy_s.values()), **extra)
 
 
 def _mape(rows: list[ScoredRow]) -> float:
@@ -254,10 +313,11 @@ def published_report(path: str | Path | None = None) -> PublishedReport:
             rows = [r for r in scored if sources[r.id] == src and r.split == split]
             if rows:
                 by_source[f"{src} {split}"] = _mape(rows)
+    mape_3d = {s: _mape([r for r in scored if r.layout and r.split == s]) for s in ("fit", "eval")}
     return PublishedReport(path=str(Path(path) if path is not None else DEFAULT_PATH), rows=scored,
                            not_expressible=tuple((r["id"], r["reason"]) for r in runs if not r["expressible"]),
                            total_rows=len(runs), mape_pct=mape, mape_by_source_pct=by_source,
-                           sources=sources)
+                           sources=sources, mape_3d_pct={k: v for k, v in mape_3d.items() if not math.isnan(v)})
 
 
 def format_report(report: PublishedReport) -> str:
@@ -270,6 +330,10 @@ def format_report(report: PublishedReport) -> str:
         if rows:
             worst = max(rows, key=lambda r: abs(r.error_pct))
             out.append(f"| {split} | {len(rows)} | {report.mape_pct[split]:.1f} | {worst.id} {worst.error_pct:+.1f}% |")
+    for split, value in report.mape_3d_pct.items():
+        rows = [r for r in report.rows if r.layout and r.split == split]
+        worst = max(rows, key=lambda r: abs(r.error_pct))
+        out.append(f"| {split}, 3D rows | {len(rows)} | {value:.1f} | {worst.id} {worst.error_pct:+.1f}% |")
     if report.mape_by_source_pct:
         out += ["", "| source | split | rows | MAPE % |", "|---|---|---:|---:|"]
         for key, value in report.mape_by_source_pct.items():
@@ -282,6 +346,12 @@ def format_report(report: PublishedReport) -> str:
         out.append(f"| {r.id} | {r.split} | {r.metric} | {r.published:.2f} | {r.predicted:.2f} | "
                    f"{r.error_pct:+.1f}% | {r.step_time_s:.2f} | {'yes' if r.fits else 'no'} | "
                    f"{r.topo} x {r.world_size} | {r.reading} |")
+    parallel = [r for r in report.rows if r.layout]
+    if parallel:
+        out += ["", "| 3D row | layout | zsim step s | compute s | TP collectives s | bubble s | "
+                "reduction + step s | error |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r.id} | {r.layout} | {r.step_time_s:.2f} | {r.compute_s:.2f} | {r.tp_comm_s:.2f} | "
+                f"{r.pipeline_bubble_s:.2f} | {r.reduce_and_step_s:.2f} | {r.error_pct:+.1f}% |" for r in parallel]
     if report.not_expressible:
         out += ["", "| not expressible | why |", "|---|---|"]
         out += [f"| {i} | {reason} |" for i, reason in report.not_expressible]
