@@ -107,6 +107,8 @@ class Workload:
         # by the fp32 F.linear whatever the batch)
         router_weight = 4 * m.num_experts * m.hidden_size if m.is_mla and m.is_moe_layer(i) else 0
         saved = _layer_saved_per_token(m, self.param_bytes, i)
+        if m.attention_impl == "eager_alibi":
+            router_weight += eager_scores_saved_bytes(self)   # the s x s tensors: not per token
         if self.sequence_shards == 1:
             return self.tokens * saved + router_weight
         # Megatron sequence parallelism: what the norms and dropout masks keep is the
@@ -157,7 +159,14 @@ class Workload:
                          dense if m.dense_layers else 0)
             return self.tokens * self.param_bytes * (2 * m.hidden_size + widest)
         residual = 2 * m.hidden_size // self.sequence_shards
-        return self.tokens * self.param_bytes * (residual + dense)
+        widest = self.tokens * self.param_bytes * (residual + dense)
+        if m.attention_impl == "eager_alibi":
+            # Eager attention's backward at its widest, softmax backward (modeling_bloom.py:284):
+            # the fp32 gradient of the probabilities and the fp32 gradient it writes (2 x 4 per
+            # score), beside the residual gradients. Read from the source, not measured.
+            scores = self.micro_batch * m.num_heads * self.seq_len * self.seq_len
+            widest = max(widest, self.tokens * self.param_bytes * residual + 8 * scores)
+        return widest
 
 
 def layer_modules(model: ModelSpec, i: int) -> list[str]:
@@ -203,6 +212,14 @@ def _layer_saved_per_token(m: ModelSpec, p: int, layer: int = 0) -> int:
     h = m.hidden_size
     if m.is_mla:
         return _deepseek_saved_per_token(m, p, layer)
+    if m.attention_impl == "eager_alibi":
+        # BLOOM (modeling_bloom.py BloomAttention.forward): reshape copies q, k and v out of the
+        # fused projection (lines 266-268; baddbmm saves q and k, bmm saves v) and _merge_heads
+        # copies the context (line 296, saved by dense): 4·p·h; the s x s tensors are
+        # eager_scores_saved_bytes. fused_qkv itself dies: nothing keeps a view of it.
+        attn = 4 * p * h
+        mlp = _PLAIN_MLP_SAVED[m.activation] * p * m.intermediate_size
+        return _norms_and_masks_per_token(m, p) + attn + mlp
     kv = m.kv_dim if m.head_dim <= _SDPA_GQA_MAX_HEAD_DIM else m.q_dim
     if m.family in _FUSED_QKV:
         roped = 0 if m.family == "gpt2" else p * (m.q_dim + kv)
@@ -301,10 +318,35 @@ def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
     return router + rows + shared
 
 
+def eager_scores_saved_bytes(w: "Workload") -> int:
+    """Bytes of the s x s tensors one eager-attention layer keeps for backward (BLOOM,
+    modeling_bloom.py BloomAttention.forward), b·heads·s² values of each:
+
+    - the fp32 softmax output (line 284, ``F.softmax(..., dtype=torch.float32)``: saved by
+      softmax's backward), 4 bytes;
+    - the p-byte probabilities the bmm with v saves (line 293): the ``.to(query.dtype)`` cast, or
+      with attention_dropout > 0 the dropout's output, p bytes;
+    - with attention_dropout > 0, CUDA's native_dropout bool mask (line 287), 1 byte. (On CPU
+      dropout multiplies by a p-byte noise tensor instead: validation/cpu_truth measures p = 0.)
+
+    The baddbmm scores and the masked scores die: add, the fp32 upcast and baddbmm keep none.
+    Measured to the byte at p = 0 with validation/cpu_truth/family_activation_memory.py.
+    """
+    m = w.model
+    if w.ulysses > 1:
+        raise ZsimInputError(f"model {m.name!r}: DeepSpeed-Ulysses with eager (ALiBi) attention "
+                             "is not modelled by zsim")
+    scores = w.micro_batch * m.num_heads * w.seq_len * w.seq_len
+    return scores * (4 + w.param_bytes + (1 if m.attention_dropout > 0 else 0))
+
+
 #: Families whose q, k and v come from one projection's output.
 _FUSED_QKV = frozenset({"phi3", "gpt2", "gpt_neox", "falcon"})
 #: Values per intermediate element a plain (ungated) MLP keeps, by activation (see above).
-_PLAIN_MLP_SAVED = {"gelu": 2, "gelu_pytorch_tanh": 2, "gelu_new": 5, "relu": 1, "silu": 2}
+_PLAIN_MLP_SAVED = {"gelu": 2, "gelu_pytorch_tanh": 2, "gelu_new": 5, "relu": 1, "silu": 2,
+                    # BLOOM's GeLUFunction saves its input (ctx.save_for_backward), dense_4h_to_h
+                    # the output: 2 (modeling_bloom.py GeLUFunction.forward)
+                    "bloom_gelu": 2}
 #: Residual dropout sites per layer (modeltree: the dropouts each layer calls; OPT's and
 #: Falcon's functional dropouts after attention and the MLP).
 _DROPOUT_SITES = {"phi3": 2, "phi": 2, "gpt2": 2, "gpt_neox": 2, "falcon": 2, "opt": 2}
@@ -399,6 +441,8 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
                 "windowed attention (an explicit mask, no flash kernel) is not modelled by zsim")
         if m.is_mla:
             return _mla_attention_kernels(w, bwd)
+        if m.attention_impl == "eager_alibi":
+            return _eager_alibi_kernels(w, bwd)
         fwd_flops = 2.0 * 2 * b * s * s * q / 2
         if w.ulysses > 1:
             # Ulysses: the full sequence S = s·u with q/u of the query width: u times the FLOPs.
@@ -424,6 +468,13 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
             per, launches = 3 * t * (node.width or inter) * p, 2
         elif m.activation == "gelu_new":
             per, launches = 16 * t * inter * p, 8
+        elif m.activation == "bloom_gelu":
+            # BLOOM's GeLUFunction (modeling_bloom.py bloom_gelu_forward, line 121): 9 elementwise
+            # ops reading 12 and writing 9 values per element; backward (bloom_gelu_back, lines
+            # 136-139) 18 ops reading 26 and writing 18: not the generic 2x.
+            if bwd:
+                return (_mem(44 * t * inter * p, launches=18),)
+            return (_mem(21 * t * inter * p, launches=9),)
         else:
             per, launches = 2 * t * inter * p, 2
         return (_mem(per * (2 if bwd else 1), launches=launches * (2 if bwd else 1)),)
@@ -432,6 +483,47 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         width = t * (node.width or h) // w.sequence_shards
         return (_mem(width * ((p + 1 + p) if bwd else (p + p + 1)), launches=1),)
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
+
+
+def _eager_alibi_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
+    """BLOOM's eager ALiBi attention core, op by op (modeling_bloom.py BloomAttention.forward),
+    with B = b·heads batches and N = B·s² scores; the full s x s square is computed (no causal
+    skipping: the mask is added afterwards).
+
+    Forward: reshape copies q, k, v (lines 266-268: read+write p·t·h each); baddbmm (271-276)
+    copies the broadcast alibi into its output (write p·N), then the batched GEMM
+    [s, d] x [d, s] (2·B·s²·d); the causal mask add (281, read 2·p·N, write p·N: the eager mask
+    is a (b, 1, s, s) tensor broadcast over heads); softmax in fp32 (284): the bf16 input's fp32
+    copy (p·N + 4N: aten's softmax converts first unless the input is fp16 on CUDA), softmax
+    (4N + 4N) and the cast back (4N + p·N); dropout with p > 0 (287: read p·N, write p·N and a
+    1-byte mask); the batched GEMM [s, s] x [s, d] (293); _merge_heads' copy (296).
+
+    Backward: the merge copy's gradient reshape (p·t·h twice); bmm's two GEMMs
+    (grad·vᵀ, probsᵀ·grad); dropout's (p·N + N read, p·N write); the casts' and softmax's
+    (p·N + 4N, 12N, 4N + p·N); baddbmm's two GEMMs and their alpha scalings (derivatives.yaml
+    maybe_multiply: 2·p·t·h each); the q/k/v select gradients into the fused projection's
+    (3 zero fills of 3·p·t·h, 3 slice copies of 2·p·t·h, 2 accumulations of 9·p·t·h). The
+    mask add's gradient passes through; the eager mask itself is built once per forward.
+    """
+    m, t, p = w.model, w.tokens, w.param_bytes
+    b, s, heads, d, h = w.micro_batch, w.seq_len, m.num_heads, m.head_dim, m.hidden_size
+    if w.ulysses > 1:
+        raise ZsimInputError(f"model {m.name!r}: DeepSpeed-Ulysses with eager (ALiBi) attention "
+                             "is not modelled by zsim")
+    n = b * heads * s * s
+    bmm = Kernel("gemm", flops=2.0 * b * heads * s * s * d)
+    dropout = m.attention_dropout > 0
+    if not bwd:
+        mem = 6 * p * t * h + p * n + 3 * p * n + (p * n + 4 * n) + 8 * n + (4 * n + p * n) + 2 * p * t * h
+        launches = 3 + 1 + 1 + 3 + 1
+        if dropout:
+            mem, launches = mem + (2 * p + 1) * n, launches + 1
+        return (bmm, bmm, _mem(mem, launches=launches))
+    mem = 2 * p * t * h + (p * n + 4 * n) + 12 * n + (4 * n + p * n) + 4 * p * t * h + 33 * p * t * h
+    launches = 1 + 1 + 1 + 1 + 2 + 8
+    if dropout:
+        mem, launches = mem + (2 * p + 1) * n, launches + 1
+    return (bmm, bmm, bmm, bmm, _mem(mem, launches=launches))
 
 
 def _mla_attention_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
