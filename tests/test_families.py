@@ -92,7 +92,8 @@ def test_bundled_name_counts_what_transformers_builds(name):
 
 #: transformers config classes whose defaults are a real published size, per family.
 REAL_SIZES = ["LlamaConfig", "MistralConfig", "Qwen2Config", "Qwen3Config", "GemmaConfig", "Phi3Config",
-              "PhiConfig", "GPT2Config", "GPTNeoXConfig", "FalconConfig", "OPTConfig", "DeepseekV3Config"]
+              "PhiConfig", "GPT2Config", "GPTNeoXConfig", "FalconConfig", "OPTConfig", "DeepseekV3Config",
+              "BloomConfig"]   # BloomConfig's defaults are a 2-layer toy of bigscience/bloom's layout
 
 
 @pytest.mark.parametrize("cls", REAL_SIZES)
@@ -140,3 +141,26 @@ def test_sliding_window_beyond_its_window_is_refused(capsys):
         assert main(["predict", "--model", str(path), "--seq", "512", "--gpus", "1", "--no-output"]) == 0
         assert main(["predict", "--model", str(path), "--seq", "1024", "--gpus", "1", "--no-output"]) == 2
     assert "sliding_window" in capsys.readouterr().err
+
+
+#: Parameter counts the BigScience model cards publish (huggingface.co/bigscience/<name>, as quoted
+#: in zsim/data/models/SOURCES.md): an independent check of the bundled BLOOM shapes.
+BLOOM_CARD_COUNTS = {"bigscience/bloom-560m": 559_214_592, "bigscience/bloom-7b1": 7_069_016_064}
+
+
+@pytest.mark.parametrize("name", sorted(BLOOM_CARD_COUNTS))
+def test_bundled_bloom_counts_what_its_model_card_publishes(name):
+    assert load_model(name).num_parameters == BLOOM_CARD_COUNTS[name]
+
+
+def test_bloom_7b1_predicts_at_stage_3(capsys):
+    assert main(["predict", "--model", "bigscience/bloom-7b1", "--stage", "3", "--no-output"]) == 0
+    assert "bigscience/bloom-7b1" in capsys.readouterr().out
+
+
+def test_bloom_with_ulysses_is_refused():
+    """Eager ALiBi attention under DeepSpeed-Ulysses is not priced: refused, never a flash kernel."""
+    from zsim.workload import Workload
+    spec = load_model("bigscience/bloom-560m")
+    with pytest.raises(ZsimInputError, match="Ulysses"):
+        Workload(spec, 1, 512, 2, ulysses=2).kernels("transformer.h.0.self_attention", "fwd")
