@@ -61,7 +61,9 @@ class ModelSpec:
     embed_dim: int = 0                # OPT word_embed_proj_dim; 0: hidden_size
     post_norm: bool = False           # OPT do_layer_norm_before false: LayerNorm after the residual
     sliding_window: int = 0           # attention window (0: none); longer sequences are refused
-    attention_impl: str = "sdpa"      # "sdpa" (flash kernels) or "eager_alibi" (BLOOM: s x s scores kept)
+    attention_impl: str = "sdpa"      # "sdpa" (flash kernels), "eager_alibi" (BLOOM) or "eager" (Gemma-2)
+    attn_softcap: float = 0.0         # Gemma-2 attn_logit_softcapping (0: none): tanh over the s x s scores
+    final_softcap: float = 0.0        # Gemma-2 final_logit_softcapping (0: none): tanh over the t x V logits
     num_experts: int = 0              # routed experts per MoE layer (0: a dense MLP)
     experts_per_token: int = 0        # top-k experts each token is routed to
     expert_intermediate_size: int = 0  # each expert's I (0: intermediate_size); Qwen-MoE moe_intermediate_size
@@ -234,9 +236,10 @@ class ModelSpec:
         return max(p.numel for p in self.tree.parameters())
 
 
-#: Attention cores zsim prices (zsim.workload): SDPA's flash kernels, or BLOOM's eager ALiBi
-#: path (baddbmm, fp32 softmax, bmm with the s x s probabilities materialised).
-ATTENTION_IMPLS = ("sdpa", "eager_alibi")
+#: Attention cores zsim prices (zsim.workload): SDPA's flash kernels, BLOOM's eager ALiBi path
+#: (baddbmm, fp32 softmax, bmm with the s x s probabilities materialised), or transformers'
+#: eager_attention_forward (matmul, optional tanh softcap, fp32 softmax, matmul: Gemma-2).
+ATTENTION_IMPLS = ("sdpa", "eager_alibi", "eager")
 
 #: Families whose decoder layers hold a sparse MoE block (zsim.modeltree.moe_layer): HF
 #: model_type names. Expert parallelism (DeepSpeed-MoE's ep_size, expert groups) is not
@@ -302,6 +305,9 @@ _MOE_FIELDS = frozenset({"num_local_experts", "num_experts", "moe_intermediate_s
 #: ... and of the DeepSeek families (zsim.model._deepseek_fields).
 _DEEPSEEK_FIELDS = _MOE_FIELDS | {"n_routed_experts", "kv_lora_rank"}
 
+#: ... and of Gemma-2, whose softcapping zsim prices (eager attention, zsim.workload).
+_GEMMA2_FIELDS = frozenset({"attn_logit_softcapping", "final_logit_softcapping"})
+
 #: config.json fields that mean an architecture zsim does not model -> what it is. A config
 #: holding one is refused, never silently priced as a dense Llama.
 _UNMODELLED_FIELDS = {
@@ -311,8 +317,7 @@ _UNMODELLED_FIELDS = {
     "vision_config": "a multimodal (vision) tower", "audio_config": "a multimodal (audio) tower",
     "text_config": "a multimodal wrapper config (give its text_config as the model)",
     "kv_lora_rank": "multi-head latent attention (MLA)",
-    # Gemma-2: transformers runs softcapped attention eagerly (sdpa cannot softcap,
-    # modeling_gemma2.py _supports_sdpa = False): s x s scores kept, not modelled
+    # softcapping outside Gemma-2 (which zsim prices: _GEMMA2_FIELDS) is not modelled
     "attn_logit_softcapping": "attention-logit softcapping (eager attention with s x s scores)",
     "final_logit_softcapping": "final-logit softcapping (extra t x V logits tensors)",
     "use_sliding_window": "sliding-window attention on some layers (Qwen)",
@@ -340,6 +345,8 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
     if cfg.get("is_encoder_decoder") is True:
         raise ZsimInputError(f"{name}: encoder-decoder models are not modelled by zsim")
     for key, what in _UNMODELLED_FIELDS.items():
+        if model_type == "gemma2" and key in _GEMMA2_FIELDS:
+            continue
         if model_type in MOE_FAMILIES and key in _MOE_FIELDS:
             continue
         if model_type in DEEPSEEK_FAMILIES and key in _DEEPSEEK_FIELDS:
@@ -434,6 +441,16 @@ def _float(cfg: Mapping[str, Any], key: str, default: float, name: str) -> float
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ZsimInputError(f"{name}: {key} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _softcap(cfg: Mapping[str, Any], key: str, name: str) -> float:
+    """A softcapping value (null: none)."""
+    value = cfg.get(key)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise ZsimInputError(f"{name}: {key} must be a positive number or null, got {value!r}")
     return float(value)
 
 
@@ -542,10 +559,16 @@ def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]
     if mt == "qwen3":
         bias = b("attention_bias", False)
         return dict(qkv_bias=bias, o_bias=bias, qk_norm=True, attention_dropout=f("attention_dropout"))
-    if mt in ("gemma", "gemma2"):
+    if mt == "gemma":
         bias = b("attention_bias", False)
-        return dict(family="gemma" if mt == "gemma" else "gemma2", qkv_bias=bias, o_bias=bias,
-                    attention_dropout=f("attention_dropout"))
+        return dict(family="gemma", qkv_bias=bias, o_bias=bias, attention_dropout=f("attention_dropout"))
+    if mt == "gemma2":
+        # transformers runs Gemma-2 eagerly whatever its softcapping (modeling_gemma2.py
+        # Gemma2PreTrainedModel: _supports_sdpa = False)
+        bias = b("attention_bias", False)
+        return dict(family="gemma2", qkv_bias=bias, o_bias=bias, attention_dropout=f("attention_dropout"),
+                    attention_impl="eager", attn_softcap=_softcap(cfg, "attn_logit_softcapping", name),
+                    final_softcap=_softcap(cfg, "final_logit_softcapping", name))
     if mt == "phi3":
         return dict(family="phi3", dropout=max(f("resid_pdrop"), f("embd_pdrop")),
                     attention_dropout=f("attention_dropout"), rotary_fraction=_rotary_fraction(cfg, name, 1.0))
