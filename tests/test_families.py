@@ -93,7 +93,7 @@ def test_bundled_name_counts_what_transformers_builds(name):
 #: transformers config classes whose defaults are a real published size, per family.
 REAL_SIZES = ["LlamaConfig", "MistralConfig", "Qwen2Config", "Qwen3Config", "GemmaConfig", "Phi3Config",
               "PhiConfig", "GPT2Config", "GPTNeoXConfig", "FalconConfig", "OPTConfig", "DeepseekV3Config",
-              "BloomConfig"]   # BloomConfig's defaults are a 2-layer toy of bigscience/bloom's layout
+              "BloomConfig", "Gemma2Config"]   # BloomConfig's defaults are a 2-layer toy of bigscience/bloom's layout
 
 
 @pytest.mark.parametrize("cls", REAL_SIZES)
@@ -104,13 +104,17 @@ def test_real_size_counts_what_transformers_builds(cls):
     assert from_hf_config(cfg, name=cls).num_parameters == _hf_count(cfg)
 
 
-def test_gemma2_published_defaults_are_refused():
-    """Gemma-2 as published softcaps attention logits (eager attention): refused in one line."""
+def test_gemma2_published_defaults_are_priced_eagerly():
+    """Gemma-2 as published (Gemma2Config's defaults are gemma-2-2b's shapes) softcaps its
+    attention logits: transformers runs it eagerly, so zsim keeps the s x s tensors."""
     require_truth_packages("Gemma-2's published defaults", "transformers")
     import transformers
+    from zsim.workload import Workload
     cfg = transformers.Gemma2Config().to_dict()
-    with pytest.raises(ZsimInputError, match="softcapping"):
-        from_hf_config(cfg, name="gemma-2")
+    spec = from_hf_config(cfg, name="gemma-2")
+    assert spec.attention_impl == "eager" and spec.attn_softcap == 50.0 and spec.final_softcap == 30.0
+    short, long = (Workload(spec, 1, s, 2).layer_activation_bytes() for s in (1024, 2048))
+    assert long > 2 * short   # the s² tensors: more than linear in the sequence
 
 
 def test_unknown_hub_name_says_how_to_pass_a_config(capsys):

@@ -70,6 +70,9 @@ FAMILY_CONFIGS = {
     "opt-project-postnorm": {"model_type": "opt", "hidden_size": 64, "num_hidden_layers": 2,
                              "num_attention_heads": 4, "ffn_dim": 96, "vocab_size": 128, "word_embed_proj_dim": 32,
                              "max_position_embeddings": 32, "do_layer_norm_before": False},
+    "gemma2-softcap": {"model_type": "gemma2", "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 96, "vocab_size": 128,
+                       "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "sliding_window": 16},
     "bloom": {"model_type": "bloom", "hidden_size": 64, "n_layer": 2, "n_head": 4, "vocab_size": 128},
     # BloomConfig's other spellings (n_embed, attribute_map's num_hidden_layers/num_attention_heads)
     "bloom-aliases": {"model_type": "bloom", "n_embed": 64, "num_hidden_layers": 3, "num_attention_heads": 8,
@@ -275,11 +278,11 @@ HF_CONFIGS.update({
 })
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.attention_impl == "eager_alibi"], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.attention_impl != "sdpa"], ids=lambda s: s.name)
 def test_eager_attention_gemms_are_its_two_bmms(spec: ModelSpec) -> None:
-    """BLOOM's eager core: baddbmm [s, d] x [d, s] and bmm [s, s] x [s, d] over b·heads
-    batches, the full square each (2·b·H·s²·d FLOPs apiece); backward two GEMMs per bmm;
-    the s² elementwise passes grow 4x when s doubles."""
+    """Eager cores (BLOOM's baddbmm/bmm, Gemma-2's two matmuls): [s, d] x [d, s] and
+    [s, s] x [s, d] over b·heads batches, the full square each (2·b·H·s²·d FLOPs apiece);
+    backward two GEMMs per product; the s² elementwise passes grow 4x when s doubles."""
     b, s = 2, 64
     attn = next(n for n in model_tree(spec).forward() if n.kind == "attention")
     per_bmm = 2 * b * spec.num_heads * s * s * spec.head_dim
