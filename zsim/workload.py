@@ -532,10 +532,10 @@ def _eager_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
     """transformers' eager_attention_forward (modeling_gemma2.py:176-207), op by op, with
     B = b·heads batches, N = B·s² scores, q = heads·head_dim:
 
-    Forward: repeat_kv's copies of k and v to every head when heads are grouped (190-191,
-    read+write p·t·q each); matmul(q, kᵀ) (193) folds its 4-D operands into a bmm, which copies
-    the roped q (its (b, s, heads, d) layout does not fold) and, ungrouped, k (and v for the
-    second matmul); the batched GEMM [s, d] x [d, s] (2·B·s²·d FLOPs); the scaling multiply
+    Forward: three copies of p·t·q (read+write each): matmul(q, kᵀ) (193) folds its 4-D
+    operands into a bmm, which copies the roped q (its (b, s, heads, d) layout does not fold);
+    k and v are copied by repeat_kv to every head when heads are grouped (190-191, then they
+    fold as views), else by the folds themselves; the batched GEMM [s, d] x [d, s] (2·B·s²·d FLOPs); the scaling multiply
     (read+write p·N); the softcap's division, tanh and multiply (195-198, 3 x 2·p·N); the mask
     add (200: 3·p·N, the mask broadcast over heads); the fp32 softmax and cast (203, as BLOOM's:
     p·N + 4N, 8N, 4N + p·N); dropout with p > 0 (204); the GEMM [s, s] x [s, d] (205); the
@@ -555,7 +555,7 @@ def _eager_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
     grouped = heads != m.num_kv_heads
     softcap, dropout = bool(m.attn_softcap), m.attention_dropout > 0
     if not bwd:
-        copies = 2 if grouped else 3                   # repeat_kv's k and v, or the bmm folds of k, v
+        copies = 2   # k and v: repeat_kv's copies when grouped, else the bmm folds of their transposed layout
         mem = (1 + copies) * 2 * p * t * q + 2 * p * n + (6 * p * n if softcap else 0) + 3 * p * n
         mem += (p * n + 4 * n) + 8 * n + (4 * n + p * n) + 2 * p * t * q
         launches = 1 + copies + 1 + (3 if softcap else 0) + 1 + 3 + 1
