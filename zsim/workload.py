@@ -544,7 +544,10 @@ def _eager_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
     Backward: the output copy's gradient folded back into a bmm (p·t·q twice); two GEMMs per
     matmul; dropout's, the casts' and softmax's as BLOOM's; the softcap's multiply (2·p·N),
     tanh (3·p·N) and division (2·p·N); the scaling (2·p·N); repeat_kv's sums over the group
-    (read p·t·q, write p·t·kv, for k and v). The mask add's gradient passes through.
+    (read p·t·q, write p·t·kv, for k and v); the q, k and v gradients copied to the
+    projections' token-major layout (``view`` after ``transpose``: p·t·(q + 2kv) twice). The
+    mask add's gradient passes through. The aten ops of both passes, listed with a dispatch mode
+    on CPU (Gemma-2, grouped and not, attention_dropout 0), are these and the RoPE's.
     """
     m, t, p = w.model, w.tokens, w.param_bytes
     b, s, heads, d, q = w.micro_batch, w.seq_len, m.num_heads, m.head_dim, m.q_dim
@@ -563,7 +566,9 @@ def _eager_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
             mem, launches = mem + (2 * p + 1) * n, launches + 1
         return (gemm, gemm, _mem(mem, launches=launches))
     mem = 2 * p * t * q + (p * n + 4 * n) + 12 * n + (4 * n + p * n) + (7 * p * n if softcap else 0) + 2 * p * n
-    launches = 1 + 3 + (3 if softcap else 0) + 1
+    # the q, k, v gradients copied back to the projections' token-major layout (view after transpose)
+    mem += 2 * p * t * (q + 2 * m.kv_dim)
+    launches = 1 + 3 + (3 if softcap else 0) + 1 + 3
     if grouped:
         mem, launches = mem + 2 * p * t * (q + m.kv_dim), launches + 2
     if dropout:
@@ -589,7 +594,8 @@ def _eager_alibi_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
     (p·N + 4N, 12N, 4N + p·N); baddbmm's two GEMMs and their alpha scalings (derivatives.yaml
     maybe_multiply: 2·p·t·h each); the q/k/v select gradients into the fused projection's
     (3 zero fills of 3·p·t·h, 3 slice copies of 2·p·t·h, 2 accumulations of 9·p·t·h). The
-    mask add's gradient passes through; the eager mask itself is built once per forward.
+    mask add's gradient passes through; the eager mask itself is built once per forward. The
+    aten ops of both passes, listed with a dispatch mode on CPU (attention_dropout 0), are these.
     """
     m, t, p = w.model, w.tokens, w.param_bytes
     b, s, heads, d, h = w.micro_batch, w.seq_len, m.num_heads, m.head_dim, m.hidden_size
