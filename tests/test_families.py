@@ -92,7 +92,8 @@ def test_bundled_name_counts_what_transformers_builds(name):
 
 #: transformers config classes whose defaults are a real published size, per family.
 REAL_SIZES = ["LlamaConfig", "MistralConfig", "Qwen2Config", "Qwen3Config", "GemmaConfig", "Phi3Config",
-              "PhiConfig", "GPT2Config", "GPTNeoXConfig", "FalconConfig", "OPTConfig", "DeepseekV3Config"]
+              "PhiConfig", "GPT2Config", "GPTNeoXConfig", "FalconConfig", "OPTConfig", "DeepseekV3Config",
+              "BloomConfig", "Gemma2Config"]   # BloomConfig's defaults are a 2-layer toy of bigscience/bloom's layout
 
 
 @pytest.mark.parametrize("cls", REAL_SIZES)
@@ -103,13 +104,17 @@ def test_real_size_counts_what_transformers_builds(cls):
     assert from_hf_config(cfg, name=cls).num_parameters == _hf_count(cfg)
 
 
-def test_gemma2_published_defaults_are_refused():
-    """Gemma-2 as published softcaps attention logits (eager attention): refused in one line."""
+def test_gemma2_published_defaults_are_priced_eagerly():
+    """Gemma-2 as published (Gemma2Config's defaults are gemma-2-2b's shapes) softcaps its
+    attention logits: transformers runs it eagerly, so zsim keeps the s x s tensors."""
     require_truth_packages("Gemma-2's published defaults", "transformers")
     import transformers
+    from zsim.workload import Workload
     cfg = transformers.Gemma2Config().to_dict()
-    with pytest.raises(ZsimInputError, match="softcapping"):
-        from_hf_config(cfg, name="gemma-2")
+    spec = from_hf_config(cfg, name="gemma-2")
+    assert spec.attention_impl == "eager" and spec.attn_softcap == 50.0 and spec.final_softcap == 30.0
+    short, long = (Workload(spec, 1, s, 2).layer_activation_bytes() for s in (1024, 2048))
+    assert long > 2 * short   # the s² tensors: more than linear in the sequence
 
 
 def test_unknown_hub_name_says_how_to_pass_a_config(capsys):
@@ -140,3 +145,26 @@ def test_sliding_window_beyond_its_window_is_refused(capsys):
         assert main(["predict", "--model", str(path), "--seq", "512", "--gpus", "1", "--no-output"]) == 0
         assert main(["predict", "--model", str(path), "--seq", "1024", "--gpus", "1", "--no-output"]) == 2
     assert "sliding_window" in capsys.readouterr().err
+
+
+#: Parameter counts the BigScience model cards publish (huggingface.co/bigscience/<name>, as quoted
+#: in zsim/data/models/SOURCES.md): an independent check of the bundled BLOOM shapes.
+BLOOM_CARD_COUNTS = {"bigscience/bloom-560m": 559_214_592, "bigscience/bloom-7b1": 7_069_016_064}
+
+
+@pytest.mark.parametrize("name", sorted(BLOOM_CARD_COUNTS))
+def test_bundled_bloom_counts_what_its_model_card_publishes(name):
+    assert load_model(name).num_parameters == BLOOM_CARD_COUNTS[name]
+
+
+def test_bloom_7b1_predicts_at_stage_3(capsys):
+    assert main(["predict", "--model", "bigscience/bloom-7b1", "--stage", "3", "--no-output"]) == 0
+    assert "bigscience/bloom-7b1" in capsys.readouterr().out
+
+
+def test_bloom_with_ulysses_is_refused():
+    """Eager ALiBi attention under DeepSpeed-Ulysses is not priced: refused, never a flash kernel."""
+    from zsim.workload import Workload
+    spec = load_model("bigscience/bloom-560m")
+    with pytest.raises(ZsimInputError, match="Ulysses"):
+        Workload(spec, 1, 512, 2, ulysses=2).kernels("transformer.h.0.self_attention", "fwd")

@@ -7,7 +7,12 @@ not yet traced to its op. Falcon is measured but not held to zsim: its materiali
 sends CPU's SDPA down the math path, which keeps the score matrix CUDA's kernels do not.
 DeepSeek-V2/V3 (MLA, DeepSeek-MoE, a dense first layer) equal to the byte but for the grouped
 GEMMs' int32 offsets (4·E per layer), less the one o_proj-input copy CPU makes and CUDA does not
-(family_activation_memory.cpu_only_bytes)."""
+(family_activation_memory.cpu_only_bytes). BLOOM (eager ALiBi attention, the s x s fp32 and bf16
+probabilities kept), without and with attention dropout: equal to the byte, less what CPU keeps in
+other dtypes than CUDA (bf16 LayerNorm statistics; the dropout's bf16 noise for CUDA's bool mask).
+Gemma-2 (transformers' eager_attention_forward, grouped or not, with and without softcapping, a
+sliding window shorter than the sequence): equal to the byte per layer, and the final-logit
+softcap's kept tanh output equal to the byte on the whole model."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from truth_packages import require_truth_packages
 EXACT = ("gpt2", "gemma", "qwen3")
 KNOWN_SHORT = ("gpt_neox", "opt", "phi", "phi3")
 DEEPSEEK = ("deepseek_v2-lite", "deepseek_v2-lite-dense", "deepseek_v2-group", "deepseek_v3")
+EAGER = ("bloom", "bloom-attn-dropout", "gemma2", "gemma2-mha-nocap-window")
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +49,13 @@ def test_saved_bytes_within_their_measured_error(truth, name):
 def test_deepseek_saved_bytes_equal_what_hf_keeps(truth, name):
     measured = truth.per_layer_bytes(name) - truth.cpu_only_bytes(name)
     assert truth.zsim_per_layer_bytes(name) == pytest.approx(measured, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", EAGER)
+def test_eager_attention_saved_bytes_equal_what_hf_keeps(truth, name):
+    measured = truth.per_layer_bytes(name) - truth.cpu_only_bytes(name)
+    assert truth.zsim_per_layer_bytes(name) == measured
+
+
+def test_gemma2_final_softcap_bytes_equal_what_hf_keeps(truth):
+    assert truth.zsim_final_softcap_bytes() == truth.final_softcap_bytes()

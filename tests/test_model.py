@@ -82,8 +82,14 @@ _BASE_HF = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 2
     # Mixtral and DeepSeek-V2/V3 are modelled now (tests/test_moe.py, tests/test_deepseek.py);
     # what transformers builds differently from a DeepSeek checkpoint is not
     ({"model_type": "deepseek_v3", "n_routed_experts": 8, "moe_layer_freq": 2}, "moe_layer_freq"),
-    ({"model_type": "bloom"}, "bloom.*ALiBi"),
-    ({"model_type": "gemma2", "head_dim": 64, "attn_logit_softcapping": 50.0}, "softcapping"),
+    # BLOOM is modelled (eager ALiBi attention); its variants that build other ops are not
+    ({"model_type": "bloom", "apply_residual_connection_post_layernorm": True},
+     "apply_residual_connection_post_layernorm"),
+    ({"model_type": "bloom", "slow_but_exact": True, "pretraining_tp": 4}, "slow_but_exact"),
+    ({"model_type": "bloom", "hidden_dropout": 0.1}, "hidden_dropout"),
+    # Gemma-2's softcapping is modelled (eager attention); elsewhere it is not
+    ({"model_type": "llama", "attn_logit_softcapping": 50.0}, "softcapping"),
+    ({"model_type": "gemma2", "head_dim": 64, "attn_logit_softcapping": -1.0}, "attn_logit_softcapping"),
     ({"model_type": "falcon", "alibi": True}, "ALiBi"),
     ({"model_type": "gpt2", "n_embd": 64, "n_layer": 1, "n_head": 4, "reorder_and_upcast_attn": True},
      "reorder_and_upcast_attn"),
@@ -107,10 +113,10 @@ def test_unmodelled_architectures_are_refused(extra, needle, tmp_path):
 def test_refusal_is_one_line_exit_2(tmp_path, capsys):
     from zsim.cli import main
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({**_BASE_HF, "model_type": "bloom"}))
+    path.write_text(json.dumps({**_BASE_HF, "model_type": "bloom", "hidden_dropout": 0.1}))
     assert main(["predict", "--model", str(path), "--no-output"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "bloom" in err[0]
+    assert len(err) == 1 and "hidden_dropout" in err[0]
 
 
 def test_gpt3_preset_predicts():

@@ -70,6 +70,13 @@ FAMILY_CONFIGS = {
     "opt-project-postnorm": {"model_type": "opt", "hidden_size": 64, "num_hidden_layers": 2,
                              "num_attention_heads": 4, "ffn_dim": 96, "vocab_size": 128, "word_embed_proj_dim": 32,
                              "max_position_embeddings": 32, "do_layer_norm_before": False},
+    "gemma2-softcap": {"model_type": "gemma2", "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 96, "vocab_size": 128,
+                       "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "sliding_window": 16},
+    "bloom": {"model_type": "bloom", "hidden_size": 64, "n_layer": 2, "n_head": 4, "vocab_size": 128},
+    # BloomConfig's other spellings (n_embed, attribute_map's num_hidden_layers/num_attention_heads)
+    "bloom-aliases": {"model_type": "bloom", "n_embed": 64, "num_hidden_layers": 3, "num_attention_heads": 8,
+                      "vocab_size": 128, "attention_dropout": 0.1},
 }
 VARIANTS += [from_hf_config(c, name=n) for n, c in FAMILY_CONFIGS.items()]
 # The 70B+ presets repeat the same layer 80-96 times: their trees are checked whole, but
@@ -184,8 +191,11 @@ def test_gemm_flops_are_two_per_token_per_matrix_parameter(spec: ModelSpec) -> N
     ops = list(tree.forward())
     assert [n.op for n in ops] == w.all_modules()
     assert all(w.kernels(n.op, "fwd") and w.kernels(n.op, "bwd") for n in ops)
-    fwd = sum(k.flops for n in ops for k in w.kernels(n.op, "fwd") if k.kind == "gemm")
-    bwd = sum(k.flops for n in ops for k in w.kernels(n.op, "bwd") if k.kind == "gemm")
+    # eager attention's batched QKᵀ and PV GEMMs multiply activations, not parameters
+    # (test_eager_attention_gemms_are_its_two_bmms)
+    proj = [n for n in ops if not (n.kind == "attention" and spec.attention_impl != "sdpa")]
+    fwd = sum(k.flops for n in proj for k in w.kernels(n.op, "fwd") if k.kind == "gemm")
+    bwd = sum(k.flops for n in proj for k in w.kernels(n.op, "bwd") if k.kind == "gemm")
     tables = {"embedding", "position_embedding"}
     owner = {p.name: n for n in tree.named_modules() for p in n.params}
     matrices = sum(p.numel for p in tree.parameters() if len(p.shape) == 2 and owner[p.name].kind not in tables)
@@ -266,3 +276,21 @@ HF_CONFIGS.update({
                   "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128, "num_experts": 4,
                   "num_experts_per_tok": 2, "moe_intermediate_size": 32, "head_dim": 32},
 })
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.attention_impl != "sdpa"], ids=lambda s: s.name)
+def test_eager_attention_gemms_are_its_two_bmms(spec: ModelSpec) -> None:
+    """Eager cores (BLOOM's baddbmm/bmm, Gemma-2's two matmuls): [s, d] x [d, s] and
+    [s, s] x [s, d] over b·heads batches, the full square each (2·b·H·s²·d FLOPs apiece);
+    backward two GEMMs per product; the s² elementwise passes grow 4x when s doubles."""
+    b, s = 2, 64
+    attn = next(n for n in model_tree(spec).forward() if n.kind == "attention")
+    per_bmm = 2 * b * spec.num_heads * s * s * spec.head_dim
+    for pass_, count in (("fwd", 2), ("bwd", 4)):
+        gemms = [k.flops for k in Workload(spec, b, s, 2).kernels(attn.op, pass_) if k.kind == "gemm"]
+        assert gemms == [per_bmm] * count
+    def per_token(seq: int) -> float:   # c + a·seq: token-wide copies plus the s² passes
+        w = Workload(spec, b, seq, 2)
+        return sum(k.nbytes for k in w.kernels(attn.op, "fwd")) / w.tokens
+    assert per_token(128) - per_token(64) == pytest.approx(2 * (per_token(64) - per_token(32)), rel=1e-9)
+    assert per_token(64) > per_token(32)

@@ -61,6 +61,9 @@ class ModelSpec:
     embed_dim: int = 0                # OPT word_embed_proj_dim; 0: hidden_size
     post_norm: bool = False           # OPT do_layer_norm_before false: LayerNorm after the residual
     sliding_window: int = 0           # attention window (0: none); longer sequences are refused
+    attention_impl: str = "sdpa"      # "sdpa" (flash kernels), "eager_alibi" (BLOOM) or "eager" (Gemma-2)
+    attn_softcap: float = 0.0         # Gemma-2 attn_logit_softcapping (0: none): tanh over the s x s scores
+    final_softcap: float = 0.0        # Gemma-2 final_logit_softcapping (0: none): tanh over the t x V logits
     num_experts: int = 0              # routed experts per MoE layer (0: a dense MLP)
     experts_per_token: int = 0        # top-k experts each token is routed to
     expert_intermediate_size: int = 0  # each expert's I (0: intermediate_size); Qwen-MoE moe_intermediate_size
@@ -102,6 +105,9 @@ class ModelSpec:
         if self.family not in FAMILY_BUILDERS:
             raise ZsimInputError(f"model {self.name!r}: family must be one of {', '.join(FAMILY_BUILDERS)}, "
                                  f"got {self.family!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ZsimInputError(f"model {self.name!r}: attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, "
+                                 f"got {self.attention_impl!r}")
         if self.activation not in ACTIVATIONS:
             raise ZsimInputError(f"model {self.name!r}: activation must be one of {', '.join(ACTIVATIONS)}, "
                                  f"got {self.activation!r}")
@@ -230,6 +236,11 @@ class ModelSpec:
         return max(p.numel for p in self.tree.parameters())
 
 
+#: Attention cores zsim prices (zsim.workload): SDPA's flash kernels, BLOOM's eager ALiBi path
+#: (baddbmm, fp32 softmax, bmm with the s x s probabilities materialised), or transformers'
+#: eager_attention_forward (matmul, optional tanh softcap, fp32 softmax, matmul: Gemma-2).
+ATTENTION_IMPLS = ("sdpa", "eager_alibi", "eager")
+
 #: Families whose decoder layers hold a sparse MoE block (zsim.modeltree.moe_layer): HF
 #: model_type names. Expert parallelism (DeepSpeed-MoE's ep_size, expert groups) is not
 #: modelled: every rank holds every expert, which ZeRO partitions like any parameter.
@@ -284,18 +295,18 @@ def _int_field(cfg: Mapping[str, Any], key: str, where: str) -> int:
 
 #: HF ``model_type`` values whose decoder zsim models exactly (absent: llama).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "phi", "gpt2",
-                         "gpt_neox", "falcon", "opt") + MOE_FAMILIES
+                         "gpt_neox", "falcon", "opt", "bloom") + MOE_FAMILIES
 
 #: Architectures seen on the Hub that zsim refuses, with why (one line each).
-_REFUSED_MODEL_TYPES = {
-    "bloom": "BLOOM's ALiBi attention runs eagerly (baddbmm + fp32 softmax, s x s scores kept), "
-             "which zsim's attention model does not price",
-}
+_REFUSED_MODEL_TYPES: dict[str, str] = {}
 
 #: config.json fields of the modelled MoE families read by zsim (exempt from the refusal table).
 _MOE_FIELDS = frozenset({"num_local_experts", "num_experts", "moe_intermediate_size", "num_experts_per_tok"})
 #: ... and of the DeepSeek families (zsim.model._deepseek_fields).
 _DEEPSEEK_FIELDS = _MOE_FIELDS | {"n_routed_experts", "kv_lora_rank"}
+
+#: ... and of Gemma-2, whose softcapping zsim prices (eager attention, zsim.workload).
+_GEMMA2_FIELDS = frozenset({"attn_logit_softcapping", "final_logit_softcapping"})
 
 #: config.json fields that mean an architecture zsim does not model -> what it is. A config
 #: holding one is refused, never silently priced as a dense Llama.
@@ -306,8 +317,7 @@ _UNMODELLED_FIELDS = {
     "vision_config": "a multimodal (vision) tower", "audio_config": "a multimodal (audio) tower",
     "text_config": "a multimodal wrapper config (give its text_config as the model)",
     "kv_lora_rank": "multi-head latent attention (MLA)",
-    # Gemma-2: transformers runs softcapped attention eagerly (sdpa cannot softcap,
-    # modeling_gemma2.py _supports_sdpa = False): s x s scores kept, not modelled
+    # softcapping outside Gemma-2 (which zsim prices: _GEMMA2_FIELDS) is not modelled
     "attn_logit_softcapping": "attention-logit softcapping (eager attention with s x s scores)",
     "final_logit_softcapping": "final-logit softcapping (extra t x V logits tensors)",
     "use_sliding_window": "sliding-window attention on some layers (Qwen)",
@@ -320,7 +330,7 @@ _UNMODELLED_FIELDS = {
 }
 
 #: tie_word_embeddings when config.json leaves it out: each config class's default.
-_TIED_BY_DEFAULT = {"gemma", "gemma2", "gpt2", "falcon", "opt"}
+_TIED_BY_DEFAULT = {"gemma", "gemma2", "gpt2", "falcon", "opt", "bloom"}
 
 
 def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
@@ -335,12 +345,16 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
     if cfg.get("is_encoder_decoder") is True:
         raise ZsimInputError(f"{name}: encoder-decoder models are not modelled by zsim")
     for key, what in _UNMODELLED_FIELDS.items():
+        if model_type == "gemma2" and key in _GEMMA2_FIELDS:
+            continue
         if model_type in MOE_FAMILIES and key in _MOE_FIELDS:
             continue
         if model_type in DEEPSEEK_FAMILIES and key in _DEEPSEEK_FIELDS:
             continue
         if cfg.get(key) not in (None, 0, False, 0.0):
             raise ZsimInputError(f"{name}: {key} means {what}, which zsim does not model")
+    if model_type == "bloom":
+        _refuse_unmodelled_bloom(cfg, name)
     if model_type == "opt" and cfg.get("layer_norm_elementwise_affine") is False:
         raise ZsimInputError(f"{name}: layer_norm_elementwise_affine false (LayerNorms without "
                              "parameters) is not modelled by zsim")
@@ -354,6 +368,20 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], name: str) -> None:
     gated = model_type in _GATED
     if gated and act not in ("silu", "gelu_pytorch_tanh", "gelu"):
         raise ZsimInputError(f"{name}: hidden_act {act!r} in a gated (SwiGLU-style) MLP is not modelled by zsim")
+
+
+def _refuse_unmodelled_bloom(cfg: Mapping[str, Any], name: str) -> None:
+    """BLOOM variants zsim does not price (modeling_bloom.py): the residual taken after the
+    LayerNorm, Megatron's sliced "slow but exact" projections, residual dropout (functional
+    dropout_add, no module to hook)."""
+    if cfg.get("apply_residual_connection_post_layernorm") is True:
+        raise ZsimInputError(f"{name}: apply_residual_connection_post_layernorm true is not modelled by zsim")
+    if cfg.get("slow_but_exact") is True and cfg.get("pretraining_tp", 1) not in (None, 1):
+        raise ZsimInputError(f"{name}: slow_but_exact with pretraining_tp > 1 (sliced projections) "
+                             "is not modelled by zsim")
+    if cfg.get("hidden_dropout") not in (None, 0, 0.0):
+        raise ZsimInputError(f"{name}: hidden_dropout > 0 (BLOOM's functional residual dropout) "
+                             "is not modelled by zsim")
 
 
 #: Families whose MLP is gated: down(act(gate(x)) * up(x)).
@@ -370,6 +398,8 @@ def _activation(cfg: Mapping[str, Any], model_type: str) -> Any:
         return cfg.get("activation", "gelu")
     if model_type == "gemma2":
         return cfg.get("hidden_activation") or "gelu_pytorch_tanh"
+    if model_type == "bloom":
+        return "bloom_gelu"   # BloomMLP always builds BloomGelu; BloomConfig has no activation key
     if model_type == "gemma":
         act = cfg.get("hidden_activation") or cfg.get("hidden_act", "gelu_pytorch_tanh")
         return "gelu_pytorch_tanh" if act == "gelu" else act
@@ -383,6 +413,7 @@ _KEYS = {
              "max_position_embeddings": "n_positions"},
     "opt": {"intermediate_size": "ffn_dim"},
     "falcon": {"intermediate_size": "ffn_hidden_size"},
+    "bloom": {"num_layers": "n_layer", "num_heads": "n_head"},
 }
 _LLAMA_KEYS = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
                "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
@@ -390,7 +421,11 @@ _LLAMA_KEYS = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", 
 #: Defaults of the config classes for keys a published config.json may leave out.
 _DEFAULTS = {"gpt2": {"vocab_size": 50257, "max_position_embeddings": 1024},
              "opt": {"max_position_embeddings": 2048}, "falcon": {"max_position_embeddings": 2048},
-             "phi": {"max_position_embeddings": 2048}, "gpt_neox": {"max_position_embeddings": 2048}}
+             "phi": {"max_position_embeddings": 2048}, "gpt_neox": {"max_position_embeddings": 2048},
+             # BloomConfig: vocab_size 250880; ALiBi has no position table, so the longest
+             # sequence is the training one: seq_length where the config gives it (bloom-7b1), else
+             # BLOOM's 2048 (Le Scao et al. 2022, "BLOOM", Table 3: sequence length 2048)
+             "bloom": {"vocab_size": 250880, "max_position_embeddings": 2048}}
 
 
 def _bool(cfg: Mapping[str, Any], key: str, default: bool, name: str) -> bool:
@@ -406,6 +441,16 @@ def _float(cfg: Mapping[str, Any], key: str, default: float, name: str) -> float
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ZsimInputError(f"{name}: {key} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _softcap(cfg: Mapping[str, Any], key: str, name: str) -> float:
+    """A softcapping value (null: none)."""
+    value = cfg.get(key)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise ZsimInputError(f"{name}: {key} must be a positive number or null, got {value!r}")
     return float(value)
 
 
@@ -430,10 +475,12 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
         raise ZsimInputError(f"{name}: model config must be a JSON object")
     _refuse_unmodelled(cfg, name)
     mt = cfg.get("model_type", "llama")
+    if mt == "bloom":
+        cfg = _bloom_aliases(cfg, name)
     keys = {**_LLAMA_KEYS, **_KEYS.get(mt, {})}
     defaults = _DEFAULTS.get(mt, {})
     kw: dict[str, Any] = {}
-    if mt in ("gpt2", "opt", "falcon") and keys["intermediate_size"] not in cfg:
+    if mt in ("gpt2", "opt", "falcon", "bloom") and keys["intermediate_size"] not in cfg:
         keys.pop("intermediate_size")   # n_inner / ffn_hidden_size null: 4 x hidden
     missing = [k for f, k in keys.items()
                if k not in cfg and f not in defaults and f != "max_position_embeddings"]
@@ -455,7 +502,7 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
         kw["num_kv_heads"] = _falcon_kv_heads(cfg, kw["num_heads"], name)
     # DeepSeek's config classes overwrite head_dim with qk_rope_head_dim (configuration_deepseek_v2.py
     # __post_init__): the q/k head dim comes from its MLA fields (_deepseek_fields)
-    if cfg.get("head_dim") is not None and mt not in ("gpt2", "opt", "falcon", "gpt_neox", "phi",
+    if cfg.get("head_dim") is not None and mt not in ("gpt2", "opt", "falcon", "gpt_neox", "phi", "bloom",
                                                       *DEEPSEEK_FAMILIES):
         kw["head_dim"] = _int_field(cfg, "head_dim", name)
     kw["tie_word_embeddings"] = _bool(cfg, "tie_word_embeddings", mt in _TIED_BY_DEFAULT, name)
@@ -468,6 +515,24 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "hf-config") -> ModelSpec
     if window is not None:
         kw["sliding_window"] = _int_field(cfg, "sliding_window", name)
     return ModelSpec(name=name, **kw)
+
+
+def _bloom_aliases(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """BloomConfig's other spellings, resolved as it does (configuration_bloom.py): n_embed for
+    hidden_size (__post_init__), num_hidden_layers / num_attention_heads for n_layer / n_head
+    (attribute_map); seq_length, where given, as the longest sequence (see _DEFAULTS)."""
+    out = dict(cfg)
+    for alias, key in (("n_embed", "hidden_size"), ("num_hidden_layers", "n_layer"),
+                       ("num_attention_heads", "n_head")):
+        if out.get(alias) is not None:
+            out[key] = out[alias]
+    out.setdefault("n_layer", 2)   # BloomConfig's defaults
+    out.setdefault("n_head", 8)
+    out.setdefault("hidden_size", 64)
+    out.pop("intermediate_size", None)   # BloomMLP is always 4 x hidden
+    if out.get("seq_length") is not None:
+        out["max_position_embeddings"] = out["seq_length"]
+    return out
 
 
 def _falcon_kv_heads(cfg: Mapping[str, Any], heads: int, name: str) -> int:
@@ -494,10 +559,16 @@ def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]
     if mt == "qwen3":
         bias = b("attention_bias", False)
         return dict(qkv_bias=bias, o_bias=bias, qk_norm=True, attention_dropout=f("attention_dropout"))
-    if mt in ("gemma", "gemma2"):
+    if mt == "gemma":
         bias = b("attention_bias", False)
-        return dict(family="gemma" if mt == "gemma" else "gemma2", qkv_bias=bias, o_bias=bias,
-                    attention_dropout=f("attention_dropout"))
+        return dict(family="gemma", qkv_bias=bias, o_bias=bias, attention_dropout=f("attention_dropout"))
+    if mt == "gemma2":
+        # transformers runs Gemma-2 eagerly whatever its softcapping (modeling_gemma2.py
+        # Gemma2PreTrainedModel: _supports_sdpa = False)
+        bias = b("attention_bias", False)
+        return dict(family="gemma2", qkv_bias=bias, o_bias=bias, attention_dropout=f("attention_dropout"),
+                    attention_impl="eager", attn_softcap=_softcap(cfg, "attn_logit_softcapping", name),
+                    final_softcap=_softcap(cfg, "final_logit_softcapping", name))
     if mt == "phi3":
         return dict(family="phi3", dropout=max(f("resid_pdrop"), f("embd_pdrop")),
                     attention_dropout=f("attention_dropout"), rotary_fraction=_rotary_fraction(cfg, name, 1.0))
@@ -528,6 +599,9 @@ def _family_fields(cfg: Mapping[str, Any], mt: str, name: str) -> dict[str, Any]
         return _deepseek_fields(cfg, mt, name)
     if mt in MOE_FAMILIES:
         return _moe_fields(cfg, mt, name)
+    if mt == "bloom":
+        return dict(family="bloom", mlp="gelu", norm="layernorm", qkv_bias=True, o_bias=True, mlp_bias=True,
+                    attention_impl="eager_alibi", attention_dropout=f("attention_dropout"))
     if mt == "opt":
         bias = b("enable_bias", True)
         embed = cfg.get("word_embed_proj_dim")

@@ -107,6 +107,12 @@ class Workload:
         # by the fp32 F.linear whatever the batch)
         router_weight = 4 * m.num_experts * m.hidden_size if m.is_mla and m.is_moe_layer(i) else 0
         saved = _layer_saved_per_token(m, self.param_bytes, i)
+        if m.attention_impl != "sdpa":
+            router_weight += eager_scores_saved_bytes(self)   # the s x s tensors: not per token
+        if m.family == "gemma2":
+            # each Gemma2RMSNorm's fp32 (1 + weight), saved by the multiply (measured, see
+            # _norms_and_masks_per_token): per layer, not per token
+            router_weight += _norm_count(m) * 4 * m.hidden_size
         if self.sequence_shards == 1:
             return self.tokens * saved + router_weight
         # Megatron sequence parallelism: what the norms and dropout masks keep is the
@@ -136,6 +142,12 @@ class Workload:
         tv = self.tokens * self.model.vocab_size
         kept = tv * 4
         transient = tv * 8
+        if self.model.final_softcap:
+            # Gemma-2's final softcap (modeling_gemma2.py:520-523): tanh saves its p-byte output
+            # until backward (measured: validation/cpu_truth/family_activation_memory.py); its
+            # backward adds the p-byte gradients into and out of tanh (from the source)
+            kept += tv * self.param_bytes
+            transient += 2 * tv * self.param_bytes
         return kept, transient
 
     def backward_working_bytes(self) -> int:
@@ -157,7 +169,15 @@ class Workload:
                          dense if m.dense_layers else 0)
             return self.tokens * self.param_bytes * (2 * m.hidden_size + widest)
         residual = 2 * m.hidden_size // self.sequence_shards
-        return self.tokens * self.param_bytes * (residual + dense)
+        widest = self.tokens * self.param_bytes * (residual + dense)
+        if m.attention_impl != "sdpa":
+            # Eager attention's backward at its widest, softmax backward (modeling_bloom.py:284,
+            # modeling_gemma2.py:203):
+            # the fp32 gradient of the probabilities and the fp32 gradient it writes (2 x 4 per
+            # score), beside the residual gradients. Read from the source, not measured.
+            scores = self.micro_batch * m.num_heads * self.seq_len * self.seq_len
+            widest = max(widest, self.tokens * self.param_bytes * residual + 8 * scores)
+        return widest
 
 
 def layer_modules(model: ModelSpec, i: int) -> list[str]:
@@ -203,6 +223,22 @@ def _layer_saved_per_token(m: ModelSpec, p: int, layer: int = 0) -> int:
     h = m.hidden_size
     if m.is_mla:
         return _deepseek_saved_per_token(m, p, layer)
+    if m.attention_impl == "eager":
+        # transformers' eager_attention_forward (modeling_gemma2.py:176-207): the matmuls save
+        # the roped q (p·q) and k and v, which repeat_kv copies to all heads (p·q each) when
+        # heads are grouped; o_proj the transposed contiguous copy of the output (p·q); the
+        # s x s tensors are eager_scores_saved_bytes
+        kv = m.q_dim if m.num_heads != m.num_kv_heads else m.kv_dim
+        attn = p * (2 * m.q_dim + 2 * kv)
+        return _norms_and_masks_per_token(m, p) + attn + 4 * p * m.intermediate_size
+    if m.attention_impl == "eager_alibi":
+        # BLOOM (modeling_bloom.py BloomAttention.forward): reshape copies q, k and v out of the
+        # fused projection (lines 266-268; baddbmm saves q and k, bmm saves v) and _merge_heads
+        # copies the context (line 296, saved by dense): 4·p·h; the s x s tensors are
+        # eager_scores_saved_bytes. fused_qkv itself dies: nothing keeps a view of it.
+        attn = 4 * p * h
+        mlp = _PLAIN_MLP_SAVED[m.activation] * p * m.intermediate_size
+        return _norms_and_masks_per_token(m, p) + attn + mlp
     kv = m.kv_dim if m.head_dim <= _SDPA_GQA_MAX_HEAD_DIM else m.q_dim
     if m.family in _FUSED_QKV:
         roped = 0 if m.family == "gpt2" else p * (m.q_dim + kv)
@@ -225,8 +261,15 @@ def _norms_and_masks_per_token(m: ModelSpec, p: int) -> int:
     the residual dropout masks (what Megatron's tensor parallelism does not split and its
     sequence parallelism does)."""
     h = m.hidden_size
-    if m.norm == "rmsnorm":
-        one_norm = (8 + p) * h if m.family in ("gemma", "gemma2") else (4 + 2 * p) * h
+    if m.family == "gemma2":
+        # Gemma2RMSNorm (x·rsqrt(mean(x²)) in fp32, times 1 + weight, then cast): the fp32
+        # input and normalised values (8h), the fp32 rsqrt per row (4); input_layernorm's and
+        # pre_feedforward_layernorm's outputs are saved by the next linears (p·h), the two
+        # post-norms' outputs only enter the residual add (measured on CPU to the byte:
+        # tests/test_family_activation_truth.py)
+        norms = _norm_count(m) * (8 * h + 4) + 2 * p * h
+    elif m.norm == "rmsnorm":
+        one_norm = (8 + p) * h if m.family == "gemma" else (4 + 2 * p) * h
         norms = _norm_count(m) * one_norm
     else:
         norms = _norm_count(m) * (2 * p * h + 8) - _shared_norm_inputs(m) * p * h
@@ -301,10 +344,39 @@ def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
     return router + rows + shared
 
 
+def eager_scores_saved_bytes(w: "Workload") -> int:
+    """Bytes of the s x s tensors one eager-attention layer keeps for backward (BLOOM,
+    modeling_bloom.py BloomAttention.forward; Gemma-2, modeling_gemma2.py eager_attention_forward,
+    lines 193-205, whose line numbers follow in brackets), b·heads·s² values of each:
+
+    - the fp32 softmax output (line 284 [203], ``softmax(..., dtype=torch.float32)``: saved by
+      softmax's backward), 4 bytes;
+    - Gemma-2's softcapped scores: tanh's output (line [197]), p bytes;
+    - the p-byte probabilities the bmm with v saves (line 293): the ``.to(query.dtype)`` cast, or
+      with attention_dropout > 0 the dropout's output, p bytes;
+    - with attention_dropout > 0, CUDA's native_dropout bool mask (line 287), 1 byte. (On CPU
+      dropout multiplies by a p-byte noise tensor instead: validation/cpu_truth measures p = 0.)
+
+    The raw and masked scores die: the scalar multiplies and divisions, add, the fp32 upcast and
+    baddbmm keep none. Measured to the byte with validation/cpu_truth/family_activation_memory.py.
+    """
+    m = w.model
+    if w.ulysses > 1:
+        raise ZsimInputError(f"model {m.name!r}: DeepSpeed-Ulysses with eager (ALiBi) attention "
+                             "is not modelled by zsim")
+    scores = w.micro_batch * m.num_heads * w.seq_len * w.seq_len
+    # Gemma-2's softcap (modeling_gemma2.py:195-198): tanh saves its p-byte output
+    softcap = w.param_bytes if m.attn_softcap else 0
+    return scores * (4 + w.param_bytes + softcap + (1 if m.attention_dropout > 0 else 0))
+
+
 #: Families whose q, k and v come from one projection's output.
 _FUSED_QKV = frozenset({"phi3", "gpt2", "gpt_neox", "falcon"})
 #: Values per intermediate element a plain (ungated) MLP keeps, by activation (see above).
-_PLAIN_MLP_SAVED = {"gelu": 2, "gelu_pytorch_tanh": 2, "gelu_new": 5, "relu": 1, "silu": 2}
+_PLAIN_MLP_SAVED = {"gelu": 2, "gelu_pytorch_tanh": 2, "gelu_new": 5, "relu": 1, "silu": 2,
+                    # BLOOM's GeLUFunction saves its input (ctx.save_for_backward), dense_4h_to_h
+                    # the output: 2 (modeling_bloom.py GeLUFunction.forward)
+                    "bloom_gelu": 2}
 #: Residual dropout sites per layer (modeltree: the dropouts each layer calls; OPT's and
 #: Falcon's functional dropouts after attention and the MLP).
 _DROPOUT_SITES = {"phi3": 2, "phi": 2, "gpt2": 2, "gpt_neox": 2, "falcon": 2, "opt": 2}
@@ -382,6 +454,11 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         logits = _gemm(t, vocab, width)
         # Loss: upcast logits (t·V·(p+4)), log_softmax (2·4·t·V), nll; backward mirrors it.
         loss = _mem(t * vocab * (p + 4 + 8 + (12 if bwd else 0)), launches=8 if bwd else 6)
+        if m.final_softcap:
+            # Gemma-2's final softcap (modeling_gemma2.py:520-523): divide, tanh, multiply over
+            # t·V (read+write p each); backward multiply (2p), tanh's (3p), divide (2p)
+            cap = _mem(t * vocab * p * (7 if bwd else 6), launches=3)
+            return (logits, logits, cap, loss) if bwd else (logits, cap, loss)
         return (logits, logits, loss) if bwd else (logits, loss)
     if kind in ("linear", "mm_linear", "conv1d"):
         n, k = node.params[0].shape   # Linear weight (out, in); Conv1D weight (in, out)
@@ -393,12 +470,18 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         # Causal flash attention: QKᵀ and PV over half the s×s square, per head:
         # fwd 2 GEMMs × 2·s·s·hd / 2 per head per sequence; bwd 5 GEMMs (2.5× fwd).
         s, b = w.seq_len, w.micro_batch
+        if m.attention_impl == "eager":
+            # eager attention computes the whole s x s square on every layer: a sliding window
+            # only changes the mask's values, not the kernels or what is kept
+            return _eager_kernels(w, bwd) + (_rope_kernel(w, bwd),)
         if m.sliding_window and s > m.sliding_window:
             raise ZsimInputError(
                 f"model {m.name!r}: sequence length {s} exceeds its sliding_window {m.sliding_window}: "
                 "windowed attention (an explicit mask, no flash kernel) is not modelled by zsim")
         if m.is_mla:
             return _mla_attention_kernels(w, bwd)
+        if m.attention_impl == "eager_alibi":
+            return _eager_alibi_kernels(w, bwd)
         fwd_flops = 2.0 * 2 * b * s * s * q / 2
         if w.ulysses > 1:
             # Ulysses: the full sequence S = s·u with q/u of the query width: u times the FLOPs.
@@ -408,11 +491,7 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
                       backward=bwd)
         if m.learned_positions:
             return (attn,)
-        # RoPE on q and k (mul, slice, neg, cat, mul, add each) and the transposed copy;
-        # partial rotary rotates rotary_dim of each head_dim values.
-        rotated = (q + kvd) * m.rotary_dim // m.head_dim
-        rope = _mem(t * rotated * p * 3, launches=20 if bwd else 13)
-        return (attn, rope)
+        return (attn, _rope_kernel(w, bwd))
     if kind in _MOE_KINDS:
         return _moe_kernels(w, node, bwd)
     if kind in DS_MOE_KINDS:   # DeepSpeed-MoE layers (expert parallelism)
@@ -424,6 +503,13 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
             per, launches = 3 * t * (node.width or inter) * p, 2
         elif m.activation == "gelu_new":
             per, launches = 16 * t * inter * p, 8
+        elif m.activation == "bloom_gelu":
+            # BLOOM's GeLUFunction (modeling_bloom.py bloom_gelu_forward, line 121): 9 elementwise
+            # ops reading 12 and writing 9 values per element; backward (bloom_gelu_back, lines
+            # 136-139) 18 ops reading 26 and writing 18: not the generic 2x.
+            if bwd:
+                return (_mem(44 * t * inter * p, launches=18),)
+            return (_mem(21 * t * inter * p, launches=9),)
         else:
             per, launches = 2 * t * inter * p, 2
         return (_mem(per * (2 if bwd else 1), launches=launches * (2 if bwd else 1)),)
@@ -432,6 +518,104 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
         width = t * (node.width or h) // w.sequence_shards
         return (_mem(width * ((p + 1 + p) if bwd else (p + p + 1)), launches=1),)
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
+
+
+def _rope_kernel(w: Workload, bwd: bool) -> Kernel:
+    """RoPE on q and k (mul, slice, neg, cat, mul, add each) and the transposed copy; partial
+    rotary rotates rotary_dim of each head_dim values."""
+    m, t, p = w.model, w.tokens, w.param_bytes
+    rotated = (m.q_dim + m.kv_dim) * m.rotary_dim // m.head_dim
+    return _mem(t * rotated * p * 3, launches=20 if bwd else 13)
+
+
+def _eager_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
+    """transformers' eager_attention_forward (modeling_gemma2.py:176-207), op by op, with
+    B = b·heads batches, N = B·s² scores, q = heads·head_dim:
+
+    Forward: three copies of p·t·q (read+write each): matmul(q, kᵀ) (193) folds its 4-D
+    operands into a bmm, which copies the roped q (its (b, s, heads, d) layout does not fold);
+    k and v are copied by repeat_kv to every head when heads are grouped (190-191, then they
+    fold as views), else by the folds themselves; the batched GEMM [s, d] x [d, s] (2·B·s²·d FLOPs); the scaling multiply
+    (read+write p·N); the softcap's division, tanh and multiply (195-198, 3 x 2·p·N); the mask
+    add (200: 3·p·N, the mask broadcast over heads); the fp32 softmax and cast (203, as BLOOM's:
+    p·N + 4N, 8N, 4N + p·N); dropout with p > 0 (204); the GEMM [s, s] x [s, d] (205); the
+    transposed contiguous copy (206, p·t·q twice).
+
+    Backward: the output copy's gradient folded back into a bmm (p·t·q twice); two GEMMs per
+    matmul; dropout's, the casts' and softmax's as BLOOM's; the softcap's multiply (2·p·N),
+    tanh (3·p·N) and division (2·p·N); the scaling (2·p·N); repeat_kv's sums over the group
+    (read p·t·q, write p·t·kv, for k and v); the q, k and v gradients copied to the
+    projections' token-major layout (``view`` after ``transpose``: p·t·(q + 2kv) twice). The
+    mask add's gradient passes through. The aten ops of both passes, listed with a dispatch mode
+    on CPU (Gemma-2, grouped and not, attention_dropout 0), are these and the RoPE's.
+    """
+    m, t, p = w.model, w.tokens, w.param_bytes
+    b, s, heads, d, q = w.micro_batch, w.seq_len, m.num_heads, m.head_dim, m.q_dim
+    if w.ulysses > 1:
+        raise ZsimInputError(f"model {m.name!r}: DeepSpeed-Ulysses with eager attention is not modelled by zsim")
+    n = b * heads * s * s
+    gemm = Kernel("gemm", flops=2.0 * n * d)
+    grouped = heads != m.num_kv_heads
+    softcap, dropout = bool(m.attn_softcap), m.attention_dropout > 0
+    if not bwd:
+        copies = 2   # k and v: repeat_kv's copies when grouped, else the bmm folds of their transposed layout
+        mem = (1 + copies) * 2 * p * t * q + 2 * p * n + (6 * p * n if softcap else 0) + 3 * p * n
+        mem += (p * n + 4 * n) + 8 * n + (4 * n + p * n) + 2 * p * t * q
+        launches = 1 + copies + 1 + (3 if softcap else 0) + 1 + 3 + 1
+        if dropout:
+            mem, launches = mem + (2 * p + 1) * n, launches + 1
+        return (gemm, gemm, _mem(mem, launches=launches))
+    mem = 2 * p * t * q + (p * n + 4 * n) + 12 * n + (4 * n + p * n) + (7 * p * n if softcap else 0) + 2 * p * n
+    # the q, k, v gradients copied back to the projections' token-major layout (view after transpose)
+    mem += 2 * p * t * (q + 2 * m.kv_dim)
+    launches = 1 + 3 + (3 if softcap else 0) + 1 + 3
+    if grouped:
+        mem, launches = mem + 2 * p * t * (q + m.kv_dim), launches + 2
+    if dropout:
+        mem, launches = mem + (2 * p + 1) * n, launches + 1
+    return (gemm, gemm, gemm, gemm, _mem(mem, launches=launches))
+
+
+def _eager_alibi_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:
+    """BLOOM's eager ALiBi attention core, op by op (modeling_bloom.py BloomAttention.forward),
+    with B = b·heads batches and N = B·s² scores; the full s x s square is computed (no causal
+    skipping: the mask is added afterwards).
+
+    Forward: reshape copies q, k, v (lines 266-268: read+write p·t·h each); baddbmm (271-276)
+    copies the broadcast alibi into its output (write p·N), then the batched GEMM
+    [s, d] x [d, s] (2·B·s²·d); the causal mask add (281, read 2·p·N, write p·N: the eager mask
+    is a (b, 1, s, s) tensor broadcast over heads); softmax in fp32 (284): the bf16 input's fp32
+    copy (p·N + 4N: aten's softmax converts first unless the input is fp16 on CUDA), softmax
+    (4N + 4N) and the cast back (4N + p·N); dropout with p > 0 (287: read p·N, write p·N and a
+    1-byte mask); the batched GEMM [s, s] x [s, d] (293); _merge_heads' copy (296).
+
+    Backward: the merge copy's gradient reshape (p·t·h twice); bmm's two GEMMs
+    (grad·vᵀ, probsᵀ·grad); dropout's (p·N + N read, p·N write); the casts' and softmax's
+    (p·N + 4N, 12N, 4N + p·N); baddbmm's two GEMMs and their alpha scalings (derivatives.yaml
+    maybe_multiply: 2·p·t·h each); the q/k/v select gradients into the fused projection's
+    (3 zero fills of 3·p·t·h, 3 slice copies of 2·p·t·h, 2 accumulations of 9·p·t·h). The
+    mask add's gradient passes through; the eager mask itself is built once per forward. The
+    aten ops of both passes, listed with a dispatch mode on CPU (attention_dropout 0), are these.
+    """
+    m, t, p = w.model, w.tokens, w.param_bytes
+    b, s, heads, d, h = w.micro_batch, w.seq_len, m.num_heads, m.head_dim, m.hidden_size
+    if w.ulysses > 1:
+        raise ZsimInputError(f"model {m.name!r}: DeepSpeed-Ulysses with eager (ALiBi) attention "
+                             "is not modelled by zsim")
+    n = b * heads * s * s
+    bmm = Kernel("gemm", flops=2.0 * b * heads * s * s * d)
+    dropout = m.attention_dropout > 0
+    if not bwd:
+        mem = 6 * p * t * h + p * n + 3 * p * n + (p * n + 4 * n) + 8 * n + (4 * n + p * n) + 2 * p * t * h
+        launches = 3 + 1 + 1 + 3 + 1
+        if dropout:
+            mem, launches = mem + (2 * p + 1) * n, launches + 1
+        return (bmm, bmm, _mem(mem, launches=launches))
+    mem = 2 * p * t * h + (p * n + 4 * n) + 12 * n + (4 * n + p * n) + 4 * p * t * h + 33 * p * t * h
+    launches = 1 + 1 + 1 + 1 + 2 + 8
+    if dropout:
+        mem, launches = mem + (2 * p + 1) * n, launches + 1
+    return (bmm, bmm, bmm, bmm, _mem(mem, launches=launches))
 
 
 def _mla_attention_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:

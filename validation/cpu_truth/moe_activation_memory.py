@@ -37,13 +37,15 @@ MOE_SHAPES["qwen3-moe-norm-top2"] = (dict(MOE_SHAPES["qwen3-moe"][0], norm_topk_
                                      2, 512)
 
 
-def kept_bytes(cfg: dict, layers: int, micro_batch: int, seq_len: int, layers_key: str = "num_hidden_layers") -> int:
+def kept_bytes(cfg: dict, layers: int, micro_batch: int, seq_len: int, layers_key: str = "num_hidden_layers",
+               attn_implementation: str = "sdpa") -> int:
     """Bytes live after one bf16 forward + loss of the HF model (the output dropped);
-    ``layers_key`` names the config's layer count (GPT-2: ``n_layer``)."""
+    ``layers_key`` names the config's layer count (GPT-2: ``n_layer``); ``attn_implementation``
+    the attention transformers runs ("eager": BLOOM's default, it has no sdpa path)."""
     import transformers
 
     hf_cfg = transformers.AutoConfig.for_model(**dict(cfg, **{layers_key: layers}))
-    hf_cfg._attn_implementation = "sdpa"
+    hf_cfg._attn_implementation = attn_implementation
     hf_cfg.use_cache = False
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(hf_cfg).to(torch.bfloat16)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
+from .bloom import bloom_tree
 from .deepseek import deepseek_layer, mla_attention
 from .gpt import falcon_tree, gpt2_tree, gpt_neox_tree, opt_tree
 from .llama import LAYER_BUILDERS, gemma2_layer, gpt_layer, llama_layer, llama_tree
@@ -46,6 +47,7 @@ FAMILY_BUILDERS: dict[str, Callable[["ModelSpec"], ModelTree]] = {
     "gpt_neox": gpt_neox_tree,
     "falcon": falcon_tree,
     "opt": opt_tree,
+    "bloom": bloom_tree,
     "mixtral": llama_tree,
     "qwen2_moe": llama_tree,
     "qwen3_moe": llama_tree,
@@ -67,4 +69,4 @@ def model_tree(spec: "ModelSpec") -> ModelTree:
 __all__ = ["ACTIVATIONS", "FAMILY_BUILDERS", "KINDS", "LAYER_BUILDERS", "SELF", "ModelTree", "Node", "Param",
            "build_model_tree", "model_tree", "llama_tree", "llama_layer", "gemma2_layer", "gpt_layer", "moe_layer",
            "deepseek_layer", "mla_attention",
-           "phi3_tree", "phi_tree", "gpt2_tree", "gpt_neox_tree", "falcon_tree", "opt_tree"]
+           "phi3_tree", "phi_tree", "gpt2_tree", "gpt_neox_tree", "falcon_tree", "opt_tree", "bloom_tree"]

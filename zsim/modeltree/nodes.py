@@ -8,8 +8,9 @@ from typing import Iterator
 
 
 #: HF ``hidden_act`` values zsim prices (activations.py ACT2CLS): gated (SwiGLU/GeGLU) or
-#: plain MLPs. "gelu_new" is NewGELUActivation, a Python formula of eight elementwise ops.
-ACTIVATIONS = ("silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+#: plain MLPs. "gelu_new" is NewGELUActivation, a Python formula of eight elementwise ops;
+#: "bloom_gelu" is BLOOM's GeLUFunction (modeling_bloom.py), a tanh formula in an autograd.Function.
+ACTIVATIONS = ("silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "bloom_gelu")
 
 
 @dataclass(frozen=True)
