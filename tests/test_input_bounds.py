@@ -152,13 +152,13 @@ def test_non_finite_results_are_refused(monkeypatch, tmp_path, capsys):
         dumps_json({"rows": [1.0, float("nan")]})
     import importlib
     module = importlib.import_module("zsim.commands.predict")
-    real = module.predict_settings
+    real = module.predict_any
 
     def broken(*args, **kw):
         pred = real(*args, **kw)
         object.__setattr__(pred, "step_time_s", float("nan"))
         return pred
-    monkeypatch.setattr(module, "predict_settings", broken)
+    monkeypatch.setattr(module, "predict_any", broken)
     for extra in ([], ["--json"]):
         code, out, err = run(["predict", "--output", str(tmp_path / "o")] + extra, capsys)
         one_line_error(code, err, "step_time_s")
