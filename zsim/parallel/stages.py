@@ -66,8 +66,10 @@ def _refuse(ask: ParallelAsk, spec, run, seq_len: int) -> None:
         raise ZsimInputError(f"{ask.flags()} with ZeRO++ (hpZ/qgZ/qwZ) is not modelled")
 
 
+@lru_cache(maxsize=256)
 def _zero_group(layout: ParallelLayout, gpus_per_node: int) -> tuple[Group, int]:
-    """The ZeRO group of rank 0 (data, or with Ulysses sequence x data) and its size."""
+    """The ZeRO group of rank 0 (data, or with Ulysses sequence x data) and its size (cached:
+    a search asks for it per candidate, and it walks every rank)."""
     ranks = tuple(r for r in range(layout.world_size)
                   if layout.coords(r).tp == 0 and layout.coords(r).pp == 0)
     per_node, nodes = group_shape(ranks, gpus_per_node)
