@@ -104,6 +104,10 @@ def stage_keep(first_layer: int, layers: int, first: bool, last: bool, num_layer
     return keep
 
 
+#: :func:`place_layout`, cached (a search places each layout once per candidate).
+_placed = lru_cache(maxsize=256)(place_layout)
+
+
 @dataclass(frozen=True)
 class StageSetup:
     """What every stage shares: the job parts, the groups, the rank's workload."""
@@ -128,7 +132,7 @@ def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = 
     layout = derive_layout(cluster.world_size, ask.tp, ask.pp, ask.sp)
     check_family(spec, ask.flags())
     check_model(layout, spec.num_layers, spec.num_heads, spec.num_kv_heads)
-    placed = place_layout(layout, cluster.gpus_per_node, cluster.num_nodes)
+    placed = _placed(layout, cluster.gpus_per_node, cluster.num_nodes)
     shard = shard_model(spec, ask.tp)
     ds_config = DEFAULT_DS_CONFIG if settings.ds_config is None else settings.ds_config
     run = build_run_config(ds_config, shard, layout.dp, settings.overrides())   # batch over dp ranks
