@@ -4,6 +4,7 @@ pruned search ranks exactly what simulating every fitting candidate ranks."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -66,7 +67,9 @@ def test_stream_floor_prunes_and_the_ranking_is_the_exhaustive_one():
     still what predicting every fitting candidate ranks."""
     settings = RunSettings(model="tinyllama-1.1b", topo="dgx-h100", nodes=2, seq=1024)
     pins = Pins(pp=1, checkpointing=False, offload_optimizer="none")
+    thresholds = gc.get_threshold()
     plan = plan_parallel(settings, pins, global_batch=16, top_n=3)
+    assert gc.get_threshold() == thresholds           # the search's collector setting is undone
     site = place(settings)
     usable = site.hardware.gpu.memory_bytes * (1 - DEFAULT_MEMORY_HEADROOM_PCT / 100)
     every: list[tuple[float, float, Candidate3D]] = []
