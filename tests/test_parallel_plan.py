@@ -4,6 +4,7 @@ pruned search ranks exactly what simulating every fitting candidate ranks."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -58,6 +59,34 @@ def test_pruned_search_ranks_what_exhaustive_simulation_ranks():
     assert plan.pruned + plan.simulated == plan.fitting == len(every)
     # every finalist trains the same global batch
     assert {f.result.prediction.train_batch for f in plan.ranked} == {16}
+
+
+def test_stream_floor_prunes_and_the_ranking_is_the_exhaustive_one():
+    """Without a pipeline, on two nodes (ZeRO's traffic on InfiniBand) and every ZeRO stage:
+    the stream floor drops candidates whose compute floor is under the bar, and the ranking is
+    still what predicting every fitting candidate ranks."""
+    settings = RunSettings(model="tinyllama-1.1b", topo="dgx-h100", nodes=2, seq=1024)
+    pins = Pins(pp=1, checkpointing=False, offload_optimizer="none")
+    thresholds = gc.get_threshold()
+    plan = plan_parallel(settings, pins, global_batch=16, top_n=3)
+    assert gc.get_threshold() == thresholds           # the search's collector setting is undone
+    site = place(settings)
+    usable = site.hardware.gpu.memory_bytes * (1 - DEFAULT_MEMORY_HEADROOM_PCT / 100)
+    every: list[tuple[float, float, Candidate3D]] = []
+    for ask in layouts(site, pins):
+        dp = 16 // (ask.tp * ask.sp)
+        _, fit = _layout_fits(settings, site, ask, pins, 16 // dp, usable, {})
+        for compute_floor, cand in fit:
+            step = predict_parallel(settings.with_run(**cand.run_fields()), cand.ask, site=site).prediction.step_time_s
+            every.append((step, compute_floor, cand))
+    every.sort(key=lambda x: (x[0], x[2].label()))
+    assert {c.stage for _, _, c in every} == {0, 1, 2, 3}
+    assert [f.candidate for f in plan.ranked] == [c for _, _, c in every[:3]]
+    assert [f.result.prediction.step_time_s for f in plan.ranked] == pytest.approx([t for t, _, _ in every[:3]],
+                                                                                   rel=1e-9)
+    # the compute floor alone could not drop these: only the stream floor did
+    bar = every[2][0]
+    assert plan.simulated < sum(1 for _, floor, _ in every if floor < bar)
 
 
 def test_plan_cli_search_3d_json_and_refusal(capsys):

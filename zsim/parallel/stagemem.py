@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ..collective_pricing import collective_timer
 from ..compute import _shape_key, module_time_s
@@ -69,13 +70,9 @@ class StageMemoryModel:
             key = stage_class(self.counts, i)
             if key in out:
                 continue
-            keep = stage_keep(sum(self.counts[:i]), self.counts[i], i == 0, i == len(self.counts) - 1,
-                               s.shard.num_layers)
-            # layers share shapes (zsim.compute prices by shape): each distinct module once, times its count
-            shapes: Counter[tuple[str, bool]] = Counter(
-                (_shape_key(mod.name), mod.in_layer) for mod in model_modules(s.shard) if keep(mod))
+            shapes = _stage_shapes(s.shard, sum(self.counts[:i]), self.counts[i], i == 0, i == len(self.counts) - 1)
             total = 0.0
-            for (name, in_layer), count in shapes.items():
+            for (name, in_layer), count in shapes:
                 passes = ("fwd", "bwd") + (("recompute",) if checkpointing and in_layer else ())
                 for pass_ in passes:
                     t = module_time_s(work, name, pass_, hw, precision)[0]
@@ -88,6 +85,15 @@ class StageMemoryModel:
                     total += count * t
             out[key] = total
         return out
+
+
+@lru_cache(maxsize=1024)
+def _stage_shapes(shard, first_layer: int, layers: int, first: bool, last: bool) -> tuple:
+    """``((module shape, in a layer), count)`` of the modules a stage runs, in forward order:
+    layers share shapes (zsim.compute prices by shape), so each distinct module is priced
+    once, times its count (cached: the compute floor asks per micro-batch and checkpointing)."""
+    keep = stage_keep(first_layer, layers, first, last, shard.num_layers)
+    return tuple(Counter((_shape_key(mod.name), mod.in_layer) for mod in model_modules(shard) if keep(mod)).items())
 
 
 def stage_memory_model(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = None) -> StageMemoryModel:

@@ -5,6 +5,7 @@ the sources of every rule are in its docstring)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -65,8 +66,10 @@ def _refuse(ask: ParallelAsk, spec, run, seq_len: int) -> None:
         raise ZsimInputError(f"{ask.flags()} with ZeRO++ (hpZ/qgZ/qwZ) is not modelled")
 
 
+@lru_cache(maxsize=256)
 def _zero_group(layout: ParallelLayout, gpus_per_node: int) -> tuple[Group, int]:
-    """The ZeRO group of rank 0 (data, or with Ulysses sequence x data) and its size."""
+    """The ZeRO group of rank 0 (data, or with Ulysses sequence x data) and its size (cached:
+    a search asks for it per candidate, and it walks every rank)."""
     ranks = tuple(r for r in range(layout.world_size)
                   if layout.coords(r).tp == 0 and layout.coords(r).pp == 0)
     per_node, nodes = group_shape(ranks, gpus_per_node)
@@ -101,6 +104,10 @@ def stage_keep(first_layer: int, layers: int, first: bool, last: bool, num_layer
     return keep
 
 
+#: :func:`place_layout`, cached (a search places each layout once per candidate).
+_placed = lru_cache(maxsize=256)(place_layout)
+
+
 @dataclass(frozen=True)
 class StageSetup:
     """What every stage shares: the job parts, the groups, the rank's workload."""
@@ -125,7 +132,7 @@ def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = 
     layout = derive_layout(cluster.world_size, ask.tp, ask.pp, ask.sp)
     check_family(spec, ask.flags())
     check_model(layout, spec.num_layers, spec.num_heads, spec.num_kv_heads)
-    placed = place_layout(layout, cluster.gpus_per_node, cluster.num_nodes)
+    placed = _placed(layout, cluster.gpus_per_node, cluster.num_nodes)
     shard = shard_model(spec, ask.tp)
     ds_config = DEFAULT_DS_CONFIG if settings.ds_config is None else settings.ds_config
     run = build_run_config(ds_config, shard, layout.dp, settings.overrides())   # batch over dp ranks
@@ -153,15 +160,44 @@ def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = 
     return StageSetup(settings, site, layout, shard, run, workload, zero, zero_size, tp_comm, ulysses, p2p)
 
 
+def schedule_fields(run) -> tuple:
+    """The fields of a :class:`~zsim.dsconfig.RunConfig` that :func:`zsim.schedule.build_schedule`
+    reads: the schedule layer never reads the micro-batch, sequence length, train batch or the
+    resolved JSON (the kernels' sizes enter when ops are priced), so runs equal in these
+    fields issue the same ZeRO ops (tests/test_parallel_plan.py checks it)."""
+    return (run.world_size, run.grad_accum, run.precision, run.comm_dtype_bytes, run.zero,
+            run.activation_checkpointing, run.gradient_clipping)
+
+
+def zero_ops(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> tuple[tuple, Any]:
+    """(ops, size facts) of the stage's ZeRO schedule over its ZeRO group, before the split's
+    collectives. Cached: a search simulates many candidates that differ only in the
+    micro-batch or in the split of a layout with the same shard and ZeRO group (Ulysses
+    degrees, Megatron sequence parallelism on or off), and they share these ops."""
+    pp = len(counts)
+    per_node = s.zero.ranks_per_node or s.site.cluster.gpus_per_node
+    where = (sum(counts[:stage]), counts[stage], stage == 0, stage == pp - 1) if pp > 1 else None
+    key = (s.shard, schedule_fields(run), per_node, where, s.zero)
+    hit = _ZERO_OPS.get(key)
+    if hit is not None:
+        _ZERO_OPS.move_to_end(key)
+        return hit
+    keep = stage_keep(*where, s.shard.num_layers) if where else None
+    base = build_schedule(s.shard, run, gpus_per_node=per_node, keep=keep)
+    _ZERO_OPS[key] = hit = (_map_groups(base, s.zero), base.facts)
+    if len(_ZERO_OPS) > _ZERO_OPS_LIMIT:
+        _ZERO_OPS.popitem(last=False)
+    return hit
+
+
+#: ZeRO ops by shard, schedule fields, placement and stage (least recently used dropped first).
+_ZERO_OPS: OrderedDict[tuple, tuple] = OrderedDict()
+_ZERO_OPS_LIMIT = 16
+
+
 def stage_schedule(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> Schedule:
     """The stage's ZeRO schedule over its ZeRO group with the split's collectives."""
-    pp = len(counts)
-    keep = None
-    if pp > 1:
-        keep = stage_keep(sum(counts[:stage]), counts[stage], stage == 0, stage == pp - 1, s.shard.num_layers)
-    per_node = s.zero.ranks_per_node or s.site.cluster.gpus_per_node
-    base = build_schedule(s.shard, run, gpus_per_node=per_node, keep=keep)
-    ops = _map_groups(base, s.zero)
+    ops, facts = zero_ops(s, run, stage, counts)
     expected = 0
     for comm in (s.tp_comm, s.ulysses):
         if comm is not None:
@@ -176,7 +212,7 @@ def stage_schedule(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> S
         if found != expected:
             raise ZsimInputError(f"--tp {s.tp_comm.tp}: the schedule names its modules in a way zsim cannot "
                                  "split (ZeRO-3 leaf modules?): not modelled")
-    return Schedule(ops=ops, collectives=collectives_summary(ops), facts=base.facts)
+    return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
 
 
 def stage_job(s: StageSetup, run) -> Job:
@@ -222,5 +258,5 @@ def class_schedules(s: StageSetup, run, counts: tuple[int, ...]) -> dict[tuple[i
     return out
 
 
-__all__ = ["ParallelAsk", "StageSetup", "stage_setup", "stage_schedule", "stage_job", "stage_memory",
+__all__ = ["ParallelAsk", "StageSetup", "stage_setup", "schedule_fields", "zero_ops", "stage_schedule", "stage_job", "stage_memory",
            "stage_class", "class_schedules", "stage_keep", "model_modules", "is_split"]

@@ -14,6 +14,7 @@ post_attention_layernorm, o, v(bias, weight), k, q, input_layernorm, and the emb
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..model import ModelSpec
 from ..modeltree import model_tree
@@ -36,8 +37,14 @@ def forward_modules(model: ModelSpec) -> list[Module]:
     """Modules in forward execution order, including parameter-less ones (attention core,
     MLP activation, timed as "model.layers.{i}.mlp") that the workload model times: the
     compute ops of :meth:`zsim.modeltree.ModelTree.forward`."""
+    return list(_forward_modules(model))
+
+
+@lru_cache(maxsize=64)
+def _forward_modules(model: ModelSpec) -> tuple[Module, ...]:
+    # cached (modules are frozen): a search builds a schedule per layout and ZeRO setting
     tree = model_tree(model)
-    return [Module(n.op, n.layer, tree.uses(n), 0 <= n.layer < model.num_layers) for n in tree.forward()]
+    return tuple(Module(n.op, n.layer, tree.uses(n), 0 <= n.layer < model.num_layers) for n in tree.forward())
 
 
 def hook_order(modules: list[Module]) -> list[tuple[int, int]]:

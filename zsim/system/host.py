@@ -19,7 +19,7 @@ while GPU ops keep their data dependencies.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import copy
 from typing import Sequence
 
 from ..ops import Op
@@ -36,7 +36,7 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
     step_synced = False
 
     def add(op: Op, **changes) -> int:
-        new = replace(op, id=len(out), **changes)
+        new = _moved(op, len(out), **changes)
         out.append(new)
         return new.id
 
@@ -70,3 +70,15 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
         if op.stream == "compute":
             last_gpu = new_id
     return out
+
+
+def _moved(op: Op, op_id: int, **changes) -> Op:
+    """``op`` renumbered to ``op_id`` with ``changes`` (the host stream, a dispatch kind, deps
+    of ops already moved: all valid and preceding ``op_id``, so the checks the op passed when
+    it was built still hold). A shallow copy, not ``dataclasses.replace``, which would rerun
+    them for every op of the step."""
+    new = copy.copy(op)
+    object.__setattr__(new, "id", op_id)
+    for name, value in changes.items():
+        object.__setattr__(new, name, value)
+    return new
