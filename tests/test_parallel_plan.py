@@ -100,3 +100,16 @@ def test_plan_cli_search_3d_json_and_refusal(capsys):
     assert main(args + ["--grad-accum", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--grad-accum" in err
+
+
+def test_cpu_offload_candidates_are_screened_by_their_full_simulation():
+    """The line through 1 and 2 micro-steps is not exact under CPU optimizer offload
+    (bench/README.md): such a candidate's screened step is its full prediction's."""
+    from zsim.parallel.plan3d import _screen
+    settings = SMALL.with_run(seq=512)
+    site = place(settings)
+    cand = Candidate3D(ParallelAsk(), stage=2, offload_optimizer="cpu", micro_batch=1, grad_accum=4,
+                       checkpointing=False)
+    step, pred, _ = _screen(settings, site, cand)
+    full = predict_parallel(settings.with_run(**cand.run_fields()), cand.ask, site=site)
+    assert pred is not None and step == full.prediction.step_time_s
