@@ -189,7 +189,8 @@ def test_expressible_3d_rows_give_zsim_the_sources_layout(runs):
 
 def test_3d_rows_left_inexpressible_say_why_in_one_line(runs):
     """No row waits on tensor/pipeline timing any more: each one left says, in one line, what
-    else zsim does not model (interleaved 1F1B, selective recompute, ALiBi, an unstated config)."""
+    else zsim does not model (interleaved 1F1B, selective recompute, BLOOM under tensor
+    parallelism, an unstated config)."""
     left = [r for r in runs if _parallel(r) and not r["expressible"]]
     assert len(left) == 22
     for row in left:
@@ -198,7 +199,7 @@ def test_3d_rows_left_inexpressible_say_why_in_one_line(runs):
         assert "tensor/pipeline parallel timing" not in reason, row["id"]
         rid = row["id"]
         expected = ("interleaved" if rid.startswith("narayanan-") else "selective" if rid.startswith("korthikanti-")
-                    else "ALiBi" if rid.startswith(("bloom-", "bigscience-")) else
+                    else "BLOOM under tensor parallelism" if rid.startswith(("bloom-", "bigscience-")) else
                     "not in the quoted text" if rid.startswith("mtnlg-") else "V100")
         assert expected in reason, rid
 
