@@ -138,7 +138,8 @@ def _run_from_summary(folder: Path, s: Mapping[str, Any]) -> RunResult:
         activation_checkpointing=bool(s.get("activation_checkpointing", False)),
         step_time_s=num("step_time_s_median"), peak_memory_bytes=num("peak_memory_allocated_bytes", int),
         comms=s.get("comms") or {}, versions=s.get("versions") or {},
-        host_speed=HostSpeed.from_summary(s), host_speed_in_run=in_run_host_speed(s), cpu_threads=_cpu_threads(s), phase_s=_phases(s),
+        host_speed=HostSpeed.from_summary(s), host_speed_in_run=in_run_host_speed(s),
+        cpu_threads=_cpu_threads(s), phase_s=_phases(s),
     )
 
 
