@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from hf_trees import calls_in_order, hf_forward_order, hf_model
 from truth_packages import require_truth_packages
 from zsim.cli import main
 from zsim.errors import ZsimInputError
@@ -56,13 +57,7 @@ def _spec(name: str):
 
 
 def _hf_model(cfg: dict, device: str = "meta"):
-    require_truth_packages("DeepSeek trees against transformers", "torch", "transformers")
-    import torch
-    import transformers
-    hf_cfg = transformers.AutoConfig.for_model(**cfg)
-    hf_cfg._attn_implementation = "sdpa"
-    with torch.device(device):
-        return transformers.AutoModelForCausalLM.from_config(hf_cfg)
+    return hf_model(cfg, device, "DeepSeek trees against transformers")
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -87,30 +82,11 @@ def test_config_class_defaults_count_what_transformers_builds(cls):
     assert from_hf_config(cfg, name=cls).num_parameters == sum(p.numel() for p in hf.parameters())
 
 
-def _calls_in_order(tree) -> list[str]:
-    out: list[str] = []
-
-    def visit(node):
-        if node.kind != "module_list":
-            out.append(node.name)
-        for c in node.called():
-            if c is not None:
-                visit(c)
-    visit(tree.root)
-    return out
-
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_call_order_is_hf_forward(name):
     """Forward pre-hooks on a real (CPU) tiny model fire in the tree's call order."""
-    import torch
-    hf = _hf_model(CONFIGS[name], device="cpu")
-    entered: list[str] = []
-    for mod_name, mod in hf.named_modules():
-        mod.register_forward_pre_hook(lambda m, a, n=mod_name: entered.append(n))
-    with torch.no_grad():
-        hf(input_ids=torch.randint(0, 128, (1, 16)))
-    assert entered == _calls_in_order(model_tree(_spec(name)))
+    assert hf_forward_order(_hf_model(CONFIGS[name], device="cpu")) == calls_in_order(model_tree(_spec(name)))
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
