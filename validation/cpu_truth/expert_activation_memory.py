@@ -36,7 +36,7 @@ def kept_bytes(cfg: dict, moe: dict, layers: int, micro_batch: int, seq_len: int
     import torch
     import transformers
 
-    from validation.cpu_truth.activation_memory import LiveBytes
+    from validation.cpu_truth.moe_activation_memory import forward_kept_bytes
     from validation.cpu_truth.expert_parallel import replace_moe_blocks
 
     hf_cfg = transformers.AutoConfig.for_model(**dict(cfg, num_hidden_layers=layers))
@@ -45,16 +45,7 @@ def kept_bytes(cfg: dict, moe: dict, layers: int, micro_batch: int, seq_len: int
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(hf_cfg)
     replace_moe_blocks(model, dict(moe, ep_size=1))
-    model = model.to(torch.bfloat16)
-    model.train()
-    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    ids = torch.randint(0, cfg["vocab_size"], (micro_batch, seq_len))
-    mode = LiveBytes(skip)
-    with mode:
-        loss = model(input_ids=ids, labels=ids).loss
-        kept = mode.current_bytes
-    del loss
-    return kept
+    return forward_kept_bytes(model.to(torch.bfloat16), cfg["vocab_size"], micro_batch, seq_len)
 
 
 def per_layer_bytes(name: str) -> float:

@@ -49,9 +49,15 @@ def kept_bytes(cfg: dict, layers: int, micro_batch: int, seq_len: int, layers_ke
     hf_cfg.use_cache = False
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(hf_cfg).to(torch.bfloat16)
+    return forward_kept_bytes(model, cfg["vocab_size"], micro_batch, seq_len)
+
+
+def forward_kept_bytes(model, vocab_size: int, micro_batch: int, seq_len: int) -> int:
+    """Bytes live after one forward + loss of ``model`` in train mode on random tokens (the
+    parameters' own storage and the output dropped)."""
     model.train()
     skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    ids = torch.randint(0, cfg["vocab_size"], (micro_batch, seq_len))
+    ids = torch.randint(0, vocab_size, (micro_batch, seq_len))
     mode = LiveBytes(skip)
     with mode:
         loss = model(input_ids=ids, labels=ids).loss
