@@ -23,8 +23,8 @@ from pathlib import Path
 DEFAULT_CASE = ["--model", "llama-2-70b", "--topo", "dgx-h100", "--nodes", "16"]
 
 
-def run_once(case: list[str]) -> tuple[float, float, dict]:
-    """One `zsim plan` run in a new process: (wall s, CPU s, plan.json search counters).
+def timed_plan(case: list[str]) -> tuple[float, float, dict]:
+    """One `zsim plan` run in a new process: (wall s, CPU s, its plan.json).
 
     CPU seconds (user + sys of the child) are reported beside wall-clock seconds because a
     shared machine inflates wall time; zsim plan is single-threaded, so on an idle machine
@@ -40,7 +40,12 @@ def run_once(case: list[str]) -> tuple[float, float, dict]:
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if proc.returncode != 0:
             raise SystemExit(f"zsim plan failed (rc {proc.returncode}): {proc.stderr.strip()}")
-        data = json.loads((Path(out) / "plan.json").read_text())
+        return wall, cpu, json.loads((Path(out) / "plan.json").read_text())
+
+
+def run_once(case: list[str]) -> tuple[float, float, dict]:
+    """One `zsim plan` run in a new process: (wall s, CPU s, plan.json search counters)."""
+    wall, cpu, data = timed_plan(case)
     best = data["ranked"][0]
     return wall, cpu, {**data["search"], "best": {k: best[k] for k in (
         "stage", "offload_optimizer", "offload_param", "micro_batch", "grad_accum",

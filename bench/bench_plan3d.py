@@ -15,30 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+
+from bench_plan import timed_plan  # bench/ is on sys.path when run as a script
 
 DEFAULT_CASE = ["--model", "llama-2-70b", "--topo", "dgx-h100", "--nodes", "16", "--search-3d"]
 
 
 def run_once(case: list[str]) -> tuple[float, float, dict]:
     """One `zsim plan --search-3d` run in a new process: (wall s, CPU s, plan.json counters)."""
-    with tempfile.TemporaryDirectory() as out:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "zsim.cli", "plan", *case, "--output", out],
-                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        if proc.returncode != 0:
-            raise SystemExit(f"zsim plan failed (rc {proc.returncode}): {proc.stderr.strip()}")
-        data = json.loads((Path(out) / "plan.json").read_text())
+    wall, cpu, data = timed_plan(case)
     counters = {k: data[k] for k in ("layouts", "candidates", "fitting", "pruned", "simulated", "global_batch",
                                      "seq_len")}
     ranked = [{"label": r["label"], "step_time_s": r["step_time_s"], "tokens_per_s": r["tokens_per_s"]}
