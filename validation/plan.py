@@ -265,10 +265,38 @@ PLAN_1201_M8 = (_probe_session("m8a", (Run(M, 2, 4, 1, 2048, precision="fp16"),)
 PLAN_1201_M8D = (Run(XL, 3, 8, 1, 512, profile=True, tag="m8d"),
                  Run(L, 3, 4, 1, 2048, profile=True, tag="m8d"))
 
+#: sessions m9a/m9b (2026-12-01, fifth session): ZeRO-3's step starts with a host loop over
+#: every parameter (``_partition_all_parameters``, stage3.py:2877-2878) that re-partitions the
+#: persistent ones and issues no kernel; its cost per persistent and per other parameter is
+#: read from traces of the fit sizes with stage3_param_persistence_threshold varied (m9a),
+#: and checked on evaluation sizes of a machine the fit never saw (m9b).
+def _z3_persist(numel: int) -> tuple:
+    """ZeRO-3 keys that keep every parameter of at most ``numel`` elements gathered."""
+    return (("stage3_param_persistence_threshold", numel),)
+
+
+PLAN_1201_M9A = (
+    Run(S, 3, 4, 1, 1024, profile=True, tag="m9a"),
+    Run(S, 3, 4, 1, 1024, zero=_z3_persist(1_000_000), profile=True, tag="p1e6-m9a"),
+    Run(XL, 3, 8, 1, 512, profile=True, tag="m9a"),
+    Run(XL, 3, 8, 1, 512, zero=_z3_persist(20_000_000), profile=True, tag="p2e7-m9a"),
+    Run(S, 3, 4, 1, 1024, zero=_z3_persist(0), tag="p0-m9a"),
+    Run(XL, 3, 8, 1, 512, zero=_z3_persist(0), tag="p0-m9a"),
+    Run(S, 1, 4, 1, 1024, tag="m9a"),
+)
+PLAN_1201_M9B = _repeated((
+    Run(L, 3, 4, 1, 2048, zero=_z3_persist(10_000_000), tag="p1e7-m9b"),
+    Run(S3, 3, 4, 1, 2048, zero=_z3_persist(0), tag="p0-m9b"),
+    Run(M3, 3, 2, 1, 2048, ac=True, tag="m9b"),
+    Run(L, 3, 4, 1, 2048, tag="m9b"),
+    Run(M, 3, 4, 1, 2048, tag="m9b"),
+)) + (Run(XXL, 3, 1, 1, 1024, ac=True, profile=True, tag="m9b"),)
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
-         "h200-1201-m8d": PLAN_1201_M8D}
+         "h200-1201-m8d": PLAN_1201_M8D, "h200-1201-m9a": PLAN_1201_M9A,
+         "h200-1201-m9b": PLAN_1201_M9B}
 
 
 def split_of(model: str) -> str:
