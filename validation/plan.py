@@ -291,12 +291,18 @@ PLAN_1201_M9B = _repeated((
     Run(L, 3, 4, 1, 2048, tag="m9b"),
     Run(M, 3, 4, 1, 2048, tag="m9b"),
 )) + (Run(XXL, 3, 1, 1, 1024, ac=True, profile=True, tag="m9b"),)
+#: session m9c: what m9b did not reach, and ZeRO-3 evaluation sizes again, on another machine.
+PLAN_1201_M9C = (Run(XXL, 3, 1, 1, 1024, ac=True, tag="m9c"),) + _repeated((
+    Run(M, 3, 4, 1, 2048, tag="m9c"),
+    Run(S3, 3, 4, 1, 2048, tag="m9c"),
+    Run(L, 3, 4, 1, 2048, tag="m9c"),
+))
 
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
          "h200-1201-m8d": PLAN_1201_M8D, "h200-1201-m9a": PLAN_1201_M9A,
-         "h200-1201-m9b": PLAN_1201_M9B}
+         "h200-1201-m9b": PLAN_1201_M9B, "h200-1201-m9c": PLAN_1201_M9C}
 
 
 def split_of(model: str) -> str:

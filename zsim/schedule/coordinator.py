@@ -216,6 +216,10 @@ class Coordinator:
                     self._release_param(p)
         self.active_backward.clear()
 
+    def gathered(self) -> int:
+        """How many parameters are gathered or in flight now (what partition_all releases)."""
+        return sum(1 for st in self.status if st != NOT_AVAILABLE)
+
     # ---- stage3.py:2873-2878 + _post_step 2835-2841
     def partition_all(self) -> None:
         """The optimizer step releases every parameter (release_and_reset_all)."""

@@ -21,7 +21,10 @@ class ScheduleFacts:
       gathered at once during fwd/bwd (from the fetch/release simulation, padded numels);
     - ``persistent_numel``: stage 3, numel of persistent parameters (held in full);
     - ``largest_param_numel``: the largest single parameter;
-    - ``num_params``: parameter count Ψ; ``rank``: the rank whose view is modelled (0).
+    - ``num_params``: parameter count Ψ; ``rank``: the rank whose view is modelled (0);
+    - ``hook_moves``: stage 3, what the module hooks of the emitted step's micro-steps moved
+      (parameters gathered, handles waited on, parameters partitioned), the counts their
+      host cost is priced from (schedule/hostwork.py STAGE3_HOOK_*); () elsewhere.
     """
 
     partition_numel: int
@@ -34,3 +37,4 @@ class ScheduleFacts:
     largest_param_numel: int
     num_params: int
     rank: int = 0
+    hook_moves: tuple[int, ...] = ()

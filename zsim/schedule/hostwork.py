@@ -100,6 +100,33 @@ STAGE12_STEP_CAST = LoopCounts(ops_per_tensor=0.87, syncs_fixed=1)
 STAGE12_STEP_UPDATE = LoopCounts(ops_per_tensor=0.63, syncs_fixed=1)
 STAGE3_STEP_NORM = LoopCounts(ops_per_tensor=5.0)        # per sub-group; a sync after each
 STAGE3_STEP_UPDATE = LoopCounts(ops_per_tensor=1.8, syncs_fixed=3)
+#: The stage-3 step opens with ``_partition_all_parameters`` (S3:2877-2878 ->
+#: parameter_offload.py:238-245 -> PC:537-550): Python passes over every parameter and a
+#: ``partition()`` of each one still gathered (at the step: the persistent ones, which the
+#: coordinator never releases, PC:634-640). It launches no kernel, and the GPU is idle after
+#: backward's epilogue synchronize (S3:1413-1414), so all of it is on the step's critical path.
+#: In loop ops (``loop_op_s`` of this profile, loop_op_per_empty_launch 1.131) at each run's
+#: in-run host speed, from the four traced fit-size runs of validation/results/h200/2026-12-01-m9
+#: (``*-m9a``; ``python validation/z3_host_costs.py validation/results/h200/2026-12-01-m9/*m9a/``):
+#: the spacing of the partitions' ``aten::empty`` calls gives 5.0-8.2 ops per partition
+#: (median 5.6) and, between two layers, 1.0-1.4 ops per other parameter (1.2); after the last
+#: partition the later passes take 0.66-1.03 ops per parameter (median 0.77); before the first,
+#: 22-38 ops (median 29). Per parameter 1.2 + 0.77; per gathered one 5.6 - 1.2 more.
+STAGE3_STEP_PRELUDE = LoopCounts(ops_per_tensor=1.97, ops_fixed=29)
+STAGE3_STEP_PRELUDE_GATHERED = LoopCounts(ops_per_tensor=4.4)
+#: ZeRO-3's hooks cost more when they move parameters: a ``fetch_sub_module`` that gathers
+#: pays per parameter gathered (the handle set-up, PC:582-622 -> partition_parameters.py:904-914)
+#: and per handle it waits on (the stream synchronize, partition_parameters.py:79-85 and 108-115,
+#: and the fetch event, PC:400-411); a ``release_sub_module`` pays per parameter it partitions
+#: (PC:624-632). Least squares over every hook call of the same four traces, pooled, in loop
+#: ops at each run's host speed (fetch: forward, backward, handles waited, parameters gathered;
+#: release: forward, backward, parameters partitioned): 11.4 per handle waited, 4.15 per
+#: parameter gathered, 15.0 per parameter partitioned. The per-hook remainder (14 and 7 ops,
+#: plus the module wrappers around them) is the profile's fitted ``zero3_module_hook_s``.
+#: Measured at world size 1 (no-gather handles); applied at every world size.
+STAGE3_HOOK_PARTITION = LoopCounts(ops_per_tensor=15.0)
+STAGE3_HOOK_GATHER = LoopCounts(ops_per_tensor=4.15)
+STAGE3_HOOK_WAIT = LoopCounts(ops_per_tensor=11.4)
 #: Whole-step totals (the table above): stage 0 in bf16/fp16 (FP16_Optimizer) ~15.3-16.8 ops
 #: and 1 sync per tensor; stages 1/2 15.6-15.8 ops per tensor, 9 fixed, 6 syncs; stage 3
 #: ~6.8 aten ops per tensor (see the module docstring).
@@ -150,6 +177,7 @@ def step_loops(run: RunConfig) -> LoopCounts | None:
     return STAGE3_STEP
 
 
-__all__ = ["STAGE3_BACKWARD", "GRAD_ACCUMULATE", "LoopCounts", "host_loop", "step_loops", "STAGE0_STEP", "STAGE12_STEP", "STAGE3_STEP", "STAGE0_FP32_STEP",
+__all__ = ["STAGE3_BACKWARD", "STAGE3_STEP_PRELUDE", "STAGE3_STEP_PRELUDE_GATHERED",
+           "STAGE3_HOOK_PARTITION", "STAGE3_HOOK_GATHER", "STAGE3_HOOK_WAIT", "GRAD_ACCUMULATE", "LoopCounts", "host_loop", "step_loops", "STAGE0_STEP", "STAGE12_STEP", "STAGE3_STEP", "STAGE0_FP32_STEP",
            "STAGE12_BACKWARD", "STAGE12_BOUNDARY", "OFFLOAD12_BACKWARD", "OFFLOAD12_BOUNDARY",
            "OFFLOAD12_STEP"]

@@ -18,6 +18,7 @@ all-reduced instead (S3:1672-1674); an oversized one is still reduce-scattered.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from ..dsconfig import OffloadDevice, RunConfig
 from ..groups import INTER_NODE, INTRA_NODE, WORLD
@@ -26,7 +27,8 @@ from .coordinator import Coordinator
 from .emit import Emitter, NullEmitter
 from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
 from .facts import ScheduleFacts
-from .hostwork import STAGE3_BACKWARD, host_loop
+from .hostwork import (STAGE3_BACKWARD, STAGE3_HOOK_GATHER, STAGE3_HOOK_PARTITION, STAGE3_HOOK_WAIT,
+                       host_loop)
 from .params import stage3_padded_numel, stage3_shard_numel
 from .step import stage3_step
 from .z3modules import build_tree, first_use_modules, micro_step_events
@@ -91,6 +93,9 @@ class _Stage3:
         self.gathered = 0          # padded numel of non-persistent params gathered now
         self.max_gathered = 0
         self.hooks_pending = 0
+        self.moves_pending = _HookMoves()   # what the hooks since the last op gathered/released
+        self.moves_emitted = _HookMoves()   # and over the emitted step
+        self.waited: set[int] = set()       # gather handles already waited on
         self.fetch_events: deque[int] = deque()    # gathers the host waited on, oldest first
         self.reduce_events: deque[int] = deque()   # gradient reductions issued, oldest first
         self.bucket: list[int] = []
@@ -101,6 +106,7 @@ class _Stage3:
 
     # ---- callbacks from the coordinator
     def _gather(self, params: list[int], forward: bool) -> int | None:
+        self.moves_pending.gathered += len(params)
         for p in params:
             if not self.persist[p]:
                 self.gathered += self.padded[p]
@@ -108,6 +114,7 @@ class _Stage3:
         return self._emit_gather(params, forward)
 
     def _released(self, p: int) -> None:
+        self.moves_pending.partitioned += 1
         if not self.persist[p]:
             self.gathered -= self.padded[p]
         if self.run.zero.zero_hpz_partition_size > 1:
@@ -215,6 +222,7 @@ class _Stage3:
                 case Fetch(module=m, forward=forward):  # a pre hook: gather (and prefetch)
                     self.hooks_pending += 1
                     handles = self.coord.fetch(m, forward)
+                    self._count_waits(handles)
                     if not forward and self.em.phase == "forward":
                         self.em.phase = "backward"
                     name = self.mods[m].compute
@@ -233,6 +241,15 @@ class _Stage3:
                 case Leftovers():
                     self._leftovers()
 
+    def _count_waits(self, handles: list) -> None:
+        """One synchronize per handle, the first time it is waited on: a coalesced handle
+        returns at once after that (partition_parameters.py:108-118)."""
+        for h in handles:
+            if h is None or h not in self.waited:
+                self.moves_pending.waits += 1
+                if h is not None:
+                    self.waited.add(h)
+
     def _leftovers(self) -> None:
         """End of backward: the last bucket, the epilogue synchronize, the leftovers."""
         self._flush()
@@ -247,6 +264,15 @@ class _Stage3:
         if self.hooks_pending:
             self.em.add("compute", "overhead", "zero3_hooks", overhead=HOOK_OVERHEAD, count=self.hooks_pending)
         self.hooks_pending = 0
+        self._flush_moves("zero3_hook_moves")
+
+    def _flush_moves(self, name: str) -> int | None:
+        """The host time of the parameter moves since the last flush (see _HookMoves)."""
+        mv, self.moves_pending = self.moves_pending, _HookMoves()
+        self.moves_emitted.add(mv)
+        ops = (STAGE3_HOOK_PARTITION.ops(mv.partitioned) + STAGE3_HOOK_GATHER.ops(mv.gathered)
+               + STAGE3_HOOK_WAIT.ops(mv.waits))
+        return self.em.add("compute", "host_loop", name, count=ops) if ops else None
 
     def _compute(self, name: str, pass_: str, waits: list) -> None:
         self._flush_hooks()
@@ -257,10 +283,14 @@ class _Stage3:
 
     def step_boundary(self) -> None:
         """The optimizer step: partition everything, then re-gather persistent params."""
+        self._flush_hooks()
+        self.em.phase = "step"
+        gathered = self.coord.gathered()
+        self.coord.partition_all()            # S3:2877-2878, before anything else of the step
+        self.moves_pending = _HookMoves()     # the prelude prices these partitions itself
         stage3_step(self.em, self.run, sub_groups(self.numels, self.run),
                     [stage3_shard_numel(n, self.n) for n, keep in zip(self.numels, self.persist) if keep],
-                    tensors=len(self.numels))
-        self.coord.partition_all()
+                    tensors=len(self.numels), gathered=gathered)
         self.coord.regather_persistent()
         self.secondary.clear()
 
@@ -273,6 +303,23 @@ class _Stage3:
         self.reduce_events.clear()
         self.last_reduce = None
         self.max_gathered, self.num_buckets, self.hooks_pending = self.gathered, 0, 0
+        self.moves_emitted = _HookMoves()
+
+
+@dataclass
+class _HookMoves:
+    """Parameters the hooks moved since the last flush: gathered (handles set up), handles
+    waited on, and partitioned (released); priced by hostwork.STAGE3_HOOK_*."""
+
+    gathered: int = 0
+    waits: int = 0
+    partitioned: int = 0
+
+    def add(self, other: "_HookMoves") -> None:
+        """Count ``other``'s moves in this tally too."""
+        self.gathered += other.gathered
+        self.waits += other.waits
+        self.partitioned += other.partitioned
 
 
 #: PC:142 (``__max_ongoing_fetch_events``) and S3:462 (``max_param_reduce_events``): DeepSpeed
@@ -317,4 +364,5 @@ def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
         max_gathered_numel=sim.max_gathered,
         persistent_numel=sum(n for n, keep in zip(numels, sim.persist) if keep),
         largest_param_numel=max(numels), num_params=sum(numels),
+        hook_moves=(sim.moves_emitted.gathered, sim.moves_emitted.waits, sim.moves_emitted.partitioned),
     )

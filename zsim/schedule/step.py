@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from ..dsconfig import OffloadDevice, RunConfig
 from .emit import Emitter
-from .hostwork import LoopCounts, host_loop, step_loops
+from .hostwork import (STAGE3_STEP_PRELUDE, STAGE3_STEP_PRELUDE_GATHERED, LoopCounts, host_loop,
+                       step_loops)
 from .steppasses import StepSegment, pass_bytes, step_segments
 
 
@@ -63,15 +64,17 @@ def _passes(em: Emitter, name: str, passes, numel: int, issued_after: int | None
 
 
 def gpu_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], tensors: int,
-             collectives=None, after_update=None) -> None:
+             collectives=None, after_update=None, issued_after: int | None = None) -> None:
     """The step on the GPU path as DeepSpeed runs it: stretches separated by host syncs
     (:mod:`.steppasses`), each costing the longer of its host loop and its GPU passes; the
     last ends in the fused Adam update of each sub-group (issued after the loop, so it waits
     for it) and the copy back. ``collectives(em, name)`` emits the stage's collectives that
     belong after a stretch (the overflow flag, the norms); ``after_update(em, numel)`` what
-    follows each sub-group's update (stage 3's swap-out with offload_param)."""
+    follows each sub-group's update (stage 3's swap-out with offload_param);
+    ``issued_after``: host work before the first stretch (stage 3's prelude), which its GPU
+    passes wait for."""
     total = sum(sub_group_numels)
-    prev: int | None = None          # the loop of the stretch before: the host is past it
+    prev = issued_after              # the loop of the stretch before: the host is past it
     first = True
     for seg in step_segments(run):
         if seg.per_sub_group:
@@ -157,9 +160,12 @@ def stage0_step(em: Emitter, run: RunConfig, numel: int, tensors: int = 0, colle
 
 
 def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persistent_shards: list[int],
-                tensors: int = 0) -> None:
+                tensors: int = 0, gathered: int = 0) -> None:
     """Ops of the stage-3 step (stage3.py:2873-2931 = S3).
 
+    - ``_partition_all_parameters`` first (S3:2877-2878): a host loop over the ``tensors``
+      parameters that re-partitions the ``gathered`` ones and issues no kernel
+      (hostwork.STAGE3_STEP_PRELUDE); everything after it waits for it;
     - overflow ``all_reduce`` only in fp16 (S3:2815-2816) — bf16 has none, unlike stage 1/2;
     - the norm: one ``all_reduce`` per optimizer sub-group of an fp64 scalar (8 bytes:
       get_norm_dtype() is float64 wherever the device supports it, zero/utils.py:59-63;
@@ -178,6 +184,7 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
     em.phase = "step"
     pb = run.param_bytes
     offloaded = run.zero.offload_optimizer != OffloadDevice.NONE
+    prelude = _stage3_prelude(em, tensors, gathered)
 
     def collectives(em: Emitter, stretch: str) -> None:
         if stretch == "overflow":
@@ -187,7 +194,8 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
 
     if not offloaded:
         swap = _swap_out_to_host if run.zero.offload_param != OffloadDevice.NONE else None
-        gpu_step(em, run, sub_group_numels, tensors, collectives, after_update=swap)
+        gpu_step(em, run, sub_group_numels, tensors, collectives, after_update=swap,
+                 issued_after=prelude)
     else:
         loops = _loops(em, run, tensors, groups=len(sub_group_numels))
         if run.precision == "fp16":
@@ -198,6 +206,16 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
             _cpu_update(em, numel, pb, (em.last_compute,) + loops)
     for shard in persistent_shards:
         em.collective("allgather_persistent", "all_gather_into_tensor", shard * pb)
+
+
+def _stage3_prelude(em: Emitter, tensors: int, gathered: int) -> int | None:
+    """``_partition_all_parameters``: the passes over every parameter, then (as one op, the
+    host runs them back to back) the partitions of the gathered ones."""
+    counts = STAGE3_STEP_PRELUDE
+    if gathered:
+        counts = LoopCounts(counts.ops_per_tensor + STAGE3_STEP_PRELUDE_GATHERED.ops_per_tensor
+                            * gathered / max(tensors, 1), ops_fixed=counts.ops_fixed)
+    return host_loop(em, "step_partition_all", counts, tensors) if tensors else None
 
 
 def _swap_out_to_host(em: Emitter, numel: int) -> None:
