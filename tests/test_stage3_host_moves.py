@@ -35,7 +35,8 @@ def _schedule(run_dir: Path):
     ds = json.loads((run_dir / "ds_config.json").read_text())
     run = build_run_config(ds, spec, 1, Overrides(micro_batch=summary["micro_batch"],
                                                   grad_accum=summary["grad_accum"],
-                                                  seq_len=summary["seq"]))
+                                                  seq_len=summary["seq"],
+                                                  activation_checkpointing=summary["activation_checkpointing"]))
     return build_schedule(spec, run)
 
 
@@ -50,12 +51,16 @@ def _traced_counts(run_dir: Path) -> dict:
 
 #: Traced ZeRO-3 runs: default persistence, persistence threshold raised (more parameters
 #: stay gathered), a model that keeps its parameters between forward and backward
-#: (tinyllama) and one that re-gathers them (llama-3b).
+#: (tinyllama), models that re-gather them (llama-3b, llama-2-7b), with and without
+#: activation checkpointing.
 TRACED = ["2026-12-01-m9/llama-0.13b-z3-mb4-ga1-s1024-m9a",
           "2026-12-01-m9/llama-0.13b-z3-mb4-ga1-s1024-p1e6-m9a",
           "2026-12-01-m9/llama-3b-z3-mb8-ga1-s512-m9a",
           "2026-12-01-m9/llama-3b-z3-mb8-ga1-s512-p2e7-m9a",
-          "2026-12-01-m8d/tinyllama-1.1b-z3-mb4-ga1-s2048-m8d"]
+          "2026-12-01-m8d/tinyllama-1.1b-z3-mb4-ga1-s2048-m8d",
+          # activation checkpointing: the recompute's forward hooks gather again in backward
+          "2026-12-01/llama-3b-z3-mb2-ga1-s2048-ac-r1",
+          "2026-12-01-m5/llama-2-7b-z3-mb1-ga1-s1024-ac-m5"]
 
 
 @pytest.mark.parametrize("run_id", TRACED)
