@@ -335,6 +335,9 @@ def test_cli_ep_flag_and_refusals(tmp_path: Path, capsys) -> None:
     assert main(base + ["--stage", "2", "--ep", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert any("DeepSpeed-MoE layers, ep_size 4" in n for n in out["notes"])
+    # the model's size is the whole model's, not one rank's share of the experts
+    assert main(base + ["--stage", "2"]) == 0
+    assert out["num_parameters"] == json.loads(capsys.readouterr().out)["num_parameters"] > 46e9
     cfg = tmp_path / "moe.json"
     cfg.write_text(json.dumps({"ep_size": 2, "k": 1, "capacity_factor": 1.25}))
     assert main(base + ["--stage", "1", "--moe-config", str(cfg)]) == 0

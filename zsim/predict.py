@@ -207,6 +207,16 @@ def simulate_stage(job: Job, schedule: Schedule, workload: Workload | None = Non
     return Simulated(ops, timeline, framework_s, step_s)
 
 
+
+def _whole_model_parameters(spec: ModelSpec) -> int:
+    """The model's parameter count over all ranks: under DeepSpeed-MoE expert parallelism
+    ``spec`` is one rank's model (num_experts / ep_size experts per layer), so the experts
+    of the other ranks are added back (zsim.parallel.expert.global_parameter_count)."""
+    if spec.deepspeed_moe is None:
+        return spec.num_parameters
+    from .parallel.expert import global_parameter_count
+    return global_parameter_count(spec)
+
 def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
             keep_timeline: bool = False, workload: Workload | None = None) -> Prediction:
     """The :class:`Prediction` of the stages' results (``keep_timeline``: with timeline and ops;
@@ -219,7 +229,7 @@ def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
     breakdown = _time_breakdown(sim.timeline, sim.framework_s)
     host_note = () if memory.host.fits else (memory.host.note(),)
     return Prediction(
-        model=spec.name, num_parameters=spec.num_parameters, topology=cluster.topology,
+        model=spec.name, num_parameters=_whole_model_parameters(spec), topology=cluster.topology,
         hardware=hw.name, world_size=cluster.world_size, num_nodes=cluster.num_nodes,
         gpus_per_node=cluster.gpus_per_node, stage=run.zero.stage, micro_batch=run.micro_batch,
         grad_accum=run.grad_accum, train_batch=run.train_batch, seq_len=run.seq_len,
