@@ -1,5 +1,5 @@
 """``--tp/--pp/--sp`` on the command line: predict answers them (tests/test_parallel_predict.py),
-plan, sweep and report refuse degrees above 1 in one line; ``zsim topo show`` prints (and ``--json`` lists) the rank mapping; without the flags
+report refuses degrees above 1 in one line (sweep sweeps them); ``zsim topo show`` prints (and ``--json`` lists) the rank mapping; without the flags
 nothing changes."""
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def test_topo_show_refuses_bad_layouts(flags, match, capsys):
     assert err.count("\n") == 1 and match in err
 
 
-@pytest.mark.parametrize("command", ["sweep", "report"])
+@pytest.mark.parametrize("command", ["report"])
 def test_every_deciding_command_refuses_model_parallel_degrees(command, capsys, tmp_path):
-    """sweep and report take --tp/--pp/--sp like predict and refuse a degree above 1 in one
-    line (exit 2) until they model it, never a silent data-parallel answer (plan searches
-    them: tests/test_parallel_plan.py)."""
+    """report takes --tp/--pp/--sp like predict and refuses a degree above 1 in one line
+    (exit 2) until it models it, never a silent data-parallel answer (plan searches them:
+    tests/test_parallel_plan.py; sweep has them as grid axes: tests/test_sweep.py)."""
     from zsim.cli import main
     extra = ["--output", str(tmp_path / "r")] if command == "report" else []
     assert main([command, "--model", "tinyllama-1.1b", "--topo", "dgx-h100", "--pp", "2", *extra]) == 2

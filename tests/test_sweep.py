@@ -85,3 +85,26 @@ def test_sweep_jobs_gives_the_rows_of_one_process(tmp_path):
     assert exc.value.code == 2
     with pytest.raises(ZsimInputError, match="jobs"):
         sweep(grid, jobs=0)
+
+
+def test_layout_axes_sweep_what_predict_tp_pp_predicts(tmp_path, capsys):
+    """tp/pp/sp are grid axes: each row is `zsim predict --tp/--pp` of that configuration,
+    and a layout the cluster cannot hold is an invalid row with predict's reason."""
+    grid = {"model": ["llama-2-7b"], "topo": ["dgx-h100"], "stage": [1], "micro_batch": [1],
+            "grad_accum": [4], "tp": [1, 2, 3], "pp": [1, 2]}
+    rows = {(r["tp"], r["pp"]): r for r in sweep(grid).rows}
+    assert len(rows) == 6
+    for tp, pp in ((1, 1), (2, 1), (2, 2)):
+        assert main(["predict", "--model", "llama-2-7b", "--topo", "dgx-h100", "--stage", "1",
+                     "--micro-batch", "1", "--grad-accum", "4", "--tp", str(tp), "--pp", str(pp),
+                     "--json", "--no-output"]) == 0
+        want = json.loads(capsys.readouterr().out)
+        got = rows[(tp, pp)]
+        assert got["status"] == "fits"
+        assert got["step_time_s"] == want["step_time_s"]
+        assert got["peak_memory_bytes"] == want["peak_memory_bytes"]
+    assert rows[(3, 1)]["status"] == "invalid" and "divisible" in rows[(3, 1)]["reason"]
+    assert main(["sweep", "--model", "tinyllama-1.1b", "--topo", "dgx-h100", "--pp", "1,2",
+                 "--output", str(tmp_path / "s")]) == 0
+    header = (tmp_path / "s" / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert {"tp", "pp", "sp"} <= set(header)

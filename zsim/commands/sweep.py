@@ -11,7 +11,6 @@ from ..defaults import DEFAULT_MODEL, DEFAULT_TOPO
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
 from ..output import MEMORY_LABELS, format_bytes, format_seconds
-from ..parallel.cli import add_parallel_args, refuse_model_parallel
 from .common import add_quiet_arg, int_up_to, progress_for
 
 HELP = "predict every configuration of a grid (flags like --stage 1,2,3 or a YAML file); write CSV and JSON"
@@ -29,12 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_quiet_arg(p)
     p.add_argument("--jobs", type=int_up_to(64), default=1,
                    help="worker processes predicting configurations at once (default %(default)s)")
-    add_parallel_args(p, " (above 1: refused, not modelled yet)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the grid, run it, write the files, print a summary."""
-    refuse_model_parallel(args)
     grid = load_grid_file(args.grid) if args.grid else {}
     for axis in AXES:
         value = getattr(args, f"axis_{axis}")

@@ -10,6 +10,7 @@ A grid maps axis names to lists of values. It comes from command-line flags
       micro_batch: [1, 2, 4]
       nodes: [1, 2]
       activation_checkpointing: [false, true]
+      tp: [1, 2, 4]              # tensor / pipeline / Ulysses degrees (zsim predict --tp/--pp/--sp)
 
 Configurations DeepSpeed would reject (offload_param below stage 3, a broken batch identity)
 are kept as rows with status ``invalid`` and the reason; those that do not fit as rows with
@@ -54,10 +55,16 @@ AXES: Mapping[str, tuple[type, str]] = {
     "activation_checkpointing": (bool, "activation_checkpointing"),
     "reduce_bucket_size": (int, "reduce_bucket_size"),
     "prefetch_bucket_size": (int, "prefetch_bucket_size"),
+    "tp": (int, "tp"),
+    "pp": (int, "pp"),
+    "sp": (int, "sp"),
 }
 
 #: Axes that are DeepSpeed config keys, not run settings.
 CONFIG_AXES = ("reduce_bucket_size", "prefetch_bucket_size")
+#: Axes of the parallel layout (tensor, pipeline, Ulysses degrees; zsim.parallel): a grid with
+#: them predicts through :func:`predict_layout`.
+LAYOUT_AXES = ("tp", "pp", "sp")
 
 RESULT_FIELDS = ("status", "fits", "step_time_s", "tokens_per_s", "tflops_per_gpu", "mfu",
                  "peak_memory_bytes", "gpu_memory_bytes", "exposed_comm_s", "largest_memory_term",
@@ -159,6 +166,16 @@ def _ds_config(cfg: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[s
     return out
 
 
+def predict_layout(tp: int = 1, pp: int = 1, sp: int = 1, **settings: Any):
+    """:func:`zsim.predict.predict` of ``settings`` under a tensor/pipeline/Ulysses layout
+    (``zsim predict --tp/--pp/--sp``): the worst pipeline stage's prediction, whose step time
+    and throughput are the whole pipeline's (zsim.parallel.predict3d)."""
+    from ..job import RunSettings
+    from ..parallel.predict3d import ParallelAsk, predict_any
+    result = predict_any(RunSettings(**settings), ParallelAsk(tp=tp, pp=pp, sp=sp))
+    return getattr(result, "prediction", result)
+
+
 def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predictor: Callable) -> dict[str, Any]:
     """Predict one configuration; bad combinations become ``invalid`` rows."""
     kwargs = {AXES[a][1]: v for a, v in cfg.items() if a not in CONFIG_AXES}
@@ -182,7 +199,8 @@ def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predi
 
 def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | Path | None = None,
           predictor: Callable | None = None, progress: Callable | None = None, jobs: int = 1) -> SweepResult:
-    """Run every configuration of ``grid`` (``predictor``: default :func:`zsim.predict.predict`).
+    """Run every configuration of ``grid`` (``predictor``: default :func:`zsim.predict.predict`,
+    or :func:`predict_layout` when the grid has a tp, pp or sp axis).
 
     ``jobs`` > 1 predicts in that many worker processes (``concurrent.futures``), the rows in
     grid order as with one; the predictor must then be picklable (a module-level function)."""
@@ -195,10 +213,12 @@ def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | 
         raise ZsimInputError(f"sweep: the grid has {size} configurations, at most {MAX_SWEEP_CONFIGS} allowed")
     base = load_ds_config(base_config) if base_config is not None else None
     configs = configurations(grid)
+    if predictor is None:
+        predictor = predict_layout if any(a in grid for a in LAYOUT_AXES) else predict
     rows = []
     if jobs > 1 and len(configs) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:
-            results = pool.map(run_one, configs, repeat(base), repeat(predictor or predict))
+            results = pool.map(run_one, configs, repeat(base), repeat(predictor))
             for i, (cfg, row) in enumerate(zip(configs, results)):
                 if progress:
                     progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
@@ -207,7 +227,7 @@ def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | 
         for i, cfg in enumerate(configs):
             if progress:
                 progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
-            rows.append(run_one(cfg, base, predictor or predict))
+            rows.append(run_one(cfg, base, predictor))
     if progress:
         progress(len(configs), len(configs), "done")
     return SweepResult(axes=tuple(a for a in AXES if a in grid), rows=tuple(rows))
