@@ -108,3 +108,20 @@ def test_layout_axes_sweep_what_predict_tp_pp_predicts(tmp_path, capsys):
                  "--output", str(tmp_path / "s")]) == 0
     header = (tmp_path / "s" / "sweep.csv").read_text().splitlines()[0].split(",")
     assert {"tp", "pp", "sp"} <= set(header)
+
+
+def test_ep_axis_sweeps_what_predict_ep_predicts(capsys):
+    """ep is a grid axis (DeepSpeed-MoE expert parallelism); combined with tp it is an invalid
+    row, as predict refuses it."""
+    grid = {"model": ["mistralai/Mixtral-8x7B-v0.1"], "topo": ["dgx-h100"], "stage": [2],
+            "micro_batch": [1], "seq": [1024], "ep": [2, 4]}
+    rows = {r["ep"]: r for r in sweep(grid).rows}
+    for ep in (2, 4):
+        assert main(["predict", "--model", "mistralai/Mixtral-8x7B-v0.1", "--topo", "dgx-h100",
+                     "--stage", "2", "--micro-batch", "1", "--seq", "1024", "--ep", str(ep),
+                     "--json", "--no-output"]) == 0
+        want = json.loads(capsys.readouterr().out)
+        assert rows[ep]["step_time_s"] == want["step_time_s"]
+        assert rows[ep]["peak_memory_bytes"] == want["peak_memory_bytes"]
+    mixed = sweep({**grid, "ep": [2], "tp": [2]}).rows[0]
+    assert mixed["status"] == "invalid" and "not modelled" in mixed["reason"]

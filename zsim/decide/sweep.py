@@ -58,13 +58,15 @@ AXES: Mapping[str, tuple[type, str]] = {
     "tp": (int, "tp"),
     "pp": (int, "pp"),
     "sp": (int, "sp"),
+    "ep": (int, "ep"),
 }
 
 #: Axes that are DeepSpeed config keys, not run settings.
 CONFIG_AXES = ("reduce_bucket_size", "prefetch_bucket_size")
-#: Axes of the parallel layout (tensor, pipeline, Ulysses degrees; zsim.parallel): a grid with
-#: them predicts through :func:`predict_layout`.
-LAYOUT_AXES = ("tp", "pp", "sp")
+#: Axes of the parallel layout (tensor, pipeline, Ulysses degrees; zsim.parallel) and
+#: DeepSpeed-MoE's expert-parallel degree: a grid with them predicts through
+#: :func:`predict_layout`.
+LAYOUT_AXES = ("tp", "pp", "sp", "ep")
 
 RESULT_FIELDS = ("status", "fits", "step_time_s", "tokens_per_s", "tflops_per_gpu", "mfu",
                  "peak_memory_bytes", "gpu_memory_bytes", "exposed_comm_s", "largest_memory_term",
@@ -168,10 +170,14 @@ def _ds_config(cfg: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[s
 
 def predict_layout(tp: int = 1, pp: int = 1, sp: int = 1, **settings: Any):
     """:func:`zsim.predict.predict` of ``settings`` under a tensor/pipeline/Ulysses layout
-    (``zsim predict --tp/--pp/--sp``): the worst pipeline stage's prediction, whose step time
-    and throughput are the whole pipeline's (zsim.parallel.predict3d)."""
+    (``zsim predict --tp/--pp/--sp``; the worst pipeline stage's prediction, whose step time
+    and throughput are the whole pipeline's, zsim.parallel.predict3d) or with DeepSpeed-MoE
+    expert parallelism (``settings['ep']``, ``zsim predict --ep``)."""
     from ..job import RunSettings
     from ..parallel.predict3d import ParallelAsk, predict_any
+    if settings.get("ep") is not None and max(tp, pp, sp) > 1:
+        raise ZsimInputError("ep with tp/pp/sp above 1: expert parallelism combined with "
+                             "tensor/pipeline/sequence parallelism is not modelled")
     result = predict_any(RunSettings(**settings), ParallelAsk(tp=tp, pp=pp, sp=sp))
     return getattr(result, "prediction", result)
 
