@@ -81,7 +81,10 @@ def test_cli_defaults_are_the_defaults_module():
 
 
 def test_sweep_axes_are_run_settings():
-    assert all(AXES[a][1] in SETTING_FIELDS for a in AXES if a not in CONFIG_AXES)
+    from zsim.decide.sweep import LAYOUT_AXES
+    from zsim.parallel.predict3d import ParallelAsk
+    assert all(AXES[a][1] in SETTING_FIELDS for a in AXES if a not in CONFIG_AXES + LAYOUT_AXES)
+    assert {AXES[a][1] for a in LAYOUT_AXES} <= {f.name for f in dataclasses.fields(ParallelAsk)}
     assert set(RUN_FIELDS) <= set(SETTING_FIELDS)
 
 

@@ -207,7 +207,6 @@ def simulate_stage(job: Job, schedule: Schedule, workload: Workload | None = Non
     return Simulated(ops, timeline, framework_s, step_s)
 
 
-
 def _whole_model_parameters(spec: ModelSpec) -> int:
     """The model's parameter count over all ranks: under DeepSpeed-MoE expert parallelism
     ``spec`` is one rank's model (num_experts / ep_size experts per layer), so the experts
@@ -216,6 +215,7 @@ def _whole_model_parameters(spec: ModelSpec) -> int:
         return spec.num_parameters
     from .parallel.expert import global_parameter_count
     return global_parameter_count(spec)
+
 
 def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
             keep_timeline: bool = False, workload: Workload | None = None) -> Prediction:

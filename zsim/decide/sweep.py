@@ -63,10 +63,12 @@ AXES: Mapping[str, tuple[type, str]] = {
 
 #: Axes that are DeepSpeed config keys, not run settings.
 CONFIG_AXES = ("reduce_bucket_size", "prefetch_bucket_size")
-#: Axes of the parallel layout (tensor, pipeline, Ulysses degrees; zsim.parallel) and
-#: DeepSpeed-MoE's expert-parallel degree: a grid with them predicts through
-#: :func:`predict_layout`.
-LAYOUT_AXES = ("tp", "pp", "sp", "ep")
+#: Axes of the parallel layout (tensor, pipeline, Ulysses degrees: the fields of
+#: zsim.parallel.predict3d.ParallelAsk, not run settings).
+LAYOUT_AXES = ("tp", "pp", "sp")
+#: A grid with any of these axes predicts through :func:`predict_layout` (``ep``, DeepSpeed-MoE's
+#: expert-parallel degree, is a run setting that :func:`zsim.predict.predict` does not take).
+_PARALLEL_AXES = LAYOUT_AXES + ("ep",)
 
 RESULT_FIELDS = ("status", "fits", "step_time_s", "tokens_per_s", "tflops_per_gpu", "mfu",
                  "peak_memory_bytes", "gpu_memory_bytes", "exposed_comm_s", "largest_memory_term",
@@ -206,7 +208,7 @@ def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predi
 def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | Path | None = None,
           predictor: Callable | None = None, progress: Callable | None = None, jobs: int = 1) -> SweepResult:
     """Run every configuration of ``grid`` (``predictor``: default :func:`zsim.predict.predict`,
-    or :func:`predict_layout` when the grid has a tp, pp or sp axis).
+    or :func:`predict_layout` when the grid has a tp, pp, sp or ep axis).
 
     ``jobs`` > 1 predicts in that many worker processes (``concurrent.futures``), the rows in
     grid order as with one; the predictor must then be picklable (a module-level function)."""
@@ -220,7 +222,7 @@ def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | 
     base = load_ds_config(base_config) if base_config is not None else None
     configs = configurations(grid)
     if predictor is None:
-        predictor = predict_layout if any(a in grid for a in LAYOUT_AXES) else predict
+        predictor = predict_layout if any(a in grid for a in _PARALLEL_AXES) else predict
     rows = []
     if jobs > 1 and len(configs) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:

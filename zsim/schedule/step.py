@@ -209,13 +209,10 @@ def stage3_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], persis
 
 
 def _stage3_prelude(em: Emitter, tensors: int, gathered: int) -> int | None:
-    """``_partition_all_parameters``: the passes over every parameter, then (as one op, the
-    host runs them back to back) the partitions of the gathered ones."""
-    counts = STAGE3_STEP_PRELUDE
-    if gathered:
-        counts = LoopCounts(counts.ops_per_tensor + STAGE3_STEP_PRELUDE_GATHERED.ops_per_tensor
-                            * gathered / max(tensors, 1), ops_fixed=counts.ops_fixed)
-    return host_loop(em, "step_partition_all", counts, tensors) if tensors else None
+    """``_partition_all_parameters``: the passes over every parameter and the partitions of
+    the gathered ones, as one host op (the host runs them back to back, no kernel between)."""
+    ops = STAGE3_STEP_PRELUDE.ops(tensors) + STAGE3_STEP_PRELUDE_GATHERED.ops(gathered)
+    return em.add("compute", "host_loop", "step_partition_all", count=ops) if tensors else None
 
 
 def _swap_out_to_host(em: Emitter, numel: int) -> None:
