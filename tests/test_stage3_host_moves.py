@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from zsim.diagnose.trace import load_trace
 from zsim.dsconfig import Overrides, build_run_config
 from zsim.model import load_model
 from zsim.schedule import build_schedule
-from zsim.schedule.hostwork import (STAGE3_STEP_PRELUDE, STAGE3_STEP_PRELUDE_GATHERED)
+from zsim.schedule.hostwork import STAGE3_STEP_PRELUDE, STAGE3_STEP_PRELUDE_GATHERED
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "validation" / "results" / "h200"
@@ -41,11 +42,11 @@ def _schedule(run_dir: Path):
 
 
 def _traced_counts(run_dir: Path) -> dict:
-    events = z3_host_costs._events(run_dir / "trace.json.gz")
-    hooks = z3_host_costs.hooks(events)
-    waits, gathered = hooks["fetch_sub_module"]["counts"]
-    partitioned, = hooks["release_sub_module"]["counts"]
-    return {"prelude_partitions": z3_host_costs.prelude(events)["partitions"],
+    trace = load_trace(run_dir / "trace.json.gz")
+    rows = z3_host_costs.hook_rows(trace)
+    waits, gathered = z3_host_costs.counts(rows[z3_host_costs.FETCH])
+    partitioned, = z3_host_costs.counts(rows[z3_host_costs.RELEASE])
+    return {"prelude_partitions": z3_host_costs.prelude(trace)["partitions"],
             "waits": waits, "gathered": gathered, "partitioned": partitioned}
 
 

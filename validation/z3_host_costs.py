@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
 import json
 import statistics
 import sys
@@ -31,45 +30,42 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from zsim.diagnose.measured import phase_clock   # noqa: E402
+from zsim.diagnose.trace import TraceEvent, load_trace   # noqa: E402
 from zsim.hardware import load_profile            # noqa: E402
 from zsim.hostcost import in_run_host_speed       # noqa: E402
 
 FETCH = "ds.PartitionedParameterCoordinator.fetch_sub_module"
 RELEASE = "ds.PartitionedParameterCoordinator.release_sub_module"
-HOST_CATS = ("cpu_op", "user_annotation", "cuda_runtime", "python_function")
+NORM = "ds.DeepSpeedZeroOptimizer_Stage3.get_grad_norm_direct"
+#: Regressors of each hook's least squares (besides the forward/backward indicator columns):
+#: the child events counted in each call.
+REGRESSORS = {FETCH: ("cudaStreamSynchronize", "aten::to"), RELEASE: ("aten::empty",)}
 
 
-def _events(trace: Path) -> list[dict]:
-    with gzip.open(trace) as f:
-        data = json.load(f)
-    return [e for e in data["traceEvents"] if e.get("ph") == "X" and e.get("cat") in HOST_CATS]
+def _children(trace, parents: tuple[str, ...]) -> dict[TraceEvent, collections.Counter]:
+    """For each ``parents`` event of ``trace``, a Counter of the event names nested in it."""
+    kids: dict[TraceEvent, collections.Counter] = {}
+    stacks: dict[tuple[str, str], list[TraceEvent]] = collections.defaultdict(list)
+    for e in trace.events:          # sorted by start, longest first (load_trace)
+        stack = stacks[e.thread]
+        while stack and stack[-1].end_us <= e.start_us:
+            stack.pop()
+        for s in stack:
+            if s.name in parents:
+                kids.setdefault(s, collections.Counter())[e.name] += 1
+        stack.append(e)
+    return kids
 
 
-def _count_children(events: list[dict], parents: tuple[str, ...]) -> None:
-    """Annotate each ``parents`` event with a Counter of the event names nested in it."""
-    by_tid = collections.defaultdict(list)
-    for e in events:
-        by_tid[e["tid"]].append(e)
-    for evs in by_tid.values():
-        evs.sort(key=lambda e: (e["ts"], -e["dur"]))
-        stack: list[dict] = []
-        for e in evs:
-            while stack and stack[-1]["ts"] + stack[-1]["dur"] <= e["ts"]:
-                stack.pop()
-            for s in stack:
-                if s["name"] in parents:
-                    s.setdefault("_kids", collections.Counter())[e["name"]] += 1
-            stack.append(e)
-
-
-def prelude(events: list[dict]) -> dict:
+def prelude(trace) -> dict:
     """The step's prelude in microseconds: total, per partition, per other parameter, tail."""
-    step = next(e for e in events if e["name"].startswith("zsim.engine_step"))
-    t0 = step["ts"]
-    norm = min(e["ts"] for e in events
-               if e["name"] == "ds.DeepSpeedZeroOptimizer_Stage3.get_grad_norm_direct" and e["ts"] > t0)
-    empties = sorted(e["ts"] for e in events
-                     if e["name"] == "aten::empty" and t0 <= e["ts"] < norm and e["tid"] == step["tid"])
+    clock = phase_clock(trace)
+    step = next(r for r in clock.ranges if r.phase == "step")
+    t0 = step.start_us
+    norm = min(e.start_us for e in trace.events if e.name == NORM and e.start_us > t0)
+    empties = sorted(e.start_us for e in trace.events
+                     if e.name == "aten::empty" and t0 <= e.start_us < norm and e.thread == clock.step.thread)
     gaps = [b - a for a, b in zip(empties, empties[1:])]
     mid = statistics.median(gaps) if gaps else 0.0
     return {"total_us": norm - t0, "partitions": len(empties),
@@ -79,43 +75,30 @@ def prelude(events: list[dict]) -> dict:
             "head_us": empties[0] - t0 if empties else 0.0}
 
 
-def hooks(events: list[dict]) -> dict:
-    """Least-squares hook costs in microseconds (see the module docstring)."""
-    _count_children(events, (FETCH, RELEASE))
-    windows = {ph: [(e["ts"], e["ts"] + e["dur"]) for e in events if e["name"].startswith(f"zsim.{ph}")]
-               for ph in ("forward", "backward")}
-
-    def phase(e):
-        return next((ph for ph, ws in windows.items() if any(a <= e["ts"] < b for a, b in ws)), None)
-
-    rows = _hook_rows(events, phase)
-    out = {}
-    for name, keys in ((FETCH, ("fwd", "bwd", "wait", "gather")), (RELEASE, ("fwd", "bwd", "partition"))):
-        x = np.array([r[0] for r in rows[name]], float)
-        y = np.array([r[1] for r in rows[name]], float)
-        coef = np.linalg.lstsq(x, y, rcond=None)[0]
-        out[name.rsplit(".", 1)[1]] = dict(zip(keys, coef)) | {"calls": len(y), "counts": x[:, 2:].sum(0).tolist(),
-                                                              "rows": rows[name]}
-    return out
-
-
-def _hook_rows(events: list[dict], phase) -> dict:
-    """Per hook call: its regressors and its duration in microseconds."""
-    rows = {FETCH: [], RELEASE: []}
-    for e in events:
-        if e["name"] in rows and (ph := phase(e)):
-            k = e.get("_kids", {})
-            x = ([ph == "forward", ph == "backward", k.get("cudaStreamSynchronize", 0), k.get("aten::to", 0)]
-                 if e["name"] == FETCH else [ph == "forward", ph == "backward", k.get("aten::empty", 0)])
-            rows[e["name"]].append((x, e["dur"]))
+def hook_rows(trace) -> dict[str, list[tuple[list, float]]]:
+    """Per fetch/release call of the forward and backward: (regressors, duration in us)."""
+    clock = phase_clock(trace)
+    kids = _children(trace, tuple(REGRESSORS))
+    rows: dict[str, list] = {name: [] for name in REGRESSORS}
+    for e in trace.events:
+        phase = clock.locate(e.start_us)[0] if e.name in REGRESSORS else None
+        if phase in ("forward", "backward"):
+            k = kids.get(e, {})
+            rows[e.name].append(([phase == "forward", phase == "backward",
+                                  *(k.get(n, 0) for n in REGRESSORS[e.name])], e.dur_us))
     return rows
 
 
-def _pooled(samples: list[tuple[list, float]]) -> np.ndarray:
-    """Least squares over calls of several runs, each already in loop ops."""
+def fit(samples: list[tuple[list, float]]) -> np.ndarray:
+    """Least-squares coefficients of the durations on the regressors."""
     x = np.array([r[0] for r in samples], float)
     y = np.array([r[1] for r in samples], float)
     return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def counts(samples: list[tuple[list, float]]) -> list[float]:
+    """Totals of the counted regressors (the columns after forward/backward)."""
+    return np.array([r[0] for r in samples], float)[:, 2:].sum(0).tolist()
 
 
 def main(argv=None) -> int:
@@ -125,11 +108,11 @@ def main(argv=None) -> int:
     p.add_argument("--hardware", default="h200-sxm")
     args = p.parse_args(argv)
     hw = load_profile(args.hardware)
-    pooled = {"fetch_sub_module": [], "release_sub_module": []}
+    pooled: dict[str, list] = {name: [] for name in REGRESSORS}
     prel = []
     for run in args.runs:
-        trace, summary = run / "trace.json.gz", run / "summary.json"
-        if not trace.exists() or not summary.exists():
+        trace_path, summary = run / "trace.json.gz", run / "summary.json"
+        if not trace_path.exists() or not summary.exists():
             continue
         s = json.loads(summary.read_text())
         if s.get("zero_stage") != 3 or s.get("status") != "ok":
@@ -137,23 +120,22 @@ def main(argv=None) -> int:
         speed = in_run_host_speed(s)
         launch = speed.empty_kernel_launch_s if speed else hw.host.empty_kernel_launch_s
         op_us = hw.host.loop_op_per_empty_launch * launch * 1e6
-        events = _events(trace)
-        pre, hk = prelude(events), hooks(events)
+        trace = load_trace(trace_path)
+        pre, rows = prelude(trace), hook_rows(trace)
+        f, r = fit(rows[FETCH]) / op_us, fit(rows[RELEASE]) / op_us
         print(f"{run.name}  (loop op {op_us:.2f} us{'' if speed else ', reference speed'})")
         print(f"  prelude {pre['total_us'] / 1e3:.2f} ms, {pre['partitions']} partitions: per partition"
               f" {pre['adjacent_us'] / op_us:.2f} ops, apart {pre['apart_us'] / op_us:.2f} ops,"
               f" head {pre['head_us'] / op_us:.1f} ops, tail {pre['tail_us'] / op_us:.1f} ops")
-        f, r = hk["fetch_sub_module"], hk["release_sub_module"]
-        print(f"  fetch: fwd {f['fwd'] / op_us:.1f} bwd {f['bwd'] / op_us:.1f} per wait {f['wait'] / op_us:.2f}"
-              f" per gathered {f['gather'] / op_us:.2f} ops  (calls {f['calls']}, waits/gathered {f['counts']})")
-        print(f"  release: fwd {r['fwd'] / op_us:.1f} bwd {r['bwd'] / op_us:.1f} per partition"
-              f" {r['partition'] / op_us:.2f} ops  (calls {r['calls']}, partitions {r['counts']})")
+        print(f"  fetch: fwd {f[0]:.1f} bwd {f[1]:.1f} per wait {f[2]:.2f} per gathered {f[3]:.2f} ops"
+              f"  (calls {len(rows[FETCH])}, waits/gathered {counts(rows[FETCH])})")
+        print(f"  release: fwd {r[0]:.1f} bwd {r[1]:.1f} per partition {r[2]:.2f} ops"
+              f"  (calls {len(rows[RELEASE])}, partitions {counts(rows[RELEASE])})")
         for name in pooled:
-            pooled[name] += [(x, y / op_us) for x, y in hk[name]["rows"]]
-        prel.append((pre["adjacent_us"] / op_us, pre["apart_us"] / op_us, pre["head_us"] / op_us,
-                     pre["tail_us"] / op_us, s))
+            pooled[name] += [(x, y / op_us) for x, y in rows[name]]
+        prel.append(tuple(pre[k] / op_us for k in ("adjacent_us", "apart_us", "head_us", "tail_us")))
     if len(prel) > 1:
-        f, r = _pooled(pooled["fetch_sub_module"]), _pooled(pooled["release_sub_module"])
+        f, r = fit(pooled[FETCH]), fit(pooled[RELEASE])
         print(f"pooled over {len(prel)} runs, loop ops: fetch fwd {f[0]:.1f} bwd {f[1]:.1f} per wait {f[2]:.2f}"
               f" per gathered {f[3]:.2f}; release fwd {r[0]:.1f} bwd {r[1]:.1f} per partition {r[2]:.2f}")
         print("  prelude medians: per partition %.2f, apart %.2f, head %.1f, tail %.1f ops" % tuple(
