@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from hf_trees import calls_in_order, hf_forward_order, hf_model
+from moe_flops import check_two_flops_per_active_parameter
 from truth_packages import require_truth_packages
 from zsim.cli import main
 from zsim.errors import ZsimInputError
@@ -83,26 +84,7 @@ def test_call_order_is_hf_forward(name):
 
 @pytest.mark.parametrize("name", sorted(MOE_CONFIGS))
 def test_forward_flops_are_two_per_active_parameter(name):
-    spec = _spec(name)
-    tree = model_tree(spec)
-    w = Workload(spec, 2, 64, 2)
-    ops = tree.forward()
-    assert [n.op for n in ops] == w.all_modules()
-    assert all(w.kernels(n.op, "fwd") and w.kernels(n.op, "bwd") for n in ops)
-    fwd = sum(k.flops for n in ops for k in w.kernels(n.op, "fwd") if k.kind == "gemm")
-    bwd = sum(k.flops for n in ops for k in w.kernels(n.op, "bwd") if k.kind == "gemm")
-    owner = {p.name: n for n in tree.named_modules() for p in n.params}
-    active = 0
-    for p in tree.parameters():
-        kind = owner[p.name].kind
-        if kind == "experts":   # (E, out, in): top-k of the E experts run per token
-            active += p.numel * spec.experts_per_token // spec.num_experts
-        elif len(p.shape) == 2 and kind != "embedding":
-            active += p.numel
-    if spec.tie_word_embeddings:
-        active += spec.vocab_size * spec.hidden_size
-    assert fwd == pytest.approx(2 * w.tokens * active, rel=1e-12)
-    assert bwd == pytest.approx(2 * fwd, rel=1e-12)
+    check_two_flops_per_active_parameter(_spec(name))
 
 
 def test_expert_groups_are_the_expected_rows():

@@ -216,7 +216,7 @@ class Coordinator:
                     self._release_param(p)
         self.active_backward.clear()
 
-    def gathered(self) -> int:
+    def held_count(self) -> int:
         """How many parameters are gathered or in flight now (what partition_all releases)."""
         return sum(1 for st in self.status if st != NOT_AVAILABLE)
 

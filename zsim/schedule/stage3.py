@@ -285,12 +285,12 @@ class _Stage3:
         """The optimizer step: partition everything, then re-gather persistent params."""
         self._flush_hooks()
         self.em.phase = "step"
-        gathered = self.coord.gathered()
+        held = self.coord.held_count()
         self.coord.partition_all()            # S3:2877-2878, before anything else of the step
         self.moves_pending = _HookMoves()     # the prelude prices these partitions itself
         stage3_step(self.em, self.run, sub_groups(self.numels, self.run),
                     [stage3_shard_numel(n, self.n) for n, keep in zip(self.numels, self.persist) if keep],
-                    tensors=len(self.numels), gathered=gathered)
+                    tensors=len(self.numels), gathered=held)
         self.coord.regather_persistent()
         self.secondary.clear()
 
