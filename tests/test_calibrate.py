@@ -11,7 +11,7 @@ import pytest
 from zsim.calibrate import (Predicted, calibrate, find_runs, fit_allocator_overhead, fit_gemm_curve,
                             fit_time_overheads, gauss_newton, host_bandwidths, load_run,
                             memory_bound_efficiency, optimizer_bytes_per_param, profile_yaml,
-                            select_fit_runs, with_values)
+                            select_fit_runs, strided_memory_efficiency, with_values)
 from zsim.cli import main
 from zsim.errors import ZsimInputError
 from zsim.hardware import load_profile
@@ -79,6 +79,16 @@ def test_gemm_curve_recovers_a_known_curve():
 def test_gemm_curve_needs_two_points():
     with pytest.raises(ZsimInputError):
         fit_gemm_curve([{"flops": 1e9, "time_s": 1e-3}], PEAK)
+
+
+def test_strided_efficiency_from_the_rope_rows():
+    # 4096 tokens x 2048 values of one tensor in 120 us: zsim counts 10 bf16 values of traffic
+    # per rotated value (zsim.workload.ROPE_TRAFFIC_PER_VALUE), 20 B x 8.39e6 / 120e-6 s = 1.40
+    # TB/s, 0.291 of 4.8 TB/s; the median of three such rows is the middle one.
+    rows = [{"op": "rope_hd64", "tokens": 4096, "width": 2048, "time_s": t} for t in (100e-6, 120e-6, 150e-6)]
+    rows.append({"op": "add", "tokens": 4096, "width": 2048, "time_s": 1e-6})   # not RoPE: ignored
+    assert strided_memory_efficiency(rows, 4800) == pytest.approx(20 * 4096 * 2048 / 120e-6 / 4.8e12)
+    assert strided_memory_efficiency([{"op": "add", "tokens": 1, "width": 1, "time_s": 1.0}], 4800) is None
 
 
 def test_direct_microbench_values():

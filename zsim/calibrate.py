@@ -270,6 +270,18 @@ def memory_bound_efficiency(rows: Sequence[Mapping], hbm_GBps: float) -> float:
     return min(1.0, statistics.median(r["GBps"] for r in rows) / hbm_GBps)
 
 
+def strided_memory_efficiency(rows: Sequence[Mapping], hbm_GBps: float) -> float | None:
+    """Median over the RoPE rows of ``membound_sizes`` (HF's apply_rotary_pos_emb on a
+    transposed bf16 q view) of the traffic zsim counts for RoPE
+    (:data:`zsim.workload.ROPE_TRAFFIC_PER_VALUE` per value) over the measured GPU time, as a
+    fraction of the datasheet HBM bandwidth; None without such rows."""
+    from .workload import ROPE_TRAFFIC_PER_VALUE
+    bf16_bytes = 2
+    effs = [ROPE_TRAFFIC_PER_VALUE * bf16_bytes * r["tokens"] * r["width"] / r["time_s"] / (hbm_GBps * 1e9)
+            for r in rows if str(r.get("op", "")).startswith("rope") and r.get("time_s", 0) > 0]
+    return min(1.0, statistics.median(effs)) if effs else None
+
+
 def host_bandwidths(rows: Sequence[Mapping], min_bytes: int = 1 << 26) -> tuple[float, float]:
     """Median pinned H2D and D2H GB/s over copies of at least ``min_bytes``."""
     big = [r for r in rows if r["bytes"] >= min_bytes] or list(rows)
@@ -570,6 +582,9 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
             values["compute.attention_curves"] = attention_curves(bench["attention"], peak)
     if "membound" in bench:
         values["compute.memory_bound_efficiency"] = round(memory_bound_efficiency(bench["membound"], hbm), 4)
+    strided = strided_memory_efficiency(bench.get("membound_sizes", []), hbm)
+    if strided is not None:
+        values["compute.strided_memory_efficiency"] = round(strided, 4)
     mem_eff = values.get("compute.memory_bound_efficiency", hw.compute.memory_bound_efficiency)
     if "fused_adam" in bench:
         values["overheads.optimizer_bytes_per_param"] = round(

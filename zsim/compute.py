@@ -2,7 +2,9 @@
 
 GEMMs run at ``peak × gemm_eff(flops)`` (an efficiency curve fitted on real shapes),
 attention at ``peak × attention_efficiency``, memory-bound kernels at
-``HBM bandwidth × memory_bound_efficiency``. The host issues kernels asynchronously, one
+``HBM bandwidth × memory_bound_efficiency``; a model's own elementwise kernels at the forward
+and backward module efficiencies measured on whole decoder layers, the ones over strided views
+(RoPE) at ``strided_memory_efficiency``. The host issues kernels asynchronously, one
 dispatch (``host_dispatch_s``) each; the system layer runs host dispatch and GPU execution
 as separate streams, which is what makes small models host-bound in eager PyTorch.
 """
@@ -20,8 +22,9 @@ def peak_flops(hw: HardwareProfile, precision: str) -> float:
     return hw.gpu.peak_fp32_flops if precision == "fp32" else hw.gpu.peak_bf16_flops
 
 
-def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
-    """Seconds one kernel keeps the GPU busy (launch not included)."""
+def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str, backward: bool = False) -> float:
+    """Seconds one kernel keeps the GPU busy (launch not included); ``backward``: the kernel
+    belongs to a module's backward (its memory-bound kernels move bytes at the backward rate)."""
     c = hw.compute
     if kernel.kind == "gemm":
         prec = kernel.precision or precision   # DeepSeek's router GEMM runs in fp32
@@ -30,7 +33,8 @@ def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str) -> float:
         eff = c.attention_eff(kernel.head_dim, kernel.seq, kernel.backward, kernel.v_head_dim)
         busy = kernel.flops / (peak_flops(hw, precision) * eff)
     else:
-        busy = kernel.nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * c.memory_bound_efficiency)
+        eff = c.strided_eff if kernel.strided else c.module_memory_eff(backward)
+        busy = kernel.nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * eff)
     return busy
 
 
@@ -61,7 +65,7 @@ def _shape_key(module: str, dense_layers: int = 0) -> str:
 def _module_time_by_shape(workload: Workload, key: str, pass_: str, hw: HardwareProfile,
                           precision: str) -> tuple[float, float]:
     kernels = workload.kernels(key, pass_)
-    gpu_s = sum(kernel_busy_s(k, hw, precision) for k in kernels)
+    gpu_s = sum(kernel_busy_s(k, hw, precision, backward=pass_ == "bwd") for k in kernels)
     host_s = sum(k.launches for k in kernels) * hw.compute.dispatch_s
     return gpu_s, host_s
 

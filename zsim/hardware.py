@@ -157,6 +157,27 @@ class ComputeProfile:
     attention_curves: tuple[AttentionCurve, ...] = ()   # per head_dim; () = one number
     #: fp32 GEMMs (no TF32, torch's default) against ``peak_fp32_flops``; () = the bf16 curve.
     gemm_efficiency_fp32: tuple[tuple[float, float], ...] = ()
+    #: Fraction of HBM bandwidth for elementwise kernels over strided views (RoPE on the
+    #: transposed q/k projections: torch's non-vectorised TensorIterator path); 0 = not
+    #: measured, ``memory_bound_efficiency`` applies.
+    strided_memory_efficiency: float = 0.0
+    #: Fractions of HBM bandwidth at which a model's own memory-bound kernels (norms, the MLP
+    #: gate, residual adds, loss) move the bytes zsim counts for them, in forward and in
+    #: backward, measured on whole decoder layers (validation/microbench/layer.py): the real
+    #: backward also runs layout copies, fills and gradient sums that the per-op count leaves
+    #: out. 0 = not measured, ``memory_bound_efficiency`` applies.
+    forward_memory_efficiency: float = 0.0
+    backward_memory_efficiency: float = 0.0
+
+    @property
+    def strided_eff(self) -> float:
+        """Efficiency of strided elementwise kernels (``memory_bound_efficiency`` if unmeasured)."""
+        return self.strided_memory_efficiency or self.memory_bound_efficiency
+
+    def module_memory_eff(self, backward: bool) -> float:
+        """Efficiency of a module's contiguous memory-bound kernels in forward or backward."""
+        measured = self.backward_memory_efficiency if backward else self.forward_memory_efficiency
+        return measured or self.memory_bound_efficiency
 
     def attention_eff(self, head_dim: int, seq: int, backward: bool, v_head_dim: int = 0) -> float:
         """Attention efficiency for a head_dim and sequence: the curve of the nearest
@@ -405,6 +426,9 @@ class HardwareProfile:
                    if self.compute.attention_curves else {}),
                 **({"gemm_efficiency_fp32": [list(p) for p in self.compute.gemm_efficiency_fp32]}
                    if self.compute.gemm_efficiency_fp32 else {}),
+                **{k: getattr(self.compute, k) for k in
+                   ("strided_memory_efficiency", "forward_memory_efficiency", "backward_memory_efficiency")
+                   if getattr(self.compute, k)},
             },
             "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
             "host": vars(self.host).copy(),
@@ -671,6 +695,9 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             if "host_dispatch_s" in c else -1.0,
             attention_curves=_attention_curves(c.get("attention_curves"), f"{where}.compute.attention_curves"),
             gemm_efficiency_fp32=points_fp32,
+            **{k: _num(c, k, f"{where}.compute", allow_zero=True) for k in
+               ("strided_memory_efficiency", "forward_memory_efficiency", "backward_memory_efficiency")
+               if k in c},
         ),
         links=links,
         host=_host(h, f"{where}.host"),

@@ -25,6 +25,7 @@ MICROBENCH_ROWS = {
     "gemm_fp32": ("flops", "time_s"),
     "attention": ("fwd_bwd_flops", "fwd_bwd_s"),
     "membound": ("GBps",),
+    "membound_sizes": ("tokens", "width", "time_s"),
     "hostcopy": ("bytes", "h2d_GBps", "d2h_GBps"),
 }
 #: microbench.json sections that are one object -> the numeric fields it needs.

@@ -34,6 +34,7 @@ class Kernel:
     backward: bool = False
     v_head_dim: int = 0    # attention: the value head dim when it differs from head_dim (MLA)
     precision: str = ""    # a GEMM run in another precision than the model's ("fp32"); "" = the run's
+    strided: bool = False  # memory-bound over strided views (priced at the strided efficiency)
 
 
 def _gemm(m: int, n: int, k: int) -> Kernel:
@@ -520,12 +521,27 @@ def _node_kernels(w: Workload, node: Node, bwd: bool) -> tuple[Kernel, ...]:
     raise ZsimInputError(f"workload: unknown module {node.op!r}")
 
 
+#: HBM bytes per rotated value, in units of the value's size, that HF's apply_rotary_pos_emb
+#: moves: q·cos (read 1, write 1), neg of one half (read ½, write ½), cat of the halves (read 1,
+#: write 1), ·sin (read 1, write 1), add (read 2, write 1); cos/sin broadcast over the heads.
+#: Backward runs the mirror image (the muls' gradients, neg, the halves' slice_backward, the sum
+#: of the two paths), taken as the same traffic.
+ROPE_TRAFFIC_PER_VALUE = 10
+
+
 def _rope_kernel(w: Workload, bwd: bool) -> Kernel:
     """RoPE on q and k (mul, slice, neg, cat, mul, add each) and the transposed copy; partial
-    rotary rotates rotary_dim of each head_dim values."""
+    rotary rotates rotary_dim of each head_dim values.
+
+    Its inputs are the transposed views of the q/k projections, so its kernels take torch's
+    strided (non-vectorised) elementwise path: priced at the profile's strided efficiency,
+    which validation/microbench/membound.py measures on this very code (5 kernels; about
+    15 ps per rotated value on an H200, against 2 ps that the contiguous byte model gives).
+    """
     m, t, p = w.model, w.tokens, w.param_bytes
     rotated = (m.q_dim + m.kv_dim) * m.rotary_dim // m.head_dim
-    return _mem(t * rotated * p * 3, launches=20 if bwd else 13)
+    return Kernel("memory", nbytes=float(t * rotated * p * ROPE_TRAFFIC_PER_VALUE),
+                  launches=20 if bwd else 13, strided=True)
 
 
 def _eager_kernels(w: Workload, bwd: bool) -> tuple[Kernel, ...]:

@@ -8,7 +8,7 @@ flash; its rows carry ``v_head_dim`` and calibrate makes them a curve of their o
 
 from __future__ import annotations
 
-from microbench.common import time_cuda
+from microbench.common import kernel_busy_s, time_cuda
 
 #: (label, heads, kv_heads, head_dim) of the validation models
 HEADS = (("llama-0.13b", 12, 12, 64), ("llama-0.55b", 12, 12, 128), ("tinyllama-1.1b", 32, 4, 64),
@@ -20,7 +20,8 @@ SEQS = (512, 1024, 2048, 4096)
 
 
 def run(tokens: int = 8192) -> list[dict]:
-    """Time fwd and fwd+bwd per model head shape and sequence length (b = tokens / seq)."""
+    """GPU busy time of fwd and fwd+bwd per model head shape and sequence length (b = tokens /
+    seq); the ``*_event_s`` fields time one call between CUDA events (host launch included)."""
     import torch
     import torch.nn.functional as F
     out = []
@@ -35,15 +36,16 @@ def run(tokens: int = 8192) -> list[dict]:
             g = torch.randn(b, h, s, dv, device="cuda", dtype=torch.bfloat16)
             fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
 
-            def fwdbwd():
+            def fwdbwd():   # autograd.grad: no accumulation kernels into q/k/v.grad
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                o.backward(g)
+                torch.autograd.grad(o, (q, k, v), g)
             with torch.no_grad():
-                tf = time_cuda(fwd)
-            tfb = time_cuda(fwdbwd)
+                tf, tf_event = kernel_busy_s(fwd), time_cuda(fwd)
+            tfb, tfb_event = kernel_busy_s(fwdbwd), time_cuda(fwdbwd)
             f_fwd = 2.0 * b * h * s * s * (d + dv) / 2
             out.append({"model": label, "batch": b, "heads": h, "kv_heads": kv, "head_dim": d, "v_head_dim": dv,
-                        "seq": s, "fwd_s": tf, "fwd_bwd_s": tfb, "fwd_flops": f_fwd,
+                        "seq": s, "fwd_s": tf, "fwd_bwd_s": tfb, "fwd_event_s": tf_event,
+                        "fwd_bwd_event_s": tfb_event, "fwd_flops": f_fwd,
                         "fwd_bwd_flops": 3.5 * f_fwd,
                         "fwd_tflops": f_fwd / tf / 1e12, "fwd_bwd_tflops": 3.5 * f_fwd / tfb / 1e12})
             del q, k, v, g

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models import PRESETS, hf_config  # noqa: E402
-from microbench.common import time_cuda  # noqa: E402
+from microbench.common import kernel_busy_s, time_cuda  # noqa: E402
 
 TOKENS = (512, 2048, 4096, 8192, 16384)
 
@@ -43,8 +43,8 @@ def shapes(models=None, tokens=TOKENS) -> list[dict]:
 
 
 def run(models=None, tokens=TOKENS, dtype: str = "bf16") -> list[dict]:
-    """Time every shape in ``dtype`` ("bf16" or "fp32"); returns rows with time_s, flops and
-    achieved TFLOP/s. fp32 keeps torch's default ``allow_tf32 = False`` (true fp32 FMA)."""
+    """Time every shape in ``dtype`` ("bf16" or "fp32"); returns rows with time_s (GPU busy time),
+    event_time_s (one call between CUDA events, host launch included), flops and TFLOP/s. fp32 keeps torch's default ``allow_tf32 = False`` (true fp32 FMA)."""
     import torch
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     results = []
@@ -54,9 +54,10 @@ def run(models=None, tokens=TOKENS, dtype: str = "bf16") -> list[dict]:
         b = torch.randn(k, n, device="cuda", dtype=torch_dtype)
         if sh["pass"] == "wgrad":  # dW = dY^T · X: a transposed left operand, as autograd issues it
             a = torch.randn(k, m, device="cuda", dtype=torch_dtype).t()
-        t = time_cuda(lambda: torch.matmul(a, b))
+        t = kernel_busy_s(lambda: torch.matmul(a, b))   # the GPU's time, as in training
         flops = 2.0 * m * n * k
         results.append({**sh, "dtype": dtype, "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-                        "time_s": t, "flops": flops, "tflops": flops / t / 1e12})
+                        "time_s": t, "event_time_s": time_cuda(lambda: torch.matmul(a, b)),
+                        "flops": flops, "tflops": flops / t / 1e12})
         del a, b
     return results

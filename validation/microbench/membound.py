@@ -1,8 +1,20 @@
-"""Memory-bound kernels: achieved HBM bandwidth counting bytes read plus bytes written."""
+"""Memory-bound kernels: achieved HBM bandwidth counting bytes read plus bytes written.
+
+:func:`run` times six kernels on one large tensor (the profile's memory-bound efficiency);
+:func:`run_sizes` times HF Llama's elementwise code (residual add, RMSNorm, SiLU-gate, RoPE,
+upcast) at the [tokens, width] shapes training runs, with the kernels each launches, to see
+how far per-kernel costs at those sizes sit from the large-tensor figure.
+"""
 
 from __future__ import annotations
 
-from microbench.common import time_cuda
+from microbench.common import kernel_profile, time_cuda
+
+#: (tokens, width) of the sizes training runs: 2-8k tokens per micro-batch, hidden and MLP widths
+SIZES = ((2048, 768), (4096, 768), (4096, 2048), (8192, 2048), (4096, 3200), (4096, 4096),
+         (4096, 5632), (4096, 8640), (4096, 11008), (8192, 4096))
+#: (heads, head_dim) for RoPE at 4096 tokens (seq 1024, batch 4)
+ROPE_HEADS = ((12, 64), (32, 64), (32, 100), (16, 128), (32, 128))
 
 
 def run(numel: int = 1 << 28) -> list[dict]:
@@ -26,7 +38,52 @@ def run(numel: int = 1 << 28) -> list[dict]:
              ("softmax", lambda: torch.softmax(x2, dim=-1), 2 * numel * e)]
     out = []
     for name, fn, nbytes in cases:
-        t = time_cuda(fn)
-        out.append({"kernel": name, "numel": numel, "bytes": nbytes, "time_s": t,
-                    "GBps": nbytes / t / 1e9, "minimal_bytes": True})
+        t, kernels = kernel_profile(fn)
+        out.append({"kernel": name, "numel": numel, "bytes": nbytes, "time_s": t, "kernels": kernels,
+                    "event_time_s": time_cuda(fn), "GBps": nbytes / t / 1e9, "minimal_bytes": True})
+    return out
+
+
+def _rotate_half(x):
+    """HF Llama's rotate_half: cat(-x2, x1) over the last dimension."""
+    import torch
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _row(op: str, tokens: int, width: int, fn, nbytes: int) -> dict:
+    t, kernels = kernel_profile(fn)
+    return {"op": op, "tokens": tokens, "width": width, "bytes": nbytes, "time_s": t,
+            "kernels": kernels, "GBps": nbytes / t / 1e9, "minimal_bytes": True}
+
+
+def run_sizes() -> list[dict]:
+    """HF Llama's elementwise ops at training shapes (bf16), minimal bytes read + written."""
+    import torch
+    import torch.nn.functional as F
+    out = []
+    for tokens, width in SIZES:
+        x = torch.randn(tokens, width, device="cuda", dtype=torch.bfloat16)
+        y = torch.randn(tokens, width, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(width, device="cuda", dtype=torch.bfloat16)
+        n = tokens * width
+
+        def rmsnorm():  # LlamaRMSNorm.forward, op by op
+            xf = x.to(torch.float32)
+            return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16)
+        out += [_row("add", tokens, width, lambda: x + y, 6 * n),
+                _row("rmsnorm", tokens, width, rmsnorm, 4 * n),
+                _row("silu_mul", tokens, width, lambda: F.silu(x) * y, 6 * n),
+                _row("upcast", tokens, width, lambda: x.to(torch.float32), 6 * n)]
+        del x, y, w
+    for heads, hd in ROPE_HEADS:
+        b, s = 4, 1024
+        q = torch.randn(b, s, heads, hd, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+        cos = torch.randn(b, 1, s, hd, device="cuda", dtype=torch.bfloat16)
+        sin = torch.randn(b, 1, s, hd, device="cuda", dtype=torch.bfloat16)
+        # apply_rotary_pos_emb on one of q/k: q*cos + rotate_half(q)*sin (q as the projection's
+        # transposed view, as HF passes it)
+        out.append(_row(f"rope_hd{hd}", b * s, heads * hd, lambda: q * cos + _rotate_half(q) * sin,
+                        4 * b * s * heads * hd))
+        del q, cos, sin
     return out

@@ -19,11 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from microbench import adam, attention, gemm, hostcopy, membound  # noqa: E402
+from microbench import adam, attention, gemm, hostcopy, layer, membound  # noqa: E402
 from microbench.common import write_json  # noqa: E402
 
 SECTIONS = {"gemm": gemm.run, "gemm_fp32": lambda: gemm.run(dtype="fp32"),
-            "attention": attention.run, "membound": membound.run,
+            "attention": attention.run, "membound": membound.run, "membound_sizes": membound.run_sizes,
+            "layer": layer.run,
             "hostcopy": hostcopy.run, "fused_adam": adam.fused_adam, "cpu_adam": adam.cpu_adam}
 
 
