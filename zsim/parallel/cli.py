@@ -127,16 +127,24 @@ def placement_dict(placed: LayoutPlacement) -> dict[str, Any]:
     }
 
 
+def group_lines(placed: LayoutPlacement) -> list[str]:
+    """One line per group of the placement: its size, its ranks per node and nodes, the first
+    group's ranks (`zsim topo show` and `zsim report` print them)."""
+    lay, out = placed.layout, []
+    for g in placed.groups:
+        first = lay.group_ranks(g.dim)[0]
+        shown = ", ".join(map(str, first[:8])) + (", ..." if len(first) > 8 else "")
+        out.append(f"{g.label:<10} {lay.degree(g.dim)} ranks, {g.ranks_per_node} per node on "
+                   f"{g.nodes} node(s); {lay.world_size // lay.degree(g.dim)} groups, the first [{shown}]")
+    return out
+
+
 def placement_lines(placed: LayoutPlacement) -> list[str]:
     """What `zsim topo show --tp/--pp/--sp` prints under the cluster."""
     lay = placed.layout
     out = [f"  parallel    tp {lay.tp} x sp {lay.sp} x dp {lay.dp} x pp {lay.pp} = {lay.world_size} ranks; "
            "rank order tensor fastest, then sequence, data, pipeline (Megatron's)"]
-    for g in placed.groups:
-        first = lay.group_ranks(g.dim)[0]
-        shown = ", ".join(map(str, first[:8])) + (", ..." if len(first) > 8 else "")
-        out.append(f"    {g.label:<10} {lay.degree(g.dim)} ranks, {g.ranks_per_node} per node on "
-                   f"{g.nodes} node(s); {lay.world_size // lay.degree(g.dim)} groups, the first [{shown}]")
+    out += ["    " + line for line in group_lines(placed)]
     out.append("    rank  node  gpu    tp  sp  dp  pp")
     for r in range(min(lay.world_size, MAX_RANK_ROWS)):
         c = lay.coords(r)
@@ -149,4 +157,4 @@ def placement_lines(placed: LayoutPlacement) -> list[str]:
 
 __all__ = ["add_expert_args", "add_parallel_args", "parallel_ask", "parallel_lines", "refuse_model_parallel",
            "refuse_expert_with_3d", "asked_placement", "placement_dict",
-           "placement_lines", "MAX_RANK_ROWS"]
+           "group_lines", "placement_lines", "MAX_RANK_ROWS"]

@@ -58,6 +58,7 @@ class Pins:
     tp: int | None = None
     pp: int | None = None
     sp: int | None = None
+    sequence_parallel: bool | None = None   # Megatron's, with tp > 1 (None: both searched)
     stage: int | None = None
     micro_batch: int | None = None
     checkpointing: bool | None = None
@@ -157,6 +158,8 @@ def layouts(site: JobSite, pins: Pins) -> list[ParallelAsk]:
                 if sp > 1 and (tp > 1 or pp > 1 or spec.num_heads % sp or world % sp):
                     continue
                 for seqpar in ((False, True) if tp > 1 else (False,)):
+                    if pins.sequence_parallel is not None and seqpar != pins.sequence_parallel:
+                        continue
                     out.append(ParallelAsk(tp, pp, sp, seqpar))
     return out
 
