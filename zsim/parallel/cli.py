@@ -58,15 +58,6 @@ def add_expert_args(p: argparse.ArgumentParser) -> None:
                         "min_capacity, drop_tokens, use_residual, ...); implies DeepSpeed-MoE layers")
 
 
-def refuse_model_parallel(args: argparse.Namespace) -> None:
-    """Raise one line when a degree above 1 is asked of a command that does not model it."""
-    asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
-    if asked:
-        raise ZsimInputError(f"{' '.join(asked)}: not modelled by this command yet (`zsim predict` and "
-                             "`zsim plan --search-3d` answer tensor/pipeline/sequence parallelism; "
-                             "`zsim topo show` prints the rank mapping)")
-
-
 def refuse_expert_with_3d(args: argparse.Namespace, search_3d: bool = False) -> None:
     """Raise one line when expert parallelism is asked together with tensor, pipeline or
     sequence parallelism (or the joint 3D search): the two models are not combined."""
@@ -155,6 +146,6 @@ def placement_lines(placed: LayoutPlacement) -> list[str]:
     return out
 
 
-__all__ = ["add_expert_args", "add_parallel_args", "parallel_ask", "parallel_lines", "refuse_model_parallel",
+__all__ = ["add_expert_args", "add_parallel_args", "parallel_ask", "parallel_lines",
            "refuse_expert_with_3d", "asked_placement", "placement_dict",
            "group_lines", "placement_lines", "MAX_RANK_ROWS"]

@@ -8,7 +8,7 @@ simulator (see :mod:`zsim.decide.evaluate`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,6 +65,7 @@ class ReportData:
     gpus: int | None
     hardware_calibrated: bool = False
     comparison: Comparison | None = None   # ZeRO data parallelism against 3D layouts (None: not asked)
+    refused: dict[int, str] = field(default_factory=dict)   # stage -> why predict does not run it
 
 
 def _tokens_per_s(settings: RunSettings, grad_accum: int) -> tuple[Any, float]:
@@ -109,9 +110,9 @@ def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
     best = predict_settings(replace(base, ds_config=result.best.ds_config,
                                     activation_checkpointing=c.activation_checkpointing), keep_timeline=True)
     common = replace(base, micro_batch=c.micro_batch, activation_checkpointing=c.activation_checkpointing)
-    per_stage = {s: predict_settings(replace(common, stage=s, grad_accum=c.grad_accum)) for s in STAGES}
+    per_stage, refused = _per_stage(replace(common, grad_accum=c.grad_accum))
     scaling: dict[int, list[Point]] = {}
-    for s in STAGES:
+    for s in per_stage:
         scaling[s] = []
         for n in scaling_nodes:
             try:
@@ -121,7 +122,7 @@ def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
             scaling[s].append(Point(n, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
     per_rank = c.micro_batch * c.grad_accum
     micro: dict[int, list[Point]] = {}
-    for s in STAGES:
+    for s in per_stage:
         micro[s] = []
         for m in micro_batches:
             if per_rank % m:
@@ -129,9 +130,21 @@ def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
             p1, tps = _tokens_per_s(replace(common, micro_batch=m, stage=s), per_rank // m)
             micro[s].append(Point(m, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
     return ReportData(plan=result, best=best, per_stage=per_stage, scaling=scaling, micro=micro,
-                      memory_vs_n=_memory_vs_n(base, c, scaling_nodes),
+                      memory_vs_n=[] if 3 in refused else _memory_vs_n(base, c, scaling_nodes), refused=refused,
                       nodes=nodes, gpus=gpus, hardware_calibrated=bool(hw.calibrated),
                       comparison=compare_layouts(base, best.train_batch) if compare else None)
+
+
+def _per_stage(common: RunSettings) -> tuple[dict[int, Any], dict[int, str]]:
+    """(stage -> prediction, stage -> the line predict refuses it with) at the winner's batch:
+    a stage predict refuses (ZeRO-3 with DeepSpeed-MoE layers) is named, not dropped silently."""
+    per_stage, refused = {}, {}
+    for s in STAGES:
+        try:
+            per_stage[s] = predict_settings(replace(common, stage=s))
+        except ZsimInputError as e:
+            refused[s] = str(e)
+    return per_stage, refused
 
 
 def _memory_vs_n(base: RunSettings, c: Candidate, scaling_nodes) -> list[MemoryPoint]:
