@@ -201,7 +201,7 @@ def test_plain_report_has_the_comparison(report):
     assert comp is not None and comp.plan is not None
     section = md.split("## ZeRO data parallelism against 3D layouts")[1].split("\n## ")[0]
     assert f"global batch {report.data.best.train_batch} sequences of {report.data.plan.seq_len} tokens" in section
-    assert "Recommended: " + comp.rows[0].candidate.label() in section
+    assert "The joint search recommends " + comp.rows[0].candidate.label() in section
     # a data-parallel configuration is always shown beside the 3D ones
     assert any(f.candidate.ask.data_only for f in comp.rows)
 

@@ -49,7 +49,7 @@ def _summary(files: ReportFiles) -> dict[str, Any]:
         lay = files.data.best.layout
         out["parallel"] = {"tp": lay.tp, "pp": lay.pp, "sp": lay.sp, "dp": lay.dp,
                            "sequence_parallel": files.data.ask.sequence_parallel}
-    comparison = getattr(files.data, "comparison", None)
+    comparison = files.data.comparison
     if comparison is not None and comparison.rows:
         out["joint_search_recommended"] = comparison.rows[0].candidate.label()
     out["files"] = {"html": str(files.html), "markdown": str(files.markdown), "ds_config": str(files.ds_config),

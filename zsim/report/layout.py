@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..defaults import DEFAULT_SEQ_LEN
+from ..decide.api import search_seq_len
 from ..errors import ZsimInputError
 from ..job import RunSettings, place
 from ..model import load_model
@@ -78,8 +78,7 @@ def report_settings(settings: RunSettings) -> RunSettings:
     """``settings`` without run fields, with the model and hardware profile loaded once and the
     sequence length decided (``zsim plan``'s rule: the model's positions capped at the default)."""
     spec = load_model(settings.model)
-    seq = settings.seq if settings.seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
-    base = replace(settings.without_run(), model=spec, seq=seq)
+    base = replace(settings.without_run(), model=spec, seq=search_seq_len(settings.seq, spec))
     return replace(base, hardware=place(base).hardware)
 
 
