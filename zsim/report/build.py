@@ -358,9 +358,9 @@ def layout_blocks(d: LayoutReportData, command: str = "", predict_command: str =
                 _not_for_layout("under a pipeline the memory over time would be one stage's micro-batch, not "
                                 "the step; the stage table above gives each stage's peak")]
     out += [Heading(2, "Scaling with node count"),
-            _not_for_layout(f"the node-count sweep exists for the data-parallel path only; `zsim sweep "
-                            f"--tp {d.ask.tp} --pp {d.ask.pp} --sp {d.ask.sp} --nodes 1,2,4` predicts this layout "
-                            "at other node counts"),
+            _not_for_layout(f"the node-count sweep exists for the data-parallel path only; `zsim sweep --model "
+                            f"{p.model} --topo {p.topology} --seq {plan.seq_len} --tp {d.ask.tp} --pp {d.ask.pp} "
+                            f"--sp {d.ask.sp} --nodes 1,2,4` predicts this layout at other node counts"),
             Heading(2, "Throughput vs micro-batch"),
             _not_for_layout("the micro-batch sweep exists for the data-parallel path only; the top configurations "
                             "above rank this layout's micro-batches"),
