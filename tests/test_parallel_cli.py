@@ -1,5 +1,5 @@
 """``--tp/--pp/--sp`` on the command line: predict answers them (tests/test_parallel_predict.py),
-report refuses degrees above 1 in one line (sweep sweeps them); ``zsim topo show`` prints (and ``--json`` lists) the rank mapping; without the flags
+report builds its report for them and refuses what predict refuses (sweep sweeps them); ``zsim topo show`` prints (and ``--json`` lists) the rank mapping; without the flags
 nothing changes."""
 
 from __future__ import annotations
@@ -62,13 +62,15 @@ def test_topo_show_refuses_bad_layouts(flags, match, capsys):
     assert err.count("\n") == 1 and match in err
 
 
-@pytest.mark.parametrize("command", ["report"])
-def test_every_deciding_command_refuses_model_parallel_degrees(command, capsys, tmp_path):
-    """report takes --tp/--pp/--sp like predict and refuses a degree above 1 in one line
-    (exit 2) until it models it, never a silent data-parallel answer (plan searches them:
-    tests/test_parallel_plan.py; sweep has them as grid axes: tests/test_sweep.py)."""
-    from zsim.cli import main
-    extra = ["--output", str(tmp_path / "r")] if command == "report" else []
-    assert main([command, "--model", "tinyllama-1.1b", "--topo", "dgx-h100", "--pp", "2", *extra]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--pp 2" in err[0] and "not modelled" in err[0]
+@pytest.mark.parametrize("flags", [["--tp", "3"], ["--sp", "2", "--tp", "2"], ["--sequence-parallel"],
+                                   ["--ep", "2", "--tp", "2"], ["--ep", "2"]])
+def test_report_refuses_what_predict_refuses(flags, capsys, tmp_path):
+    """report takes --tp/--pp/--sp/--sequence-parallel/--ep as predict does (the layout report:
+    tests/test_report.py) and refuses what predict refuses with predict's line, exit 2."""
+    place = ["--model", "tinyllama-1.1b", "--topo", "dgx-h100"]
+    assert main(["predict", *place, *flags, "--no-output"]) == 2
+    predicted = capsys.readouterr().err.strip().splitlines()
+    assert main(["report", *place, *flags, "-q", "--output", str(tmp_path / "r")]) == 2
+    reported = capsys.readouterr().err.strip().splitlines()
+    assert len(reported) == 1 and reported == predicted
+    assert not (tmp_path / "r").exists()

@@ -259,6 +259,12 @@ def plan(model: Any = None, topo: str | Path = DEFAULT_TOPO, *, gpus: int | None
                          progress=progress, target=target, metric=metric, memory_headroom_pct=memory_headroom_pct)
 
 
+def search_seq_len(seq: int | None, spec: Any) -> int:
+    """The sequence length a search (and a report) runs at: ``seq`` when given, else the default
+    capped at the model's ``max_position_embeddings``."""
+    return seq if seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
+
+
 def plan_settings(settings: RunSettings, *, global_batch: int | None = None, top_n: int = 5, refine: int = 3,
                   predictor: Predictor | None = None, progress: Any = None, target: str | None = None,
                   metric: str = "tokens-per-s", memory_headroom_pct: float | None = None) -> PlanResult:
@@ -271,7 +277,7 @@ def plan_settings(settings: RunSettings, *, global_batch: int | None = None, top
         raise ZsimInputError(f"--metric must be one of {', '.join(METRICS)}, got {str(metric)[:40]!r}")
     user = read_user_config(settings.ds_config)
     target = config_target(user, target)
-    seq_len = settings.seq if settings.seq is not None else min(DEFAULT_SEQ_LEN, spec.max_position_embeddings)
+    seq_len = search_seq_len(settings.seq, spec)
     setting = setting_of(replace(settings.without_run(), model=spec, seq=seq_len), user)
     if memory_headroom_pct is None and setting.provenance is not None:
         memory_headroom_pct = setting.provenance.memory_headroom_pct
@@ -305,4 +311,4 @@ def plan_settings(settings: RunSettings, *, global_batch: int | None = None, top
                       usable_memory_bytes=setting.usable_memory_bytes, tie_band_pct=band, ties=ties)
 
 
-__all__ = ["plan", "plan_settings", "capacity", "PlanResult", "CapacityResult", "Constraints", "build_space"]
+__all__ = ["plan", "plan_settings", "search_seq_len", "capacity", "PlanResult", "CapacityResult", "Constraints", "build_space"]

@@ -58,15 +58,6 @@ def add_expert_args(p: argparse.ArgumentParser) -> None:
                         "min_capacity, drop_tokens, use_residual, ...); implies DeepSpeed-MoE layers")
 
 
-def refuse_model_parallel(args: argparse.Namespace) -> None:
-    """Raise one line when a degree above 1 is asked of a command that does not model it."""
-    asked = [f"--{name} {getattr(args, name)}" for name, _ in _FLAGS if (getattr(args, name, None) or 1) > 1]
-    if asked:
-        raise ZsimInputError(f"{' '.join(asked)}: not modelled by this command yet (`zsim predict` and "
-                             "`zsim plan --search-3d` answer tensor/pipeline/sequence parallelism; "
-                             "`zsim topo show` prints the rank mapping)")
-
-
 def refuse_expert_with_3d(args: argparse.Namespace, search_3d: bool = False) -> None:
     """Raise one line when expert parallelism is asked together with tensor, pipeline or
     sequence parallelism (or the joint 3D search): the two models are not combined."""
@@ -127,16 +118,24 @@ def placement_dict(placed: LayoutPlacement) -> dict[str, Any]:
     }
 
 
+def group_lines(placed: LayoutPlacement) -> list[str]:
+    """One line per group of the placement: its size, its ranks per node and nodes, the first
+    group's ranks (`zsim topo show` and `zsim report` print them)."""
+    lay, out = placed.layout, []
+    for g in placed.groups:
+        first = lay.group_ranks(g.dim)[0]
+        shown = ", ".join(map(str, first[:8])) + (", ..." if len(first) > 8 else "")
+        out.append(f"{g.label:<10} {lay.degree(g.dim)} ranks, {g.ranks_per_node} per node on "
+                   f"{g.nodes} node(s); {lay.world_size // lay.degree(g.dim)} groups, the first [{shown}]")
+    return out
+
+
 def placement_lines(placed: LayoutPlacement) -> list[str]:
     """What `zsim topo show --tp/--pp/--sp` prints under the cluster."""
     lay = placed.layout
     out = [f"  parallel    tp {lay.tp} x sp {lay.sp} x dp {lay.dp} x pp {lay.pp} = {lay.world_size} ranks; "
            "rank order tensor fastest, then sequence, data, pipeline (Megatron's)"]
-    for g in placed.groups:
-        first = lay.group_ranks(g.dim)[0]
-        shown = ", ".join(map(str, first[:8])) + (", ..." if len(first) > 8 else "")
-        out.append(f"    {g.label:<10} {lay.degree(g.dim)} ranks, {g.ranks_per_node} per node on "
-                   f"{g.nodes} node(s); {lay.world_size // lay.degree(g.dim)} groups, the first [{shown}]")
+    out += ["    " + line for line in group_lines(placed)]
     out.append("    rank  node  gpu    tp  sp  dp  pp")
     for r in range(min(lay.world_size, MAX_RANK_ROWS)):
         c = lay.coords(r)
@@ -147,6 +146,6 @@ def placement_lines(placed: LayoutPlacement) -> list[str]:
     return out
 
 
-__all__ = ["add_expert_args", "add_parallel_args", "parallel_ask", "parallel_lines", "refuse_model_parallel",
+__all__ = ["add_expert_args", "add_parallel_args", "parallel_ask", "parallel_lines",
            "refuse_expert_with_3d", "asked_placement", "placement_dict",
-           "placement_lines", "MAX_RANK_ROWS"]
+           "group_lines", "placement_lines", "MAX_RANK_ROWS"]

@@ -42,6 +42,7 @@ from typing import Any
 from ..decide.space import default_global_batch
 from ..errors import ZsimInputError
 from ..job import JobSite, RunSettings, place
+from ..limits import MAX_GRAD_ACCUM
 from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT
 from .predict3d import ParallelAsk, ParallelPrediction, predict_parallel, stage_memory_model
 from .streamfloor import StreamFloors
@@ -58,6 +59,7 @@ class Pins:
     tp: int | None = None
     pp: int | None = None
     sp: int | None = None
+    sequence_parallel: bool | None = None   # Megatron's, with tp > 1 (None: both searched)
     stage: int | None = None
     micro_batch: int | None = None
     checkpointing: bool | None = None
@@ -157,6 +159,8 @@ def layouts(site: JobSite, pins: Pins) -> list[ParallelAsk]:
                 if sp > 1 and (tp > 1 or pp > 1 or spec.num_heads % sp or world % sp):
                     continue
                 for seqpar in ((False, True) if tp > 1 else (False,)):
+                    if pins.sequence_parallel is not None and seqpar != pins.sequence_parallel:
+                        continue
                     out.append(ParallelAsk(tp, pp, sp, seqpar))
     return out
 
@@ -171,11 +175,12 @@ def _zero_configs(ask: ParallelAsk, pins: Pins, offload: bool) -> list[tuple[int
 
 
 def _batch_configs(pins: Pins, per_rank: int) -> list[tuple[bool, int]]:
-    """(checkpointing, micro-batch) pairs: powers of two dividing the per-rank batch."""
+    """(checkpointing, micro-batch) pairs: powers of two dividing the per-rank batch, at a
+    gradient accumulation DeepSpeed's config check accepts (as zsim.decide.space skips them)."""
     micros = [pins.micro_batch] if pins.micro_batch else [
         m for m in _powers_of_two(min(per_rank, MAX_MICRO_BATCH)) if per_rank % m == 0]
     ckpts = [pins.checkpointing] if pins.checkpointing is not None else [False, True]
-    return [(ck, mb) for ck in ckpts for mb in micros if per_rank % mb == 0]
+    return [(ck, mb) for ck in ckpts for mb in micros if per_rank % mb == 0 and per_rank // mb <= MAX_GRAD_ACCUM]
 
 
 def _layout_fits(settings: RunSettings, site: JobSite, ask: ParallelAsk, pins: Pins, per_rank: int,

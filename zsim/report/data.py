@@ -8,7 +8,7 @@ simulator (see :mod:`zsim.decide.evaluate`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from ..hardware import HardwareProfile
 from ..job import RunSettings, place
 from ..model import load_model
 from ..predict import predict_settings
+from .layout import Comparison, compare_layouts
 
 STAGES = (0, 1, 2, 3)
 SCALING_NODES = (1, 2, 4, 8, 16, 32, 64)
@@ -63,6 +64,8 @@ class ReportData:
     nodes: int | None
     gpus: int | None
     hardware_calibrated: bool = False
+    comparison: Comparison | None = None   # ZeRO data parallelism against 3D layouts (None: not asked)
+    refused: dict[int, str] = field(default_factory=dict)   # stage -> why predict does not run it
 
 
 def _tokens_per_s(settings: RunSettings, grad_accum: int) -> tuple[Any, float]:
@@ -89,8 +92,9 @@ def collect(model: Any = None, topo: str | Path = DEFAULT_TOPO, *, gpus: int | N
 
 def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
                      scaling_nodes: tuple[int, ...] = SCALING_NODES, micro_batches: tuple[int, ...] = MICRO_BATCHES,
-                     progress: Callable | None = None) -> ReportData:
-    """:func:`collect` of run settings (their run fields pin the plan's search)."""
+                     progress: Callable | None = None, compare: bool = True) -> ReportData:
+    """:func:`collect` of run settings (their run fields pin the plan's search); ``compare``:
+    also run the joint tensor/pipeline/sequence search (:func:`~.layout.compare_layouts`)."""
     spec = load_model(settings.model)
     topo, gpus, nodes = settings.topo, settings.gpus, settings.nodes
     result = plan_settings(replace(settings, model=spec), global_batch=global_batch, progress=progress)
@@ -101,13 +105,14 @@ def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
     c = result.best.candidate
     # Every prediction below uses the profile loaded once (hardware=<profile>).
     hw = place(replace(settings.without_run(), model=spec)).hardware
-    base = RunSettings(model=spec, topo=topo, gpus=gpus, nodes=nodes, hardware=hw, seq=result.seq_len)
+    # without_run keeps where the job runs, DeepSpeed-MoE's --ep/--moe-config included
+    base = replace(settings.without_run(), model=spec, hardware=hw, seq=result.seq_len)
     best = predict_settings(replace(base, ds_config=result.best.ds_config,
                                     activation_checkpointing=c.activation_checkpointing), keep_timeline=True)
     common = replace(base, micro_batch=c.micro_batch, activation_checkpointing=c.activation_checkpointing)
-    per_stage = {s: predict_settings(replace(common, stage=s, grad_accum=c.grad_accum)) for s in STAGES}
+    per_stage, refused = _per_stage(replace(common, grad_accum=c.grad_accum))
     scaling: dict[int, list[Point]] = {}
-    for s in STAGES:
+    for s in per_stage:
         scaling[s] = []
         for n in scaling_nodes:
             try:
@@ -117,7 +122,7 @@ def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
             scaling[s].append(Point(n, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
     per_rank = c.micro_batch * c.grad_accum
     micro: dict[int, list[Point]] = {}
-    for s in STAGES:
+    for s in per_stage:
         micro[s] = []
         for m in micro_batches:
             if per_rank % m:
@@ -125,8 +130,21 @@ def collect_settings(settings: RunSettings, *, global_batch: int | None = None,
             p1, tps = _tokens_per_s(replace(common, micro_batch=m, stage=s), per_rank // m)
             micro[s].append(Point(m, tps if p1.fits else None, p1.peak_memory_bytes, p1.fits))
     return ReportData(plan=result, best=best, per_stage=per_stage, scaling=scaling, micro=micro,
-                      memory_vs_n=_memory_vs_n(base, c, scaling_nodes),
-                      nodes=nodes, gpus=gpus, hardware_calibrated=bool(hw.calibrated))
+                      memory_vs_n=[] if 3 in refused else _memory_vs_n(base, c, scaling_nodes), refused=refused,
+                      nodes=nodes, gpus=gpus, hardware_calibrated=bool(hw.calibrated),
+                      comparison=compare_layouts(base, best.train_batch) if compare else None)
+
+
+def _per_stage(common: RunSettings) -> tuple[dict[int, Any], dict[int, str]]:
+    """(stage -> prediction, stage -> the line predict refuses it with) at the winner's batch:
+    a stage predict refuses (ZeRO-3 with DeepSpeed-MoE layers) is named, not dropped silently."""
+    per_stage, refused = {}, {}
+    for s in STAGES:
+        try:
+            per_stage[s] = predict_settings(replace(common, stage=s))
+        except ZsimInputError as e:
+            refused[s] = str(e)
+    return per_stage, refused
 
 
 def _memory_vs_n(base: RunSettings, c: Candidate, scaling_nodes) -> list[MemoryPoint]:
