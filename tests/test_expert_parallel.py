@@ -305,13 +305,32 @@ def test_top1_needs_min_capacity_tokens() -> None:
         build_schedule(spec, _run(spec, 4, seq_len=16))
 
 
-def test_shared_expert_refused() -> None:
-    """Qwen2-MoE's shared expert next to a DeepSpeed-MoE layer is not modelled."""
-    cfg = dict(QWEN3_MOE_8E, model_type="qwen2_moe", shared_expert_intermediate_size=64, num_experts=8)
-    cfg.pop("head_dim")
-    base = from_hf_config(cfg, "q2")
-    with pytest.raises(ZsimInputError, match="shared expert"):
-        with_deepspeed_moe(base, None, 2)
+@pytest.mark.parametrize("name", ["Qwen/Qwen1.5-MoE-A2.7B-Chat", "Qwen/Qwen2-57B-A14B"])
+def test_shared_expert_stays_dense(name: str) -> None:
+    """Qwen2-MoE with DeepSpeed-MoE layers: the shared expert and its gate stay in every
+    rank's module, in the non-expert param group over all ranks; the whole model's count is
+    still what transformers builds for the published config (the bundled count)."""
+    base = load_model(name)
+    spec = with_deepspeed_moe(base, None, 4)
+    names = [p.name for p in spec.parameters()]
+    shared = [n for n in names if ".mlp.shared_expert" in n]
+    assert len(shared) == 4 * spec.num_layers and not any(".deepspeed_experts." in n for n in shared)
+    assert global_parameter_count(spec) == base.num_parameters
+    layout = moe_layout(spec, 8, expert_groups(8, 4, 8))
+    dense = {names[i] for g in layout.groups if not g.moe for i in g.params}
+    assert set(shared) <= dense
+
+
+def test_shared_expert_forward_order() -> None:
+    """The wrapper runs shared_expert, then the DeepSpeed-MoE layer, then shared_expert_gate
+    (Qwen2MoeSparseMoeBlock.forward's order)."""
+    from validation.cpu_truth.expert_cases import QWEN2_MOE_8E
+    from zsim.modeltree import model_tree
+    spec = _spec(QWEN2_MOE_8E, ep_size=2, k=2)
+    tree = model_tree(spec)
+    ops = [n.op for n in tree.forward(tree.node("model.layers.0.mlp"))]
+    first = lambda part: next(i for i, op in enumerate(ops) if part in op)   # noqa: E731
+    assert first(".shared_expert.") < first(".deepspeed_moe") < first(".shared_expert_gate")
 
 
 def test_dense_model_refused() -> None:

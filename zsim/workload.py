@@ -101,7 +101,9 @@ class Workload:
         i = m.num_layers - 1 if layer < 0 else layer
         if m.deepspeed_moe is not None:   # DeepSpeed-MoE layers: zsim.parallel.expert_work
             from .parallel.expert_work import saved_activation_bytes
-            rest = _layer_saved_per_token(m, self.param_bytes, i) - _moe_saved_per_token(m, self.param_bytes)
+            # the routed part is DeepSpeed's layer; Qwen2-MoE's shared expert stays the model's own
+            p = self.param_bytes
+            rest = _layer_saved_per_token(m, p, i) - _moe_saved_per_token(m, p) + _shared_expert_saved_per_token(m, p)
             return self.tokens * rest + saved_activation_bytes(self)
         # DeepSeek's router multiplies by an fp32 copy of its weight (E·h·4 per layer, saved
         # by the fp32 F.linear whatever the batch)
@@ -340,8 +342,14 @@ def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
     else:
         router = 4 * e + 8 * k + p * k + (4 * k + 4 if m.norm_topk else 0)
     rows = k * (24 + 2 * p * h + 4 * p * m.expert_intermediate_size + weight_bytes)
-    shared = 4 * p * m.shared_expert_size + p * h + p if m.shared_expert_size else 0
-    return router + rows + shared
+    return router + rows + _shared_expert_saved_per_token(m, p)
+
+
+def _shared_expert_saved_per_token(m: ModelSpec, p: int) -> int:
+    """Bytes per token Qwen2-MoE's shared expert keeps (0 without one): its gated MLP
+    (4·p·I_shared), its output (p·h) and the sigmoid of its gate (p), both saved by their
+    product (measured with the sparse block, :func:`_moe_saved_per_token`)."""
+    return 4 * p * m.shared_expert_size + p * m.hidden_size + p if m.shared_expert_size else 0
 
 
 def eager_scores_saved_bytes(w: "Workload") -> int:

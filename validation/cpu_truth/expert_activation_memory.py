@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from validation.cpu_truth.expert_cases import MIXTRAL_4E, QWEN3_MOE_8E
+from validation.cpu_truth.expert_cases import MIXTRAL_4E, QWEN2_MOE_8E, QWEN3_MOE_8E
 
 #: (model config, MoE arguments, micro-batch, sequence length) per shape.
 SHAPES: dict[str, tuple[dict, dict, int, int]] = {
@@ -28,6 +28,8 @@ SHAPES: dict[str, tuple[dict, dict, int, int]] = {
                           dict(k=3), 2, 256),
     "mixtral-4e-top2-residual": (dict(MIXTRAL_4E, hidden_size=256, intermediate_size=384),
                                  dict(k=2, use_residual=True), 1, 256),
+    "qwen2-moe-8e-top2-shared": (dict(QWEN2_MOE_8E, hidden_size=256, moe_intermediate_size=128,
+                                      shared_expert_intermediate_size=192), dict(k=2), 2, 256),
 }
 
 

@@ -28,6 +28,12 @@ QWEN3_MOE_8E = dict(model_type="qwen3_moe", hidden_size=64, intermediate_size=12
                     num_experts_per_tok=2, moe_intermediate_size=32, max_position_embeddings=64,
                     tie_word_embeddings=False)
 
+#: Qwen2-MoE, 8 experts of width 32, top-2, with a dense shared expert of width 48 (and its gate).
+QWEN2_MOE_8E = dict(model_type="qwen2_moe", hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, num_hidden_layers=2, vocab_size=256, num_experts=8,
+                    num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                    max_position_embeddings=64, tie_word_embeddings=False)
+
 
 def ep_case(cid: str, model: dict, world: int, stage: int, moe: dict, precision: str = "bf16", gas: int = 1,
             micro: int = 1, seq_len: int = 16, checkpointing: bool = False, **zero) -> dict:
@@ -58,6 +64,11 @@ EP_CASES: list[dict] = [
     ep_case("ep2-w4-s0-fp32", MIXTRAL_4E, 4, 0, dict(ep_size=2, k=2), "fp32"),
     ep_case("ep2-w4-s2-bf16-residual-overlap", MIXTRAL_4E, 4, 2, dict(ep_size=2, k=2, use_residual=True),
             overlap_comm=True, reduce_bucket_size=9000),
+    # Qwen2-MoE: the shared expert and its gate stay dense, in the non-expert param group
+    ep_case("ep2-w4-s2-bf16-qwen2-shared-b5000", QWEN2_MOE_8E, 4, 2, dict(ep_size=2, k=2), reduce_bucket_size=5000),
+    ep_case("ep4-w8-s1-fp32-qwen2-shared-gas2-ckpt", QWEN2_MOE_8E, 8, 1, dict(ep_size=4, k=2, min_capacity=0),
+            "fp32", gas=2, checkpointing=True, reduce_bucket_size=4000),
+    ep_case("ep2-w4-s0-bf16-qwen2-shared", QWEN2_MOE_8E, 4, 0, dict(ep_size=2, k=2)),
 ]
 
 

@@ -2,7 +2,7 @@
 
 A case with a ``deepspeed_moe`` dict (the keyword arguments of ``deepspeed.moe.layer.MoE``:
 ``ep_size``, ``k``, ``capacity_factor``, ``min_capacity``, ``drop_tokens``, ``use_residual``,
-...) builds its Hugging Face MoE decoder (Mixtral, Qwen3-MoE) and replaces every decoder
+...) builds its Hugging Face MoE decoder (Mixtral, Qwen2-MoE, Qwen3-MoE) and replaces every decoder
 layer's ``mlp`` by :class:`DeepSpeedMoEMLP`: a ``deepspeed.moe.layer.MoE`` whose expert is a
 ``LlamaMLP`` of the family's expert width (gate_proj, up_proj, down_proj, SiLU) — how a user
 turns an HF MoE model into a DeepSpeed-MoE one (zsim models exactly this layer, docs/moe.md).
@@ -40,16 +40,28 @@ def deepspeed_moe_mlp_class():
 
     class DeepSpeedMoEMLP(torch.nn.Module):
         """``moe``: DeepSpeed's MoE layer; forward keeps its output (MoE returns
-        (output, l_aux, exp_counts), layer.py:132) so the HF decoder layer is unchanged."""
+        (output, l_aux, exp_counts), layer.py:132) so the HF decoder layer is unchanged.
+        Qwen2-MoE keeps its block's dense shared expert and shared_expert_gate, registered
+        after ``moe`` and run as Qwen2MoeSparseMoeBlock.forward runs them."""
 
         def __init__(self, config: Any, moe_kwargs: dict):
             super().__init__()
             self.moe = MoE(hidden_size=config.hidden_size, expert=_expert_mlp(config),
                            num_experts=config.num_local_experts if hasattr(config, "num_local_experts")
                            else config.num_experts, **moe_kwargs)
+            shared = getattr(config, "shared_expert_intermediate_size", 0)
+            self.shared_expert = self.shared_expert_gate = None
+            if shared:
+                from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeMLP
+                self.shared_expert = Qwen2MoeMLP(config, intermediate_size=shared)
+                self.shared_expert_gate = torch.nn.Linear(config.hidden_size, 1, bias=False)
 
         def forward(self, hidden_states):
-            return self.moe(hidden_states)[0]
+            if self.shared_expert is None:
+                return self.moe(hidden_states)[0]
+            shared = self.shared_expert(hidden_states)
+            routed = self.moe(hidden_states)[0]
+            return routed + torch.sigmoid(self.shared_expert_gate(hidden_states)) * shared
 
     return DeepSpeedMoEMLP
 

@@ -91,7 +91,8 @@ def saved_activation_bytes(w: Any) -> int:
     input (post_attention_layernorm's p-byte output, which zsim's norm term counts because
     Llama's gate_proj saves it) is saved by nobody here: the gate keeps its fp32 copy and
     the encode's index_select keeps only its indices; so it is subtracted unless the
-    residual expert reads it."""
+    residual expert or Qwen2-MoE's shared expert (whose gate_proj and shared_expert_gate
+    save it; the shared expert's own bytes are zsim.workload's) reads it."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
     s, e, h, k, c = plan.tokens, plan.num_experts, plan.hidden_size, plan.k, plan.capacity
@@ -106,7 +107,10 @@ def saved_activation_bytes(w: Any) -> int:
     encode = (e * c + 1) * 8 + plan.buffer_numel * p
     experts = 4 * plan.local_experts * plan.expert_rows * inter * p
     decode = k * s * h * p
-    residual = s * (4 * inter * p + 2 * h * p + 2 * p) if plan.moe.use_residual else -s * h * p
+    if plan.moe.use_residual:
+        residual = s * (4 * inter * p + 2 * h * p + 2 * p)
+    else:
+        residual = 0 if m.shared_expert_size else -s * h * p
     return gate + gating + encode + experts + decode + residual
 
 
@@ -114,8 +118,9 @@ def backward_working_bytes(w: Any) -> int:
     """Transient bytes during a DeepSpeed-MoE layer's backward (estimate): the gradients of
     the residual stream (2·S·h·p), of one expert's intermediates (3·ep·C·I·p) and the
     all-to-all's input and output buffers of the [E, C, M] gradient (_AllToAll allocates its
-    output with empty_like, SM:102-104)."""
+    output with empty_like, SM:102-104); Qwen2-MoE's shared expert's two intermediates'
+    gradients (2·S·I_shared·p) where wider than one expert's."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
-    return (2 * plan.tokens * plan.hidden_size * p + 3 * plan.expert_rows * m.expert_intermediate_size * p
-            + 2 * plan.buffer_numel * p)
+    widest = max(3 * plan.expert_rows * m.expert_intermediate_size, 2 * plan.tokens * m.shared_expert_size)
+    return 2 * plan.tokens * plan.hidden_size * p + widest * p + 2 * plan.buffer_numel * p
