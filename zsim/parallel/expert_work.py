@@ -11,7 +11,7 @@ from .expert import expert_plan
 # ---- kernels ---------------------------------------------------------------------------------------
 
 #: Node kinds priced by :func:`ds_moe_kernels`.
-DS_MOE_KINDS = frozenset({"ds_moe_gate", "ds_moe_layer", "expert_linear", "expert_mlp_activation"})
+DS_MOE_KINDS = frozenset({"ds_moe_gate", "ds_moe_layer", "ds_moe_add", "expert_linear", "expert_mlp_activation"})
 
 
 #: Torch ops (kernel launches) one DeepSpeed-MoE layer dispatches outside its experts,
@@ -38,7 +38,8 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
     - MOELayer's own op: the sparse encode gathers the [E, C, M] buffer (SM:188-201) and the
       decode gathers S·k rows and sums them weighted in fp32 (SM:204-213), timed together;
     - each expert Linear: one GEMM over its ep·C dispatched rows (backward two);
-    - the expert activation: SiLU(gate)·up over ep·C rows of width I.
+    - the expert activation: SiLU(gate)·up over ep·C rows of width I;
+    - DeepSeek's wrapper op: the add of the shared experts' output (kind ``ds_moe_add``).
     """
     from ..errors import ZsimInputError
     from ..workload import _gemm, _mem
@@ -56,6 +57,11 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
         decode = s * k * h * (p + 4 + 4) + s * h * (4 + p)
         launches = 0 if bwd else ENCODE_DECODE_OPS.get(k, ENCODE_DECODE_OPS_TOPK)   # backward: on the gate's
         return (_mem((encode + decode) * twice, launches=launches),)
+    if node.kind == "ds_moe_add":
+        # DeepSeek's wrapper: routed + shared_experts(x), read 2·S·h·p, write S·h·p, one
+        # launch; in backward autograd sums the two branches' gradients of x, an add of the
+        # same size (estimate: AddBackward itself only passes the gradient on)
+        return (_mem(3 * s * h * p, launches=1),)
     rows = plan.expert_rows
     if node.kind == "expert_linear":
         out, in_ = node.params[0].shape
