@@ -306,12 +306,11 @@ def _deepseek_saved_per_token(m: ModelSpec, p: int, layer: int) -> int:
     attn = p * heads * (2 * d_qk + nope + 2 * d_v) + 4 * heads
     if not m.is_moe_layer(layer):
         return norms + attn + 4 * p * m.intermediate_size
-    return norms + attn + _deepseek_moe_saved_per_token(m, p)
+    return norms + attn + _deepseek_routed_saved_per_token(m, p) + 4 * p * m.shared_expert_size
 
 
-def _deepseek_moe_saved_per_token(m: ModelSpec, p: int) -> int:
-    """The DeepSeek-MoE block's part of :func:`_deepseek_saved_per_token` (router, routed
-    rows, shared experts), per token."""
+def _deepseek_routed_saved_per_token(m: ModelSpec, p: int) -> int:
+    """The router's and the routed rows' part of :func:`_deepseek_saved_per_token`, per token."""
     h, k, e = m.hidden_size, m.experts_per_token, m.num_experts
     router = 4 * h + 4 * e + 8 * k
     if m.family == "deepseek_v3":
@@ -319,7 +318,7 @@ def _deepseek_moe_saved_per_token(m: ModelSpec, p: int) -> int:
     elif m.router_groups:
         router += e
     rows = k * (24 + 2 * p * h + 4 * p * m.expert_intermediate_size + 4)
-    return router + rows + 4 * p * m.shared_expert_size
+    return router + rows
 
 
 def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
@@ -353,9 +352,9 @@ def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
 def _routed_saved_per_token(m: ModelSpec, p: int) -> int:
     """The part of a MoE layer's per-token saved bytes that a DeepSpeed-MoE layer replaces:
     the router's and the routed rows' (the shared experts' stay), for the sparse MoE block
-    (:func:`_moe_saved_per_token`) and DeepSeek-MoE (:func:`_deepseek_moe_saved_per_token`)."""
+    (:func:`_moe_saved_per_token`) and DeepSeek-MoE (:func:`_deepseek_saved_per_token`)."""
     if m.is_mla:
-        return _deepseek_moe_saved_per_token(m, p) - 4 * p * m.shared_expert_size
+        return _deepseek_routed_saved_per_token(m, p)
     return _moe_saved_per_token(m, p) - _shared_expert_saved_per_token(m, p)
 
 

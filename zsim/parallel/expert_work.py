@@ -97,8 +97,8 @@ def saved_activation_bytes(w: Any) -> int:
     input (post_attention_layernorm's p-byte output, which zsim's norm term counts because
     Llama's gate_proj saves it) is saved by nobody here: the gate keeps its fp32 copy and
     the encode's index_select keeps only its indices; so it is subtracted unless the
-    residual expert or Qwen2-MoE's shared expert (whose gate_proj and shared_expert_gate
-    save it; the shared expert's own bytes are zsim.workload's) reads it."""
+    residual expert or a shared expert reads it (Qwen2-MoE's shared_expert and its gate,
+    DeepSeek's shared_experts: their gate_proj saves it; their own bytes are zsim.workload's)."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
     s, e, h, k, c = plan.tokens, plan.num_experts, plan.hidden_size, plan.k, plan.capacity
@@ -124,8 +124,8 @@ def backward_working_bytes(w: Any) -> int:
     """Transient bytes during a DeepSpeed-MoE layer's backward (estimate): the gradients of
     the residual stream (2·S·h·p), of one expert's intermediates (3·ep·C·I·p) and the
     all-to-all's input and output buffers of the [E, C, M] gradient (_AllToAll allocates its
-    output with empty_like, SM:102-104); Qwen2-MoE's shared expert's two intermediates'
-    gradients (2·S·I_shared·p) where wider than one expert's."""
+    output with empty_like, SM:102-104); the shared experts' two intermediates' gradients
+    (2·S·I_shared·p, Qwen2-MoE and DeepSeek) where wider than one expert's."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
     widest = max(3 * plan.expert_rows * m.expert_intermediate_size, 2 * plan.tokens * m.shared_expert_size)
