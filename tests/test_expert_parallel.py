@@ -97,14 +97,16 @@ def test_parameters_and_zero_groups_match_deepspeed(case: dict, truth: dict) -> 
 
 @pytest.mark.schedule_truth
 def test_truth_all_to_alls_per_layer(truth: dict) -> None:
-    """DeepSpeed issues 4 all-to-alls per MoE layer and micro-batch (6 with checkpointing)."""
+    """DeepSpeed issues 4 all-to-alls per MoE layer and micro-batch (6 with checkpointing);
+    DeepSeek's first first_k_dense_replace layers have none."""
     for case in EP_CASES:
         result = truth[case["id"]]
         assert "error" not in result, result.get("error")
         per = 6 if case.get("activation_checkpointing") else 4
         gas = case["ds_config"]["gradient_accumulation_steps"]
         calls = sum(result["collectives"].get("all_to_all_single", {}).values())
-        assert calls == per * case["model"]["num_hidden_layers"] * gas
+        moe_layers = case["model"]["num_hidden_layers"] - case["model"].get("first_k_dense_replace", 0)
+        assert calls == per * moe_layers * gas
 
 
 # ---- capacity -----------------------------------------------------------------------------------
@@ -305,13 +307,56 @@ def test_top1_needs_min_capacity_tokens() -> None:
         build_schedule(spec, _run(spec, 4, seq_len=16))
 
 
-def test_shared_expert_refused() -> None:
-    """Qwen2-MoE's shared expert next to a DeepSpeed-MoE layer is not modelled."""
-    cfg = dict(QWEN3_MOE_8E, model_type="qwen2_moe", shared_expert_intermediate_size=64, num_experts=8)
-    cfg.pop("head_dim")
-    base = from_hf_config(cfg, "q2")
-    with pytest.raises(ZsimInputError, match="shared expert"):
-        with_deepspeed_moe(base, None, 2)
+@pytest.mark.parametrize("name", ["Qwen/Qwen1.5-MoE-A2.7B-Chat", "Qwen/Qwen2-57B-A14B"])
+def test_shared_expert_stays_dense(name: str) -> None:
+    """Qwen2-MoE with DeepSpeed-MoE layers: the shared expert and its gate stay in every
+    rank's module, in the non-expert param group over all ranks; the whole model's count is
+    still what transformers builds for the published config (the bundled count)."""
+    base = load_model(name)
+    spec = with_deepspeed_moe(base, None, 4)
+    names = [p.name for p in spec.parameters()]
+    shared = [n for n in names if ".mlp.shared_expert" in n]
+    assert len(shared) == 4 * spec.num_layers and not any(".deepspeed_experts." in n for n in shared)
+    assert global_parameter_count(spec) == base.num_parameters
+    layout = moe_layout(spec, 8, expert_groups(8, 4, 8))
+    dense = {names[i] for g in layout.groups if not g.moe for i in g.params}
+    assert set(shared) <= dense
+
+
+def test_shared_expert_forward_order() -> None:
+    """The wrapper runs shared_expert, then the DeepSpeed-MoE layer, then shared_expert_gate
+    (Qwen2MoeSparseMoeBlock.forward's order)."""
+    from validation.cpu_truth.expert_cases import QWEN2_MOE_8E
+    from zsim.modeltree import model_tree
+    spec = _spec(QWEN2_MOE_8E, ep_size=2, k=2)
+    tree = model_tree(spec)
+    ops = [n.op for n in tree.forward(tree.node("model.layers.0.mlp"))]
+    first = lambda part: next(i for i, op in enumerate(ops) if part in op)   # noqa: E731
+    assert first(".shared_expert.") < first(".deepspeed_moe") < first(".shared_expert_gate")
+
+
+@pytest.mark.parametrize("name", ["deepseek-ai/DeepSeek-V2-Lite", "deepseek-ai/DeepSeek-V3"])
+def test_deepseek_moe_layers_only_after_the_dense_ones(name: str) -> None:
+    """DeepSeek with DeepSpeed-MoE layers: the first first_k_dense_replace layers keep their
+    dense MLP, the others hold the layer next to the dense shared experts; the whole model's
+    count is still what transformers builds for the published config (the bundled count)."""
+    base = load_model(name)
+    spec = with_deepspeed_moe(base, None, 8)
+    names = [p.name for p in spec.parameters()]
+    first = base.dense_layers
+    assert f"model.layers.{first - 1}.mlp.gate_proj.weight" in names
+    assert not any(n.startswith(f"model.layers.{first - 1}.mlp.moe.") for n in names)
+    assert f"model.layers.{first}.mlp.moe.deepspeed_moe.gate.wg.weight" in names
+    assert f"model.layers.{first}.mlp.shared_experts.down_proj.weight" in names
+    assert global_parameter_count(spec) == base.num_parameters
+
+
+def test_deepseek_all_to_alls_skip_the_dense_layers() -> None:
+    """4 all-to-alls per MoE layer and micro-batch: none in DeepSeek's dense first layer."""
+    from validation.cpu_truth.expert_cases import DEEPSEEK_V2_8E
+    spec = _spec(DEEPSEEK_V2_8E, ep_size=2, k=2)
+    ops = _collectives(spec, _run(spec, 4), "all_to_all_single")
+    assert len(ops) == 4 * (spec.num_layers - spec.dense_layers)
 
 
 def test_dense_model_refused() -> None:
@@ -356,8 +401,13 @@ def test_cli_ep_flag_and_refusals(tmp_path: Path, capsys) -> None:
 # ---- activation memory ----------------------------------------------------------------------------
 
 def _activation_shapes() -> list[str]:
-    from validation.cpu_truth.expert_activation_memory import SHAPES
-    return list(SHAPES)
+    from validation.cpu_truth.expert_activation_memory import DELTA_SHAPES, SHAPES
+    return [s for s in SHAPES if s not in DELTA_SHAPES]
+
+
+def _delta_shapes() -> list[str]:
+    from validation.cpu_truth.expert_activation_memory import DELTA_SHAPES
+    return list(DELTA_SHAPES)
 
 
 @pytest.mark.parametrize("shape", _activation_shapes())
@@ -367,6 +417,18 @@ def test_layer_activation_bytes_match_deepspeed_moe(shape: str) -> None:
     require_truth_packages("DeepSpeed-MoE activation truth", "torch", "deepspeed", "transformers")
     from validation.cpu_truth.expert_activation_memory import per_layer_bytes, zsim_per_layer_bytes
     assert zsim_per_layer_bytes(shape) == pytest.approx(per_layer_bytes(shape), rel=0.005)
+
+
+@pytest.mark.parametrize("shape", _delta_shapes())
+def test_deepseek_layer_activation_change_matches_deepspeed_moe(shape: str) -> None:
+    """DeepSeek: replacing a layer's DeepSeek-MoE block by the DeepSpeed-MoE wrapper changes
+    what the layer keeps by what zsim says (the same CPU count with and without the
+    replacement; MLA's own bytes are checked by tests/test_family_activation_truth.py), within
+    0.5 % of the change."""
+    require_truth_packages("DeepSpeed-MoE activation truth", "torch", "deepspeed", "transformers")
+    from validation.cpu_truth.expert_activation_memory import per_layer_delta_bytes
+    real, zsim = per_layer_delta_bytes(shape)
+    assert zsim == pytest.approx(real, rel=0.005)
 
 
 def test_layer_activation_bytes_do_not_depend_on_ep() -> None:

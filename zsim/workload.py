@@ -100,9 +100,10 @@ class Workload:
         """
         m = self.model
         i = m.num_layers - 1 if layer < 0 else layer
-        if m.deepspeed_moe is not None:   # DeepSpeed-MoE layers: zsim.parallel.expert_work
+        if m.deepspeed_moe is not None and m.is_moe_layer(i):   # DeepSpeed-MoE layers: zsim.parallel.expert_work
             from .parallel.expert_work import saved_activation_bytes
-            rest = _layer_saved_per_token(m, self.param_bytes, i) - _moe_saved_per_token(m, self.param_bytes)
+            # the routed part is DeepSpeed's layer; the shared expert(s) stay the model's own
+            rest = _layer_saved_per_token(m, self.param_bytes, i) - _routed_saved_per_token(m, self.param_bytes)
             return self.tokens * rest + saved_activation_bytes(self)
         # DeepSeek's router multiplies by an fp32 copy of its weight (E·h·4 per layer, saved
         # by the fp32 F.linear whatever the batch)
@@ -306,14 +307,19 @@ def _deepseek_saved_per_token(m: ModelSpec, p: int, layer: int) -> int:
     attn = p * heads * (2 * d_qk + nope + 2 * d_v) + 4 * heads
     if not m.is_moe_layer(layer):
         return norms + attn + 4 * p * m.intermediate_size
-    k, e = m.experts_per_token, m.num_experts
+    return norms + attn + _deepseek_routed_saved_per_token(m, p) + 4 * p * m.shared_expert_size
+
+
+def _deepseek_routed_saved_per_token(m: ModelSpec, p: int) -> int:
+    """The router's and the routed rows' part of :func:`_deepseek_saved_per_token`, per token."""
+    h, k, e = m.hidden_size, m.experts_per_token, m.num_experts
     router = 4 * h + 4 * e + 8 * k
     if m.family == "deepseek_v3":
         router += 4 * k + 4
     elif m.router_groups:
         router += e
     rows = k * (24 + 2 * p * h + 4 * p * m.expert_intermediate_size + 4)
-    return norms + attn + router + rows + 4 * p * m.shared_expert_size
+    return router + rows
 
 
 def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
@@ -341,8 +347,23 @@ def _moe_saved_per_token(m: ModelSpec, p: int) -> int:
     else:
         router = 4 * e + 8 * k + p * k + (4 * k + 4 if m.norm_topk else 0)
     rows = k * (24 + 2 * p * h + 4 * p * m.expert_intermediate_size + weight_bytes)
-    shared = 4 * p * m.shared_expert_size + p * h + p if m.shared_expert_size else 0
-    return router + rows + shared
+    return router + rows + _shared_expert_saved_per_token(m, p)
+
+
+def _routed_saved_per_token(m: ModelSpec, p: int) -> int:
+    """The part of a MoE layer's per-token saved bytes that a DeepSpeed-MoE layer replaces:
+    the router's and the routed rows' (the shared experts' stay), for the sparse MoE block
+    (:func:`_moe_saved_per_token`) and DeepSeek-MoE (:func:`_deepseek_saved_per_token`)."""
+    if m.is_mla:
+        return _deepseek_routed_saved_per_token(m, p)
+    return _moe_saved_per_token(m, p) - _shared_expert_saved_per_token(m, p)
+
+
+def _shared_expert_saved_per_token(m: ModelSpec, p: int) -> int:
+    """Bytes per token Qwen2-MoE's shared expert keeps (0 without one): its gated MLP
+    (4·p·I_shared), its output (p·h) and the sigmoid of its gate (p), both saved by their
+    product (measured with the sparse block, :func:`_moe_saved_per_token`)."""
+    return 4 * p * m.shared_expert_size + p * m.hidden_size + p if m.shared_expert_size else 0
 
 
 def eager_scores_saved_bytes(w: "Workload") -> int:

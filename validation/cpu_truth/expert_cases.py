@@ -28,6 +28,22 @@ QWEN3_MOE_8E = dict(model_type="qwen3_moe", hidden_size=64, intermediate_size=12
                     num_experts_per_tok=2, moe_intermediate_size=32, max_position_embeddings=64,
                     tie_word_embeddings=False)
 
+#: Qwen2-MoE, 8 experts of width 32, top-2, with a dense shared expert of width 48 (and its gate).
+QWEN2_MOE_8E = dict(model_type="qwen2_moe", hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, num_hidden_layers=2, vocab_size=256, num_experts=8,
+                    num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                    max_position_embeddings=64, tie_word_embeddings=False)
+
+#: DeepSeek-V2 (MLA without q LoRA, a dense first layer, 8 experts of width 24, top-2, 2 shared)
+#: and DeepSeek-V3 (q LoRA, 1 shared), three layers.
+DEEPSEEK_V2_8E = dict(model_type="deepseek_v2", hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                      num_key_value_heads=4, num_hidden_layers=3, vocab_size=256, q_lora_rank=None,
+                      kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=12, n_routed_experts=8,
+                      n_shared_experts=2, num_experts_per_tok=2, moe_intermediate_size=24, first_k_dense_replace=1,
+                      max_position_embeddings=64, tie_word_embeddings=False)
+DEEPSEEK_V3_8E = dict(DEEPSEEK_V2_8E, model_type="deepseek_v3", q_lora_rank=20, n_shared_experts=1, n_group=2,
+                      topk_group=1)
+
 
 def ep_case(cid: str, model: dict, world: int, stage: int, moe: dict, precision: str = "bf16", gas: int = 1,
             micro: int = 1, seq_len: int = 16, checkpointing: bool = False, **zero) -> dict:
@@ -58,6 +74,15 @@ EP_CASES: list[dict] = [
     ep_case("ep2-w4-s0-fp32", MIXTRAL_4E, 4, 0, dict(ep_size=2, k=2), "fp32"),
     ep_case("ep2-w4-s2-bf16-residual-overlap", MIXTRAL_4E, 4, 2, dict(ep_size=2, k=2, use_residual=True),
             overlap_comm=True, reduce_bucket_size=9000),
+    # Qwen2-MoE: the shared expert and its gate stay dense, in the non-expert param group
+    ep_case("ep2-w4-s2-bf16-qwen2-shared-b5000", QWEN2_MOE_8E, 4, 2, dict(ep_size=2, k=2), reduce_bucket_size=5000),
+    ep_case("ep4-w8-s1-fp32-qwen2-shared-gas2-ckpt", QWEN2_MOE_8E, 8, 1, dict(ep_size=4, k=2, min_capacity=0),
+            "fp32", gas=2, checkpointing=True, reduce_bucket_size=4000),
+    ep_case("ep2-w4-s0-bf16-qwen2-shared", QWEN2_MOE_8E, 4, 0, dict(ep_size=2, k=2)),
+    # DeepSeek: the first layer stays dense, the shared experts stay dense next to the layer
+    ep_case("ep2-w4-s2-bf16-deepseekv2-b5000", DEEPSEEK_V2_8E, 4, 2, dict(ep_size=2, k=2), reduce_bucket_size=5000),
+    ep_case("ep4-w4-s1-bf16-deepseekv3-ckpt-b4000", DEEPSEEK_V3_8E, 4, 1, dict(ep_size=4, k=2, min_capacity=0),
+            checkpointing=True, reduce_bucket_size=4000),
 ]
 
 

@@ -2,7 +2,7 @@
 
 A case with a ``deepspeed_moe`` dict (the keyword arguments of ``deepspeed.moe.layer.MoE``:
 ``ep_size``, ``k``, ``capacity_factor``, ``min_capacity``, ``drop_tokens``, ``use_residual``,
-...) builds its Hugging Face MoE decoder (Mixtral, Qwen3-MoE) and replaces every decoder
+...) builds its Hugging Face MoE decoder (Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2/V3) and replaces every decoder
 layer's ``mlp`` by :class:`DeepSpeedMoEMLP`: a ``deepspeed.moe.layer.MoE`` whose expert is a
 ``LlamaMLP`` of the family's expert width (gate_proj, up_proj, down_proj, SiLU) — how a user
 turns an HF MoE model into a DeepSpeed-MoE one (zsim models exactly this layer, docs/moe.md).
@@ -23,14 +23,23 @@ RECORDED = {"all_reduce": (0, 2), "all_to_all_single": (1, 4), "all_gather_into_
             "reduce_scatter_tensor": (1, 3), "broadcast": (0, 2), "reduce": (0, 3)}
 
 
-def _expert_mlp(config: Any):
-    """The expert: LlamaMLP (gate_proj, up_proj, down_proj) of the family's expert width."""
+def _expert_mlp(config: Any, inter: int = 0):
+    """The expert: LlamaMLP (gate_proj, up_proj, down_proj) of the family's expert width (or
+    ``inter``: DeepSeek's shared experts, a DeepseekV2MLP of the same modules)."""
     import transformers
     from transformers.models.llama.modeling_llama import LlamaMLP
-    inter = getattr(config, "moe_intermediate_size", None) or config.intermediate_size
+    inter = inter or getattr(config, "moe_intermediate_size", None) or config.intermediate_size
     cfg = transformers.LlamaConfig(hidden_size=config.hidden_size, intermediate_size=inter,
                                    hidden_act="silu", mlp_bias=False)
     return LlamaMLP(cfg)
+
+
+def _num_experts(config: Any) -> int:
+    """The routed experts: num_local_experts (Mixtral), n_routed_experts (DeepSeek), num_experts."""
+    for key in ("num_local_experts", "n_routed_experts", "num_experts"):
+        if getattr(config, key, None):
+            return getattr(config, key)
+    raise ValueError("no expert count in the config")
 
 
 def deepspeed_moe_mlp_class():
@@ -40,25 +49,43 @@ def deepspeed_moe_mlp_class():
 
     class DeepSpeedMoEMLP(torch.nn.Module):
         """``moe``: DeepSpeed's MoE layer; forward keeps its output (MoE returns
-        (output, l_aux, exp_counts), layer.py:132) so the HF decoder layer is unchanged."""
+        (output, l_aux, exp_counts), layer.py:132) so the HF decoder layer is unchanged.
+        Qwen2-MoE keeps its block's dense shared expert and shared_expert_gate, registered
+        after ``moe`` and run as Qwen2MoeSparseMoeBlock.forward runs them."""
 
         def __init__(self, config: Any, moe_kwargs: dict):
             super().__init__()
             self.moe = MoE(hidden_size=config.hidden_size, expert=_expert_mlp(config),
-                           num_experts=config.num_local_experts if hasattr(config, "num_local_experts")
-                           else config.num_experts, **moe_kwargs)
+                           num_experts=_num_experts(config), **moe_kwargs)
+            shared = getattr(config, "shared_expert_intermediate_size", 0)
+            self.shared_expert = self.shared_expert_gate = self.shared_experts = None
+            if shared:
+                from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeMLP
+                self.shared_expert = Qwen2MoeMLP(config, intermediate_size=shared)
+                self.shared_expert_gate = torch.nn.Linear(config.hidden_size, 1, bias=False)
+            if getattr(config, "n_shared_experts", 0):
+                self.shared_experts = _expert_mlp(config, config.moe_intermediate_size * config.n_shared_experts)
 
         def forward(self, hidden_states):
-            return self.moe(hidden_states)[0]
+            if self.shared_experts is not None:   # DeepseekV2Moe.forward: routed + shared_experts(x)
+                return self.moe(hidden_states)[0] + self.shared_experts(hidden_states)
+            if self.shared_expert is None:
+                return self.moe(hidden_states)[0]
+            shared = self.shared_expert(hidden_states)
+            routed = self.moe(hidden_states)[0]
+            return routed + torch.sigmoid(self.shared_expert_gate(hidden_states)) * shared
 
     return DeepSpeedMoEMLP
 
 
 def replace_moe_blocks(model, moe_kwargs: dict) -> None:
-    """Replace every decoder layer's ``mlp`` by a DeepSpeed-MoE layer (in place)."""
+    """Replace every decoder layer's MoE ``mlp`` by a DeepSpeed-MoE layer (in place);
+    DeepSeek's first first_k_dense_replace layers keep their dense MLP."""
     cls = deepspeed_moe_mlp_class()
-    for layer in model.model.layers:
-        layer.mlp = cls(model.config, dict(moe_kwargs))
+    dense = getattr(model.config, "first_k_dense_replace", 0) or 0
+    for i, layer in enumerate(model.model.layers):
+        if i >= dense:
+            layer.mlp = cls(model.config, dict(moe_kwargs))
 
 
 def moe_param_groups(model) -> list[dict]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .dsmoe import deepspeed_moe_block
 from .moe import _experts, _router
 from .nodes import SELF, Node
 from .parts import _gated_mlp, _linear, _norm, _pre_norm_attention_layer
@@ -62,7 +63,12 @@ def _deepseek_moe(spec: "ModelSpec", p: str, i: int) -> Node:
 
 def deepseek_layer(spec: "ModelSpec", i: int) -> Node:
     """DeepseekV2DecoderLayer / DeepseekV3DecoderLayer: MLA, then a dense MLP in the first
-    first_k_dense_replace layers and DeepSeek-MoE after them."""
+    first_k_dense_replace layers and DeepSeek-MoE (or a DeepSpeed-MoE layer) after them."""
     p = f"model.layers.{i}"
-    mlp = _deepseek_moe(spec, p, i) if spec.is_moe_layer(i) else _gated_mlp(spec, p, i)
+    if not spec.is_moe_layer(i):
+        mlp = _gated_mlp(spec, p, i)
+    elif spec.deepspeed_moe is not None:   # DeepSpeed-MoE layers in place of the block (zsim.modeltree.dsmoe)
+        mlp = deepspeed_moe_block(spec, p, i)
+    else:
+        mlp = _deepseek_moe(spec, p, i)
     return _pre_norm_attention_layer(spec, i, mla_attention(spec, p, i), mlp)

@@ -15,6 +15,22 @@ deepspeed 0.19.8: MoE registers ``deepspeed_moe`` (MOELayer: ``gate`` = TopKGate
 Linear(h, E, bias=False), sharded_moe.py = SM:541; ``experts`` = Experts with
 ``deepspeed_experts`` ModuleList, experts.py:18), then, with use_residual, ``mlp`` (the
 expert module itself) and ``coefficient`` Linear(h, 2) (L:81-84).
+
+Qwen2-MoE: only the routed experts become the DeepSpeed-MoE layer. The wrapper keeps the
+block's dense shared expert (a Qwen2MoeMLP of shared_expert_intermediate_size) and its
+``shared_expert_gate`` Linear(h, 1), registered after ``moe`` in the order
+Qwen2MoeSparseMoeBlock registers them, and runs them as its forward does
+(transformers models/qwen2_moe/modeling_qwen2_moe.py, Qwen2MoeSparseMoeBlock.forward):
+shared_expert(x), then moe(x)[0], then sigmoid(shared_expert_gate(x)) · shared + routed.
+They are ordinary parameters (no ``allreduce = False``, experts.py:24-26), so they stay
+data parallel in the non-expert ZeRO param group (moe/utils.py:72-149).
+
+DeepSeek-V2/V3 likewise: each DeepSeek-MoE block (layers from first_k_dense_replace on; the
+first ones keep their dense MLP) becomes the wrapper, with ``moe`` and then the block's
+dense ``shared_experts`` (a DeepseekV2MLP of n_shared_experts · moe_intermediate_size),
+returning moe(x)[0] + shared_experts(x) as DeepseekV2Moe.forward / DeepseekV3MoE.forward
+add them (transformers models/deepseek_v2/modeling_deepseek_v2.py,
+models/deepseek_v3/modeling_deepseek_v3.py).
 """
 
 from __future__ import annotations
@@ -105,17 +121,11 @@ def check_deepspeed_moe(spec: "ModelSpec", moe: DeepSpeedMoE) -> None:
     """Refuse what DeepSpeed refuses or zsim does not model for ``spec``'s MoE layers."""
     if not spec.num_experts:
         raise ZsimInputError(f"model {spec.name!r}: DeepSpeed-MoE layers need a mixture-of-experts model "
-                             "(Mixtral, Qwen3-MoE)")
-    if spec.is_mla:
-        raise ZsimInputError(f"model {spec.name!r}: DeepSpeed-MoE layers in place of DeepSeek-MoE blocks (MLA "
-                             "models) are not modelled")
+                             "(Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2/V3)")
     if spec.num_experts % moe.ep_size:
         # L:59: assert num_experts % ep_size == 0
         raise ZsimInputError(f"model {spec.name!r}: {spec.num_experts} experts are not divisible by ep_size "
                              f"{moe.ep_size} (deepspeed/moe/layer.py:59)")
-    if spec.shared_expert_size:
-        raise ZsimInputError(f"model {spec.name!r}: a shared expert (Qwen2-MoE) next to a DeepSpeed-MoE layer "
-                             "is not modelled")
     k = moe.top_k(spec)
     if k > spec.num_experts:
         raise ZsimInputError(f"DeepSpeed-MoE k {k} exceeds the {spec.num_experts} experts")
@@ -166,7 +176,25 @@ def deepspeed_moe_block(spec: "ModelSpec", p: str, i: int) -> Node:
                      _linear(f"{m}.coefficient", 2, spec.hidden_size, i, True))
         calls += ("mlp", "coefficient")
     block = Node(m, "ds_moe", i, children=children, calls=calls)
-    return Node(f"{p}.mlp", "ds_moe", i, children=(block,), calls=("moe",))
+    return _wrapper(spec, p, i, block)
+
+
+def _wrapper(spec: "ModelSpec", p: str, i: int, block: Node) -> Node:
+    """``{p}.mlp``, the user's module around ``moe``; for Qwen2-MoE also the dense shared
+    expert and its gate (see the module docstring), called shared_expert, moe,
+    shared_expert_gate. The gate's op (kind ``expert_gate``) prices the sigmoid, the product
+    and the add to the routed output, as in the model's own block. DeepSeek's wrapper calls
+    moe, then shared_experts, then its own op: the add (kind ``ds_moe_add``)."""
+    if not spec.shared_expert_size:
+        return Node(f"{p}.mlp", "ds_moe", i, children=(block,), calls=("moe",))
+    m = f"{p}.mlp"
+    if spec.is_mla:
+        shared = _gated_mlp(spec, m, i, "shared_experts", spec.shared_expert_size)     # (I_s, h) ×2, (h, I_s)
+        return Node(m, "ds_moe_add", i, children=(block, shared), calls=("moe", "shared_experts", SELF), op=m)
+    shared = _gated_mlp(spec, m, i, "shared_expert", spec.shared_expert_size)          # (I_s, h) ×2, (h, I_s)
+    shared_gate = _linear(f"{m}.shared_expert_gate", 1, spec.hidden_size, i, False, "expert_gate")   # (1, h)
+    return Node(m, "ds_moe", i, children=(block, shared, shared_gate),
+                calls=("shared_expert", "moe", "shared_expert_gate"))
 
 
 def dispatch_op(spec: "ModelSpec", i: int) -> str:

@@ -81,10 +81,10 @@ def llama_tree(spec: "ModelSpec") -> ModelTree:
     """
     n = spec.num_layers
     embed = _embedding("model.embed_tokens", spec.vocab_size, spec.hidden_size)
-    if spec.deepspeed_moe is not None:
-        build_layer = deepspeed_moe_layer
-    elif spec.is_mla:
+    if spec.is_mla:   # DeepSeek: its layer builder places DeepSpeed-MoE layers itself
         build_layer = deepseek_layer
+    elif spec.deepspeed_moe is not None:
+        build_layer = deepspeed_moe_layer
     elif spec.num_experts:
         build_layer = moe_layer
     else:

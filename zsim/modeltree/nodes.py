@@ -65,6 +65,7 @@ KINDS = frozenset({
                             # not a DeepSpeed ZeRO-3 leaf, so its children are hooked
     # DeepSpeed-MoE layers (zsim.modeltree.dsmoe; kernels in zsim.parallel.expert_work):
     "ds_moe",               # containers: the user's wrapper, deepspeed.moe.layer.MoE, Experts
+    "ds_moe_add",           # DeepSeek's wrapper around a DeepSpeed-MoE layer: its own op adds the shared experts
     "ds_moe_layer",         # MOELayer: its own op encodes tokens into [E, C, M] and decodes them
     "ds_moe_gate",          # TopKGate: fp32 linear with wg's weight (E, h) and top-k gating
     "expert_linear",        # a local expert's Linear, run on the rows dispatched to it

@@ -11,7 +11,7 @@ from .expert import expert_plan
 # ---- kernels ---------------------------------------------------------------------------------------
 
 #: Node kinds priced by :func:`ds_moe_kernels`.
-DS_MOE_KINDS = frozenset({"ds_moe_gate", "ds_moe_layer", "expert_linear", "expert_mlp_activation"})
+DS_MOE_KINDS = frozenset({"ds_moe_gate", "ds_moe_layer", "ds_moe_add", "expert_linear", "expert_mlp_activation"})
 
 
 #: Torch ops (kernel launches) one DeepSpeed-MoE layer dispatches outside its experts,
@@ -38,7 +38,8 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
     - MOELayer's own op: the sparse encode gathers the [E, C, M] buffer (SM:188-201) and the
       decode gathers S·k rows and sums them weighted in fp32 (SM:204-213), timed together;
     - each expert Linear: one GEMM over its ep·C dispatched rows (backward two);
-    - the expert activation: SiLU(gate)·up over ep·C rows of width I.
+    - the expert activation: SiLU(gate)·up over ep·C rows of width I;
+    - DeepSeek's wrapper op: the add of the shared experts' output (kind ``ds_moe_add``).
     """
     from ..errors import ZsimInputError
     from ..workload import _gemm, _mem
@@ -56,6 +57,11 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
         decode = s * k * h * (p + 4 + 4) + s * h * (4 + p)
         launches = 0 if bwd else ENCODE_DECODE_OPS.get(k, ENCODE_DECODE_OPS_TOPK)   # backward: on the gate's
         return (_mem((encode + decode) * twice, launches=launches),)
+    if node.kind == "ds_moe_add":
+        # DeepSeek's wrapper: routed + shared_experts(x), read 2·S·h·p, write S·h·p, one
+        # launch; in backward autograd sums the two branches' gradients of x, an add of the
+        # same size (estimate: AddBackward itself only passes the gradient on)
+        return (_mem(3 * s * h * p, launches=1),)
     rows = plan.expert_rows
     if node.kind == "expert_linear":
         out, in_ = node.params[0].shape
@@ -91,7 +97,8 @@ def saved_activation_bytes(w: Any) -> int:
     input (post_attention_layernorm's p-byte output, which zsim's norm term counts because
     Llama's gate_proj saves it) is saved by nobody here: the gate keeps its fp32 copy and
     the encode's index_select keeps only its indices; so it is subtracted unless the
-    residual expert reads it."""
+    residual expert or a shared expert reads it (Qwen2-MoE's shared_expert and its gate,
+    DeepSeek's shared_experts: their gate_proj saves it; their own bytes are zsim.workload's)."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
     s, e, h, k, c = plan.tokens, plan.num_experts, plan.hidden_size, plan.k, plan.capacity
@@ -106,7 +113,10 @@ def saved_activation_bytes(w: Any) -> int:
     encode = (e * c + 1) * 8 + plan.buffer_numel * p
     experts = 4 * plan.local_experts * plan.expert_rows * inter * p
     decode = k * s * h * p
-    residual = s * (4 * inter * p + 2 * h * p + 2 * p) if plan.moe.use_residual else -s * h * p
+    if plan.moe.use_residual:
+        residual = s * (4 * inter * p + 2 * h * p + 2 * p)
+    else:
+        residual = 0 if m.shared_expert_size else -s * h * p
     return gate + gating + encode + experts + decode + residual
 
 
@@ -114,8 +124,9 @@ def backward_working_bytes(w: Any) -> int:
     """Transient bytes during a DeepSpeed-MoE layer's backward (estimate): the gradients of
     the residual stream (2·S·h·p), of one expert's intermediates (3·ep·C·I·p) and the
     all-to-all's input and output buffers of the [E, C, M] gradient (_AllToAll allocates its
-    output with empty_like, SM:102-104)."""
+    output with empty_like, SM:102-104); the shared experts' two intermediates' gradients
+    (2·S·I_shared·p, Qwen2-MoE and DeepSeek) where wider than one expert's."""
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
-    return (2 * plan.tokens * plan.hidden_size * p + 3 * plan.expert_rows * m.expert_intermediate_size * p
-            + 2 * plan.buffer_numel * p)
+    widest = max(3 * plan.expert_rows * m.expert_intermediate_size, 2 * plan.tokens * m.shared_expert_size)
+    return 2 * plan.tokens * plan.hidden_size * p + widest * p + 2 * plan.buffer_numel * p
