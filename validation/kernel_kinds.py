@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from microbench.common import kernel_kind               # noqa: E402
 from models import hf_config                            # noqa: E402
 from zsim.calibrate import predict_run, run_settings   # noqa: E402
-from zsim.compute import kernel_busy_s                  # noqa: E402
+from zsim.compute import in_decoder_layer, kernel_busy_s       # noqa: E402
 from zsim.diagnose.compare import load_folder, trace_file   # noqa: E402
 from zsim.diagnose.measured import phase_clock          # noqa: E402
 from zsim.diagnose.trace import load_trace              # noqa: E402
@@ -75,7 +75,7 @@ def layer_kinds(model: str, batch: int, seq: int, hardware: str) -> dict:
         for module in layer_modules(workload.model, 0):
             for k in workload.kernels(module, pass_):
                 kind = {"gemm": "gemm", "attention": "attention"}.get(k.kind, "other")
-                out[(pass_, kind)] += kernel_busy_s(k, hw, "bf16", backward=pass_ == "bwd")
+                out[(pass_, kind)] += kernel_busy_s(k, hw, "bf16", pass_)
     return out
 
 
@@ -132,7 +132,7 @@ def _module_shares(workload: Workload, op, hw, precision: str) -> dict[str, floa
     for module in op.modules:
         for k in workload.kernels(module, op.pass_):
             kind = {"gemm": "gemm", "attention": "attention"}.get(k.kind, "other")
-            busy[kind] += kernel_busy_s(k, hw, precision, backward=op.pass_ == "bwd")
+            busy[kind] += kernel_busy_s(k, hw, precision, op.pass_ if in_decoder_layer(module) else "")
     total = sum(busy.values())
     return {k: v / total for k, v in busy.items()} if total > 0 else {"other": 1.0}
 

@@ -580,8 +580,12 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
         values["compute.attention_efficiency"] = round(attention_efficiency(bench["attention"], peak), 4)
         if all("head_dim" in r and "seq" in r for r in bench["attention"]):
             values["compute.attention_curves"] = attention_curves(bench["attention"], peak)
-    if "membound" in bench:
-        values["compute.memory_bound_efficiency"] = round(memory_bound_efficiency(bench["membound"], hbm), 4)
+    # DeepSpeed's flat passes over parameters (the optimizer step's casts, norm, unscale and
+    # copy back) are what memory_bound_efficiency prices once a model's own kernels have their
+    # per-pass figures: the step-pass rows measure exactly those; older files only "membound".
+    flat = bench.get("step_passes") or bench.get("membound")
+    if flat:
+        values["compute.memory_bound_efficiency"] = round(memory_bound_efficiency(flat, hbm), 4)
     strided = strided_memory_efficiency(bench.get("membound_sizes", []), hbm)
     if strided is not None:
         values["compute.strided_memory_efficiency"] = round(strided, 4)

@@ -22,9 +22,13 @@ def peak_flops(hw: HardwareProfile, precision: str) -> float:
     return hw.gpu.peak_fp32_flops if precision == "fp32" else hw.gpu.peak_bf16_flops
 
 
-def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str, backward: bool = False) -> float:
-    """Seconds one kernel keeps the GPU busy (launch not included); ``backward``: the kernel
-    belongs to a module's backward (its memory-bound kernels move bytes at the backward rate)."""
+def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str, layer_pass: str = "") -> float:
+    """Seconds one kernel keeps the GPU busy (launch not included).
+
+    ``layer_pass`` is the pass ("fwd", "recompute", "bwd") of a kernel that belongs to a
+    decoder layer's module: its contiguous memory-bound kernels move bytes at the profile's
+    per-pass module efficiency, which is measured on whole decoder layers; other kernels
+    (embeddings, the loss) at ``memory_bound_efficiency``."""
     c = hw.compute
     if kernel.kind == "gemm":
         prec = kernel.precision or precision   # DeepSeek's router GEMM runs in fp32
@@ -33,7 +37,12 @@ def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str, backward:
         eff = c.attention_eff(kernel.head_dim, kernel.seq, kernel.backward, kernel.v_head_dim)
         busy = kernel.flops / (peak_flops(hw, precision) * eff)
     else:
-        eff = c.strided_eff if kernel.strided else c.module_memory_eff(backward)
+        if kernel.strided:
+            eff = c.strided_eff
+        elif layer_pass:
+            eff = c.module_memory_eff(backward=layer_pass == "bwd")
+        else:
+            eff = c.memory_bound_efficiency
         busy = kernel.nbytes / (hw.gpu.hbm_bandwidth_GBps * 1e9 * eff)
     return busy
 
@@ -61,11 +70,18 @@ def _shape_key(module: str, dense_layers: int = 0) -> str:
     return ".".join(parts)
 
 
+def in_decoder_layer(module: str) -> bool:
+    """True for a module inside a decoder layer: a numeric part of its name is the layer's
+    index (see :func:`_shape_key`)."""
+    return any(part.isdigit() for part in module.split("."))
+
+
 @lru_cache(maxsize=65536)
 def _module_time_by_shape(workload: Workload, key: str, pass_: str, hw: HardwareProfile,
                           precision: str) -> tuple[float, float]:
     kernels = workload.kernels(key, pass_)
-    gpu_s = sum(kernel_busy_s(k, hw, precision, backward=pass_ == "bwd") for k in kernels)
+    layer_pass = pass_ if in_decoder_layer(key) else ""
+    gpu_s = sum(kernel_busy_s(k, hw, precision, layer_pass) for k in kernels)
     host_s = sum(k.launches for k in kernels) * hw.compute.dispatch_s
     return gpu_s, host_s
 

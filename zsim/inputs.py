@@ -26,6 +26,7 @@ MICROBENCH_ROWS = {
     "attention": ("fwd_bwd_flops", "fwd_bwd_s"),
     "membound": ("GBps",),
     "membound_sizes": ("tokens", "width", "time_s"),
+    "step_passes": ("GBps",),
     "hostcopy": ("bytes", "h2d_GBps", "d2h_GBps"),
 }
 #: microbench.json sections that are one object -> the numeric fields it needs.

@@ -3,7 +3,8 @@
 :func:`run` times six kernels on one large tensor (the profile's memory-bound efficiency);
 :func:`run_sizes` times HF Llama's elementwise code (residual add, RMSNorm, SiLU-gate, RoPE,
 upcast) at the [tokens, width] shapes training runs, with the kernels each launches, to see
-how far per-kernel costs at those sizes sit from the large-tensor figure.
+how far per-kernel costs at those sizes sit from the large-tensor figure; :func:`run_step_passes`
+times the optimizer step's flat passes (the profile's ``memory_bound_efficiency`` when present).
 """
 
 from __future__ import annotations
@@ -86,4 +87,34 @@ def run_sizes() -> list[dict]:
         out.append(_row(f"rope_hd{hd}", b * s, heads * hd, lambda: q * cos + _rotate_half(q) * sin,
                         4 * b * s * heads * hd))
         del q, cos, sin
+    return out
+
+
+#: Parameter-tensor sizes of the optimizer step's flat passes (a 768 x 2048 to a 4096 x 11008
+#: weight, and a 64M-value flat partition)
+PASS_NUMELS = (768 * 2048, 3200 * 3200, 4096 * 11008, 1 << 26)
+
+
+def run_step_passes() -> list[dict]:
+    """The kinds of pass DeepSpeed's optimizer step runs over parameter-sized tensors
+    (zsim.schedule.steppasses): casts bf16->fp32 and fp32->bf16 (the copy back), fp32->fp64
+    (the norm's), an fp32 multiply by a 0-dim GPU tensor (the unscale), and an fp32 copy (the
+    flatten); minimal bytes read + written."""
+    import torch
+    out = []
+    for n in PASS_NUMELS:
+        h = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+        f = torch.randn(n, device="cuda", dtype=torch.float32)
+        dst = torch.empty_like(f)
+        scale = torch.tensor(0.5, device="cuda")
+        cases = [("cast_bf16_fp32", lambda: h.float(), 6 * n),
+                 ("cast_fp32_bf16", lambda: h.copy_(f), 6 * n),
+                 ("cast_fp32_fp64", lambda: f.double(), 12 * n),
+                 ("unscale_fp32", lambda: f.mul_(scale), 8 * n),
+                 ("copy_fp32", lambda: dst.copy_(f), 8 * n)]
+        for name, fn, nbytes in cases:
+            t, kernels = kernel_profile(fn)
+            out.append({"op": name, "numel": n, "bytes": nbytes, "time_s": t, "kernels": kernels,
+                        "GBps": nbytes / t / 1e9, "minimal_bytes": True})
+        del h, f, dst
     return out
