@@ -6,8 +6,9 @@ on a local Dask cluster of N worker processes (one thread each) started here.
 Each sweep runs as `python -m zsim.cli sweep` in a fresh process (imports included); the
 Dask cluster is started before its sweep and not timed (a user's cluster is already up), but
 its workers start cold (they import zsim on their first task). Prints one JSON object: wall
-seconds per mode, configurations per second, the machine's core count and load, and whether
-every mode wrote the same sweep.csv (exits 1 if not). Needs the cluster extra for `dask`.
+and CPU seconds per mode, configurations per second, the machine's core count, its load
+before each mode, and whether every mode wrote the same sweep.csv (exits 1 if not). Needs
+the cluster extra for `dask`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,14 @@ def timed_sweep(extra: list[str], out: Path) -> float:
     return wall_s
 
 
+def cpu_s_of_children() -> float:
+    """User + system CPU seconds of this process's finished children: the sweep process with
+    its pool workers, and the Dask workers once their cluster is closed. Beside wall seconds
+    because a shared machine stretches wall time, not the work done."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_mode(mode: str, workers: int, out: Path) -> float:
     """Wall seconds of the sweep in ``mode`` (serial, jobs or dask)."""
     if mode == "serial":
@@ -62,13 +72,19 @@ def main() -> int:
     args = p.parse_args()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        walls = {m: run_mode(m, args.workers, Path(tmp) / m) for m in modes}
+        walls, cpus, loads = {}, {}, {}
+        for m in modes:   # the 1-minute load average before each mode: the machine may be shared
+            loads[m] = round(os.getloadavg()[0], 1)
+            before = cpu_s_of_children()
+            walls[m] = run_mode(m, args.workers, Path(tmp) / m)
+            cpus[m] = cpu_s_of_children() - before
         csvs = {m: (Path(tmp) / m / "sweep.csv").read_text() for m in modes}
     rows = csvs[modes[0]].count("\n") - 1
     same = len(set(csvs.values())) == 1
     print(json.dumps({"configurations": rows, "workers": args.workers, "cpu_count": os.cpu_count(),
-                      "load_average": os.getloadavg(), "same_csv": same,
+                      "load_average_before": loads, "same_csv": same,
                       "wall_s": {m: round(w, 1) for m, w in walls.items()},
+                      "cpu_s": {m: round(c, 1) for m, c in cpus.items()},
                       "configurations_per_s": {m: round(rows / w, 2) for m, w in walls.items()}}, indent=2))
     return 0 if same else 1
 
