@@ -130,7 +130,7 @@ class DaskCluster:
                                  f"{__version__}; install the same version on the workers")
 
     def _result(self, future: Any) -> Any:
-        from distributed import KilledWorker
+        from distributed import KilledWorker   # imported already by _connect: a lookup
         try:
             return future.result()
         except (KilledWorker, OSError) as exc:   # a worker or the scheduler went away
