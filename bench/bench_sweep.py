@@ -60,7 +60,8 @@ def run_mode(mode: str, workers: int, out: Path) -> float:
     from distributed import LocalCluster
     # Workers must import this tree's zsim, as the sweep process does.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
         return timed_sweep(["--dask", cluster.scheduler_address], out)
 
 

@@ -230,7 +230,8 @@ def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | 
         predictor = predict_layout if any(a in grid for a in _PARALLEL_AXES) else predict
     rows = []
     # closing(): an interrupted sweep still shuts the pool down / closes the cluster client.
-    with closing(backend.map_in_order(partial(run_one, base_config=base, predictor=predictor), configs)) as results:
+    task = partial(run_one, base_config=base, predictor=predictor)
+    with closing(backend.map_in_order(task, configs)) as results:
         for i, cfg in enumerate(configs):
             if progress:   # i done, waiting for cfg
                 progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
