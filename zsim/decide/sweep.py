@@ -24,9 +24,9 @@ import csv
 import io
 import itertools
 import math
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
-from itertools import repeat
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,6 +37,7 @@ from ..yamlio import load_yaml_file
 from ..limits import MAX_SWEEP_CONFIGS
 from ..predict import predict
 from .evaluate import MemoryVerdict
+from .fanout import Backend, ProcessPool
 
 #: Axis name -> (type, the :class:`zsim.job.RunSettings` field it sets, which is also
 #: :func:`zsim.predict.predict`'s keyword). Order = CSV column order. The bucket axes are
@@ -206,14 +207,18 @@ def run_one(cfg: Mapping[str, Any], base_config: Mapping[str, Any] | None, predi
 
 
 def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | Path | None = None,
-          predictor: Callable | None = None, progress: Callable | None = None, jobs: int = 1) -> SweepResult:
+          predictor: Callable | None = None, progress: Callable | None = None, jobs: int = 1,
+          backend: Backend | None = None) -> SweepResult:
     """Run every configuration of ``grid`` (``predictor``: default :func:`zsim.predict.predict`,
     or :func:`predict_layout` when the grid has a tp, pp, sp or ep axis).
 
-    ``jobs`` > 1 predicts in that many worker processes (``concurrent.futures``), the rows in
-    grid order as with one; the predictor must then be picklable (a module-level function)."""
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ZsimInputError(f"sweep: jobs must be a positive integer, got {jobs!r}")
+    ``backend`` says where the predictions run (:mod:`zsim.decide.fanout`: this process, a
+    process pool, a Dask cluster); ``jobs`` > 1 is short for ``ProcessPool(jobs)``. The rows
+    are in grid order whichever runs them; away from this process the predictor must be
+    picklable (a module-level function)."""
+    if backend is not None and jobs != 1:
+        raise ZsimInputError("sweep: give jobs or backend, not both")
+    backend = backend if backend is not None else ProcessPool(jobs)   # checks jobs; 1 runs here
     if "gpus" in grid and "nodes" in grid:
         raise ZsimInputError("sweep: give gpus or nodes, not both")
     size = math.prod(len(v) for v in grid.values())
@@ -224,18 +229,13 @@ def sweep(grid: Mapping[str, list[Any]], base_config: Mapping[str, Any] | str | 
     if predictor is None:
         predictor = predict_layout if any(a in grid for a in _PARALLEL_AXES) else predict
     rows = []
-    if jobs > 1 and len(configs) > 1:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:
-            results = pool.map(run_one, configs, repeat(base), repeat(predictor))
-            for i, (cfg, row) in enumerate(zip(configs, results)):
-                if progress:
-                    progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
-                rows.append(row)
-    else:
+    # closing(): an interrupted sweep still shuts the pool down / closes the cluster client.
+    task = partial(run_one, base_config=base, predictor=predictor)
+    with closing(backend.map_in_order(task, configs)) as results:
         for i, cfg in enumerate(configs):
-            if progress:
+            if progress:   # i done, waiting for cfg
                 progress(i, len(configs), " ".join(f"{k}={v}" for k, v in cfg.items()))
-            rows.append(run_one(cfg, base, predictor))
+            rows.append(next(results))
     if progress:
         progress(len(configs), len(configs), "done")
     return SweepResult(axes=tuple(a for a in AXES if a in grid), rows=tuple(rows))
