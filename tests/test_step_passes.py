@@ -57,10 +57,10 @@ def test_the_stretches_add_up_to_the_traced_loop_totals():
 
 def _non_adam_step_gpu_s(run_dir: Path) -> float:
     """GPU time of the traced step's kernels, copies and memsets other than the Adam kernel."""
-    from zsim.diagnose.measured import _gpu_items, phase_clock
+    from zsim.diagnose.measured import gpu_items, phase_clock
     from zsim.diagnose.trace import load_trace
     trace = load_trace(run_dir / "trace.json.gz")
-    items = _gpu_items(trace, phase_clock(trace))
+    items = gpu_items(trace, phase_clock(trace))
     return sum(dur for phase, _, _, name, dur, _ in items if phase == "step" and ADAM not in name)
 
 

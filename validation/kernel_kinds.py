@@ -31,11 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from microbench.common import kernel_kind               # noqa: E402
-from models import hf_config                            # noqa: E402
+from models import hf_fields                            # noqa: E402
 from zsim.calibrate import predict_run, run_settings   # noqa: E402
-from zsim.compute import in_decoder_layer, kernel_busy_s       # noqa: E402
+from zsim.compute import in_decoder_layer, kernel_busy_s   # noqa: E402
 from zsim.diagnose.compare import load_folder, trace_file   # noqa: E402
-from zsim.diagnose.measured import phase_clock          # noqa: E402
+from zsim.diagnose.measured import gpu_items, phase_clock   # noqa: E402
 from zsim.diagnose.trace import load_trace              # noqa: E402
 from zsim.hardware import load_profile                  # noqa: E402
 from zsim.job import resolve                            # noqa: E402
@@ -50,32 +50,35 @@ def measured_kinds(folder: Path) -> tuple[dict, dict]:
     """({(phase, kind): ms}, {(phase, kind): kernels}) of the traced step of ``folder``."""
     run, summary = load_folder(folder)
     trace = load_trace(trace_file(folder, summary))
-    clock = phase_clock(trace)
-    launches = {e.correlation: e for e in trace.of("cuda_runtime", "cuda_driver") if e.correlation is not None}
     ms: dict = defaultdict(float)
     count: dict = defaultdict(int)
-    for e in trace.of("kernel"):
-        launch = launches.get(e.correlation)
-        t = launch.start_us if launch is not None else e.start_us
-        if clock.inside_step(t):
-            key = (clock.locate(t)[0], kernel_kind(e.name))
-            ms[key] += e.dur_us * 1e-3
-            count[key] += 1
+    for phase, _micro, stream, name, dur_s, _end in gpu_items(trace, phase_clock(trace)):
+        if stream in ("compute", "comm"):   # kernels; copies and memsets are not priced by kind
+            ms[(phase, kernel_kind(name))] += dur_s * 1e3
+            count[(phase, kernel_kind(name))] += 1
     return ms, count
+
+
+def _zsim_kind(kernel) -> str:
+    """A zsim kernel's kind in the trace's terms: gemm, attention or other (memory-bound)."""
+    return kernel.kind if kernel.kind in ("gemm", "attention") else "other"
+
+
+def _preset_workload(model: str, batch: int, seq: int) -> Workload:
+    """The bf16 workload of the validation preset ``model`` (validation/models.py)."""
+    return Workload(from_hf_config(hf_fields(model), model), batch, seq, 2)
 
 
 def layer_kinds(model: str, batch: int, seq: int, hardware: str) -> dict:
     """{(pass, kind): seconds} zsim prices for one decoder layer of the validation preset
     ``model`` (validation/models.py) at ``batch`` x ``seq``, "fwd" and "bwd"."""
     hw = load_profile(hardware)
-    cfg = {k: v for k, v in hf_config(model).items() if not k.startswith("_")}
-    workload = Workload(from_hf_config(cfg, model), batch, seq, 2)
+    workload = _preset_workload(model, batch, seq)
     out: dict = defaultdict(float)
     for pass_ in ("fwd", "bwd"):
         for module in layer_modules(workload.model, 0):
             for k in workload.kernels(module, pass_):
-                kind = {"gemm": "gemm", "attention": "attention"}.get(k.kind, "other")
-                out[(pass_, kind)] += kernel_busy_s(k, hw, "bf16", pass_)
+                out[(pass_, _zsim_kind(k))] += kernel_busy_s(k, hw, "bf16", pass_)
     return out
 
 
@@ -109,8 +112,7 @@ def layer_memory_efficiencies(rows: list[dict], hardware: str) -> dict[str, floa
     hw = load_profile(hardware)
     effs: dict[str, list[float]] = {"fwd": [], "bwd": []}
     for r in rows:
-        cfg = {k: v for k, v in hf_config(r["model"]).items() if not k.startswith("_")}
-        workload = Workload(from_hf_config(cfg, r["model"]), r["batch"], r["seq"], 2)
+        workload = _preset_workload(r["model"], r["batch"], r["seq"])
         if workload.model.head_dim % 8:
             continue
         for pass_ in ("fwd", "bwd"):
@@ -131,8 +133,7 @@ def _module_shares(workload: Workload, op, hw, precision: str) -> dict[str, floa
     busy: dict[str, float] = defaultdict(float)
     for module in op.modules:
         for k in workload.kernels(module, op.pass_):
-            kind = {"gemm": "gemm", "attention": "attention"}.get(k.kind, "other")
-            busy[kind] += kernel_busy_s(k, hw, precision, op.pass_ if in_decoder_layer(module) else "")
+            busy[_zsim_kind(k)] += kernel_busy_s(k, hw, precision, op.pass_ if in_decoder_layer(module) else "")
     total = sum(busy.values())
     return {k: v / total for k, v in busy.items()} if total > 0 else {"other": 1.0}
 

@@ -57,6 +57,11 @@ def hf_config(name_or_path: str) -> dict:
     return json.loads(Path(name_or_path).read_text())
 
 
+def hf_fields(name_or_path: str) -> dict:
+    """:func:`hf_config` without this module's own keys (``_name``): what a LlamaConfig takes."""
+    return {k: v for k, v in hf_config(name_or_path).items() if not k.startswith("_")}
+
+
 def param_count(cfg: dict) -> int:
     """Parameter count of a Llama config (embeddings, attention, MLP, norms, lm_head)."""
     h, L, v = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]

@@ -144,6 +144,12 @@ class AttentionCurve:
         return pts[-1][col]
 
 
+#: ComputeProfile's memory-bound efficiencies a profile may leave out (0: not measured, the
+#: profile's memory_bound_efficiency applies); written to YAML only when set.
+OPTIONAL_MEMORY_EFFICIENCIES = ("strided_memory_efficiency", "forward_memory_efficiency",
+                                "backward_memory_efficiency")
+
+
 @dataclass(frozen=True)
 class ComputeProfile:
     """How efficiently the GPU runs each kind of kernel."""
@@ -426,8 +432,7 @@ class HardwareProfile:
                    if self.compute.attention_curves else {}),
                 **({"gemm_efficiency_fp32": [list(p) for p in self.compute.gemm_efficiency_fp32]}
                    if self.compute.gemm_efficiency_fp32 else {}),
-                **{k: getattr(self.compute, k) for k in
-                   ("strided_memory_efficiency", "forward_memory_efficiency", "backward_memory_efficiency")
+                **{k: getattr(self.compute, k) for k in OPTIONAL_MEMORY_EFFICIENCIES
                    if getattr(self.compute, k)},
             },
             "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
@@ -695,8 +700,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             if "host_dispatch_s" in c else -1.0,
             attention_curves=_attention_curves(c.get("attention_curves"), f"{where}.compute.attention_curves"),
             gemm_efficiency_fp32=points_fp32,
-            **{k: _num(c, k, f"{where}.compute", allow_zero=True) for k in
-               ("strided_memory_efficiency", "forward_memory_efficiency", "backward_memory_efficiency")
+            **{k: _num(c, k, f"{where}.compute", allow_zero=True) for k in OPTIONAL_MEMORY_EFFICIENCIES
                if k in c},
         ),
         links=links,

@@ -36,6 +36,7 @@ def time_cuda(fn, *, warmup: int = 3, min_reps: int = 5, max_reps: int = 50,
 #: Kernel-name tags of the kinds zsim prices apart (GEMM, attention; the rest is memory-bound).
 GEMM_TAGS = ("nvjet", "gemm", "cutlass", "xmma")
 ATTENTION_TAGS = ("flash", "fmha")
+#: as zsim.diagnose.measured's: the microbenchmarks run on the GPU machine without zsim installed
 NCCL_PREFIXES = ("ncclDevKernel", "ncclKernel")
 
 
@@ -58,7 +59,7 @@ def gpu_events(fn, *, warmup: int = 3, reps: int = 20) -> list[tuple[str, float]
     This is what the work costs inside training, where the host runs ahead and kernels queue
     back to back. :func:`time_cuda`'s event pair around one call also holds the time the GPU
     waits for the host to launch the call: in the H200 training traces a llama-3b q/k/v/o GEMM
-    (4096x3200x3200) runs 112 us, while time_cuda gives 152 us for it (validation/README.md,
+    (4096x3200x3200) runs 112 us, while time_cuda gives 159 us for it (validation/README.md,
     "Kernel time by kind").
     """
     import tempfile

@@ -43,8 +43,9 @@ def shapes(models=None, tokens=TOKENS) -> list[dict]:
 
 
 def run(models=None, tokens=TOKENS, dtype: str = "bf16") -> list[dict]:
-    """Time every shape in ``dtype`` ("bf16" or "fp32"); returns rows with time_s (GPU busy time),
-    event_time_s (one call between CUDA events, host launch included), flops and TFLOP/s. fp32 keeps torch's default ``allow_tf32 = False`` (true fp32 FMA)."""
+    """Time every shape in ``dtype`` ("bf16" or "fp32"); returns rows with time_s (GPU busy
+    time), event_time_s (one call between CUDA events, host launch included), flops and
+    TFLOP/s. fp32 keeps torch's default ``allow_tf32 = False`` (true fp32 FMA)."""
     import torch
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     results = []

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models import PRESETS, hf_config  # noqa: E402
+from models import PRESETS, hf_fields  # noqa: E402
 from microbench.common import gpu_events, kernel_kind  # noqa: E402
 
 #: (micro-batch, seq) shapes per layer: 4096 tokens in two ways
@@ -37,8 +37,7 @@ def _layer(name: str):
     import torch
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
-    fields = {k: v for k, v in hf_config(name).items() if not k.startswith("_")}
-    cfg = LlamaConfig(**fields)
+    cfg = LlamaConfig(**hf_fields(name))
     cfg._attn_implementation = "sdpa"
     layer = LlamaDecoderLayer(cfg, layer_idx=0).to("cuda", torch.bfloat16)
     return cfg, layer, LlamaRotaryEmbedding(cfg).to("cuda")

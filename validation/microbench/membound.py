@@ -1,6 +1,7 @@
 """Memory-bound kernels: achieved HBM bandwidth counting bytes read plus bytes written.
 
-:func:`run` times six kernels on one large tensor (the profile's memory-bound efficiency);
+:func:`run` times six kernels on one large tensor (the profile's memory-bound efficiency in
+files without step-pass rows);
 :func:`run_sizes` times HF Llama's elementwise code (residual add, RMSNorm, SiLU-gate, RoPE,
 upcast) at the [tokens, width] shapes training runs, with the kernels each launches, to see
 how far per-kernel costs at those sizes sit from the large-tensor figure; :func:`run_step_passes`

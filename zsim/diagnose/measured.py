@@ -119,7 +119,9 @@ def gpu_stream(e: TraceEvent) -> str:
     return "copy_d2d"
 
 
-def _gpu_items(trace: KinetoTrace, clock: PhaseClock) -> list[tuple]:
+def gpu_items(trace: KinetoTrace, clock: PhaseClock) -> list[tuple]:
+    """(phase, micro-step, stream, name, seconds, end_us) of every kernel, memcpy and memset
+    launched inside the traced step, in the phase of the CPU call that launched it."""
     launches = {e.correlation: e for e in trace.of("cuda_runtime", "cuda_driver") if e.correlation is not None}
     items = []
     for e in trace.of("kernel", "gpu_memcpy", "gpu_memset"):
@@ -185,7 +187,7 @@ def measure_trace(trace: KinetoTrace) -> Side:
     """Per-phase windows and per-stream cells of the traced optimizer step."""
     clock = phase_clock(trace)
     hosts = host_threads(trace, clock)
-    gpu = _gpu_items(trace, clock)
+    gpu = gpu_items(trace, clock)
     windows = event_windows(clock, [(p, m, end) for p, m, _, _, _, end in gpu])
     items = [g[:5] for g in gpu] + _range_items(trace, clock, hosts) + _host_items(trace, clock, hosts)
     notes = [] if trace.has_gpu else [
