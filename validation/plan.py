@@ -307,12 +307,24 @@ PLAN_1201_M9D = (
     Run(S, 3, 4, 1, 1024, ac=True, profile=True, tag="m9d"),
 )
 
+#: session m11 (2026-12-02, seventh session): ZeRO-3 with activation checkpointing, the
+#: evaluation configurations zsim priced worst (-13 to -26 %), on a machine no fit has seen,
+#: with the in-run host probe, two processes each; plus one unseen shape (tinyllama, 4k tokens
+#: per micro-batch at 2k sequence). Run after the checkpointing microbenchmark
+#: (validation/microbench/checkpoint.py) of the same machine.
+PLAN_1202_M11 = _repeated((
+    Run(M, 3, 8, 1, 1024, ac=True, zero=Z3_TIGHT, tag="tight-m11"),
+    Run(M3, 3, 2, 1, 2048, ac=True, tag="m11"),
+    Run(L, 3, 2, 1, 2048, ac=True, tag="m11"),
+    Run(XXL, 3, 1, 1, 1024, ac=True, tag="m11"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
          "h200-1201-m8d": PLAN_1201_M8D, "h200-1201-m9a": PLAN_1201_M9A,
          "h200-1201-m9b": PLAN_1201_M9B, "h200-1201-m9c": PLAN_1201_M9C,
-         "h200-1201-m9d": PLAN_1201_M9D}
+         "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11}
 
 
 def split_of(model: str) -> str:

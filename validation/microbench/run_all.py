@@ -2,7 +2,8 @@
 
     python validation/microbench/run_all.py --output microbench.json [--skip cpu_adam,...]
 
-Sections: gemm, gemm_fp32, attention, membound, hostcopy, fused_adam, cpu_adam. A section that fails is
+Sections: gemm, gemm_fp32, attention, membound, membound_sizes, step_passes, layer, checkpoint,
+hostcopy, fused_adam, cpu_adam. A section that fails is
 recorded with its error and the others still run. The NCCL sweep needs several GPUs and is
 launched separately (nccl.py).
 """
@@ -19,12 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from microbench import adam, attention, gemm, hostcopy, layer, membound  # noqa: E402
+from microbench import adam, attention, checkpoint, gemm, hostcopy, layer, membound  # noqa: E402
 from microbench.common import write_json  # noqa: E402
 
 SECTIONS = {"gemm": gemm.run, "gemm_fp32": lambda: gemm.run(dtype="fp32"),
             "attention": attention.run, "membound": membound.run, "membound_sizes": membound.run_sizes,
-            "step_passes": membound.run_step_passes, "layer": layer.run,
+            "step_passes": membound.run_step_passes, "layer": layer.run, "checkpoint": checkpoint.run,
             "hostcopy": hostcopy.run, "fused_adam": adam.fused_adam, "cpu_adam": adam.cpu_adam}
 
 
