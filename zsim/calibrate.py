@@ -282,6 +282,17 @@ def strided_memory_efficiency(rows: Sequence[Mapping], hbm_GBps: float) -> float
     return min(1.0, statistics.median(effs)) if effs else None
 
 
+def checkpoint_host_costs(rows: Sequence[Mapping]) -> dict[str, float]:
+    """Activation checkpointing's host cost per layer, forward and recompute, in units of
+    each process's own ``small_linear_call_s``: the median over the processes of the
+    ``checkpoint`` section (validation/microbench/checkpoint.py); a negative median (no cost
+    above the noise) counts as 0."""
+    out = {}
+    for key in ("checkpoint_forward_per_linear_call", "checkpoint_recompute_per_linear_call"):
+        out[f"host.{key}"] = round(max(0.0, float(np.median([r[key] for r in rows]))), 3)
+    return out
+
+
 def host_bandwidths(rows: Sequence[Mapping], min_bytes: int = 1 << 26) -> tuple[float, float]:
     """Median pinned H2D and D2H GB/s over copies of at least ``min_bytes``."""
     big = [r for r in rows if r["bytes"] >= min_bytes] or list(rows)
@@ -596,6 +607,8 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
     if "hostcopy" in bench:
         h2d, d2h = host_bandwidths(bench["hostcopy"])
         values["host.h2d_bandwidth_GBps"], values["host.d2h_bandwidth_GBps"] = round(h2d, 2), round(d2h, 2)
+    if bench.get("checkpoint"):
+        values.update(checkpoint_host_costs(bench["checkpoint"]))
     if "cpu_adam" in bench:
         values["host.cpu_adam_params_per_s"] = float(f"{bench['cpu_adam']['params_per_s']:.4g}")
     details["from_microbench"] = values.copy()

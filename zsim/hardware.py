@@ -350,6 +350,12 @@ class HostProfile:
     module_launch_per_linear_call: float = 0.0
     loop_op_per_empty_launch: float = 0.0
     zero3_hook_per_linear_call: float = 0.0
+    #: Activation checkpointing's own Python per checkpointed layer (torch.utils.checkpoint,
+    #: non-reentrant: the frame, the RNG stash, a pack hook per saved tensor; on recompute the
+    #: RNG restore and the recomputation and unpack hooks), measured by
+    #: validation/microbench/checkpoint.py.
+    checkpoint_forward_per_linear_call: float = 0.0
+    checkpoint_recompute_per_linear_call: float = 0.0
     sync_s: float = 0.0
     cpu_threads: int = 0
     cpu_adam_1thread_params_per_s: float = 0.0
@@ -375,6 +381,10 @@ class OverheadProfile:
     step_fixed_s: float
     optimizer_bytes_per_param: float = 32.0
     micro_step_fixed_s: float = 0.0   # engine forward/backward bookkeeping per micro-step
+    #: Host seconds of activation checkpointing per checkpointed layer, in forward and when
+    #: its backward recomputes it (derived from the host section's per-linear-call costs).
+    checkpoint_forward_s: float = 0.0
+    checkpoint_recompute_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -573,7 +583,8 @@ def _ring(link: Mapping[str, Any], where: str) -> RingChannels | None:
 #: Optional host fields (0 = absent), see :class:`HostProfile`.
 _HOST_OPTIONAL = ("pageable_d2h_bandwidth_GBps", "small_linear_call_s", "empty_kernel_launch_s",
                   "module_launch_per_linear_call", "loop_op_per_empty_launch",
-                  "zero3_hook_per_linear_call", "sync_s", "cpu_adam_1thread_params_per_s",
+                  "zero3_hook_per_linear_call", "checkpoint_forward_per_linear_call",
+                  "checkpoint_recompute_per_linear_call", "sync_s", "cpu_adam_1thread_params_per_s",
                   "cpu_unscale_params_per_s", "cpu_unscale_1thread_params_per_s",
                   "cpu_cast_params_per_s", "cpu_cast_1thread_params_per_s")
 
@@ -637,6 +648,10 @@ def with_derived_host_costs(hw: HardwareProfile) -> HardwareProfile:
     overheads = hw.overheads
     if h.zero3_hook_per_linear_call > 0:
         overheads = replace(overheads, zero3_module_hook_s=h.zero3_hook_per_linear_call * h.small_linear_call_s)
+    if h.checkpoint_forward_per_linear_call > 0 or h.checkpoint_recompute_per_linear_call > 0:
+        overheads = replace(overheads,
+                            checkpoint_forward_s=h.checkpoint_forward_per_linear_call * h.small_linear_call_s,
+                            checkpoint_recompute_s=h.checkpoint_recompute_per_linear_call * h.small_linear_call_s)
     return replace(hw, compute=compute, overheads=overheads)
 
 

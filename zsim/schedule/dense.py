@@ -90,10 +90,11 @@ def emit_dense(model: ModelSpec, run: RunConfig, modules: list[Module], layout: 
 
     for micro in range(run.grad_accum):
         em.micro = micro
+        ckpt = run.activation_checkpointing
         if a2a is None:
-            forward(em, modules)
+            forward(em, modules, checkpointing=ckpt)
         else:
-            forward(em, modules, post=a2a.post)
+            forward(em, modules, post=a2a.post, checkpointing=ckpt)
         reducing = run.zero.stage > 0 and reduces_on(run, micro)
         last_reduce: list[int] = []
 

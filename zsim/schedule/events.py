@@ -52,12 +52,20 @@ class Grad:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """Activation checkpointing's own host work for one decoder layer: ``pass_`` "fwd" (before
+    the layer's forward, inside its pre-forward hook) or "recompute" (before the recompute)."""
+
+    pass_: str
+
+
+@dataclass(frozen=True)
 class Leftovers:
     """End of backward: flush the bucket, release what no post-backward hook released."""
 
 
 #: One host event of a micro-step.
-Event = Union[Fetch, Release, Compute, ComputeCore, Grad, Leftovers]
+Event = Union[Fetch, Release, Compute, ComputeCore, Grad, Checkpoint, Leftovers]
 
 
-__all__ = ["Fetch", "Release", "Compute", "ComputeCore", "Grad", "Leftovers", "Event"]
+__all__ = ["Fetch", "Release", "Compute", "ComputeCore", "Grad", "Checkpoint", "Leftovers", "Event"]

@@ -25,11 +25,12 @@ from ..groups import INTER_NODE, INTRA_NODE, WORLD
 from ..model import ModelSpec
 from .coordinator import Coordinator
 from .emit import Emitter, NullEmitter
-from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
+from .events import Checkpoint, Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
 from .facts import ScheduleFacts
 from .hostwork import (STAGE3_BACKWARD, STAGE3_HOOK_GATHER, STAGE3_HOOK_PARTITION, STAGE3_HOOK_WAIT,
                        host_loop)
 from .params import stage3_padded_numel, stage3_shard_numel
+from .passes import checkpoint_overhead
 from .step import stage3_step
 from .z3modules import build_tree, first_use_modules, micro_step_events
 
@@ -238,6 +239,8 @@ class _Stage3:
                     self._compute(name, "bwd", waits.pop(name, []))
                 case Grad(param=p):
                     self._grad(p)
+                case Checkpoint(pass_=pass_):
+                    checkpoint_overhead(self.em, pass_)
                 case Leftovers():
                     self._leftovers()
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..model import ModelSpec
 from ..modeltree import SELF, ModelTree, Node, model_tree
-from .events import Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
+from .events import Checkpoint, Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,9 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
     """
     events: list = []
     _forward_events(mods, 0, "fwd", events)
+    if checkpointing:   # the checkpoint wraps the layer's forward, inside its hooks (see below)
+        events = [e for ev in events for e in ((ev, Checkpoint("fwd")) if isinstance(ev, Fetch) and ev.forward
+                                                and mods[ev.module].kind == "decoder_layer" else (ev,))]
     order: list[int] = []
     _post_order(mods, 0, order)
     layer_of: dict[int, int] = {}
@@ -177,6 +180,7 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
             # "so module hooks stay outside the checkpoint"): the recompute runs the hooks of
             # the layer's children but not the layer's own [E: DeepSpeed's recorded trace]
             recomputed.add(layer)
+            events.append(Checkpoint("recompute"))
             for child in mods[layer].children:
                 _forward_events(mods, child, "recompute", events)
         if mod.compute:  # a leaf with hooks but no kernels (a p=0 dropout) computes nothing
