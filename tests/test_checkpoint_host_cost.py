@@ -5,12 +5,15 @@ profile's per-linear-call costs (validation/microbench/checkpoint.py)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from zsim.calibrate import calibrate, checkpoint_host_costs, with_values
 from zsim.dsconfig import Overrides, build_run_config
 from zsim.errors import ZsimInputError
 from zsim.hardware import load_profile
+from zsim.hostcost import IN_RUN_PER_SNAPSHOT
 from zsim.inputs import check_microbench
 from zsim.model import load_model
 from zsim.predict import predict
@@ -75,14 +78,17 @@ def test_priced_on_the_host_from_the_profile():
 
 
 def test_calibrate_reads_the_checkpoint_section(tmp_path):
-    """`zsim calibrate` takes the median over the processes' rows, in per-linear-call units."""
-    rows = [{"checkpoint_forward_per_linear_call": 12.0, "checkpoint_recompute_per_linear_call": 40.0},
-            {"checkpoint_forward_per_linear_call": 14.0, "checkpoint_recompute_per_linear_call": 44.0},
-            {"checkpoint_forward_per_linear_call": 13.0, "checkpoint_recompute_per_linear_call": 41.0}]
+    """`zsim calibrate` divides each process's seconds by its probed host speed (on the
+    snapshot's scale) and takes the median over the processes."""
+    ratio = IN_RUN_PER_SNAPSHOT["small_linear_call_s"]
+    rows = [{"checkpoint_forward_s": 12e-4, "checkpoint_recompute_s": 40e-4, "probe_small_linear_call_s": 1e-4 * ratio},
+            {"checkpoint_forward_s": 28e-4, "checkpoint_recompute_s": 88e-4, "probe_small_linear_call_s": 2e-4 * ratio},
+            # no probe: the snapshot before the first round
+            {"checkpoint_forward_s": 13e-4, "checkpoint_recompute_s": 41e-4, "host_speed": {"small_linear_call_s": 1e-4}}]
     assert checkpoint_host_costs(rows) == {"host.checkpoint_forward_per_linear_call": 13.0,
                                            "host.checkpoint_recompute_per_linear_call": 41.0}
     f = tmp_path / "microbench_checkpoint.json"
-    f.write_text('{"meta": {}, "checkpoint": ' + str(rows).replace("'", '"') + "}")
+    f.write_text(json.dumps({"meta": {}, "checkpoint": rows}))
     cal = calibrate([f], base="h200-sxm")
     assert cal.profile.host.checkpoint_forward_per_linear_call == 13.0
     assert cal.profile.host.checkpoint_recompute_per_linear_call == 41.0
@@ -91,4 +97,6 @@ def test_calibrate_reads_the_checkpoint_section(tmp_path):
 
 def test_bad_checkpoint_rows_are_refused():
     with pytest.raises(ZsimInputError, match="checkpoint"):
-        check_microbench({"checkpoint": [{"checkpoint_forward_per_linear_call": "fast"}]}, "x.json")
+        check_microbench({"checkpoint": [{"checkpoint_forward_s": "fast"}]}, "x.json")
+    with pytest.raises(ZsimInputError, match="probe_small_linear_call_s"):
+        checkpoint_host_costs([{"checkpoint_forward_s": 1e-3, "checkpoint_recompute_s": 1e-3}])

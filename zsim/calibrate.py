@@ -34,7 +34,7 @@ from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
 from .hardware import HardwareProfile, load_profile, profile_from_dict
-from .hostcost import HostSpeed, in_run_host_speed
+from .hostcost import IN_RUN_PER_SNAPSHOT, HostSpeed, in_run_host_speed
 from .job import RunSettings
 from .network import load_topology
 from .predict import predict_settings
@@ -284,13 +284,28 @@ def strided_memory_efficiency(rows: Sequence[Mapping], hbm_GBps: float) -> float
 
 def checkpoint_host_costs(rows: Sequence[Mapping]) -> dict[str, float]:
     """Activation checkpointing's host cost per layer, forward and recompute, in units of
-    each process's own ``small_linear_call_s``: the median over the processes of the
-    ``checkpoint`` section (validation/microbench/checkpoint.py); a negative median (no cost
-    above the noise) counts as 0."""
+    the small ``nn.Linear`` call (the median over the processes of the ``checkpoint`` section,
+    validation/microbench/checkpoint.py).
+
+    Each process's seconds are divided by its own host speed: the median of its probes
+    between rounds, put on the snapshot's scale as a run's in-run probe is
+    (:data:`zsim.hostcost.IN_RUN_PER_SNAPSHOT`); rows without probes use their snapshot. A
+    negative median (no cost above the noise) counts as 0."""
     out = {}
-    for key in ("checkpoint_forward_per_linear_call", "checkpoint_recompute_per_linear_call"):
-        out[f"host.{key}"] = round(max(0.0, float(np.median([r[key] for r in rows]))), 3)
+    for field in ("forward", "recompute"):
+        units = [r[f"checkpoint_{field}_s"] / _linear_call_unit(r) for r in rows]
+        out[f"host.checkpoint_{field}_per_linear_call"] = round(max(0.0, float(np.median(units))), 3)
     return out
+
+
+def _linear_call_unit(row: Mapping) -> float:
+    probe = row.get("probe_small_linear_call_s")
+    unit = (probe / IN_RUN_PER_SNAPSHOT["small_linear_call_s"] if probe
+            else (row.get("host_speed") or {}).get("small_linear_call_s"))
+    if not isinstance(unit, (int, float)) or not 0 < unit < 1:
+        raise ZsimInputError("microbench checkpoint row: needs probe_small_linear_call_s or "
+                             "host_speed.small_linear_call_s, a positive number of seconds")
+    return float(unit)
 
 
 def host_bandwidths(rows: Sequence[Mapping], min_bytes: int = 1 << 26) -> tuple[float, float]:

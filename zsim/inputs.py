@@ -28,7 +28,7 @@ MICROBENCH_ROWS = {
     "membound_sizes": ("tokens", "width", "time_s"),
     "step_passes": ("GBps",),
     "hostcopy": ("bytes", "h2d_GBps", "d2h_GBps"),
-    "checkpoint": ("checkpoint_forward_per_linear_call", "checkpoint_recompute_per_linear_call"),
+    "checkpoint": ("checkpoint_forward_s", "checkpoint_recompute_s"),
 }
 #: microbench.json sections that are one object -> the numeric fields it needs.
 MICROBENCH_OBJECTS = {"fused_adam": ("s_per_param",), "cpu_adam": ("params_per_s",)}

@@ -20,9 +20,12 @@ fixed embedding/norm/loss work:
     checkpoint_forward_s   = slope(forward, checkpointed) - slope(forward)
     checkpoint_recompute_s = slope(backward, checkpointed) - slope(backward) - slope(forward)
 
-the second without the recomputed forward itself (which zsim prices as a forward). Both are
-also given in units of the same process's ``small_linear_call_s`` (validation/train.py's
-host-speed benchmark), the unit zsim's host costs are kept in.
+the second without the recomputed forward itself (which zsim prices as a forward). After
+each round the host speed is probed as the validation job probes it between steps
+(validation/train.py ``HostProbe``); `zsim calibrate` turns the seconds into zsim's unit,
+the small ``nn.Linear`` call, with the median of those probes (the snapshot before the first
+round, ``host_speed``, is kept too: two processes on one machine read 13 and 20 us in it
+while their layers ran equally fast).
 """
 
 from __future__ import annotations
@@ -87,10 +90,11 @@ def _time_phases(model, ids, sync) -> tuple[float, float]:
 def run(device: str = "cuda", reps: int = 40, warmup: int = 5) -> dict:
     """Per-layer host seconds of checkpointing's forward and recompute machinery."""
     import torch
-    from train import host_speed
+    from train import HostProbe, host_speed
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     speed = host_speed(dev)
+    probe, probes = HostProbe(dev), []
     models = {(n, c): _model(n, c, dev) for n in DEPTHS for c in (False, True)}
     ids = torch.zeros(BATCH, SEQ, dtype=torch.long, device=dev)
     times: dict = {k: ([], []) for k in models}
@@ -101,6 +105,8 @@ def run(device: str = "cuda", reps: int = 40, warmup: int = 5) -> dict:
             if r >= warmup:
                 times[key][0].append(f)
                 times[key][1].append(b)
+        if r >= warmup:
+            probes.append(probe())
     med = {k: (statistics.median(v[0]), statistics.median(v[1])) for k, v in times.items()}
     span = DEPTHS[1] - DEPTHS[0]
 
@@ -108,17 +114,15 @@ def run(device: str = "cuda", reps: int = 40, warmup: int = 5) -> dict:
         return (med[(DEPTHS[1], checkpointed)][phase] - med[(DEPTHS[0], checkpointed)][phase]) / span
     fwd, fwd_ck = slope(False, 0), slope(True, 0)
     bwd, bwd_ck = slope(False, 1), slope(True, 1)
-    unit = speed["small_linear_call_s"]
-    ck_fwd, ck_rec = fwd_ck - fwd, bwd_ck - bwd - fwd
-    return {"host_speed": speed, "depths": list(DEPTHS), "batch": BATCH, "seq": SEQ, "shape": TINY,
+    in_run = {k: statistics.median(p[k] for p in probes) for k in probes[0]}
+    return {"host_speed": speed, "host_probe": in_run,
+            "probe_small_linear_call_s": in_run["probe_small_linear_call_s"], "depths": list(DEPTHS), "batch": BATCH, "seq": SEQ, "shape": TINY,
             "reps": reps, "saved_tensors_per_layer": saved_tensors_per_layer(dev),
             "medians_s": [{"layers": n, "checkpointed": c, "forward_s": f, "backward_s": b}
                           for (n, c), (f, b) in med.items()],
             "per_layer_s": {"forward": fwd, "forward_checkpointed": fwd_ck,
                             "backward": bwd, "backward_checkpointed": bwd_ck},
-            "checkpoint_forward_s": ck_fwd, "checkpoint_recompute_s": ck_rec,
-            "checkpoint_forward_per_linear_call": ck_fwd / unit,
-            "checkpoint_recompute_per_linear_call": ck_rec / unit}
+            "checkpoint_forward_s": fwd_ck - fwd, "checkpoint_recompute_s": bwd_ck - bwd - fwd}
 
 
 if __name__ == "__main__":
