@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from ..collective_pricing import collective_timer
@@ -156,19 +157,20 @@ def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: boo
     simulated = {}
     for key, (i, schedule) in class_schedules(s, sim_run, counts).items():
         sim = simulate_stage(job, schedule, s.workload)
-        simulated[key] = (schedule, sim, _pass_times(sim) if pp > 1 else (0.0, 0.0, 0.0))
+        # a class's stages share its simulation: its stream and split seconds summed once
+        simulated[key] = (schedule, sim, _pass_times(sim) if pp > 1 else (0.0, 0.0, 0.0),
+                          (_stream_seconds(sim, "host"), _stream_seconds(sim, "comm"), _tp_seconds(sim)))
     stages, preds = [], []
     for i in range(pp):
-        schedule, sim, (fwd, bwd, tail) = simulated[stage_class(counts, i)]
+        schedule, sim, (fwd, bwd, tail), (host_s, comm_s, tp_s) = simulated[stage_class(counts, i)]
         # memory under the whole step's run: gradients accumulate over the m micro-batches
         memory, in_flight = stage_memory(s, step_job, schedule, i, counts, m)
         stages.append(StageResult(i, counts[i], sum(counts[:i]), schedule.facts.num_params, in_flight, fwd, bwd,
-                                  tail, sim.timeline.compute_s, _stream_seconds(sim, "host"),
-                                  _stream_seconds(sim, "comm"), _tp_seconds(sim), memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
+                                  tail, sim.timeline.compute_s, host_s, comm_s, tp_s, memory.gpu.peak_bytes, memory.gpu.peak_bytes <= s.site.hardware.gpu.memory_bytes
                                   and memory.host.fits, dict(memory.gpu.breakdown)))
         preds.append(memory)
     worst = max(range(pp), key=lambda i: (stages[i].peak_memory_bytes, -i))
-    schedule, sim, _ = simulated[stage_class(counts, worst)]
+    schedule, sim, _, (_, _, worst_tp_s) = simulated[stage_class(counts, worst)]
     base = present(job, schedule, preds[worst], sim, keep_timeline, s.workload)
     if keep_timeline:     # the worst stage's memory over a micro-step, as its estimate sees it
         stage_work = replace(s.workload, model=replace(s.shard, num_layers=counts[worst]))
@@ -182,7 +184,7 @@ def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: boo
         step_s, bubble, p2p_s, breakdown = base.step_time_s, 0.0, 0.0, dict(base.time_breakdown)
     full = Workload(s.site.model, s.run.micro_batch, s.run.seq_len, s.run.param_bytes)
     tokens = s.run.tokens_per_step
-    tflops = full.model_flops_per_token() * tokens / s.site.cluster.world_size / step_s / 1e12
+    tflops = _model_flops_per_token(full) * tokens / s.site.cluster.world_size / step_s / 1e12
     split = m if pp > 1 else 1
     pred = replace(base, model=s.site.model.name, num_parameters=s.site.model.num_parameters,
                    grad_accum=m, train_batch=s.run.train_batch, step_time_s=step_s, tokens_per_s=tokens / step_s,
@@ -193,7 +195,14 @@ def predict_parallel(settings: RunSettings, ask: ParallelAsk, keep_timeline: boo
                    notes=base.notes + _notes(ask))
     wire = _wire_bytes(schedule.ops, split, s.site.cluster.world_size, s.site.cluster.gpus_per_node)
     return ParallelPrediction(pred, s.layout, ask.sequence_parallel, s.zero_size, tuple(stages), worst, bubble,
-                              p2p_s, _tp_seconds(sim) * split, wire)
+                              p2p_s, worst_tp_s * split, wire)
+
+
+@lru_cache(maxsize=64)
+def _model_flops_per_token(full: Workload) -> float:
+    """``full.model_flops_per_token()`` (cached: a search asks for it per candidate, and it
+    walks the whole model's kernels)."""
+    return full.model_flops_per_token()
 
 
 def _wire_bytes(ops, m: int, world_size: int, gpus_per_node: int) -> dict[str, float]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from ..collective_pricing import collective_timer
@@ -13,10 +13,11 @@ from ..job import JobSite, RunSettings
 from ..memory import estimate_memory
 from ..ops import LOGGER_TO_COLLECTIVE, Op
 from ..predict import memory_facts
-from ..schedule import build_schedule
+from ..schedule import Schedule
+from ..schedule.api import schedule_facts
 from .activation import in_flight_microbatches
 from .layout import stage_layer_counts
-from .stages import ParallelAsk, StageSetup, model_modules, stage_class, stage_keep, stage_setup
+from .stages import ParallelAsk, StageSetup, model_modules, stage_class, stage_keep, stage_setup, zero_ops
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class StageMemoryModel:
     setup: StageSetup
     counts: tuple[int, ...]
     facts: dict                # stage class -> (MemoryFacts, parameters held)
+    #: micro-batch -> {(module shape, pass): seconds} (:meth:`floor_s`'s cache)
+    _times: dict = field(default_factory=dict, compare=False, repr=False)
 
     def peaks(self, micro_batch: int, grad_accum: int, checkpointing: bool) -> tuple[int, ...]:
         """Peak GPU bytes of every stage."""
@@ -37,13 +40,23 @@ class StageMemoryModel:
         work = replace(s.workload, micro_batch=micro_batch)
         pp = len(self.counts)
         out = []
+        # a stage's estimate reads its class (layer count, first, last: its facts, layers and
+        # logits) and its in-flight micro-batches alone: stages that share both share it
+        peak: dict[tuple, int] = {}
+        works: dict[int, object] = {}       # by layer count: a pipeline's stages have one or two
         for i in range(pp):
-            facts, held = self.facts[stage_class(self.counts, i)]
-            stage_work = replace(work, model=replace(s.shard, num_layers=self.counts[i]))
+            cls = stage_class(self.counts, i)
             in_flight = in_flight_microbatches(i, pp, grad_accum) if pp > 1 else 1
-            gpu = estimate_memory(stage_work, run, facts, s.site.hardware.memory.allocator_overhead_fraction,
-                                  parameters=held, in_flight=in_flight, logits=i == pp - 1)
-            out.append(gpu.peak_bytes)
+            key = (cls, in_flight)
+            if key not in peak:
+                facts, held = self.facts[cls]
+                stage_work = works.get(self.counts[i])
+                if stage_work is None:
+                    stage_work = works[self.counts[i]] = replace(work, model=replace(s.shard,
+                                                                                     num_layers=self.counts[i]))
+                peak[key] = estimate_memory(stage_work, run, facts, s.site.hardware.memory.allocator_overhead_fraction,
+                                            parameters=held, in_flight=in_flight, logits=i == pp - 1).peak_bytes
+            out.append(peak[key])
         return tuple(out)
 
     def floor_s(self, micro_batch: int, grad_accum: int, checkpointing: bool) -> float:
@@ -65,6 +78,9 @@ class StageMemoryModel:
         uly = replace(s.ulysses, q_bytes=s.ulysses.q_bytes // s.run.micro_batch * micro_batch,
                       kv_bytes=s.ulysses.kv_bytes // s.run.micro_batch * micro_batch) if s.ulysses else None
         timer = collective_timer(s.site.cluster, hw)
+        # one module shape's seconds in one pass at this micro-batch, whatever the stage
+        # (the stages' decoder layers share their shapes) or checkpointing (which adds passes)
+        times = self._times.setdefault(micro_batch, {})
         out = {}
         for i in range(len(self.counts)):
             key = stage_class(self.counts, i)
@@ -75,13 +91,16 @@ class StageMemoryModel:
             for (name, in_layer), count in shapes:
                 passes = ("fwd", "bwd") + (("recompute",) if checkpointing and in_layer else ())
                 for pass_ in passes:
-                    t = module_time_s(work, name, pass_, hw, precision)[0]
-                    op = Op(id=0, stream="compute", kind="compute", name="", modules=(name,), pass_=pass_)
-                    for comm in (tp, uly):
-                        if comm is not None:
-                            before, after = comm.rule(op)
-                            t += sum(timer(LOGGER_TO_COLLECTIVE[x.collective], x.buffer_bytes, x.group)[0]
-                                     for x in before + after)
+                    t = times.get((name, pass_))
+                    if t is None:
+                        t = module_time_s(work, name, pass_, hw, precision)[0]
+                        op = Op(id=0, stream="compute", kind="compute", name="", modules=(name,), pass_=pass_)
+                        for comm in (tp, uly):
+                            if comm is not None:
+                                before, after = comm.rule(op)
+                                t += sum(timer(LOGGER_TO_COLLECTIVE[x.collective], x.buffer_bytes, x.group)[0]
+                                         for x in before + after)
+                        times[(name, pass_)] = t
                     total += count * t
             out[key] = total
         return out
@@ -112,11 +131,17 @@ def stage_memory_model(settings: RunSettings, ask: ParallelAsk, site: JobSite | 
         if cache_key not in _FACTS_CACHE:
             if len(_FACTS_CACHE) >= _FACTS_CACHE_LIMIT:
                 _FACTS_CACHE.clear()
-            keep = None if ask.pp == 1 else stage_keep(sum(counts[:i]), counts[i], i == 0, i == ask.pp - 1,
-                                                         s.shard.num_layers)
-            base = build_schedule(s.shard, one, gpus_per_node=s.zero.ranks_per_node or s.site.cluster.gpus_per_node,
-                                  keep=keep)
-            _FACTS_CACHE[cache_key] = (memory_facts(base, one, s.shard), base.facts.num_params)
+            if ask.pp == 1 and one.zero.stage == 3:
+                # the schedule the screen and the stream floor simulate or price at one
+                # micro-step (zero_ops' cache): built once for the three
+                sched_facts = zero_ops(s, one, 0, counts)[1]
+            else:         # stages 0-2: the facts without the ops (build_schedule's facts)
+                keep = None if ask.pp == 1 else stage_keep(sum(counts[:i]), counts[i], i == 0, i == ask.pp - 1,
+                                                             s.shard.num_layers)
+                sched_facts = schedule_facts(s.shard, one, s.zero.ranks_per_node or s.site.cluster.gpus_per_node,
+                                             keep=keep)
+            base = Schedule(ops=(), collectives={}, facts=sched_facts)
+            _FACTS_CACHE[cache_key] = (memory_facts(base, one, s.shard), sched_facts.num_params)
         facts[key] = _FACTS_CACHE[cache_key]
     return StageMemoryModel(s, counts, facts)
 

@@ -82,8 +82,19 @@ def _map_groups(schedule: Schedule, zero: Group) -> tuple:
                INTRA_NODE: replace(zero, label="data_intra_node", nodes=1),
                INTER_NODE: Group("data_inter_node", Dim.DATA, ranks_per_node=1, nodes=zero.nodes or 1,
                                  concurrent=True)}
-    return tuple(replace(op, group=mapping.get(op.group, op.group)) if op.kind == "collective" else op
+    return tuple(_regrouped(op, mapping.get(op.group, op.group)) if op.kind == "collective" else op
                  for op in schedule.ops)
+
+
+def _regrouped(op, group: Group):
+    """``dataclasses.replace(op, group=group)`` for a valid op and a :class:`Group`: the
+    fields copied as ``copy.copy`` copies them, the group set (the op's checks, which replace
+    would rerun, hold as they did)."""
+    new = object.__new__(type(op))
+    fields = new.__dict__
+    fields.update(op.__dict__)
+    fields["group"] = group
+    return new
 
 
 @lru_cache(maxsize=64)
@@ -192,7 +203,7 @@ def zero_ops(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> tuple[t
 
 #: ZeRO ops by shard, schedule fields, placement and stage (least recently used dropped first).
 _ZERO_OPS: OrderedDict[tuple, tuple] = OrderedDict()
-_ZERO_OPS_LIMIT = 16
+_ZERO_OPS_LIMIT = 64
 
 
 def stage_schedule(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> Schedule:

@@ -39,7 +39,6 @@ line 457): 4 all-to-alls forward and 4 backward per layer.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
@@ -101,20 +100,20 @@ def insert_collectives(ops: Iterable[Op], rule: Rule) -> tuple[Op, ...]:
     stream (where they block compute), ids renumbered and deps mapped."""
     out: list[Op] = []
     new_id: dict[int, int] = {}
-
-    def add(op: Op) -> None:
-        deps = tuple(new_id[d] for d in op.deps)
-        if op.id == len(out) and deps == op.deps:
+    for op in ops:
+        if op.kind == "compute":
+            before, after = rule(op)
+            for ins in before:
+                out.append(_collective_op(len(out), op, ins))
+        else:
+            after = ()
+        deps = tuple([new_id[d] for d in op.deps]) if op.deps else ()
+        n = len(out)
+        if op.id == n and deps == op.deps:
             out.append(op)                      # nothing inserted before it yet
         else:
-            out.append(_renumbered(op, len(out), deps))
-
-    for op in ops:
-        before, after = rule(op) if op.kind == "compute" else ((), ())
-        for ins in before:
-            out.append(_collective_op(len(out), op, ins))
-        add(op)
-        new_id[op.id] = len(out) - 1
+            out.append(_renumbered(op, n, deps))
+        new_id[op.id] = n
         for ins in after:
             out.append(_collective_op(len(out), op, ins))
     return tuple(out)
@@ -123,10 +122,14 @@ def insert_collectives(ops: Iterable[Op], rule: Rule) -> tuple[Op, ...]:
 def _renumbered(op: Op, op_id: int, deps: tuple[int, ...]) -> Op:
     """``op`` with a new id and deps. A shallow copy, not ``dataclasses.replace``: only the
     numbering changes, consistently (deps keep preceding the op), so the checks the op
-    passed when it was built still hold; replace would rerun them for every op of the step."""
-    new = copy.copy(op)
-    object.__setattr__(new, "id", op_id)
-    object.__setattr__(new, "deps", deps)
+    passed when it was built still hold; replace would rerun them for every op of the step.
+    The fields are copied as ``copy.copy`` does (the same object, without its
+    ``__reduce_ex__`` detour)."""
+    new = object.__new__(type(op))
+    fields = new.__dict__
+    fields.update(op.__dict__)
+    fields["id"] = op_id
+    fields["deps"] = deps
     return new
 
 

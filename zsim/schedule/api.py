@@ -11,8 +11,9 @@ from ..model import ModelSpec, load_model
 from ..ops import Op, collectives_summary
 from .dense import emit_dense
 from .facts import ScheduleFacts
-from .order import Module, forward_modules
+from .order import Module, forward_modules, hook_order
 from .params import flat_layout
+from .stage12 import stage12_buckets
 from .stage3 import emit_stage3
 
 
@@ -39,18 +40,8 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
     ``keep`` selects the modules a pipeline stage runs (zsim.parallel; stages 0-2 only): the
     stage holds the parameters those modules use, in the model's order.
     """
-    params = model.parameters()
-    numels = [p.numel for p in params]
-    modules = forward_modules(model)
+    modules, numels = _held(model, run, keep)
     z = run.zero
-    if keep is not None:
-        if z.stage == 3:
-            raise ValueError("build_schedule: a module subset needs ZeRO stage 0-2")
-        modules = [m for m in modules if keep(m)]
-        held = sorted({p for m in modules for p in m.params})
-        index = {p: i for i, p in enumerate(held)}
-        modules = [replace(m, params=tuple(index[p] for p in m.params)) for m in modules]
-        numels = [numels[p] for p in held]
     if model.deepspeed_moe is not None:
         em, facts = _emit_expert_parallel(model, run, numels, gpus_per_node)
     elif z.stage == 3:
@@ -58,16 +49,57 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
     else:
         layout = flat_layout(numels, run.world_size, round_robin=z.round_robin_gradients)
         em, nb = emit_dense(model, run, modules, layout)
-        contiguous = z.stage > 0 and z.contiguous_gradients
-        facts = ScheduleFacts(
-            partition_numel=layout.partition_numel if z.stage else sum(numels),
-            padded_numel=layout.padded_numel if z.stage else sum(numels),
-            ipg_buffer_elems=z.reduce_bucket_size if contiguous else 0,
-            ipg_buffer_count=(2 if z.overlap_comm else 1) if contiguous else 0,
-            num_buckets=nb, max_gathered_numel=0, persistent_numel=0,
-            largest_param_numel=max(numels), num_params=sum(numels))
+        facts = _dense_facts(run, numels, layout, nb)
     ops = tuple(em.ops.ops)
     return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
+
+
+def schedule_facts(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None,
+                   keep: Callable[[Module], bool] | None = None) -> ScheduleFacts:
+    """``build_schedule(model, run, gpus_per_node, keep).facts``. Stages 0-2 without
+    DeepSpeed-MoE layers need no ops for them (the flat layout and the number of gradient
+    buckets :func:`emit_dense` cuts), so none are built (a search checks the memory of many
+    pipeline stages); otherwise the schedule is built. ``tests/test_schedule_facts.py``
+    checks the two agree."""
+    if model.deepspeed_moe is not None or run.zero.stage == 3:
+        return build_schedule(model, run, gpus_per_node, keep).facts
+    modules, numels = _held(model, run, keep)
+    layout = flat_layout(numels, run.world_size, round_robin=run.zero.round_robin_gradients)
+    if run.zero.stage == 0:
+        nb = 0
+    else:       # emit_dense's buckets (without DeepSpeed-MoE: flat items in parameter order)
+        hook_items = [(p, numels[p]) for p, _ in hook_order(modules)]
+        nb = len(stage12_buckets(run, hook_items, [(p, numels[p]) for p in range(len(numels))])[0])
+    return _dense_facts(run, numels, layout, nb)
+
+
+def _held(model: ModelSpec, run: RunConfig, keep: Callable[[Module], bool] | None) -> tuple[list[Module], list[int]]:
+    """(modules in forward order, parameter numels) of the modules ``keep`` selects (all
+    when None), their parameters renumbered in the model's order."""
+    numels = [p.numel for p in model.parameters()]
+    modules = forward_modules(model)
+    if keep is not None:
+        if run.zero.stage == 3:
+            raise ValueError("build_schedule: a module subset needs ZeRO stage 0-2")
+        modules = [m for m in modules if keep(m)]
+        held = sorted({p for m in modules for p in m.params})
+        index = {p: i for i, p in enumerate(held)}
+        modules = [replace(m, params=tuple(index[p] for p in m.params)) for m in modules]
+        numels = [numels[p] for p in held]
+    return modules, numels
+
+
+def _dense_facts(run: RunConfig, numels: list[int], layout, num_buckets: int) -> ScheduleFacts:
+    """The size facts of a stage 0-2 step (no DeepSpeed-MoE layers)."""
+    z = run.zero
+    contiguous = z.stage > 0 and z.contiguous_gradients
+    return ScheduleFacts(
+        partition_numel=layout.partition_numel if z.stage else sum(numels),
+        padded_numel=layout.padded_numel if z.stage else sum(numels),
+        ipg_buffer_elems=z.reduce_bucket_size if contiguous else 0,
+        ipg_buffer_count=(2 if z.overlap_comm else 1) if contiguous else 0,
+        num_buckets=num_buckets, max_gathered_numel=0, persistent_numel=0,
+        largest_param_numel=max(numels), num_params=sum(numels))
 
 
 def _emit_expert_parallel(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: int | None):

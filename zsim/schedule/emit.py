@@ -25,11 +25,14 @@ class Emitter:
         self.last_compute: int | None = None
 
     def _deps(self, stream: str, deps) -> tuple[int, ...]:
-        out = set(d for d in deps if d is not None)
         if stream == "compute" and self.wait_for:
+            out = {d for d in deps if d is not None}
             out.update(self.wait_for)
             self.wait_for = []
-        return tuple(sorted(out))
+            return tuple(sorted(out))
+        if not deps:
+            return ()       # most ops (a module's compute in program order)
+        return tuple(sorted({d for d in deps if d is not None}))
 
     def add(self, stream: str, kind: str, name: str, deps=(), **fields) -> int:
         """Append one op on ``stream`` in the current micro-step and phase.

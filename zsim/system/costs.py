@@ -8,6 +8,7 @@ engine never knows which network model runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Callable
 
 from ..compute import module_time_s, optimizer_time_s, step_passes_time_s
@@ -42,6 +43,11 @@ class HostShare:
         return max(1.0, hw.host.cpu_threads / self.ranks_per_node) if hw.host.cpu_threads else 1.0
 
 
+#: The fields an op's price depends on (the cache key of :class:`OpCoster`), read in one call.
+_price_key = attrgetter("kind", "stream", "modules", "pass_", "collective", "buffer_bytes", "group", "nbytes",
+                        "params", "overhead", "count", "syncs", "pageable", "cpu_pass")
+
+
 class OpCoster:
     """Prices ops for one rank; results are cached per distinct op shape."""
 
@@ -52,8 +58,7 @@ class OpCoster:
         self._cache: dict[tuple, OpCost] = {}
 
     def __call__(self, op: Op) -> OpCost:
-        key = (op.kind, op.stream, op.modules, op.pass_, op.collective, op.buffer_bytes,
-               op.group, op.nbytes, op.params, op.overhead, op.count, op.syncs, op.pageable, op.cpu_pass)
+        key = _price_key(op)
         cost = self._cache.get(key)
         if cost is None:
             cost = self._cache[key] = self._price(op)

@@ -68,9 +68,52 @@ class _Wait:
 def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
              critical_stream: str = "compute") -> Timeline:
     """Run ``ops`` and return their timeline. ``cost`` prices each op."""
+    costs = [cost(op) for op in ops]
+    if all(op.id == i for i, op in enumerate(ops)):
+        start_s, finish_s, prev_on_stream, waits = _run_in_order(ops, costs, critical_stream)
+    else:
+        start_s, finish_s, prev_on_stream, waits = _run_simpy(ops, costs, critical_stream)
+    return _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_stream)
+
+
+def _run_in_order(ops: Sequence[Op], costs: list[OpCost], critical_stream: str):
+    """(start, finish, stream predecessor, critical-stream waits) of ops numbered in list
+    order, in one pass: what the SimPy processes of :func:`_run_simpy` compute, without
+    the event loop. Every dependency precedes its op (:class:`~zsim.ops.Op` checks it) and
+    a stream runs its ops in list order, so when an op comes up its stream predecessor and
+    its dependencies have finished times already; the op starts at the latest of them (its
+    stream's process resumes when its stream is free and the last pending dependency's event
+    fires, at that event's time) and finishes ``duration`` later. The same arithmetic as the
+    event loop (``now + delay``, the same comparisons), hence bit-identical times."""
+    n = len(ops)
+    start_s: list[float] = [0.0] * n
+    finish_s: list[float] = [0.0] * n
+    prev_on_stream: list[int | None] = [None] * n
+    waits: list[_Wait] = []
+    last: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        stream = op.stream
+        prev = last.get(stream)
+        prev_on_stream[i] = prev
+        last[stream] = i
+        ready = finish_s[prev] if prev is not None else 0     # SimPy's clock starts at int 0
+        now = ready
+        for d in op.deps:
+            if finish_s[d] > now:
+                now = finish_s[d]
+        start_s[i] = now
+        if stream == critical_stream and now > ready:
+            waits.append(_Wait(i, ready, now))
+        duration = costs[i].duration_s
+        finish_s[i] = now + duration if duration > 0 else now
+    return start_s, finish_s, prev_on_stream, waits
+
+
+def _run_simpy(ops: Sequence[Op], costs: list[OpCost], critical_stream: str):
+    """The same as :func:`_run_in_order` with one SimPy process per stream (for op lists
+    not numbered in list order)."""
     env = simpy.Environment()
     done = [env.event() for _ in ops]
-    costs = [cost(op) for op in ops]
     start_s = [0.0] * len(ops)
     finish_s = [0.0] * len(ops)
     prev_on_stream: list[int | None] = [None] * len(ops)
@@ -98,7 +141,10 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
     for stream in sorted(by_stream):
         env.process(run_stream(stream, by_stream[stream]))
     env.run()
+    return start_s, finish_s, prev_on_stream, waits
 
+
+def _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_stream: str) -> Timeline:
     exposed: dict[str, float] = defaultdict(float)
     crit = [op.id for op in ops if op.stream == critical_stream]
     for i in crit:
@@ -112,7 +158,7 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
         # The step ends on another stream (e.g. the all-gather after the optimizer step).
         last = max(range(len(ops)), key=lambda i: (finish_s[i], i))
         blame.charge(last, critical_end, step)
-    spans = [Span(op.id, op.stream, op.name, costs[op.id].category, start_s[op.id], finish_s[op.id])
+    spans = [_span(op.id, op.stream, op.name, costs[op.id].category, start_s[op.id], finish_s[op.id])
              for op in ops]
     busy: dict[str, float] = defaultdict(float)
     for sp in spans:
@@ -120,6 +166,24 @@ def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
     spans.sort(key=lambda sp: (sp.start_s, sp.op_id))
     return Timeline(step_time_s=step, spans=spans, busy_s=dict(sorted(busy.items())),
                     exposed_s=dict(sorted(exposed.items())))
+
+
+def _span(op_id: int, stream: str, name: str, category: str, start_s: float, end_s: float) -> Span:
+    """``Span(op_id, stream, name, category, start_s, end_s)``: the same object, its fields
+    set in order as the frozen dataclass's ``__init__`` sets them, without one
+    ``object.__setattr__`` call per field (a step has one span per op)."""
+    span = _new(Span)
+    fields = span.__dict__
+    fields["op_id"] = op_id
+    fields["stream"] = stream
+    fields["name"] = name
+    fields["category"] = category
+    fields["start_s"] = start_s
+    fields["end_s"] = end_s
+    return span
+
+
+_new = object.__new__
 
 
 def _blocker(op: Op, finish_s: list[float]) -> int:

@@ -19,7 +19,6 @@ while GPU ops keep their data dependencies.
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 from ..ops import Op
@@ -34,51 +33,69 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
     host_of: dict[int, int] = {}    # old id -> new id of its host-side op (if any)
     last_gpu: int | None = None
     step_synced = False
-
-    def add(op: Op, **changes) -> int:
-        new = _moved(op, len(out), **changes)
-        out.append(new)
-        return new.id
+    new, append = _new_op, out.append
 
     for op in ops:
-        gpu_deps = tuple(sorted({gpu_of[d] for d in op.deps}))
-        host_deps = tuple(sorted({host_of[d] for d in op.deps if d in host_of}))
-        if op.phase == "step" and not step_synced and last_gpu is not None and op.stream in (
-                "compute", HOST) and op.kind in ("compute", "overhead", "host_loop", "step_passes", "optimizer"):
+        deps, kind, stream = op.deps, op.kind, op.stream
+        if not deps:
+            gpu_deps = host_deps = ()
+        elif len(deps) == 1:
+            gpu_deps = (gpu_of[deps[0]],)
+            h = host_of.get(deps[0])
+            host_deps = () if h is None else (h,)
+        else:
+            gpu_deps = tuple(sorted({gpu_of[d] for d in deps}))
+            host_deps = tuple(sorted({host_of[d] for d in deps if d in host_of}))
+        if not step_synced and op.phase == "step" and last_gpu is not None and stream in (
+                "compute", HOST) and kind in ("compute", "overhead", "host_loop", "step_passes", "optimizer"):
             # DeepSpeed's step reads the norm/overflow back: the host waits for the GPU.
             host_deps = tuple(sorted(set(host_deps) | {last_gpu}))
             step_synced = True
-        if op.kind in ("overhead", "host_loop") and op.stream == "compute":
-            if op.kind == "host_loop":
+        # An op moved is a shallow copy renumbered to ``n`` (the host stream, a dispatch kind,
+        # deps of ops already moved: all valid and preceding ``n``, so the checks the op passed
+        # when it was built still hold): its fields copied as ``copy.copy`` copies them, without
+        # ``dataclasses.replace``, which would rerun the checks, or copy's ``__reduce_ex__`` detour.
+        n = len(out)
+        if stream == "compute" and kind in ("overhead", "host_loop"):
+            if kind == "host_loop":
                 # The host waits for the op's own dependencies (an event it synchronises on);
                 # a sync also drains the GPU queue issued before it.
-                waits = {gpu_of[d] for d in op.deps}
+                waits = {gpu_of[d] for d in deps}
                 if op.syncs and last_gpu is not None:
                     waits.add(last_gpu)
                 host_deps = tuple(sorted(set(host_deps) | waits))
-            new_id = add(op, stream=HOST, deps=host_deps)
-            gpu_of[op.id] = host_of[op.id] = new_id
+            moved = new(type(op))
+            fields = moved.__dict__
+            fields.update(op.__dict__)
+            fields["id"], fields["stream"], fields["deps"] = n, HOST, host_deps
+            append(moved)
+            gpu_of[op.id] = host_of[op.id] = n
             continue
-        if op.kind == "compute":
-            d = add(op, stream=HOST, kind="dispatch", name=f"issue {op.name}", deps=host_deps)
-            g = add(op, deps=tuple(sorted(set(gpu_deps) | {d})))
-            host_of[op.id], gpu_of[op.id] = d, g
-            last_gpu = g
+        if kind == "compute":
+            issue = new(type(op))
+            fields = issue.__dict__
+            fields.update(op.__dict__)
+            fields["id"], fields["stream"], fields["kind"], fields["name"], fields["deps"] = (
+                n, HOST, "dispatch", f"issue {op.name}", host_deps)
+            append(issue)
+            gpu = new(type(op))
+            fields = gpu.__dict__
+            fields.update(op.__dict__)
+            # the dispatch is newer than every op gpu_deps names: appended, the deps stay sorted
+            fields["id"], fields["deps"] = n + 1, gpu_deps + (n,)
+            append(gpu)
+            host_of[op.id], gpu_of[op.id] = n, n + 1
+            last_gpu = n + 1
             continue
-        new_id = add(op, deps=gpu_deps)
-        gpu_of[op.id] = new_id
-        if op.stream == "compute":
-            last_gpu = new_id
+        moved = new(type(op))
+        fields = moved.__dict__
+        fields.update(op.__dict__)
+        fields["id"], fields["deps"] = n, gpu_deps
+        append(moved)
+        gpu_of[op.id] = n
+        if stream == "compute":
+            last_gpu = n
     return out
 
 
-def _moved(op: Op, op_id: int, **changes) -> Op:
-    """``op`` renumbered to ``op_id`` with ``changes`` (the host stream, a dispatch kind, deps
-    of ops already moved: all valid and preceding ``op_id``, so the checks the op passed when
-    it was built still hold). A shallow copy, not ``dataclasses.replace``, which would rerun
-    them for every op of the step."""
-    new = copy.copy(op)
-    object.__setattr__(new, "id", op_id)
-    for name, value in changes.items():
-        object.__setattr__(new, name, value)
-    return new
+_new_op = object.__new__
