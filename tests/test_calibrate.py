@@ -176,3 +176,35 @@ def test_cli_missing_results_is_one_line_exit_2(tmp_path, capsys):
     assert rc == 2
     assert err.count("\n") == 1 and "nowhere" in err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_a_moe_run_is_predicted_with_its_deepspeed_moe_layers(tmp_path):
+    """A run trained with DeepSpeed-MoE layers (validation/train.py --moe-config) records their
+    kwargs; validate/calibrate/diagnose predict it with those layers, not the HF sparse block."""
+    from zsim.calibrate import load_run, run_settings
+    from zsim.predict import predict_settings
+    d = tmp_path / "moe-run"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "hidden_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 512,
+        "num_local_experts": 4, "num_experts_per_tok": 2, "vocab_size": 1024, "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": False}))
+    (d / "ds_config.json").write_text(json.dumps({"bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}))
+    summary = {"status": "ok", "run_id": "moe-run", "model_name": "x", "params": 1, "world_size": 1,
+               "seq": 256, "micro_batch": 2, "grad_accum": 1, "activation_checkpointing": False,
+               "step_time_s_median": 0.1, "peak_memory_allocated_bytes": 2**30,
+               "moe_config": {"ep_size": 1, "k": 1, "capacity_factor": 2.0}}
+    (d / "summary.json").write_text(json.dumps(summary))
+    run = load_run(d)
+    assert run.moe_config == {"ep_size": 1, "k": 1, "capacity_factor": 2.0}
+    with_layers = predict_settings(run_settings(run, "h200-sxm", "hgx-h200"))
+    assert any("DeepSpeed-MoE layers, ep_size 1" in n and "top-1" in n for n in with_layers.notes)
+    summary["moe_config"] = None
+    (d / "summary.json").write_text(json.dumps(summary))
+    plain = predict_settings(run_settings(load_run(d), "h200-sxm", "hgx-h200"))
+    assert not any("DeepSpeed-MoE" in n for n in plain.notes)
+    summary["moe_config"] = ["ep_size", 1]
+    (d / "summary.json").write_text(json.dumps(summary))
+    bad = load_run(d)   # an unreadable run, skipped with its reason, as a broken summary is
+    assert bad.status == "unreadable" and "moe_config must be an object" in bad.error

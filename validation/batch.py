@@ -124,6 +124,9 @@ def main(argv=None) -> int:
             train += ["--warmup", str(args.warmup)]
         if r.ac:
             train.append("--activation-checkpointing")
+        if r.moe:
+            (d / "moe_config.json").write_text(json.dumps(dict(r.moe), indent=2) + "\n")
+            train += ["--moe-config", str(d / "moe_config.json")]
         if r.profile:
             train.append("--profile")
         if r.pyprofile:

@@ -1,4 +1,5 @@
-"""Llama-family model shapes used by the validation runs (Hugging Face config.json fields).
+"""Model shapes used by the validation runs (Hugging Face config.json fields): Llama presets and
+one Mixtral-shaped MoE preset.
 
 Every run writes the exact config it trained into its results folder, so these presets are a
 convenience for the plan, not a source of truth for zsim.
@@ -40,6 +41,15 @@ PRESETS: dict[str, dict] = {
                          num_key_value_heads=4, intermediate_size=12288),
 }
 
+#: Mixture-of-experts presets (HF MixtralConfig fields): trained with DeepSpeed-MoE layers
+#: (``Run.moe``), never with the HF sparse block. ~0.7B: 8 experts of width 2048, top-2.
+MOE_PRESETS: dict[str, dict] = {
+    "mixtral-0.7b-8e": dict(hidden_size=1024, num_hidden_layers=12, num_attention_heads=16,
+                            num_key_value_heads=4, intermediate_size=2048, num_local_experts=8,
+                            num_experts_per_tok=2, model_type="mixtral",
+                            architectures=["MixtralForCausalLM"], router_aux_loss_coef=0.0),
+}
+
 _COMMON = dict(vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=4096,
                rms_norm_eps=1e-5, hidden_act="silu", model_type="llama",
                architectures=["LlamaForCausalLM"])
@@ -47,9 +57,9 @@ _COMMON = dict(vocab_size=32000, tie_word_embeddings=False, max_position_embeddi
 
 def hf_config(name_or_path: str) -> dict:
     """The HF config dict of a preset name, or the contents of a config.json path."""
-    if name_or_path in PRESETS:
+    if name_or_path in PRESETS or name_or_path in MOE_PRESETS:
         cfg = dict(_COMMON)
-        cfg.update(PRESETS[name_or_path])
+        cfg.update(PRESETS.get(name_or_path) or MOE_PRESETS[name_or_path])
         if cfg["max_position_embeddings"] < 8192:
             cfg["max_position_embeddings"] = 8192  # the long-sequence runs
         cfg["_name"] = name_or_path

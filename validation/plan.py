@@ -18,7 +18,7 @@ from pathlib import Path
 #: sizes the residual overheads are fitted on; the other sizes are evaluation only
 FIT_MODELS = ("llama-0.13b", "llama-3b")
 EVAL_MODELS = ("llama-0.55b", "tinyllama-1.1b", "llama-2-7b", "llama-1.2b-hd128", "llama-0.7b-v128k",
-               "llama-1.5b-gqa", "llama-4b-gqa")
+               "llama-1.5b-gqa", "llama-4b-gqa", "mixtral-0.7b-8e")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Run:
     omp_threads: int = 0      # OMP_NUM_THREADS for the job (0: the launcher's default)
     base: str = ""            # a DeepSpeed config file the run starts from (repo-relative)
     pyprofile: int = 0        # settled steps to run under cProfile after the timed ones
+    moe: tuple = ()           # DeepSpeed-MoE layer kwargs as (key, value) pairs (train.py --moe-config)
 
     @property
     def run_id(self) -> str:
@@ -60,7 +61,7 @@ class Run:
         """Wall-clock limit of the run on an H200 (start-up, JIT builds and offload included)."""
         base = {"llama-0.13b": 90, "llama-0.55b": 100, "tinyllama-1.1b": 120, "llama-3b": 170,
                 "llama-2-7b": 240, "llama-1.2b-hd128": 120, "llama-0.7b-v128k": 110,
-                "llama-1.5b-gqa": 120, "llama-4b-gqa": 200}[self.model]
+                "llama-1.5b-gqa": 120, "llama-4b-gqa": 200, "mixtral-0.7b-8e": 120}[self.model]
         return (base + (90 if self.offload != "none" else 0) + (30 if self.ga > 1 else 0)
                 + (20 if self.gpus > 1 else 0))
 
@@ -319,12 +320,26 @@ PLAN_1202_M11 = _repeated((
     Run(XXL, 3, 1, 1, 1024, ac=True, tag="m11"),
 ))
 
+MX = "mixtral-0.7b-8e"
+TOP2 = (("ep_size", 1), ("k", 2))
+#: session m12 (2026-12-02): the first GPU measurement of DeepSpeed-MoE (one GPU, so ep_size 1:
+#: every expert local, the all-to-alls over a group of one). A Mixtral-shaped model whose MoE
+#: blocks are deepspeed.moe.layer.MoE layers, top-2; stages 0-2 (DeepSpeed refuses MoE under
+#: ZeRO-3), a larger capacity factor and top-1; two processes each, one traced.
+PLAN_1202_M12 = (Run(MX, 2, 4, 1, 1024, moe=TOP2, profile=True, tag="moe-m12"),) + _repeated((
+    Run(MX, 2, 4, 1, 1024, moe=TOP2, tag="moe-m12"),
+    Run(MX, 1, 8, 1, 512, moe=TOP2 + (("capacity_factor", 1.25),), tag="moe-cf125-m12"),
+    Run(MX, 0, 4, 1, 1024, moe=TOP2, tag="moe-m12"),
+    Run(MX, 2, 4, 1, 1024, moe=(("ep_size", 1), ("k", 1)), tag="moe-top1-m12"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
          "h200-1201-m8d": PLAN_1201_M8D, "h200-1201-m9a": PLAN_1201_M9A,
          "h200-1201-m9b": PLAN_1201_M9B, "h200-1201-m9c": PLAN_1201_M9C,
-         "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11}
+         "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11,
+         "h200-1202-m12": PLAN_1202_M12}
 
 
 def split_of(model: str) -> str:

@@ -72,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, default=None, help="overrides the config's value")
     p.add_argument("--grad-accum", type=int, default=None, help="overrides the config's value")
     p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--moe-config", default=None, metavar="FILE",
+                   help="JSON keyword arguments of deepspeed.moe.layer.MoE (ep_size, k, capacity_factor, ...): "
+                        "every decoder layer's MoE block becomes a DeepSpeed-MoE layer "
+                        "(validation/cpu_truth/expert_parallel.py, the module docs/moe.md describes)")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed optimizer steps first (default: 12 for ZeRO-3, whose coordinator "
                         "traces the module order and keeps getting faster for ~10 steps; 3 otherwise)")
@@ -316,13 +320,21 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def build_model(cfg: dict, ds_config: dict, ac: bool, device):
-    """Random-init LlamaForCausalLM in bf16, partitioned at construction for ZeRO-3."""
+def build_model(cfg: dict, ds_config: dict, ac: bool, device, moe: dict | None = None):
+    """Random-init causal LM in bf16, partitioned at construction for ZeRO-3: LlamaForCausalLM,
+    or the HF class of the config's ``model_type`` (Mixtral for the MoE presets); with
+    ``moe`` every decoder layer's MoE block becomes a DeepSpeed-MoE layer of those kwargs."""
     import torch
     import deepspeed
-    from transformers import LlamaConfig, LlamaForCausalLM
     fields = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "architectures"}
-    config = LlamaConfig(**fields)
+    if fields.get("model_type", "llama") == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+        config = LlamaConfig(**fields)
+        make = LlamaForCausalLM
+    else:
+        from transformers import AutoConfig, AutoModelForCausalLM
+        config = AutoConfig.for_model(**fields)
+        make = AutoModelForCausalLM.from_config
     config.use_cache = False
     stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
@@ -331,10 +343,13 @@ def build_model(cfg: dict, ds_config: dict, ac: bool, device):
     try:
         if stage == 3:
             with deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
-                model = LlamaForCausalLM(config)
+                model = make(config)
         else:
             with torch.device(device):
-                model = LlamaForCausalLM(config)
+                model = make(config)
+                if moe is not None:   # built where the model lives, in its dtype
+                    from cpu_truth.expert_parallel import replace_moe_blocks
+                    replace_moe_blocks(model, moe)
     finally:
         torch.set_default_dtype(old)
     if ac:
@@ -403,6 +418,7 @@ def run(args, rec: Recorder) -> None:
         device = torch.device("cpu")
     cfg = hf_config(args.model)
     ds_config = resolve_ds_config(json.loads(Path(args.ds_config).read_text()), args, world)
+    moe = json.loads(Path(args.moe_config).read_text()) if args.moe_config else None
     zero = ds_config.get("zero_optimization", {})
     if args.warmup is None:
         args.warmup = 12 if zero.get("stage", 0) == 3 else 3
@@ -415,6 +431,7 @@ def run(args, rec: Recorder) -> None:
         "nodes": int(os.environ.get("SLURM_NNODES", os.environ.get("NNODES", 1))),
         "seq": seq, "micro_batch": mb, "grad_accum": ga,
         "activation_checkpointing": bool(args.activation_checkpointing),
+        "moe_config": moe,
         "zero_stage": zero.get("stage", 0),
         "offload_optimizer": zero.get("offload_optimizer", {}).get("device", "none"),
         "offload_param": zero.get("offload_param", {}).get("device", "none"),
@@ -427,6 +444,8 @@ def run(args, rec: Recorder) -> None:
     if rank == 0:
         atomic_write(rec.out / "config.json", json.dumps(s["model_config"], indent=2) + "\n")
         atomic_write(rec.out / "ds_config.json", json.dumps(ds_config, indent=2) + "\n")
+        if moe is not None:
+            atomic_write(rec.out / "moe_config.json", json.dumps(moe, indent=2) + "\n")
     rec.write_summary()
 
     # Before DeepSpeed exists: ZeRO-3 hooks would slow every module call of the benchmark.
@@ -434,8 +453,10 @@ def run(args, rec: Recorder) -> None:
     probe = HostProbe(device)  # built before DeepSpeed too: its modules stay plain
     torch.manual_seed(args.seed)
     t_init = time.perf_counter()
-    model, config = build_model(cfg, ds_config, args.activation_checkpointing, device)
+    model, config = build_model(cfg, ds_config, args.activation_checkpointing, device, moe)
     s["attn_implementation"] = getattr(config, "_attn_implementation", None)
+    if moe is not None:   # one rank's parameters: its local experts (the Llama formula does not apply)
+        s["params"] = sum(int(p.numel()) for p in model.parameters())
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                            config=ds_config)
     clock = Clock(device)

@@ -74,6 +74,8 @@ class RunResult:
     host_speed_in_run: HostSpeed | None = None  # measured between its timed steps (used)
     cpu_threads: float | None = None          # threads of its CPU-side passes
     phase_s: Mapping[str, float] = field(default_factory=dict)  # median forward/backward/step
+    #: the DeepSpeed-MoE layer kwargs the run's MoE blocks were built with (None: no MoE layers)
+    moe_config: Mapping[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -139,8 +141,18 @@ def _run_from_summary(folder: Path, s: Mapping[str, Any]) -> RunResult:
         step_time_s=num("step_time_s_median"), peak_memory_bytes=num("peak_memory_allocated_bytes", int),
         comms=s.get("comms") or {}, versions=s.get("versions") or {},
         host_speed=HostSpeed.from_summary(s), host_speed_in_run=in_run_host_speed(s),
-        cpu_threads=_cpu_threads(s), phase_s=_phases(s),
+        cpu_threads=_cpu_threads(s), phase_s=_phases(s), moe_config=_moe_config(s),
     )
+
+
+def _moe_config(s: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The run's DeepSpeed-MoE kwargs (validation/train.py ``--moe-config``), or None."""
+    moe = s.get("moe_config")
+    if moe is None:
+        return None
+    if not isinstance(moe, Mapping):
+        raise ZsimInputError("summary.json: moe_config must be an object of deepspeed.moe.layer.MoE arguments")
+    return dict(moe)
 
 
 def _cpu_threads(s: Mapping[str, Any]) -> float | None:
@@ -540,7 +552,7 @@ def run_settings(run: RunResult, hw: HardwareProfile | str | Path | None,
                        ds_config=str(run.ds_config_path), hardware=hw, seq=run.seq,
                        micro_batch=run.micro_batch, grad_accum=run.grad_accum,
                        activation_checkpointing=run.activation_checkpointing, cpu_threads=run.cpu_threads,
-                       host_speed=run.host_speed_in_run)
+                       host_speed=run.host_speed_in_run, moe_config=run.moe_config)
 
 
 def default_predictor(topo: str = DEFAULT_RUN_TOPO, phases: bool = False) -> Predictor:
