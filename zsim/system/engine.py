@@ -1,9 +1,16 @@
-"""The discrete-event engine: one SimPy process per stream, one event per op.
+"""The discrete-event engine: streams of ops, one event per op.
 
 Each stream runs its ops in list order; an op starts when its stream is free and every op
 in ``deps`` has finished. When the compute stream has to wait, the wait is charged to the
 category of the dependency that finished last: that is how "exposed communication" emerges
 from the simulation instead of being assumed.
+
+Two runners compute the same times. The general one is a SimPy process per stream. The
+schedule layer numbers ops in program order, so every dependency precedes its op; for such a
+list the events fire in list order, and one pass over the list computes every op's start and
+finish with the same arithmetic, without the event loop (4-5x faster in `plan`'s searches).
+``tests/test_engine_in_order.py`` holds the two equal, field for field, on random graphs and
+real schedules.
 """
 
 from __future__ import annotations
