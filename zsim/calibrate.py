@@ -35,6 +35,7 @@ from .errors import ZsimInputError
 from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
 from .hardware import HardwareProfile, load_profile, profile_from_dict
 from .hostcost import IN_RUN_PER_SNAPSHOT, HostSpeed, in_run_host_speed
+from .tokenscan import fit_scan_curves
 from .job import RunSettings
 from .network import load_topology
 from .predict import predict_settings
@@ -634,6 +635,8 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
     if "hostcopy" in bench:
         h2d, d2h = host_bandwidths(bench["hostcopy"])
         values["host.h2d_bandwidth_GBps"], values["host.d2h_bandwidth_GBps"] = round(h2d, 2), round(d2h, 2)
+    if bench.get("moe_scan"):
+        values["compute.token_scan_curves"] = fit_scan_curves(bench["moe_scan"])
     if bench.get("checkpoint"):
         values.update(checkpoint_host_costs(bench["checkpoint"]))
     if "cpu_adam" in bench:

@@ -4,7 +4,8 @@ GEMMs run at ``peak × gemm_eff(flops)`` (an efficiency curve fitted on real sha
 attention at ``peak × attention_efficiency``, memory-bound kernels at
 ``HBM bandwidth × memory_bound_efficiency``; a model's own elementwise kernels at the forward
 and backward module efficiencies measured on whole decoder layers, the ones over strided views
-(RoPE) at ``strided_memory_efficiency``. The host issues kernels asynchronously, one
+(RoPE) at ``strided_memory_efficiency``; DeepSpeed-MoE's token scans per token
+(``compute.token_scan_curves``). The host issues kernels asynchronously, one
 dispatch (``host_dispatch_s``) each; the system layer runs host dispatch and GPU execution
 as separate streams, which is what makes small models host-bound in eager PyTorch.
 """
@@ -36,6 +37,8 @@ def kernel_busy_s(kernel: Kernel, hw: HardwareProfile, precision: str, layer_pas
     elif kernel.kind == "attention":
         eff = c.attention_eff(kernel.head_dim, kernel.seq, kernel.backward, kernel.v_head_dim)
         busy = kernel.flops / (peak_flops(hw, precision) * eff)
+    elif kernel.kind == "scan":   # its time is per token, not per byte (zsim.tokenscan)
+        busy = c.token_scan_s(kernel.rows, kernel.cols)
     else:
         if kernel.strided:
             eff = c.strided_eff

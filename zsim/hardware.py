@@ -94,6 +94,7 @@ from typing import Any, Mapping
 
 from .errors import ZsimInputError
 from .limits import max_for_key, show_number
+from .tokenscan import ScanCurves, parse_scan_curves
 from .yamlio import load_yaml_file  # noqa: F401  (re-exported: its old home)
 
 #: Folder of the profiles that ship with zsim.
@@ -174,6 +175,17 @@ class ComputeProfile:
     #: out. 0 = not measured, ``memory_bound_efficiency`` applies.
     forward_memory_efficiency: float = 0.0
     backward_memory_efficiency: float = 0.0
+    #: DeepSpeed-MoE's gate scans over the token axis (zsim.tokenscan); None = not measured
+    token_scan_curves: ScanCurves | None = None
+
+    def token_scan_s(self, tokens: int, experts: int) -> float:
+        """GPU seconds of one token scan (zsim.tokenscan); refused when the profile has none."""
+        if self.token_scan_curves is None:
+            raise ZsimInputError(
+                "this hardware profile has no compute.token_scan_curves: DeepSpeed-MoE's gate scans "
+                "(torch.cumsum over tokens) are not priced on it (measure them with "
+                "validation/microbench/moe_gate.py and zsim calibrate)")
+        return self.token_scan_curves.seconds(tokens, experts)
 
     @property
     def strided_eff(self) -> float:
@@ -440,6 +452,8 @@ class HardwareProfile:
                 **({"attention_curves": {(c.key if c.v_head_dim else c.head_dim): [list(p) for p in c.points]
                                          for c in self.compute.attention_curves}}
                    if self.compute.attention_curves else {}),
+                **({"token_scan_curves": self.compute.token_scan_curves.to_dict()}
+                   if self.compute.token_scan_curves else {}),
                 **({"gemm_efficiency_fp32": [list(p) for p in self.compute.gemm_efficiency_fp32]}
                    if self.compute.gemm_efficiency_fp32 else {}),
                 **{k: getattr(self.compute, k) for k in OPTIONAL_MEMORY_EFFICIENCIES
@@ -714,6 +728,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "hardware profile") 
             host_dispatch_s=_num(c, "host_dispatch_s", f"{where}.compute", allow_zero=True)
             if "host_dispatch_s" in c else -1.0,
             attention_curves=_attention_curves(c.get("attention_curves"), f"{where}.compute.attention_curves"),
+            token_scan_curves=parse_scan_curves(c.get("token_scan_curves"), f"{where}.compute.token_scan_curves"),
             gemm_efficiency_fp32=points_fp32,
             **{k: _num(c, k, f"{where}.compute", allow_zero=True) for k in OPTIONAL_MEMORY_EFFICIENCIES
                if k in c},

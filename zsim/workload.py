@@ -25,7 +25,7 @@ from .parallel.expert_work import DS_MOE_KINDS, ds_moe_kernels
 class Kernel:
     """One GPU kernel: a GEMM (m×k by k×n), an attention call, or a memory-bound pass."""
 
-    kind: str              # "gemm" | "attention" | "memory"
+    kind: str              # "gemm" | "attention" | "memory" | "scan"
     flops: float = 0.0     # floating-point operations
     nbytes: float = 0.0    # HBM bytes read + written (memory-bound kernels)
     launches: int = 1      # eager-mode kernel launches the host issues for it
@@ -35,6 +35,8 @@ class Kernel:
     v_head_dim: int = 0    # attention: the value head dim when it differs from head_dim (MLA)
     precision: str = ""    # a GEMM run in another precision than the model's ("fp32"); "" = the run's
     strided: bool = False  # memory-bound over strided views (priced at the strided efficiency)
+    rows: int = 0          # scan: a cumsum along ``rows`` tokens of ``cols`` columns (zsim.tokenscan)
+    cols: int = 0
 
 
 def _gemm(m: int, n: int, k: int) -> Kernel:
@@ -44,6 +46,11 @@ def _gemm(m: int, n: int, k: int) -> Kernel:
 
 def _mem(nbytes: float, launches: int = 1) -> Kernel:
     return Kernel("memory", nbytes=float(nbytes), launches=launches)
+
+
+def _scan(rows: int, cols: int) -> Kernel:
+    # torch.cumsum(mask, dim=0) over a [rows, cols] int64 mask: priced per row (zsim.tokenscan)
+    return Kernel("scan", nbytes=16.0 * rows * cols, rows=rows, cols=cols)
 
 
 @dataclass(frozen=True)

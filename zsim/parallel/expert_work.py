@@ -22,6 +22,12 @@ DS_MOE_KINDS = frozenset({"ds_moe_gate", "ds_moe_layer", "ds_moe_add", "expert_l
 #: which the expert kernels below launch: 3 × 2 GEMMs, SiLU's and the product's backward).
 GATE_FORWARD_OPS = {1: 41, 2: 73}
 GATE_FORWARD_OPS_TOPK = 44
+#: Of those, the cumulative sums over the token axis of the [S, E] int64 mask (SM:299 for
+#: top-1, :349-350 for top-2, one of :457-476 for top-k), priced per token (zsim.tokenscan):
+#: the first DeepSpeed-MoE training trace (validation/results/h200/2026-12-02-m12, top-2,
+#: 12 layers) shows 24 such scan kernels per forward.
+GATE_SCANS = {1: 1, 2: 2}
+GATE_SCANS_TOPK = 1
 ENCODE_DECODE_OPS = {1: 13 + 6}
 ENCODE_DECODE_OPS_TOPK = 14 + 6
 BACKWARD_OPS = {1: 17, 2: 47}
@@ -33,7 +39,8 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
 
     - gate (SM:568-590): the input and wg cast to fp32, F.linear (S × h)·(h × E) in fp32
       (priced as a GEMM of the model's dtype: the fp32 rate is not modelled), softmax,
-      top-k, masks and cumsum over S × E (an estimate of a dozen fp32 passes); its backward
+      top-k and masks over S × E (an estimate of a dozen fp32 passes), and the cumsums over
+      the token axis (:data:`GATE_SCANS`, each priced per token); its backward
       carries every measured non-expert backward launch of the layer (:data:`BACKWARD_OPS`);
     - MOELayer's own op: the sparse encode gathers the [E, C, M] buffer (SM:188-201) and the
       decode gathers S·k rows and sums them weighted in fp32 (SM:204-213), timed together;
@@ -42,7 +49,7 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
     - DeepSeek's wrapper op: the add of the shared experts' output (kind ``ds_moe_add``).
     """
     from ..errors import ZsimInputError
-    from ..workload import _gemm, _mem
+    from ..workload import _gemm, _mem, _scan
     m, p = w.model, w.param_bytes
     plan = expert_plan(m, w.micro_batch, w.seq_len, p)
     s, e, h, k = plan.tokens, plan.num_experts, plan.hidden_size, plan.k
@@ -51,7 +58,9 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
         mem = (s * h * (p + 4) + s * e * 4 * 12) * twice
         if bwd:
             return (_gemm(s, e, h), _gemm(s, h, e), _mem(mem, launches=BACKWARD_OPS.get(k, BACKWARD_OPS_TOPK) - 2))
-        return (_gemm(s, e, h), _mem(mem, launches=GATE_FORWARD_OPS.get(k, GATE_FORWARD_OPS_TOPK) - 1))
+        scans = GATE_SCANS.get(k, GATE_SCANS_TOPK)
+        rest = GATE_FORWARD_OPS.get(k, GATE_FORWARD_OPS_TOPK) - 1 - scans
+        return (_gemm(s, e, h), *(_scan(s, e) for _ in range(scans)), _mem(mem, launches=rest))
     if node.kind == "ds_moe_layer":
         encode = plan.buffer_numel * 2 * p
         decode = s * k * h * (p + 4 + 4) + s * h * (4 + p)
