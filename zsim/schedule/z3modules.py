@@ -150,12 +150,13 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
     layer's forward is recomputed (its children's forward hooks fire again, forward=True)
     when its first module with saved tensors — the last leaf of the layer — starts its
     backward, i.e. after the pre-backward hooks of the layer, its mlp and down_proj.
+    Checkpointing's own host work is a ``Checkpoint`` event before each layer's forward and
+    before its recompute.
     """
     events: list = []
     _forward_events(mods, 0, "fwd", events)
-    if checkpointing:   # the checkpoint wraps the layer's forward, inside its hooks (see below)
-        events = [e for ev in events for e in ((ev, Checkpoint("fwd")) if isinstance(ev, Fetch) and ev.forward
-                                                and mods[ev.module].kind == "decoder_layer" else (ev,))]
+    if checkpointing:
+        events = _with_checkpoint_frames(mods, events)
     order: list[int] = []
     _post_order(mods, 0, order)
     layer_of: dict[int, int] = {}
@@ -192,6 +193,18 @@ def micro_step_events(mods: list[DsModule], first_use: dict[int, int], checkpoin
             events.append(Release(m, False))
     events.append(Leftovers())
     return _place_attention_core(events)
+
+
+def _with_checkpoint_frames(mods: list[DsModule], events: list) -> list:
+    """``events`` with a ``Checkpoint("fwd")`` right after each decoder layer's pre-forward
+    hook: transformers checkpoints the layer's forward(), inside its module hooks
+    (modeling_layers.py), so the checkpoint's frame is set up after DeepSpeed's fetch."""
+    out: list = []
+    for ev in events:
+        out.append(ev)
+        if isinstance(ev, Fetch) and ev.forward and mods[ev.module].kind == "decoder_layer":
+            out.append(Checkpoint("fwd"))
+    return out
 
 
 @dataclass(frozen=True)
