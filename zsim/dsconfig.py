@@ -478,6 +478,48 @@ def _optional_int(raw: Mapping[str, Any], key: str, override: int | None) -> int
     return _as_int(value, key, minimum=1)
 
 
+# ---- DeepSpeed AutoTP (tensor_parallel) ------------------------------------------------------
+
+#: tensor_parallel keys that change nothing zsim simulates: the weights' dtype at load
+#: (the run's precision decides), where unsharded weights wait (runtime/tensor_parallel/config.py).
+_AUTOTP_INERT_KEYS = frozenset({"dtype", "keep_module_on_host"})
+
+
+def autotp_size(raw: Mapping[str, Any] | None) -> int:
+    """``tensor_parallel.autotp_size`` of a DeepSpeed config (1 when absent, 0 or 1: DeepSpeed
+    0.19.8 shards with AutoTP only above 1, runtime/engine.py:595). Every other key of the
+    section that changes the split is refused in one line (zsim.parallel.autotp models the
+    HF tp_plan split of a Llama model only): tp_overlap_comm (AsyncColumnParallel,
+    module_inject/layers.py:258-284), vocab_parallel_lm_head / vocab_parallel_ce_backend, a
+    custom partition_config or preset_model, tp_grain_size, and a tp.tp_size other than
+    autotp_size (DeepSpeed raises, engine.py:1020-1022)."""
+    section = _section(raw or {}, "tensor_parallel")
+    if not section:
+        return 1
+    size = section.get("autotp_size", 0)
+    size = 0 if size is None else _as_int(size, "tensor_parallel.autotp_size")
+    size = max(size, 1)
+    for key, value in section.items():
+        if key in ("autotp_size",) or key in _AUTOTP_INERT_KEYS or value is None:
+            continue
+        if key == "tp" and isinstance(value, Mapping):
+            inner = {k: v for k, v in value.items() if v is not None}
+            tp = _as_int(inner.pop("tp_size", size), "tensor_parallel.tp.tp_size", minimum=1)
+            if tp not in (1, size):
+                raise ZsimInputError(f"ds_config: tensor_parallel.tp.tp_size ({tp}) does not match "
+                                     f"tensor_parallel.autotp_size ({size}); DeepSpeed raises (engine.py:1020)")
+            if inner:
+                raise ZsimInputError(f"ds_config: tensor_parallel.tp.{sorted(inner)[0]} is not modelled by zsim")
+            continue
+        if key == "tp_overlap_comm" and value is False:
+            continue
+        if key == "vocab_parallel_ce_backend" and value == "torch":
+            continue
+        raise ZsimInputError(f"ds_config: tensor_parallel.{key} = {_show(value)} is not modelled by zsim "
+                             "(AutoTP is modelled with autotp_size alone: docs/parallelism.md)")
+    return size
+
+
 # ---- the one entry point --------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -495,11 +537,19 @@ class Overrides:
 
 
 def build_run_config(raw: Mapping[str, Any] | None, model: ModelSpec, world_size: int,
-                     overrides: Overrides = Overrides()) -> RunConfig:
-    """Parse, resolve and check a DeepSpeed config for ``model`` on ``world_size`` ranks."""
+                     overrides: Overrides = Overrides(), *, autotp: int = 1) -> RunConfig:
+    """Parse, resolve and check a DeepSpeed config for ``model`` on ``world_size`` ranks.
+
+    ``autotp``: the AutoTP degree the caller models (zsim.parallel.stages); a config whose
+    ``tensor_parallel.autotp_size`` differs is refused rather than silently simulated
+    without the split (only ``zsim predict`` models AutoTP)."""
     if isinstance(world_size, bool) or not isinstance(world_size, int) or not 1 <= world_size <= MAX_WORLD_SIZE:
         raise ZsimInputError(f"world size must be an integer in 1-{MAX_WORLD_SIZE}, got {show_number(world_size)}")
     raw = load_ds_config(raw)
+    asked_tp = autotp_size(raw)
+    if asked_tp != autotp:
+        raise ZsimInputError(f"ds_config: tensor_parallel.autotp_size {asked_tp} (DeepSpeed AutoTP) is modelled by "
+                             "`zsim predict` only; this command would simulate the run without the split")
     notes: list[str] = []
     zero_values, zero_section = _parse_zero(raw, model, notes)
     ov = overrides
