@@ -81,6 +81,9 @@ class ModelSpec:
     # DeepSpeed-MoE layers (deepspeed.moe.layer.MoE) replace the MoE blocks; the tree is then
     # one rank's (its num_experts / ep_size local experts): zsim.modeltree.dsmoe, docs/moe.md
     deepspeed_moe: DeepSpeedMoE | None = None
+    # Rows of the token embedding table when they differ from lm_head's (0: vocab_size): one
+    # DeepSpeed AutoTP rank keeps the embedding whole and holds 1/tp of lm_head (zsim.parallel.autotp)
+    embed_vocab_size: int = 0
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",

@@ -80,7 +80,7 @@ def llama_tree(spec: "ModelSpec") -> ModelTree:
     order and the final norm.
     """
     n = spec.num_layers
-    embed = _embedding("model.embed_tokens", spec.vocab_size, spec.hidden_size)
+    embed = _embedding("model.embed_tokens", spec.embed_vocab_size or spec.vocab_size, spec.hidden_size)
     if spec.is_mla:   # DeepSeek: its layer builder places DeepSpeed-MoE layers itself
         build_layer = deepseek_layer
     elif spec.deepspeed_moe is not None:
