@@ -46,6 +46,7 @@ from typing import Any
 from ..collective_pricing import collective_timer
 from ..collectives.base import bus_factor
 from ..compute import peak_flops
+from ..errors import ZsimInputError
 from ..job import JobSite, RunSettings
 from ..memory_curve import memory_moments
 from ..ops import LOGGER_TO_COLLECTIVE
@@ -113,10 +114,25 @@ class ParallelPrediction:
 
 def predict_any(settings: RunSettings, ask: ParallelAsk, keep_timeline: bool = False) -> Prediction | ParallelPrediction:
     """The plain prediction when only data parallelism is asked (bit-identical to
-    :func:`zsim.predict.predict_settings`), else :func:`predict_parallel`."""
+    :func:`zsim.predict.predict_settings`), else :func:`predict_parallel`. A ds_config with
+    ``tensor_parallel.autotp_size > 1`` asks for DeepSpeed AutoTP (:func:`with_autotp`)."""
+    ask = with_autotp(settings, ask)
     if ask.data_only:
         return predict_settings(settings, keep_timeline)
     return predict_parallel(settings, ask, keep_timeline)
+
+
+def with_autotp(settings: RunSettings, ask: ParallelAsk) -> ParallelAsk:
+    """``ask`` with the ds_config's AutoTP degree (zsim.parallel.autotp); ``--tp`` with a
+    different ``tensor_parallel.autotp_size`` is refused (``--tp`` is Megatron's split)."""
+    from ..dsconfig import autotp_size, load_ds_config
+    size = autotp_size(load_ds_config(settings.ds_config)) if settings.ds_config is not None else 1
+    if size == 1:
+        return ask
+    if ask.tp not in (1, size):
+        raise ZsimInputError(f"--tp {ask.tp} and the ds_config's tensor_parallel.autotp_size {size} disagree: "
+                             "give one tensor-parallel degree (AutoTP's is taken from the ds_config)")
+    return replace(ask, tp=size, autotp=True)
 
 
 def _pass_times(sim) -> tuple[float, float, float]:
@@ -265,7 +281,10 @@ def _pipeline_step(s: StageSetup, stages: list[StageResult], m: int) -> tuple[fl
 
 def _notes(ask: ParallelAsk) -> tuple[str, ...]:
     out = []
-    if ask.tp > 1:
+    if ask.autotp:
+        out.append("DeepSpeed AutoTP (HF tp_plan split): 2 forward and 5 backward all-reduces per layer on the "
+                   "compute stream, lm_head's logits all-gathered (module_inject/layers.py:225, 313, 353)")
+    elif ask.tp > 1:
         out.append("tensor parallelism: the backward TP collectives are placed on the compute stream; Megatron "
                    "overlaps them with the weight-gradient GEMMs (layers.py:694-710), so that time is an upper bound")
     if ask.sp > 1:

@@ -23,18 +23,22 @@ from ..schedule.order import forward_modules
 from ..workload import Workload
 from .activation import in_flight_microbatches
 from .layout import ParallelLayout, check_model, derive_layout, group_shape, place_layout
+from .autotp import AutoTPComm, add_zero_tp_collectives, check_autotp_model, shard_model_autotp
 from .tensor import TensorComm, UlyssesComm, check_family, insert_collectives, shard_model
 
 
 @dataclass(frozen=True)
 class ParallelAsk:
     """The degrees asked for: tensor, pipeline, Ulysses sequence parallelism, and Megatron
-    sequence parallelism inside the TP group."""
+    sequence parallelism inside the TP group. ``autotp``: the tensor-parallel degree is
+    DeepSpeed AutoTP's (``tensor_parallel.autotp_size`` of the ds_config, zsim.parallel.autotp),
+    not Megatron's."""
 
     tp: int = 1
     pp: int = 1
     sp: int = 1
     sequence_parallel: bool = False
+    autotp: bool = False
 
     @property
     def data_only(self) -> bool:
@@ -44,11 +48,19 @@ class ParallelAsk:
     def flags(self) -> str:
         """The asked degrees as command-line flags (for messages)."""
         out = [f"--{k} {v}" for k, v in (("tp", self.tp), ("pp", self.pp), ("sp", self.sp)) if v > 1]
+        if self.autotp:
+            out[0] = f"tensor_parallel.autotp_size {self.tp}"
         return " ".join(out + (["--sequence-parallel"] if self.sequence_parallel else []))
 
 
 def _refuse(ask: ParallelAsk, spec, run, seq_len: int) -> None:
     """What zsim (or DeepSpeed) does not run, in one line each."""
+    if ask.autotp and (ask.pp > 1 or ask.sp > 1 or ask.sequence_parallel):
+        raise ZsimInputError(f"{ask.flags()}: DeepSpeed AutoTP together with pipeline, Ulysses or Megatron sequence "
+                             "parallelism is not modelled")
+    if ask.autotp and run.zero.stage == 3:
+        raise ZsimInputError(f"tensor_parallel.autotp_size {ask.tp} with ZeRO-3 is not modelled (ZeRO-1 and ZeRO-2 "
+                             "are, against DeepSpeed's own runs: tests/test_autotp.py)")
     if ask.sequence_parallel and ask.tp == 1:
         raise ZsimInputError("--sequence-parallel is Megatron's, inside the tensor-parallel group: it needs --tp > 1 "
                              "(for DeepSpeed-Ulysses use --sp)")
@@ -134,6 +146,7 @@ class StageSetup:
     tp_comm: TensorComm | None
     ulysses: UlyssesComm | None
     p2p: Group | None
+    autotp: AutoTPComm | None = None    # DeepSpeed AutoTP's collectives (instead of tp_comm)
 
 
 def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = None) -> StageSetup:
@@ -141,12 +154,16 @@ def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = 
     site = site or place(settings)
     cluster, spec = site.cluster, site.model
     layout = derive_layout(cluster.world_size, ask.tp, ask.pp, ask.sp)
-    check_family(spec, ask.flags())
+    if ask.autotp:
+        check_autotp_model(spec, ask.tp)
+    else:
+        check_family(spec, ask.flags())
     check_model(layout, spec.num_layers, spec.num_heads, spec.num_kv_heads)
     placed = _placed(layout, cluster.gpus_per_node, cluster.num_nodes)
-    shard = shard_model(spec, ask.tp)
+    shard = shard_model_autotp(spec, ask.tp) if ask.autotp else shard_model(spec, ask.tp)
     ds_config = DEFAULT_DS_CONFIG if settings.ds_config is None else settings.ds_config
-    run = build_run_config(ds_config, shard, layout.dp, settings.overrides())   # batch over dp ranks
+    run = build_run_config(ds_config, shard, layout.dp, settings.overrides(),   # batch over dp ranks
+                           autotp=ask.tp if ask.autotp else 1)
     _refuse(ask, spec, run, run.seq_len)
     zero, zero_size = _zero_group(layout, cluster.gpus_per_node)
     run = replace(run, world_size=zero_size)       # ZeRO partitions over its group
@@ -158,7 +175,9 @@ def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = 
                         ulysses=ask.sp)
     tokens = b * run.seq_len
     tp_comm = (TensorComm(ask.tp, ask.sequence_parallel, tokens * spec.hidden_size * p, tokens,
-                          placed.group(Dim.TENSOR)) if ask.tp > 1 else None)
+                          placed.group(Dim.TENSOR)) if ask.tp > 1 and not ask.autotp else None)
+    autotp = (AutoTPComm(ask.tp, tokens * spec.hidden_size * p, tokens * shard.vocab_size * p,
+                         placed.group(Dim.TENSOR)) if ask.autotp and ask.tp > 1 else None)
     ulysses = (UlyssesComm(b * local_seq * spec.q_dim * p, b * local_seq * spec.kv_dim * p,
                            placed.group(Dim.SEQUENCE)) if ask.sp > 1 else None)
     p2p = None
@@ -168,7 +187,7 @@ def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = 
         same_node = stride < cluster.gpus_per_node
         p2p = Group("pipeline_pair", Dim.PIPELINE, ranks_per_node=2 if same_node else 1,
                     nodes=1 if same_node else 2, concurrent=True)
-    return StageSetup(settings, site, layout, shard, run, workload, zero, zero_size, tp_comm, ulysses, p2p)
+    return StageSetup(settings, site, layout, shard, run, workload, zero, zero_size, tp_comm, ulysses, p2p, autotp)
 
 
 def schedule_fields(run) -> tuple:
@@ -223,6 +242,16 @@ def stage_schedule(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> S
         if found != expected:
             raise ZsimInputError(f"--tp {s.tp_comm.tp}: the schedule names its modules in a way zsim cannot "
                                  "split (ZeRO-3 leaf modules?): not modelled")
+    if s.autotp is not None:
+        ops = add_zero_tp_collectives(insert_collectives(ops, s.autotp.rule), s.autotp.group, s.zero_size)
+        # per layer and micro-batch 2 forward and 5 backward all-reduces (2 more with recomputation)
+        passes = 9 if run.activation_checkpointing else 7
+        expected = passes * counts[stage] * run.grad_accum
+        found = sum(1 for op in ops if op.kind == "collective" and op.name.startswith("autotp_")
+                    and not op.name.startswith("autotp_lm_head"))
+        if found != expected:
+            raise ZsimInputError(f"tensor_parallel.autotp_size {s.autotp.tp}: the schedule names its modules in a way "
+                                 "zsim cannot split: not modelled")
     return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
 
 
@@ -241,6 +270,8 @@ def stage_memory(s: StageSetup, job: Job, schedule: Schedule, stage: int, counts
     pp = len(counts)
     facts = memory_facts(schedule, job.run, job.model)
     stage_model = replace(s.shard, num_layers=counts[stage])
+    if s.autotp is not None:   # AutoTP gathers the logits: every rank holds (and takes the loss of) all of them
+        stage_model = replace(stage_model, vocab_size=s.shard.embed_vocab_size)
     work = replace(s.workload, model=stage_model)
     in_flight = in_flight_microbatches(stage, pp, m) if pp > 1 else 1
     gpu = estimate_memory(work, job.run, facts, job.hardware.memory.allocator_overhead_fraction,
@@ -250,7 +281,7 @@ def stage_memory(s: StageSetup, job: Job, schedule: Schedule, stage: int, counts
 
 def is_split(op) -> bool:
     """A TP or Ulysses collective (repeats per micro-batch), not one of ZeRO's."""
-    return op.name.startswith(("tp_", "ulysses_"))
+    return op.name.startswith(("tp_", "ulysses_", "autotp_"))
 
 
 def stage_class(counts: tuple[int, ...], stage: int) -> tuple[int, bool, bool]:
