@@ -136,15 +136,23 @@ def run_rank(case_path: str, out_path: str) -> int:
                                            optimizer=optimizer, config=ds_config)
     _mark("deepspeed.initialize done")
     dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
-    gen = torch.Generator().manual_seed(rank)
+    # the ranks of one AutoTP group must see the same batch (DeepSpeed checks it on the first
+    # forward, engine.py:964-1005): seed by the data-parallel rank (TP ranks are adjacent,
+    # utils/groups.py:220)
+    tp = int((ds_config.get("tensor_parallel") or {}).get("autotp_size", 1))
+    gen = torch.Generator().manual_seed(rank // tp)
     vocab, seq = case["model"]["vocab_size"], case.get("seq_len", 16)
     micro = ds_config["train_micro_batch_size_per_gpu"]
     gas = ds_config.get("gradient_accumulation_steps", 1)
     sequence: list = []
     _record_sequence(dist.comms_logger, sequence)
     grouped: list = []
+    autotp = tp > 1
     if moe:
         expert_parallel.record_groups(grouped)
+    elif autotp:   # every collective with its group (validation/cpu_truth/autotp.py)
+        from validation.cpu_truth import autotp as autotp_truth, expert_parallel
+        autotp_truth.record_groups(grouped)
     steps, sequences = [], []
     grouped_steps = []
     for _ in range(case.get("steps", 3)):
@@ -162,6 +170,10 @@ def run_rank(case_path: str, out_path: str) -> int:
     _mark("steps done")
     result = {"rank": rank, "steps": steps, "sequence": sequences[-1]}
     if moe:
+        result["group_sequence"] = grouped_steps[-1]
+        result["optimizer_groups"] = expert_parallel.optimizer_facts(engine)
+        result["parameter_numels"] = expert_parallel.parameter_numels(engine.module)
+    if autotp:   # AutoTP (validation/cpu_truth/autotp.py): the grouped sequence, the TP shard, ZeRO's groups
         result["group_sequence"] = grouped_steps[-1]
         result["optimizer_groups"] = expert_parallel.optimizer_facts(engine)
         result["parameter_numels"] = expert_parallel.parameter_numels(engine.module)
