@@ -60,42 +60,84 @@ def estimate_memory(workload: Workload, run: RunConfig, facts: MemoryFacts,
     states = _model_states(run, psi, facts.partition_numel)
     buffers = _buffers(run, facts, psi)
     act = _activations(workload, run, in_flight, logits)
-    static = states.params + states.grads_static + states.optimizer + buffers.static
-    # Backward, three moments (activations drain while full gradients fill, linearly, so
-    # each stretch peaks at an end):
-    #  - loss backward: every activation plus the logits/loss temporaries; gradient buckets
-    #    do not exist yet (setup_buckets runs at the first gradient hook, S12:2287);
-    #  - first decoder layers: every activation, the layer's working set, the buckets;
-    #  - end of backward: all new gradients and the buckets.
-    loss_bwd = act["activations"] + act["logits_loss"]
-    layers_bwd = act["activations"] + act["working"] + buffers.buckets + states.grads_partition
-    end_bwd = states.grads_new + buffers.buckets + states.grads_partition
-    moments = {"loss": loss_bwd, "layers": layers_bwd, "end": end_bwd}
-    moment = max(moments, key=lambda k: (moments[k], k))
-    bwd_peak = static + buffers.live + states.grads_prev + moments[moment]
+    moments = backward_moments(run, facts, psi, act, states, buffers)
     # Step: activations are gone; every gradient exists, plus the step's transients.
-    step_peak = static + states.grads_prev + states.grads_new + states.grads_partition + buffers.step
-    phase = "backward" if bwd_peak >= step_peak else "step"
-    in_bwd = phase == "backward"
-    grads = states.grads_static + states.grads_prev + (
-        states.grads_new if (not in_bwd or moment == "end") else 0) + (
-        states.grads_partition if (not in_bwd or moment != "loss") else 0)
-    breakdown = {
-        "params": states.params,
-        "grads": grads,
-        "optimizer_states": states.optimizer,
-        "buffers": buffers.static + (buffers.live + (buffers.buckets if moment != "loss" else 0)
-                                     if in_bwd else buffers.step),
-        "activations": (act["activations"] + (act["working"] if moment == "layers" else 0))
-        if in_bwd and moment != "end" else 0,
-        "logits_loss": act["logits_loss"] if in_bwd and moment == "loss" else 0,
-    }
+    step = step_terms(states, buffers)
+    peak = max(moments, key=lambda m: (sum(m.terms.values()), m.key))
+    in_bwd = sum(peak.terms.values()) >= sum(step.values())
+    phase = "backward" if in_bwd else "step"
+    breakdown = dict(peak.terms if in_bwd else step)
     raw_peak = sum(breakdown.values())
     breakdown["allocator_overhead"] = int(raw_peak * allocator_overhead_fraction)
     return MemoryEstimate(peak_bytes=int(sum(breakdown.values())),
                           breakdown={k: int(v) for k, v in breakdown.items()},
                           peak_phase=phase,
                           model_states_bytes=_paper_model_states(z.stage, psi, run.world_size, p))
+
+
+@dataclass(frozen=True)
+class BackwardMoment:
+    """One moment of a backward the peak is taken at: ``key`` (the estimate's tie-break and
+    the memory curve's name), ``position`` in the backward (0 to 1) and the bytes of every
+    term live then (MemoryEstimate.breakdown's keys, allocator overhead excluded)."""
+
+    key: str
+    position: float
+    terms: Mapping[str, int]
+
+
+def backward_moments(run: RunConfig, f: MemoryFacts, psi: int, act: Mapping[str, int],
+                     states: "_States", buffers: "_Buffers", layers: int = 1) -> tuple[BackwardMoment, ...]:
+    """The moments of a backward, in time order (activations drain while gradients fill,
+    linearly, so each stretch peaks at an end):
+
+    - ``loss``: the loss's backward, every activation plus the logits/loss temporaries; the
+      gradient buckets do not exist yet (setup_buckets runs at the first gradient hook, S12:2287);
+    - ``layers``: the first decoder layers, every activation, the layer's working set, the
+      buckets and stage 2's gradient partition;
+    - ``end``: all new gradients and the buckets.
+
+    Stages 1/2 without gradient accumulation split ``layers`` in two, because their buffers
+    appear at two times: the IPG buffer(s) at the first gradient hook (``hook``, S12:3256-3280)
+    with every activation still alive, and the flattened bucket copy and stage 2's gradient
+    partition (S12:2184-2192) only at the first reduction (``reduce``), once
+    ``reduce_bucket_size`` elements of gradients exist (S12:1422-1430). Gradients arrive in
+    backward order, so by then that fraction of the parameters has run backward and freed its
+    activations: ``min(1, bucket / Ψ)`` by parameter count (a model smaller than the bucket
+    reduces in the epilogue, after every layer). With gradient accumulation every micro-step's
+    epilogue keeps the accumulated partition gradients (``all_grad_tensors``, S12:1036-1040),
+    which zsim does not size apart; the one ``layers`` moment, everything together, stands for
+    them (within 3 % of those runs, validation/README.md). ``layers`` is the decoder layer
+    count, for the position of the first layers' moment."""
+    base = {"params": states.params, "optimizer_states": states.optimizer}
+    grads = states.grads_static + states.grads_prev
+    fb = buffers.static + buffers.live
+    a, working = act["activations"], act["working"]
+    first = 1.0 / max(1, layers)
+
+    def terms(g: int, b: int, activations: float, logits: int = 0) -> dict[str, int]:
+        return {**base, "grads": g, "buffers": b, "activations": int(activations), "logits_loss": logits}
+    loss = BackwardMoment("loss", 0.0, terms(grads, fb, a, act["logits_loss"]))
+    end = BackwardMoment("end", 1.0, terms(grads + states.grads_new + states.grads_partition,
+                                           fb + buffers.buckets, 0))
+    if run.zero.stage in (1, 2) and run.grad_accum == 1 and psi > 0:
+        ipg = run.param_bytes * f.ipg_buffer_elems * f.ipg_buffer_count
+        done = min(1.0, f.ipg_buffer_elems / psi)
+        hook = BackwardMoment("hook", first, terms(grads, fb + ipg, a + working))
+        reduce = BackwardMoment("reduce", max(first, done),
+                                terms(grads + states.grads_partition, fb + buffers.buckets,
+                                      a * (1.0 - done) + working))
+        return (loss, hook, reduce, end)
+    layers_moment = BackwardMoment("layers", first, terms(grads + states.grads_partition, fb + buffers.buckets,
+                                                          a + working))
+    return (loss, layers_moment, end)
+
+
+def step_terms(states: "_States", buffers: "_Buffers") -> dict[str, int]:
+    """What is live at the optimizer step: every gradient and the step's transients."""
+    return {"params": states.params, "optimizer_states": states.optimizer,
+            "grads": states.grads_static + states.grads_prev + states.grads_new + states.grads_partition,
+            "buffers": buffers.static + buffers.step, "activations": 0, "logits_loss": 0}
 
 
 def _paper_model_states(stage: int, psi: int, n: int, p: int) -> int:

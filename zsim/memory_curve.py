@@ -2,7 +2,8 @@
 :func:`zsim.memory.estimate_memory` reasons, each with what is live.
 
 :func:`estimate_memory` prices a handful of moments (start of forward, the loss's backward,
-the first layers backward visits, the end of backward, the optimizer step) and reports the
+the first layers backward visits or, for stages 1/2, the first gradient hook and the first
+bucket reduction, the end of backward, the optimizer step) and reports the
 largest. This module returns every one of them, built from the same terms, so a drawing of
 memory over a step peaks exactly where the estimate does (tests/test_memory_curve_ux.py
 checks that the largest moment equals ``estimate_memory(...).peak_bytes``). Between moments
@@ -16,12 +17,15 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from .dsconfig import RunConfig
-from .memory import MemoryFacts, _activations, _buffers, _model_states
+from .memory import MemoryFacts, _activations, _buffers, _model_states, backward_moments, step_terms
 from .workload import Workload
 
 #: The phase of the step each moment belongs to, and where in that phase (0: its start,
 #: 1: its end; "first layers" is one decoder layer into backward).
 PHASES = ("forward", "backward", "step")
+#: zsim.memory.backward_moments' keys -> the names the curve shows.
+MOMENT_NAMES = {"loss": "loss backward", "layers": "first layers backward", "hook": "first gradient hook",
+                "reduce": "first bucket reduction", "end": "end of backward"}
 
 
 @dataclass(frozen=True)
@@ -61,27 +65,13 @@ def memory_moments(workload: Workload, run: RunConfig, facts: MemoryFacts,
     buffers = _buffers(run, facts, psi)
     act = _activations(workload, run, in_flight, logits)
     f = allocator_overhead_fraction
-    grads_fb = states.grads_static + states.grads_prev
-    base = {"params": states.params, "optimizer_states": states.optimizer}
-    fb_buffers = buffers.static + buffers.live
-    one_layer = 1.0 / max(1, workload.model.num_layers)
-    return (
-        _moment("forward starts", "forward", 0.0,
-                {**base, "grads": grads_fb, "buffers": fb_buffers, "activations": 0, "logits_loss": 0}, f),
-        _moment("loss backward", "backward", 0.0,
-                {**base, "grads": grads_fb, "buffers": fb_buffers,
-                 "activations": act["activations"], "logits_loss": act["logits_loss"]}, f),
-        _moment("first layers backward", "backward", one_layer,
-                {**base, "grads": grads_fb + states.grads_partition,
-                 "buffers": fb_buffers + buffers.buckets,
-                 "activations": act["activations"] + act["working"], "logits_loss": 0}, f),
-        _moment("end of backward", "backward", 1.0,
-                {**base, "grads": grads_fb + states.grads_new + states.grads_partition,
-                 "buffers": fb_buffers + buffers.buckets, "activations": 0, "logits_loss": 0}, f),
-        _moment("optimizer step", "step", 0.5,
-                {**base, "grads": grads_fb + states.grads_new + states.grads_partition,
-                 "buffers": buffers.static + buffers.step, "activations": 0, "logits_loss": 0}, f),
-    )
+    start = {"params": states.params, "optimizer_states": states.optimizer,
+             "grads": states.grads_static + states.grads_prev, "buffers": buffers.static + buffers.live,
+             "activations": 0, "logits_loss": 0}
+    backward = backward_moments(run, facts, psi, act, states, buffers, workload.model.num_layers)
+    return (_moment("forward starts", "forward", 0.0, start, f),
+            *(_moment(MOMENT_NAMES[m.key], "backward", m.position, dict(m.terms), f) for m in backward),
+            _moment("optimizer step", "step", 0.5, step_terms(states, buffers), f))
 
 
 @dataclass(frozen=True)
