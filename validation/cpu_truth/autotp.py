@@ -11,7 +11,8 @@ expert_parallel.record_groups, but reads a group's ranks with
 
 from __future__ import annotations
 
-from .expert_parallel import RECORDED
+from . import expert_parallel
+from .grouped import compare_cases, truth_sequence  # noqa: F401  (truth_sequence: the tests')
 
 
 def autotp_size(ds_config: dict) -> int:
@@ -20,21 +21,9 @@ def autotp_size(ds_config: dict) -> int:
 
 
 def record_groups(sequence: list) -> None:
-    """Append ``(op, bytes, sorted global ranks of the group, or None for the world)`` to
-    ``sequence`` for every collective issued through deepspeed.comm."""
-    import deepspeed.comm as dist
+    """expert_parallel.record_groups with torch's rank lookup (see the module docstring)."""
     import torch.distributed as tdist
-
-    for name, (tensor_at, group_at) in RECORDED.items():
-        original = getattr(dist, name)
-
-        def wrapped(*args, __original=original, __name=name, __at=(tensor_at, group_at), **kwargs):
-            tensor = args[__at[0]] if len(args) > __at[0] else kwargs.get("tensor")
-            group = args[__at[1]] if len(args) > __at[1] else kwargs.get("group")
-            ranks = sorted(tdist.get_process_group_ranks(group)) if group is not None else None
-            sequence.append((__name, int(tensor.numel() * tensor.element_size()), ranks))
-            return __original(*args, **kwargs)
-        setattr(dist, name, wrapped)
+    expert_parallel.record_groups(sequence, ranks_of=tdist.get_process_group_ranks)
 
 
 # ---- the cases and zsim's side of them --------------------------------------------------------
@@ -85,34 +74,9 @@ def zsim_sequence(case: dict) -> list[tuple[str, int, list[int]]]:
     return out
 
 
-def truth_sequence(result: dict) -> list[tuple[str, int, list[int]]]:
-    """DeepSpeed's recorded sequence of rank 0 (a group of None is the world)."""
-    world = len(result["per_rank"])
-    return [(op, n, ranks if ranks is not None else list(range(world)))
-            for op, n, ranks in result["extras"][0]["group_sequence"]]
-
-
 def main() -> int:
     """Run every case; print whether zsim's grouped sequence equals DeepSpeed's."""
-    import json
-
-    from .runner import run_cases
-    results = run_cases(AUTOTP_CASES, jobs=1)
-    bad = 0
-    for c in AUTOTP_CASES:
-        r = results[c["id"]]
-        if "error" in r:
-            print("ERROR", c["id"], r["error"][-2000:])
-            bad += 1
-            continue
-        z, t = zsim_sequence(c), truth_sequence(r)
-        ok = [tuple(x) for x in z] == [tuple(x) for x in t]
-        bad += not ok
-        print(("OK  " if ok else "DIFF"), c["id"], f"{len(t)} collectives", f"{r['wall_s']:.0f}s")
-        if not ok:
-            print("  deepspeed:", json.dumps(t))
-            print("  zsim     :", json.dumps(z))
-    return 1 if bad else 0
+    return compare_cases(AUTOTP_CASES, zsim_sequence)
 
 
 if __name__ == "__main__":

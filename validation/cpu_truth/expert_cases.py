@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import sys
 
 from .cases import ds_config
+from .grouped import compare_cases, truth_sequence  # noqa: F401  (truth_sequence: the tests')
 
 #: Mixtral, 4 experts of width 96, top-2, hidden 64, 2 layers (expert params 6144 elements).
 MIXTRAL_4E = dict(model_type="mixtral", hidden_size=64, intermediate_size=96, num_attention_heads=4,
@@ -121,32 +121,9 @@ def rank0_ranks(label: str, world: int, ep: int) -> list[int]:
     return list(range(world))
 
 
-def truth_sequence(result: dict) -> list[tuple[str, int, list[int]]]:
-    """DeepSpeed's recorded sequence of rank 0 (a group of None is the world)."""
-    world = len(result["per_rank"])
-    return [(op, n, ranks if ranks is not None else list(range(world)))
-            for op, n, ranks in result["extras"][0]["group_sequence"]]
-
-
 def main() -> int:
     """Run every case; print whether zsim's grouped sequence equals DeepSpeed's."""
-    from .runner import run_cases
-    results = run_cases(EP_CASES, jobs=1)
-    bad = 0
-    for c in EP_CASES:
-        r = results[c["id"]]
-        if "error" in r:
-            print("ERROR", c["id"], r["error"][-2000:])
-            bad += 1
-            continue
-        z, t = zsim_sequence(c), truth_sequence(r)
-        ok = [tuple(x) for x in z] == [tuple(x) for x in t]
-        bad += not ok
-        print(("OK  " if ok else "DIFF"), c["id"], f"{len(t)} collectives", f"{r['wall_s']:.0f}s")
-        if not ok:
-            print("  deepspeed:", json.dumps(t))
-            print("  zsim     :", json.dumps(z))
-    return 1 if bad else 0
+    return compare_cases(EP_CASES, zsim_sequence)
 
 
 if __name__ == "__main__":

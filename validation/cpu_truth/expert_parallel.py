@@ -97,19 +97,22 @@ def moe_param_groups(model) -> list[dict]:
         {"params": list(model.parameters()), "name": "dense-params"})
 
 
-def record_groups(sequence: list) -> None:
-    """Append ``(op, bytes, sorted global ranks of the group)`` to ``sequence`` for every
-    collective issued through deepspeed.comm (wrapping its module functions)."""
+def record_groups(sequence: list, ranks_of=None) -> None:
+    """Append ``(op, bytes, sorted global ranks of the group, or None for the world)`` to
+    ``sequence`` for every collective issued through deepspeed.comm (wrapping its module
+    functions). ``ranks_of(group)`` reads a group's global ranks (default
+    ``deepspeed.comm.get_all_ranks_from_group``; AutoTP's DeviceMesh groups need torch's,
+    validation/cpu_truth/autotp.py)."""
     import deepspeed.comm as dist
-    import torch
 
+    ranks_of = ranks_of or dist.get_all_ranks_from_group
     for name, (tensor_at, group_at) in RECORDED.items():
         original = getattr(dist, name)
 
         def wrapped(*args, __original=original, __name=name, __at=(tensor_at, group_at), **kwargs):
             tensor = args[__at[0]] if len(args) > __at[0] else kwargs.get("tensor")
             group = args[__at[1]] if len(args) > __at[1] else kwargs.get("group")
-            ranks = sorted(dist.get_all_ranks_from_group(group)) if group is not None else None
+            ranks = sorted(ranks_of(group)) if group is not None else None
             sequence.append((__name, int(tensor.numel() * tensor.element_size()), ranks))
             return __original(*args, **kwargs)
         setattr(dist, name, wrapped)
