@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .errors import ZsimInputError
+from .inputs import finite_number
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,14 @@ def parse_scan_curves(raw: Any, where: str) -> ScanCurves | None:
             raise ZsimInputError(f"{where}.{experts}: expected a list of [log2_tokens, s_per_token]")
         rows = []
         for i, pt in enumerate(pts):
-            ok = isinstance(pt, (list, tuple)) and len(pt) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pt)
-            if not ok or not 0 <= pt[0] <= 40 or not 0 < pt[1] < 1:
-                raise ZsimInputError(f"{where}.{experts}[{i}]: expected [log2_tokens in 0..40, seconds per "
-                                     f"token in (0, 1)], got {pt!r}")
-            rows.append((float(pt[0]), float(pt[1])))
+            at = f"{where}.{experts}[{i}]"
+            if not (isinstance(pt, (list, tuple)) and len(pt) == 2):
+                raise ZsimInputError(f"{at}: expected [log2_tokens, seconds per token], got {pt!r}")
+            x = finite_number(pt[0], "log2_tokens", at, high=40)
+            y = finite_number(pt[1], "seconds per token", at, high=1)
+            if y <= 0:
+                raise ZsimInputError(f"{at}: seconds per token must be above 0, got {pt[1]!r}")
+            rows.append((x, y))
         if any(b[0] <= a[0] for a, b in zip(rows, rows[1:])):
             raise ZsimInputError(f"{where}.{experts}: points must be sorted by log2_tokens")
         curves.append(ScanCurve(experts, tuple(rows)))
