@@ -399,6 +399,10 @@ class OverheadProfile:
     checkpoint_recompute_s: float = 0.0
 
 
+#: OverheadProfile fields that only with_derived_host_costs sets (never read from YAML).
+DERIVED_OVERHEADS = ("checkpoint_forward_s", "checkpoint_recompute_s")
+
+
 @dataclass(frozen=True)
 class MemoryProfile:
     """Allocator behaviour that max_memory_allocated reflects."""
@@ -461,7 +465,8 @@ class HardwareProfile:
             },
             "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
             "host": vars(self.host).copy(),
-            "overheads": vars(self.overheads).copy(),
+            # checkpoint_*_s are always derived from the host section (with_derived_host_costs)
+            "overheads": {k: v for k, v in vars(self.overheads).items() if k not in DERIVED_OVERHEADS},
             "memory": vars(self.memory).copy(),
         }
 
