@@ -33,13 +33,17 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
     host_of: dict[int, int] = {}    # old id -> new id of its host-side op (if any)
     last_gpu: int | None = None
     step_synced = False
-    new, append = _new_op, out.append
+
+    def add(op: Op, **changes) -> int:
+        new = _moved(op, len(out), **changes)
+        out.append(new)
+        return new.id
 
     for op in ops:
         deps, kind, stream = op.deps, op.kind, op.stream
         if not deps:
             gpu_deps = host_deps = ()
-        elif len(deps) == 1:
+        elif len(deps) == 1:   # most ops: no set and sort
             gpu_deps = (gpu_of[deps[0]],)
             h = host_of.get(deps[0])
             host_deps = () if h is None else (h,)
@@ -51,11 +55,6 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
             # DeepSpeed's step reads the norm/overflow back: the host waits for the GPU.
             host_deps = tuple(sorted(set(host_deps) | {last_gpu}))
             step_synced = True
-        # An op moved is a shallow copy renumbered to ``n`` (the host stream, a dispatch kind,
-        # deps of ops already moved: all valid and preceding ``n``, so the checks the op passed
-        # when it was built still hold): its fields copied as ``copy.copy`` copies them, without
-        # ``dataclasses.replace``, which would rerun the checks, or copy's ``__reduce_ex__`` detour.
-        n = len(out)
         if stream == "compute" and kind in ("overhead", "host_loop"):
             if kind == "host_loop":
                 # The host waits for the op's own dependencies (an event it synchronises on);
@@ -64,38 +63,33 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
                 if op.syncs and last_gpu is not None:
                     waits.add(last_gpu)
                 host_deps = tuple(sorted(set(host_deps) | waits))
-            moved = new(type(op))
-            fields = moved.__dict__
-            fields.update(op.__dict__)
-            fields["id"], fields["stream"], fields["deps"] = n, HOST, host_deps
-            append(moved)
-            gpu_of[op.id] = host_of[op.id] = n
+            gpu_of[op.id] = host_of[op.id] = add(op, stream=HOST, deps=host_deps)
             continue
         if kind == "compute":
-            issue = new(type(op))
-            fields = issue.__dict__
-            fields.update(op.__dict__)
-            fields["id"], fields["stream"], fields["kind"], fields["name"], fields["deps"] = (
-                n, HOST, "dispatch", f"issue {op.name}", host_deps)
-            append(issue)
-            gpu = new(type(op))
-            fields = gpu.__dict__
-            fields.update(op.__dict__)
+            d = add(op, stream=HOST, kind="dispatch", name=f"issue {op.name}", deps=host_deps)
             # the dispatch is newer than every op gpu_deps names: appended, the deps stay sorted
-            fields["id"], fields["deps"] = n + 1, gpu_deps + (n,)
-            append(gpu)
-            host_of[op.id], gpu_of[op.id] = n, n + 1
-            last_gpu = n + 1
+            g = add(op, deps=gpu_deps + (d,))
+            host_of[op.id], gpu_of[op.id] = d, g
+            last_gpu = g
             continue
-        moved = new(type(op))
-        fields = moved.__dict__
-        fields.update(op.__dict__)
-        fields["id"], fields["deps"] = n, gpu_deps
-        append(moved)
-        gpu_of[op.id] = n
+        gpu_of[op.id] = add(op, deps=gpu_deps)
         if stream == "compute":
-            last_gpu = n
+            last_gpu = gpu_of[op.id]
     return out
+
+
+def _moved(op: Op, op_id: int, **changes) -> Op:
+    """``op`` renumbered to ``op_id`` with ``changes`` (the host stream, a dispatch kind, deps
+    of ops already moved: all valid and preceding ``op_id``, so the checks the op passed when
+    it was built still hold). A shallow copy, its fields copied as ``copy.copy`` copies them,
+    without ``dataclasses.replace``, which would rerun the checks for every op of the step,
+    or copy's ``__reduce_ex__`` detour."""
+    new = _new_op(type(op))
+    fields = new.__dict__
+    fields.update(op.__dict__)
+    fields["id"] = op_id
+    fields.update(changes)
+    return new
 
 
 _new_op = object.__new__
