@@ -313,9 +313,11 @@ def checkpoint_host_costs(rows: Sequence[Mapping]) -> dict[str, float]:
 
 def _linear_call_unit(row: Mapping) -> float:
     probe = row.get("probe_small_linear_call_s")
-    unit = (probe / IN_RUN_PER_SNAPSHOT["small_linear_call_s"] if probe
-            else (row.get("host_speed") or {}).get("small_linear_call_s"))
-    if not isinstance(unit, (int, float)) or not 0 < unit < 1:
+    snapshot = row.get("host_speed")
+    unit = (probe / IN_RUN_PER_SNAPSHOT["small_linear_call_s"]
+            if isinstance(probe, (int, float)) and not isinstance(probe, bool) and probe > 0
+            else snapshot.get("small_linear_call_s") if isinstance(snapshot, Mapping) else None)
+    if isinstance(unit, bool) or not isinstance(unit, (int, float)) or not 0 < unit < 1:
         raise ZsimInputError("microbench checkpoint row: needs probe_small_linear_call_s or "
                              "host_speed.small_linear_call_s, a positive number of seconds")
     return float(unit)
