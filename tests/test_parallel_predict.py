@@ -12,6 +12,7 @@ import pytest
 
 from zsim.cli import main
 from zsim.errors import ZsimInputError
+from zsim.groups import Dim
 from zsim.job import RunSettings
 from zsim.model import load_model
 from zsim.parallel.activation import LayerShape, layer_activation_bytes
@@ -133,9 +134,68 @@ def test_zero_partitions_over_the_data_parallel_group_only():
     result = predict_parallel(BASE, ParallelAsk(tp=2, pp=2))
     assert result.zero_group_size == result.layout.dp == 4
     s, ops = _split_ops(ParallelAsk(tp=2, pp=2))
-    zero_ops = [op for op in ops if op.kind == "collective" and not op.name.startswith("tp_")]
+    zero_ops = [op for op in ops if op.kind == "collective" and not op.name.startswith("tp_")
+                and not op.name.endswith("_model_parallel")]
     assert zero_ops and {op.group.size(16, 8) for op in zero_ops} == {4}
     assert s.run.world_size == 4
+
+
+def _step_collectives(ask: ParallelAsk, settings: RunSettings = BASE):
+    """(name, comms-logger op, bytes, group) of the step's collectives, in issue order."""
+    _, ops = _split_ops(ask, settings)
+    return [(op.name, op.collective, op.message_bytes, op.group) for op in ops
+            if op.kind == "collective" and op.phase == "step"]
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_one_data_parallel_rank_issues_no_parameter_all_gather_after_the_step(stage):
+    """tp 2 on 2 GPUs: the ZeRO group is one rank, and DeepSpeed's all_gather_dp_groups
+    skips it (runtime/utils.py:1011-1015); with two data-parallel ranks it is issued."""
+    one = replace(BASE, nodes=None, gpus=2, stage=stage)
+    assert "allgather_params" not in [name for name, *_ in _step_collectives(ParallelAsk(tp=2), one)]
+    two = replace(one, gpus=4)
+    assert [name for name, *_ in _step_collectives(ParallelAsk(tp=2), two)].count("allgather_params") == 1
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_overflow_and_norm_are_repeated_over_the_tensor_parallel_group(stage):
+    """With Megatron's mpu, ZeRO all-reduces the overflow flag and the gradient norm over the
+    data-parallel group and then again over the model-parallel group (stage_1_and_2.py:3246,
+    2695; stage3.py:3040, 2472): under tp 2 without a pipeline, the tensor group."""
+    settings = replace(BASE, stage=stage, ds_config={"fp16": {"enabled": True}})   # ZeRO-3 checks overflow in fp16
+    got = _step_collectives(ParallelAsk(tp=2), settings)
+    repeats = [i for i, (name, *_) in enumerate(got) if name.endswith("_model_parallel")]
+    assert [got[i][0] for i in repeats] == ["overflow_check_model_parallel", "grad_norm_model_parallel"]
+    tensor = stage_setup(settings, ParallelAsk(tp=2)).model_parallel
+    assert (tensor.dim, tensor.ranks_per_node, tensor.nodes) == (Dim.TENSOR, 2, 1)
+    for i in repeats:
+        name, collective, nbytes, group = got[i]
+        # right after its data-parallel all-reduce, with the same bytes, on the tensor group
+        assert got[i - 1][0] + "_model_parallel" == name and got[i - 1][1:3] == (collective, nbytes)
+        assert group == tensor and got[i - 1][3].dim is Dim.DATA
+
+
+def test_under_a_pipeline_the_model_parallel_group_spans_the_stages():
+    """A PipelineModule's grid is ZeRO's mpu (deepspeed/__init__.py:582-583): its model group is
+    the pipeline and tensor ranks of one data-parallel index (runtime/pipe/topology.py:300-313):
+    tp 2 x pp 2 on 2 nodes, ranks {0, 1, 8, 9}, 2 ranks on each of 2 nodes; pp 2 alone on one
+    node, ranks {0, 4}."""
+    for ask, settings, shape in ((ParallelAsk(tp=2, pp=2), BASE, (2, 2)),
+                                 (ParallelAsk(pp=2), replace(BASE, nodes=None, gpus=8), (2, 1))):
+        s = stage_setup(settings, ask)
+        mp = s.model_parallel
+        assert (mp.ranks_per_node, mp.nodes) == shape and mp.size(s.layout.world_size, 8) == ask.tp * ask.pp
+        names = [(name, group) for name, _, _, group in _step_collectives(ask, settings)]
+        assert ("grad_norm_model_parallel", mp) in names and ("overflow_check_model_parallel", mp) in names
+
+
+def test_ulysses_alone_has_no_model_parallel_repeat():
+    """Megatron-DeepSpeed's model-parallel groups hold one rank each under Ulysses alone
+    (tp = pp = 1): nothing is repeated, and the step all-gather runs over sp x dp ranks."""
+    got = _step_collectives(ParallelAsk(sp=4))
+    assert not [name for name, *_ in got if name.endswith("_model_parallel")]
+    assert [name for name, *_ in got].count("allgather_params") == 1
+    assert stage_setup(BASE, ParallelAsk(sp=4)).model_parallel is None
 
 
 def test_ulysses_zero_group_is_sequence_times_data():

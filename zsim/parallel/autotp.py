@@ -26,7 +26,8 @@ Sources (deepspeed 0.19.8):
   all-reduced over the data-parallel group and then again over the model-parallel (TP) group
   (:3242 then :3246, :2693 then :2695, both through ``_model_parallel_all_reduce``, :2646).
   With one data-parallel rank the parameter all-gather after the step is skipped
-  (``runtime/utils.py:1011-1014``).
+  (``runtime/utils.py:1011-1015``). Both are Megatron's too under a model-parallel unit:
+  :func:`zsim.parallel.tensor.add_model_parallel_collectives` models them for either.
 
 All of them block the compute stream (``dist.all_reduce`` without ``async_op``), as zsim
 places them. Not modelled, refused in one line: ZeRO-3 with AutoTP, tied embeddings (the
@@ -112,40 +113,4 @@ class AutoTPComm:
         return (), ()
 
 
-#: ZeRO-1/2 step collectives that DeepSpeed repeats over the model-parallel group
-#: (stage_1_and_2.py:3246, 2695 via _model_parallel_all_reduce, :2646).
-MODEL_PARALLEL_REPEATS = ("overflow_check", "grad_norm")
-
-
-def add_zero_tp_collectives(ops: tuple[Op, ...], tp_group: Group, zero_size: int) -> tuple[Op, ...]:
-    """ZeRO's step under AutoTP: each overflow-flag and gradient-norm all-reduce followed by
-    its model-parallel repeat, and no parameter all-gather when the ZeRO group has one rank."""
-    out: list[Op] = []
-    new_id: dict[int, int] = {}
-    for op in ops:
-        if op.kind == "collective" and op.name == "allgather_params" and zero_size == 1:
-            # runtime/utils.py:1011-1014: "no groups share optimizer states"; what depended
-            # on it depends on what it depended on
-            new_id[op.id] = new_id[op.deps[0]] if op.deps else -1
-            continue
-        deps = tuple(sorted({new_id[d] for d in op.deps if new_id[d] >= 0}))
-        new_id[op.id] = len(out)
-        out.append(_copy(op, id=len(out), deps=deps))
-        if op.kind == "collective" and op.name in MODEL_PARALLEL_REPEATS:
-            rep = _copy(op, id=len(out), deps=(len(out) - 1,), name=f"{op.name}_tp", group=tp_group)
-            new_id[op.id] = len(out)
-            out.append(rep)
-    return tuple(out)
-
-
-def _copy(op: Op, **fields) -> Op:
-    """``op`` with ``fields`` changed, copied as zsim.parallel.tensor._renumbered copies (the
-    checks the op passed still hold: ids stay in order, deps precede)."""
-    new = object.__new__(type(op))
-    new.__dict__.update(op.__dict__)
-    new.__dict__.update(fields)
-    return new
-
-
-__all__ = ["COLUMN", "ROW", "check_autotp_model", "shard_model_autotp", "AutoTPComm", "MODEL_PARALLEL_REPEATS",
-           "add_zero_tp_collectives"]
+__all__ = ["COLUMN", "ROW", "check_autotp_model", "shard_model_autotp", "AutoTPComm"]

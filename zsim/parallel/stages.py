@@ -23,8 +23,9 @@ from ..schedule.order import forward_modules
 from ..workload import Workload
 from .activation import in_flight_microbatches
 from .layout import ParallelLayout, check_model, derive_layout, group_shape, place_layout
-from .autotp import AutoTPComm, add_zero_tp_collectives, check_autotp_model, shard_model_autotp
-from .tensor import TensorComm, UlyssesComm, check_family, insert_collectives, shard_model
+from .autotp import AutoTPComm, check_autotp_model, shard_model_autotp
+from .tensor import (TensorComm, UlyssesComm, add_model_parallel_collectives, check_family, insert_collectives,
+                     shard_model)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,23 @@ def _zero_group(layout: ParallelLayout, gpus_per_node: int) -> tuple[Group, int]
     return Group("data", Dim.DATA, ranks_per_node=per_node, nodes=nodes, concurrent=True), len(ranks)
 
 
+@lru_cache(maxsize=256)
+def model_parallel_group(layout: ParallelLayout, gpus_per_node: int) -> Group | None:
+    """The model-parallel group of rank 0 as DeepSpeed's ZeRO optimizer gets it from the
+    ``mpu`` (zsim.parallel.tensor.add_model_parallel_collectives): the tensor and pipeline
+    ranks of one data-parallel (and Ulysses) index, the tensor group itself without a
+    pipeline; None when it has one rank (Ulysses alone: Megatron-DeepSpeed's model-parallel
+    groups then hold one rank each)."""
+    if layout.tp * layout.pp == 1:
+        return None
+    ranks = tuple(r for r in range(layout.world_size)
+                  if layout.coords(r).sp == 0 and layout.coords(r).dp == 0)
+    per_node, nodes = group_shape(ranks, gpus_per_node)
+    dim = Dim.TENSOR if layout.pp == 1 else Dim.PIPELINE
+    return Group("tensor" if layout.pp == 1 else "model_parallel", dim, ranks_per_node=per_node, nodes=nodes,
+                 concurrent=True)
+
+
 def _map_groups(schedule: Schedule, zero: Group) -> tuple:
     """The schedule's data-parallel groups as the ZeRO group's placement."""
     mapping = {WORLD: zero,
@@ -147,6 +165,7 @@ class StageSetup:
     ulysses: UlyssesComm | None
     p2p: Group | None
     autotp: AutoTPComm | None = None    # DeepSpeed AutoTP's collectives (instead of tp_comm)
+    model_parallel: Group | None = None   # the mpu's model-parallel group (None: one rank)
 
 
 def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = None) -> StageSetup:
@@ -187,7 +206,8 @@ def stage_setup(settings: RunSettings, ask: ParallelAsk, site: JobSite | None = 
         same_node = stride < cluster.gpus_per_node
         p2p = Group("pipeline_pair", Dim.PIPELINE, ranks_per_node=2 if same_node else 1,
                     nodes=1 if same_node else 2, concurrent=True)
-    return StageSetup(settings, site, layout, shard, run, workload, zero, zero_size, tp_comm, ulysses, p2p, autotp)
+    return StageSetup(settings, site, layout, shard, run, workload, zero, zero_size, tp_comm, ulysses, p2p, autotp,
+                      model_parallel_group(layout, cluster.gpus_per_node))
 
 
 def schedule_fields(run) -> tuple:
@@ -243,7 +263,7 @@ def stage_schedule(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> S
             raise ZsimInputError(f"--tp {s.tp_comm.tp}: the schedule names its modules in a way zsim cannot "
                                  "split (ZeRO-3 leaf modules?): not modelled")
     if s.autotp is not None:
-        ops = add_zero_tp_collectives(insert_collectives(ops, s.autotp.rule), s.autotp.group, s.zero_size)
+        ops = insert_collectives(ops, s.autotp.rule)
         # per layer and micro-batch 2 forward and 5 backward all-reduces (2 more with recomputation)
         passes = 9 if run.activation_checkpointing else 7
         expected = passes * counts[stage] * run.grad_accum
@@ -252,7 +272,18 @@ def stage_schedule(s: StageSetup, run, stage: int, counts: tuple[int, ...]) -> S
         if found != expected:
             raise ZsimInputError(f"tensor_parallel.autotp_size {s.autotp.tp}: the schedule names its modules in a way "
                                  "zsim cannot split: not modelled")
+    ops = under_mpu(s, ops)
     return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
+
+
+def under_mpu(s: StageSetup, ops: tuple) -> tuple:
+    """``ops`` with ZeRO's step as DeepSpeed runs it under the layout's model-parallel unit:
+    the overflow and norm repeats over the model-parallel group, no stage-1/2 parameter
+    all-gather over a ZeRO group of one rank (zsim.parallel.tensor.add_model_parallel_collectives);
+    ``ops`` itself when neither applies (data and Ulysses parallelism over several ranks)."""
+    if s.model_parallel is None and s.zero_size > 1:
+        return ops
+    return add_model_parallel_collectives(ops, s.model_parallel, s.zero_size)
 
 
 def stage_job(s: StageSetup, run) -> Job:
@@ -301,4 +332,5 @@ def class_schedules(s: StageSetup, run, counts: tuple[int, ...]) -> dict[tuple[i
 
 
 __all__ = ["ParallelAsk", "StageSetup", "stage_setup", "schedule_fields", "zero_ops", "stage_schedule", "stage_job", "stage_memory",
-           "stage_class", "class_schedules", "stage_keep", "model_modules", "is_split"]
+           "stage_class", "class_schedules", "stage_keep", "model_modules", "is_split", "model_parallel_group",
+           "under_mpu"]

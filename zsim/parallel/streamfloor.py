@@ -33,7 +33,7 @@ from ..job import JobSite, RunSettings
 from ..predict import host_share
 from ..system.costs import OpCoster
 from ..system.host import HOST
-from .stages import ParallelAsk, StageSetup, schedule_fields, stage_setup, zero_ops
+from .stages import ParallelAsk, StageSetup, schedule_fields, stage_setup, under_mpu, zero_ops
 
 #: Relative margin under the summed prices: the engine adds the same durations to its clock
 #: one at a time, which can round the other way by a few ulps.
@@ -65,6 +65,7 @@ def zero_busy(s: StageSetup) -> ZeroBusy:
     """:class:`ZeroBusy` of ``s``'s ZeRO schedule at one micro-step (no pipeline)."""
     run = replace(s.run, grad_accum=1)
     ops, _ = zero_ops(s, run, 0, (s.shard.num_layers,))
+    ops = under_mpu(s, ops)             # the step the simulation runs (model-parallel repeats)
     hw = s.site.hardware
     coster = OpCoster(s.workload, run.precision, hw, collective_timer(s.site.cluster, hw),
                       host_share(s.site.cluster, s.site.cpu_threads))
@@ -96,7 +97,7 @@ class StreamFloors:
     def floor_s(self, ask: ParallelAsk, run_fields: dict, compute_floor_s: float) -> float:
         """The floor of one candidate (``run_fields``: its RunSettings.with_run fields)."""
         s = stage_setup(self.settings.with_run(**{**run_fields, "grad_accum": 1}), ask, self.site)
-        key = (s.shard, s.zero, schedule_fields(s.run))
+        key = (s.shard, s.zero, s.model_parallel, schedule_fields(s.run))
         if key not in self._busy:
             self._busy[key] = zero_busy(s)
         hw = self.site.hardware.overheads

@@ -221,5 +221,53 @@ class UlyssesComm:
         return out, qkv
 
 
+#: ZeRO's step collectives that DeepSpeed 0.19.8 repeats over the model-parallel group of the
+#: ``mpu`` it was given (stage_1_and_2.py:309-316, stage3.py:371-376): each goes through
+#: ``_model_parallel_all_reduce`` (stage_1_and_2.py:2642-2646, stage3.py:2412-2416), a no-op
+#: for a group of one rank, right after its all-reduce over the data-parallel group. The
+#: overflow flag: stage_1_and_2.py:3242 then :3246, stage3.py:3027 then :3040. The gradient
+#: norm: stage_1_and_2.py:2693 then :2695 (offloaded :1945 then :1947), stage3.py:2469 then
+#: :2472 (offloaded :1991 then :1994).
+MODEL_PARALLEL_REPEATS = ("overflow_check", "grad_norm")
+
+
+def add_model_parallel_collectives(ops: tuple[Op, ...], model_parallel: Group | None,
+                                   zero_size: int) -> tuple[Op, ...]:
+    """ZeRO's step as DeepSpeed runs it under a model-parallel unit: each overflow-flag and
+    gradient-norm all-reduce followed by its repeat over ``model_parallel`` (None: a group of
+    one rank, no repeat; see :data:`MODEL_PARALLEL_REPEATS`), and, when the ZeRO group has
+    one rank, no stage-1/2 parameter all-gather after the step.
+
+    The skip: ``stage_1_and_2.py:3155`` calls ``all_gather_dp_groups`` after the update,
+    whose ``all_gather_into_tensor_dp_groups`` (runtime/utils.py:1008-1016) skips every
+    group of one rank (lines 1011-1015: ``if dp_world_size == 1: continue``, "no groups
+    share optimizer states"). Stage 3's post-step gathers (``allgather_persistent``) and
+    its parameter fetches are not touched.
+
+    Both hold for DeepSpeed AutoTP (its mpu is ``deepspeed.utils.groups``, engine.py:957)
+    and for Megatron's tensor and pipeline parallelism: Megatron-DeepSpeed's ``mpu``, whose
+    model-parallel group is the tensor and pipeline ranks of one data-parallel index
+    (megatron/core/parallel_state.py, "Build the model-parallel groups"), or under a pipeline
+    the PipelineModule's grid (``deepspeed/__init__.py:582-583``), whose model group is the
+    same ranks (runtime/pipe/topology.py:300-313). Ops before the first change are kept as
+    they are."""
+    out: list[Op] = []
+    new_id: dict[int, int] = {}
+    for op in ops:
+        if zero_size == 1 and op.kind == "collective" and op.name == "allgather_params" and op.phase == "step":
+            # what depended on the skipped all-gather depends on what it depended on
+            new_id[op.id] = new_id[op.deps[0]] if op.deps else -1
+            continue
+        deps = tuple(sorted({new_id[d] for d in op.deps if new_id[d] >= 0}))
+        new_id[op.id] = len(out)
+        out.append(op if op.id == len(out) and deps == op.deps else _renumbered(op, len(out), deps))
+        if model_parallel is not None and op.kind == "collective" and op.name in MODEL_PARALLEL_REPEATS:
+            rep = _renumbered(op, len(out), (len(out) - 1,))
+            rep.__dict__.update(name=f"{op.name}_model_parallel", group=model_parallel)
+            new_id[op.id] = len(out)
+            out.append(rep)
+    return tuple(out)
+
+
 __all__ = ["TP_FAMILIES", "check_family", "shard_model", "Insert", "insert_collectives", "TensorComm",
-           "UlyssesComm"]
+           "UlyssesComm", "MODEL_PARALLEL_REPEATS", "add_model_parallel_collectives"]
