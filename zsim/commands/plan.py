@@ -16,6 +16,7 @@ from ..output import DEFAULT_OUTPUT_DIR
 from ..parallel.cli import add_expert_args, add_parallel_args, refuse_expert_with_3d
 from ..parallel.plan3d import Pins, plan_lines, plan_parallel
 from .common import add_cluster_args, add_quiet_arg, add_run_args, int_up_to, percent, progress_for, settings_from_args
+from .sweep import add_fanout_args, backend_from_args
 
 HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s (or --metric), write the best config"
 
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_quiet_arg(p)
     p.add_argument("--timing", action="store_true",
                    help="print the search's wall time on stderr (never in the output or the files)")
+    add_fanout_args(p)   # the candidates' simulations run there; the plan is the same
     add_parallel_args(p, " (pins it in the joint search; any of them implies --search-3d)")
     p.add_argument("--search-3d", action="store_true",
                    help="search tensor x pipeline (x Ulysses sequence) parallel degrees jointly with ZeRO stage, "
@@ -82,15 +84,21 @@ def _run_3d(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Search, print, write."""
+    backend = backend_from_args(args)   # before any work: a bad --jobs/--dask is one line, exit 2
     if args.search_3d or any((getattr(args, k) or 1) > 1 for k in ("tp", "pp", "sp")):
         refuse_expert_with_3d(args, search_3d=True)
+        if args.jobs not in (None, 1) or args.dask is not None:
+            # Refused rather than ignored: the joint search (zsim/parallel/plan3d.py) runs in
+            # one process, and a flag that silently does nothing would mislead.
+            raise ZsimInputError("--jobs/--dask with --search-3d (or --tp/--pp/--sp): the joint search "
+                                 "runs in one process")
         return _run_3d(args)
     bar = progress_for(args, "zsim plan")
     try:
         # The run flags (--stage, --micro-batch, ...) pin their axes of the search.
         result = plan_settings(settings_from_args(args), global_batch=args.global_batch, top_n=args.top,
                                progress=bar, target=args.target, metric=args.metric,
-                               memory_headroom_pct=args.memory_headroom)
+                               memory_headroom_pct=args.memory_headroom, backend=backend)
     finally:
         bar.close()
     check_finite_tree(result.to_dict(), "plan")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..decide.fanout import CLUSTER_EXTRA_HINT, backend_for
+from ..decide.fanout import CLUSTER_EXTRA_HINT, Backend, backend_for
 from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
 from ..defaults import DEFAULT_MODEL, DEFAULT_TOPO
 from ..io import atomic_write_set, dumps_json
@@ -27,12 +27,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="output/sweep", help="folder for sweep.csv and sweep.json (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON object (the files are written too)")
     add_quiet_arg(p)
+    add_fanout_args(p)
+
+
+def add_fanout_args(p: argparse.ArgumentParser) -> None:
+    """--jobs N and --dask ADDRESS: where predictions run (`zsim sweep` and `zsim plan`)."""
     # default None, not 1: --jobs given at all together with --dask is refused.
     p.add_argument("--jobs", type=int_up_to(64), default=None,
                    help="worker processes predicting configurations at once (default 1)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="predict on the workers of a running Dask scheduler: its address (tcp://host:8786) "
                         f"or scheduler file; needs {CLUSTER_EXTRA_HINT}, not with --jobs")
+
+
+def backend_from_args(args: argparse.Namespace) -> Backend:
+    """The backend of :func:`add_fanout_args`' flags (both at once: one-line input error)."""
+    return backend_for(jobs=args.jobs, dask=args.dask)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             grid[axis] = parse_list(axis, value)
     grid.setdefault("model", [DEFAULT_MODEL])
     grid.setdefault("topo", [DEFAULT_TOPO])
-    backend = backend_for(jobs=args.jobs, dask=args.dask)
+    backend = backend_from_args(args)
     bar = progress_for(args, "zsim sweep")
     try:
         result = sweep(grid, args.ds_config, progress=bar, backend=backend)

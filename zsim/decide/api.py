@@ -22,6 +22,7 @@ from .autoconfig import (AXIS_KEYS, Change, UserConfig, config_target, describe_
                          target_notes, written_config)
 from .capacity import CapacityResult, capacity
 from .evaluate import Evaluator, Predictor, check_headroom, setting_of
+from .fanout import Backend
 from .search import METRICS, Ranked, Rejection, SearchOutcome, gpu_seconds_per_token, search
 from .space import (OFFLOAD_DEVICES, PREFETCH_BUCKETS, REDUCE_BUCKETS, STAGES, SearchSpace,
                     check_global_batch, default_global_batch, micro_batch_choices)
@@ -243,7 +244,7 @@ def plan(model: Any = None, topo: str | Path = DEFAULT_TOPO, *, gpus: int | None
          constraints: Constraints = Constraints(), top_n: int = 5, refine: int = 3,
          predictor: Predictor | None = None, progress: Any = None,
          target: str | None = None, metric: str = "tokens-per-s",
-         memory_headroom_pct: float | None = None) -> PlanResult:
+         memory_headroom_pct: float | None = None, backend: Backend | None = None) -> PlanResult:
     """Search DeepSpeed configurations of ``model`` on ``topo``; see the module docstring.
 
     ``target`` (``deepspeed`` or ``hf-trainer``; default: ``hf-trainer`` when the user's
@@ -251,12 +252,15 @@ def plan(model: Any = None, topo: str | Path = DEFAULT_TOPO, *, gpus: int | None
     :data:`zsim.decide.search.METRICS`). ``memory_headroom_pct`` of GPU memory stays free
     (default: the profile's measured peak-memory error, 5 % where none was measured).
     ``predictor`` (default: the stages of :mod:`zsim.predict`) may be replaced in tests by a
-    callable with the keyword arguments of :func:`zsim.predict.predict`.
+    callable with the keyword arguments of :func:`zsim.predict.predict`. ``backend``
+    (:mod:`zsim.decide.fanout`: a process pool, a Dask cluster; default this process) runs
+    the candidates' simulations; the result is the same wherever they run.
     """
     settings = RunSettings(model=model, topo=topo, gpus=gpus, nodes=nodes, ds_config=ds_config,
                            hardware=hardware, seq=seq, **asdict(constraints))
     return plan_settings(settings, global_batch=global_batch, top_n=top_n, refine=refine, predictor=predictor,
-                         progress=progress, target=target, metric=metric, memory_headroom_pct=memory_headroom_pct)
+                         progress=progress, target=target, metric=metric, memory_headroom_pct=memory_headroom_pct,
+                         backend=backend)
 
 
 def search_seq_len(seq: int | None, spec: Any) -> int:
@@ -267,9 +271,11 @@ def search_seq_len(seq: int | None, spec: Any) -> int:
 
 def plan_settings(settings: RunSettings, *, global_batch: int | None = None, top_n: int = 5, refine: int = 3,
                   predictor: Predictor | None = None, progress: Any = None, target: str | None = None,
-                  metric: str = "tokens-per-s", memory_headroom_pct: float | None = None) -> PlanResult:
+                  metric: str = "tokens-per-s", memory_headroom_pct: float | None = None,
+                  backend: Backend | None = None) -> PlanResult:
     """:func:`plan` of run settings: their cluster fields place the search, ``ds_config`` is
-    the user's config, and every other run field that is set pins its axis."""
+    the user's config, and every other run field that is set pins its axis; ``backend`` runs
+    the simulations (see :func:`plan`)."""
     t0 = time.monotonic()
     check_int_range(top_n, "--top", 1, MAX_TOP)
     spec = load_model(settings.model)
@@ -286,7 +292,7 @@ def plan_settings(settings: RunSettings, *, global_batch: int | None = None, top
     if settings.ep is not None or settings.moe_config is not None:   # DeepSpeed-MoE layers
         from ..parallel.expert import expert_space
         space = expert_space(space)
-    ev = Evaluator(setting, predictor)
+    ev = Evaluator(setting, predictor, backend)
     outcome = search(space, ev, top_n=top_n, refine=refine, progress=progress, metric=metric)
     band, ties = _ties(outcome.ranked, metric, setting.provenance)
     notes = [space.global_batch_note]

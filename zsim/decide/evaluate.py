@@ -17,9 +17,10 @@ the second, t(1) plus (G - 1) micro-steps of compute.
 from __future__ import annotations
 
 import json
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import ZsimInputError
 from ..hardware import HardwareProfile
@@ -31,6 +32,7 @@ from ..predict import memory_facts, memory_stage, predict_job
 from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT, Provenance, profile_provenance
 from ..schedule import build_schedule
 from .autoconfig import UserConfig, candidate_config
+from .fanout import Backend, Serial
 from .space import Candidate
 
 
@@ -174,6 +176,15 @@ class Screened:
 
 Predictor = Callable[..., Any]
 
+#: One simulation the search asks for: a candidate at a gradient accumulation (None: its own).
+Ask = tuple[Candidate, int | None]
+
+#: Simulations the search sends to the backend at once, per worker: a little more than one so
+#: no worker idles on a short one, few so that what a batch teaches (a higher floor) prunes the next.
+ASKS_PER_WORKER = 2
+#: Workers assumed of a backend that does not say how many it has (a Dask cluster).
+DEFAULT_WORKERS = 8
+
 #: Memory verdicts shared by every Evaluator of the process (capacity searches and reports
 #: ask the same questions many times). Keyed by everything the memory model reads.
 _MEMORY_CACHE: dict[tuple, "MemoryVerdict"] = {}
@@ -200,12 +211,22 @@ class Evaluator:
     Each candidate is a :class:`~zsim.job.Job` on the setting's site, run through the stages
     of :mod:`zsim.predict`. A test may inject ``predictor``, a callable with the keyword
     arguments of :func:`zsim.predict.predict` (memory then comes from it too).
+
+    ``backend`` (:mod:`zsim.decide.fanout`) lets :meth:`ahead` simulate a batch of candidates
+    on other processes while the search goes on here; an injected predictor always runs here
+    (it need not be picklable).
     """
 
-    def __init__(self, setting: Setting, predictor: Predictor | None = None):
+    def __init__(self, setting: Setting, predictor: Predictor | None = None, backend: Backend | None = None):
         self.setting = setting
         self._real = predictor is None
         self._predictor = predictor
+        self._backend = backend
+        # Simulations the backend was asked for ahead of the search: results not taken yet
+        # (ok, prediction or error) and the asks still on their way (see ahead()).
+        self._ahead: dict[Ask, tuple[bool, Any]] = {}
+        self._pending: set[Ask] = set()
+        self._stream: Iterator[tuple[Ask, tuple[bool, Any]]] | None = None
         self._memory: dict[Candidate, MemoryVerdict] = {}
         self._predictions: dict[tuple[Candidate, bool], Any] = {}
         self.simulations = 0
@@ -272,16 +293,80 @@ class Evaluator:
         return job_at(self.setting.site, self.setting.settings.with_run(
             ds_config=self.ds_config(cand), activation_checkpointing=cand.activation_checkpointing, **batch))
 
+    @staticmethod
+    def _key(cand: Candidate, grad_accum: int | None, keep_timeline: bool) -> tuple[Candidate, bool]:
+        return (cand if grad_accum is None else cand.with_grad_accum(grad_accum), keep_timeline)
+
     def _run(self, cand: Candidate, grad_accum: int | None, keep_timeline: bool = False) -> Any:
         """Predict ``cand`` at ``grad_accum`` (None: the candidate's own, from its config)."""
-        key = (cand if grad_accum is None else cand.with_grad_accum(grad_accum), keep_timeline)
+        key = self._key(cand, grad_accum, keep_timeline)
         if grad_accum == cand.grad_accum:
             return self._run(cand, None, keep_timeline)
         if key not in self._predictions:
+            # Counted when the search asks, wherever it was computed: the counters (and
+            # plan.json) are the serial search's.
             self.simulations += 1
-            self._predictions[key] = (predict_job(self.job(cand, grad_accum), keep_timeline) if self._real
-                                      else self._injected(cand, grad_accum, keep_timeline))
+            self._predictions[key] = self._simulate(cand, grad_accum, keep_timeline)
         return self._predictions[key]
+
+    def _simulate(self, cand: Candidate, grad_accum: int | None, keep_timeline: bool) -> Any:
+        if not self._real:
+            return self._injected(cand, grad_accum, keep_timeline)
+        ask = (cand, grad_accum)
+        if not keep_timeline and (ask in self._pending or ask in self._ahead):
+            return self._take_ahead(ask)
+        return predict_job(self.job(cand, grad_accum), keep_timeline)
+
+    # ---- simulations on the backend ------------------------------------------------------
+    @property
+    def fans_out(self) -> bool:
+        """Whether :meth:`ahead` runs simulations elsewhere: the real predictor and a backend
+        of more than this process (``ProcessPool(1)`` runs here: speculating would only waste)."""
+        b = self._backend
+        return self._real and b is not None and not isinstance(b, Serial) and getattr(b, "workers", 2) > 1
+
+    @property
+    def batch_size(self) -> int:
+        """How many simulations the search sends to the backend at once."""
+        return ASKS_PER_WORKER * int(getattr(self._backend, "workers", DEFAULT_WORKERS))
+
+    def screen_asks(self, cand: Candidate, floor_tokens_per_s: float = 0.0) -> list[Ask]:
+        """The simulations :meth:`screen` of ``cand`` would ask for at this floor (a higher
+        floor later may ask fewer: the second, or both, may be pruned)."""
+        if self._compute_prunes(cand, floor_tokens_per_s):
+            return []
+        return [(cand, None)] if cand.grad_accum <= 2 else [(cand, 1), (cand, 2)]
+
+    @contextmanager
+    def ahead(self, asks: Iterable[Ask]) -> Iterator[None]:
+        """Within the block, the simulations of ``asks`` run on the backend, in their order,
+        while the search goes on here. The search takes each result when (and only if) it asks
+        for it, so its decisions and counters are the serial search's; what it never asks for
+        (pruned meanwhile) is dropped at the end. Does nothing unless :attr:`fans_out`."""
+        todo = list(dict.fromkeys(a for a in asks if self._key(*a, False) not in self._predictions))
+        if not self.fans_out or len(todo) < 2:   # one simulation: shipping it saves nothing
+            yield
+            return
+        jobs = [self.job(cand, grad_accum) for cand, grad_accum in todo]
+        # closing(): leaving the block early (an error, Ctrl-C) still shuts the workers down.
+        with closing(self._backend.map_in_order(_predict_or_error, jobs)) as results:
+            self._stream, self._pending = zip(todo, results), set(todo)
+            try:
+                yield
+            finally:
+                self._stream, self._pending = None, set()
+                self._ahead.clear()
+
+    def _take_ahead(self, ask: Ask) -> Any:
+        """The backend's answer to ``ask``: earlier results in the stream wait in _ahead."""
+        while ask not in self._ahead:
+            done, result = next(self._stream)   # in input order; ``ask`` is still pending
+            self._pending.discard(done)
+            self._ahead[done] = result
+        ok, value = self._ahead.pop(ask)
+        if not ok:
+            raise value   # the input error the serial search would have raised here
+        return value
 
     def _injected(self, cand: Candidate, grad_accum: int | None, keep_timeline: bool) -> Any:
         """The injected predictor's answer, asked with :func:`zsim.predict.predict`'s keywords."""
@@ -303,10 +388,8 @@ class Evaluator:
         g = cand.grad_accum
         tokens = self.tokens_per_step(cand)
         shape = (cand.micro_batch, cand.activation_checkpointing)
-        if floor_tokens_per_s and shape in self._compute_s:
-            # Before any simulation: the step is at least G micro-steps of compute.
-            if tokens / (g * self._compute_s[shape]) < floor_tokens_per_s:
-                return None
+        if self._compute_prunes(cand, floor_tokens_per_s):
+            return None
         if g <= 2:
             p = self.predict(cand)
             return Screened(cand, p.step_time_s, tokens / p.step_time_s, True)
@@ -319,3 +402,22 @@ class Evaluator:
         p2 = self._run(cand, 2)
         step_s = p1.step_time_s + (g - 1) * (p2.step_time_s - p1.step_time_s)
         return Screened(cand, step_s, tokens / step_s, False)
+
+    def _compute_prunes(self, cand: Candidate, floor_tokens_per_s: float) -> bool:
+        """Before any simulation: the step is at least G micro-steps of compute, known once a
+        candidate of the same micro-batch and checkpointing was simulated."""
+        shape = (cand.micro_batch, cand.activation_checkpointing)
+        if not (floor_tokens_per_s and shape in self._compute_s):
+            return False
+        return self.tokens_per_step(cand) / (cand.grad_accum * self._compute_s[shape]) < floor_tokens_per_s
+
+
+def _predict_or_error(job: Job) -> tuple[bool, Any]:
+    """Run on a worker: (True, the prediction of ``job``) or (False, the input error it raised).
+
+    The error comes back as a value: a speculative simulation the search never asks for must
+    not fail the search, and one it asks for raises there, as the serial search would."""
+    try:
+        return True, predict_job(job)
+    except ZsimInputError as exc:
+        return False, exc

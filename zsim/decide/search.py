@@ -14,16 +14,20 @@ keeps each structure's smallest buckets and phase 2 is skipped).
 
 Bucket sizes change step time by a few percent while the structure changes it by integer
 factors, which is why buckets are refined only around the best structures.
+
+With an evaluator that fans out (``zsim plan --jobs N`` / ``--dask``), each phase sends the
+simulations it may need to the backend in batches (:meth:`Evaluator.ahead`) and runs exactly
+as in one process, taking the results as it asks for them: the same pruning, the same output.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ..dsconfig import OffloadDevice
-from .evaluate import Evaluator, MemoryVerdict, Screened
+from .evaluate import Ask, Evaluator, MemoryVerdict, Screened
 from .space import Candidate, SearchSpace
 
 
@@ -63,6 +67,7 @@ class SearchOutcome:
 
 
 Progress = Callable[[int, int, str], None]
+T = TypeVar("T")
 
 #: Ranking metrics of `zsim plan --metric`.
 METRICS = ("tokens-per-s", "memory", "cost-per-token")
@@ -146,32 +151,93 @@ class _State:
             self.screened.append(result)
 
 
+def _batches(ev: Evaluator, items: Iterable[T],
+             asks_of: Callable[[T], list[Ask]]) -> Iterator[tuple[list[T], list[Ask]]]:
+    """Consecutive runs of ``items``, each with the simulations its items may ask for: just
+    enough asks to keep the backend's workers busy (``ev.batch_size``), so that what one run
+    learns (a higher floor, a known compute time) prunes the next run's asks, as it prunes the
+    serial search. ``asks_of`` is called when a run is formed, after the previous run was
+    searched. Without a fan-out: one run of every item, no asks (the serial search as it was)."""
+    if not ev.fans_out:
+        yield list(items), []
+        return
+    run: list[T] = []
+    asks: list[Ask] = []
+    for item in items:
+        run.append(item)
+        asks += asks_of(item)
+        if len(asks) >= ev.batch_size:
+            yield run, asks
+            run, asks = [], []
+    if run:
+        yield run, asks
+
+
+def _structure_asks(space: SearchSpace, ev: Evaluator, st: _State, cand: Candidate) -> list[Ask]:
+    """The simulations phase 1 may ask for on ``cand``: its screen at today's floor (the floor
+    only rises: the phase asks for these or fewer). The memory checks are the phase's own,
+    cached, so counted once."""
+    if st.metric == "memory":
+        return []
+    chosen, _ = _pick_buckets(space, ev, cand)
+    return [] if chosen is None else ev.screen_asks(chosen, _floor(st.screened, st.keep))
+
+
 def _phase_structures(space: SearchSpace, ev: Evaluator, st: _State, structures: list[Candidate],
                       progress: Progress | None, total: int) -> None:
-    for i, cand in enumerate(structures):
-        if progress:
-            progress(i, total, f"structures: {cand.label()}")
-        chosen, verdict = _pick_buckets(space, ev, cand)
-        if chosen is None:
-            st.rejected.append(Rejection(cand, verdict))
-            continue
-        st.fitting += 1
-        if st.metric == "memory":   # the smallest buckets need the least memory; no timing
-            smallest = min(space.bucket_variants(cand), key=lambda v: (v.reduce_bucket_size, v.prefetch_bucket_size))
-            st.fits.append((smallest, ev.memory(smallest)))
-        else:
-            st.screen(ev, chosen)
+    asks_of = lambda item: _structure_asks(space, ev, st, item[1])   # noqa: E731 - runs here, never pickled
+    for run, asks in _batches(ev, enumerate(structures), asks_of):
+        with ev.ahead(asks):
+            for i, cand in run:
+                if progress:
+                    progress(i, total, f"structures: {cand.label()}")
+                _structure_step(space, ev, st, cand)
+
+
+def _structure_step(space: SearchSpace, ev: Evaluator, st: _State, cand: Candidate) -> None:
+    """Phase 1 on one structure: reject it, or keep its smallest buckets (memory metric), or screen it."""
+    chosen, verdict = _pick_buckets(space, ev, cand)
+    if chosen is None:
+        st.rejected.append(Rejection(cand, verdict))
+        return
+    st.fitting += 1
+    if st.metric == "memory":   # the smallest buckets need the least memory; no timing
+        smallest = min(space.bucket_variants(cand), key=lambda v: (v.reduce_bucket_size, v.prefetch_bucket_size))
+        st.fits.append((smallest, ev.memory(smallest)))
+    else:
+        st.screen(ev, chosen)
+
+
+def _unscreened_variants(space: SearchSpace, ev: Evaluator, st: _State,
+                         refine: int) -> Iterator[tuple[int, list[Candidate]]]:
+    """For each of the best ``refine`` structures (best first): its index and its bucket
+    variants that fit and were not screened yet."""
+    seen = {s.candidate for s in st.screened}
+    for j, top in enumerate(_best_per_structure(st.screened)[:refine]):
+        fresh = []
+        for variant in space.bucket_variants(top.candidate):
+            if variant not in seen and ev.memory(variant).fits:
+                seen.add(variant)
+                fresh.append(variant)
+        yield j, fresh
+
+
+def _bucket_asks(space: SearchSpace, ev: Evaluator, st: _State, refine: int) -> list[Ask]:
+    """The simulations phase 2 may ask for, in its order (see :func:`_structure_asks`)."""
+    if not ev.fans_out:
+        return []
+    floor = _floor(st.screened, st.keep)
+    return [ask for _, variants in _unscreened_variants(space, ev, st, refine)
+            for variant in variants for ask in ev.screen_asks(variant, floor)]
 
 
 def _phase_buckets(space: SearchSpace, ev: Evaluator, st: _State, refine: int, progress: Progress | None,
                    done: int, total: int) -> None:
-    seen = {s.candidate for s in st.screened}
-    for j, top in enumerate(_best_per_structure(st.screened)[:refine]):
-        if progress:
-            progress(done + j, total, "buckets: refining the best structures")
-        for variant in space.bucket_variants(top.candidate):
-            if variant not in seen and ev.memory(variant).fits:
-                seen.add(variant)
+    with ev.ahead(_bucket_asks(space, ev, st, refine)):
+        for j, variants in _unscreened_variants(space, ev, st, refine):
+            if progress:
+                progress(done + j, total, "buckets: refining the best structures")
+            for variant in variants:
                 pruned = st.pruned
                 st.screen(ev, variant)
                 st.pruned = pruned        # a slower bucket setting is not a pruned structure
@@ -184,13 +250,14 @@ def _finalists(ev: Evaluator, st: _State, top_n: int) -> list[Ranked]:
     else:
         chosen = [s.candidate for s in _best_per_structure(st.screened)[:top_n]]
     ranked = []
-    for cand in chosen:
-        pred = ev.predict(cand)
-        verdict = ev.verdict(pred)
-        if verdict.fits:
-            ranked.append(Ranked(cand, pred, ev.ds_config(cand)))
-        else:   # the full prediction is the last word on fit
-            st.rejected.append(Rejection(cand, verdict))
+    with ev.ahead([(cand, None) for cand in chosen]):   # no pruning here: every one is asked
+        for cand in chosen:
+            pred = ev.predict(cand)
+            verdict = ev.verdict(pred)
+            if verdict.fits:
+                ranked.append(Ranked(cand, pred, ev.ds_config(cand)))
+            else:   # the full prediction is the last word on fit
+                st.rejected.append(Rejection(cand, verdict))
     key = rank_key(st.metric)
     return sorted(ranked, key=lambda r: key(r.prediction))
 
