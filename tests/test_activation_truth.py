@@ -119,3 +119,48 @@ def test_stage3_on_one_rank_gathers_nothing(truth):
                         max_gathered_numel=10**8, persistent_numel=0)
     assert _buffers(build_run_config(cfg, spec, 1), facts, spec.num_parameters).live == 0
     assert _buffers(build_run_config(cfg, spec, 2), facts, spec.num_parameters).live == 2 * 10**8
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_moe_step_walks_param_groups_one_at_a_time(truth, stage, tmp_path):
+    """Real DeepSpeed, one rank, a tiny DeepSpeed-MoE Mixtral whose experts sit in 8 param
+    groups of their own: the step's transient over the gradients left by backward is one
+    group's flatten + fp32 cast (stages 1/2; stage 0 also keeps the earlier groups' fp32
+    flats), not the whole model's — what zsim/memory.py's _peak_group_step computes from the
+    same groups (zsim.parallel.expert_zero.moe_layout)."""
+    require_truth_packages("ZeRO memory truth", "deepspeed")
+    import subprocess
+    from validation.cpu_truth.zero_memory import MOE_CONFIG, MOE_LAYER
+    max_group = 100_000
+    out = subprocess.run([sys.executable, str(ROOT / "validation" / "cpu_truth" / "zero_memory.py"), "--moe",
+                          str(stage), str(29570 + stage), str(max_group)],
+                         capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("{")), None)
+    assert line, out.stderr[-2000:]
+    real = json.loads(line)
+    psi = real["num_parameters"]
+    measured = (real["step_peak"] - real["after_backward"]) * psi
+
+    from zsim.dsconfig import build_run_config
+    from zsim.memory import MemoryFacts, _buffers
+    from zsim.parallel.expert import expert_groups, with_deepspeed_moe
+    from zsim.parallel.expert_zero import moe_layout
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
+                                "hidden_act": "silu", "rms_norm_eps": 1e-5,
+                                **{k: v for k, v in MOE_CONFIG.items() if k != "use_cache"}}))
+    spec = with_deepspeed_moe(load_model(path), dict(MOE_LAYER), None)
+    assert spec.num_parameters == psi
+    layout = moe_layout(spec, 1, expert_groups(1, 1, None), max_group_numel=max_group)
+    numels = [sum(layout.numels[p] for p in g.params) for g in layout.groups]
+    assert numels == real["group_numels"]
+    cfg = {"bf16": {"enabled": True}, "zero_optimization": {"stage": stage}}
+    run = build_run_config(cfg, spec, 1)
+    facts = MemoryFacts(partition_numel=layout.partition_numel, ipg_buffer_elems=0, ipg_buffer_count=1,
+                        max_gathered_numel=0, persistent_numel=0, group_numels=tuple(numels),
+                        group_partition_numels=tuple(layout.partition_numels() if stage else numels))
+    b = _buffers(run, facts, psi)
+    assert b.step - b.step_grads_freed == pytest.approx(measured, rel=0.005)
+    # The whole-model transient (one group) would be 3-4x what DeepSpeed allocates here.
+    whole = _buffers(run, MemoryFacts(layout.partition_numel, 0, 1, 0, 0), psi)
+    assert whole.step > 2.5 * measured

@@ -35,6 +35,10 @@ class MemoryFacts:
     ipg_buffer_count: int       # 2 with overlap_comm in stages 1/2
     max_gathered_numel: int     # stage 3: peak numel of gathered non-persistent params
     persistent_numel: int       # stage 3: numel of persistent (never released) params
+    # Stages 0-2 with several optimizer param groups (DeepSpeed-MoE): each group's numel and
+    # this rank's partition of it, in step order; () for one group (partition_numel).
+    group_numels: tuple[int, ...] = ()
+    group_partition_numels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,8 +139,9 @@ def backward_moments(run: RunConfig, f: MemoryFacts, psi: int, act: Mapping[str,
 
 def step_terms(states: "_States", buffers: "_Buffers") -> dict[str, int]:
     """What is live at the optimizer step: every gradient and the step's transients."""
+    grads = states.grads_static + states.grads_prev + states.grads_new + states.grads_partition
     return {"params": states.params, "optimizer_states": states.optimizer,
-            "grads": states.grads_static + states.grads_prev + states.grads_new + states.grads_partition,
+            "grads": grads - buffers.step_grads_freed,
             "buffers": buffers.static + buffers.step, "activations": 0, "logits_loss": 0}
 
 
@@ -201,25 +206,76 @@ class _Buffers:
     live: int
     buckets: int
     step: int
+    step_grads_freed: int = 0   # 16-bit gradients of the param groups stepped before the peak
+
+
+@dataclass(frozen=True)
+class _GroupStep:
+    """One param group's moment in a step that walks the groups in turn: the transient it
+    allocates and the 16-bit gradient bytes the groups before it have freed."""
+
+    transient: int
+    grads_freed: int
+
+
+def _group_sizes(f: MemoryFacts, psi: int) -> tuple[tuple[int, int], ...]:
+    """(numel, partition numel) per optimizer param group, one group when none are given."""
+    if not f.group_partition_numels:
+        return ((psi, f.partition_numel),)
+    return tuple(zip(f.group_numels, f.group_partition_numels))
+
+
+def _peak_group_step(run: RunConfig, f: MemoryFacts, psi: int) -> _GroupStep:
+    """The step's worst moment when DeepSpeed steps its param groups one at a time (MoE
+    puts experts in their own groups, moe/utils.py:72-149), measured on DeepSpeed on CPU
+    (validation/cpu_truth/zero_memory.py --moe):
+
+    - stage 0 (FP16_Optimizer.step, fp16/fused_optimizer.py:282-314): group i's gradients
+      are cast to fp32 (4 B) and flattened (4 B) while the fp32 flats of the earlier groups
+      stay for the one optimizer.step after the loop, and each group's 16-bit gradients are
+      freed once it is flattened;
+    - stages 1/2 (S12:3074-3142): group i's gradient partition is flattened (p B) and cast to
+      fp32 (4 B), its gradients are freed (S12:3128) and its fp32 gradient is dropped after
+      its own optimizer step (S12:3141), so only one group's transient exists at a time.
+
+    With one group this is the whole model's transient and nothing freed."""
+    p, stage = run.param_bytes, run.zero.stage
+    done_numel = done_part = 0
+    worst = _GroupStep(0, 0)
+    for numel, part in _group_sizes(f, psi):
+        if stage == 0:
+            here = _GroupStep(transient=4 * done_numel + 8 * numel, grads_freed=p * done_numel)
+        else:
+            # stage 1 frees full-size gradients (param.grad), stage 2 its partition buffer.
+            here = _GroupStep(transient=(p + 4) * part,
+                              grads_freed=p * (done_numel if stage == 1 else done_part))
+        if here.transient - here.grads_freed > worst.transient - worst.grads_freed:
+            worst = here
+        done_numel, done_part = done_numel + numel, done_part + part
+    return worst
 
 
 def _buffers(run: RunConfig, f: MemoryFacts, psi: int) -> _Buffers:
     z, p = run.zero, run.param_bytes
     part = f.partition_numel
     off_opt = z.offload_optimizer.offloaded
-    static = live = buckets = step = 0
+    static = live = buckets = step = freed = 0
     if z.stage == 0 and run.precision != "fp32":
         # FP16_Optimizer.step: each grad cast to fp32 (4Ψ) and flattened into one fp32
-        # buffer (4Ψ) while the 16-bit grads still exist (runtime/fp16/fused_optimizer.py:282-291).
-        step += 8 * psi
+        # buffer (4Ψ) while the 16-bit grads still exist (runtime/fp16/fused_optimizer.py:282-291),
+        # param group by param group.
+        g = _peak_group_step(run, f, psi)
+        step, freed = step + g.transient, g.grads_freed
     if z.stage in (1, 2):
         # IPG buffer(s) of reduce_bucket_size elements (S12:3256-3280) and the flattened
         # copy of one bucket's gradients in allreduce_bucket (S12:2367).
         buckets += p * (f.ipg_buffer_elems * f.ipg_buffer_count + min(f.ipg_buffer_elems, psi))
         if not off_opt:
             # At the step the 16-bit gradient partition is flattened (Ψ/N·p) and cast to
-            # fp32 (4·Ψ/N) while the partition still exists (S12:3013-3170).
-            step += (p + 4) * part
+            # fp32 (4·Ψ/N) while the partition still exists (S12:3013-3170), param group by
+            # param group.
+            g = _peak_group_step(run, f, psi)
+            step, freed = step + g.transient, g.grads_freed
     if z.stage == 3:
         static += p * f.persistent_numel
         if z.zero_hpz_partition_size > 1:
@@ -239,7 +295,7 @@ def _buffers(run: RunConfig, f: MemoryFacts, psi: int) -> _Buffers:
             # The step runs sub-group by sub-group, casting each one's gradients to fp32
             # (stage3.py:2873-2931): one sub_group_size-sized fp32 buffer at a time.
             step += 4 * min(z.sub_group_size, part)
-    return _Buffers(static=static, live=live, buckets=buckets, step=step)
+    return _Buffers(static=static, live=live, buckets=buckets, step=step, step_grads_freed=freed)
 
 
 def _activations(w: Workload, run: RunConfig, in_flight: int = 1, logits: bool = True) -> dict[str, int]:

@@ -135,6 +135,8 @@ def memory_facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
         ipg_buffer_count=int(f.ipg_buffer_count),
         max_gathered_numel=int(getattr(f, "max_gathered_numel", 0)),
         persistent_numel=int(getattr(f, "persistent_numel", 0)),
+        group_numels=tuple(getattr(f, "group_numels", ())),
+        group_partition_numels=tuple(getattr(f, "group_partition_numels", ())),
     )
 
 

@@ -115,13 +115,18 @@ def _emit_expert_parallel(model: ModelSpec, run: RunConfig, numels: list[int], g
     em, nb = emit_dense(model, run, forward_modules(model), layout, expert=(plan, groups))
     z = run.zero
     zero = z.stage > 0   # stage 0: no partitions, no buckets (the engine all-reduces)
+    group_numels = tuple(sum(numels[p] for p in g.params) for g in layout.groups)
     facts = ScheduleFacts(
         partition_numel=layout.partition_numel if zero else sum(numels),
         padded_numel=layout.padded_numel if zero else sum(numels),
         ipg_buffer_elems=z.reduce_bucket_size if zero and z.contiguous_gradients else 0,
         ipg_buffer_count=(2 if z.overlap_comm else 1) if zero and z.contiguous_gradients else 0,
         num_buckets=nb, max_gathered_numel=0, persistent_numel=0,
-        largest_param_numel=max(numels), num_params=sum(numels))
+        largest_param_numel=max(numels), num_params=sum(numels),
+        # Each param group is stepped on its own (S12:3075-3142, fused_optimizer.py:282-311);
+        # stage 0 does not partition them.
+        group_numels=group_numels,
+        group_partition_numels=tuple(layout.partition_numels()) if zero else group_numels)
     return em, facts
 
 

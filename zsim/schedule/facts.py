@@ -24,7 +24,10 @@ class ScheduleFacts:
     - ``num_params``: parameter count Ψ; ``rank``: the rank whose view is modelled (0);
     - ``hook_moves``: stage 3, what the module hooks of the emitted step's micro-steps moved
       (parameters gathered, handles waited on, parameters partitioned), the counts their
-      host cost is priced from (schedule/hostwork.py STAGE3_HOOK_*); () elsewhere.
+      host cost is priced from (schedule/hostwork.py STAGE3_HOOK_*); () elsewhere;
+    - ``group_numels`` / ``group_partition_numels``: stages 0-2 with several optimizer param
+      groups (DeepSpeed-MoE's expert groups), each group's numel and this rank's padded
+      partition of it, in the order the step walks them; () for one group.
     """
 
     partition_numel: int
@@ -38,3 +41,5 @@ class ScheduleFacts:
     num_params: int
     rank: int = 0
     hook_moves: tuple[int, ...] = ()
+    group_numels: tuple[int, ...] = ()
+    group_partition_numels: tuple[int, ...] = ()
