@@ -123,7 +123,7 @@ def _emit_expert_parallel(model: ModelSpec, run: RunConfig, numels: list[int], g
         ipg_buffer_count=(2 if z.overlap_comm else 1) if zero and z.contiguous_gradients else 0,
         num_buckets=nb, max_gathered_numel=0, persistent_numel=0,
         largest_param_numel=max(numels), num_params=sum(numels),
-        # Each param group is stepped on its own (S12:3075-3142, fused_optimizer.py:282-311);
+        # Each param group is stepped on its own (S12:3074-3142, fused_optimizer.py:282-314);
         # stage 0 does not partition them.
         group_numels=group_numels,
         group_partition_numels=tuple(layout.partition_numels()) if zero else group_numels)
