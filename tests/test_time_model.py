@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from zsim.calibrate import find_runs, load_run, predict_run
+from zsim.calibrate import cpu_pass_curves, find_microbench, find_runs, load_run, predict_run
 from zsim.errors import ZsimInputError
 from zsim.hardware import load_profile, profile_from_dict
 from zsim.hostcost import HostSpeed, at_host_speed, cpu_pass_rate
@@ -104,12 +104,66 @@ def test_one_omp_thread_slows_the_cpu_passes_as_measured():
 
 
 def test_cpu_pass_rate_passes_through_both_measured_points():
-    hw = load_profile("h200-sxm")
+    """A profile with only the 1-thread and node rates (the datasheet profile's)."""
+    hw = load_profile("h200-sxm-datasheet")
     h = hw.host
     assert cpu_pass_rate(hw, "adam", 1) == pytest.approx(h.cpu_adam_1thread_params_per_s)
     assert cpu_pass_rate(hw, "adam", h.cpu_threads) == pytest.approx(h.cpu_adam_params_per_s)
     rates = [cpu_pass_rate(hw, "cast", t) for t in (1, 2, 4, 8, 16, 64)]
     assert rates == sorted(rates) and rates[-1] == rates[-2]
+
+
+M13 = Path(__file__).resolve().parent.parent / "validation" / "results" / "h200" / "2026-12-03-m13"
+
+
+def test_cpu_pass_curves_are_the_microbenchmark_pooled_over_both_machines():
+    """The shipped profile's per-thread CPU rates are what calibrate reads from the two
+    machines' CPU-pass microbenchmarks of session m13 (edit either and this fails)."""
+    bench, _, files = find_microbench([M13 / "_microbench"])
+    assert len(files) == 2 and len(bench["cpu_passes"]) == 2 * 3 * 3 + 2 * 3 * 2   # pooled, not the first
+    assert cpu_pass_curves(bench["cpu_passes"]) == {
+        name: [list(p) for p in pts] for name, pts in load_profile("h200-sxm").host.cpu_pass_curves}
+
+
+def test_cpu_pass_rate_follows_the_measured_thread_counts():
+    hw = load_profile("h200-sxm")
+    for name, pts in hw.host.cpu_pass_curves:
+        for t, rate in pts:
+            assert cpu_pass_rate(hw, name, t) == pytest.approx(rate)
+        rates = [cpu_pass_rate(hw, name, t) for t in (0.5, 1, 2, 3, 4, 8, 16, 64)]
+        assert rates == sorted(rates) and rates[0] == rates[1] and rates[-1] == rates[-2]
+        # between two points the power law through them: the geometric mean at t = 2 (1 and 4)
+        assert cpu_pass_rate(hw, name, 2) == pytest.approx((pts[0][1] * pts[1][1]) ** 0.5)
+
+
+@pytest.mark.parametrize("curves, needle", [
+    ({"adamw": [[1, 1e9]]}, "unknown CPU pass"),
+    ({"adam": [[4, 2e9], [1, 1e9]]}, "sorted by threads"),
+    ({"adam": [[0.5, 1e9]]}, "at least 1"),
+    ({"adam": []}, "non-empty"),
+    ([1, 2], "mapping"),
+])
+def test_cpu_pass_curves_bad_input_is_one_clear_error(curves, needle):
+    data = load_profile("h200-sxm").to_dict()
+    data["host"]["cpu_pass_curves"] = curves
+    with pytest.raises(ZsimInputError, match=needle):
+        profile_from_dict(data)
+
+
+def test_cpu_pass_curves_round_trip_through_to_dict():
+    hw = load_profile("h200-sxm")
+    assert profile_from_dict(hw.to_dict()).host.cpu_pass_curves == hw.host.cpu_pass_curves
+
+
+@pytest.mark.parametrize("run_id", ["tinyllama-1.1b-z2-offopt-mb4-ga1-s1024-omp4-m13-r1",
+                                    "tinyllama-1.1b-z2-offopt-mb4-ga1-s1024-omp1-m13-r1"])
+def test_offload_step_on_the_launchers_threads(run_id):
+    """CPU offload on OMP_NUM_THREADS=4 and 1 (session m13; evaluation runs: no step time
+    of them was fitted): the step is the three CPU passes at the measured per-thread rates.
+    With the earlier 1-thread rates the 1-thread run came out 17 % short."""
+    run = load_run(M13 / run_id)
+    assert run.cpu_threads in (1, 4)
+    assert predict_run(run, load_profile("h200-sxm")).step_time_s == pytest.approx(run.step_time_s, rel=0.10)
 
 
 def test_host_speed_scales_module_dispatch_and_hooks():

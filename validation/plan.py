@@ -333,13 +333,26 @@ PLAN_1202_M12 = (Run(MX, 2, 4, 1, 1024, moe=TOP2, profile=True, tag="moe-m12"),)
     Run(MX, 2, 4, 1, 1024, moe=(("ep_size", 1), ("k", 1)), tag="moe-top1-m12"),
 ))
 
+#: session m13 (2026-12-03): CPU optimizer offload on the launcher's threads, on one machine
+#: that also ran the CPU-pass microbenchmark (validation/microbench/cpu_passes.py) just
+#: before: the evaluation configurations zsim priced worst among the offload runs (tinyllama,
+#: OMP_NUM_THREADS=1, -18 %; the guide's config, -11 %) again, and a thread count no run has
+#: had (4), two processes each; and the fit size's OMP_NUM_THREADS=1 run (134M parameters) on
+#: the same machine, which tells the partition size's effect from the machine's.
+PLAN_1203_M13 = _repeated((
+    Run(L, 2, 4, 1, 1024, offload="opt", omp_threads=1, tag="omp1-m13"),
+    Run(S, 2, 4, 1, 1024, offload="opt", omp_threads=1, tag="omp1-m13"),
+    Run(L, 2, 4, 1, 1024, offload="opt", omp_threads=4, tag="omp4-m13"),
+    Run(L, 2, 2, 8, 1024, offload="opt", base=GUIDE, tag="guide-m13"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
          "h200-1201-m8d": PLAN_1201_M8D, "h200-1201-m9a": PLAN_1201_M9A,
          "h200-1201-m9b": PLAN_1201_M9B, "h200-1201-m9c": PLAN_1201_M9C,
          "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11,
-         "h200-1202-m12": PLAN_1202_M12}
+         "h200-1202-m12": PLAN_1202_M12, "h200-1203-m13": PLAN_1203_M13}
 
 
 def split_of(model: str) -> str:

@@ -33,7 +33,7 @@ from .collectives import collective_cost
 from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
-from .hardware import HardwareProfile, load_profile, profile_from_dict
+from .hardware import CPU_PASS_NAMES, HardwareProfile, load_profile, profile_from_dict
 from .hostcost import IN_RUN_PER_SNAPSHOT, HostSpeed, in_run_host_speed
 from .tokenscan import fit_scan_curves
 from .job import RunSettings
@@ -185,9 +185,16 @@ def find_runs(paths: Iterable[str | Path]) -> list[RunResult]:
     return sorted(found.values(), key=lambda r: r.run_id)
 
 
+#: Microbenchmark sections whose rows are pooled over every file found, not taken from the
+#: first: a property that differs between machines of one type (the CPU passes' speed) is
+#: fitted on all the machines measured.
+POOLED_SECTIONS = ("cpu_passes",)
+
+
 def find_microbench(paths: Iterable[str | Path]) -> tuple[dict, list[dict], list[Path]]:
     """Merge microbench.json and nccl*.json files found at or below ``paths``.
 
+    A section found in several files comes from the first, except :data:`POOLED_SECTIONS`.
     Returns (single-GPU sections, NCCL rows, files used).
     """
     bench: dict = {}
@@ -199,7 +206,10 @@ def find_microbench(paths: Iterable[str | Path]) -> tuple[dict, list[dict], list
             if f.name.startswith("microbench") and f.suffix == ".json":
                 data = check_microbench(_read_json(f), str(f))
                 for k, v in data.items():
-                    bench.setdefault(k, v)
+                    if k in POOLED_SECTIONS and k in bench:
+                        bench[k] = bench[k] + v
+                    else:
+                        bench.setdefault(k, v)
                 used.append(f)
             elif f.name.startswith("nccl") and f.suffix == ".json":
                 nccl.extend(check_nccl(_read_json(f), str(f)))
@@ -309,6 +319,23 @@ def checkpoint_host_costs(rows: Sequence[Mapping]) -> dict[str, float]:
         units = [r[f"checkpoint_{field}_s"] / _linear_call_unit(r) for r in rows]
         out[f"host.checkpoint_{field}_per_linear_call"] = round(max(0.0, float(np.median(units))), 3)
     return out
+
+
+def cpu_pass_curves(rows: Sequence[Mapping]) -> dict[str, list[list[float]]]:
+    """``host.cpu_pass_curves`` from the ``cpu_passes`` rows (validation/microbench/cpu_passes.py):
+    per pass and thread count, the median rate over the sizes and machines measured. On two
+    lent H200 hosts (validation/results/h200/2026-12-03-m13) one thread of DeepSpeedCPUAdam
+    ran 0.57-0.65e9 params/s on one and 0.81-0.86e9 on the other; a 134M and a 1.1B
+    partition differed by up to 47 % (unscale, 16 threads), in no direction common to the
+    passes. A user's own machine is best described by its own rows."""
+    by: dict[str, dict[float, list[float]]] = {}
+    for r in rows:
+        name = r.get("pass")
+        if name not in CPU_PASS_NAMES:
+            raise ZsimInputError(f"microbench cpu_passes row: unknown pass {name!r} "
+                                 f"(known: {', '.join(CPU_PASS_NAMES)})")
+        by.setdefault(name, {}).setdefault(float(r["threads"]), []).append(float(r["params_per_s"]))
+    return {name: [[t, float(f"{np.median(v):.4g}")] for t, v in sorted(ts.items())] for name, ts in sorted(by.items())}
 
 
 def _linear_call_unit(row: Mapping) -> float:
@@ -643,6 +670,8 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
         values.update(checkpoint_host_costs(bench["checkpoint"]))
     if "cpu_adam" in bench:
         values["host.cpu_adam_params_per_s"] = float(f"{bench['cpu_adam']['params_per_s']:.4g}")
+    if bench.get("cpu_passes"):
+        values["host.cpu_pass_curves"] = cpu_pass_curves(bench["cpu_passes"])
     details["from_microbench"] = values.copy()
     details["microbench_meta"] = bench.get("meta", {})
     hw = with_values(hw, values)

@@ -350,7 +350,9 @@ class HostProfile:
 
     CPU passes (DeepSpeedCPUAdam, the unscale and the fp32->16-bit cast that offload runs on
     the host) are OpenMP loops: each has a rate with all ``cpu_threads`` of a node and with
-    one thread; :func:`zsim.hostcost.cpu_pass_rate` interpolates between them.
+    one thread, or, when measured, a rate at each of several thread counts
+    (``cpu_pass_curves``, validation/microbench/cpu_passes.py); :func:`zsim.hostcost.cpu_pass_rate`
+    interpolates between them.
     """
 
     h2d_bandwidth_GBps: float
@@ -375,6 +377,10 @@ class HostProfile:
     cpu_unscale_1thread_params_per_s: float = 0.0
     cpu_cast_params_per_s: float = 0.0
     cpu_cast_1thread_params_per_s: float = 0.0
+    #: Measured rates per pass ("adam", "unscale", "cast") at several thread counts:
+    #: ((pass, ((threads, params_per_s), ...)), ...), threads ascending. When a pass has one,
+    #: it replaces that pass's two-point rates above.
+    cpu_pass_curves: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
     #: Profile whose measured host speed and code-path costs this one borrows ("" = measured
     #: on this profile's own machine); `zsim predict` says so in its notes.
     speed_from: str = ""
@@ -464,7 +470,7 @@ class HardwareProfile:
                    if getattr(self.compute, k)},
             },
             "links": {k: v.to_dict() for k, v in sorted(self.links.items())},
-            "host": vars(self.host).copy(),
+            "host": _host_dict(self.host),
             # checkpoint_*_s are always derived from the host section (with_derived_host_costs)
             "overheads": {k: v for k, v in vars(self.overheads).items() if k not in DERIVED_OVERHEADS},
             "memory": vars(self.memory).copy(),
@@ -608,9 +614,51 @@ _HOST_OPTIONAL = ("pageable_d2h_bandwidth_GBps", "small_linear_call_s", "empty_k
                   "cpu_cast_params_per_s", "cpu_cast_1thread_params_per_s")
 
 
+#: The CPU passes of optimizer offload that a profile may give per-thread rates for.
+CPU_PASS_NAMES = ("adam", "unscale", "cast")
+
+
+def _host_dict(h: HostProfile) -> dict[str, Any]:
+    """The host section as plain data (``cpu_pass_curves`` as a mapping, only when present)."""
+    out = vars(h).copy()
+    curves = out.pop("cpu_pass_curves")
+    if curves:
+        out["cpu_pass_curves"] = {name: [list(p) for p in pts] for name, pts in curves}
+    return out
+
+
+def _cpu_pass_curves(raw: Any, where: str) -> tuple[tuple[str, tuple[tuple[float, float], ...]], ...]:
+    """``host.cpu_pass_curves``: {pass: [[threads, params_per_s], ...]}, threads ascending."""
+    where = f"{where}.cpu_pass_curves"
+    if not isinstance(raw, Mapping):
+        raise ZsimInputError(f"{where}: expected a mapping of pass name to [[threads, params_per_s], ...]")
+    out = []
+    for name in sorted(raw):
+        if name not in CPU_PASS_NAMES:
+            raise ZsimInputError(f"{where}: unknown CPU pass {name!r} (known: {', '.join(CPU_PASS_NAMES)})")
+        pts = raw[name]
+        if not isinstance(pts, list) or not pts:
+            raise ZsimInputError(f"{where}.{name}: expected a non-empty list of [threads, params_per_s]")
+        rows = []
+        for i, pt in enumerate(pts):
+            if not (isinstance(pt, (list, tuple)) and len(pt) == 2):
+                raise ZsimInputError(f"{where}.{name}[{i}]: expected [threads, params_per_s]")
+            t = _num({"threads": pt[0]}, "threads", f"{where}.{name}[{i}]")
+            rate = _num({"params_per_s": pt[1]}, "params_per_s", f"{where}.{name}[{i}]")
+            if t < 1:
+                raise ZsimInputError(f"{where}.{name}[{i}]: threads must be at least 1, got {t}")
+            rows.append((t, rate))
+        if any(b[0] <= a[0] for a, b in zip(rows, rows[1:])):
+            raise ZsimInputError(f"{where}.{name}: points must be sorted by threads, each count once")
+        out.append((name, tuple(rows)))
+    return tuple(out)
+
+
 def _host(h: Mapping[str, Any], where: str) -> HostProfile:
     """The host section: three required fields, the rest optional (0 when absent)."""
-    opt = {k: _num(h, k, where, allow_zero=True) for k in _HOST_OPTIONAL if k in h}
+    opt: dict[str, Any] = {k: _num(h, k, where, allow_zero=True) for k in _HOST_OPTIONAL if k in h}
+    if h.get("cpu_pass_curves"):
+        opt["cpu_pass_curves"] = _cpu_pass_curves(h["cpu_pass_curves"], where)
     if "cpu_threads" in h:
         opt["cpu_threads"] = int(_num(h, "cpu_threads", where, allow_zero=True))
     if "speed_from" in h:   # "" (as to_dict writes it for a profile's own speed) = absent

@@ -113,11 +113,17 @@ def cpu_pass_rate(hw: HardwareProfile, name: str, threads: float) -> float:
     """Parameters per second of CPU pass ``name`` on ``threads`` threads (0: the profile has
     no per-thread rates for it).
 
-    Between the two measured points (1 thread and the node's ``cpu_threads``) the rate
-    follows a power law ``r1 · t^a``, ``a = log(rN/r1)/log(N)``: the measured speed-ups are
-    far below linear (memory-bound loops), and a power law passes through both points.
-    Beyond N threads the rate stays at rN.
+    Between two measured thread counts the rate follows a power law through both points
+    (a straight line in log rate over log threads): the speed-ups are below linear
+    (memory-bound loops) and flatten as threads are added — on the lent H200 hosts
+    DeepSpeedCPUAdam ran 3.3x faster on 4 threads than on 1 but only 2.1x faster again on 16
+    (validation/results/h200/2026-12-03-m13/_microbench/microbench_cpu_passes.json), so the
+    profile's measured points (``cpu_pass_curves``) are used where it has them, else its
+    1-thread and ``cpu_threads`` rates. Outside the measured range the nearest point's rate.
     """
+    points = dict(hw.host.cpu_pass_curves).get(name)
+    if points:
+        return _log_interp(points, threads)
     full_key, one_key = CPU_PASSES[name]
     full, one = getattr(hw.host, full_key), getattr(hw.host, one_key)
     n = hw.host.cpu_threads
@@ -126,6 +132,16 @@ def cpu_pass_rate(hw: HardwareProfile, name: str, threads: float) -> float:
     t = min(max(threads, 1.0), float(n))
     a = math.log(full / one) / math.log(n)
     return one * t ** a
+
+
+def _log_interp(points: tuple[tuple[float, float], ...], threads: float) -> float:
+    """The rate at ``threads`` on the piecewise power law through ``points`` (threads ascending)."""
+    t = min(max(threads, points[0][0]), points[-1][0])
+    for (t0, r0), (t1, r1) in zip(points, points[1:]):
+        if t <= t1:
+            a = math.log(r1 / r0) / math.log(t1 / t0)
+            return r0 * (t / t0) ** a
+    return points[-1][1]
 
 
 #: Launchers whose thread settings `zsim predict --launcher` knows.

@@ -30,6 +30,7 @@ MICROBENCH_ROWS = {
     "hostcopy": ("bytes", "h2d_GBps", "d2h_GBps"),
     "checkpoint": ("checkpoint_forward_s", "checkpoint_recompute_s"),
     "moe_scan": ("tokens", "experts", "time_s"),
+    "cpu_passes": ("threads", "numel", "params_per_s"),
 }
 #: microbench.json sections that are one object -> the numeric fields it needs.
 MICROBENCH_OBJECTS = {"fused_adam": ("s_per_param",), "cpu_adam": ("params_per_s",)}
