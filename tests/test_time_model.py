@@ -16,7 +16,7 @@ import pytest
 from zsim.calibrate import cpu_pass_curves, find_microbench, find_runs, load_run, predict_run
 from zsim.errors import ZsimInputError
 from zsim.hardware import load_profile, profile_from_dict
-from zsim.hostcost import HostSpeed, at_host_speed, cpu_pass_rate
+from zsim.hostcost import CpuPassSpeed, HostSpeed, at_host_speed, cpu_pass_rate
 from zsim.model import load_model
 from zsim.predict import predict
 from zsim.schedule.hostwork import STAGE0_STEP, STAGE12_STEP
@@ -164,6 +164,14 @@ def test_offload_step_on_the_launchers_threads(run_id):
     run = load_run(M13 / run_id)
     assert run.cpu_threads in (1, 4)
     assert predict_run(run, load_profile("h200-sxm")).step_time_s == pytest.approx(run.step_time_s, rel=0.10)
+
+
+def test_cpu_pass_speed_record_is_read_and_bad_records_are_none():
+    run = load_run(M13.parent / "2026-12-03-m14" / "llama-0.13b-z2-offopt-mb4-ga1-s1024-omp1-m14-r1")
+    rec = run.cpu_pass_speed
+    assert rec is not None and rec.threads == 1 and {n for n, _ in rec.rates} == {"adam", "unscale", "cast"}
+    assert CpuPassSpeed.from_summary({"cpu_pass_speed": {"threads": 1, "adam_params_per_s": -1}}) is None
+    assert CpuPassSpeed.from_summary({}) is None
 
 
 def test_host_speed_scales_module_dispatch_and_hooks():

@@ -346,13 +346,22 @@ PLAN_1203_M13 = _repeated((
     Run(L, 2, 2, 8, 1024, offload="opt", base=GUIDE, tag="guide-m13"),
 ))
 
+#: session m14 (2026-12-03): the same 1-thread offload configurations on another machine,
+#: now with the run's own CPU-pass speed recorded before DeepSpeed starts (train.py
+#: ``cpu_pass_speed``), which zsim uses in place of the profile's rates.
+PLAN_1203_M14 = _repeated((
+    Run(S, 2, 4, 1, 1024, offload="opt", omp_threads=1, tag="omp1-m14"),
+    Run(L, 2, 4, 1, 1024, offload="opt", omp_threads=1, tag="omp1-m14"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
          "h200-1201-m8d": PLAN_1201_M8D, "h200-1201-m9a": PLAN_1201_M9A,
          "h200-1201-m9b": PLAN_1201_M9B, "h200-1201-m9c": PLAN_1201_M9C,
          "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11,
-         "h200-1202-m12": PLAN_1202_M12, "h200-1203-m13": PLAN_1203_M13}
+         "h200-1202-m12": PLAN_1202_M12, "h200-1203-m13": PLAN_1203_M13,
+         "h200-1203-m14": PLAN_1203_M14}
 
 
 def split_of(model: str) -> str:

@@ -153,6 +153,23 @@ def host_speed(device) -> dict:
     return res
 
 
+#: Elements of the CPU-pass probe: 128 MiB per fp32 tensor, past the host's caches like a
+#: real partition; about 0.4 s on one thread.
+CPU_PASS_PROBE_NUMEL = 1 << 25
+
+
+def cpu_pass_speed() -> dict:
+    """How fast this process runs optimizer offload's three CPU passes on its own threads
+    (the launcher's ``OMP_NUM_THREADS``): recorded with every offload run, because one
+    thread's speed differs between machines of one type by tens of percent. The passes of
+    microbench/cpu_passes.py on :data:`CPU_PASS_PROBE_NUMEL` elements, median of 3."""
+    from microbench.cpu_passes import measure
+    rows = measure(CPU_PASS_PROBE_NUMEL, reps=3)
+    out = {f"{r['pass']}_params_per_s": r["params_per_s"] for r in rows}
+    out.update(threads=rows[0]["threads"], numel=CPU_PASS_PROBE_NUMEL, measured="before_deepspeed")
+    return out
+
+
 def _python_loop(n: int = 100_000) -> int:
     """A trivial pure-Python loop (CPU speed alone); x10 is ``host_speed``'s 1e6 loop."""
     acc = 0
@@ -450,6 +467,8 @@ def run(args, rec: Recorder) -> None:
 
     # Before DeepSpeed exists: ZeRO-3 hooks would slow every module call of the benchmark.
     s["host_speed"] = host_speed(device)
+    if s["offload_optimizer"] != "none":
+        s["cpu_pass_speed"] = cpu_pass_speed()
     probe = HostProbe(device)  # built before DeepSpeed too: its modules stay plain
     torch.manual_seed(args.seed)
     t_init = time.perf_counter()

@@ -34,7 +34,7 @@ from .defaults import DEFAULT_PROFILE, DEFAULT_RUN_TOPO
 from .errors import ZsimInputError
 from .inputs import check_microbench, check_nccl, existing_paths, read_json_file, summary_number
 from .hardware import CPU_PASS_NAMES, HardwareProfile, load_profile, profile_from_dict
-from .hostcost import IN_RUN_PER_SNAPSHOT, HostSpeed, in_run_host_speed
+from .hostcost import IN_RUN_PER_SNAPSHOT, CpuPassSpeed, HostSpeed, in_run_host_speed
 from .tokenscan import fit_scan_curves
 from .job import RunSettings
 from .network import load_topology
@@ -73,6 +73,7 @@ class RunResult:
     versions: Mapping[str, Any] = field(default_factory=dict, repr=False)
     host_speed: HostSpeed | None = None       # the run's own host-speed snapshot (shown, not used)
     host_speed_in_run: HostSpeed | None = None  # measured between its timed steps (used)
+    cpu_pass_speed: CpuPassSpeed | None = None  # its offload CPU passes on its threads (shown, not used)
     cpu_threads: float | None = None          # threads of its CPU-side passes
     phase_s: Mapping[str, float] = field(default_factory=dict)  # median forward/backward/step
     #: the DeepSpeed-MoE layer kwargs the run's MoE blocks were built with (None: no MoE layers)
@@ -142,6 +143,7 @@ def _run_from_summary(folder: Path, s: Mapping[str, Any]) -> RunResult:
         step_time_s=num("step_time_s_median"), peak_memory_bytes=num("peak_memory_allocated_bytes", int),
         comms=s.get("comms") or {}, versions=s.get("versions") or {},
         host_speed=HostSpeed.from_summary(s), host_speed_in_run=in_run_host_speed(s),
+        cpu_pass_speed=CpuPassSpeed.from_summary(s),
         cpu_threads=_cpu_threads(s), phase_s=_phases(s), moe_config=_moe_config(s),
     )
 
@@ -571,6 +573,8 @@ def predict_run(run: RunResult, hw: HardwareProfile | str | Path | None, topo: s
     25 us per Linear call between processes on one machine whose runs did not differ that
     much, and using it made the step-time error worse (12.3 % against 9.9 % MAPE over the 33
     runs of validation/results/h200/2026-12-01; 15.8 % against 12.0 % over the 33 of -m8).
+    The CPU passes of optimizer offload run at the profile's rates: the run's own record of
+    them (``cpu_pass_speed``) made the error worse (:class:`zsim.hostcost.CpuPassSpeed`).
     """
     return predict_settings(run_settings(run, hw, topo), keep_timeline)
 

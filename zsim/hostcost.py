@@ -101,6 +101,36 @@ def loop_op_s(hw: HardwareProfile) -> float:
     return h.loop_op_per_empty_launch * h.empty_kernel_launch_s
 
 
+@dataclass(frozen=True)
+class CpuPassSpeed:
+    """How fast one process ran the CPU passes of optimizer offload on its own threads
+    (validation/train.py ``cpu_pass_speed``): ((pass, params_per_s), ...) at ``threads``.
+
+    One thread's speed differs between machines of one type by tens of percent (1.3-1.5x
+    for DeepSpeedCPUAdam between two lent H200 hosts, validation/results/h200/2026-12-03-m13),
+    so a run records its own machine's, as it records its host speed. Recorded, not used
+    by the prediction: on the four runs of session m14 (validation/results/h200/2026-12-03-m14)
+    the record made the step-time error worse (7.4 % against 6.4 % MAPE with the profile's
+    rates); its 33.5M-element probe varied 19 % between two processes whose steps differed 3 %."""
+
+    threads: float
+    rates: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> "CpuPassSpeed | None":
+        """The record of a run, or None for runs without it (or with a malformed one)."""
+        rec = summary.get("cpu_pass_speed")
+        if not isinstance(rec, Mapping):
+            return None
+        threads = rec.get("threads")
+        rates = {name: rec.get(f"{name}_params_per_s") for name in CPU_PASSES}
+        values = [threads, *rates.values()]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                   for v in values):
+            return None
+        return cls(float(threads), tuple((k, float(v)) for k, v in sorted(rates.items())))
+
+
 #: CPU pass -> (rate with the node's cores, rate with one thread) field names of HostProfile.
 CPU_PASSES = {
     "adam": ("cpu_adam_params_per_s", "cpu_adam_1thread_params_per_s"),
@@ -177,5 +207,5 @@ def launcher_cpu_threads(launcher: str, ranks_per_node: int, cpu_cores: int,
     return max(1.0, cpu_cores / ranks)
 
 
-__all__ = ["HostSpeed", "in_run_host_speed", "IN_RUN_PER_SNAPSHOT", "at_host_speed", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
+__all__ = ["HostSpeed", "CpuPassSpeed", "in_run_host_speed", "IN_RUN_PER_SNAPSHOT", "at_host_speed", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
            "LAUNCHERS", "launcher_cpu_threads"]
