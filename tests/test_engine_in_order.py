@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zsim.dsconfig import Overrides, build_run_config
+from zsim.dsconfig import OffloadDevice, Overrides, build_run_config
 from zsim.model import load_model
 from zsim.ops import OpList
 from zsim.schedule import build_schedule
@@ -100,7 +100,22 @@ def test_schedule_facts_equal_the_built_schedules(stage, fields):
         assert schedule_facts(spec, run, keep=keep) == build_schedule(spec, run, keep=keep).facts
 
 
-def test_schedule_facts_build_stage_3():
+_STAGE3_VARIANTS = [
+    ({}, {}), ({}, {"grad_accum": 3}), ({}, {"activation_checkpointing": True, "grad_accum": 2}),
+    ({"stage3_prefetch_bucket_size": 0}, {}), ({"stage3_max_reuse_distance": 0}, {"grad_accum": 2}),
+    ({"stage3_param_persistence_threshold": 10_000_000}, {}), ({"reduce_bucket_size": 12_345_678}, {}),
+    ({"overlap_comm": False, "contiguous_gradients": False}, {}), ({"reduce_scatter": False}, {}),
+    ({"offload_optimizer": OffloadDevice.CPU}, {"grad_accum": 2}),
+    ({"offload_param": OffloadDevice.CPU, "offload_optimizer": OffloadDevice.CPU}, {}),
+    ({"zero_hpz_partition_size": 4}, {"grad_accum": 2}), ({"zero_quantized_gradients": True}, {}),
+]
+
+
+@pytest.mark.parametrize("zero_fields,run_fields", _STAGE3_VARIANTS)
+def test_schedule_facts_equal_the_built_schedules_stage_3(zero_fields, run_fields):
+    """Stage 3's facts come from the coordinator replay without ops (CountingEmitter)."""
     spec = load_model("llama-2-7b")
-    run = build_run_config(None, spec, 8, Overrides(stage=3, micro_batch=1))
-    assert schedule_facts(spec, run) == build_schedule(spec, run).facts
+    run = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=1))
+    run = replace(run, zero=replace(run.zero, **zero_fields), **run_fields)
+    for gpus_per_node in (None, 8):
+        assert schedule_facts(spec, run, gpus_per_node) == build_schedule(spec, run, gpus_per_node).facts

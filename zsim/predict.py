@@ -37,12 +37,13 @@ from .memory_curve import MemoryMoment, memory_moments
 from .model import ModelSpec
 from .ops import Op
 from .schedule import Schedule, build_schedule
+from .schedule.facts import ScheduleFacts
 from .system import Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
 from .workload import Workload
 
 __all__ = ["Prediction", "predict", "predict_job", "predict_settings", "schedule_stage", "memory_stage",
-           "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts", "host_share",
+           "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts", "memory_facts_of", "host_share",
            "host_memory_verdict", "DEFAULT_DS_CONFIG"]
 
 
@@ -128,7 +129,12 @@ def host_memory_verdict(run: RunConfig, facts: MemoryFacts, model: ModelSpec, cl
 
 def memory_facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
     """The memory model's inputs from a schedule's facts."""
-    f = schedule.facts
+    return memory_facts_of(schedule.facts)
+
+
+def memory_facts_of(f: ScheduleFacts) -> MemoryFacts:
+    """The memory model's inputs from schedule size facts (a search computes them without
+    building the ops: :func:`zsim.schedule.api.schedule_facts`)."""
     return MemoryFacts(
         partition_numel=int(f.partition_numel),
         ipg_buffer_elems=int(f.ipg_buffer_elems),
