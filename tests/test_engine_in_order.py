@@ -119,3 +119,31 @@ def test_schedule_facts_equal_the_built_schedules_stage_3(zero_fields, run_field
     run = replace(run, zero=replace(run.zero, **zero_fields), **run_fields)
     for gpus_per_node in (None, 8):
         assert schedule_facts(spec, run, gpus_per_node) == build_schedule(spec, run, gpus_per_node).facts
+
+
+def test_zero3_schedules_with_equal_keys_are_equal():
+    """The search's ScheduleMemo reuses a ZeRO-3 schedule across batch shapes: runs whose
+    schedule_key is equal (micro-batch, sequence length and train batch differ) build equal
+    ops; grad-accum, checkpointing and the node size are in the key."""
+    from zsim.predict import ScheduleMemo
+    from zsim.schedule.api import schedule_key
+    spec = load_model("llama-2-7b")
+    base = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=1, grad_accum=2))
+    other = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=4, grad_accum=2, seq_len=512))
+    assert (other.micro_batch, other.seq_len, other.train_batch) != (base.micro_batch, base.seq_len, base.train_batch)
+    assert schedule_key(spec, base, 8) == schedule_key(spec, other, 8)
+    assert build_schedule(spec, base, 8) == build_schedule(spec, other, 8)
+    for changed, gpus_per_node in ((replace(base, grad_accum=1), 8), (replace(base, activation_checkpointing=True), 8),
+                                   (base, 16)):
+        assert schedule_key(spec, changed, gpus_per_node) != schedule_key(spec, base, 8)
+    assert schedule_key(spec, build_run_config(None, spec, 16, Overrides(stage=2)), 8) is None
+
+
+def test_predictions_through_the_schedule_memo_are_the_same():
+    from zsim.job import RunSettings, resolve
+    from zsim.predict import ScheduleMemo, predict_job
+    memo = ScheduleMemo(size=1)
+    for micro_batch in (4, 1, 4):   # the second reuses the first's schedule, the third the second's
+        job = resolve(RunSettings(model="llama-2-7b", topo="dgx-h100", stage=3, micro_batch=micro_batch,
+                                  grad_accum=1))
+        assert predict_job(job, memo=memo) == predict_job(job)

@@ -28,7 +28,7 @@ from ..job import Job, JobSite, RunSettings, job_at, place
 from ..memory import MemoryFacts
 from ..model import ModelSpec
 from ..output import format_bytes
-from ..predict import memory_facts_of, memory_stage, predict_job
+from ..predict import ScheduleMemo, memory_facts_of, memory_stage, predict_job
 from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT, Provenance, profile_provenance
 from ..schedule.api import schedule_facts
 from .autoconfig import UserConfig, candidate_config
@@ -236,6 +236,8 @@ class Evaluator:
         # Compute-stream seconds of one micro-step per (micro-batch, checkpointing): the same
         # kernels run whatever the stage, offload or buckets, so it bounds any candidate.
         self._compute_s: dict[tuple[int, bool], float] = {}
+        # Candidates that differ only in their batch shape simulate the same schedule.
+        self._schedules = ScheduleMemo()
 
     # ---- configs ------------------------------------------------------------------------
     def ds_config(self, cand: Candidate) -> dict[str, Any]:
@@ -317,7 +319,7 @@ class Evaluator:
         ask = (cand, grad_accum)
         if not keep_timeline and (ask in self._pending or ask in self._ahead):
             return self._take_ahead(ask)
-        return predict_job(self.job(cand, grad_accum), keep_timeline)
+        return predict_job(self.job(cand, grad_accum), keep_timeline, self._schedules)
 
     # ---- simulations on the backend ------------------------------------------------------
     @property

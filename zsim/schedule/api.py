@@ -14,7 +14,7 @@ from .facts import ScheduleFacts
 from .order import Module, forward_modules, hook_order
 from .params import flat_layout
 from .stage12 import stage12_buckets
-from .stage3 import emit_stage3, stage3_facts
+from .stage3 import emit_stage3, stage3_facts, stage3_inputs
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,16 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
         facts = _dense_facts(run, numels, layout, nb)
     ops = tuple(em.ops.ops)
     return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
+
+
+def schedule_key(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None) -> tuple | None:
+    """A hashable key of what ``build_schedule(model, run, gpus_per_node)`` reads: equal keys,
+    equal schedules. Worked out for ZeRO-3 without DeepSpeed-MoE layers
+    (:func:`~zsim.schedule.stage3.stage3_inputs`), where a search builds the same schedule for
+    several batch shapes; None elsewhere (no key: build it)."""
+    if model.deepspeed_moe is not None or run.zero.stage != 3:
+        return None
+    return (model, gpus_per_node or run.world_size, stage3_inputs(run))
 
 
 def schedule_facts(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None,

@@ -344,6 +344,16 @@ def _throttle(em: Emitter, events: deque, new: int | None, name: str) -> None:
         em.add("compute", "host_loop", name, deps=(events.popleft(),), count=0)
 
 
+def stage3_inputs(run: RunConfig) -> tuple:
+    """Every field of ``run`` that :func:`emit_stage3` (and the step it emits) reads. The
+    batch shape is not one: micro-batch, sequence length and train batch price the ops
+    later (zsim.workload) without changing them, so runs that differ only there build the
+    same ops (``tests/test_engine_in_order.py`` checks it). Add a field here when the
+    emission starts reading it."""
+    return (run.world_size, run.grad_accum, run.precision, run.comm_dtype_bytes, run.zero,
+            run.activation_checkpointing, run.gradient_clipping)
+
+
 def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
                 gpus_per_node: int | None = None) -> tuple[Emitter, ScheduleFacts]:
     """All ops of the second (steady-state) optimizer step, and its size facts."""
