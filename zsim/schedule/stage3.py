@@ -271,7 +271,10 @@ class _Stage3:
 
     def _flush_moves(self, name: str) -> int | None:
         """The host time of the parameter moves since the last flush (see _HookMoves)."""
-        mv, self.moves_pending = self.moves_pending, _HookMoves()
+        mv = self.moves_pending
+        if not (mv.gathered or mv.waits or mv.partitioned):
+            return None   # nothing moved since the last flush (most computes): no op, nothing to add
+        self.moves_pending = _HookMoves()
         self.moves_emitted.add(mv)
         ops = (STAGE3_HOOK_PARTITION.ops(mv.partitioned) + STAGE3_HOOK_GATHER.ops(mv.gathered)
                + STAGE3_HOOK_WAIT.ops(mv.waits))
