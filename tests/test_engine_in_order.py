@@ -2,6 +2,7 @@
 (the span and op copies, the facts without ops) equal what they replace."""
 
 from dataclasses import replace
+from operator import attrgetter
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -125,21 +126,22 @@ def test_zero3_schedules_with_equal_keys_are_equal():
     """The search's ScheduleMemo reuses a ZeRO-3 schedule across batch shapes: runs whose
     schedule_key is equal (micro-batch, sequence length and train batch differ) build equal
     ops; grad-accum, checkpointing and the node size are in the key."""
-    from zsim.predict import ScheduleMemo
     from zsim.schedule.api import schedule_key
     spec = load_model("llama-2-7b")
     base = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=1, grad_accum=2))
     other = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=4, grad_accum=2, seq_len=512))
-    assert (other.micro_batch, other.seq_len, other.train_batch) != (base.micro_batch, base.seq_len, base.train_batch)
+    shape = attrgetter("micro_batch", "seq_len", "train_batch")
+    assert all(a != b for a, b in zip(shape(other), shape(base)))
     assert schedule_key(spec, base, 8) == schedule_key(spec, other, 8)
     assert build_schedule(spec, base, 8) == build_schedule(spec, other, 8)
-    for changed, gpus_per_node in ((replace(base, grad_accum=1), 8), (replace(base, activation_checkpointing=True), 8),
-                                   (base, 16)):
+    changes = ((replace(base, grad_accum=1), 8), (replace(base, activation_checkpointing=True), 8), (base, 16))
+    for changed, gpus_per_node in changes:
         assert schedule_key(spec, changed, gpus_per_node) != schedule_key(spec, base, 8)
     assert schedule_key(spec, build_run_config(None, spec, 16, Overrides(stage=2)), 8) is None
 
 
 def test_predictions_through_the_schedule_memo_are_the_same():
+    """A prediction whose schedule and host split come from the memo equals a fresh one."""
     from zsim.job import RunSettings, resolve
     from zsim.predict import ScheduleMemo, predict_job
     memo = ScheduleMemo(size=1)

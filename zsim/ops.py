@@ -122,7 +122,8 @@ def _built(op_id: int, given: dict) -> Op:
     values.update(given)
     values["id"] = op_id
     if len(values) != len(_OP_TEMPLATE):
-        raise TypeError(f"op {given.get('name')!r}: unknown field(s) {sorted(set(given) - set(_OP_TEMPLATE))}")
+        unknown = sorted(set(given) - set(_OP_TEMPLATE))
+        raise TypeError(f"op {given.get('name')!r}: unknown field(s) {unknown}")
     if _REQUIRED in (values["stream"], values["kind"], values["name"]):
         raise TypeError(f"op {given.get('name')!r}: stream, kind and name are required")
     op.__post_init__()

@@ -44,9 +44,9 @@ from .system import Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
 from .workload import Workload
 
-__all__ = ["Prediction", "predict", "predict_job", "ScheduleMemo", "predict_settings", "schedule_stage", "memory_stage",
-           "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts", "memory_facts_of", "host_share",
-           "host_memory_verdict", "DEFAULT_DS_CONFIG"]
+__all__ = ["Prediction", "predict", "predict_job", "ScheduleMemo", "predict_settings", "schedule_stage",
+           "memory_stage", "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts",
+           "memory_facts_of", "host_share", "host_memory_verdict", "DEFAULT_DS_CONFIG"]
 
 
 @dataclass(frozen=True)
