@@ -2,11 +2,12 @@
 (the span and op copies, the facts without ops) equal what they replace."""
 
 from dataclasses import replace
+from operator import attrgetter
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zsim.dsconfig import Overrides, build_run_config
+from zsim.dsconfig import OffloadDevice, Overrides, build_run_config
 from zsim.model import load_model
 from zsim.ops import OpList
 from zsim.schedule import build_schedule
@@ -100,7 +101,51 @@ def test_schedule_facts_equal_the_built_schedules(stage, fields):
         assert schedule_facts(spec, run, keep=keep) == build_schedule(spec, run, keep=keep).facts
 
 
-def test_schedule_facts_build_stage_3():
+_STAGE3_VARIANTS = [
+    ({}, {}), ({}, {"grad_accum": 3}), ({}, {"activation_checkpointing": True, "grad_accum": 2}),
+    ({"stage3_prefetch_bucket_size": 0}, {}), ({"stage3_max_reuse_distance": 0}, {"grad_accum": 2}),
+    ({"stage3_param_persistence_threshold": 10_000_000}, {}), ({"reduce_bucket_size": 12_345_678}, {}),
+    ({"overlap_comm": False, "contiguous_gradients": False}, {}), ({"reduce_scatter": False}, {}),
+    ({"offload_optimizer": OffloadDevice.CPU}, {"grad_accum": 2}),
+    ({"offload_param": OffloadDevice.CPU, "offload_optimizer": OffloadDevice.CPU}, {}),
+    ({"zero_hpz_partition_size": 4}, {"grad_accum": 2}), ({"zero_quantized_gradients": True}, {}),
+]
+
+
+@pytest.mark.parametrize("zero_fields,run_fields", _STAGE3_VARIANTS)
+def test_schedule_facts_equal_the_built_schedules_stage_3(zero_fields, run_fields):
+    """Stage 3's facts come from the coordinator replay without ops (CountingEmitter)."""
     spec = load_model("llama-2-7b")
-    run = build_run_config(None, spec, 8, Overrides(stage=3, micro_batch=1))
-    assert schedule_facts(spec, run) == build_schedule(spec, run).facts
+    run = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=1))
+    run = replace(run, zero=replace(run.zero, **zero_fields), **run_fields)
+    for gpus_per_node in (None, 8):
+        assert schedule_facts(spec, run, gpus_per_node) == build_schedule(spec, run, gpus_per_node).facts
+
+
+def test_zero3_schedules_with_equal_keys_are_equal():
+    """The search's ScheduleMemo reuses a ZeRO-3 schedule across batch shapes: runs whose
+    schedule_key is equal (micro-batch, sequence length and train batch differ) build equal
+    ops; grad-accum, checkpointing and the node size are in the key."""
+    from zsim.schedule.api import schedule_key
+    spec = load_model("llama-2-7b")
+    base = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=1, grad_accum=2))
+    other = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=4, grad_accum=2, seq_len=512))
+    shape = attrgetter("micro_batch", "seq_len", "train_batch")
+    assert all(a != b for a, b in zip(shape(other), shape(base)))
+    assert schedule_key(spec, base, 8) == schedule_key(spec, other, 8)
+    assert build_schedule(spec, base, 8) == build_schedule(spec, other, 8)
+    changes = ((replace(base, grad_accum=1), 8), (replace(base, activation_checkpointing=True), 8), (base, 16))
+    for changed, gpus_per_node in changes:
+        assert schedule_key(spec, changed, gpus_per_node) != schedule_key(spec, base, 8)
+    assert schedule_key(spec, build_run_config(None, spec, 16, Overrides(stage=2)), 8) is None
+
+
+def test_predictions_through_the_schedule_memo_are_the_same():
+    """A prediction whose schedule and host split come from the memo equals a fresh one."""
+    from zsim.job import RunSettings, resolve
+    from zsim.predict import ScheduleMemo, predict_job
+    memo = ScheduleMemo(size=1)
+    for micro_batch in (4, 1, 4):   # the second reuses the first's schedule, the third the second's
+        job = resolve(RunSettings(model="llama-2-7b", topo="dgx-h100", stage=3, micro_batch=micro_batch,
+                                  grad_accum=1))
+        assert predict_job(job, memo=memo) == predict_job(job)

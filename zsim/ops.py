@@ -41,7 +41,7 @@ Kinds:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Iterable
 
 from .groups import WORLD, Group, as_group
@@ -105,6 +105,31 @@ class Op:
             object.__setattr__(self, "group", as_group(self.group))
 
 
+_REQUIRED = object()   # a field :func:`_built` was not given and that has no default
+#: Every field of :class:`Op` in declaration order, with its default (``_REQUIRED``: none).
+_OP_TEMPLATE = {f.name: _REQUIRED if f.default is MISSING else f.default for f in fields(Op)}
+_new_op = object.__new__
+
+
+def _built(op_id: int, given: dict) -> Op:
+    """``Op(id=op_id, **given)`` with the same checks, without the frozen dataclass's
+    ``__init__``, which sets each of the 20 fields through ``object.__setattr__``: a ZeRO-3
+    step of a 70B model is 10,000-40,000 ops and a search builds dozens (measured: 2.9 against
+    1.5 µs per op). Every default is immutable, so the template's values are shared safely."""
+    op = _new_op(Op)
+    values = op.__dict__
+    values.update(_OP_TEMPLATE)   # first, so the fields keep their declared order
+    values.update(given)
+    values["id"] = op_id
+    if len(values) != len(_OP_TEMPLATE):
+        unknown = sorted(set(given) - set(_OP_TEMPLATE))
+        raise TypeError(f"op {given.get('name')!r}: unknown field(s) {unknown}")
+    if _REQUIRED in (values["stream"], values["kind"], values["name"]):
+        raise TypeError(f"op {given.get('name')!r}: stream, kind and name are required")
+    op.__post_init__()
+    return op
+
+
 @dataclass
 class OpList:
     """An append-only op list that hands out ids; the schedule layer builds one per step."""
@@ -113,7 +138,7 @@ class OpList:
 
     def add(self, **fields) -> int:
         """Append an op built from ``fields`` and return its id."""
-        op = Op(id=len(self.ops), **fields)
+        op = _built(len(self.ops), fields)
         self.ops.append(op)
         return op.id
 

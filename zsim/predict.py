@@ -19,6 +19,7 @@ The layers underneath::
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,13 +38,15 @@ from .memory_curve import MemoryMoment, memory_moments
 from .model import ModelSpec
 from .ops import Op
 from .schedule import Schedule, build_schedule
+from .schedule.api import schedule_key
+from .schedule.facts import ScheduleFacts
 from .system import Timeline, simulate, split_host
 from .system.costs import HostShare, OpCoster
 from .workload import Workload
 
-__all__ = ["Prediction", "predict", "predict_job", "predict_settings", "schedule_stage", "memory_stage",
-           "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts", "host_share",
-           "host_memory_verdict", "DEFAULT_DS_CONFIG"]
+__all__ = ["Prediction", "predict", "predict_job", "ScheduleMemo", "predict_settings", "schedule_stage",
+           "memory_stage", "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts",
+           "memory_facts_of", "host_share", "host_memory_verdict", "DEFAULT_DS_CONFIG"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,12 @@ def host_memory_verdict(run: RunConfig, facts: MemoryFacts, model: ModelSpec, cl
 
 def memory_facts(schedule, run: RunConfig, model: ModelSpec) -> MemoryFacts:
     """The memory model's inputs from a schedule's facts."""
-    f = schedule.facts
+    return memory_facts_of(schedule.facts)
+
+
+def memory_facts_of(f: ScheduleFacts) -> MemoryFacts:
+    """The memory model's inputs from schedule size facts (a search computes them without
+    building the ops: :func:`zsim.schedule.api.schedule_facts`)."""
     return MemoryFacts(
         partition_numel=int(f.partition_numel),
         ipg_buffer_elems=int(f.ipg_buffer_elems),
@@ -193,13 +201,15 @@ def memory_stage(job: Job, facts: MemoryFacts, workload: Workload | None = None)
     return JobMemory(facts, gpu, host_memory_verdict(job.run, facts, job.model, job.cluster))
 
 
-def simulate_stage(job: Job, schedule: Schedule, workload: Workload | None = None) -> Simulated:
+def simulate_stage(job: Job, schedule: Schedule, workload: Workload | None = None,
+                   host_ops: tuple[Op, ...] | None = None) -> Simulated:
     """Simulate one optimizer step of ``schedule`` on ``job``'s cluster and hardware
-    (``workload``: as in :func:`memory_stage`)."""
+    (``workload``: as in :func:`memory_stage`; ``host_ops``: ``split_host(schedule.ops)``
+    when the caller kept it, see :class:`ScheduleMemo`)."""
     hw = job.hardware
     coster = OpCoster(workload or workload_of(job), job.run.precision, hw, collective_timer(job.cluster, hw),
                       host_share(job.cluster, job.cpu_threads))
-    ops = tuple(split_host(schedule.ops))
+    ops = tuple(split_host(schedule.ops)) if host_ops is None else host_ops
     timeline = simulate(ops, coster)
     # Engine bookkeeping outside the simulated ops: per step and per micro-step.
     framework_s = hw.overheads.step_fixed_s + job.run.grad_accum * hw.overheads.micro_step_fixed_s
@@ -257,11 +267,42 @@ def present(job: Job, schedule: Schedule, memory: JobMemory, sim: Simulated,
     )
 
 
-def predict_job(job: Job, keep_timeline: bool = False) -> Prediction:
-    """Every stage on one resolved job: schedule, memory, simulate, present."""
-    schedule = schedule_stage(job)
+class ScheduleMemo:
+    """The last few schedules built, with their ops split for the system layer, by
+    :func:`~zsim.schedule.api.schedule_key`: a search simulates candidates that differ only
+    in their batch shape (a ZeRO-3 candidate of micro-batch 4 at its own grad-accum 1, one of
+    micro-batch 1 screened at grad-accum 1), whose schedules are equal; each is built and
+    split once. Only the last ``size`` are kept: a ZeRO-3 step of a 70B model is tens of
+    thousands of ops, and the search asks again soon after (within 6 builds on
+    ``zsim plan --model llama-2-70b --nodes 16``) or never."""
+
+    def __init__(self, size: int = 6):
+        self.size = size
+        self._items: dict[tuple, tuple[Schedule, tuple[Op, ...]]] = {}
+
+    def built(self, job: Job) -> tuple[Schedule, tuple[Op, ...] | None]:
+        """``job``'s schedule and its split ops (None: not split yet, no key to keep it by)."""
+        key = schedule_key(job.model, job.run, job.cluster.gpus_per_node)
+        if key is None:
+            return schedule_stage(job), None
+        if key in self._items:
+            self._items[key] = self._items.pop(key)   # the most recently used last
+        else:
+            schedule = schedule_stage(job)
+            self._items[key] = (schedule, tuple(split_host(schedule.ops)))
+            if len(self._items) > self.size:
+                del self._items[next(iter(self._items))]
+        schedule, ops = self._items[key]
+        # each prediction gets its own collectives dict (the schedule's ops are immutable)
+        return replace(schedule, collectives=copy.deepcopy(schedule.collectives)), ops
+
+
+def predict_job(job: Job, keep_timeline: bool = False, memo: ScheduleMemo | None = None) -> Prediction:
+    """Every stage on one resolved job: schedule, memory, simulate, present (``memo``: reuse
+    the schedules built for other jobs with the same schedule inputs)."""
+    schedule, host_ops = memo.built(job) if memo is not None else (schedule_stage(job), None)
     memory = memory_stage(job, memory_facts(schedule, job.run, job.model))
-    return present(job, schedule, memory, simulate_stage(job, schedule), keep_timeline)
+    return present(job, schedule, memory, simulate_stage(job, schedule, host_ops=host_ops), keep_timeline)
 
 
 def predict_settings(settings: RunSettings, keep_timeline: bool = False) -> Prediction:

@@ -28,9 +28,9 @@ from ..job import Job, JobSite, RunSettings, job_at, place
 from ..memory import MemoryFacts
 from ..model import ModelSpec
 from ..output import format_bytes
-from ..predict import memory_facts, memory_stage, predict_job
+from ..predict import ScheduleMemo, memory_facts_of, memory_stage, predict_job
 from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT, Provenance, profile_provenance
-from ..schedule import build_schedule
+from ..schedule.api import schedule_facts
 from .autoconfig import UserConfig, candidate_config
 from .fanout import Backend, Serial
 from .space import Candidate
@@ -192,16 +192,18 @@ _MEMORY_CACHE_LIMIT = 65536
 
 #: Schedule facts (partition, bucket and gather sizes) are element counts: they depend on the
 #: model, the world size and the ZeRO settings, not on micro-batch, sequence length or
-#: gradient accumulation, so one schedule build serves every batch shape.
+#: gradient accumulation, so one replay serves every batch shape.
 _FACTS_CACHE: dict[tuple, MemoryFacts] = {}
 
 
 def _schedule_facts(model: ModelSpec, run: Any) -> MemoryFacts:
+    """The memory model's size facts of ``run`` (cached), computed without the schedule's
+    ops (:func:`schedule_facts`: a stage-3 replay building no ops costs about half a build)."""
     key = (model, run.world_size, run.zero, run.activation_checkpointing, run.precision)
     if key not in _FACTS_CACHE:
         if len(_FACTS_CACHE) >= _MEMORY_CACHE_LIMIT:
             _FACTS_CACHE.clear()
-        _FACTS_CACHE[key] = memory_facts(build_schedule(model, run), run, model)
+        _FACTS_CACHE[key] = memory_facts_of(schedule_facts(model, run))
     return _FACTS_CACHE[key]
 
 
@@ -234,6 +236,8 @@ class Evaluator:
         # Compute-stream seconds of one micro-step per (micro-batch, checkpointing): the same
         # kernels run whatever the stage, offload or buckets, so it bounds any candidate.
         self._compute_s: dict[tuple[int, bool], float] = {}
+        # Candidates that differ only in their batch shape simulate the same schedule.
+        self._schedules = ScheduleMemo()
 
     # ---- configs ------------------------------------------------------------------------
     def ds_config(self, cand: Candidate) -> dict[str, Any]:
@@ -315,7 +319,7 @@ class Evaluator:
         ask = (cand, grad_accum)
         if not keep_timeline and (ask in self._pending or ask in self._ahead):
             return self._take_ahead(ask)
-        return predict_job(self.job(cand, grad_accum), keep_timeline)
+        return predict_job(self.job(cand, grad_accum), keep_timeline, self._schedules)
 
     # ---- simulations on the backend ------------------------------------------------------
     @property

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ..dsconfig import OffloadDevice
+from ..gcpolicy import fewer_collections
 from .evaluate import Ask, Evaluator, MemoryVerdict, Screened
 from .space import Candidate, SearchSpace
 
@@ -265,6 +266,12 @@ def _finalists(ev: Evaluator, st: _State, top_n: int) -> list[Ranked]:
 def search(space: SearchSpace, ev: Evaluator, top_n: int = 5, refine: int = 3,
            progress: Progress | None = None, metric: str = "tokens-per-s") -> SearchOutcome:
     """Run the three phases; see the module docstring."""
+    with fewer_collections():   # a search builds and drops many ops (zsim/gcpolicy.py)
+        return _search(space, ev, top_n, refine, progress, metric)
+
+
+def _search(space: SearchSpace, ev: Evaluator, top_n: int, refine: int, progress: Progress | None,
+            metric: str) -> SearchOutcome:
     structures = _order(space.structures())
     st = _State(keep=max(top_n, refine), screened=[], rejected=[], metric=metric)
     total = len(structures) + refine

@@ -32,15 +32,14 @@ Phases:
 
 from __future__ import annotations
 
-import gc
 import heapq
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..decide.space import default_global_batch
 from ..errors import ZsimInputError
+from ..gcpolicy import fewer_collections
 from ..job import JobSite, RunSettings, place
 from ..limits import MAX_GRAD_ACCUM
 from ..provenance import DEFAULT_MEMORY_HEADROOM_PCT
@@ -252,34 +251,10 @@ def _busy_floor(samples: list[tuple[int, tuple[float, float]]], grad_accum: int)
     return floor
 
 
-#: Allocations between young-generation collections during a search (CPython's default: 700).
-_SEARCH_GC_THRESHOLD = 100_000
-
-
-@contextmanager
-def _fewer_collections():
-    """Run the block with the cyclic garbage collector's young generation collected less often.
-
-    A search builds and drops hundreds of thousands of ops while it keeps schedules, prices
-    and size facts cached; with the default threshold the collector repeatedly walks those
-    long-lived objects (measured: about 1 s of the 5.5 s CPU of the 70B / 128-GPU joint
-    search, bench/README.md). Reference counting frees the ops either way; the collector
-    still runs, every 100,000 allocations instead of 700, and the old thresholds return after.
-    100,000 rather than 20,000: a simulated ZeRO-3 step holds 40,000-80,000 ops and spans
-    for a moment, which a 20,000 threshold walked and promoted while they were alive (0.7 s
-    of collection in the search on 2026-12-02; 0.2 s at 100,000, the same peak memory)."""
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], _SEARCH_GC_THRESHOLD), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
 def plan_parallel(settings: RunSettings, pins: Pins, global_batch: int | None = None, top_n: int = 5,
                   memory_headroom_pct: float | None = None) -> Plan3D:
     """Search the joint space (see the module docstring) and rank the best ``top_n``."""
-    with _fewer_collections():
+    with fewer_collections():   # a search builds and drops many ops (zsim/gcpolicy.py)
         return _plan_parallel(settings, pins, global_batch, top_n, memory_headroom_pct)
 
 

@@ -14,7 +14,7 @@ from .facts import ScheduleFacts
 from .order import Module, forward_modules, hook_order
 from .params import flat_layout
 from .stage12 import stage12_buckets
-from .stage3 import emit_stage3
+from .stage3 import emit_stage3, stage3_facts, stage3_inputs
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,29 @@ def build_schedule(model: ModelSpec, run: RunConfig, gpus_per_node: int | None =
     return Schedule(ops=ops, collectives=collectives_summary(ops), facts=facts)
 
 
+def schedule_key(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None) -> tuple | None:
+    """A hashable key of what ``build_schedule(model, run, gpus_per_node)`` reads: equal keys,
+    equal schedules. Worked out for ZeRO-3 without DeepSpeed-MoE layers
+    (:func:`~zsim.schedule.stage3.stage3_inputs`), where a search builds the same schedule for
+    several batch shapes; None elsewhere (no key: build it)."""
+    if model.deepspeed_moe is not None or run.zero.stage != 3:
+        return None
+    return (model, gpus_per_node or run.world_size, stage3_inputs(run))
+
+
 def schedule_facts(model: ModelSpec, run: RunConfig, gpus_per_node: int | None = None,
                    keep: Callable[[Module], bool] | None = None) -> ScheduleFacts:
     """``build_schedule(model, run, gpus_per_node, keep).facts``. Stages 0-2 without
     DeepSpeed-MoE layers need no ops for them (the flat layout and the number of gradient
     buckets :func:`emit_dense` cuts), so none are built (a search checks the memory of many
-    pipeline stages); otherwise the schedule is built. ``tests/test_schedule_facts.py``
-    checks the two agree."""
-    if model.deepspeed_moe is not None or run.zero.stage == 3:
+    pipeline stages); stage 3 replays the coordinator without building ops
+    (:func:`stage3_facts`); with DeepSpeed-MoE layers the schedule is built.
+    ``tests/test_engine_in_order.py`` checks that they agree."""
+    if model.deepspeed_moe is not None:
         return build_schedule(model, run, gpus_per_node, keep).facts
     modules, numels = _held(model, run, keep)
+    if run.zero.stage == 3:
+        return stage3_facts(model, run, numels, gpus_per_node)
     layout = flat_layout(numels, run.world_size, round_robin=run.zero.round_robin_gradients)
     if run.zero.stage == 0:
         nb = 0

@@ -4,7 +4,8 @@ Keeps the bookkeeping the stages have in common: the current micro-step and phas
 ``wait_for``: ops the compute stream must wait for before its next op (DeepSpeed's
 ``current_stream().wait_stream(reduction_stream)``), attached as deps to the next compute-
 stream op. :class:`NullEmitter` takes the same calls and records nothing: the stage-3 replay
-runs its history steps through it.
+runs its history steps through it. :class:`CountingEmitter` hands out the ids an
+:class:`Emitter` would but builds no op: the stage-3 size facts without the schedule.
 """
 
 from __future__ import annotations
@@ -85,3 +86,26 @@ class NullEmitter(Emitter):
         """Record nothing (see :meth:`add`)."""
         self.wait_for.clear()
         return None
+
+
+class CountingEmitter(Emitter):
+    """An emitter that numbers ops as :class:`Emitter` does but keeps none of them.
+
+    The stage-3 replay's size facts depend on which gathers share a handle (an op id), never
+    on an op's fields, so replaying the emitted step through this emitter gives the facts of
+    the built schedule without building its ops (a search asks the memory of many ZeRO-3
+    settings). ``ops`` stays empty: nothing may read the ops back."""
+
+    def __init__(self, world_size: int):
+        super().__init__(world_size)
+        self.count = 0
+
+    def add(self, stream: str, kind: str, name: str, deps=(), **fields) -> int:
+        """The id :meth:`Emitter.add` would return; the compute stream's pending waits and
+        last op are kept as it keeps them."""
+        op_id = self.count
+        self.count += 1
+        if stream == "compute" and kind != "host_loop":
+            self.wait_for = []
+            self.last_compute = op_id
+        return op_id

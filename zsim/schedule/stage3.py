@@ -24,7 +24,7 @@ from ..dsconfig import OffloadDevice, RunConfig
 from ..groups import INTER_NODE, INTRA_NODE, WORLD
 from ..model import ModelSpec
 from .coordinator import Coordinator
-from .emit import Emitter, NullEmitter
+from .emit import CountingEmitter, Emitter, NullEmitter
 from .events import Checkpoint, Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
 from .facts import ScheduleFacts
 from .hostwork import (STAGE3_BACKWARD, STAGE3_HOOK_GATHER, STAGE3_HOOK_PARTITION, STAGE3_HOOK_WAIT,
@@ -271,7 +271,10 @@ class _Stage3:
 
     def _flush_moves(self, name: str) -> int | None:
         """The host time of the parameter moves since the last flush (see _HookMoves)."""
-        mv, self.moves_pending = self.moves_pending, _HookMoves()
+        mv = self.moves_pending
+        if not (mv.gathered or mv.waits or mv.partitioned):
+            return None   # nothing moved since the last flush (most computes): no op, nothing to add
+        self.moves_pending = _HookMoves()
         self.moves_emitted.add(mv)
         ops = (STAGE3_HOOK_PARTITION.ops(mv.partitioned) + STAGE3_HOOK_GATHER.ops(mv.gathered)
                + STAGE3_HOOK_WAIT.ops(mv.waits))
@@ -297,11 +300,11 @@ class _Stage3:
         self.coord.regather_persistent()
         self.secondary.clear()
 
-    def start_emitting(self) -> None:
-        """Record from here on (the steady-state step). The history ran the same code
-        through a :class:`NullEmitter`, whose ops have no ids: drop the throttle queues it
-        filled with them, and restart the per-step counters."""
-        self.em = Emitter(self.run.world_size)
+    def start_emitting(self, emitter: Emitter) -> None:
+        """Record through ``emitter`` from here on (the steady-state step). The history ran
+        the same code through a :class:`NullEmitter`, whose ops have no ids: drop the
+        throttle queues it filled with them, and restart the per-step counters."""
+        self.em = emitter
         self.fetch_events.clear()
         self.reduce_events.clear()
         self.last_reduce = None
@@ -344,26 +347,55 @@ def _throttle(em: Emitter, events: deque, new: int | None, name: str) -> None:
         em.add("compute", "host_loop", name, deps=(events.popleft(),), count=0)
 
 
+def stage3_inputs(run: RunConfig) -> tuple:
+    """Every field of ``run`` that :func:`emit_stage3` (and the step it emits) reads. The
+    batch shape is not one: micro-batch, sequence length and train batch price the ops
+    later (zsim.workload) without changing them, so runs that differ only there build the
+    same ops (``tests/test_engine_in_order.py`` checks it). Add a field here when the
+    emission starts reading it."""
+    return (run.world_size, run.grad_accum, run.precision, run.comm_dtype_bytes, run.zero,
+            run.activation_checkpointing, run.gradient_clipping)
+
+
 def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
                 gpus_per_node: int | None = None) -> tuple[Emitter, ScheduleFacts]:
     """All ops of the second (steady-state) optimizer step, and its size facts."""
+    sim = _replay(model, run, numels, gpus_per_node, Emitter(run.world_size))
+    return sim.em, _facts(sim, run, numels)
+
+
+def stage3_facts(model: ModelSpec, run: RunConfig, numels: list[int],
+                 gpus_per_node: int | None = None) -> ScheduleFacts:
+    """``emit_stage3(...)[1]`` without building the ops: the same replay, the emitted step
+    numbered by a :class:`CountingEmitter` (the facts read op ids, never op fields)."""
+    return _facts(_replay(model, run, numels, gpus_per_node, CountingEmitter(run.world_size)), run, numels)
+
+
+def _replay(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: int | None,
+            emitter: Emitter) -> _Stage3:
+    """The first optimizer step through a NullEmitter, then the second through ``emitter``."""
     sim = _Stage3(model, run, numels, gpus_per_node)
     for _ in range(run.grad_accum):       # step 0: trace recording + accumulation
         sim.micro_step()
     sim.step_boundary()
-    sim.start_emitting()
+    sim.start_emitting(emitter)
     for micro in range(run.grad_accum):
         sim.em.micro = micro
         sim.micro_step()
-    buckets_per_micro = sim.num_buckets // run.grad_accum
     sim.step_boundary()
+    return sim
+
+
+def _facts(sim: _Stage3, run: RunConfig, numels: list[int]) -> ScheduleFacts:
+    """The size facts of the replayed step (buckets, gathers and hook moves counted while the
+    second step ran)."""
     z = run.zero
-    return sim.em, ScheduleFacts(
+    return ScheduleFacts(
         partition_numel=sum(stage3_shard_numel(n, run.world_size) for n in numels),
         padded_numel=sum(stage3_padded_numel(n, run.world_size) for n in numels),
         ipg_buffer_elems=z.reduce_bucket_size if z.contiguous_gradients else 0,
         ipg_buffer_count=1 if z.contiguous_gradients else 0,
-        num_buckets=buckets_per_micro,
+        num_buckets=sim.num_buckets // run.grad_accum,
         max_gathered_numel=sim.max_gathered,
         persistent_numel=sum(n for n, keep in zip(numels, sim.persist) if keep),
         largest_param_numel=max(numels), num_params=sum(numels),

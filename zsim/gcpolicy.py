@@ -1,0 +1,36 @@
+"""How often the cyclic garbage collector runs while a search builds and drops many ops.
+
+A search (``zsim plan``, ``zsim plan --search-3d``) builds hundreds of thousands of ops per
+schedule and simulation and drops them again, while it keeps schedules, predictions and size
+facts cached. Reference counting frees those ops (they form no cycles); the cyclic collector
+only walks them, and with CPython's default young-generation threshold (700 allocations) it
+walks and promotes every op of a schedule while the schedule is alive, then collects the old
+generation over and over. Measured on ``zsim plan --model llama-2-70b --topo dgx-h100
+--nodes 16``: 9.9 s of a 35.8 s run in old-generation collections; in the joint 3D search
+of the same model about 1 s of 5.5 s CPU (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import gc
+from contextlib import contextmanager
+from typing import Iterator
+
+#: Allocations between young-generation collections during a search (CPython's default: 700).
+#: 100,000 rather than 20,000: a simulated ZeRO-3 step holds 40,000-80,000 ops and spans for a
+#: moment, which a 20,000 threshold walked and promoted while they were alive (0.7 s of
+#: collection in the 3D search on 2026-12-02; 0.2 s at 100,000, the same peak memory).
+SEARCH_GC_THRESHOLD = 100_000
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run the block with the young generation collected every :data:`SEARCH_GC_THRESHOLD`
+    allocations instead of 700; the old thresholds return after. The collector still runs, so
+    a cycle made meanwhile is still freed."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], SEARCH_GC_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
