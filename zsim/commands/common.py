@@ -8,6 +8,7 @@ import sys
 from typing import Callable
 
 from .. import limits
+from ..decide.fanout import CLUSTER_EXTRA_HINT, Backend, backend_for
 from ..decide.progress import ProgressBar
 from ..defaults import DEFAULT_MODEL, DEFAULT_SEQ_LEN, DEFAULT_TOPO
 from ..dsconfig import OffloadDevice
@@ -129,3 +130,18 @@ def emit(args: argparse.Namespace, text: str) -> None:
         atomic_write_text(args.output, text)
     else:
         sys.stdout.write(text)
+
+
+def add_fanout_args(p: argparse.ArgumentParser) -> None:
+    """--jobs N and --dask ADDRESS: where predictions run (`zsim sweep` and `zsim plan`)."""
+    # default None, not 1: --jobs given at all together with --dask is refused.
+    p.add_argument("--jobs", type=int_up_to(64), default=None,
+                   help="worker processes predicting configurations at once (default 1)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="predict on the workers of a running Dask scheduler: its address (tcp://host:8786) "
+                        f"or scheduler file; needs {CLUSTER_EXTRA_HINT}, not with --jobs")
+
+
+def backend_from_args(args: argparse.Namespace) -> Backend:
+    """The backend of :func:`add_fanout_args`' flags (both at once: one-line input error)."""
+    return backend_for(jobs=args.jobs, dask=args.dask)

@@ -15,8 +15,8 @@ from ..limits import check_finite_tree
 from ..output import DEFAULT_OUTPUT_DIR
 from ..parallel.cli import add_expert_args, add_parallel_args, refuse_expert_with_3d
 from ..parallel.plan3d import Pins, plan_lines, plan_parallel
-from .common import add_cluster_args, add_quiet_arg, add_run_args, int_up_to, percent, progress_for, settings_from_args
-from .sweep import add_fanout_args, backend_from_args
+from .common import (add_cluster_args, add_fanout_args, add_quiet_arg, add_run_args, backend_from_args, int_up_to,
+                     percent, progress_for, settings_from_args)
 
 HELP = "search ZeRO stage/offload/batch/checkpointing/buckets, rank by tokens/s (or --metric), write the best config"
 

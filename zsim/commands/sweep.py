@@ -6,13 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..decide.fanout import CLUSTER_EXTRA_HINT, Backend, backend_for
 from ..decide.sweep import AXES, load_grid_file, parse_list, sweep
 from ..defaults import DEFAULT_MODEL, DEFAULT_TOPO
 from ..io import atomic_write_set, dumps_json
 from ..limits import check_finite_tree
 from ..output import MEMORY_LABELS, format_bytes, format_seconds
-from .common import add_quiet_arg, int_up_to, progress_for
+from .common import add_fanout_args, add_quiet_arg, backend_from_args, progress_for
 
 HELP = "predict every configuration of a grid (flags like --stage 1,2,3 or a YAML file); write CSV and JSON"
 
@@ -28,21 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the rows as one JSON object (the files are written too)")
     add_quiet_arg(p)
     add_fanout_args(p)
-
-
-def add_fanout_args(p: argparse.ArgumentParser) -> None:
-    """--jobs N and --dask ADDRESS: where predictions run (`zsim sweep` and `zsim plan`)."""
-    # default None, not 1: --jobs given at all together with --dask is refused.
-    p.add_argument("--jobs", type=int_up_to(64), default=None,
-                   help="worker processes predicting configurations at once (default 1)")
-    p.add_argument("--dask", metavar="ADDRESS",
-                   help="predict on the workers of a running Dask scheduler: its address (tcp://host:8786) "
-                        f"or scheduler file; needs {CLUSTER_EXTRA_HINT}, not with --jobs")
-
-
-def backend_from_args(args: argparse.Namespace) -> Backend:
-    """The backend of :func:`add_fanout_args`' flags (both at once: one-line input error)."""
-    return backend_for(jobs=args.jobs, dask=args.dask)
 
 
 def run(args: argparse.Namespace) -> int:
