@@ -32,6 +32,7 @@ from .hostwork import (STAGE3_BACKWARD, STAGE3_HOOK_GATHER, STAGE3_HOOK_PARTITIO
 from .params import stage3_padded_numel, stage3_shard_numel
 from .passes import checkpoint_overhead
 from .step import stage3_step
+from .tape import coordinator_for, tape_key
 from .z3modules import build_tree, first_use_modules, micro_step_events
 
 HOOK_OVERHEAD = "zero3_module_hook_s"
@@ -88,9 +89,15 @@ class _Stage3:
         self.events: tuple[Event, ...] = tuple(
             micro_step_events(self.mods, first, run.activation_checkpointing))
         self.em: Emitter = NullEmitter(run.world_size)
-        self.coord = Coordinator(self.mods, numels, self.persist, z.stage3_prefetch_bucket_size,
-                                 z.stage3_max_live_parameters, z.stage3_max_reuse_distance,
-                                 self._gather, released=self._released)
+        # The coordinator's gathers are numbered in call order (tokens, see zsim.schedule.tape):
+        # a later build of the same tape key plays its decisions back instead of recomputing.
+        self.handles: list[int | None] = []     # the op id (or None) of each gather, by token
+        self.coord = coordinator_for(
+            tape_key(model, numels, self.persist, run),
+            lambda gather, released: Coordinator(
+                self.mods, numels, self.persist, z.stage3_prefetch_bucket_size,
+                z.stage3_max_live_parameters, z.stage3_max_reuse_distance, gather, released=released),
+            self._gather_token, self._released)
         self.gathered = 0          # padded numel of non-persistent params gathered now
         self.max_gathered = 0
         self.hooks_pending = 0
@@ -106,6 +113,11 @@ class _Stage3:
         self.secondary: set[int] = set()   # hpZ: params with a live secondary shard
 
     # ---- callbacks from the coordinator
+    def _gather_token(self, params: list[int], forward: bool) -> int:
+        """Emit the gather and hand the coordinator its token (index into ``handles``)."""
+        self.handles.append(self._gather(params, forward))
+        return len(self.handles) - 1
+
     def _gather(self, params: list[int], forward: bool) -> int | None:
         self.moves_pending.gathered += len(params)
         for p in params:
@@ -222,7 +234,7 @@ class _Stage3:
             match ev:
                 case Fetch(module=m, forward=forward):  # a pre hook: gather (and prefetch)
                     self.hooks_pending += 1
-                    handles = self.coord.fetch(m, forward)
+                    handles = [self.handles[t] for t in self.coord.fetch(m, forward)]
                     self._count_waits(handles)
                     if not forward and self.em.phase == "forward":
                         self.em.phase = "backward"
@@ -383,6 +395,7 @@ def _replay(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: 
         sim.em.micro = micro
         sim.micro_step()
     sim.step_boundary()
+    sim.coord.finish()
     return sim
 
 

@@ -1,0 +1,156 @@
+"""The stage-3 coordinator's decisions, recorded once and played back in later builds.
+
+A search builds many ZeRO-3 schedules that differ only in what the coordinator never reads:
+the gradient bucket size, optimizer offload, micro-batch... Its decisions (which parameters
+each hook gathers, which it releases, which gathers a compute waits for) follow from the
+model, the checkpointing, the grad-accum (the calls it gets) and its own settings
+(:func:`tape_key`), never from the ops emitted: it keeps the handles a gather returns without
+looking at them. So :class:`TapeRecorder` drives a real :class:`Coordinator` and writes down,
+per call, the callbacks it made and what it returned, with gathers numbered in call order
+instead of handles; :class:`TapePlayer` makes the same callbacks and returns the same values
+from that record without the coordinator's bookkeeping (about half of a replay's time).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .coordinator import Coordinator
+
+#: One coordinator call: (method and arguments, callbacks made: ``(params, forward)`` for a
+#: gather or a parameter index for a release, the value returned).
+Entry = tuple[tuple, tuple, object]
+
+#: Tapes kept by key (the last ones used; a search comes back to a few settings at a time).
+TAPES_KEPT = 16
+_TAPES: dict[tuple, list[Entry]] = {}
+
+
+def tape_key(model, numels: list[int], persist: list[bool], run) -> tuple:
+    """Everything the coordinator's calls and decisions depend on in one replay of ``run``."""
+    z = run.zero
+    return (model, tuple(numels), tuple(persist), z.stage3_prefetch_bucket_size,
+            z.stage3_max_live_parameters, z.stage3_max_reuse_distance,
+            run.activation_checkpointing, run.grad_accum)
+
+
+def coordinator_for(key: tuple, make: Callable[[Callable, Callable], Coordinator],
+                    gather: Callable, released: Callable):
+    """A player of the tape recorded under ``key``, or a recorder that stores its tape there
+    once :meth:`TapeRecorder.finish` is called. ``make(gather, released)`` builds the real
+    coordinator with those callbacks."""
+    tape = _TAPES.get(key)
+    if tape is not None:
+        _TAPES[key] = _TAPES.pop(key)   # the most recently used last
+        return TapePlayer(tape, gather, released)
+    return TapeRecorder(key, make, gather, released)
+
+
+class TapeRecorder:
+    """Forwards each call to a real coordinator and records it (see the module docstring)."""
+
+    def __init__(self, key: tuple, make: Callable, gather: Callable, released: Callable):
+        self.key = key
+        self._gather_cb, self._released_cb = gather, released
+        self.tape: list[Entry] = []
+        self._made: list = []
+        self.coord = make(self._gather, self._released)
+
+    def _gather(self, params: list[int], forward: bool):
+        self._made.append((tuple(params), forward))
+        return self._gather_cb(params, forward)
+
+    def _released(self, p: int) -> None:
+        self._made.append(p)
+        self._released_cb(p)
+
+    def _call(self, name: str, *args):
+        self._made = []
+        out = getattr(self.coord, name)(*args)
+        self.tape.append(((name, *args), tuple(self._made), out))
+        return out
+
+    def reset_step(self) -> None:
+        """See :meth:`Coordinator.reset_step`."""
+        self._call("reset_step")
+
+    def fetch(self, m: int, forward: bool) -> list:
+        """See :meth:`Coordinator.fetch`."""
+        return list(self._call("fetch", m, forward))
+
+    def release(self, m: int, forward: bool) -> None:
+        """See :meth:`Coordinator.release`."""
+        self._call("release", m, forward)
+
+    def release_backward_leftovers(self) -> None:
+        """See :meth:`Coordinator.release_backward_leftovers`."""
+        self._call("release_backward_leftovers")
+
+    def held_count(self) -> int:
+        """See :meth:`Coordinator.held_count`."""
+        return self._call("held_count")
+
+    def partition_all(self) -> None:
+        """See :meth:`Coordinator.partition_all`."""
+        self._call("partition_all")
+
+    def regather_persistent(self) -> None:
+        """See :meth:`Coordinator.regather_persistent`."""
+        self._call("regather_persistent")
+
+    def finish(self) -> None:
+        """Keep the tape for later builds of the same key (the replay ran to its end)."""
+        _TAPES[self.key] = self.tape
+        if len(_TAPES) > TAPES_KEPT:
+            del _TAPES[next(iter(_TAPES))]
+
+
+class TapePlayer:
+    """Makes a recorded replay's callbacks and returns its values, call by call. A call that
+    is not the one recorded means the key missed an input: it raises rather than guess."""
+
+    def __init__(self, tape: list[Entry], gather: Callable, released: Callable):
+        self._tape = iter(tape)
+        self._gather_cb, self._released_cb = gather, released
+
+    def _call(self, *call):
+        recorded, made, out = next(self._tape)
+        if recorded != call:
+            raise RuntimeError(f"stage-3 tape out of step: {call} where {recorded} was recorded")
+        for cb in made:
+            if type(cb) is int:
+                self._released_cb(cb)
+            else:
+                self._gather_cb(list(cb[0]), cb[1])
+        return out
+
+    def reset_step(self) -> None:
+        """See :meth:`Coordinator.reset_step`."""
+        self._call("reset_step")
+
+    def fetch(self, m: int, forward: bool) -> list:
+        """See :meth:`Coordinator.fetch`."""
+        return list(self._call("fetch", m, forward))
+
+    def release(self, m: int, forward: bool) -> None:
+        """See :meth:`Coordinator.release`."""
+        self._call("release", m, forward)
+
+    def release_backward_leftovers(self) -> None:
+        """See :meth:`Coordinator.release_backward_leftovers`."""
+        self._call("release_backward_leftovers")
+
+    def held_count(self) -> int:
+        """See :meth:`Coordinator.held_count`."""
+        return self._call("held_count")
+
+    def partition_all(self) -> None:
+        """See :meth:`Coordinator.partition_all`."""
+        self._call("partition_all")
+
+    def regather_persistent(self) -> None:
+        """See :meth:`Coordinator.regather_persistent`."""
+        self._call("regather_persistent")
+
+    def finish(self) -> None:
+        """Nothing to keep (the tape is already stored)."""
