@@ -383,13 +383,26 @@ def stage3_facts(model: ModelSpec, run: RunConfig, numels: list[int],
     return _facts(_replay(model, run, numels, gpus_per_node, CountingEmitter(run.world_size)), run, numels)
 
 
+#: What the history step leaves in a :class:`_Stage3` besides the coordinator (its emitter is
+#: replaced, its per-step counters restart in ``start_emitting``): kept on the tape so that a
+#: played-back build skips the history. ``tests/test_stage3_tape.py`` compares the builds.
+_HISTORY_STATE = ("gathered", "secondary", "waited", "handles", "bucket", "bucket_elems",
+                  "hooks_pending", "moves_pending", "last_reduce", "fetch_events", "reduce_events")
+
+
 def _replay(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: int | None,
             emitter: Emitter) -> _Stage3:
     """The first optimizer step through a NullEmitter, then the second through ``emitter``."""
     sim = _Stage3(model, run, numels, gpus_per_node)
-    for _ in range(run.grad_accum):       # step 0: trace recording + accumulation
-        sim.micro_step()
-    sim.step_boundary()
+    after_history = sim.coord.skip_history()   # played back: the state the history leaves
+    if after_history is None:
+        for _ in range(run.grad_accum):       # step 0: trace recording + accumulation
+            sim.micro_step()
+        sim.step_boundary()
+        sim.coord.history_done({name: getattr(sim, name) for name in _HISTORY_STATE})
+    else:
+        for name, value in after_history.items():
+            setattr(sim, name, value)
     sim.start_emitting(emitter)
     for micro in range(run.grad_accum):
         sim.em.micro = micro

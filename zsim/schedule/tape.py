@@ -13,6 +13,7 @@ from that record without the coordinator's bookkeeping (about half of a replay's
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 from .coordinator import Coordinator
@@ -23,7 +24,7 @@ Entry = tuple[tuple, tuple, object]
 
 #: Tapes kept by key (the last ones used; a search comes back to a few settings at a time).
 TAPES_KEPT = 16
-_TAPES: dict[tuple, list[Entry]] = {}
+_TAPES: dict[tuple, tuple[list[Entry], tuple[int, dict]]] = {}
 
 
 def tape_key(model, numels: list[int], persist: list[bool], run) -> tuple:
@@ -54,6 +55,7 @@ class TapeRecorder:
         self._gather_cb, self._released_cb = gather, released
         self.tape: list[Entry] = []
         self._made: list = []
+        self.history: tuple[int, dict] | None = None   # where the history ended, and its state
         self.coord = make(self._gather, self._released)
 
     def _gather(self, params: list[int], forward: bool):
@@ -98,9 +100,20 @@ class TapeRecorder:
         """See :meth:`Coordinator.regather_persistent`."""
         self._call("regather_persistent")
 
+    def history_done(self, state: dict) -> None:
+        """The history step ended here, leaving the builder in ``state`` (see
+        :meth:`TapePlayer.skip_history`)."""
+        self.history = (len(self.tape), copy.deepcopy(state))
+
+    def skip_history(self) -> dict | None:
+        """Recording: the history must run (None)."""
+        return None
+
     def finish(self) -> None:
         """Keep the tape for later builds of the same key (the replay ran to its end)."""
-        _TAPES[self.key] = self.tape
+        if self.history is None:
+            return   # a replay that never marked its history: nothing a player could skip
+        _TAPES[self.key] = (self.tape, self.history)
         if len(_TAPES) > TAPES_KEPT:
             del _TAPES[next(iter(_TAPES))]
 
@@ -109,9 +122,23 @@ class TapePlayer:
     """Makes a recorded replay's callbacks and returns its values, call by call. A call that
     is not the one recorded means the key missed an input: it raises rather than guess."""
 
-    def __init__(self, tape: list[Entry], gather: Callable, released: Callable):
+    def __init__(self, recorded: tuple, gather: Callable, released: Callable):
+        tape, self._history = recorded
         self._tape = iter(tape)
         self._gather_cb, self._released_cb = gather, released
+
+    def skip_history(self) -> dict:
+        """Skip the history step's calls and return the builder's state after it, as the
+        recording left it. The history runs through a NullEmitter (no op, no handle), so what
+        it leaves besides the coordinator's state is that of the gathers and releases, the
+        same for every run of the key."""
+        end, state = self._history
+        for _ in range(end):
+            next(self._tape)
+        return copy.deepcopy(state)
+
+    def history_done(self, state: dict) -> None:
+        """Nothing to note (the tape has it)."""
 
     def _call(self, *call):
         recorded, made, out = next(self._tape)
