@@ -27,11 +27,16 @@ _SHARING = [{"reduce_bucket_size": 12_345_678}, {"offload_optimizer": OffloadDev
 
 @pytest.mark.parametrize("grad_accum,checkpointing", [(1, False), (2, True), (3, False)])
 @pytest.mark.parametrize("fields", _SHARING)
-def test_played_back_builds_equal_replayed_ones(grad_accum, checkpointing, fields):
+@pytest.mark.parametrize("recorded_by_variant", [False, True])
+def test_played_back_builds_equal_replayed_ones(grad_accum, checkpointing, fields, recorded_by_variant):
+    """Builds and facts (taken from the tape without a replay) of ``run``, played back from
+    a tape another run recorded, equal a fresh replay's."""
     spec = load_model("llama-2-7b")
     base = build_run_config(None, spec, 16, Overrides(stage=3, micro_batch=1, grad_accum=grad_accum))
     base = replace(base, activation_checkpointing=checkpointing)
     run = replace(base, zero=replace(base.zero, **fields))
+    if recorded_by_variant:
+        base, run = run, base
     want = _fresh(spec, run, 8)
     tape._TAPES.clear()
     build_schedule(spec, base, 8)          # records the tape run plays back

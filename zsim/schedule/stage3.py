@@ -32,7 +32,7 @@ from .hostwork import (STAGE3_BACKWARD, STAGE3_HOOK_GATHER, STAGE3_HOOK_PARTITIO
 from .params import stage3_padded_numel, stage3_shard_numel
 from .passes import checkpoint_overhead
 from .step import stage3_step
-from .tape import coordinator_for, tape_key
+from .tape import coordinator_for, emitted_step, tape_key
 from .z3modules import build_tree, first_use_modules, micro_step_events
 
 HOOK_OVERHEAD = "zero3_module_hook_s"
@@ -373,14 +373,47 @@ def emit_stage3(model: ModelSpec, run: RunConfig, numels: list[int],
                 gpus_per_node: int | None = None) -> tuple[Emitter, ScheduleFacts]:
     """All ops of the second (steady-state) optimizer step, and its size facts."""
     sim = _replay(model, run, numels, gpus_per_node, Emitter(run.world_size))
-    return sim.em, _facts(sim, run, numels)
+    return sim.em, _facts(sim.num_buckets // run.grad_accum, sim.max_gathered, sim.persist,
+                          _moves_tuple(sim.moves_emitted), run, numels)
 
 
 def stage3_facts(model: ModelSpec, run: RunConfig, numels: list[int],
                  gpus_per_node: int | None = None) -> ScheduleFacts:
     """``emit_stage3(...)[1]`` without building the ops: the same replay, the emitted step
-    numbered by a :class:`CountingEmitter` (the facts read op ids, never op fields)."""
-    return _facts(_replay(model, run, numels, gpus_per_node, CountingEmitter(run.world_size)), run, numels)
+    numbered by a :class:`CountingEmitter` (the facts read op ids, never op fields). With a
+    tape of the run's coordinator kept, no replay: the gathered peak and hook moves are the
+    tape's (every gather of a replay that emits has its own handle, so they follow from the
+    coordinator's calls), and the gradient buckets are cut again (:func:`_buckets_per_micro`)."""
+    persist = persistent_params(numels, run)
+    emitted = emitted_step(tape_key(model, numels, persist, run))
+    if emitted is None:
+        sim = _replay(model, run, numels, gpus_per_node, CountingEmitter(run.world_size))
+        return _facts(sim.num_buckets // run.grad_accum, sim.max_gathered, sim.persist,
+                      _moves_tuple(sim.moves_emitted), run, numels)
+    max_gathered, moves = emitted
+    return _facts(_buckets_per_micro(model, run, numels), max_gathered, persist, moves, run, numels)
+
+
+def _moves_tuple(moves: "_HookMoves") -> tuple[int, int, int]:
+    return (moves.gathered, moves.waits, moves.partitioned)
+
+
+def _buckets_per_micro(model: ModelSpec, run: RunConfig, numels: list[int]) -> int:
+    """The gradient buckets one micro-step reduces, cut as :meth:`_Stage3._grad` and
+    :meth:`_Stage3._leftovers` cut them over the ``grad_accum`` micro-steps of a step."""
+    mods = build_tree(model)
+    events = micro_step_events(mods, first_use_modules(mods), run.activation_checkpointing)
+    size, count, elems, held = run.zero.reduce_bucket_size, 0, 0, False
+    for _ in range(run.grad_accum):
+        for ev in events:
+            if type(ev) is Grad:
+                n = numels[ev.param]
+                if elems + n > size and elems > 0:
+                    count, elems = count + 1, 0
+                elems, held = elems + n, True
+            elif type(ev) is Leftovers and held:
+                count, elems, held = count + 1, 0, False
+    return count // run.grad_accum
 
 
 #: What the history step leaves in a :class:`_Stage3` besides the coordinator (its emitter is
@@ -408,22 +441,23 @@ def _replay(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: 
         sim.em.micro = micro
         sim.micro_step()
     sim.step_boundary()
-    sim.coord.finish()
+    sim.coord.finish((sim.max_gathered, _moves_tuple(sim.moves_emitted)))
     return sim
 
 
-def _facts(sim: _Stage3, run: RunConfig, numels: list[int]) -> ScheduleFacts:
-    """The size facts of the replayed step (buckets, gathers and hook moves counted while the
-    second step ran)."""
+def _facts(buckets: int, max_gathered: int, persist: list[bool], moves: tuple[int, int, int],
+           run: RunConfig, numels: list[int]) -> ScheduleFacts:
+    """The size facts of the replayed step (buckets per micro-step, the gathered peak and hook
+    moves counted while the second step ran)."""
     z = run.zero
     return ScheduleFacts(
         partition_numel=sum(stage3_shard_numel(n, run.world_size) for n in numels),
         padded_numel=sum(stage3_padded_numel(n, run.world_size) for n in numels),
         ipg_buffer_elems=z.reduce_bucket_size if z.contiguous_gradients else 0,
         ipg_buffer_count=1 if z.contiguous_gradients else 0,
-        num_buckets=sim.num_buckets // run.grad_accum,
-        max_gathered_numel=sim.max_gathered,
-        persistent_numel=sum(n for n, keep in zip(numels, sim.persist) if keep),
+        num_buckets=buckets,
+        max_gathered_numel=max_gathered,
+        persistent_numel=sum(n for n, keep in zip(numels, persist) if keep),
         largest_param_numel=max(numels), num_params=sum(numels),
-        hook_moves=(sim.moves_emitted.gathered, sim.moves_emitted.waits, sim.moves_emitted.partitioned),
+        hook_moves=moves,
     )

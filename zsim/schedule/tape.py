@@ -24,13 +24,15 @@ Entry = tuple[tuple, tuple, object]
 
 #: Tapes kept by key (the last ones used; a search comes back to a few settings at a time).
 TAPES_KEPT = 16
-_TAPES: dict[tuple, tuple[list[Entry], tuple[int, dict]]] = {}
+#: Each: the tape, where its history step ends and the state it leaves, the emitted step's totals.
+_TAPES: dict[tuple, tuple[list[Entry], tuple[int, dict], tuple]] = {}
 
 
 def tape_key(model, numels: list[int], persist: list[bool], run) -> tuple:
     """Everything the coordinator's calls and decisions depend on in one replay of ``run``."""
     z = run.zero
-    return (model, tuple(numels), tuple(persist), z.stage3_prefetch_bucket_size,
+    # the world size pads the sizes the builder sums (the state the history leaves)
+    return (model, run.world_size, tuple(numels), tuple(persist), z.stage3_prefetch_bucket_size,
             z.stage3_max_live_parameters, z.stage3_max_reuse_distance,
             run.activation_checkpointing, run.grad_accum)
 
@@ -40,11 +42,18 @@ def coordinator_for(key: tuple, make: Callable[[Callable, Callable], Coordinator
     """A player of the tape recorded under ``key``, or a recorder that stores its tape there
     once :meth:`TapeRecorder.finish` is called. ``make(gather, released)`` builds the real
     coordinator with those callbacks."""
-    tape = _TAPES.get(key)
-    if tape is not None:
+    recorded = _TAPES.get(key)
+    if recorded is not None:
         _TAPES[key] = _TAPES.pop(key)   # the most recently used last
-        return TapePlayer(tape, gather, released)
+        return TapePlayer(recorded, gather, released)
     return TapeRecorder(key, make, gather, released)
+
+
+def emitted_step(key: tuple) -> tuple | None:
+    """What the emitted step's gathers and releases came to in the replay that recorded
+    ``key`` (see :meth:`TapeRecorder.finish`), or None when no tape is kept."""
+    recorded = _TAPES.get(key)
+    return None if recorded is None else recorded[2]
 
 
 class TapeRecorder:
@@ -109,11 +118,12 @@ class TapeRecorder:
         """Recording: the history must run (None)."""
         return None
 
-    def finish(self) -> None:
-        """Keep the tape for later builds of the same key (the replay ran to its end)."""
+    def finish(self, emitted: tuple) -> None:
+        """Keep the tape for later builds of the same key (the replay ran to its end), with
+        ``emitted``: the emitted step's totals that follow from the tape alone."""
         if self.history is None:
             return   # a replay that never marked its history: nothing a player could skip
-        _TAPES[self.key] = (self.tape, self.history)
+        _TAPES[self.key] = (self.tape, self.history, emitted)
         if len(_TAPES) > TAPES_KEPT:
             del _TAPES[next(iter(_TAPES))]
 
@@ -123,7 +133,7 @@ class TapePlayer:
     is not the one recorded means the key missed an input: it raises rather than guess."""
 
     def __init__(self, recorded: tuple, gather: Callable, released: Callable):
-        tape, self._history = recorded
+        tape, self._history = recorded[:2]
         self._tape = iter(tape)
         self._gather_cb, self._released_cb = gather, released
 
@@ -179,5 +189,5 @@ class TapePlayer:
         """See :meth:`Coordinator.regather_persistent`."""
         self._call("regather_persistent")
 
-    def finish(self) -> None:
+    def finish(self, emitted: tuple) -> None:
         """Nothing to keep (the tape is already stored)."""
