@@ -147,7 +147,7 @@ def cpu_pass_rate(hw: HardwareProfile, name: str, threads: float) -> float:
     (a straight line in log rate over log threads): the speed-ups are below linear
     (memory-bound loops) and flatten as threads are added — on the lent H200 hosts
     DeepSpeedCPUAdam ran 3.3x faster on 4 threads than on 1 but only 2.1x faster again on 16
-    (validation/results/h200/2026-12-03-m13/_microbench/microbench_cpu_passes.json), so the
+    (validation/results/h200/2026-12-03-m13/_microbench/microbench_cpu_passes_m13a.json), so the
     profile's measured points (``cpu_pass_curves``) are used where it has them, else its
     1-thread and ``cpu_threads`` rates. Outside the measured range the nearest point's rate.
     """
