@@ -24,24 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script, as run_all.py is
+from microbench.common import time_host, write_json  # noqa: E402
+
 #: Default sizes: a 134M-parameter partition (llama-0.13b) and tinyllama-1.1b's 1.1B.
 DEFAULT_NUMELS = (1 << 27, 1_100_048_384)
-
-
-def _median_s(fn, reps: int) -> float:
-    fn()   # warm-up: first-touch page faults, DeepSpeedCPUAdam's state allocation
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure(numel: int, reps: int) -> list[dict]:
@@ -63,7 +55,8 @@ def measure(numel: int, reps: int) -> list[dict]:
               "cast": lambda: half.copy_(master)}
     rows = []
     for name, fn in passes.items():
-        t = _median_s(fn, reps)
+        # one warm-up: first-touch page faults, DeepSpeedCPUAdam's state allocation
+        t = time_host(fn, warmup=1, reps=reps)
         rows.append({"pass": name, "threads": threads, "numel": numel, "time_s": t, "params_per_s": numel / t})
     return rows
 
@@ -109,13 +102,10 @@ def main() -> None:
     out = {"meta": {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version()},
            "cpu_passes": rows, "errors": errors}
-    text = json.dumps(out, indent=1)
     if args.output:
-        tmp = args.output.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.output)
+        write_json(args.output, out)
     else:
-        print(text)
+        print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -56,30 +56,12 @@ def emitted_step(key: tuple) -> tuple | None:
     return None if recorded is None else recorded[2]
 
 
-class TapeRecorder:
-    """Forwards each call to a real coordinator and records it (see the module docstring)."""
+class _CoordinatorCalls:
+    """The :class:`Coordinator` methods a stage-3 build calls, each one :meth:`_call`: the
+    recorder forwards and writes it down, the player reads it back."""
 
-    def __init__(self, key: tuple, make: Callable, gather: Callable, released: Callable):
-        self.key = key
-        self._gather_cb, self._released_cb = gather, released
-        self.tape: list[Entry] = []
-        self._made: list = []
-        self.history: tuple[int, dict] | None = None   # where the history ended, and its state
-        self.coord = make(self._gather, self._released)
-
-    def _gather(self, params: list[int], forward: bool):
-        self._made.append((tuple(params), forward))
-        return self._gather_cb(params, forward)
-
-    def _released(self, p: int) -> None:
-        self._made.append(p)
-        self._released_cb(p)
-
-    def _call(self, name: str, *args):
-        self._made = []
-        out = getattr(self.coord, name)(*args)
-        self.tape.append(((name, *args), tuple(self._made), out))
-        return out
+    def _call(self, *call):
+        raise NotImplementedError
 
     def reset_step(self) -> None:
         """See :meth:`Coordinator.reset_step`."""
@@ -109,6 +91,32 @@ class TapeRecorder:
         """See :meth:`Coordinator.regather_persistent`."""
         self._call("regather_persistent")
 
+
+class TapeRecorder(_CoordinatorCalls):
+    """Forwards each call to a real coordinator and records it (see the module docstring)."""
+
+    def __init__(self, key: tuple, make: Callable, gather: Callable, released: Callable):
+        self.key = key
+        self._gather_cb, self._released_cb = gather, released
+        self.tape: list[Entry] = []
+        self._made: list = []
+        self.history: tuple[int, dict] | None = None   # where the history ended, and its state
+        self.coord = make(self._gather, self._released)
+
+    def _gather(self, params: list[int], forward: bool):
+        self._made.append((tuple(params), forward))
+        return self._gather_cb(params, forward)
+
+    def _released(self, p: int) -> None:
+        self._made.append(p)
+        self._released_cb(p)
+
+    def _call(self, name: str, *args):
+        self._made = []
+        out = getattr(self.coord, name)(*args)
+        self.tape.append(((name, *args), tuple(self._made), out))
+        return out
+
     def history_done(self, state: dict) -> None:
         """The history step ended here, leaving the builder in ``state`` (see
         :meth:`TapePlayer.skip_history`)."""
@@ -128,7 +136,7 @@ class TapeRecorder:
             del _TAPES[next(iter(_TAPES))]
 
 
-class TapePlayer:
+class TapePlayer(_CoordinatorCalls):
     """Makes a recorded replay's callbacks and returns its values, call by call. A call that
     is not the one recorded means the key missed an input: it raises rather than guess."""
 
@@ -160,34 +168,6 @@ class TapePlayer:
             else:
                 self._gather_cb(list(cb[0]), cb[1])
         return out
-
-    def reset_step(self) -> None:
-        """See :meth:`Coordinator.reset_step`."""
-        self._call("reset_step")
-
-    def fetch(self, m: int, forward: bool) -> list:
-        """See :meth:`Coordinator.fetch`."""
-        return list(self._call("fetch", m, forward))
-
-    def release(self, m: int, forward: bool) -> None:
-        """See :meth:`Coordinator.release`."""
-        self._call("release", m, forward)
-
-    def release_backward_leftovers(self) -> None:
-        """See :meth:`Coordinator.release_backward_leftovers`."""
-        self._call("release_backward_leftovers")
-
-    def held_count(self) -> int:
-        """See :meth:`Coordinator.held_count`."""
-        return self._call("held_count")
-
-    def partition_all(self) -> None:
-        """See :meth:`Coordinator.partition_all`."""
-        self._call("partition_all")
-
-    def regather_persistent(self) -> None:
-        """See :meth:`Coordinator.regather_persistent`."""
-        self._call("regather_persistent")
 
     def finish(self, emitted: tuple) -> None:
         """Nothing to keep (the tape is already stored)."""
