@@ -73,7 +73,7 @@ class RunResult:
     versions: Mapping[str, Any] = field(default_factory=dict, repr=False)
     host_speed: HostSpeed | None = None       # the run's own host-speed snapshot (shown, not used)
     host_speed_in_run: HostSpeed | None = None  # measured between its timed steps (used)
-    cpu_pass_speed: CpuPassSpeed | None = None  # its offload CPU passes on its threads (read; the prediction does not use it)
+    cpu_pass_speed: CpuPassSpeed | None = None  # its offload CPU passes (read; not used by the prediction)
     cpu_threads: float | None = None          # threads of its CPU-side passes
     phase_s: Mapping[str, float] = field(default_factory=dict)  # median forward/backward/step
     #: the DeepSpeed-MoE layer kwargs the run's MoE blocks were built with (None: no MoE layers)

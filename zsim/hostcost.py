@@ -207,5 +207,5 @@ def launcher_cpu_threads(launcher: str, ranks_per_node: int, cpu_cores: int,
     return max(1.0, cpu_cores / ranks)
 
 
-__all__ = ["HostSpeed", "CpuPassSpeed", "in_run_host_speed", "IN_RUN_PER_SNAPSHOT", "at_host_speed", "loop_op_s", "cpu_pass_rate", "CPU_PASSES",
-           "LAUNCHERS", "launcher_cpu_threads"]
+__all__ = ["HostSpeed", "CpuPassSpeed", "in_run_host_speed", "IN_RUN_PER_SNAPSHOT", "at_host_speed", "loop_op_s",
+           "cpu_pass_rate", "CPU_PASSES", "LAUNCHERS", "launcher_cpu_threads"]

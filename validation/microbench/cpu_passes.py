@@ -13,7 +13,8 @@ All three are OpenMP loops; their speed depends on the threads the launcher give
 thread count runs in its own process with ``OMP_NUM_THREADS`` set before torch starts, so
 torch's and DeepSpeedCPUAdam's OpenMP runtimes both see it.
 
-    python validation/microbench/cpu_passes.py --output microbench_cpu_passes.json [--threads 1,4,16] [--numels 134217728,1100048384]
+    python validation/microbench/cpu_passes.py --output microbench_cpu_passes.json [--threads 1,4,16] \
+        [--numels 134217728,1100048384]
 
 Rows: ``{"pass", "threads", "numel", "time_s", "params_per_s"}`` (median of ``--reps``
 after one warm-up); ``zsim calibrate`` reads them into the profile's ``host.cpu_*`` rates.
