@@ -12,11 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
-from zsim.calibrate import cpu_pass_curves, find_microbench, find_runs, load_run, predict_run
+from zsim.calibrate import cpu_pass_curves, find_microbench, find_runs, load_run, predict_run, with_values
 from zsim.errors import ZsimInputError
-from zsim.hardware import load_profile, profile_from_dict
-from zsim.hostcost import CpuPassSpeed, HostSpeed, at_host_speed, cpu_pass_rate
+from zsim.hardware import PROFILE_DIR, load_profile, profile_from_dict
+from zsim.hostcost import CpuPassSpeed, HostSpeed, at_host_speed, cpu_pass_rate, loop_op_s
 from zsim.model import load_model
 from zsim.predict import predict
 from zsim.schedule.hostwork import STAGE0_STEP, STAGE12_STEP
@@ -174,12 +175,28 @@ def test_cpu_pass_speed_record_is_read_and_bad_records_are_none():
     assert CpuPassSpeed.from_summary({}) is None
 
 
-def test_host_speed_scales_module_dispatch_and_hooks():
-    hw = load_profile("h200-sxm")
+@pytest.mark.parametrize("exponent", [1.0, 0.5, 0.0])
+def test_host_speed_scales_module_dispatch_and_hooks(exponent):
+    """A host twice as slow as the reference costs 2 ** speed_exponent times as much, on
+    every code path: module dispatch, ZeRO-3 hooks, DeepSpeed's loops."""
+    hw = with_values(load_profile("h200-sxm"), {"host.speed_exponent": exponent})
     slow = HostSpeed(2 * hw.host.small_linear_call_s, 2 * hw.host.empty_kernel_launch_s)
     hw2 = at_host_speed(hw, slow)
-    assert hw2.compute.dispatch_s == pytest.approx(2 * hw.compute.dispatch_s)
-    assert hw2.overheads.zero3_module_hook_s == pytest.approx(2 * hw.overheads.zero3_module_hook_s)
+    factor = 2 ** exponent
+    assert hw2.compute.dispatch_s == pytest.approx(factor * hw.compute.dispatch_s)
+    assert hw2.overheads.zero3_module_hook_s == pytest.approx(factor * hw.overheads.zero3_module_hook_s)
+    assert loop_op_s(hw2) == pytest.approx(factor * loop_op_s(hw))
+    assert at_host_speed(hw, None) is hw   # no record: the reference speed
+
+
+def test_shipped_profile_follows_the_probe_less_than_in_proportion():
+    """The profile's exponent is the fit's, strictly between 0 and 1 (validation/README.md,
+    "The host probe's noise"): costs follow a run's probe, but less than in proportion."""
+    hw = load_profile("h200-sxm")
+    assert 0.0 < hw.host.speed_exponent < 1.0
+    cal = yaml.safe_load((PROFILE_DIR / "h200-sxm.yaml").read_text())["calibration"]
+    assert cal["time_fit"]["params"]["host.speed_exponent"] == hw.host.speed_exponent
+    assert "host.speed_exponent" not in cal["time_fit"]["at_lower_bound"]
 
 
 def test_zero3_host_speed_measured_after_deepspeed_init_is_ignored():
@@ -356,9 +373,11 @@ def test_in_run_host_speed_is_used_and_only_where_recorded():
 
 def test_fourth_evaluation_set_with_the_in_run_host_speed():
     """The 33 runs of -m8 (three machines, none fitted; validation/host_probe.py): step-time
-    MAPE 9.9 %, max 27.3 % at each run's in-run speed against 12.0 % and 64.7 % at the
-    profile's reference speed (15.8 % and 54.6 % at the snapshot). Guarded at 11 % and 30 %,
-    and better than the reference speed on both."""
+    MAPE 7.2 %, max 32.7 % at each run's in-run speed against 13.2 % and 65.5 % at the
+    profile's reference speed. (Before the protocol refit with ``host.speed_exponent``:
+    9.9 % and 27.3 %; the largest miss is now llama-0.13b stage 1 on m8b, the fastest
+    machine, whose costs the exponent no longer lowers in full proportion to its probe.)
+    Guarded at 9 % and 35 %, and better than the reference speed on both."""
     hw = load_profile("h200-sxm")
     own, ref = [], []
     for run in find_runs([M8]):
@@ -366,5 +385,5 @@ def test_fourth_evaluation_set_with_the_in_run_host_speed():
             own.append(abs(predict_run(run, hw).step_time_s / run.step_time_s - 1))
             ref.append(abs(predict_run(replace(run, host_speed_in_run=None), hw).step_time_s / run.step_time_s - 1))
     assert len(own) == 33
-    assert statistics.mean(own) <= 0.11 and max(own) <= 0.30, (statistics.mean(own), max(own))
+    assert statistics.mean(own) <= 0.09 and max(own) <= 0.35, (statistics.mean(own), max(own))
     assert statistics.mean(own) < statistics.mean(ref) and max(own) < max(ref)

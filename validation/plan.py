@@ -354,6 +354,20 @@ PLAN_1203_M14 = _repeated((
     Run(L, 2, 4, 1, 1024, offload="opt", omp_threads=1, tag="omp1-m14"),
 ))
 
+#: session m15 (2026-12-03): a held-out check of the profile refit on the protocol's runs with
+#: ``host.speed_exponent`` fitted, on a machine no fit has seen: the evaluation kinds it
+#: priced worst or most often (ZeRO-3 on tinyllama and the 1.5B GQA model, DeepSpeed-MoE at
+#: stages 0 and 2) and two shapes no run has had (tinyllama stage 1 at micro-batch 8 x 1k,
+#: the 0.55B model at stage 2 with GA 4), two processes each.
+PLAN_1203_M15 = _repeated((
+    Run(L, 3, 4, 1, 2048, tag="m15"),
+    Run(S3, 3, 4, 1, 2048, tag="m15"),
+    Run(MX, 0, 4, 1, 1024, moe=TOP2, tag="moe-m15"),
+    Run(MX, 2, 4, 1, 1024, moe=TOP2, tag="moe-m15"),
+    Run(L, 1, 8, 1, 1024, tag="m15"),
+    Run(M, 2, 4, 4, 1024, tag="m15"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
@@ -361,7 +375,7 @@ PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_F
          "h200-1201-m9b": PLAN_1201_M9B, "h200-1201-m9c": PLAN_1201_M9C,
          "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11,
          "h200-1202-m12": PLAN_1202_M12, "h200-1203-m13": PLAN_1203_M13,
-         "h200-1203-m14": PLAN_1203_M14}
+         "h200-1203-m14": PLAN_1203_M14, "h200-1203-m15": PLAN_1203_M15}
 
 
 def split_of(model: str) -> str:

@@ -43,13 +43,20 @@ from .predict import predict_settings
 #: Parameters fitted to step times (dotted paths into the profile YAML).
 #: Fitted on step and phase times: the host's costs per code path in units of the machine's
 #: measured host speed (module code per kernel, DeepSpeed's flat loops per op, ZeRO-3 hooks
-#: per module), one host sync, and the engine's per-step bookkeeping.
+#: per module), one host sync, the engine's per-step bookkeeping, and how far the costs
+#: follow a run's own host-speed probe (``host.speed_exponent``, zsim.hostcost.at_host_speed).
 TIME_PARAMS = ("host.module_launch_per_linear_call", "host.loop_op_per_empty_launch",
-               "host.zero3_hook_per_linear_call", "host.sync_s", "overheads.step_fixed_s")
+               "host.zero3_hook_per_linear_call", "host.sync_s", "overheads.step_fixed_s",
+               "host.speed_exponent")
 #: Lower bounds of fittable parameters that the profile loader requires to be positive.
 POSITIVE_FLOOR = {"overheads.optimizer_bytes_per_param": 1.0, "host.cpu_adam_params_per_s": 1e7}
 #: Parameter fitted to peak memory.
 MEMORY_PARAM = "memory.allocator_overhead_fraction"
+#: The measurement protocol's least timed steps per run, and settling steps before them under
+#: ZeRO-3 (:attr:`RunResult.meets_protocol`). Runs timed on fewer steps neither fit a profile
+#: nor count in its evaluation: their medians over 3-4 steps spread too widely to score.
+MIN_TIMED_STEPS = 20
+MIN_ZERO3_SETTLING_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -78,11 +85,26 @@ class RunResult:
     phase_s: Mapping[str, float] = field(default_factory=dict)  # median forward/backward/step
     #: the DeepSpeed-MoE layer kwargs the run's MoE blocks were built with (None: no MoE layers)
     moe_config: Mapping[str, Any] | None = None
+    zero_stage: int | None = None
+    steps_warmup: int | None = None   # untimed steps before the timed ones (None: not recorded)
+    steps_timed: int | None = None
 
     @property
     def ok(self) -> bool:
         """True when the run finished and has both measurements."""
         return self.status == "ok" and bool(self.step_time_s) and bool(self.peak_memory_bytes)
+
+    @property
+    def meets_protocol(self) -> bool:
+        """True when the run was timed as the measurement protocol asks (validation/README.md,
+        "Measurement protocol"): at least :data:`MIN_TIMED_STEPS` timed steps, and under
+        ZeRO-3 at least :data:`MIN_ZERO3_SETTLING_STEPS` untimed steps first (its coordinator
+        traces the module order, and steps keep getting faster, for about ten steps). A run
+        that does not record its step counts is taken as timed by the protocol."""
+        if self.steps_timed is not None and self.steps_timed < MIN_TIMED_STEPS:
+            return False
+        return not (self.zero_stage == 3 and self.steps_warmup is not None
+                    and self.steps_warmup < MIN_ZERO3_SETTLING_STEPS)
 
     @property
     def config_path(self) -> Path:
@@ -145,6 +167,8 @@ def _run_from_summary(folder: Path, s: Mapping[str, Any]) -> RunResult:
         host_speed=HostSpeed.from_summary(s), host_speed_in_run=in_run_host_speed(s),
         cpu_pass_speed=CpuPassSpeed.from_summary(s),
         cpu_threads=_cpu_threads(s), phase_s=_phases(s), moe_config=_moe_config(s),
+        zero_stage=num("zero_stage", int), steps_warmup=num("steps_warmup", int),
+        steps_timed=num("steps_timed", int),
     )
 
 
@@ -604,8 +628,9 @@ def default_predictor(topo: str = DEFAULT_RUN_TOPO, phases: bool = False) -> Pre
 
 
 def select_fit_runs(runs: Sequence[RunResult], fit_models: Sequence[str] | None) -> list[RunResult]:
-    """Usable runs whose model is in ``fit_models`` (all usable runs when None)."""
-    usable = [r for r in runs if r.ok]
+    """Usable runs whose model is in ``fit_models`` (all usable runs when None); a run timed
+    on fewer steps than the measurement protocol asks is not usable."""
+    usable = [r for r in runs if r.ok and r.meets_protocol]
     if fit_models:
         unknown = set(fit_models) - {r.model_name for r in runs}
         if unknown:
@@ -685,6 +710,7 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
     details["fit_models"] = sorted(set(fit_models)) if fit_models else "all"
     details["fit_runs"] = [r.run_id for r in fit]
     details["skipped_runs"] = {r.run_id: r.status for r in runs if not r.ok}
+    details["before_protocol_runs"] = sorted(r.run_id for r in runs if r.ok and not r.meets_protocol)
     if fit:
         predictor = predictor or default_predictor(topo, phases=True)
         hw, details["time_fit"] = fit_time_overheads(fit, hw, predictor, params=time_params)

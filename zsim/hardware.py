@@ -384,6 +384,10 @@ class HostProfile:
     #: Profile whose measured host speed and code-path costs this one borrows ("" = measured
     #: on this profile's own machine); `zsim predict` says so in its notes.
     speed_from: str = ""
+    #: How a run's own measured host speed moves the host costs: each cost scales as
+    #: (measured / reference speed) ** speed_exponent. 1 is proportional; below 1 the costs
+    #: follow a short probe less than in proportion (see :func:`zsim.hostcost.at_host_speed`).
+    speed_exponent: float = 1.0
 
     @property
     def prices_code_paths(self) -> bool:
@@ -661,6 +665,8 @@ def _host(h: Mapping[str, Any], where: str) -> HostProfile:
         opt["cpu_pass_curves"] = _cpu_pass_curves(h["cpu_pass_curves"], where)
     if "cpu_threads" in h:
         opt["cpu_threads"] = int(_num(h, "cpu_threads", where, allow_zero=True))
+    if "speed_exponent" in h:   # 0 is meaningful here (costs ignore the run's probe)
+        opt["speed_exponent"] = _num(h, "speed_exponent", where, allow_zero=True)
     if "speed_from" in h:   # "" (as to_dict writes it for a profile's own speed) = absent
         if not isinstance(h["speed_from"], str):
             raise ZsimInputError(f"{where}: speed_from must name the profile the host speed comes from")

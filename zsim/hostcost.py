@@ -88,11 +88,20 @@ def at_host_speed(hw: HardwareProfile, speed: HostSpeed | None) -> HardwareProfi
     """``hw`` with its host costs in seconds for a host of ``speed`` (the profile's own
     reference speed when None): the per-kernel dispatch of module code and the ZeRO-3 hook
     cost follow the machine's measured speed."""
-    if not hw.host.prices_code_paths or speed is None:
+    h = hw.host
+    if not h.prices_code_paths or speed is None:
         return hw
-    h = replace(hw.host, small_linear_call_s=speed.small_linear_call_s,
-                empty_kernel_launch_s=speed.empty_kernel_launch_s)
+    alpha = h.speed_exponent
+    h = replace(h, small_linear_call_s=_toward(h.small_linear_call_s, speed.small_linear_call_s, alpha),
+                empty_kernel_launch_s=_toward(h.empty_kernel_launch_s, speed.empty_kernel_launch_s, alpha))
     return with_derived_host_costs(replace(hw, host=h))
+
+
+def _toward(reference_s: float, measured_s: float, exponent: float) -> float:
+    """``reference_s * (measured_s / reference_s) ** exponent`` (the measured value at 1)."""
+    if exponent == 1.0 or reference_s <= 0:
+        return measured_s
+    return reference_s * (measured_s / reference_s) ** exponent
 
 
 def loop_op_s(hw: HardwareProfile) -> float:

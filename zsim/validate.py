@@ -12,7 +12,9 @@ folder's ``_batch/manifest.json`` when it names one, else the results folder its
 - ``eval``: neither its model nor its session was in the fit;
 - ``size``: a model the fit never saw, in a session it did (machine speed was seen);
 - ``session``: a model the fit saw, in a session it never saw;
-- ``seen``: model and session both seen (a repeat of fitted work).
+- ``seen``: model and session both seen (a repeat of fitted work);
+- ``protocol``: timed on fewer steps than the measurement protocol asks
+  (:attr:`zsim.calibrate.RunResult.meets_protocol`); shown, never scored.
 
 Per-collective times come from the comms-logger pass of multi-GPU runs. DeepSpeed 0.19.8's
 logger stores *cumulative* latencies per op name, so one call's latency is the difference
@@ -210,9 +212,12 @@ def run_session(run: RunResult) -> str:
 
 
 def split_of(run: RunResult, fit_ids: set[str], fit_models: set[str], fit_sessions: set[str]) -> str:
-    """What the fit saw of ``run``: fit, eval, size, session or seen."""
+    """What the fit saw of ``run``: fit, eval, size, session or seen (or protocol: a run
+    timed on too few steps to score)."""
     if run.run_id in fit_ids:
         return "fit"
+    if not run.meets_protocol:
+        return "protocol"
     new_size = run.model_name not in fit_models
     new_session = run_session(run) not in fit_sessions
     return {(True, True): "eval", (True, False): "size", (False, True): "session"}.get(
@@ -282,7 +287,7 @@ def format_report(rep: Report, show_collectives: bool = True) -> str:
     lines.append("")
     labels = (("fit", "fit"), ("eval", "eval: new size and new session"),
               ("size", "new size, seen session"), ("session", "seen size, new session"),
-              ("seen", "seen size and session"))
+              ("seen", "seen size and session"), ("protocol", "timed on too few steps"))
     for split, label in labels + (("all", "all"),):
         rows = [c for c in rep.runs if c.predicted and (split == "all" or c.split == split)]
         if rows:

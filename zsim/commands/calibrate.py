@@ -81,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
             for k, v in d[section]["params"].items():
                 out.write(f"  {section:11s} {k} = {v:.6g}\n")
             out.write(f"  {section:11s} fit MAPE {d[section]['fit_mape_pct']:.1f}%\n")
-    out.write(f"  fit runs: {len(d.get('fit_runs', []))}; skipped (not ok): {len(d.get('skipped_runs', {}))}\n")
+    out.write(f"  fit runs: {len(d.get('fit_runs', []))}; skipped (not ok): {len(d.get('skipped_runs', {}))}; "
+              f"timed on too few steps (not fitted): {len(d.get('before_protocol_runs', []))}\n")
     return 0
