@@ -20,8 +20,9 @@ PEAK = 989e12
 
 
 def write_run(root: Path, run_id: str, model: str, *, step: float, mem: int, kernels: int = 100,
-              hooks: int = 0, status: str = "ok", world: int = 1) -> Path:
-    """A run folder as validation/train.py writes it; ``kernels``/``hooks`` feed the fake predictor."""
+              hooks: int = 0, status: str = "ok", world: int = 1, steps: tuple[int, int] | None = None) -> Path:
+    """A run folder as validation/train.py writes it; ``kernels``/``hooks`` feed the fake
+    predictor; ``steps`` = (warm-up, timed) steps recorded (None: not recorded)."""
     d = root / run_id
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"hidden_size": 64}))
@@ -32,6 +33,8 @@ def write_run(root: Path, run_id: str, model: str, *, step: float, mem: int, ker
         "micro_batch": 1, "grad_accum": 1, "activation_checkpointing": False,
         "step_time_s_median": step if status == "ok" else None, "peak_memory_allocated_bytes": mem,
         "versions": {"torch": "2.11.0", "deepspeed": "0.19.8", "driver": "580", "gpu_name": "H200"},
+        "zero_stage": 3 if hooks else 2,
+        **({"steps_warmup": steps[0], "steps_timed": steps[1]} if steps else {}),
         "fake": {"kernels": kernels, "hooks": hooks, "gpu_s": step / 2, "raw_mem": mem / 1.07}}))
     return d
 
@@ -143,6 +146,20 @@ def test_failed_and_unreadable_runs_are_not_fitted(tmp_path):
     assert sorted(r.run_id for r in fit) == ["a", "b", "f"]
     with pytest.raises(ZsimInputError, match="nope"):
         select_fit_runs(runs, ["nope"])
+
+
+def test_runs_timed_on_too_few_steps_are_not_fitted(tmp_path):
+    """The measurement protocol: >= 20 timed steps, and >= 10 settling steps under ZeRO-3."""
+    make_consistent_runs(tmp_path)
+    write_run(tmp_path, "short", "small", step=0.1, mem=1, steps=(2, 4))                 # 4 timed
+    write_run(tmp_path, "unsettled", "small", step=0.1, mem=1, hooks=10, steps=(3, 20))  # ZeRO-3
+    write_run(tmp_path, "settled", "small", step=0.1, mem=1, hooks=10, steps=(12, 20))
+    write_run(tmp_path, "dense", "small", step=0.1, mem=1, steps=(3, 20))
+    runs = {r.run_id: r for r in find_runs([tmp_path])}
+    assert [runs[k].meets_protocol for k in ("short", "unsettled", "settled", "dense", "a")] == \
+        [False, False, True, True, True]      # "a" records no step counts: taken as protocol's
+    fit = select_fit_runs(list(runs.values()), ["small"])
+    assert sorted(r.run_id for r in fit) == ["a", "b", "dense", "f", "settled"]
 
 
 def test_calibrate_writes_a_loadable_profile_with_sources(tmp_path):

@@ -53,6 +53,19 @@ def test_errors_split_and_skips(tmp_path):
     assert not rep_all.split_known and rep_all.mape("time") == pytest.approx(20 / 5)
 
 
+def test_runs_timed_on_too_few_steps_are_shown_but_not_scored(tmp_path):
+    fit_session, new_session = tmp_path / "day1", tmp_path / "day2"
+    write_run(fit_session, "f", "m2", step=0.2, mem=2**30, steps=(3, 20))
+    write_run(new_session, "ok", "m3", step=0.3, mem=2**30, steps=(3, 20))
+    write_run(new_session, "short", "m1", step=0.3, mem=2**30, steps=(2, 4))   # 10 % off, 4 timed steps
+    rep = validate([fit_session, new_session], hardware=str(profile_with_split(tmp_path, ["f"])),
+                   predictor=fake_predictor)
+    assert {c.run.run_id: c.split for c in rep.runs} == {"f": "fit", "ok": "eval", "short": "protocol"}
+    assert rep.mape("time") == pytest.approx(0.0)       # scored on "ok" alone
+    from zsim.validate import format_report
+    assert "timed on too few steps" in format_report(rep)
+
+
 def test_machine_session_comes_from_the_batch_manifest(tmp_path):
     day = tmp_path / "day"
     write_run(day, "a", "m1", step=0.5, mem=2**30)
