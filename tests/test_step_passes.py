@@ -101,3 +101,29 @@ def test_stage12_step_serialises_the_host_bound_overflow_loop_and_the_gpu_passes
     from zsim.diagnose.predicted import predicted_phases
     _, phases = predicted_phases(run, load_profile("h200-sxm"), "hgx-h200")
     assert phases["step"] == pytest.approx(0.1116, rel=0.10)
+
+
+def _step_ops(run_dir: Path):
+    from zsim.calibrate import predict_run
+    pred = predict_run(load_run(run_dir), load_profile("h200-sxm"), keep_timeline=True)
+    return [o for o in pred.ops if o.phase == "step"]
+
+
+def test_moe_stage12_step_runs_norm_and_update_group_by_group():
+    """DeepSpeed-MoE's param groups (5 in mixtral-0.7b-8e): each group's norm and each
+    group's cast/unscale/update is a stretch of its own, ended by a host sync. The trace of
+    mixtral-0.7b-8e-z2-mb4-ga1-s1024-moe-m12 has 17 host syncs in the step (2 per group in
+    the norm, 1 per group in the unscale, 2 more); a dense model's step keeps its 6."""
+    ops = _step_ops(RESULTS / "2026-12-02-m12" / "mixtral-0.7b-8e-z2-mb4-ga1-s1024-moe-m12")
+    loops = [o.name for o in ops if o.kind == "host_loop"]
+    assert loops.count("step_norm") == 5 and loops.count("step_cast") == 5 and loops.count("step_update") == 5
+    assert loops.index("step_checks") < loops.index("step_cast")      # all norms, then the checks
+    # cast and update alternate group by group (DeepSpeed's loop S12:3075-3145)
+    tail = loops[loops.index("step_cast"):]
+    assert tail == ["step_cast", "step_update"] * 5
+    assert sum(o.syncs for o in ops) == 18
+    adam = [i for i, o in enumerate(ops) if o.name == "optimizer_step"]
+    casts = [i for i, o in enumerate(ops) if o.name == "step_cast"]
+    assert len(adam) == 5 and adam[0] < casts[1]        # group 1's Adam before group 2's cast
+    dense = _step_ops(RESULTS / "2026-12-01-m3" / "tinyllama-1.1b-z2-mb4-ga1-s2048-r1")
+    assert sum(o.syncs for o in dense) == 6

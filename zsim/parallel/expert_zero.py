@@ -151,16 +151,20 @@ class AllToAllHooks:
 def moe_step_collectives(layout: GroupedLayout, check_overflow: bool, compute_norm: bool):
     """The ``collectives(em, stretch)`` callback of the stage-1/2 step with MoE param groups:
     the overflow flag over all ranks (S12:3242), one norm per param group over all ranks
-    (S12:2693) and one per expert group over its own group (S12:3190)."""
+    (S12:2693, called after each group's norm stretch) and, after the last group's, one per
+    expert group over its own group (S12:2957-2958 -> S12:3184-3191)."""
+    norms_done = [0]
+
     def collectives(em: "Emitter", stretch: str) -> None:
         if stretch == "overflow" and check_overflow:
             em.collective("overflow_check", "all_reduce", 1)
         if stretch == "norm" and compute_norm:
-            for _ in layout.groups:
-                em.collective("grad_norm", "all_reduce", 4)
-            for g in layout.groups:
-                if g.moe:
-                    em.collective("expert_grad_norm", "all_reduce", 4, group=g.group)
+            em.collective("grad_norm", "all_reduce", 4)
+            norms_done[0] += 1
+            if norms_done[0] == len(layout.groups):
+                for g in layout.groups:
+                    if g.moe:
+                        em.collective("expert_grad_norm", "all_reduce", 4, group=g.group)
     return collectives
 
 

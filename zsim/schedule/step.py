@@ -68,38 +68,61 @@ def gpu_step(em: Emitter, run: RunConfig, sub_group_numels: list[int], tensors: 
     """The step on the GPU path as DeepSpeed runs it: stretches separated by host syncs
     (:mod:`.steppasses`), each costing the longer of its host loop and its GPU passes; the
     last ends in the fused Adam update of each sub-group (issued after the loop, so it waits
-    for it) and the copy back. ``collectives(em, name)`` emits the stage's collectives that
-    belong after a stretch (the overflow flag, the norms); ``after_update(em, numel)`` what
-    follows each sub-group's update (stage 3's swap-out with offload_param);
-    ``issued_after``: host work before the first stretch (stage 3's prelude), which its GPU
-    passes wait for."""
+    for it) and the copy back. Adjacent per-sub-group segments repeat together for each
+    sub-group, with that sub-group's share of the tensors. ``collectives(em, name)`` emits
+    the stage's collectives that belong after a stretch (the overflow flag, the norms);
+    ``after_update(em, numel)`` what follows each sub-group's update (stage 3's swap-out
+    with offload_param); ``issued_after``: host work before the first stretch (stage 3's
+    prelude), which its GPU passes wait for."""
     total = sum(sub_group_numels)
-    prev = issued_after              # the loop of the stretch before: the host is past it
-    first = True
-    for seg in step_segments(run):
-        if seg.per_sub_group:
-            for numel in sub_group_numels:
-                share = max(1, round(tensors * numel / total)) if total else tensors
-                loop = _stretch(em, seg, share, 1, sync=not first)
-                _passes(em, f"step_{seg.name}_passes", seg.passes, numel, prev)
-                if collectives:
-                    collectives(em, seg.name)
-                prev, first = loop if loop is not None else prev, False
-            continue
-        loop = _stretch(em, seg, tensors, len(sub_group_numels), sync=not first)
-        first = False
-        if not seg.update:
-            _passes(em, f"step_{seg.name}_passes", seg.passes, total, prev)
-            if collectives:
-                collectives(em, seg.name)
-            prev = loop if loop is not None else prev
+    at = _StepCursor(issued_after)
+    for block in _blocks(step_segments(run)):
+        if not block[0].per_sub_group:
+            _segment(em, block[0], tensors, sub_group_numels, at, collectives, after_update)
             continue
         for numel in sub_group_numels:
-            _passes(em, "step_update_passes", seg.passes, numel, prev)
+            share = max(1, round(tensors * numel / total)) if total else tensors
+            for seg in block:
+                _segment(em, seg, share, [numel], at, collectives, after_update)
+
+
+class _StepCursor:
+    """Where the step's emission stands: the loop of the stretch before (the host is past
+    it; the next stretch's GPU passes wait for it) and whether a stretch was emitted yet."""
+
+    def __init__(self, prev: int | None):
+        self.prev, self.first = prev, True
+
+
+def _blocks(segments: tuple[StepSegment, ...]) -> list[tuple[StepSegment, ...]]:
+    """The segments in order, adjacent per-sub-group ones joined into one block."""
+    out: list[tuple[StepSegment, ...]] = []
+    for seg in segments:
+        if out and seg.per_sub_group and out[-1][-1].per_sub_group:
+            out[-1] += (seg,)
+        else:
+            out.append((seg,))
+    return out
+
+
+def _segment(em: Emitter, seg: StepSegment, tensors: int, numels: list[int], at: _StepCursor,
+             collectives, after_update) -> None:
+    """One stretch over ``tensors`` tensors of the sub-groups of ``numels``: its loop, then
+    its GPU passes (or, for the update, each sub-group's passes, Adam and copy back)."""
+    loop = _stretch(em, seg, tensors, len(numels), sync=not at.first)
+    at.first = False
+    if not seg.update:
+        _passes(em, f"step_{seg.name}_passes", seg.passes, sum(numels), at.prev)
+        if collectives:
+            collectives(em, seg.name)
+    else:
+        for numel in numels:
+            _passes(em, "step_update_passes", seg.passes, numel, at.prev)
             em.add("compute", "optimizer", "optimizer_step", deps=(loop,), params=numel)
             _passes(em, "step_copy_back", seg.after_update, numel, None)
             if after_update:
                 after_update(em, numel)
+    at.prev = loop if loop is not None else at.prev
 
 
 def _update(em: Emitter, run: RunConfig, partition_numel: int, param_bytes_back: int,
