@@ -442,6 +442,10 @@ def _replay(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: 
         sim.micro_step()
     sim.step_boundary()
     sim.coord.finish((sim.max_gathered, _moves_tuple(sim.moves_emitted)))
+    # The coordinator's callbacks are bound to ``sim``: a reference cycle that would keep the
+    # build (its events, module tree and emitter) until a cyclic collection, which a search
+    # runs rarely (zsim/gcpolicy.py). Nothing reads the coordinator after the replay.
+    sim.coord = None
     return sim
 
 
