@@ -30,16 +30,16 @@ SEARCH_GC_THRESHOLD = 1_000_000
 @contextmanager
 def fewer_collections() -> Iterator[None]:
     """Run the block with the young generation collected every :data:`SEARCH_GC_THRESHOLD`
-    allocations instead of 700; the old thresholds return after, and what the block kept
-    moves to the oldest generation (:func:`_promote_kept`). The collector still runs, so a
+    allocations instead of 700; what the block kept moves to the oldest generation
+    (:func:`_promote_kept`) and the old thresholds return. The collector still runs, so a
     cycle made meanwhile is still freed."""
     old = gc.get_threshold()
     gc.set_threshold(max(old[0], SEARCH_GC_THRESHOLD), *old[1:])
     try:
         yield
     finally:
+        _promote_kept()   # first: the next allocation under the old threshold would walk it
         gc.set_threshold(*old)
-        _promote_kept()
 
 
 def _promote_kept() -> None:
