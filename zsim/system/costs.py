@@ -46,6 +46,21 @@ class HostShare:
 #: The fields an op's price depends on (the cache key of :class:`OpCoster`), read in one call.
 _price_key = attrgetter("kind", "stream", "modules", "pass_", "collective", "buffer_bytes", "group", "nbytes",
                         "params", "overhead", "count", "syncs", "pageable", "cpu_pass")
+#: The same per kind: only the fields :meth:`OpCoster._price` reads for that kind (a step
+#: prices tens of thousands of ops; a short key is quicker to make and hash). Keep them in
+#: step with ``_price``; a kind not listed takes the full key.
+_KIND_PRICE_KEYS = {
+    "compute": attrgetter("kind", "modules", "pass_"),
+    "dispatch": attrgetter("kind", "modules", "pass_"),
+    "collective": attrgetter("kind", "collective", "buffer_bytes", "group"),
+    "copy": attrgetter("kind", "stream", "pageable", "nbytes"),
+    "optimizer": attrgetter("kind", "params"),
+    "step_passes": attrgetter("kind", "nbytes"),
+    "cpu_adam": attrgetter("kind", "params"),
+    "cpu_pass": attrgetter("kind", "cpu_pass", "params"),
+    "host_loop": attrgetter("kind", "count", "syncs"),
+    "overhead": attrgetter("kind", "overhead", "count"),
+}
 
 
 class OpCoster:
@@ -58,7 +73,7 @@ class OpCoster:
         self._cache: dict[tuple, OpCost] = {}
 
     def __call__(self, op: Op) -> OpCost:
-        key = _price_key(op)
+        key = _KIND_PRICE_KEYS.get(op.kind, _price_key)(op)
         cost = self._cache.get(key)
         if cost is None:
             cost = self._cache[key] = self._price(op)
