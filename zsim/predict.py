@@ -202,15 +202,16 @@ def memory_stage(job: Job, facts: MemoryFacts, workload: Workload | None = None)
 
 
 def simulate_stage(job: Job, schedule: Schedule, workload: Workload | None = None,
-                   host_ops: tuple[Op, ...] | None = None) -> Simulated:
+                   host_ops: tuple[Op, ...] | None = None, spans: bool = True) -> Simulated:
     """Simulate one optimizer step of ``schedule`` on ``job``'s cluster and hardware
     (``workload``: as in :func:`memory_stage`; ``host_ops``: ``split_host(schedule.ops)``
-    when the caller kept it, see :class:`ScheduleMemo`)."""
+    when the caller kept it, see :class:`ScheduleMemo`; ``spans``: False leaves the
+    timeline's spans empty, for a caller that keeps no timeline)."""
     hw = job.hardware
     coster = OpCoster(workload or workload_of(job), job.run.precision, hw, collective_timer(job.cluster, hw),
                       host_share(job.cluster, job.cpu_threads))
     ops = tuple(split_host(schedule.ops)) if host_ops is None else host_ops
-    timeline = simulate(ops, coster)
+    timeline = simulate(ops, coster, spans=spans)
     # Engine bookkeeping outside the simulated ops: per step and per micro-step.
     framework_s = hw.overheads.step_fixed_s + job.run.grad_accum * hw.overheads.micro_step_fixed_s
     step_s = timeline.step_time_s + framework_s
@@ -302,7 +303,8 @@ def predict_job(job: Job, keep_timeline: bool = False, memo: ScheduleMemo | None
     the schedules built for other jobs with the same schedule inputs)."""
     schedule, host_ops = memo.built(job) if memo is not None else (schedule_stage(job), None)
     memory = memory_stage(job, memory_facts(schedule, job.run, job.model))
-    return present(job, schedule, memory, simulate_stage(job, schedule, host_ops=host_ops), keep_timeline)
+    sim = simulate_stage(job, schedule, host_ops=host_ops, spans=keep_timeline)
+    return present(job, schedule, memory, sim, keep_timeline)
 
 
 def predict_settings(settings: RunSettings, keep_timeline: bool = False) -> Prediction:
