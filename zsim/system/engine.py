@@ -155,7 +155,7 @@ def _run_simpy(ops: Sequence[Op], costs: list[OpCost], critical_stream: str):
 
 
 def _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_stream: str,
-              with_spans: bool) -> Timeline:
+              with_spans: bool = True) -> Timeline:
     exposed: dict[str, float] = defaultdict(float)
     crit = [op.id for op in ops if op.stream == critical_stream]
     for i in crit:
