@@ -36,6 +36,8 @@ def test_cached_prices_equal_uncached_ones(run):
     ops = split_host(schedule_stage(job).ops)
     coster, fresh = _coster(job), _coster(job)
     assert [coster(op) for op in ops] == [fresh._price(op) for op in ops]
+    assert _coster(job).prices(ops) == [fresh._price(op) for op in ops]   # the list at once, cold
+    assert coster.prices(ops) == [coster(op) for op in ops]               # and warm
 
 
 def _variants(op: Op):

@@ -75,10 +75,12 @@ class _Wait:
 
 def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
              critical_stream: str = "compute", spans: bool = True) -> Timeline:
-    """Run ``ops`` and return their timeline. ``cost`` prices each op. ``spans``: False
+    """Run ``ops`` and return their timeline. ``cost`` prices each op (one with a ``prices``
+    method, :class:`~zsim.system.costs.OpCoster`, the whole list at once). ``spans``: False
     leaves ``Timeline.spans`` empty (a search that keeps no timeline reads only its totals,
     and a step is tens of thousands of spans to make and sort)."""
-    costs = [cost(op) for op in ops]
+    prices = getattr(cost, "prices", None)   # a pricer of whole lists (OpCoster): one call
+    costs = prices(ops) if prices is not None else [cost(op) for op in ops]
     if all(op.id == i for i, op in enumerate(ops)):
         start_s, finish_s, prev_on_stream, waits = _run_in_order(ops, costs, critical_stream)
     else:
