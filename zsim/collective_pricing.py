@@ -30,11 +30,18 @@ def link_utilisation(ops, cluster: Cluster, hw: HardwareProfile, step_s: float) 
     """Fraction of the step each link type is busy (summed over the rank's collectives)."""
     table = link_table(hw)
     busy: dict[str, float] = {}
+    # A step repeats a few collective shapes thousands of times: each shape's link seconds
+    # are looked up once (the same values, added in the same op order).
+    per_shape: dict[tuple, tuple] = {}
     for op in ops:
         if op.kind != "collective":
             continue
-        cost = collective_cost(cluster, table, LOGGER_TO_COLLECTIVE[op.collective], int(op.buffer_bytes),
-                               group=op.group)
-        for link, sec in (cost.link_busy_s or {}).items():
+        shape = (op.collective, op.buffer_bytes, op.group)
+        links = per_shape.get(shape)
+        if links is None:
+            cost = collective_cost(cluster, table, LOGGER_TO_COLLECTIVE[op.collective], int(op.buffer_bytes),
+                                   group=op.group)
+            links = per_shape[shape] = tuple((cost.link_busy_s or {}).items())
+        for link, sec in links:
             busy[link] = busy.get(link, 0.0) + sec
     return {k: min(v / step_s, 1.0) for k, v in sorted(busy.items())}

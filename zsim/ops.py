@@ -50,6 +50,7 @@ STREAMS = ("compute", "comm", "h2d", "d2h", "cpu", "host")
 KINDS = ("compute", "collective", "copy", "optimizer", "step_passes", "cpu_adam", "cpu_pass", "overhead",
          "host_loop", "dispatch")
 PASSES = ("fwd", "bwd", "recompute")
+_STREAM_SET, _KIND_SET = frozenset(STREAMS), frozenset(KINDS)   # what Op's checks look in
 
 #: comms-logger op name -> collective algorithm op (zsim.collectives).
 LOGGER_TO_COLLECTIVE = {
@@ -94,11 +95,11 @@ class Op:
 
     def __post_init__(self) -> None:
         # Internal invariants of the schedule layer, not user input: fail loudly.
-        if self.stream not in STREAMS:
+        if self.stream not in _STREAM_SET:
             raise ValueError(f"op {self.name}: unknown stream {self.stream!r}")
-        if self.kind not in KINDS:
+        if self.kind not in _KIND_SET:
             raise ValueError(f"op {self.name}: unknown kind {self.kind!r}")
-        if any(d >= self.id for d in self.deps):
+        if self.deps and max(self.deps) >= self.id:
             raise ValueError(f"op {self.name}: deps must precede the op")
         if not isinstance(self.group, Group):
             # A group label from before groups were descriptors ("world", "intra_node", ...).
@@ -138,8 +139,14 @@ class OpList:
 
     def add(self, **fields) -> int:
         """Append an op built from ``fields`` and return its id."""
-        op = _built(len(self.ops), fields)
-        self.ops.append(op)
+        return self.add_fields(fields)
+
+    def add_fields(self, fields: dict) -> int:
+        """:meth:`add` of a dict of fields the caller built (and does not use again): an
+        emitter fills one per op instead of passing them on as keywords, a second dict."""
+        ops = self.ops
+        op = _built(len(ops), fields)
+        ops.append(op)
         return op.id
 
     def last_on(self, stream: str) -> int | None:

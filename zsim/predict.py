@@ -46,7 +46,7 @@ from .workload import Workload
 
 __all__ = ["Prediction", "predict", "predict_job", "ScheduleMemo", "predict_settings", "schedule_stage",
            "memory_stage", "simulate_stage", "present", "JobMemory", "Simulated", "memory_facts",
-           "memory_facts_of", "host_share", "host_memory_verdict", "DEFAULT_DS_CONFIG"]
+           "memory_facts_of", "host_share", "host_memory_verdict", "op_coster", "DEFAULT_DS_CONFIG"]
 
 
 @dataclass(frozen=True)
@@ -202,21 +202,45 @@ def memory_stage(job: Job, facts: MemoryFacts, workload: Workload | None = None)
 
 
 def simulate_stage(job: Job, schedule: Schedule, workload: Workload | None = None,
-                   host_ops: tuple[Op, ...] | None = None) -> Simulated:
+                   host_ops: tuple[Op, ...] | None = None, spans: bool = True) -> Simulated:
     """Simulate one optimizer step of ``schedule`` on ``job``'s cluster and hardware
     (``workload``: as in :func:`memory_stage`; ``host_ops``: ``split_host(schedule.ops)``
-    when the caller kept it, see :class:`ScheduleMemo`)."""
+    when the caller kept it, see :class:`ScheduleMemo`; ``spans``: False leaves the
+    timeline's spans empty, for a caller that keeps no timeline)."""
     hw = job.hardware
-    coster = OpCoster(workload or workload_of(job), job.run.precision, hw, collective_timer(job.cluster, hw),
-                      host_share(job.cluster, job.cpu_threads))
     ops = tuple(split_host(schedule.ops)) if host_ops is None else host_ops
-    timeline = simulate(ops, coster)
+    timeline = simulate(ops, op_coster(job, workload), spans=spans)
     # Engine bookkeeping outside the simulated ops: per step and per micro-step.
     framework_s = hw.overheads.step_fixed_s + job.run.grad_accum * hw.overheads.micro_step_fixed_s
     step_s = timeline.step_time_s + framework_s
     if step_s <= 0:
         raise ZsimInputError("prediction produced a zero step time (empty schedule)")
     return Simulated(ops, timeline, framework_s, step_s)
+
+
+#: The op pricers of the last few simulations (see :func:`op_coster`).
+_COSTERS: dict[tuple, OpCoster] = {}
+COSTERS_KEPT = 8
+
+
+def op_coster(job: Job, workload: Workload | None = None) -> OpCoster:
+    """The :class:`OpCoster` that prices ``job``'s ops (``workload``: as in
+    :func:`memory_stage`), kept by everything it prices from: the workload, precision,
+    hardware profile, cluster and host share (a cluster by equality, as the collective
+    layer's own cache keys it). A search simulates dozens of schedules of a few workloads,
+    each thousands of op shapes (every layer's modules by name): the shapes are priced once
+    per coster, not once per simulation."""
+    work = workload or workload_of(job)
+    share = host_share(job.cluster, job.cpu_threads)
+    key = (work, job.run.precision, job.hardware, job.cluster, share)
+    coster = _COSTERS.pop(key, None)
+    if coster is None:
+        hw = job.hardware
+        coster = OpCoster(work, job.run.precision, hw, collective_timer(job.cluster, hw), share)
+        if len(_COSTERS) >= COSTERS_KEPT:
+            del _COSTERS[next(iter(_COSTERS))]
+    _COSTERS[key] = coster   # the most recently used last
+    return coster
 
 
 def _whole_model_parameters(spec: ModelSpec) -> int:
@@ -302,7 +326,8 @@ def predict_job(job: Job, keep_timeline: bool = False, memo: ScheduleMemo | None
     the schedules built for other jobs with the same schedule inputs)."""
     schedule, host_ops = memo.built(job) if memo is not None else (schedule_stage(job), None)
     memory = memory_stage(job, memory_facts(schedule, job.run, job.model))
-    return present(job, schedule, memory, simulate_stage(job, schedule, host_ops=host_ops), keep_timeline)
+    sim = simulate_stage(job, schedule, host_ops=host_ops, spans=keep_timeline)
+    return present(job, schedule, memory, sim, keep_timeline)
 
 
 def predict_settings(settings: RunSettings, keep_timeline: bool = False) -> Prediction:

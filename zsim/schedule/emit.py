@@ -42,10 +42,11 @@ class Emitter:
         neither takes the compute stream's pending waits nor becomes its last op: GPU work
         after it must still wait for, and depend on, the GPU ops."""
         host_only = kind == "host_loop"
-        op_id = self.ops.add(stream=stream, kind=kind, name=name,
-                             deps=tuple(sorted(d for d in set(deps) if d is not None)) if host_only
-                             else self._deps(stream, deps),
-                             micro_step=self.micro, phase=self.phase, **fields)
+        fields["stream"], fields["kind"], fields["name"] = stream, kind, name
+        fields["deps"] = (tuple(sorted(d for d in set(deps) if d is not None)) if host_only
+                          else self._deps(stream, deps))
+        fields["micro_step"], fields["phase"] = self.micro, self.phase
+        op_id = self.ops.add_fields(fields)   # ``fields`` is this call's own dict
         if stream == "compute" and not host_only:
             self.last_compute = op_id
         return op_id

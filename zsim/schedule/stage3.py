@@ -25,7 +25,7 @@ from ..groups import INTER_NODE, INTRA_NODE, WORLD
 from ..model import ModelSpec
 from .coordinator import Coordinator
 from .emit import CountingEmitter, Emitter, NullEmitter
-from .events import Checkpoint, Compute, ComputeCore, Event, Fetch, Grad, Leftovers, Release
+from .events import Checkpoint, Compute, ComputeCore, Fetch, Grad, Leftovers, Release
 from .facts import ScheduleFacts
 from .hostwork import (STAGE3_BACKWARD, STAGE3_HOOK_GATHER, STAGE3_HOOK_PARTITION, STAGE3_HOOK_WAIT,
                        host_loop)
@@ -33,7 +33,7 @@ from .params import stage3_padded_numel, stage3_shard_numel
 from .passes import checkpoint_overhead
 from .step import stage3_step
 from .tape import coordinator_for, emitted_step, tape_key
-from .z3modules import build_tree, first_use_modules, micro_step_events
+from .z3modules import hook_events
 
 HOOK_OVERHEAD = "zero3_module_hook_s"
 
@@ -80,14 +80,11 @@ class _Stage3:
         z = run.zero
         self.n = run.world_size
         self.gpus_per_node = gpus_per_node or run.world_size
-        self.mods = build_tree(model)
+        self.mods, self.events = hook_events(model, run.activation_checkpointing)
         self.persist = persistent_params(numels, run)
         # Per-parameter sizes, computed once: every gather, release and bucket sums them.
         self.padded = [stage3_padded_numel(n, self.n) for n in numels]
         self.shard = [stage3_shard_numel(n, self.n) for n in numels]
-        first = first_use_modules(self.mods)
-        self.events: tuple[Event, ...] = tuple(
-            micro_step_events(self.mods, first, run.activation_checkpointing))
         self.em: Emitter = NullEmitter(run.world_size)
         # The coordinator's gathers are numbered in call order (tokens, see zsim.schedule.tape):
         # a later build of the same tape key plays its decisions back instead of recomputing.
@@ -401,8 +398,7 @@ def _moves_tuple(moves: "_HookMoves") -> tuple[int, int, int]:
 def _buckets_per_micro(model: ModelSpec, run: RunConfig, numels: list[int]) -> int:
     """The gradient buckets one micro-step reduces, cut as :meth:`_Stage3._grad` and
     :meth:`_Stage3._leftovers` cut them over the ``grad_accum`` micro-steps of a step."""
-    mods = build_tree(model)
-    events = micro_step_events(mods, first_use_modules(mods), run.activation_checkpointing)
+    events = hook_events(model, run.activation_checkpointing)[1]
     size, count, elems, held = run.zero.reduce_bucket_size, 0, 0, False
     for _ in range(run.grad_accum):
         for ev in events:
@@ -442,6 +438,10 @@ def _replay(model: ModelSpec, run: RunConfig, numels: list[int], gpus_per_node: 
         sim.micro_step()
     sim.step_boundary()
     sim.coord.finish((sim.max_gathered, _moves_tuple(sim.moves_emitted)))
+    # The coordinator's callbacks are bound to ``sim``: a reference cycle that would keep the
+    # build (its events, module tree and emitter) until a cyclic collection, which a search
+    # runs rarely (zsim/gcpolicy.py). Nothing reads the coordinator after the replay.
+    sim.coord = None
     return sim
 
 

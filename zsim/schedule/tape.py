@@ -129,6 +129,7 @@ class TapeRecorder(_CoordinatorCalls):
     def finish(self, emitted: tuple) -> None:
         """Keep the tape for later builds of the same key (the replay ran to its end), with
         ``emitted``: the emitted step's totals that follow from the tape alone."""
+        self.coord = None   # its callbacks are bound to this recorder: no cycle left behind
         if self.history is None:
             return   # a replay that never marked its history: nothing a player could skip
         _TAPES[self.key] = (self.tape, self.history, emitted)

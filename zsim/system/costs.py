@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..compute import module_time_s, optimizer_time_s, step_passes_time_s
 from ..groups import Group
@@ -46,6 +46,21 @@ class HostShare:
 #: The fields an op's price depends on (the cache key of :class:`OpCoster`), read in one call.
 _price_key = attrgetter("kind", "stream", "modules", "pass_", "collective", "buffer_bytes", "group", "nbytes",
                         "params", "overhead", "count", "syncs", "pageable", "cpu_pass")
+#: The same per kind: only the fields :meth:`OpCoster._price` reads for that kind (a step
+#: prices tens of thousands of ops; a short key is quicker to make and hash). Keep them in
+#: step with ``_price``; a kind not listed takes the full key.
+_KIND_PRICE_KEYS = {
+    "compute": attrgetter("kind", "modules", "pass_"),
+    "dispatch": attrgetter("kind", "modules", "pass_"),
+    "collective": attrgetter("kind", "collective", "buffer_bytes", "group"),
+    "copy": attrgetter("kind", "stream", "pageable", "nbytes"),
+    "optimizer": attrgetter("kind", "params"),
+    "step_passes": attrgetter("kind", "nbytes"),
+    "cpu_adam": attrgetter("kind", "params"),
+    "cpu_pass": attrgetter("kind", "cpu_pass", "params"),
+    "host_loop": attrgetter("kind", "count", "syncs"),
+    "overhead": attrgetter("kind", "overhead", "count"),
+}
 
 
 class OpCoster:
@@ -58,11 +73,24 @@ class OpCoster:
         self._cache: dict[tuple, OpCost] = {}
 
     def __call__(self, op: Op) -> OpCost:
-        key = _price_key(op)
+        key = _KIND_PRICE_KEYS.get(op.kind, _price_key)(op)
         cost = self._cache.get(key)
         if cost is None:
             cost = self._cache[key] = self._price(op)
         return cost
+
+    def prices(self, ops: Iterable[Op]) -> list[OpCost]:
+        """``[self(op) for op in ops]`` in one loop (no call per op: a step is tens of
+        thousands of ops; :func:`zsim.system.engine.simulate` asks for them this way)."""
+        cache, keys, out = self._cache, _KIND_PRICE_KEYS, []
+        append = out.append
+        for op in ops:
+            key = keys.get(op.kind, _price_key)(op)
+            cost = cache.get(key)
+            if cost is None:
+                cost = cache[key] = self._price(op)
+            append(cost)
+        return out
 
     def _price(self, op: Op) -> OpCost:
         hw = self.hw

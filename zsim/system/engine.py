@@ -74,14 +74,18 @@ class _Wait:
 
 
 def simulate(ops: Sequence[Op], cost: Callable[[Op], OpCost],
-             critical_stream: str = "compute") -> Timeline:
-    """Run ``ops`` and return their timeline. ``cost`` prices each op."""
-    costs = [cost(op) for op in ops]
+             critical_stream: str = "compute", spans: bool = True) -> Timeline:
+    """Run ``ops`` and return their timeline. ``cost`` prices each op (one with a ``prices``
+    method, :class:`~zsim.system.costs.OpCoster`, the whole list at once). ``spans``: False
+    leaves ``Timeline.spans`` empty (a search that keeps no timeline reads only its totals,
+    and a step is tens of thousands of spans to make and sort)."""
+    prices = getattr(cost, "prices", None)   # a pricer of whole lists (OpCoster): one call
+    costs = prices(ops) if prices is not None else [cost(op) for op in ops]
     if all(op.id == i for i, op in enumerate(ops)):
         start_s, finish_s, prev_on_stream, waits = _run_in_order(ops, costs, critical_stream)
     else:
         start_s, finish_s, prev_on_stream, waits = _run_simpy(ops, costs, critical_stream)
-    return _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_stream)
+    return _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_stream, spans)
 
 
 def _run_in_order(ops: Sequence[Op], costs: list[OpCost], critical_stream: str):
@@ -152,7 +156,8 @@ def _run_simpy(ops: Sequence[Op], costs: list[OpCost], critical_stream: str):
     return start_s, finish_s, prev_on_stream, waits
 
 
-def _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_stream: str) -> Timeline:
+def _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_stream: str,
+              with_spans: bool = True) -> Timeline:
     exposed: dict[str, float] = defaultdict(float)
     crit = [op.id for op in ops if op.stream == critical_stream]
     for i in crit:
@@ -166,14 +171,21 @@ def _timeline(ops, costs, start_s, finish_s, prev_on_stream, waits, critical_str
         # The step ends on another stream (e.g. the all-gather after the optimizer step).
         last = max(range(len(ops)), key=lambda i: (finish_s[i], i))
         blame.charge(last, critical_end, step)
-    spans = [_span(op.id, op.stream, op.name, costs[op.id].category, start_s[op.id], finish_s[op.id])
-             for op in ops]
     busy: dict[str, float] = defaultdict(float)
-    for sp in spans:
-        busy[sp.category] += sp.end_s - sp.start_s
-    spans.sort(key=lambda sp: (sp.start_s, sp.op_id))
+    for op in ops:   # in list order, as the spans are made
+        i = op.id
+        busy[costs[i].category] += finish_s[i] - start_s[i]
+    spans = _spans(ops, costs, start_s, finish_s) if with_spans else []
     return Timeline(step_time_s=step, spans=spans, busy_s=dict(sorted(busy.items())),
                     exposed_s=dict(sorted(exposed.items())))
+
+
+def _spans(ops, costs, start_s, finish_s) -> list[Span]:
+    """One span per op, by start time (ties by op id)."""
+    spans = [_span(op.id, op.stream, op.name, costs[op.id].category, start_s[op.id], finish_s[op.id])
+             for op in ops]
+    spans.sort(key=lambda sp: (sp.start_s, sp.op_id))
+    return spans
 
 
 def _span(op_id: int, stream: str, name: str, category: str, start_s: float, end_s: float) -> Span:

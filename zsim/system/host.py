@@ -26,6 +26,11 @@ from ..ops import Op
 HOST = "host"
 
 
+#: The kinds and streams of the op the host's step sync goes before (see the module docstring).
+_SYNC_KINDS = frozenset({"compute", "overhead", "host_loop", "step_passes", "optimizer"})
+_SYNC_STREAMS = frozenset({"compute", HOST})
+
+
 def split_host(ops: Sequence[Op]) -> list[Op]:
     """The ops with host dispatch separated from GPU execution (see the module docstring)."""
     out: list[Op] = []
@@ -33,12 +38,6 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
     host_of: dict[int, int] = {}    # old id -> new id of its host-side op (if any)
     last_gpu: int | None = None
     step_synced = False
-
-    def add(op: Op, **changes) -> int:
-        new = _moved(op, len(out), **changes)
-        out.append(new)
-        return new.id
-
     for op in ops:
         deps, kind, stream = op.deps, op.kind, op.stream
         if not deps:
@@ -50,12 +49,13 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
         else:
             gpu_deps = tuple(sorted({gpu_of[d] for d in deps}))
             host_deps = tuple(sorted({host_of[d] for d in deps if d in host_of}))
-        if not step_synced and op.phase == "step" and last_gpu is not None and stream in (
-                "compute", HOST) and kind in ("compute", "overhead", "host_loop", "step_passes", "optimizer"):
+        if (not step_synced and last_gpu is not None and op.phase == "step" and stream in _SYNC_STREAMS
+                and kind in _SYNC_KINDS):
             # DeepSpeed's step reads the norm/overflow back: the host waits for the GPU.
             host_deps = tuple(sorted(set(host_deps) | {last_gpu}))
             step_synced = True
-        if stream == "compute" and kind in ("overhead", "host_loop"):
+        new_id = len(out)
+        if stream == "compute" and (kind == "overhead" or kind == "host_loop"):
             if kind == "host_loop":
                 # The host waits for the op's own dependencies (an event it synchronises on);
                 # a sync also drains the GPU queue issued before it.
@@ -63,32 +63,44 @@ def split_host(ops: Sequence[Op]) -> list[Op]:
                 if op.syncs and last_gpu is not None:
                     waits.add(last_gpu)
                 host_deps = tuple(sorted(set(host_deps) | waits))
-            gpu_of[op.id] = host_of[op.id] = add(op, stream=HOST, deps=host_deps)
+            out.append(_moved(op, new_id, host_deps, HOST))
+            gpu_of[op.id] = host_of[op.id] = new_id
             continue
         if kind == "compute":
-            d = add(op, stream=HOST, kind="dispatch", name=f"issue {op.name}", deps=host_deps)
+            out.append(_dispatch(op, new_id, host_deps))
             # the dispatch is newer than every op gpu_deps names: appended, the deps stay sorted
-            g = add(op, deps=gpu_deps + (d,))
-            host_of[op.id], gpu_of[op.id] = d, g
-            last_gpu = g
+            out.append(_moved(op, new_id + 1, gpu_deps + (new_id,)))
+            host_of[op.id], gpu_of[op.id] = new_id, new_id + 1
+            last_gpu = new_id + 1
             continue
-        gpu_of[op.id] = add(op, deps=gpu_deps)
+        out.append(_moved(op, new_id, gpu_deps))
+        gpu_of[op.id] = new_id
         if stream == "compute":
-            last_gpu = gpu_of[op.id]
+            last_gpu = new_id
     return out
 
 
-def _moved(op: Op, op_id: int, **changes) -> Op:
-    """``op`` renumbered to ``op_id`` with ``changes`` (the host stream, a dispatch kind, deps
-    of ops already moved: all valid and preceding ``op_id``, so the checks the op passed when
-    it was built still hold). A shallow copy, its fields copied as ``copy.copy`` copies them,
-    without ``dataclasses.replace``, which would rerun the checks for every op of the step,
-    or copy's ``__reduce_ex__`` detour."""
+def _moved(op: Op, op_id: int, deps: tuple[int, ...], stream: str | None = None) -> Op:
+    """``op`` renumbered to ``op_id`` with ``deps`` (and moved to ``stream``): deps of ops
+    already moved, all valid and preceding ``op_id``, and a valid stream, so the checks the
+    op passed when it was built still hold. A shallow copy, its fields copied as
+    ``copy.copy`` copies them, without ``dataclasses.replace``, which would rerun the checks
+    for every op of the step, or copy's ``__reduce_ex__`` detour."""
     new = _new_op(type(op))
     fields = new.__dict__
     fields.update(op.__dict__)
-    fields["id"] = op_id
-    fields.update(changes)
+    fields["id"], fields["deps"] = op_id, deps
+    if stream is not None:
+        fields["stream"] = stream
+    return new
+
+
+def _dispatch(op: Op, op_id: int, deps: tuple[int, ...]) -> Op:
+    """The host's issue of compute op ``op``'s kernels: ``op`` moved to the host stream as a
+    ``dispatch`` op named after it (see :func:`_moved`)."""
+    new = _moved(op, op_id, deps, HOST)
+    fields = new.__dict__
+    fields["kind"], fields["name"] = "dispatch", f"issue {op.name}"
     return new
 
 
