@@ -87,7 +87,8 @@ def test_transferred_host_speed_is_the_h200s_and_predict_says_so(name, h200, cap
     assert hw.host.speed_from == "h200-sxm" and hw.host.prices_code_paths
     for key in ("small_linear_call_s", "empty_kernel_launch_s", "module_launch_per_linear_call",
                 "loop_op_per_empty_launch", "zero3_hook_per_linear_call", "checkpoint_forward_per_linear_call",
-                "checkpoint_recompute_per_linear_call", "sync_s", "speed_exponent"):
+                "checkpoint_recompute_per_linear_call", "sync_s", "speed_exponent",
+                "moe_gate_launch_per_module_launch"):
         assert getattr(hw.host, key) == getattr(h200.host, key), key
     assert hw.compute.dispatch_s == pytest.approx(h200.compute.dispatch_s)
     from zsim.cli import main

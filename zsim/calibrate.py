@@ -214,7 +214,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[RunResult]:
 #: Microbenchmark sections whose rows are pooled over every file found, not taken from the
 #: first: a property that differs between machines of one type (the CPU passes' speed) is
 #: fitted on all the machines measured.
-POOLED_SECTIONS = ("cpu_passes",)
+POOLED_SECTIONS = ("cpu_passes", "moe_host")
 
 
 def find_microbench(paths: Iterable[str | Path]) -> tuple[dict, list[dict], list[Path]]:
@@ -232,8 +232,8 @@ def find_microbench(paths: Iterable[str | Path]) -> tuple[dict, list[dict], list
             if f.name.startswith("microbench") and f.suffix == ".json":
                 data = check_microbench(_read_json(f), str(f))
                 for k, v in data.items():
-                    if k in POOLED_SECTIONS and k in bench:
-                        bench[k] = bench[k] + v
+                    if k in POOLED_SECTIONS:   # a list of rows, or one object per process
+                        bench[k] = bench.get(k, []) + (list(v) if isinstance(v, list) else [v])
                     else:
                         bench.setdefault(k, v)
                 used.append(f)
@@ -345,6 +345,16 @@ def checkpoint_host_costs(rows: Sequence[Mapping]) -> dict[str, float]:
         units = [r[f"checkpoint_{field}_s"] / _linear_call_unit(r) for r in rows]
         out[f"host.checkpoint_{field}_per_linear_call"] = round(max(0.0, float(np.median(units))), 3)
     return out
+
+
+def moe_gate_host_ratio(processes: Sequence[Mapping]) -> float:
+    """Host seconds per launch of DeepSpeed-MoE's gate over those of decoder-layer module
+    code, measured in one process (validation/microbench/moe_host.py): the median over every
+    process and top-k of the ``moe_host`` rows."""
+    ratios = [float(r["ratio"]) for proc in processes for r in proc.get("rows", [])]
+    if not ratios:
+        raise ZsimInputError("moe_host microbenchmark has no rows (it needs a GPU to count launches)")
+    return round(float(np.median(ratios)), 3)
 
 
 def cpu_pass_curves(rows: Sequence[Mapping]) -> dict[str, list[list[float]]]:
@@ -701,6 +711,8 @@ def calibrate(paths: Sequence[str | Path], base: str | Path | HardwareProfile = 
         values["host.cpu_adam_params_per_s"] = float(f"{bench['cpu_adam']['params_per_s']:.4g}")
     if bench.get("cpu_passes"):
         values["host.cpu_pass_curves"] = cpu_pass_curves(bench["cpu_passes"])
+    if bench.get("moe_host"):
+        values["host.moe_gate_launch_per_module_launch"] = moe_gate_host_ratio(bench["moe_host"])
     details["from_microbench"] = values.copy()
     details["microbench_meta"] = bench.get("meta", {})
     hw = with_values(hw, values)

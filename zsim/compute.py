@@ -85,8 +85,16 @@ def _module_time_by_shape(workload: Workload, key: str, pass_: str, hw: Hardware
     kernels = workload.kernels(key, pass_)
     layer_pass = pass_ if in_decoder_layer(key) else ""
     gpu_s = sum(kernel_busy_s(k, hw, precision, layer_pass) for k in kernels)
-    host_s = sum(k.launches for k in kernels) * hw.compute.dispatch_s
+    host_s = sum(k.launches * launch_host_s(k, hw) for k in kernels)
     return gpu_s, host_s
+
+
+def launch_host_s(kernel: Kernel, hw: HardwareProfile) -> float:
+    """Host seconds to launch one of ``kernel``'s launches: module code's dispatch, or for
+    DeepSpeed-MoE's gate (plain torch calls, ``host_path`` "moe_gate") that times the
+    profile's measured ratio of the two (1 when the profile has none)."""
+    ratio = hw.host.moe_gate_launch_per_module_launch if kernel.host_path == "moe_gate" else 0.0
+    return hw.compute.dispatch_s * (ratio or 1.0)
 
 
 def _hbm_s(nbytes: float, hw: HardwareProfile) -> float:

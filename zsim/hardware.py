@@ -370,6 +370,10 @@ class HostProfile:
     #: validation/microbench/checkpoint.py.
     checkpoint_forward_per_linear_call: float = 0.0
     checkpoint_recompute_per_linear_call: float = 0.0
+    #: Host time per launch of DeepSpeed-MoE's gate (plain torch calls, no module around each)
+    #: over that of module code, measured in one process by validation/microbench/moe_host.py
+    #: (0 = not measured: the gate's launches cost what module code's do).
+    moe_gate_launch_per_module_launch: float = 0.0
     sync_s: float = 0.0
     cpu_threads: int = 0
     cpu_adam_1thread_params_per_s: float = 0.0
@@ -613,7 +617,8 @@ def _ring(link: Mapping[str, Any], where: str) -> RingChannels | None:
 _HOST_OPTIONAL = ("pageable_d2h_bandwidth_GBps", "small_linear_call_s", "empty_kernel_launch_s",
                   "module_launch_per_linear_call", "loop_op_per_empty_launch",
                   "zero3_hook_per_linear_call", "checkpoint_forward_per_linear_call",
-                  "checkpoint_recompute_per_linear_call", "sync_s", "cpu_adam_1thread_params_per_s",
+                  "checkpoint_recompute_per_linear_call", "moe_gate_launch_per_module_launch", "sync_s",
+                  "cpu_adam_1thread_params_per_s",
                   "cpu_unscale_params_per_s", "cpu_unscale_1thread_params_per_s",
                   "cpu_cast_params_per_s", "cpu_cast_1thread_params_per_s")
 

@@ -119,6 +119,11 @@ def check_microbench(data: Any, where: str) -> dict[str, Any]:
                 raise ZsimInputError(f"{where}: {key} must be an object, got {type(data[key]).__name__}")
             for f in fields:
                 finite_number(data[key].get(f), f, f"{where}: {key}")
+    if "moe_host" in data:   # validation/microbench/moe_host.py: one object per process
+        sec = data["moe_host"]
+        if not isinstance(sec, Mapping):
+            raise ZsimInputError(f"{where}: moe_host must be an object with 'rows'")
+        check_rows(sec.get("rows", []), ("k", "ratio"), f"{where}: moe_host.rows")
     if not isinstance(data.get("meta", {}), Mapping):
         raise ZsimInputError(f"{where}: meta must be an object")
     return data

@@ -37,6 +37,9 @@ class Kernel:
     strided: bool = False  # memory-bound over strided views (priced at the strided efficiency)
     rows: int = 0          # scan: a cumsum along ``rows`` tokens of ``cols`` columns (zsim.tokenscan)
     cols: int = 0
+    #: the host code that launches it: "" module code; "moe_gate" DeepSpeed-MoE's gate, plain
+    #: torch calls priced at the profile's host.moe_gate_launch_per_module_launch (zsim.compute)
+    host_path: str = ""
 
 
 def _gemm(m: int, n: int, k: int) -> Kernel:

@@ -3,6 +3,7 @@ SM = moe/sharded_moe.py, L = moe/layer.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .expert import expert_plan
@@ -60,7 +61,9 @@ def ds_moe_kernels(w: Any, node: Any, bwd: bool) -> tuple:
             return (_gemm(s, e, h), _gemm(s, h, e), _mem(mem, launches=BACKWARD_OPS.get(k, BACKWARD_OPS_TOPK) - 2))
         scans = GATE_SCANS.get(k, GATE_SCANS_TOPK)
         rest = GATE_FORWARD_OPS.get(k, GATE_FORWARD_OPS_TOPK) - 1 - scans
-        return (_gemm(s, e, h), *(_scan(s, e) for _ in range(scans)), _mem(mem, launches=rest))
+        # launched by the gate's plain torch calls: host priced as such (zsim.compute.launch_host_s)
+        return tuple(replace(kn, host_path="moe_gate")
+                     for kn in (_gemm(s, e, h), *(_scan(s, e) for _ in range(scans)), _mem(mem, launches=rest)))
     if node.kind == "ds_moe_layer":
         encode = plan.buffer_numel * 2 * p
         decode = s * k * h * (p + 4 + 4) + s * h * (4 + p)
