@@ -1,9 +1,9 @@
 """Benchmark `zsim plan` end to end (a fresh process each run, imports included).
 
-    python bench/bench_plan.py [--repeat 3] [--limit-s 30] [-- extra plan args]
+    python bench/bench_plan.py [--repeat 3] [--limit-s 10] [-- extra plan args]
 
 Default case: the issue's target, `zsim plan --model llama-2-70b --topo dgx-h100 --nodes 16`
-(in <= 30 s on a 2-core machine). Prints wall-clock and CPU seconds per run, the machine's core count
+(in <= 10 s on a 2-core machine). Prints wall-clock and CPU seconds per run, the machine's core count
 and load, and the search's effort counters; exits 1 when the median wall time exceeds --limit-s.
 """
 
@@ -57,7 +57,7 @@ def main() -> int:
     """Run the benchmark and print one JSON object."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--limit-s", type=float, default=30.0)
+    p.add_argument("--limit-s", type=float, default=10.0)
     p.add_argument("case", nargs="*", help="plan arguments (default: the 70B / 16 x DGX-H100 case)")
     args = p.parse_args()
     case = args.case or DEFAULT_CASE
