@@ -14,7 +14,7 @@ from ..groups import WORLD
 from ..model import ModelSpec
 from .buckets import Bucket, chunk_greedy
 from .emit import Emitter
-from .hostwork import (GRAD_ACCUMULATE, OFFLOAD12_BACKWARD, OFFLOAD12_BOUNDARY, STAGE12_BACKWARD, STAGE12_BOUNDARY,
+from .hostwork import (GRAD_ACCUMULATE, OFFLOAD12_BACKWARD, OFFLOAD12_BOUNDARY, STAGE2_BACKWARD, STAGE12_BACKWARD, STAGE12_BOUNDARY,
                        host_loop)
 from .order import Module, hook_order
 from .params import FlatLayout
@@ -172,7 +172,7 @@ def _backward_loops(em: Emitter, run: RunConfig, tensors: int) -> None:
     if run.zero.stage not in (1, 2):
         return
     boundary = em.micro == run.grad_accum - 1
-    host_loop(em, "grad_bucket_copies", STAGE12_BACKWARD, tensors)
+    host_loop(em, "grad_bucket_copies", STAGE2_BACKWARD if run.zero.stage == 2 else STAGE12_BACKWARD, tensors)
     if boundary and run.grad_accum > 1:
         host_loop(em, "grad_partition_copies", STAGE12_BOUNDARY, tensors)
     if run.zero.offload_optimizer != OffloadDevice.NONE:

@@ -146,6 +146,13 @@ GRAD_ACCUMULATE = LoopCounts(ops_per_tensor=2.0)
 STAGE3_BACKWARD = LoopCounts(ops_per_tensor=3.0)
 #: Backward of stages 1/2, every micro-step: each gradient copied into the bucket.
 STAGE12_BACKWARD = LoopCounts(ops_per_tensor=1.0)
+#: Backward of stage 2, every micro-step: the gradient hook's own ops. In the traces every
+#: AccumulateGrad that runs stage 2's hook (reduce_independent_p_g_buckets_and_remove_grads,
+#: S12:1414-1480) calls 6 top-level aten ops (view x2, detach, narrow, copy_, view_as), against
+#: 1 (detach) without it: median over 199 gradients of tinyllama-1.1b-z2-mb4-ga1-s2048-r1
+#: (2026-12-01-m3) and 374 of mixtral-0.7b-8e-z2-mb4-ga1-s1024-moe-m12; AccumulateGrad
+#: itself is GRAD_ACCUMULATE's.
+STAGE2_BACKWARD = LoopCounts(ops_per_tensor=5.0)
 #: Extra on the boundary micro-step of stages 1/2 with gradient accumulation.
 STAGE12_BOUNDARY = LoopCounts(ops_per_tensor=1.0)
 #: Offload (stages 1/2) backward: one sync per gradient per micro-step (copy_grads_in_partition).
@@ -177,7 +184,7 @@ def step_loops(run: RunConfig) -> LoopCounts | None:
     return STAGE3_STEP
 
 
-__all__ = ["GRAD_ACCUMULATE", "LoopCounts", "OFFLOAD12_BACKWARD", "OFFLOAD12_BOUNDARY", "OFFLOAD12_STEP",
+__all__ = ["GRAD_ACCUMULATE", "STAGE2_BACKWARD", "LoopCounts", "OFFLOAD12_BACKWARD", "OFFLOAD12_BOUNDARY", "OFFLOAD12_STEP",
            "STAGE0_FP32_STEP", "STAGE0_STEP", "STAGE12_BACKWARD", "STAGE12_BOUNDARY", "STAGE12_STEP",
            "STAGE3_BACKWARD", "STAGE3_HOOK_GATHER", "STAGE3_HOOK_PARTITION", "STAGE3_HOOK_WAIT",
            "STAGE3_STEP", "STAGE3_STEP_PRELUDE", "STAGE3_STEP_PRELUDE_GATHERED", "host_loop", "step_loops"]
