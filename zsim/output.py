@@ -221,7 +221,8 @@ def format_prediction(pred, resolved: Mapping[str, Any] | None = None,
     for k, v in pred.time_breakdown.items():
         lines.append(f"  {time_label(k):<36}{format_seconds(v):>12}")
     lines.append("  (exposed = time the GPU's compute stream waited for it; the rows sum to the step;")
-    lines.append("   engine bookkeeping = per-step engine time outside the simulated ops, fitted per profile)")
+    lines.append("   engine bookkeeping = per-step engine time outside the simulated ops: the profile's"
+                 " step_fixed_s)")
     lines.append("")
     lines.append("collectives per optimizer step, per GPU (logged: sizes as DeepSpeed's comms logger counts them"
                  + (";" if wire_bytes is not None else ")"))

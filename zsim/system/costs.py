@@ -73,11 +73,7 @@ class OpCoster:
         self._cache: dict[tuple, OpCost] = {}
 
     def __call__(self, op: Op) -> OpCost:
-        key = _KIND_PRICE_KEYS.get(op.kind, _price_key)(op)
-        cost = self._cache.get(key)
-        if cost is None:
-            cost = self._cache[key] = self._price(op)
-        return cost
+        return self.prices((op,))[0]
 
     def prices(self, ops: Iterable[Op]) -> list[OpCost]:
         """``[self(op) for op in ops]`` in one loop (no call per op: a step is tens of
