@@ -368,6 +368,18 @@ PLAN_1203_M15 = _repeated((
     Run(M, 2, 4, 4, 1024, tag="m15"),
 ))
 
+#: session m17 (2026-12-03): a held-out check of backward's host costs measured apart
+#: (validation/microbench/backward_host.py, run on the same machine just before): DeepSpeed-MoE
+#: at stages 0, 1 and 2 (stage 1 at this shape is new), and the dense evaluation sizes at
+#: stages 0 and 2 (bf16 stage 0 on the 0.55B model is new), two processes each.
+PLAN_1203_M17 = _repeated((
+    Run(MX, 0, 4, 1, 1024, moe=TOP2, tag="moe-m17"),
+    Run(MX, 1, 4, 1, 1024, moe=TOP2, tag="moe-m17"),
+    Run(MX, 2, 4, 1, 1024, moe=TOP2, tag="moe-m17"),
+    Run(M, 0, 4, 1, 1024, tag="m17"),
+    Run(L, 2, 4, 1, 2048, tag="m17"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
@@ -375,7 +387,8 @@ PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_F
          "h200-1201-m9b": PLAN_1201_M9B, "h200-1201-m9c": PLAN_1201_M9C,
          "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11,
          "h200-1202-m12": PLAN_1202_M12, "h200-1203-m13": PLAN_1203_M13,
-         "h200-1203-m14": PLAN_1203_M14, "h200-1203-m15": PLAN_1203_M15}
+         "h200-1203-m14": PLAN_1203_M14, "h200-1203-m15": PLAN_1203_M15,
+         "h200-1203-m17": PLAN_1203_M17}
 
 
 def split_of(model: str) -> str:

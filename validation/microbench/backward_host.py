@@ -1,0 +1,221 @@
+"""Host cost of backward: per launch against forward's, and per gradient of ZeRO's hooks.
+
+zsim prices every kernel launch of module code at one rate (``host.module_launch_per_linear_call``)
+in forward and in backward alike, and the per-gradient work of DeepSpeed's backward hooks as
+counted aten ops at the flat-loop rate (zsim.schedule.hostwork: AccumulateGrad 2 ops, stage
+1/2's bucket copy 1, stage 2's hook 5). The DeepSpeed-MoE runs disagree with both at once:
+zsim's stage-0 backward came out 13-47 % long while its stage-2 backward matched, so the
+stage-2 hook costs more than its ops and the backward launches less (session m15).
+
+This measures both on tiny shapes (the GPU idles, so wall time is host time), in one process,
+interleaved, with the validation job's host probe after each round:
+
+- ``layers``: a stack of tiny HF Llama decoder layers and one of tiny Mixtral layers whose MLP
+  is a DeepSpeed-MoE layer (top-2, 8 experts, as the validation job builds them), each at two
+  depths: seconds and kernel launches per layer of forward and of backward (the slopes), and
+  the backward's seconds per launch over the forward's;
+- ``hooks``: the dense stack under a real DeepSpeed engine at ZeRO stages 0, 1 and 2 (bf16,
+  a client torch AdamW, one process), at two depths: seconds per layer of ``engine.backward``;
+  the stage-1/2 slope less stage 0's, over the gradients per layer, is the hook's host
+  seconds per gradient.
+
+    python validation/microbench/backward_host.py [--output FILE] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from microbench.checkpoint import BATCH, DEPTHS, SEQ, TINY, _model   # noqa: E402
+from microbench.common import kernel_profile, write_json            # noqa: E402
+
+#: Layer counts of the two DeepSpeed-MoE stacks (each layer launches ~4x a dense one).
+MOE_DEPTHS = (2, 6)
+#: The tiny Mixtral: 8 experts, top-2, the dense stack's widths.
+MOE_SHAPE = {**TINY, "num_local_experts": 8, "num_experts_per_tok": 2}
+MOE_KWARGS = {"ep_size": 1, "k": 2}
+#: ZeRO stages timed under a DeepSpeed engine.
+STAGES = (0, 1, 2)
+
+
+def _sync_of(dev):
+    import torch
+    return torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+
+def _moe_model(layers: int, dev):
+    """A tiny Mixtral decoder whose MLPs are DeepSpeed-MoE layers (validation/train.py's way)."""
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+    from cpu_truth.expert_parallel import replace_moe_blocks
+    cfg = MixtralConfig(num_hidden_layers=layers, **MOE_SHAPE)
+    cfg._attn_implementation = "sdpa"
+    lm = MixtralForCausalLM(cfg)
+    replace_moe_blocks(lm, MOE_KWARGS)
+    model = lm.model.to(dev, torch.bfloat16)   # the decoder alone, as the dense stack
+    model.train()
+    return model
+
+
+def _phases(model, ids, sync) -> tuple[float, float]:
+    """(forward, backward) wall seconds of one training micro-step."""
+    sync()
+    t0 = time.perf_counter()
+    out = model(input_ids=ids).last_hidden_state
+    sync()
+    t1 = time.perf_counter()
+    out.float().sum().backward()
+    sync()
+    t2 = time.perf_counter()
+    model.zero_grad(set_to_none=True)
+    return t1 - t0, t2 - t1
+
+
+def _launches(model, ids) -> tuple[float, float]:
+    """(forward, backward) GPU kernels, memsets and copies per micro-step."""
+    def fwd():
+        model(input_ids=ids)
+
+    def step():
+        model(input_ids=ids).last_hidden_state.float().sum().backward()
+        model.zero_grad(set_to_none=True)
+    f = kernel_profile(fwd, reps=5)[1]
+    return f, kernel_profile(step, reps=5)[1] - f
+
+
+def _slope(values: dict, depths) -> float:
+    return (values[depths[1]] - values[depths[0]]) / (depths[1] - depths[0])
+
+
+def layer_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
+    """Per-layer forward/backward seconds and launches of the dense and the MoE stacks."""
+    import torch
+    sync = _sync_of(dev)
+    ids = torch.zeros(BATCH, SEQ, dtype=torch.long, device=dev)
+    stacks = {("dense", n): _model(n, False, dev) for n in DEPTHS}
+    stacks.update({("moe", n): _moe_model(n, dev) for n in MOE_DEPTHS})
+    times = {k: ([], []) for k in stacks}
+    probes = []
+    for r in range(warmup + rounds):
+        for key, model in stacks.items():   # interleaved: drift hits every stack alike
+            f, b = _phases(model, ids, sync)
+            if r >= warmup:
+                times[key][0].append(f)
+                times[key][1].append(b)
+        if r >= warmup:
+            probes.append(probe())
+    counts = {k: _launches(m, ids) for k, m in stacks.items()} if dev.type == "cuda" else {}
+    rows = []
+    for kind, depths in (("dense", DEPTHS), ("moe", MOE_DEPTHS)):
+        med = [{n: statistics.median(times[(kind, n)][i]) for n in depths} for i in (0, 1)]
+        row = {"kind": kind, "depths": list(depths), "forward_s": _slope(med[0], depths),
+               "backward_s": _slope(med[1], depths),
+               "medians_s": {str(n): [med[0][n], med[1][n]] for n in depths}}
+        if counts:
+            launches = [{n: counts[(kind, n)][i] for n in depths} for i in (0, 1)]
+            row["forward_launches"] = _slope(launches[0], depths)
+            row["backward_launches"] = _slope(launches[1], depths)
+            row["forward_s_per_launch"] = row["forward_s"] / row["forward_launches"]
+            row["backward_s_per_launch"] = row["backward_s"] / row["backward_launches"]
+            row["backward_per_forward_launch"] = row["backward_s_per_launch"] / row["forward_s_per_launch"]
+        rows.append(row)
+    return rows, probes
+
+
+def _engine(layers: int, stage: int, dev):
+    import torch
+    import deepspeed
+    model = _model(layers, False, dev)
+    config = {"train_micro_batch_size_per_gpu": BATCH, "gradient_accumulation_steps": 1,
+              "bf16": {"enabled": True}, "zero_optimization": {"stage": stage},
+              "steps_per_print": 10 ** 9}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), optimizer=opt,
+                                      config=config)
+    return engine
+
+
+def _engine_backward_s(engine, ids, sync) -> float:
+    """Wall seconds of ``engine.backward`` (the micro-step's forward and step untimed)."""
+    loss = engine(input_ids=ids).last_hidden_state.float().sum()
+    sync()
+    t0 = time.perf_counter()
+    engine.backward(loss)
+    sync()
+    t = time.perf_counter() - t0
+    engine.step()
+    return t
+
+
+def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
+    """Per-layer seconds of engine.backward by stage; the hook's seconds per gradient."""
+    import torch
+    import deepspeed
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    deepspeed.init_distributed(dist_backend="nccl" if dev.type == "cuda" else "gloo")
+    sync = _sync_of(dev)
+    ids = torch.zeros(BATCH, SEQ, dtype=torch.long, device=dev)
+    engines = {(s, n): _engine(n, s, dev) for s in STAGES for n in DEPTHS}
+    grads = _slope({n: sum(1 for p in engines[(0, n)].module.parameters() if p.requires_grad) for n in DEPTHS},
+                   DEPTHS)
+    times = {k: [] for k in engines}
+    probes = []
+    for r in range(warmup + rounds):
+        for key, engine in engines.items():
+            t = _engine_backward_s(engine, ids, sync)
+            if r >= warmup:
+                times[key].append(t)
+        if r >= warmup:
+            probes.append(probe())
+    per_layer = {s: _slope({n: statistics.median(times[(s, n)]) for n in DEPTHS}, DEPTHS) for s in STAGES}
+    rows = [{"stage": s, "backward_s_per_layer": per_layer[s], "gradients_per_layer": grads,
+             "hook_s_per_gradient": (per_layer[s] - per_layer[0]) / grads} for s in STAGES]
+    return rows, probes
+
+
+def _median_probe(probes: list) -> dict:
+    return {k: statistics.median(p[k] for p in probes) for k in probes[0]}
+
+
+def run(device: str = "cuda", rounds: int = 30, warmup: int = 4) -> dict:
+    """Both measurements, with the host snapshot before them and the probes' medians."""
+    import torch
+    from train import HostProbe, host_speed
+    dev = torch.device(device)
+    speed = host_speed(dev)
+    probe = HostProbe(dev)
+    layers, p1 = layer_rows(dev, rounds, warmup, probe)
+    hooks, p2 = hook_rows(dev, rounds, warmup, probe)
+    return {"host_speed": speed, "host_probe": _median_probe(p1 + p2), "rounds": rounds,
+            "batch": BATCH, "seq": SEQ, "shape": TINY, "moe_kwargs": MOE_KWARGS,
+            "layers": layers, "hooks": hooks}
+
+
+def main(argv=None) -> int:
+    """Run and write (atomically) or print the measurement."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output", default=None)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--rounds", type=int, default=30)
+    args = p.parse_args(argv)
+    out = {"backward_host": run(args.device, args.rounds)}
+    if args.output:
+        write_json(Path(args.output), out)
+    else:
+        import json
+        print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
