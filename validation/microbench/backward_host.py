@@ -197,7 +197,7 @@ def run(device: str = "cuda", rounds: int = 30, warmup: int = 4) -> dict:
     layers, p1 = layer_rows(dev, rounds, warmup, probe)
     hooks, p2 = hook_rows(dev, rounds, warmup, probe)
     return {"host_speed": speed, "host_probe": _median_probe(p1 + p2), "rounds": rounds,
-            "batch": BATCH, "seq": SEQ, "shape": TINY, "moe_kwargs": MOE_KWARGS,
+            "batch": BATCH, "seq": SEQ, "shape": TINY, "moe_shape": MOE_SHAPE, "moe_kwargs": MOE_KWARGS,
             "layers": layers, "hooks": hooks}
 
 

@@ -14,7 +14,7 @@ from ..groups import WORLD
 from ..model import ModelSpec
 from .buckets import Bucket, chunk_greedy
 from .emit import Emitter
-from .hostwork import (GRAD_ACCUMULATE, OFFLOAD12_BACKWARD, OFFLOAD12_BOUNDARY, STAGE2_BACKWARD, STAGE12_BACKWARD, STAGE12_BOUNDARY,
+from .hostwork import (GRAD_ACCUMULATE, OFFLOAD12_BACKWARD, OFFLOAD12_BOUNDARY, STAGE12_BACKWARD, STAGE12_BOUNDARY, STAGE12_HOOK,
                        host_loop)
 from .order import Module, hook_order
 from .params import FlatLayout
@@ -165,14 +165,18 @@ def _all_to_all_hooks(em: Emitter, model: ModelSpec, expert):
 
 def _backward_loops(em: Emitter, run: RunConfig, tensors: int) -> None:
     """Per-gradient host work after a module's backward (hostwork.py): AccumulateGrad in every
-    stage; in stages 1/2 also the copy into the bucket every micro-step, the partition copy on
+    stage; in stages 1/2 also DeepSpeed's gradient hook (its measured host time: on every
+    micro-step at stage 2, on the boundary at stage 1, one op otherwise), the partition copy on
     the boundary with accumulation, and with offload_optimizer one sync per gradient (plus
     the fp32 copies on the boundary)."""
     host_loop(em, "grad_accumulate", GRAD_ACCUMULATE, tensors)
     if run.zero.stage not in (1, 2):
         return
     boundary = em.micro == run.grad_accum - 1
-    host_loop(em, "grad_bucket_copies", STAGE2_BACKWARD if run.zero.stage == 2 else STAGE12_BACKWARD, tensors)
+    if run.zero.stage == 2 or boundary:   # the hook reduces (S12:2293-2295)
+        host_loop(em, "grad_hooks", STAGE12_HOOK, tensors)
+    else:
+        host_loop(em, "grad_bucket_copies", STAGE12_BACKWARD, tensors)
     if boundary and run.grad_accum > 1:
         host_loop(em, "grad_partition_copies", STAGE12_BOUNDARY, tensors)
     if run.zero.offload_optimizer != OffloadDevice.NONE:

@@ -144,15 +144,22 @@ GRAD_ACCUMULATE = LoopCounts(ops_per_tensor=2.0)
 #: (S3:1569-1590); llama-0.13b-z3-mb4-ga1-s1024-r1: 949 launches + 247 memcpy, ~3.3 per tensor
 #: above zsim's module kernels.
 STAGE3_BACKWARD = LoopCounts(ops_per_tensor=3.0)
-#: Backward of stages 1/2, every micro-step: each gradient copied into the bucket.
+#: Backward of stage 1 on a micro-step that is not the accumulation boundary: the hook finds
+#: nothing to reduce (S12:2293-2295); one op per gradient (not measured apart).
 STAGE12_BACKWARD = LoopCounts(ops_per_tensor=1.0)
-#: Backward of stage 2, every micro-step: the gradient hook's own ops. In the traces every
-#: AccumulateGrad that runs stage 2's hook (reduce_independent_p_g_buckets_and_remove_grads,
-#: S12:1414-1480) calls 6 top-level aten ops (view x2, detach, narrow, copy_, view_as), against
-#: 1 (detach) without it: median over 199 gradients of tinyllama-1.1b-z2-mb4-ga1-s2048-r1
-#: (2026-12-01-m3) and 374 of mixtral-0.7b-8e-z2-mb4-ga1-s1024-moe-m12; AccumulateGrad
-#: itself is GRAD_ACCUMULATE's.
-STAGE2_BACKWARD = LoopCounts(ops_per_tensor=5.0)
+#: Backward of stage 2 on every micro-step, and of stage 1 on the boundary: DeepSpeed's
+#: gradient hook (``grad_handling_hook``, S12:1362-1380: the expected-hook bookkeeping, then
+#: reduce_independent_p_g_buckets_and_remove_grads, S12:1414-1480, whose Python costs far more
+#: than its 6 aten ops: ~170 us traced per gradient). Measured as host time, not counted:
+#: validation/microbench/backward_host.py times ``engine.backward`` under a real engine at
+#: stages 0, 1 and 2 on stacks of tiny decoder layers at two depths; the stage-1/2 slope less
+#: stage 0's, per gradient, is 104-152 us, 9.7-13.3 empty launches at each process's in-run
+#: probe: median 11.4 over the four (two processes x stages 1 and 2,
+#: validation/results/h200/2026-12-03-m17/_microbench), 10.2 loop ops at the shipped profile's
+#: loop_op_per_empty_launch (the refit that came with this count; tests/test_stage12_hook.py
+#: checks the two agree). It holds the bucket copy and the hook's share of the reduction
+#: epilogue; AccumulateGrad itself is GRAD_ACCUMULATE's (stage 0 runs it too).
+STAGE12_HOOK = LoopCounts(ops_per_tensor=10.2)
 #: Extra on the boundary micro-step of stages 1/2 with gradient accumulation.
 STAGE12_BOUNDARY = LoopCounts(ops_per_tensor=1.0)
 #: Offload (stages 1/2) backward: one sync per gradient per micro-step (copy_grads_in_partition).
@@ -184,7 +191,7 @@ def step_loops(run: RunConfig) -> LoopCounts | None:
     return STAGE3_STEP
 
 
-__all__ = ["GRAD_ACCUMULATE", "STAGE2_BACKWARD", "LoopCounts", "OFFLOAD12_BACKWARD", "OFFLOAD12_BOUNDARY", "OFFLOAD12_STEP",
-           "STAGE0_FP32_STEP", "STAGE0_STEP", "STAGE12_BACKWARD", "STAGE12_BOUNDARY", "STAGE12_STEP",
+__all__ = ["GRAD_ACCUMULATE", "LoopCounts", "OFFLOAD12_BACKWARD", "OFFLOAD12_BOUNDARY", "OFFLOAD12_STEP",
+           "STAGE0_FP32_STEP", "STAGE0_STEP", "STAGE12_BACKWARD", "STAGE12_BOUNDARY", "STAGE12_HOOK", "STAGE12_STEP",
            "STAGE3_BACKWARD", "STAGE3_HOOK_GATHER", "STAGE3_HOOK_PARTITION", "STAGE3_HOOK_WAIT",
            "STAGE3_STEP", "STAGE3_STEP_PRELUDE", "STAGE3_STEP_PRELUDE_GATHERED", "host_loop", "step_loops"]
