@@ -380,6 +380,15 @@ PLAN_1203_M17 = _repeated((
     Run(L, 2, 4, 1, 2048, tag="m17"),
 ))
 
+#: session m19 (2026-12-03): why DeepSpeed-MoE's stage-2 step runs ~1.6x longer per op than
+#: the dense runs' (validation/README.md, "Backward's host costs measured apart"): a traced
+#: MoE stage-2 run and a traced dense one on the same machine, back to back; and the 0.55B
+#: model's bf16 stage 0, m17's worst run, again on another machine (two processes).
+PLAN_1203_M19 = (Run(MX, 2, 4, 1, 1024, moe=TOP2, profile=True, tag="moe-m19"),
+                 Run(L, 2, 4, 1, 2048, profile=True, tag="m19")) + _repeated((
+    Run(M, 0, 4, 1, 1024, tag="m19"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
@@ -388,7 +397,8 @@ PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_F
          "h200-1201-m9d": PLAN_1201_M9D, "h200-1202-m11": PLAN_1202_M11,
          "h200-1202-m12": PLAN_1202_M12, "h200-1203-m13": PLAN_1203_M13,
          "h200-1203-m14": PLAN_1203_M14, "h200-1203-m15": PLAN_1203_M15,
-         "h200-1203-m17": PLAN_1203_M17}
+         "h200-1203-m17": PLAN_1203_M17,
+         "h200-1203-m19": PLAN_1203_M19}
 
 
 def split_of(model: str) -> str:
