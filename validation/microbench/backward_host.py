@@ -17,7 +17,8 @@ interleaved, with the validation job's host probe after each round:
 - ``hooks``: the dense stack under a real DeepSpeed engine at ZeRO stages 0, 1 and 2 (bf16,
   a client torch AdamW, one process), at two depths: seconds per layer of ``engine.backward``;
   the stage-1/2 slope less stage 0's, over the gradients per layer, is the hook's host
-  seconds per gradient.
+  seconds per gradient; and of ``engine.step`` (its per-tensor loops: overflow check, norm,
+  casts; a fused torch AdamW in place of FusedAdam), per gradient.
 
     python validation/microbench/backward_host.py [--output FILE] [--device cuda]
 """
@@ -135,22 +136,24 @@ def _engine(layers: int, stage: int, dev):
     config = {"train_micro_batch_size_per_gpu": BATCH, "gradient_accumulation_steps": 1,
               "bf16": {"enabled": True}, "zero_optimization": {"stage": stage},
               "steps_per_print": 10 ** 9}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    # fused: one multi-tensor kernel per step, as DeepSpeed's FusedAdam (no JIT build needed)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=dev.type == "cuda")
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), optimizer=opt,
                                       config=config)
     return engine
 
 
-def _engine_backward_s(engine, ids, sync) -> float:
-    """Wall seconds of ``engine.backward`` (the micro-step's forward and step untimed)."""
+def _engine_backward_s(engine, ids, sync) -> tuple[float, float]:
+    """Wall seconds of ``engine.backward`` and of ``engine.step`` (the forward untimed)."""
     loss = engine(input_ids=ids).last_hidden_state.float().sum()
     sync()
     t0 = time.perf_counter()
     engine.backward(loss)
     sync()
-    t = time.perf_counter() - t0
+    t1 = time.perf_counter()
     engine.step()
-    return t
+    sync()
+    return t1 - t0, time.perf_counter() - t1
 
 
 def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
@@ -168,18 +171,23 @@ def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
     engines = {(s, n): _engine(n, s, dev) for s in STAGES for n in DEPTHS}
     grads = _slope({n: sum(1 for p in engines[(0, n)].module.parameters() if p.requires_grad) for n in DEPTHS},
                    DEPTHS)
-    times = {k: [] for k in engines}
+    times = {k: ([], []) for k in engines}
     probes = []
     for r in range(warmup + rounds):
         for key, engine in engines.items():
-            t = _engine_backward_s(engine, ids, sync)
+            b, st = _engine_backward_s(engine, ids, sync)
             if r >= warmup:
-                times[key].append(t)
+                times[key][0].append(b)
+                times[key][1].append(st)
         if r >= warmup:
             probes.append(probe())
-    per_layer = {s: _slope({n: statistics.median(times[(s, n)]) for n in DEPTHS}, DEPTHS) for s in STAGES}
-    rows = [{"stage": s, "backward_s_per_layer": per_layer[s], "gradients_per_layer": grads,
-             "hook_s_per_gradient": (per_layer[s] - per_layer[0]) / grads} for s in STAGES]
+
+    def per_layer(phase: int) -> dict:
+        return {s: _slope({n: statistics.median(times[(s, n)][phase]) for n in DEPTHS}, DEPTHS) for s in STAGES}
+    bwd, step = per_layer(0), per_layer(1)
+    rows = [{"stage": s, "backward_s_per_layer": bwd[s], "gradients_per_layer": grads,
+             "hook_s_per_gradient": (bwd[s] - bwd[0]) / grads,
+             "step_s_per_layer": step[s], "step_s_per_gradient": step[s] / grads} for s in STAGES]
     return rows, probes
 
 
