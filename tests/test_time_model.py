@@ -377,7 +377,7 @@ def test_fourth_evaluation_set_with_the_in_run_host_speed():
     profile's reference speed. (Before the protocol refit with ``host.speed_exponent``:
     9.9 % and 27.3 %; before stage 1/2's hook was priced at its measured host time, 7.1 % and
     31.4 %. The largest miss is llama-0.13b stage 1 on m8b, the fastest machine: its probe
-    reads 0.54 of the others' and its step 0.58, while the fitted exponent, 0.44, lowers its
+    reads 0.54 of m8c-r2's and its step 0.58, while the fitted exponent, 0.44, lowers its
     costs only to 0.76, and the hook it now pays is priced at that speed too.)
     Guarded at 9 % and 45 %, and better than the reference speed on both."""
     hw = load_profile("h200-sxm")

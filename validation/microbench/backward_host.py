@@ -3,9 +3,10 @@
 zsim prices every kernel launch of module code at one rate (``host.module_launch_per_linear_call``)
 in forward and in backward alike, and the per-gradient work of DeepSpeed's backward hooks as
 counted aten ops at the flat-loop rate (zsim.schedule.hostwork: AccumulateGrad 2 ops, stage
-1/2's bucket copy 1, stage 2's hook 5). The DeepSpeed-MoE runs disagree with both at once:
-zsim's stage-0 backward came out 13-47 % long while its stage-2 backward matched, so the
-stage-2 hook costs more than its ops and the backward launches less (session m15).
+1/2's bucket copy 1, stage 2's hook 5, when this was written). The DeepSpeed-MoE runs
+questioned both at once: zsim's stage-0 backward came out 13-47 % long while its stage-2
+backward matched (session m15), as if the hook cost more than its ops and backward's launches
+less. validation/README.md ("Backward's host costs measured apart") has what this found.
 
 This measures both on tiny shapes (the GPU idles, so wall time is host time), in one process,
 interleaved, with the validation job's host probe after each round:
@@ -143,7 +144,7 @@ def _engine(layers: int, stage: int, dev):
     return engine
 
 
-def _engine_backward_s(engine, ids, sync) -> tuple[float, float]:
+def _engine_micro_step_s(engine, ids, sync) -> tuple[float, float]:
     """Wall seconds of ``engine.backward`` and of ``engine.step`` (the forward untimed)."""
     loss = engine(input_ids=ids).last_hidden_state.float().sum()
     sync()
@@ -157,7 +158,8 @@ def _engine_backward_s(engine, ids, sync) -> tuple[float, float]:
 
 
 def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
-    """Per-layer seconds of engine.backward by stage; the hook's seconds per gradient."""
+    """Per-layer seconds of engine.backward and engine.step by stage; the hook's seconds per
+    gradient (the stage's backward slope less stage 0's) and the step's."""
     import torch
     import deepspeed
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -175,7 +177,7 @@ def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
     probes = []
     for r in range(warmup + rounds):
         for key, engine in engines.items():
-            b, st = _engine_backward_s(engine, ids, sync)
+            b, st = _engine_micro_step_s(engine, ids, sync)
             if r >= warmup:
                 times[key][0].append(b)
                 times[key][1].append(st)
