@@ -8,7 +8,8 @@ Prints, over every ok run that has the in-run probe:
 - per run, the correlation over its timed steps between step time and the probe after it;
 - the step-time error of zsim's prediction with three host speeds: the profile's reference
   (what predictions used before the probe), the run's snapshot, and the in-run medians on
-  the snapshot's scale (what :func:`zsim.calibrate.predict_run` uses now).
+  the snapshot's scale (what :func:`zsim.calibrate.predict_run` uses now);
+- how the in-run error trends with the probe (:func:`residual_trend`).
 
 Usage: python validation/host_probe.py validation/results/h200/2026-12-01-m8 [--hardware h200-sxm]
 """
@@ -52,6 +53,17 @@ def step_correlation(rows: list[dict]) -> float:
     return float(np.corrcoef(x, y)[0, 1]) if len(rows) > 2 and x.std() > 0 and y.std() > 0 else float("nan")
 
 
+def residual_trend(runs, errors_pct: list[float], reference_s: float) -> tuple[float, float]:
+    """(correlation, slope) of log(measured / predicted step) on log(in-run Linear probe /
+    the profile's reference): 0 and 0 when the costs follow the probe as far as the steps do;
+    a positive slope says the prediction moves less than the step with the probe."""
+    x = np.array([np.log(r.host_speed_in_run.small_linear_call_s / reference_s) for r in runs])
+    y = np.array([-np.log1p(e / 100) for e in errors_pct])
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+        return float("nan"), float("nan")
+    return float(np.corrcoef(x, y)[0, 1]), float(np.polyfit(x, y, 1)[0])
+
+
 def main(argv=None) -> int:
     """Print the three tables; 0 when at least one run has the probe."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -82,6 +94,10 @@ def main(argv=None) -> int:
     for name, e in errs.items():
         print(f"{name:10s} MAPE {statistics.fmean(abs(v) for v in e):5.1f} %  max {max(abs(v) for v in e):5.1f} %"
               f"  mean {statistics.fmean(e):+5.1f} %  ({len(e)} runs)")
+    from zsim.hardware import load_profile
+    corr, slope = residual_trend(runs, errs["in-run"], load_profile(args.hardware).host.small_linear_call_s)
+    print(f"in-run residual against the probe: correlation {corr:+.2f}, slope {slope:+.2f} "
+          "(log measured/predicted on log probe/reference)")
     return 0
 
 
