@@ -35,3 +35,15 @@ def test_positive_when_fast_hosts_are_predicted_slow():
     corr, slope = residual_trend(_runs(probes), errors_pct, REF_S)
     assert slope == pytest.approx(0.5, abs=1e-9) and corr == pytest.approx(1.0)
     assert math.isnan(residual_trend(_runs(probes[:2]), errors_pct[:2], REF_S)[0])
+
+
+def test_layer_slopes_recover_a_power_law():
+    """Layer seconds made to follow the probe to the power 1 (forward) and 0.5 (backward) give
+    those slopes, with correlation 1."""
+    from host_probe import layer_probe_slopes
+    records = [{"host_probe": {"probe_small_linear_call_s": p},
+                "layers": [{"kind": k, "forward_s": 1e-3 * p / REF_S, "backward_s": 2e-3 * (p / REF_S) ** 0.5}
+                           for k in ("dense", "moe")]} for p in (10e-6, 15e-6, 20e-6, 30e-6)]
+    slopes = layer_probe_slopes(records)
+    assert slopes["dense forward_s"][0] == pytest.approx(1.0) and slopes["moe backward_s"][0] == pytest.approx(0.5)
+    assert slopes["dense forward_s"][1] == pytest.approx(1.0) and slopes["dense forward_s"][2] == 4

@@ -11,7 +11,11 @@ Prints, over every ok run that has the in-run probe:
   the snapshot's scale (what :func:`zsim.calibrate.predict_run` uses now);
 - how the in-run error trends with the probe (:func:`residual_trend`).
 
+With ``--microbench`` it prints instead how the tiny layers' host time follows the same probe
+across the processes of validation/microbench/backward_host.py (:func:`layer_probe_slopes`).
+
 Usage: python validation/host_probe.py validation/results/h200/2026-12-01-m8 [--hardware h200-sxm]
+       python validation/host_probe.py --microbench validation/results/h200/
 """
 
 from __future__ import annotations
@@ -64,12 +68,42 @@ def residual_trend(runs, errors_pct: list[float], reference_s: float) -> tuple[f
     return float(np.corrcoef(x, y)[0, 1]), float(np.polyfit(x, y, 1)[0])
 
 
+def layer_probe_slopes(records: list[dict]) -> dict[str, tuple[float, float, int]]:
+    """How the tiny layers' host seconds follow the probe across processes
+    (validation/microbench/backward_host.py records): per row kind and pass, (slope of
+    log seconds on log Linear-call probe, correlation, processes). 1 is in proportion."""
+    x = np.log([r["host_probe"]["probe_small_linear_call_s"] for r in records])
+    out = {}
+    for kind in ("dense", "moe"):
+        for field in ("forward_s", "backward_s"):
+            y = np.log([next(row for row in r["layers"] if row["kind"] == kind)[field] for r in records])
+            if len(y) >= 3 and x.std() > 0:
+                out[f"{kind} {field}"] = (float(np.polyfit(x, y, 1)[0]), float(np.corrcoef(x, y)[0, 1]), len(y))
+    return out
+
+
+def _print_layer_slopes(paths: list[str]) -> int:
+    from pathlib import Path
+    files = sorted(f for p in paths for f in Path(p).rglob("microbench_backward_host_p*.json"))
+    records = [json.loads(f.read_text())["backward_host"] for f in files]
+    if len(records) < 3:
+        print("need at least 3 backward_host records", file=sys.stderr)
+        return 1
+    for name, (slope, corr, n) in layer_probe_slopes(records).items():
+        print(f"{name:18s} slope {slope:+.2f} on the probe, correlation {corr:+.2f} ({n} processes)")
+    return 0
+
+
 def main(argv=None) -> int:
     """Print the three tables; 0 when at least one run has the probe."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("paths", nargs="+")
     p.add_argument("--hardware", default="h200-sxm")
+    p.add_argument("--microbench", action="store_true",
+                   help="instead: how the backward_host benchmark's layer times follow the probe")
     args = p.parse_args(argv)
+    if args.microbench:
+        return _print_layer_slopes(args.paths)
     runs = [r for r in find_runs(args.paths) if r.ok and r.host_speed_in_run is not None]
     if not runs:
         print("no ok run with host_speed_in_run", file=sys.stderr)
