@@ -26,7 +26,6 @@ interleaved, with the validation job's host probe after each round:
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -34,8 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from microbench.checkpoint import BATCH, DEPTHS, SEQ, TINY, _model   # noqa: E402
-from microbench.common import kernel_profile, write_json            # noqa: E402
+from microbench.checkpoint import BATCH, DEPTHS, SEQ, TINY, _model, _time_phases   # noqa: E402
+from microbench.common import bench_main, kernel_profile                          # noqa: E402
 
 #: Layer counts of the two DeepSpeed-MoE stacks (each layer launches ~4x a dense one).
 MOE_DEPTHS = (2, 6)
@@ -66,17 +65,10 @@ def _moe_model(layers: int, dev):
 
 
 def _phases(model, ids, sync) -> tuple[float, float]:
-    """(forward, backward) wall seconds of one training micro-step."""
-    sync()
-    t0 = time.perf_counter()
-    out = model(input_ids=ids).last_hidden_state
-    sync()
-    t1 = time.perf_counter()
-    out.float().sum().backward()
-    sync()
-    t2 = time.perf_counter()
+    """(forward, backward) wall seconds of one training micro-step, gradients cleared after."""
+    out = _time_phases(model, ids, sync)
     model.zero_grad(set_to_none=True)
-    return t1 - t0, t2 - t1
+    return out
 
 
 def _launches(model, ids) -> tuple[float, float]:
@@ -91,6 +83,23 @@ def _launches(model, ids) -> tuple[float, float]:
     return f, kernel_profile(step, reps=5)[1] - f
 
 
+def _interleaved(items: dict, measure, rounds: int, warmup: int, probe) -> tuple[dict, list]:
+    """``measure(item)`` (a pair of seconds) for every item, round after round, interleaved so
+    that drift hits them alike, the first ``warmup`` rounds dropped; the probe after each
+    kept round. Returns ({key: (first values, second values)}, probes)."""
+    times = {k: ([], []) for k in items}
+    probes = []
+    for r in range(warmup + rounds):
+        for key, item in items.items():
+            a, b = measure(item)
+            if r >= warmup:
+                times[key][0].append(a)
+                times[key][1].append(b)
+        if r >= warmup:
+            probes.append(probe())
+    return times, probes
+
+
 def _slope(values: dict, depths) -> float:
     return (values[depths[1]] - values[depths[0]]) / (depths[1] - depths[0])
 
@@ -102,16 +111,7 @@ def layer_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
     ids = torch.zeros(BATCH, SEQ, dtype=torch.long, device=dev)
     stacks = {("dense", n): _model(n, False, dev) for n in DEPTHS}
     stacks.update({("moe", n): _moe_model(n, dev) for n in MOE_DEPTHS})
-    times = {k: ([], []) for k in stacks}
-    probes = []
-    for r in range(warmup + rounds):
-        for key, model in stacks.items():   # interleaved: drift hits every stack alike
-            f, b = _phases(model, ids, sync)
-            if r >= warmup:
-                times[key][0].append(f)
-                times[key][1].append(b)
-        if r >= warmup:
-            probes.append(probe())
+    times, probes = _interleaved(stacks, lambda m: _phases(m, ids, sync), rounds, warmup, probe)
     counts = {k: _launches(m, ids) for k, m in stacks.items()} if dev.type == "cuda" else {}
     rows = []
     for kind, depths in (("dense", DEPTHS), ("moe", MOE_DEPTHS)):
@@ -173,16 +173,7 @@ def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
     engines = {(s, n): _engine(n, s, dev) for s in STAGES for n in DEPTHS}
     grads = _slope({n: sum(1 for p in engines[(0, n)].module.parameters() if p.requires_grad) for n in DEPTHS},
                    DEPTHS)
-    times = {k: ([], []) for k in engines}
-    probes = []
-    for r in range(warmup + rounds):
-        for key, engine in engines.items():
-            b, st = _engine_micro_step_s(engine, ids, sync)
-            if r >= warmup:
-                times[key][0].append(b)
-                times[key][1].append(st)
-        if r >= warmup:
-            probes.append(probe())
+    times, probes = _interleaved(engines, lambda e: _engine_micro_step_s(e, ids, sync), rounds, warmup, probe)
 
     def per_layer(phase: int) -> dict:
         return {s: _slope({n: statistics.median(times[(s, n)][phase]) for n in DEPTHS}, DEPTHS) for s in STAGES}
@@ -213,18 +204,7 @@ def run(device: str = "cuda", rounds: int = 30, warmup: int = 4) -> dict:
 
 def main(argv=None) -> int:
     """Run and write (atomically) or print the measurement."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output", default=None)
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--rounds", type=int, default=30)
-    args = p.parse_args(argv)
-    out = {"backward_host": run(args.device, args.rounds)}
-    if args.output:
-        write_json(Path(args.output), out)
-    else:
-        import json
-        print(json.dumps(out, indent=1))
-    return 0
+    return bench_main(argv, __doc__, "backward_host", run)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,20 @@ def write_json(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def bench_main(argv, doc: str, section: str, run) -> int:
+    """The command line of a one-section microbenchmark: ``run(device, rounds)``'s record
+    under ``section``, written atomically to ``--output`` or printed."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--output", default=None)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--rounds", type=int, default=30)
+    args = p.parse_args(argv)
+    out = {section: run(args.device, args.rounds)}
+    if args.output:
+        write_json(Path(args.output), out)
+    else:
+        print(json.dumps(out, indent=1))
+    return 0

@@ -25,7 +25,6 @@ rows): both sides run in the same process, interleaved, so the machine's speed c
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from microbench.checkpoint import BATCH, DEPTHS, SEQ, _model   # noqa: E402
-from microbench.common import kernel_profile, write_json      # noqa: E402
+from microbench.common import bench_main, kernel_profile       # noqa: E402
 
 #: Tokens, hidden size and experts of the gate: tiny, so every kernel is far below its launch.
 TOKENS, HIDDEN, EXPERTS = 64, 64, 8
@@ -105,17 +104,7 @@ def run(device: str = "cuda", rounds: int = 30, warmup: int = 3) -> dict:
 
 def main(argv=None) -> int:
     """Run and write (atomically) or print the measurement."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output", default=None)
-    p.add_argument("--device", default="cuda")
-    args = p.parse_args(argv)
-    out = {"moe_host": run(args.device)}
-    if args.output:
-        write_json(Path(args.output), out)
-    else:
-        import json
-        print(json.dumps(out, indent=1))
-    return 0
+    return bench_main(argv, __doc__, "moe_host", run)
 
 
 if __name__ == "__main__":
