@@ -389,6 +389,26 @@ PLAN_1203_M19 = (Run(MX, 2, 4, 1, 1024, moe=TOP2, profile=True, tag="moe-m19"),
     Run(M, 0, 4, 1, 1024, tag="m19"),
 ))
 
+#: sessions m21/m22 (2026-12-04): the fit sizes on two more machines. The host speed exponent
+#: (how a run's time follows its in-run probe) was set by the seven runs of one machine (m9a);
+#: these give the fit several machines' worth of probe readings, without touching any
+#: evaluation size's machine session. Two processes each, host-bound configurations first.
+def _fit_session(tag: str) -> tuple[Run, ...]:
+    """One machine session of fit-size runs (llama-0.13b and llama-3b, stages 0-3)."""
+    return _repeated((
+        Run(S, 3, 4, 1, 1024, tag=tag),
+        Run(XL, 3, 8, 1, 512, tag=tag),
+        Run(S, 1, 4, 1, 1024, tag=tag),
+        Run(S, 0, 4, 1, 1024, tag=tag),
+        Run(S, 2, 8, 4, 512, tag=tag),
+        Run(XL, 2, 4, 1, 1024, ac=True, tag=tag),
+        Run(XL, 1, 4, 1, 1024, tag=tag),
+    ))
+
+
+PLAN_1204_M21 = _fit_session("m21")
+PLAN_1204_M22 = _fit_session("m22")
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
@@ -398,7 +418,8 @@ PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_F
          "h200-1202-m12": PLAN_1202_M12, "h200-1203-m13": PLAN_1203_M13,
          "h200-1203-m14": PLAN_1203_M14, "h200-1203-m15": PLAN_1203_M15,
          "h200-1203-m17": PLAN_1203_M17,
-         "h200-1203-m19": PLAN_1203_M19}
+         "h200-1203-m19": PLAN_1203_M19, "h200-1204-m21": PLAN_1204_M21,
+         "h200-1204-m22": PLAN_1204_M22}
 
 
 def split_of(model: str) -> str:
