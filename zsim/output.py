@@ -168,13 +168,20 @@ _TIME_LABELS = {
 }
 
 
+#: How the text output spells the link types and copy directions inside those keys.
+_PART_LABELS = {"nvlink": "NVLink", "nvswitch": "NVSwitch", "ib": "InfiniBand", "pcie": "PCIe",
+                "roce": "RoCE", "h2d": "host to device", "d2h": "device to host",
+                "d2h_pageable": "device to pageable host memory"}
+
+
 def time_label(key: str) -> str:
-    """Human label of a time-breakdown key: exposed_comm_ib_s -> 'exposed comm, IB'."""
+    """Human label of a time-breakdown key: exposed_comm_ib_s -> 'exposed comm, InfiniBand'."""
     if key in _TIME_LABELS:
         return _TIME_LABELS[key]
     for prefix, what in (("exposed_comm_", "exposed comm"), ("exposed_offload_", "exposed offload copy")):
         if key.startswith(prefix):
-            return f"{what}, {key[len(prefix):-2].upper()}"
+            part = key[len(prefix):-2]
+            return f"{what}, {_PART_LABELS.get(part, part.upper())}"
     return key.removesuffix("_s").replace("_", " ")
 
 
