@@ -4,13 +4,20 @@ the end of its ladder as a capacity; collective tables give bytes on the wire pe
 from zsim.cli import main
 from zsim.decide.capacity import capacity
 from zsim.decide.text import TEXT_COLUMNS, format_capacity
-from zsim.output import format_count, format_seconds
+from zsim.output import format_count, format_seconds, time_label
 
 
 def test_human_units():
     assert format_seconds(5.428978e-03) == "5.43 ms" and format_seconds(1.296) == "1.30 s"
     assert format_seconds(4.3e-05) == "43.00 µs" and format_seconds(0.176) == "176 ms"
     assert format_count(200_000_000) == "200M" and format_count(50_000_000) == "50M"
+
+
+def test_breakdown_labels_spell_links_and_copies():
+    assert time_label("exposed_comm_nvlink_s") == "exposed comm, NVLink"
+    assert time_label("exposed_comm_ib_s") == "exposed comm, InfiniBand"
+    assert time_label("exposed_offload_d2h_pageable_s") == "exposed offload copy, device to pageable host memory"
+    assert time_label("exposed_comm_xgmi_s") == "exposed comm, XGMI"   # a link type without a spelling
 
 
 def test_capacity_text_is_100_columns_and_honest_at_the_ladder_end():
