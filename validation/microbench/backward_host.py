@@ -130,10 +130,10 @@ def layer_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
     return rows, probes
 
 
-def _engine(layers: int, stage: int, dev):
+def _engine(layers: int, stage: int, dev, shape: dict = TINY):
     import torch
     import deepspeed
-    model = _model(layers, False, dev)
+    model = _model(layers, False, dev, shape)
     config = {"train_micro_batch_size_per_gpu": BATCH, "gradient_accumulation_steps": 1,
               "bf16": {"enabled": True}, "zero_optimization": {"stage": stage},
               "steps_per_print": 10 ** 9}
@@ -157,10 +157,8 @@ def _engine_micro_step_s(engine, ids, sync) -> tuple[float, float]:
     return t1 - t0, time.perf_counter() - t1
 
 
-def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
-    """Per-layer seconds of engine.backward and engine.step by stage; the hook's seconds per
-    gradient (the stage's backward slope less stage 0's) and the step's."""
-    import torch
+def init_one_rank(dev) -> None:
+    """torch.distributed for one process, as the launcher would set it up."""
     import deepspeed
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29517")
@@ -168,6 +166,13 @@ def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     deepspeed.init_distributed(dist_backend="nccl" if dev.type == "cuda" else "gloo")
+
+
+def hook_rows(dev, rounds: int, warmup: int, probe) -> tuple[list, list]:
+    """Per-layer seconds of engine.backward and engine.step by stage; the hook's seconds per
+    gradient (the stage's backward slope less stage 0's) and the step's."""
+    import torch
+    init_one_rank(dev)
     sync = _sync_of(dev)
     ids = torch.zeros(BATCH, SEQ, dtype=torch.long, device=dev)
     engines = {(s, n): _engine(n, s, dev) for s in STAGES for n in DEPTHS}

@@ -45,10 +45,10 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "
 BATCH, SEQ = 1, 32
 
 
-def _model(layers: int, checkpointed: bool, device):
+def _model(layers: int, checkpointed: bool, device, shape: dict = TINY):
     import torch
     from transformers import LlamaConfig, LlamaModel
-    cfg = LlamaConfig(num_hidden_layers=layers, **TINY)
+    cfg = LlamaConfig(num_hidden_layers=layers, **shape)
     cfg._attn_implementation = "sdpa"
     model = LlamaModel(cfg).to(device, torch.bfloat16)
     model.train()
