@@ -3,9 +3,9 @@
 zsim prices DeepSpeed's per-tensor step loops (zsim.schedule.hostwork) by their counted
 launches, and every host sync (``.item()``, stream synchronize) at the profile's ``sync_s``.
 backward_host.py measured the step per gradient on tiny layers only (64 wide): stage 1/2 came
-out ~20 % above the counted launches, stage 0 too, while real stage-0 runs are priced too
-long. This asks whether the per-gradient cost depends on the tensors' size, and measures the
-sync instead of fitting it:
+out ~20 % above the counted launches, stage 0 too, while real stage-0 runs were priced too
+long (validation/README.md, "The fit on four machines", has what this found). This asks
+whether the per-gradient cost depends on the tensors' size, and measures the sync:
 
 - ``steps``: a real DeepSpeed engine (bf16, a fused torch AdamW, one process) at ZeRO stages
   0, 1 and 2 on stacks of HF Llama decoder layers, tiny (64 wide) and llama-0.13b's width
