@@ -1,4 +1,4 @@
-"""The run plan for one GPU of an H200 node: model sizes × ZeRO stages × offload × batch shapes.
+"""The run plan for one GPU of an H200 or H100 node: model sizes × ZeRO stages × offload × batch shapes.
 
     python validation/plan.py --list            # print the plan
     python validation/plan.py --write DIR       # write DIR/<run_id>/ds_config.json for every run
@@ -58,7 +58,7 @@ class Run:
         return self.run_id[: -len(f"-r{self.rep}")] if self.rep else self.run_id
 
     def timeout_s(self) -> int:
-        """Wall-clock limit of the run on an H200 (start-up, JIT builds and offload included)."""
+        """Wall-clock limit of the run on one H200 or H100 (start-up, JIT builds and offload included)."""
         base = {"llama-0.13b": 90, "llama-0.55b": 100, "tinyllama-1.1b": 120, "llama-3b": 170,
                 "llama-2-7b": 240, "llama-1.2b-hd128": 120, "llama-0.7b-v128k": 110,
                 "llama-1.5b-gqa": 120, "llama-4b-gqa": 200, "mixtral-0.7b-8e": 120}[self.model]
@@ -409,6 +409,27 @@ def _fit_session(tag: str) -> tuple[Run, ...]:
 PLAN_1204_M21 = _fit_session("m21")
 PLAN_1204_M22 = _fit_session("m22")
 
+#: session m24 (2026-12-06): the first runs on an H100 (nvidia-h100-x1), the fit sizes at
+#: stages 0-3 as m21/m22 ran them on H200s, so the H100 profile (never calibrated on an H100)
+#: can be fitted on this machine's runs apart from the evaluation sizes of session m25.
+PLAN_1206_M24 = _fit_session("m24")
+
+#: session m25 (2026-12-06): evaluation sizes on a second H100, which the H100 profile is
+#: scored on: tinyllama at stages 3, 2 and 0, DeepSpeed-MoE at stage 2, the 0.55B model with
+#: GA 4, the 1.5B GQA model at stage 3, the guide's offload config and the 4B GQA model at
+#: stage 3 with checkpointing; two processes each, most important first (the deadline drops
+#: the tail).
+PLAN_1206_M25 = _repeated((
+    Run(L, 3, 4, 1, 2048, tag="m25"),
+    Run(L, 2, 4, 1, 2048, tag="m25"),
+    Run(MX, 2, 4, 1, 1024, moe=TOP2, tag="moe-m25"),
+    Run(M, 1, 4, 4, 1024, tag="m25"),
+    Run(L, 0, 4, 1, 2048, tag="m25"),
+    Run(S3, 3, 4, 1, 2048, tag="m25"),
+    Run(L, 2, 2, 8, 1024, offload="opt", base=GUIDE, tag="guide-m25"),
+    Run(M3, 3, 2, 1, 2048, ac=True, tag="m25"),
+))
+
 PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_FIT,
          "h200-1201-eval": PLAN_1201_EVAL, "h200-1201-m5": PLAN_1201_M5,
          "h200-1201-m5-py": PLAN_1201_M5_PY, "h200-1201-m7": PLAN_1201_M7, "h200-1201-m8": PLAN_1201_M8,
@@ -419,7 +440,8 @@ PLANS = {"h200-1gpu": PLAN, "h200-2gpu": PLAN_2GPU, "h200-1201-fit": PLAN_1201_F
          "h200-1203-m14": PLAN_1203_M14, "h200-1203-m15": PLAN_1203_M15,
          "h200-1203-m17": PLAN_1203_M17,
          "h200-1203-m19": PLAN_1203_M19, "h200-1204-m21": PLAN_1204_M21,
-         "h200-1204-m22": PLAN_1204_M22}
+         "h200-1204-m22": PLAN_1204_M22, "h100-1206-m24": PLAN_1206_M24,
+         "h100-1206-m25": PLAN_1206_M25}
 
 
 def split_of(model: str) -> str:
